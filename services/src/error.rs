@@ -1,0 +1,116 @@
+//! The daemon's error type and its one mapping to gRPC status codes.
+//!
+//! Variants follow the classes containerd clients branch on. Each carries a message that
+//! names the object ("container \"web\" in namespace \"default\""); the class suffix
+//! (": not found") is appended by `Display`, exactly as containerd's `errdefs` does, so the
+//! real `ctr` prints the same text for both daemons.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in berthd's core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: invalid argument")]
+    InvalidArgument(String),
+    #[error("{0}: failed precondition")]
+    FailedPrecondition(String),
+    #[error("{0}: unavailable")]
+    Unavailable(String),
+    #[error("{0}: not implemented")]
+    NotImplemented(String),
+    /// The metadata database failed (I/O, corruption, a transaction that could not commit).
+    #[error("metadata database: {context}: {message}")]
+    Database { context: String, message: String },
+    /// A file or directory operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stored record could not be decoded.
+    #[error("corrupt {what} record {key:?} in the metadata database: {message}")]
+    Corrupt {
+        what: &'static str,
+        key: String,
+        message: String,
+    },
+    /// Work spawned onto a blocking thread did not finish.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Error::NotFound(msg.into())
+    }
+    pub fn already_exists(msg: impl Into<String>) -> Self {
+        Error::AlreadyExists(msg.into())
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+    pub fn precondition(msg: impl Into<String>) -> Self {
+        Error::FailedPrecondition(msg.into())
+    }
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn db(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Database {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Prefixes the message with more context while keeping the class:
+    /// `container.ID` + `identifier "x" must match ...` → `container.ID: identifier ...`.
+    pub fn context(self, prefix: &str) -> Self {
+        match self {
+            Error::NotFound(m) => Error::NotFound(format!("{prefix}: {m}")),
+            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{prefix}: {m}")),
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{prefix}: {m}")),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{prefix}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{prefix}: {m}")),
+            Error::NotImplemented(m) => Error::NotImplemented(format!("{prefix}: {m}")),
+            other => other,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+}
+
+/// The one place where berthd errors become gRPC statuses.
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        use tonic::Code;
+        let code = match &err {
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::NotImplemented(_) => Code::Unimplemented,
+            Error::Database { .. } | Error::Io { .. } | Error::Corrupt { .. } | Error::Internal(_) => {
+                Code::Internal
+            }
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %err, "internal error");
+        }
+        tonic::Status::new(code, err.to_string())
+    }
+}

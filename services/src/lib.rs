@@ -1,0 +1,2 @@
+//! berthd's core and its gRPC services.
+pub mod error;
