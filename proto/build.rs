@@ -31,11 +31,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("descriptors.bin"), fds.encode_to_vec())?;
 
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    config.btree_map(["."]);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .include_file("_includes.rs")
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, config)?;
 
     println!("cargo:rerun-if-changed=protos");
     for f in &files {

@@ -104,13 +104,35 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::NotImplemented(_) => Code::Unimplemented,
-            Error::Database { .. } | Error::Io { .. } | Error::Corrupt { .. } | Error::Internal(_) => {
-                Code::Internal
-            }
+            Error::Database { .. }
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Internal(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");
         }
         tonic::Status::new(code, err.to_string())
+    }
+}
+
+impl Error {
+    /// The one place where berthd errors become ttrpc statuses (for the ttrpc services).
+    pub fn into_ttrpc(self) -> berth_proto::ttrpc::ttrpc::Error {
+        use berth_proto::ttrpc::ttrpc::Code;
+        let status = tonic::Status::from(self);
+        let code = match status.code() {
+            tonic::Code::NotFound => Code::NOT_FOUND,
+            tonic::Code::AlreadyExists => Code::ALREADY_EXISTS,
+            tonic::Code::InvalidArgument => Code::INVALID_ARGUMENT,
+            tonic::Code::FailedPrecondition => Code::FAILED_PRECONDITION,
+            tonic::Code::Unavailable => Code::UNAVAILABLE,
+            tonic::Code::Unimplemented => Code::UNIMPLEMENTED,
+            _ => Code::INTERNAL,
+        };
+        berth_proto::ttrpc::ttrpc::Error::RpcStatus(berth_proto::ttrpc::ttrpc::get_status(
+            code,
+            status.message(),
+        ))
     }
 }

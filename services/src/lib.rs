@@ -1,2 +1,18 @@
-//! berthd's core and its gRPC services.
+//! berthd: the core (metadata, namespaces, containers, leases, events) and the gRPC/ttrpc
+//! services that expose it. The binary in `main.rs` only parses flags and sets up logging.
+
+pub mod api;
+pub mod config;
+pub mod containers;
+pub mod digest;
 pub mod error;
+pub mod events;
+pub mod filters;
+pub mod identifiers;
+pub mod labels;
+pub mod leases;
+pub mod metadata;
+pub mod namespaces;
+pub mod plugins;
+pub mod server;
+pub mod types;

@@ -1,1 +1,459 @@
-//! Test support.
+//! Test support: start the real `berthd` (and real containerd) on temporary root, state and
+//! socket paths, run the real `ctr` and our `berth` against them, and clean up by pid.
+//!
+//! The binaries are the workspace's own build output (`cargo build --workspace` first, as
+//! `.ci/run` does); a missing binary fails the test loudly.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The directory holding the workspace's built binaries (`target/<profile>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of one of our binaries; panics with a clear message when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// Path of a system program the tests need; panics when it is not installed.
+pub fn system_bin(name: &str) -> PathBuf {
+    for dir in ["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: .ci/run installs it (apt-get install containerd runc ...)");
+}
+
+/// A berthd process on its own temporary root, state and socket.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub address: PathBuf,
+    pub log: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts berthd with the embedded defaults and temp paths, and waits until it serves.
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let address = state.join("berth.sock");
+        let log = dir.path().join("berthd.log");
+        let mut d = Daemon {
+            child: None,
+            root,
+            state,
+            address,
+            log,
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--config")
+            .arg(self.dir.path().join("no-config.toml"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--state")
+            .arg(&self.state)
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--log-level")
+            .arg("debug")
+            .args(&self.extra_args);
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        // An empty config file: berthd runs on its embedded defaults plus our flags.
+        std::fs::write(self.dir.path().join("no-config.toml"), "").expect("write config");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Runs berthd with the same paths in the foreground (for tests of start-up failures).
+    pub fn run_second(&self) -> Output {
+        self.command()
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berthd")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.address).is_ok()
+                && std::fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .contains("berthd is serving")
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "berthd exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "berthd did not start serving within 20s:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM berthd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "berthd did not exit within 30s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL berthd");
+        child.wait().expect("reap berthd");
+    }
+
+    /// Starts berthd again on the same root, state and socket.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(
+                status.success(),
+                "berthd exited with {status} on SIGTERM:\n{}",
+                self.log_text()
+            );
+        }
+        self.spawn();
+    }
+
+    /// Runs the real `ctr` against this daemon.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new(system_bin("ctr"))
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    /// Runs our `berth` CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env_remove("BERTH_NAMESPACE")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// A gRPC channel to this daemon.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        channel(&self.address).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A gRPC channel over a unix socket.
+pub async fn channel(path: &Path) -> tonic::transport::Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://berthd.invalid")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .expect("connect")
+}
+
+/// Adds the namespace header to a request.
+pub fn in_ns<T>(ns: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "containerd-namespace",
+        ns.parse().expect("namespace header"),
+    );
+    r
+}
+
+/// A background process whose stdout goes to a file we can poll (e.g. `ctr events`).
+pub struct Background {
+    child: Child,
+    pub out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command) -> Background {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bg-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let out = dir.path().join("out");
+        let f = File::create(&out).expect("out file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn background process");
+        Background {
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the output contains every needle; returns the output.
+    pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if needles.iter().all(|n| text.contains(n)) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {needles:?} in output:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stdout of a command that must succeed.
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// stderr of a command that must fail.
+pub fn fails(out: &Output, what: &str) -> String {
+    assert!(
+        !out.status.success(),
+        "{what} unexpectedly succeeded:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A minimal OCI runtime spec, enough for a container record.
+pub fn minimal_spec() -> String {
+    serde_json::json!({
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]},
+    })
+    .to_string()
+}
+
+/// Real containerd (Debian's package) on its own temporary root, state and socket, for
+/// side-by-side comparisons. CRI is disabled: it is not what is being compared.
+pub struct Containerd {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub address: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ctd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        let address = state.join("containerd.sock");
+        let log = dir.path().join("containerd.log");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {:?}\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n\
+                 [metrics]\n  address = \"\"\n",
+                root.display().to_string(),
+                state.display().to_string(),
+                address.display().to_string(),
+                address.display()
+            ),
+        )
+        .expect("write containerd config");
+        let f = File::create(&log).expect("log");
+        let child = Command::new(system_bin("containerd"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn containerd");
+        let mut c = Containerd {
+            child: Some(child),
+            dir,
+            address,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&c.address).is_err() {
+            if let Some(child) = c.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "containerd exited ({status}):\n{}",
+                    std::fs::read_to_string(&c.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}

@@ -1,0 +1,222 @@
+//! `berth containers`: create, ls, info, label, rm (the container records, not tasks).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_proto::containerd::services::containers::v1 as pb;
+use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
+use clap::Subcommand;
+
+use crate::client::{Client, status};
+use crate::output::{self, Format};
+
+/// The type URL containerd gives an OCI runtime spec stored as JSON.
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a container record from an OCI runtime spec (JSON file, or - for stdin).
+    Create {
+        id: String,
+        /// The OCI runtime spec (config.json) to store.
+        #[arg(long)]
+        spec: PathBuf,
+        /// Runtime name.
+        #[arg(long, default_value = "io.containerd.runc.v2")]
+        runtime: String,
+        /// Image reference to record.
+        #[arg(long, default_value = "")]
+        image: String,
+        /// Snapshotter and snapshot key of the rootfs.
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+        #[arg(long, default_value = "")]
+        snapshot_key: String,
+        /// Labels, KEY=VALUE (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List containers, optionally filtered (containerd filter syntax).
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        filters: Vec<String>,
+    },
+    /// Show a container's record as JSON.
+    Info {
+        id: String,
+        /// Print only the spec.
+        #[arg(long)]
+        spec: bool,
+    },
+    /// Set labels (KEY=VALUE; KEY= removes) on a container.
+    Label { id: String, labels: Vec<String> },
+    /// Delete container records.
+    #[command(alias = "remove", alias = "delete", alias = "del")]
+    Rm { ids: Vec<String> },
+}
+
+fn info_json(c: &pb::Container) -> serde_json::Value {
+    let ext: BTreeMap<&String, serde_json::Value> = c
+        .extensions
+        .iter()
+        .map(|(k, v)| (k, output::any_json(v)))
+        .collect();
+    serde_json::json!({
+        "ID": c.id,
+        "Labels": c.labels,
+        "Image": c.image,
+        "Runtime": {
+            "Name": c.runtime.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+            "Options": c.runtime.as_ref().and_then(|r| r.options.as_ref()).map(output::any_json),
+        },
+        "SnapshotKey": c.snapshot_key,
+        "Snapshotter": c.snapshotter,
+        "CreatedAt": output::rfc3339_nanos(c.created_at.as_ref()),
+        "UpdatedAt": output::rfc3339_nanos(c.updated_at.as_ref()),
+        "Extensions": ext,
+        "SandboxID": c.sandbox,
+        "Spec": c.spec.as_ref().map(output::any_json),
+    })
+}
+
+pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
+    let mut api = ContainersClient::new(c.channel.clone());
+    match cmd {
+        Cmd::Create {
+            id,
+            spec,
+            runtime,
+            image,
+            snapshotter,
+            snapshot_key,
+            labels,
+        } => {
+            let bytes = if spec.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                    .context("read spec from stdin")?;
+                b
+            } else {
+                std::fs::read(&spec).with_context(|| format!("read spec {}", spec.display()))?
+            };
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .with_context(|| format!("spec {} is not valid JSON", spec.display()))?;
+            let created = api
+                .create(c.req(pb::CreateContainerRequest {
+                    container: Some(pb::Container {
+                        id,
+                        labels: output::parse_labels(&labels),
+                        image,
+                        runtime: Some(pb::container::Runtime {
+                            name: runtime,
+                            options: None,
+                        }),
+                        spec: Some(prost_types::Any {
+                            type_url: SPEC_TYPE_URL.to_string(),
+                            value: bytes,
+                        }),
+                        snapshotter,
+                        snapshot_key,
+                        ..Default::default()
+                    }),
+                }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            if let Some(c) = created.container {
+                println!("{}", c.id);
+            }
+        }
+        Cmd::Ls { quiet, filters } => {
+            let list = api
+                .list(c.req(pb::ListContainersRequest { filters }))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .containers;
+            if quiet {
+                for ct in &list {
+                    println!("{}", ct.id);
+                }
+            } else if format == Format::Json {
+                output::json(&serde_json::Value::Array(
+                    list.iter().map(info_json).collect(),
+                ))?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|ct| {
+                        vec![
+                            ct.id.clone(),
+                            if ct.image.is_empty() {
+                                "-".into()
+                            } else {
+                                ct.image.clone()
+                            },
+                            ct.runtime
+                                .as_ref()
+                                .map(|r| r.name.clone())
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["CONTAINER", "IMAGE", "RUNTIME"], &rows)?;
+            }
+        }
+        Cmd::Info { id, spec } => {
+            let ct = api
+                .get(c.req(pb::GetContainerRequest { id }))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .container
+                .unwrap_or_default();
+            if spec {
+                output::json(&ct.spec.as_ref().map(output::any_json).unwrap_or_default())?;
+            } else {
+                output::json(&info_json(&ct))?;
+            }
+        }
+        Cmd::Label { id, labels } => {
+            let labels = output::parse_labels(&labels);
+            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let ct = api
+                .update(c.req(pb::UpdateContainerRequest {
+                    container: Some(pb::Container {
+                        id,
+                        labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                }))
+                .await
+                .map_err(status)?
+                .into_inner()
+                .container
+                .unwrap_or_default();
+            println!("{}", output::labels(&ct.labels));
+        }
+        Cmd::Rm { ids } => {
+            let mut failed = None;
+            for id in ids {
+                match api
+                    .delete(c.req(pb::DeleteContainerRequest { id: id.clone() }))
+                    .await
+                {
+                    Ok(_) => println!("{id}"),
+                    Err(e) => {
+                        eprintln!("berth: failed to delete container {id:?}: {}", e.message());
+                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}

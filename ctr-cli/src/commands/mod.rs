@@ -1,0 +1,7 @@
+//! One module per command group.
+pub mod containers;
+pub mod events;
+pub mod leases;
+pub mod namespaces;
+pub mod plugins;
+pub mod version;

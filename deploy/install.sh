@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs berth's binaries, default config and systemd unit from a built workspace.
+#   deploy/install.sh [--prefix /usr/local] [--profile release]
+set -euo pipefail
+prefix=/usr/local
+profile=release
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix=$2; shift 2 ;;
+    --profile) profile=$2; shift 2 ;;
+    *) echo "usage: $0 [--prefix DIR] [--profile release|debug]" >&2; exit 2 ;;
+  esac
+done
+here=$(cd "$(dirname "$0")/.." && pwd)
+bins="$here/target/$profile"
+for b in berthd berth; do
+  [ -x "$bins/$b" ] || { echo "missing $bins/$b: run cargo build --$profile first" >&2; exit 1; }
+  install -D -m 0755 "$bins/$b" "$prefix/bin/$b"
+done
+install -d -m 0755 /etc/berth
+[ -e /etc/berth/config.toml ] || install -m 0644 "$here/deploy/config.toml" /etc/berth/config.toml
+if [ -d /etc/systemd/system ]; then
+  install -m 0644 "$here/deploy/berthd.service" /etc/systemd/system/berthd.service
+  sed -i "s#/usr/local/bin/berthd#$prefix/bin/berthd#" /etc/systemd/system/berthd.service
+  command -v systemctl >/dev/null && systemctl daemon-reload || true
+fi
+echo "installed berthd and berth into $prefix/bin"

@@ -1,0 +1,199 @@
+//! `containerd.services.containers.v1.Containers`.
+
+use std::pin::Pin;
+
+use berth_proto::containerd::events::{
+    ContainerCreate, ContainerDelete, ContainerUpdate, container_create,
+};
+use berth_proto::containerd::services::containers::v1 as pb;
+use berth_proto::containerd::services::containers::v1::containers_server::Containers;
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Services, any_from_wire, any_to_wire, namespace_required, publish, to_timestamp};
+use crate::containers::{Container, Runtime};
+use crate::error::Error;
+use crate::filters::Filter;
+
+impl From<pb::Container> for Container {
+    fn from(c: pb::Container) -> Self {
+        Container {
+            id: c.id,
+            labels: c.labels,
+            image: c.image,
+            runtime: c.runtime.map(|r| Runtime {
+                name: r.name,
+                options: r.options.map(any_from_wire),
+            }),
+            spec: c.spec.map(any_from_wire),
+            snapshotter: c.snapshotter,
+            snapshot_key: c.snapshot_key,
+            created_at: 0,
+            updated_at: 0,
+            extensions: c
+                .extensions
+                .into_iter()
+                .map(|(k, v)| (k, any_from_wire(v)))
+                .collect(),
+            sandbox: c.sandbox,
+        }
+    }
+}
+
+impl From<Container> for pb::Container {
+    fn from(c: Container) -> Self {
+        pb::Container {
+            id: c.id,
+            labels: c.labels,
+            image: c.image,
+            runtime: c.runtime.map(|r| pb::container::Runtime {
+                name: r.name,
+                options: r.options.map(any_to_wire),
+            }),
+            spec: c.spec.map(any_to_wire),
+            snapshotter: c.snapshotter,
+            snapshot_key: c.snapshot_key,
+            created_at: Some(to_timestamp(c.created_at)),
+            updated_at: Some(to_timestamp(c.updated_at)),
+            extensions: c
+                .extensions
+                .into_iter()
+                .map(|(k, v)| (k, any_to_wire(v)))
+                .collect(),
+            sandbox: c.sandbox,
+        }
+    }
+}
+
+pub struct ContainersApi(pub Services);
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListContainerMessage, Status>> + Send>>;
+
+impl ContainersApi {
+    async fn list_all(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> Result<Vec<Container>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        Ok(self.0.containers.list(&ns, filter).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Containers for ContainersApi {
+    async fn get(
+        &self,
+        req: Request<pb::GetContainerRequest>,
+    ) -> Result<Response<pb::GetContainerResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let id = req.into_inner().id;
+        if id.is_empty() {
+            return Err(Error::invalid("container id must be set").into());
+        }
+        let c = self.0.containers.get(&ns, &id).await?;
+        Ok(Response::new(pb::GetContainerResponse {
+            container: Some(c.into()),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let list = self.list_all(req).await?;
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: list.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    type ListStreamStream = ListStream;
+
+    async fn list_stream(
+        &self,
+        req: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<ListStream>, Status> {
+        let list = self.list_all(req).await?;
+        let items = list.into_iter().map(|c| {
+            Ok(pb::ListContainerMessage {
+                container: Some(c.into()),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(items))))
+    }
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateContainerRequest>,
+    ) -> Result<Response<pb::CreateContainerResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let c = req
+            .into_inner()
+            .container
+            .ok_or_else(|| Error::invalid("container must be set"))?;
+        let created = self.0.containers.create(&ns, c.into()).await?;
+        let runtime = created.runtime.clone().map(|r| container_create::Runtime {
+            name: r.name,
+            options: r.options.map(any_to_wire),
+        });
+        publish(
+            &self.0.exchange,
+            &ns,
+            "/containers/create",
+            &ContainerCreate {
+                id: created.id.clone(),
+                image: created.image.clone(),
+                runtime,
+            },
+        );
+        Ok(Response::new(pb::CreateContainerResponse {
+            container: Some(created.into()),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateContainerRequest>,
+    ) -> Result<Response<pb::UpdateContainerResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let req = req.into_inner();
+        let c = req
+            .container
+            .ok_or_else(|| Error::invalid("container must be set"))?;
+        if c.id.is_empty() {
+            return Err(Error::invalid("Container.ID required").into());
+        }
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let updated = self.0.containers.update(&ns, c.into(), paths).await?;
+        publish(
+            &self.0.exchange,
+            &ns,
+            "/containers/update",
+            &ContainerUpdate {
+                id: updated.id.clone(),
+                image: updated.image.clone(),
+                labels: updated.labels.clone(),
+                snapshot_key: updated.snapshot_key.clone(),
+            },
+        );
+        Ok(Response::new(pb::UpdateContainerResponse {
+            container: Some(updated.into()),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteContainerRequest>,
+    ) -> Result<Response<()>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let id = req.into_inner().id;
+        self.0.containers.delete(&ns, &id).await?;
+        publish(
+            &self.0.exchange,
+            &ns,
+            "/containers/delete",
+            &ContainerDelete { id },
+        );
+        Ok(Response::new(()))
+    }
+}

@@ -1,0 +1,151 @@
+//! `containerd.services.namespaces.v1.Namespaces`.
+
+use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
+use berth_proto::containerd::services::namespaces::v1 as pb;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::Namespaces;
+use tonic::{Request, Response, Status};
+
+use super::{Services, publish};
+use crate::error::Error;
+use crate::namespaces::{LabelUpdate, Namespace};
+
+impl From<Namespace> for pb::Namespace {
+    fn from(n: Namespace) -> Self {
+        pb::Namespace {
+            name: n.name,
+            labels: n.labels,
+        }
+    }
+}
+
+pub struct NamespacesApi(pub Services);
+
+#[tonic::async_trait]
+impl Namespaces for NamespacesApi {
+    async fn get(
+        &self,
+        req: Request<pb::GetNamespaceRequest>,
+    ) -> Result<Response<pb::GetNamespaceResponse>, Status> {
+        let ns = self.0.namespaces.get(&req.into_inner().name).await?;
+        Ok(Response::new(pb::GetNamespaceResponse {
+            namespace: Some(ns.into()),
+        }))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let list = self.0.namespaces.list().await?;
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces: list.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn create(
+        &self,
+        req: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let n = req
+            .into_inner()
+            .namespace
+            .ok_or_else(|| Error::invalid("namespace must be set"))?;
+        let ns = self
+            .0
+            .namespaces
+            .create(Namespace {
+                name: n.name,
+                labels: n.labels,
+            })
+            .await?;
+        publish(
+            &self.0.exchange,
+            &ns.name,
+            "/namespaces/create",
+            &NamespaceCreate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone(),
+            },
+        );
+        Ok(Response::new(pb::CreateNamespaceResponse {
+            namespace: Some(ns.into()),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateNamespaceRequest>,
+    ) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
+        let req = req.into_inner();
+        let n = req
+            .namespace
+            .ok_or_else(|| Error::invalid("namespace must be set"))?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let update = if paths.is_empty() {
+            LabelUpdate::Replace(n.labels.clone())
+        } else {
+            let mut keys = Vec::new();
+            for path in &paths {
+                if let Some(key) = path.strip_prefix("labels.") {
+                    keys.push((key.to_string(), n.labels.get(key).cloned()));
+                } else if path == "labels" {
+                    return self.replace(n.name, n.labels).await;
+                } else {
+                    return Err(Error::invalid(format!(
+                        "cannot update {path:?} field on namespace {:?}",
+                        n.name
+                    ))
+                    .into());
+                }
+            }
+            LabelUpdate::Keys(keys)
+        };
+        let ns = self.0.namespaces.update(&n.name, update).await?;
+        self.updated(ns)
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let name = req.into_inner().name;
+        self.0.namespaces.delete(&name).await?;
+        publish(
+            &self.0.exchange,
+            &name,
+            "/namespaces/delete",
+            &NamespaceDelete { name: name.clone() },
+        );
+        Ok(Response::new(()))
+    }
+}
+
+impl NamespacesApi {
+    async fn replace(
+        &self,
+        name: String,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
+        let ns = self
+            .0
+            .namespaces
+            .update(&name, LabelUpdate::Replace(labels))
+            .await?;
+        self.updated(ns)
+    }
+
+    fn updated(&self, ns: Namespace) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
+        publish(
+            &self.0.exchange,
+            &ns.name,
+            "/namespaces/update",
+            &NamespaceUpdate {
+                name: ns.name.clone(),
+                labels: ns.labels.clone(),
+            },
+        );
+        Ok(Response::new(pb::UpdateNamespaceResponse {
+            namespace: Some(ns.into()),
+        }))
+    }
+}

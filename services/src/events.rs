@@ -1,0 +1,218 @@
+//! The event exchange: everything berthd changes, and everything shims forward, fans out to
+//! every subscriber whose filters match.
+//!
+//! Publishing never blocks: each subscriber has a bounded queue, and one that falls behind
+//! loses the oldest events (with a warning) instead of stalling the daemon.
+
+use std::time::SystemTime;
+
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+use crate::filters::{Adaptor, Filter};
+use crate::identifiers;
+use crate::types::AnyValue;
+
+/// Events a slow subscriber may lag behind before it starts losing them.
+const QUEUE: usize = 4096;
+
+/// One event on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub timestamp: SystemTime,
+    pub namespace: String,
+    pub topic: String,
+    pub event: Option<AnyValue>,
+}
+
+/// Looks up fields of the event payload (for `event.*` filters).
+pub trait EventFields: Send + Sync {
+    fn field(&self, event: &AnyValue, path: &[String]) -> Option<String>;
+}
+
+/// Adapts an envelope to the filter language: `namespace`, `topic`, `event.<field>...`.
+struct EnvelopeAdaptor<'a> {
+    envelope: &'a Envelope,
+    fields: &'a dyn EventFields,
+}
+
+impl Adaptor for EnvelopeAdaptor<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let e = self.envelope;
+        match path.first().map(String::as_str)? {
+            "namespace" => (!e.namespace.is_empty()).then(|| e.namespace.clone()),
+            "topic" => (!e.topic.is_empty()).then(|| e.topic.clone()),
+            "event" => {
+                let event = e.event.as_ref()?;
+                self.fields.field(event, &path[1..])
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Checks a topic the way containerd does: `/` followed by identifier components.
+pub fn validate_topic(topic: &str) -> Result<()> {
+    let inner = || -> Result<()> {
+        if topic.is_empty() {
+            return Err(Error::invalid("must not be empty"));
+        }
+        let Some(rest) = topic.strip_prefix('/') else {
+            return Err(Error::invalid("must start with '/'"));
+        };
+        if rest.is_empty() {
+            return Err(Error::invalid("must have at least one component"));
+        }
+        for component in rest.split('/') {
+            identifiers::validate(component)
+                .map_err(|e| e.context(&format!("failed validation on component {component:?}")))?;
+        }
+        Ok(())
+    };
+    inner().map_err(|e| e.context(&format!("envelope topic {topic:?}")))
+}
+
+/// Checks an envelope forwarded from elsewhere (a shim, another daemon).
+pub fn validate_envelope(e: &Envelope) -> Result<()> {
+    identifiers::validate(&e.namespace)
+        .map_err(|err| err.context("event envelope has invalid namespace"))?;
+    validate_topic(&e.topic)?;
+    if e.timestamp == SystemTime::UNIX_EPOCH {
+        return Err(Error::invalid("timestamp must be set on forwarded event"));
+    }
+    Ok(())
+}
+
+/// The exchange. Cheap to clone.
+#[derive(Clone)]
+pub struct Exchange {
+    tx: broadcast::Sender<Envelope>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Exchange {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(QUEUE);
+        let (closed, _) = tokio::sync::watch::channel(false);
+        Exchange { tx, closed }
+    }
+
+    /// Publishes an event that happened in `namespace`.
+    pub fn publish(&self, namespace: &str, topic: &str, event: AnyValue) -> Result<()> {
+        validate_topic(topic)?;
+        identifiers::validate(namespace).map_err(|e| e.context("namespace validation"))?;
+        self.send(Envelope {
+            timestamp: SystemTime::now(),
+            namespace: namespace.to_string(),
+            topic: topic.to_string(),
+            event: Some(event),
+        });
+        Ok(())
+    }
+
+    /// Re-publishes an envelope created elsewhere, keeping its timestamp and namespace.
+    pub fn forward(&self, envelope: Envelope) -> Result<()> {
+        validate_envelope(&envelope)?;
+        self.send(envelope);
+        Ok(())
+    }
+
+    fn send(&self, envelope: Envelope) {
+        tracing::debug!(namespace = %envelope.namespace, topic = %envelope.topic, "event");
+        // An error only means nobody is subscribed.
+        let _ = self.tx.send(envelope);
+    }
+
+    /// A subscription that yields the envelopes matching `filter`.
+    pub fn subscribe(&self, filter: Filter) -> Subscription {
+        Subscription {
+            rx: self.tx.subscribe(),
+            closed: self.closed.subscribe(),
+            filter,
+        }
+    }
+
+    /// Ends every subscription (at shutdown, so that streaming clients let go).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+}
+
+/// A live subscription.
+pub struct Subscription {
+    rx: broadcast::Receiver<Envelope>,
+    closed: tokio::sync::watch::Receiver<bool>,
+    filter: Filter,
+}
+
+impl Subscription {
+    /// The next matching envelope; None once the exchange is closed.
+    pub async fn next(&mut self, fields: &dyn EventFields) -> Option<Envelope> {
+        loop {
+            if *self.closed.borrow() {
+                return None;
+            }
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.closed.changed() => return None,
+            };
+            match received {
+                Ok(e) => {
+                    let adaptor = EnvelopeAdaptor {
+                        envelope: &e,
+                        fields,
+                    };
+                    if self.filter.matches(&adaptor) {
+                        return Some(e);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lost = n, "event subscriber fell behind; events dropped");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoFields;
+    impl EventFields for NoFields {
+        fn field(&self, _: &AnyValue, _: &[String]) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn topics() {
+        assert!(validate_topic("/containers/create").is_ok());
+        assert_eq!(
+            validate_topic("containers").unwrap_err().to_string(),
+            "envelope topic \"containers\": must start with '/': invalid argument"
+        );
+        assert!(validate_topic("/").is_err());
+        assert!(validate_topic("").is_err());
+        assert!(validate_topic("/a//b").is_err());
+    }
+
+    #[tokio::test]
+    async fn filtered_subscription() {
+        let ex = Exchange::new();
+        let mut sub = ex.subscribe(Filter::parse_all(&["topic==\"/b\""]).expect("filter"));
+        let any = AnyValue::default();
+        ex.publish("ns", "/a", any.clone()).expect("publish");
+        ex.publish("ns", "/b", any).expect("publish");
+        let got = sub.next(&NoFields).await.expect("event");
+        assert_eq!(got.topic, "/b");
+        assert_eq!(got.namespace, "ns");
+    }
+}

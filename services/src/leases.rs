@@ -1,0 +1,368 @@
+//! Leases: named holds that keep content, images, ingests and snapshots alive while a client
+//! works with them. A lease with the `containerd.io/gc.expire` label (RFC 3339) is removed
+//! once that time has passed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::filters::{self, Adaptor, Filter};
+use crate::metadata::{self, DbContext, LEASE_RESOURCES, LEASES, Store};
+use crate::{digest, identifiers, labels};
+
+/// The label that sets a lease's expiry.
+pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
+
+/// A lease. Stored as the `leases` table's record.
+#[derive(Clone, PartialEq, Message)]
+pub struct Lease {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Unix nanoseconds.
+    #[prost(int64, tag = "2")]
+    pub created_at: i64,
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A resource a lease holds: `type` is `content`, `ingests`, `images` or
+/// `snapshots/<snapshotter>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub id: String,
+    pub kind: String,
+}
+
+impl Adaptor for Lease {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "id" => (!self.id.is_empty()).then(|| self.id.clone()),
+            "labels" => filters::map_field(&self.labels, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+impl Lease {
+    /// When the lease expires, if it has a valid expiry label.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        let v = self.labels.get(EXPIRE_LABEL)?;
+        humantime::parse_rfc3339_weak(v.trim_end_matches('Z'))
+            .ok()
+            .or_else(|| humantime::parse_rfc3339(v).ok())
+    }
+}
+
+/// Checks a resource and returns its normalised form.
+fn check_resource(r: &Resource) -> Result<Resource> {
+    let parts: Vec<&str> = r.kind.split('/').collect();
+    match parts[0] {
+        "content" | "ingests" | "images" => {
+            if parts.len() != 1 {
+                return Err(Error::invalid(format!("invalid resource type {}", r.kind)));
+            }
+            if parts[0] == "content" {
+                digest::validate(&r.id).map_err(|e| match e {
+                    Error::InvalidArgument(m) => Error::invalid(format!(
+                        "invalid content resource id {}: {}",
+                        r.id,
+                        m.strip_prefix(&format!("{}: ", r.id)).unwrap_or(&m)
+                    )),
+                    other => other,
+                })?;
+            }
+        }
+        "snapshots" => {
+            if parts.len() != 2 || parts[1].is_empty() {
+                return Err(Error::invalid(format!(
+                    "invalid snapshot resource type {}",
+                    r.kind
+                )));
+            }
+        }
+        _ => {
+            return Err(Error::NotImplemented(format!(
+                "resource type {} not supported yet",
+                r.kind
+            )));
+        }
+    }
+    if r.id.is_empty() {
+        return Err(Error::invalid(format!(
+            "resource of type {} must have an id",
+            r.kind
+        )));
+    }
+    Ok(r.clone())
+}
+
+fn require_lease(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<()> {
+    let t = txn.open_table(LEASES).ctx("open leases")?;
+    if t.get((namespace, id)).ctx("read lease")?.is_none() {
+        return Err(Error::not_found(format!("lease {id:?}")));
+    }
+    Ok(())
+}
+
+/// Removes a lease and every resource it holds, in the caller's transaction.
+fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
+    let mut t = txn.open_table(LEASES).ctx("open leases")?;
+    let existed = t.remove((namespace, id)).ctx("delete lease")?.is_some();
+    let mut r = txn
+        .open_table(LEASE_RESOURCES)
+        .ctx("open lease_resources")?;
+    let keys: Vec<(String, String)> = r
+        .range((namespace, id, "", "")..)
+        .ctx("scan lease resources")?
+        .map(|item| item.ctx("read lease resource"))
+        .take_while(|item| match item {
+            Ok((k, _)) => {
+                let (ns, lease, _, _) = k.value();
+                ns == namespace && lease == id
+            }
+            Err(_) => true,
+        })
+        .map(|item| {
+            item.map(|(k, _)| {
+                let (_, _, kind, rid) = k.value();
+                (kind.to_string(), rid.to_string())
+            })
+        })
+        .collect::<Result<_>>()?;
+    for (kind, rid) in keys {
+        r.remove((namespace, id, kind.as_str(), rid.as_str()))
+            .ctx("delete lease resource")?;
+    }
+    Ok(existed)
+}
+
+/// The leases core.
+#[derive(Clone)]
+pub struct Leases {
+    store: Store,
+}
+
+impl Leases {
+    pub fn new(store: Store) -> Self {
+        Leases { store }
+    }
+
+    pub async fn create(
+        &self,
+        namespace: &str,
+        id: String,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Lease> {
+        identifiers::validate(&id).map_err(|e| e.context("lease.ID"))?;
+        labels::validate_all(&labels).map_err(|e| e.context("lease.Labels"))?;
+        if let Some(v) = labels.get(EXPIRE_LABEL) {
+            let probe = Lease {
+                labels: labels.clone(),
+                ..Default::default()
+            };
+            if probe.expires_at().is_none() {
+                return Err(Error::invalid(format!(
+                    "lease {id:?}: label {EXPIRE_LABEL}={v:?} is not an RFC 3339 time"
+                )));
+            }
+        }
+        let lease = Lease {
+            id,
+            created_at: metadata::now_nanos(),
+            labels,
+        };
+        let namespace = namespace.to_string();
+        self.store
+            .update(move |txn| {
+                metadata::ensure_namespace(txn, &namespace)?;
+                let mut t = txn.open_table(LEASES).ctx("open leases")?;
+                if t.get((namespace.as_str(), lease.id.as_str()))
+                    .ctx("read lease")?
+                    .is_some()
+                {
+                    return Err(Error::already_exists(format!("lease {:?}", lease.id)));
+                }
+                t.insert(
+                    (namespace.as_str(), lease.id.as_str()),
+                    lease.encode_to_vec().as_slice(),
+                )
+                .ctx("write lease")?;
+                Ok(lease)
+            })
+            .await
+    }
+
+    pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        self.store
+            .update(move |txn| {
+                if !remove_lease(txn, &namespace, &id)? {
+                    return Err(Error::not_found(format!("lease {id:?}")));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn list(&self, namespace: &str, filter: Filter) -> Result<Vec<Lease>> {
+        let namespace = namespace.to_string();
+        self.store
+            .view(move |txn| {
+                let t = txn.open_table(LEASES).ctx("open leases")?;
+                Ok(
+                    metadata::list_in_namespace::<_, Lease>(&t, "lease", &namespace)?
+                        .into_iter()
+                        .map(|(_, l)| l)
+                        .filter(|l| filter.matches(l))
+                        .collect(),
+                )
+            })
+            .await
+    }
+
+    pub async fn add_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
+        let (namespace, lease) = (namespace.to_string(), lease.to_string());
+        self.store
+            .update(move |txn| {
+                require_lease(txn, &namespace, &lease)?;
+                let r = check_resource(&r)?;
+                let mut t = txn
+                    .open_table(LEASE_RESOURCES)
+                    .ctx("open lease_resources")?;
+                t.insert(
+                    (
+                        namespace.as_str(),
+                        lease.as_str(),
+                        r.kind.as_str(),
+                        r.id.as_str(),
+                    ),
+                    (),
+                )
+                .ctx("write lease resource")?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn delete_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
+        let (namespace, lease) = (namespace.to_string(), lease.to_string());
+        self.store
+            .update(move |txn| {
+                require_lease(txn, &namespace, &lease)?;
+                let r = check_resource(&r)?;
+                let mut t = txn
+                    .open_table(LEASE_RESOURCES)
+                    .ctx("open lease_resources")?;
+                t.remove((
+                    namespace.as_str(),
+                    lease.as_str(),
+                    r.kind.as_str(),
+                    r.id.as_str(),
+                ))
+                .ctx("delete lease resource")?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn list_resources(&self, namespace: &str, lease: &str) -> Result<Vec<Resource>> {
+        let (namespace, lease) = (namespace.to_string(), lease.to_string());
+        self.store
+            .view(move |txn| {
+                let t = txn.open_table(LEASES).ctx("open leases")?;
+                if t.get((namespace.as_str(), lease.as_str()))
+                    .ctx("read lease")?
+                    .is_none()
+                {
+                    return Err(Error::not_found(format!("lease {lease:?}")));
+                }
+                let r = txn
+                    .open_table(LEASE_RESOURCES)
+                    .ctx("open lease_resources")?;
+                let mut out = Vec::new();
+                for item in r
+                    .range((namespace.as_str(), lease.as_str(), "", "")..)
+                    .ctx("scan")?
+                {
+                    let (k, _) = item.ctx("read lease resource")?;
+                    let (ns, l, kind, id) = k.value();
+                    if ns != namespace || l != lease {
+                        break;
+                    }
+                    out.push(Resource {
+                        id: id.to_string(),
+                        kind: kind.to_string(),
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Deletes every lease whose expiry has passed. Returns the leases removed and the
+    /// earliest expiry still pending.
+    pub async fn expire(
+        &self,
+        now: SystemTime,
+    ) -> Result<(Vec<(String, String)>, Option<SystemTime>)> {
+        self.store
+            .update(move |txn| {
+                let mut due = Vec::new();
+                let mut next: Option<SystemTime> = None;
+                {
+                    let t = txn.open_table(LEASES).ctx("open leases")?;
+                    for item in t.iter().ctx("scan leases")? {
+                        let (k, v) = item.ctx("read lease")?;
+                        let (ns, id) = k.value();
+                        let lease: Lease = metadata::decode("lease", id, v.value())?;
+                        if let Some(at) = lease.expires_at() {
+                            if at <= now {
+                                due.push((ns.to_string(), id.to_string()));
+                            } else if next.is_none_or(|n| at < n) {
+                                next = Some(at);
+                            }
+                        }
+                    }
+                }
+                for (ns, id) in &due {
+                    remove_lease(txn, ns, id)?;
+                }
+                Ok((due, next))
+            })
+            .await
+    }
+
+    /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when woken by
+    /// `wake` (a lease was created), and at least once a minute.
+    pub async fn run_expiry(
+        self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let wait = match self.expire(SystemTime::now()).await {
+                Ok((removed, next)) => {
+                    for (namespace, id) in removed {
+                        tracing::info!(%namespace, lease = %id, "lease expired and was removed");
+                    }
+                    next.and_then(|n| n.duration_since(SystemTime::now()).ok())
+                        .map(|d| d + Duration::from_millis(10))
+                        .unwrap_or(Duration::from_secs(60))
+                        .min(Duration::from_secs(60))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease expiry sweep failed");
+                    Duration::from_secs(10)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

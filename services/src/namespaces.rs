@@ -1,0 +1,184 @@
+//! Namespaces: isolated sets of containers, images, leases, content and snapshots.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::metadata::{
+    self, CONTAINERS, CONTENT, DbContext, IMAGES, LEASES, NAMESPACES, SNAPSHOTS, Store,
+};
+use crate::{identifiers, labels};
+
+/// A namespace and its labels. Stored as the `namespaces` table's record.
+#[derive(Clone, PartialEq, Message)]
+pub struct Namespace {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How an update applies to the stored labels.
+#[derive(Debug, Clone)]
+pub enum LabelUpdate {
+    /// No field mask: the labels are replaced wholesale.
+    Replace(BTreeMap<String, String>),
+    /// `labels.<key>` paths: each key is set to the given value, or removed when it has none.
+    Keys(Vec<(String, Option<String>)>),
+}
+
+/// The namespaces core.
+#[derive(Clone)]
+pub struct Namespaces {
+    store: Store,
+}
+
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    labels::validate_all(labels).map_err(|e| e.context("namespace.Labels"))
+}
+
+fn write(txn: &WriteTransaction, ns: &Namespace) -> Result<()> {
+    let mut t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+    t.insert(ns.name.as_str(), ns.encode_to_vec().as_slice())
+        .ctx("write namespace")?;
+    Ok(())
+}
+
+fn read(txn: &WriteTransaction, name: &str) -> Result<Namespace> {
+    let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+    let v = t.get(name).ctx("read namespace")?;
+    match v {
+        Some(v) => metadata::decode("namespace", name, v.value()),
+        None => Err(Error::not_found(format!("namespace {name:?}"))),
+    }
+}
+
+impl Namespaces {
+    pub fn new(store: Store) -> Self {
+        Namespaces { store }
+    }
+
+    pub async fn create(&self, ns: Namespace) -> Result<Namespace> {
+        identifiers::validate(&ns.name)?;
+        validate_labels(&ns.labels)?;
+        self.store
+            .update(move |txn| {
+                {
+                    let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+                    if t.get(ns.name.as_str()).ctx("read namespace")?.is_some() {
+                        return Err(Error::already_exists(format!("namespace {:?}", ns.name)));
+                    }
+                }
+                write(txn, &ns)?;
+                Ok(ns)
+            })
+            .await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Namespace> {
+        let name = name.to_string();
+        self.store
+            .view(move |txn| {
+                let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+                let v = t.get(name.as_str()).ctx("read namespace")?;
+                match v {
+                    Some(v) => metadata::decode("namespace", &name, v.value()),
+                    None => Err(Error::not_found(format!("namespace {name:?}"))),
+                }
+            })
+            .await
+    }
+
+    pub async fn list(&self) -> Result<Vec<Namespace>> {
+        self.store
+            .view(|txn| {
+                let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+                let mut out = Vec::new();
+                for item in t.iter().ctx("scan namespaces")? {
+                    let (k, v) = item.ctx("read namespace")?;
+                    out.push(metadata::decode("namespace", k.value(), v.value())?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Applies a label update and returns the namespace as stored.
+    pub async fn update(&self, name: &str, update: LabelUpdate) -> Result<Namespace> {
+        match &update {
+            LabelUpdate::Replace(labels) => validate_labels(labels)?,
+            LabelUpdate::Keys(keys) => {
+                for (k, v) in keys {
+                    labels::validate(k, v.as_deref().unwrap_or(""))
+                        .map_err(|e| e.context("namespace.Labels"))?;
+                }
+            }
+        }
+        let name = name.to_string();
+        self.store
+            .update(move |txn| {
+                let mut ns = read(txn, &name)?;
+                match update {
+                    LabelUpdate::Replace(labels) => ns.labels = labels,
+                    LabelUpdate::Keys(keys) => {
+                        for (k, v) in keys {
+                            match v {
+                                Some(v) if !v.is_empty() => {
+                                    ns.labels.insert(k, v);
+                                }
+                                _ => {
+                                    ns.labels.remove(&k);
+                                }
+                            }
+                        }
+                    }
+                }
+                write(txn, &ns)?;
+                Ok(ns)
+            })
+            .await
+    }
+
+    /// Deletes an empty namespace. A namespace that still holds objects is a
+    /// FailedPrecondition naming what it holds, in containerd's words.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.store
+            .update(move |txn| {
+                read(txn, &name)?;
+                let mut held: Vec<String> = Vec::new();
+                let images = txn.open_table(IMAGES).ctx("open images")?;
+                if metadata::namespace_has_rows2(&images, &name)? {
+                    held.push("images".into());
+                }
+                let content = txn.open_table(CONTENT).ctx("open content")?;
+                if metadata::namespace_has_rows2(&content, &name)? {
+                    held.push("blobs".into());
+                }
+                let containers = txn.open_table(CONTAINERS).ctx("open containers")?;
+                if metadata::namespace_has_rows2(&containers, &name)? {
+                    held.push("containers".into());
+                }
+                let snapshots = txn.open_table(SNAPSHOTS).ctx("open snapshots")?;
+                for s in metadata::snapshotters_in_namespace(&snapshots, &name)? {
+                    held.push(format!("snapshots on {s:?} snapshotter"));
+                }
+                let leases = txn.open_table(LEASES).ctx("open leases")?;
+                if metadata::namespace_has_rows2(&leases, &name)? {
+                    held.push("leases".into());
+                }
+                if !held.is_empty() {
+                    return Err(Error::precondition(format!(
+                        "namespace {name:?} must be empty, but it still has {}",
+                        held.join(", ")
+                    )));
+                }
+                let mut t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+                t.remove(name.as_str()).ctx("delete namespace")?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,70 @@
+//! The plugin list berthd reports through Introspection: what it really runs, built
+//! explicitly at start-up (no registry), named `(type, id)` as containerd names its plugins.
+
+use std::collections::BTreeMap;
+
+use crate::filters::Adaptor;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub kind: String,
+    pub id: String,
+    pub requires: Vec<String>,
+    pub exports: BTreeMap<String, String>,
+    pub capabilities: Vec<String>,
+}
+
+impl PluginInfo {
+    pub fn new(kind: &str, id: &str) -> Self {
+        PluginInfo {
+            kind: kind.to_string(),
+            id: id.to_string(),
+            requires: Vec::new(),
+            exports: BTreeMap::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    pub fn requires(mut self, kinds: &[&str]) -> Self {
+        self.requires = kinds.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn export(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.exports.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl Adaptor for PluginInfo {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let present = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        match path.first().map(String::as_str)? {
+            "type" => present(&self.kind),
+            "id" => present(&self.id),
+            _ => None,
+        }
+    }
+}
+
+pub const EVENT: &str = "io.containerd.event.v1";
+pub const METADATA: &str = "io.containerd.metadata.v1";
+pub const LEASE: &str = "io.containerd.lease.v1";
+pub const GRPC: &str = "io.containerd.grpc.v1";
+pub const TTRPC: &str = "io.containerd.ttrpc.v1";
+
+/// The plugins of this daemon, given where its metadata lives.
+pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
+    vec![
+        PluginInfo::new(EVENT, "exchange"),
+        PluginInfo::new(METADATA, "redb").export("root", root.display().to_string()),
+        PluginInfo::new(LEASE, "manager").requires(&[METADATA]),
+        PluginInfo::new(GRPC, "containers").requires(&[METADATA, EVENT]),
+        PluginInfo::new(GRPC, "events").requires(&[EVENT]),
+        PluginInfo::new(GRPC, "introspection"),
+        PluginInfo::new(GRPC, "leases").requires(&[LEASE]),
+        PluginInfo::new(GRPC, "namespaces").requires(&[METADATA, EVENT]),
+        PluginInfo::new(GRPC, "version"),
+        PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
+    ]
+}

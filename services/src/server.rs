@@ -1,0 +1,280 @@
+//! Start-up, serving and shutdown of berthd: the lock on the root, the metadata store, the
+//! gRPC socket and the ttrpc socket next to it.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
+use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
+use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
+use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::api::{self, Services};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::Exchange;
+use crate::metadata::Store;
+
+/// gRPC messages up to this size are accepted (containerd's default).
+const MAX_MESSAGE: usize = 16 << 20;
+/// How long in-flight calls get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Holds `<root>/berthd.lock` for the daemon's lifetime: one daemon per root.
+pub struct RootLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RootLock {
+    pub fn acquire(root: &Path) -> Result<RootLock> {
+        let path = root.join("berthd.lock");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(Error::Unavailable(format!(
+                    "another berthd{} is already running with root {} (lock {} is held)",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    },
+                    root.display(),
+                    path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        file.set_len(0)
+            .map_err(|e| Error::io("truncate lock file", &path, e))?;
+        writeln!(file, "{}", std::process::id())
+            .map_err(|e| Error::io("write lock file", &path, e))?;
+        Ok(RootLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn create_dir(path: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(|e| Error::io("create directory", path, e))
+}
+
+/// Binds a unix socket: creates its directory, replaces a stale socket file, refuses one
+/// another process still serves, and sets mode 0660 and the configured owner.
+pub async fn bind_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        create_dir(dir, 0o711)?;
+    }
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(_) => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(Error::Unavailable(format!(
+                    "socket {} is in use by another process",
+                    path.display()
+                )));
+            }
+            tokio::fs::remove_file(path)
+                .await
+                .map_err(|e| Error::io("remove stale socket", path, e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("stat socket", path, e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| Error::io("bind socket", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| Error::io("chmod socket", path, e))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| Error::io("chown socket", path, e))?;
+    Ok(listener)
+}
+
+/// A daemon that has taken its lock and opened its store, ready to serve.
+pub struct Daemon {
+    pub config: Config,
+    pub services: Services,
+    lock: RootLock,
+}
+
+impl Daemon {
+    /// Creates the directories, takes the root lock and opens the metadata store.
+    pub async fn open(config: Config) -> Result<Daemon> {
+        create_dir(&config.root, 0o711)?;
+        create_dir(&config.state, 0o711)?;
+        let lock = RootLock::acquire(&config.root)?;
+        let db_path = config.root.join("meta.redb");
+        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
+            .await
+            .map_err(|e| Error::Internal(format!("open metadata: {e}")))??;
+        let uuid_store = store.clone();
+        let uuid = tokio::task::spawn_blocking(move || {
+            uuid_store.meta_get_or_init("server.uuid", || {
+                uuid::Uuid::new_v4().to_string().into_bytes()
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read server uuid: {e}")))??;
+        let server_uuid = String::from_utf8(uuid).map_err(|e| Error::Corrupt {
+            what: "meta",
+            key: "server.uuid".into(),
+            message: e.to_string(),
+        })?;
+        let services = Services {
+            exchange: Exchange::new(),
+            namespaces: crate::namespaces::Namespaces::new(store.clone()),
+            containers: crate::containers::Containers::new(store.clone()),
+            leases: crate::leases::Leases::new(store.clone()),
+            lease_created: Arc::new(tokio::sync::Notify::new()),
+            plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
+            server_uuid,
+            store,
+        };
+        Ok(Daemon {
+            config,
+            services,
+            lock,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight calls finish
+    /// (up to a bound), ends event subscriptions and removes the sockets.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let grpc_path = self.config.grpc.address.clone();
+        let ttrpc_path = self.config.ttrpc_address();
+        let uid = self.config.grpc.uid;
+        let gid = self.config.grpc.gid;
+        let grpc_listener = bind_socket(&grpc_path, uid, gid).await?;
+        let ttrpc_listener = bind_socket(&ttrpc_path, uid, gid).await?;
+
+        let s = self.services.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+        let expiry = tokio::spawn(
+            s.leases
+                .clone()
+                .run_expiry(s.lease_created.clone(), stop_rx.clone()),
+        );
+
+        let mut ttrpc_server = berth_proto::ttrpc::ttrpc::r#async::Server::new()
+            .add_listener(ttrpc_listener.into())
+            .register_service(api::events::ttrpc_services(s.exchange.clone()));
+        ttrpc_server.start().await.map_err(|e| {
+            Error::Internal(format!(
+                "start ttrpc server on {}: {e}",
+                ttrpc_path.display()
+            ))
+        })?;
+
+        let mut grpc_stop = stop_rx.clone();
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                VersionServer::new(api::version::VersionApi).max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                NamespacesServer::new(api::namespaces::NamespacesApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                IntrospectionServer::new(api::introspection::IntrospectionApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ContainersServer::new(api::containers::ContainersApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                LeasesServer::new(api::leases::LeasesApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                EventsServer::new(api::events::EventsApi(s.exchange.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            );
+        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+            UnixListenerStream::new(grpc_listener),
+            async move {
+                let _ = grpc_stop.wait_for(|v| *v).await;
+            },
+        ));
+        tracing::info!(
+            address = %grpc_path.display(),
+            ttrpc = %ttrpc_path.display(),
+            root = %self.config.root.display(),
+            state = %self.config.state.display(),
+            lock = %self.lock.path().display(),
+            "berthd is serving"
+        );
+
+        let mut grpc = grpc;
+        let early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut grpc => Some(r),
+        };
+        if let Some(r) = early {
+            let _ = stop_tx.send(true);
+            let _ = ttrpc_server.shutdown().await;
+            remove_socket(&grpc_path);
+            remove_socket(&ttrpc_path);
+            return match r {
+                Ok(Ok(())) => Err(Error::Internal("gRPC server stopped unexpectedly".into())),
+                Ok(Err(e)) => Err(Error::Internal(format!("gRPC server: {e}"))),
+                Err(e) => Err(Error::Internal(format!("gRPC server task: {e}"))),
+            };
+        }
+
+        tracing::info!("shutting down: no new connections, finishing calls in flight");
+        let _ = stop_tx.send(true);
+        s.exchange.close();
+        match tokio::time::timeout(DRAIN, &mut grpc).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    seconds = DRAIN.as_secs(),
+                    "calls still running after the drain period; exiting"
+                );
+                grpc.abort();
+            }
+        }
+        if let Err(e) = ttrpc_server.shutdown().await {
+            tracing::warn!(error = %e, "ttrpc shutdown");
+        }
+        let _ = expiry.await;
+        remove_socket(&grpc_path);
+        remove_socket(&ttrpc_path);
+        tracing::info!("berthd stopped");
+        Ok(())
+    }
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "remove socket");
+    }
+}
