@@ -314,7 +314,7 @@ mod tests {
         c.default_runtime = "nope".into();
         assert!(c.validate().is_err());
         let mut c = Config::default();
-        c.log.level = "loud=".into();
+        c.log.level = "berth=notalevel".into();
         assert!(c.validate().is_err());
     }
 

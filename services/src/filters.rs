@@ -41,7 +41,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Parses one filter string; the empty string matches everything.
+    /// Parses one filter string; the empty string matches everything. A syntax error is
+    /// `InvalidArgument` with containerd's message (`filters: parse error: [...]: ...`).
     pub fn parse(s: &str) -> Result<Filter> {
         if s.is_empty() {
             return Ok(Filter::always());
@@ -74,6 +75,7 @@ impl Filter {
         }
     }
 
+    /// Whether `obj` passes the filter.
     pub fn matches(&self, obj: &dyn Adaptor) -> bool {
         self.clauses
             .iter()
@@ -595,14 +597,21 @@ fn unquote(text: &str) -> Option<Vec<u8>> {
 /// escape, Perl classes become explicit ASCII classes, named groups become plain groups
 /// (names do not matter for matching), and anything Go rejects is rejected.
 ///
-/// Left as they are: Unicode property names that the `regex` crate also knows but Go does not
-/// (four-letter script codes such as `\p{Grek}`), the two libraries' different Unicode versions,
-/// and their different size and nesting limits.
+/// Left as they are: the two libraries' Unicode versions, and their limits on size and nesting
+/// (the regex crate nests at most 250 deep, Go 1000; its compiled form of large Unicode classes
+/// is bigger, so `\pL{1000}\pL{1000}\pL{1000}\pL{1000}` fits Go's budget but not ours).
 mod goregex {
-    use regex::Regex;
+    use regex::{Regex, RegexBuilder};
+
+    /// Go budgets 128 MiB for a compiled expression. The regex crate's default of 10 MiB would
+    /// refuse patterns Go takes, such as `\pL{1000}`.
+    const SIZE_LIMIT: usize = 128 << 20;
 
     pub(super) fn compile(pattern: &str) -> Option<Regex> {
-        Regex::new(&translate(pattern)?).ok()
+        RegexBuilder::new(&translate(pattern)?)
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .ok()
     }
 
     /// The `regex` crate pattern equivalent to Go `pattern`, or `None` if Go rejects it.
@@ -613,6 +622,7 @@ mod goregex {
             out: String::with_capacity(pattern.len() * 2),
             pending_flags: String::new(),
             ends_with_repeat: false,
+            groups: vec![Group::default()],
         };
         t.run()?;
         Some(t.out)
@@ -693,6 +703,25 @@ mod goregex {
         /// The output ends with a repetition operator, so a `?` written next would make it
         /// lazy instead of optional.
         ends_with_repeat: bool,
+        /// The groups open at the cursor, outermost (the whole pattern) first.
+        groups: Vec<Group>,
+    }
+
+    /// What Go's nested-repetition limit needs to know about an open group: how many copies
+    /// of their innermost part the items in it would expand to. Go refuses a counted
+    /// repetition when this exceeds 1000 (`(a{100}){20}`), though each count is allowed.
+    #[derive(Default)]
+    struct Group {
+        /// The most copies among the items before the last one.
+        before: i64,
+        /// The item a repetition would apply to.
+        last: Option<i64>,
+    }
+
+    impl Group {
+        fn copies(&self) -> i64 {
+            self.before.max(self.last.unwrap_or(0))
+        }
     }
 
     impl Translator {
@@ -720,60 +749,94 @@ mod goregex {
         fn run(&mut self) -> Option<()> {
             let mut after_repeat = false;
             while let Some(c) = self.peek(0) {
-                let mut repeat = false;
-                let repetition =
-                    matches!(c, '*' | '+' | '?') || (c == '{' && self.counted_repeat().is_some());
+                let counted = if c == '{' {
+                    self.counted_repeat()
+                } else {
+                    None
+                };
+                let repetition = matches!(c, '*' | '+' | '?') || counted.is_some();
                 let written = self.out.len();
                 let pending = std::mem::take(&mut self.pending_flags);
-                match c {
-                    '(' if self.peek(1) == Some('?') => self.group()?,
-                    '(' | ')' | '|' | '^' | '$' | '.' => {
+                if repetition {
+                    // Go: no repetition directly after another, nor with nothing to repeat.
+                    if after_repeat {
+                        return None;
+                    }
+                    let last = self.groups.last_mut()?.last.as_mut()?;
+                    if let Some((min, max, end)) = counted {
+                        let copies = if max < 0 { min } else { max };
+                        if !(0..=1000).contains(&min) || max > 1000 || (max >= 0 && min > max) {
+                            return None;
+                        }
+                        *last = if copies == 0 {
+                            0
+                        } else {
+                            copies * (*last).max(1)
+                        };
+                        if (min >= 2 || max >= 2) && *last > 1000 {
+                            return None;
+                        }
+                        let text: String = self.chars[self.i..end].iter().collect();
+                        self.out.push_str(&text);
+                        self.i = end;
+                    } else if c == '?' && self.ends_with_repeat {
+                        self.out.push_str("{0,1}");
+                        self.i += 1;
+                    } else {
                         self.out.push(c);
                         self.i += 1;
                     }
-                    '[' => self.class()?,
-                    '*' | '+' | '?' => {
-                        if after_repeat {
+                    self.lazy_suffix();
+                    self.ends_with_repeat = true;
+                    self.pending_flags.insert_str(0, &pending);
+                    after_repeat = true;
+                    continue;
+                }
+                match c {
+                    '(' if self.peek(1) == Some('?') => self.group()?,
+                    '(' => {
+                        self.out.push('(');
+                        self.i += 1;
+                        self.groups.push(Group::default());
+                    }
+                    ')' => {
+                        self.out.push(')');
+                        self.i += 1;
+                        let inner = self.groups.pop()?;
+                        if self.groups.is_empty() {
                             return None;
                         }
-                        if c == '?' && self.ends_with_repeat {
-                            self.out.push_str("{0,1}");
-                        } else {
-                            self.out.push(c);
-                        }
-                        self.i += 1;
-                        self.lazy_suffix();
-                        repeat = true;
+                        self.item(inner.copies());
                     }
-                    '{' => match self.counted_repeat() {
-                        Some((min, max, end)) => {
-                            if !(0..=1000).contains(&min) || max > 1000 || (max >= 0 && min > max) {
-                                return None;
-                            }
-                            if after_repeat {
-                                return None;
-                            }
-                            let text: String = self.chars[self.i..end].iter().collect();
-                            self.out.push_str(&text);
-                            self.i = end;
-                            self.lazy_suffix();
-                            repeat = true;
+                    '|' => {
+                        self.out.push('|');
+                        self.i += 1;
+                        let group = self.groups.last_mut()?;
+                        group.before = group.copies();
+                        group.last = None;
+                    }
+                    '^' | '$' | '.' => {
+                        self.out.push(c);
+                        self.i += 1;
+                        self.item(0);
+                    }
+                    '[' => {
+                        self.class()?;
+                        self.item(0);
+                    }
+                    '\\' => {
+                        self.escape_outside_class()?;
+                        if self.out.len() > written {
+                            self.item(0);
                         }
-                        None => {
-                            self.literal(u32::from('{'));
-                            self.i += 1;
-                        }
-                    },
-                    '\\' => self.escape_outside_class()?,
+                    }
                     _ => {
                         self.literal(u32::from(c));
                         self.i += 1;
+                        self.item(0);
                     }
                 }
-                if repetition {
-                    self.ends_with_repeat = true;
-                    self.pending_flags.insert_str(0, &pending);
-                } else if self.out.len() > written {
+                if self.out.len() > written {
                     // The flags take effect before whatever this item wrote.
                     self.out.insert_str(written, &pending);
                     self.ends_with_repeat = false;
@@ -781,10 +844,21 @@ mod goregex {
                     // A flag group, `(?)` or an empty `\Q\E`: nothing written yet.
                     self.pending_flags.insert_str(0, &pending);
                 }
-                after_repeat = repeat;
+                after_repeat = false;
+            }
+            if self.groups.len() != 1 {
+                return None;
             }
             self.out.push_str(&self.pending_flags);
             Some(())
+        }
+
+        /// Records a new item (an atom or a closed group) in the innermost group.
+        fn item(&mut self, copies: i64) {
+            if let Some(group) = self.groups.last_mut() {
+                group.before = group.copies();
+                group.last = Some(copies);
+            }
         }
 
         fn lazy_suffix(&mut self) {
@@ -857,6 +931,7 @@ mod goregex {
                     return None;
                 }
                 self.out.push('(');
+                self.groups.push(Group::default());
                 self.i = end + 1;
                 return Some(());
             }
@@ -902,6 +977,7 @@ mod goregex {
                             self.pending_flags.push_str(&group);
                         } else {
                             self.out.push_str(&group);
+                            self.groups.push(Group::default());
                         }
                         self.i = k;
                         return Some(());
@@ -1412,8 +1488,8 @@ mod tests {
                 r#"filters: parse error: [labels. >|"|< \777"==x]: unquoting failed: quote syntax error"#,
             ),
             (
-                r#"labels."\UFFFFFFFF"==x"#,
-                r#"filters: parse error: [labels. >|"|< \UFFFFFFFF"==x]: unquoting failed: quote syntax error"#,
+                r#"labels."\U00110000"==x"#,
+                r#"filters: parse error: [labels. >|"|< \U00110000"==x]: unquoting failed: quote syntax error"#,
             ),
             (
                 "name==/x/",
@@ -1544,6 +1620,10 @@ mod tests {
         assert_eq!(u(r#""\x4""#), None);
         assert_eq!(u(r#""\12""#), None);
         assert_eq!(u(r#""\U00110000""#), None);
+        assert_eq!(u(r#""\U7FFFFFFF""#), None);
+        // Values with the top bit set wrap to negative in Go and keep only their low byte.
+        assert_eq!(u(r#""\UFFFFFFFF""#), Some(vec![0xff]));
+        assert_eq!(u(r#""\U80000041""#), Some(b"A".to_vec()));
         assert_eq!(u(r#""牛""#), Some("牛".as_bytes().to_vec()));
         assert_eq!(u("\""), None);
     }
@@ -1899,6 +1979,42 @@ mod tests {
         ] {
             assert_eq!(t(rejected), None, "{rejected:?} is invalid in Go");
         }
+    }
+
+    #[test]
+    fn regex_flag_groups_and_repetition_limits() {
+        let t = |p: &str| goregex::translate(p);
+        // A repetition after a flag group repeats the item before the group.
+        assert_eq!(t("b(?i){1,3}").as_deref(), Some(r"\x{62}{1,3}(?i)"));
+        assert_eq!(t("]{2}(?i)?").as_deref(), Some(r"\x{5D}{2}{0,1}(?i)"));
+        assert_eq!(t(r"a{2}\Q\E{3}").as_deref(), Some(r"\x{61}{2}{3}"));
+        assert_eq!(t("(?i)*"), None);
+        assert_eq!(t("a|(?i)*"), None);
+        // Nested counted repetitions may expand to at most 1000 copies.
+        for ok in [
+            "(a{100}){10}",
+            "(a{10}|b{200}){5}",
+            "(a{1000}){0}",
+            "(a{1000})*",
+            "(a{1000}){1}",
+            "(?:a{500}){2}",
+        ] {
+            assert!(t(ok).is_some(), "{ok:?} is valid in Go");
+        }
+        for too_big in [
+            "(a{100}){11}",
+            "(a{10}|b{200}){6}",
+            "((a{1000})*){2}",
+            "((a{1000}){1}){2}",
+            "(?i:a{500}){3}",
+        ] {
+            assert_eq!(t(too_big), None, "{too_big:?} is too large in Go");
+        }
+        let m = |p: &str, s: &str| goregex::compile(p).is_some_and(|re| re.is_match(s));
+        assert!(m("]{2}(?i)?", ""));
+        assert!(m("a*(?i)?", ""));
+        assert!(!m("b(?i){1,3}", "B"));
+        assert!(m("b(?i){1,3}x", "bbX"));
     }
 
     #[test]
