@@ -82,15 +82,15 @@ pub fn rfc3339_nanos(ts: Option<&prost_types::Timestamp>) -> String {
 /// An `Any` as JSON: decoded when its type is known (a runtime spec is JSON already, a
 /// protobuf message is decoded by reflection), else its type and size.
 pub fn any_json(a: &prost_types::Any) -> serde_json::Value {
-    if a.type_url.contains("opencontainers/runtime-spec") || a.type_url.ends_with("Spec") {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.value) {
-            return v;
-        }
+    if (a.type_url.contains("opencontainers/runtime-spec") || a.type_url.ends_with("Spec"))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.value)
+    {
+        return v;
     }
-    if let Some(m) = berth_proto::descriptors::decode_any(&a.type_url, &a.value) {
-        if let Ok(v) = serde_json::to_value(&m) {
-            return v;
-        }
+    if let Some(m) = berth_proto::descriptors::decode_any(&a.type_url, &a.value)
+        && let Ok(v) = serde_json::to_value(&m)
+    {
+        return v;
     }
     serde_json::json!({ "type_url": a.type_url, "size": a.value.len() })
 }

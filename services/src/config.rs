@@ -307,11 +307,15 @@ mod tests {
         let err = Config::from_toml("rooot = \"/x\"", Path::new("/etc/c.toml")).unwrap_err();
         assert!(err.to_string().contains("/etc/c.toml"), "{err}");
         assert!(err.to_string().contains("rooot"), "{err}");
-        let mut c = Config::default();
-        c.root = PathBuf::from("relative");
+        let c = Config {
+            root: PathBuf::from("relative"),
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("absolute"));
-        let mut c = Config::default();
-        c.default_runtime = "nope".into();
+        let c = Config {
+            default_runtime: "nope".into(),
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.log.level = "berth=notalevel".into();
