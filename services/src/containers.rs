@@ -114,6 +114,7 @@ impl Containers {
         Containers { store }
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn get(&self, namespace: &str, id: &str) -> Result<Container> {
         let (namespace, id) = (namespace.to_string(), id.to_string());
         self.store
@@ -132,6 +133,7 @@ impl Containers {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self, filter))]
     pub async fn list(&self, namespace: &str, filter: Filter) -> Result<Vec<Container>> {
         let namespace = namespace.to_string();
         self.store
@@ -148,6 +150,7 @@ impl Containers {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self, c), fields(id = %c.id))]
     pub async fn create(&self, namespace: &str, mut c: Container) -> Result<Container> {
         validate(&c).map_err(|e| e.context("create container failed validation"))?;
         let now = metadata::now_nanos();
@@ -173,6 +176,7 @@ impl Containers {
     }
 
     /// Updates the fields named by `paths` (all mutable fields when empty) from `c`.
+    #[tracing::instrument(level = "debug", skip(self, c), fields(id = %c.id))]
     pub async fn update(
         &self,
         namespace: &str,
@@ -258,6 +262,7 @@ impl Containers {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
         let (namespace, id) = (namespace.to_string(), id.to_string());
         self.store

@@ -150,6 +150,7 @@ impl Leases {
         Leases { store }
     }
 
+    #[tracing::instrument(level = "debug", skip(self, labels))]
     pub async fn create(
         &self,
         namespace: &str,
@@ -195,6 +196,7 @@ impl Leases {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
         let (namespace, id) = (namespace.to_string(), id.to_string());
         self.store
@@ -223,6 +225,7 @@ impl Leases {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn add_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
         let (namespace, lease) = (namespace.to_string(), lease.to_string());
         self.store
@@ -247,6 +250,7 @@ impl Leases {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
         let (namespace, lease) = (namespace.to_string(), lease.to_string());
         self.store

@@ -60,6 +60,7 @@ impl Namespaces {
         Namespaces { store }
     }
 
+    #[tracing::instrument(level = "debug", skip(self, ns), fields(namespace = %ns.name))]
     pub async fn create(&self, ns: Namespace) -> Result<Namespace> {
         identifiers::validate(&ns.name)?;
         validate_labels(&ns.labels)?;
@@ -106,6 +107,7 @@ impl Namespaces {
     }
 
     /// Applies a label update and returns the namespace as stored.
+    #[tracing::instrument(level = "debug", skip(self, update))]
     pub async fn update(&self, name: &str, update: LabelUpdate) -> Result<Namespace> {
         match &update {
             LabelUpdate::Replace(labels) => validate_labels(labels)?,
@@ -143,6 +145,7 @@ impl Namespaces {
 
     /// Deletes an empty namespace. A namespace that still holds objects is a
     /// FailedPrecondition naming what it holds, in containerd's words.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.store

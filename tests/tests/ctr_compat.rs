@@ -213,10 +213,7 @@ fn containers_create_ls_info_label_rm() {
 #[test]
 fn leases_create_ls_rm() {
     let d = Daemon::start();
-    let id = ok(
-        &d.ctr(&["leases", "create", "purpose=test"]),
-        "create",
-    );
+    let id = ok(&d.ctr(&["leases", "create", "purpose=test"]), "create");
     let id = id.trim();
     assert!(!id.is_empty());
     ok(
