@@ -22,6 +22,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}: not implemented")]
     NotImplemented(String),
+    /// A write at the wrong offset (gRPC OutOfRange, as containerd's content service).
+    #[error("{0}")]
+    OutOfRange(String),
     /// The metadata database failed (I/O, corruption, a transaction that could not commit).
     #[error("metadata database: {context}: {message}")]
     Database { context: String, message: String },
@@ -104,6 +107,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Unavailable(_) => Code::Unavailable,
             Error::NotImplemented(_) => Code::Unimplemented,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::Database { .. }
             | Error::Io { .. }
             | Error::Corrupt { .. }

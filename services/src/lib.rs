@@ -4,11 +4,13 @@
 pub mod api;
 pub mod config;
 pub mod containers;
+pub mod content;
 pub mod digest;
 pub mod error;
 pub mod events;
 pub mod filters;
 pub mod identifiers;
+pub mod images;
 pub mod labels;
 pub mod leases;
 pub mod metadata;

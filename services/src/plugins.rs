@@ -47,6 +47,7 @@ impl Adaptor for PluginInfo {
     }
 }
 
+pub const CONTENT: &str = "io.containerd.content.v1";
 pub const EVENT: &str = "io.containerd.event.v1";
 pub const METADATA: &str = "io.containerd.metadata.v1";
 pub const LEASE: &str = "io.containerd.lease.v1";
@@ -57,9 +58,15 @@ pub const TTRPC: &str = "io.containerd.ttrpc.v1";
 pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
     vec![
         PluginInfo::new(EVENT, "exchange"),
-        PluginInfo::new(METADATA, "redb").export("root", root.display().to_string()),
+        PluginInfo::new(CONTENT, "content")
+            .export("root", root.join("content").display().to_string()),
+        PluginInfo::new(METADATA, "redb")
+            .requires(&[CONTENT])
+            .export("root", root.display().to_string()),
         PluginInfo::new(LEASE, "manager").requires(&[METADATA]),
         PluginInfo::new(GRPC, "containers").requires(&[METADATA, EVENT]),
+        PluginInfo::new(GRPC, "content").requires(&[METADATA, EVENT]),
+        PluginInfo::new(GRPC, "images").requires(&[METADATA, EVENT]),
         PluginInfo::new(GRPC, "events").requires(&[EVENT]),
         PluginInfo::new(GRPC, "introspection"),
         PluginInfo::new(GRPC, "leases").requires(&[LEASE]),

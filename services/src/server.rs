@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
+use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
+use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
@@ -146,6 +148,8 @@ impl Daemon {
             exchange: Exchange::new(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
             containers: crate::containers::Containers::new(store.clone()),
+            content: crate::content::ContentStore::open(&config.root, store.clone())?,
+            images: crate::images::Images::new(store.clone()),
             leases: crate::leases::Leases::new(store.clone()),
             lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
@@ -203,6 +207,14 @@ impl Daemon {
             )
             .add_service(
                 ContainersServer::new(api::containers::ContainersApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ContentServer::new(api::content::ContentApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ImagesServer::new(api::images::ImagesApi(s.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
             )
             .add_service(

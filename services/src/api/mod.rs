@@ -3,7 +3,9 @@
 //! and converts back. Errors become statuses only through `From<Error> for Status`.
 
 pub mod containers;
+pub mod content;
 pub mod events;
+pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
@@ -146,6 +148,8 @@ pub struct Services {
     pub exchange: Exchange,
     pub namespaces: crate::namespaces::Namespaces,
     pub containers: crate::containers::Containers,
+    pub content: crate::content::ContentStore,
+    pub images: crate::images::Images,
     pub leases: crate::leases::Leases,
     pub lease_created: std::sync::Arc<tokio::sync::Notify>,
     pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,

@@ -1,0 +1,308 @@
+//! `containerd.services.content.v1.Content`.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::pin::Pin;
+
+use berth_proto::containerd::events::ContentDelete;
+use berth_proto::containerd::services::content::v1 as pb;
+use berth_proto::containerd::services::content::v1::WriteAction;
+use berth_proto::containerd::services::content::v1::content_server::Content;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Services, lease, namespace_required, publish, to_timestamp};
+use crate::content::{Info, Status as IngestStatus};
+use crate::error::Error;
+use crate::filters::Filter;
+
+/// Bytes per `Read` response message.
+const READ_CHUNK: usize = 1 << 20;
+
+impl From<Info> for pb::Info {
+    fn from(i: Info) -> Self {
+        pb::Info {
+            digest: i.digest,
+            size: i.size,
+            created_at: Some(to_timestamp(i.created_at)),
+            updated_at: Some(to_timestamp(i.updated_at)),
+            labels: i.labels,
+        }
+    }
+}
+
+impl From<IngestStatus> for pb::Status {
+    fn from(s: IngestStatus) -> Self {
+        pb::Status {
+            started_at: Some(to_timestamp(s.started_at)),
+            updated_at: Some(to_timestamp(s.updated_at)),
+            r#ref: s.reference,
+            offset: s.offset,
+            total: s.total,
+            expected: s.expected,
+        }
+    }
+}
+
+pub struct ContentApi(pub Services);
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Content for ContentApi {
+    async fn info(
+        &self,
+        req: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let info = self.0.content.info(&ns, &req.into_inner().digest).await?;
+        Ok(Response::new(pb::InfoResponse {
+            info: Some(info.into()),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::UpdateResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let req = req.into_inner();
+        let info = req.info.ok_or_else(|| Error::invalid("info must be set"))?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        let updated = self
+            .0
+            .content
+            .update(
+                &ns,
+                Info {
+                    digest: info.digest,
+                    labels: info.labels,
+                    ..Default::default()
+                },
+                paths,
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateResponse {
+            info: Some(updated.into()),
+        }))
+    }
+
+    type ListStream = Boxed<pb::ListContentResponse>;
+
+    async fn list(
+        &self,
+        req: Request<pb::ListContentRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        let infos = self.0.content.list(&ns, filter).await?;
+        // Batches, as containerd sends them, so huge stores do not make one huge message.
+        let batches: Vec<Result<pb::ListContentResponse, Status>> = infos
+            .chunks(100)
+            .map(|c| {
+                Ok(pb::ListContentResponse {
+                    info: c.iter().cloned().map(Into::into).collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(batches))))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteContentRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let digest = req.into_inner().digest;
+        self.0.content.delete(&ns, &digest).await?;
+        publish(
+            &self.0.exchange,
+            &ns,
+            "/content/delete",
+            &ContentDelete { digest },
+        );
+        Ok(Response::new(()))
+    }
+
+    type ReadStream = Boxed<pb::ReadContentResponse>;
+
+    async fn read(
+        &self,
+        req: Request<pb::ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let req = req.into_inner();
+        let (mut file, size) = self.0.content.open_blob(&ns, &req.digest).await?;
+        if req.offset < 0 || req.offset > size {
+            return Err(Error::OutOfRange(format!(
+                "read offset {} beyond size {size} of {}",
+                req.offset, req.digest
+            ))
+            .into());
+        }
+        let end = if req.size > 0 {
+            (req.offset + req.size).min(size)
+        } else {
+            size
+        };
+        let (tx, rx) = mpsc::channel::<Result<pb::ReadContentResponse, Status>>(4);
+        let digest = req.digest.clone();
+        let start = req.offset;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.seek(SeekFrom::Start(start as u64)) {
+                let _ = tx.blocking_send(Err(Error::io("seek blob", &digest, e).into()));
+                return;
+            }
+            let mut offset = start;
+            while offset < end {
+                let want = usize::try_from(end - offset)
+                    .unwrap_or(READ_CHUNK)
+                    .min(READ_CHUNK);
+                let mut buf = vec![0u8; want];
+                if let Err(e) = file.read_exact(&mut buf) {
+                    let _ = tx.blocking_send(Err(Error::io("read blob", &digest, e).into()));
+                    return;
+                }
+                if tx
+                    .blocking_send(Ok(pb::ReadContentResponse { offset, data: buf }))
+                    .is_err()
+                {
+                    return; // client went away
+                }
+                offset += want as i64;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let st = self.0.content.status(&ns, &req.into_inner().r#ref).await?;
+        Ok(Response::new(pb::StatusResponse {
+            status: Some(st.into()),
+        }))
+    }
+
+    async fn list_statuses(
+        &self,
+        req: Request<pb::ListStatusesRequest>,
+    ) -> Result<Response<pb::ListStatusesResponse>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        let list = self.0.content.list_statuses(&ns, filter).await?;
+        Ok(Response::new(pb::ListStatusesResponse {
+            statuses: list.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    type WriteStream = Boxed<pb::WriteContentResponse>;
+
+    async fn write(
+        &self,
+        req: Request<Streaming<pb::WriteContentRequest>>,
+    ) -> Result<Response<Self::WriteStream>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        let lease = lease(req.metadata());
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<pb::WriteContentResponse, Status>>(4);
+        let s = self.0.clone();
+        tokio::spawn(async move {
+            if let Err(e) = write_session(&s, &ns, lease, &mut input, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn abort(&self, req: Request<pb::AbortRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace_required(req.metadata())?;
+        self.0.content.abort(&ns, &req.into_inner().r#ref).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// One `Write` session: the first message names the ref; then STAT, WRITE and COMMIT
+/// actions, each answered with the writer's state, exactly as containerd's content service.
+async fn write_session(
+    s: &Services,
+    ns: &str,
+    lease: Option<String>,
+    input: &mut Streaming<pb::WriteContentRequest>,
+    tx: &mpsc::Sender<Result<pb::WriteContentResponse, Status>>,
+) -> Result<(), Status> {
+    let Some(mut req) = input.message().await? else {
+        return Ok(());
+    };
+    if req.r#ref.is_empty() {
+        return Err(Error::invalid("first message must have a reference").into());
+    }
+    let mut total = req.total;
+    let mut expected = req.expected.clone();
+    let mut w = s.content.writer(ns, &req.r#ref, total, &expected).await?;
+    loop {
+        let action = WriteAction::try_from(req.action)
+            .map_err(|_| Error::invalid(format!("unknown write action {}", req.action)))?;
+        let ws = w.status();
+        let mut msg = pb::WriteContentResponse {
+            action: req.action,
+            offset: ws.offset,
+            ..Default::default()
+        };
+        if !req.expected.is_empty() {
+            expected = req.expected.clone();
+            if s.content.info(ns, &expected).await.is_ok() {
+                drop(w);
+                let _ = s.content.abort(ns, &req.r#ref).await;
+                return Err(Status::already_exists(format!(
+                    "blob with expected digest {expected} exists"
+                )));
+            }
+        }
+        if req.total > 0 {
+            total = req.total;
+        }
+        match action {
+            WriteAction::Stat => {
+                msg.digest = w.digest();
+                msg.started_at = Some(to_timestamp(ws.started_at));
+                msg.updated_at = Some(to_timestamp(ws.updated_at));
+                msg.total = total;
+            }
+            WriteAction::Write | WriteAction::Commit => {
+                if req.offset > 0 && req.offset != ws.offset {
+                    return Err(Error::OutOfRange(format!(
+                        "write @{} must occur at current offset {}",
+                        req.offset, ws.offset
+                    ))
+                    .into());
+                }
+                if req.offset == 0 && ws.offset > 0 {
+                    w.truncate().await?;
+                    msg.offset = 0;
+                }
+                if !req.data.is_empty() {
+                    let n = req.data.len() as i64;
+                    w.write(std::mem::take(&mut req.data)).await?;
+                    msg.offset += n;
+                }
+                if action == WriteAction::Commit {
+                    let labels = std::mem::take(&mut req.labels);
+                    let info = w.commit(total, &expected, labels, lease).await?;
+                    msg.digest = info.digest;
+                    msg.offset = info.size;
+                    let _ = tx.send(Ok(msg)).await;
+                    return Ok(());
+                }
+                msg.digest = w.digest();
+            }
+        }
+        if tx.send(Ok(msg)).await.is_err() {
+            return Ok(());
+        }
+        match input.message().await? {
+            Some(next) => req = next,
+            None => return Ok(()),
+        }
+    }
+}

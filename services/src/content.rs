@@ -1,0 +1,854 @@
+//! The content store: immutable blobs addressed by digest, and resumable ingests.
+//!
+//! ```text
+//! <root>/content/
+//! ├── blobs/sha256/<hex>        verified, immutable; one file per digest, shared by namespaces
+//! └── ingest/<key>/             one in-progress write; key = sha256("<namespace>\0<ref>")
+//!     ├── data                  bytes written so far (the offset is its length)
+//!     ├── ref                   "<namespace>\n<ref>"
+//!     ├── startedat, updatedat  Unix nanoseconds
+//!     ├── total                 expected size (0 when unknown)
+//!     └── expected              expected digest ("" when unknown)
+//! ```
+//!
+//! Which namespaces hold a blob, with its labels and times, lives in the metadata store's
+//! `content` table; a blob is visible in a namespace only through that table. A blob file is
+//! written to an ingest first, fsynced, verified against its digest and renamed into
+//! `blobs/` — a reader never sees a partial blob. Deleting the last namespace's record of a
+//! blob removes its file.
+//!
+//! One writer per ref at a time: a second `writer()` for a ref in use is Unavailable, as in
+//! containerd, so clients retry. All file work runs on the blocking pool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+use crate::filters::{self, Adaptor, Filter};
+use crate::metadata::{self, CONTENT, DbContext, LEASE_RESOURCES, LEASES, Store};
+use crate::{digest, labels};
+
+/// Metadata of a blob in one namespace. Stored as the `content` table's record.
+#[derive(Clone, PartialEq, Message)]
+pub struct Info {
+    #[prost(string, tag = "1")]
+    pub digest: String,
+    #[prost(int64, tag = "2")]
+    pub size: i64,
+    #[prost(int64, tag = "3")]
+    pub created_at: i64,
+    #[prost(int64, tag = "4")]
+    pub updated_at: i64,
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Adaptor for Info {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "digest" => (!self.digest.is_empty()).then(|| self.digest.clone()),
+            "size" => Some(self.size.to_string()),
+            "labels" => filters::map_field(&self.labels, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+/// The state of an ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    pub reference: String,
+    pub offset: i64,
+    pub total: i64,
+    pub expected: String,
+    pub started_at: i64,
+    pub updated_at: i64,
+}
+
+impl Adaptor for Status {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "ref" => Some(self.reference.clone()),
+            _ => None,
+        }
+    }
+}
+
+struct Inner {
+    root: PathBuf,
+    store: Store,
+    /// Refs with a live writer ("<namespace>\0<ref>") and when it was taken.
+    locks: Mutex<HashMap<String, (Instant, std::time::SystemTime)>>,
+}
+
+/// The content store. Cheap to clone.
+#[derive(Clone)]
+pub struct ContentStore {
+    inner: Arc<Inner>,
+}
+
+fn hex_of(d: &str) -> Result<&str> {
+    digest::validate(d)?;
+    match d.split_once(':') {
+        Some(("sha256", hex)) => Ok(hex),
+        _ => Err(Error::NotImplemented(format!(
+            "digest algorithm of {d}: only sha256 is stored"
+        ))),
+    }
+}
+
+fn write_small(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::io("write", path, e))
+}
+
+fn read_small(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
+}
+
+fn read_i64(path: &Path) -> i64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("content task: {e}")))?
+}
+
+impl ContentStore {
+    /// Opens the store under `<root>/content`, creating its directories.
+    pub fn open(root: &Path, store: Store) -> Result<ContentStore> {
+        let root = root.join("content");
+        for d in [root.join("blobs").join("sha256"), root.join("ingest")] {
+            fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
+        }
+        Ok(ContentStore {
+            inner: Arc::new(Inner {
+                root,
+                store,
+                locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Where a committed blob lives.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self
+            .inner
+            .root
+            .join("blobs")
+            .join("sha256")
+            .join(hex_of(digest)?))
+    }
+
+    fn ingest_dir(&self, namespace: &str, reference: &str) -> PathBuf {
+        let key = hex::encode(Sha256::digest(
+            format!("{namespace}\0{reference}").as_bytes(),
+        ));
+        self.inner.root.join("ingest").join(key)
+    }
+
+    pub async fn info(&self, namespace: &str, digest: &str) -> Result<Info> {
+        digest::validate(digest)?;
+        let (ns, d) = (namespace.to_string(), digest.to_string());
+        self.inner
+            .store
+            .view(move |txn| {
+                let t = txn.open_table(CONTENT).ctx("open content")?;
+                let v = t.get((ns.as_str(), d.as_str())).ctx("read content")?;
+                match v {
+                    Some(v) => metadata::decode("content", &d, v.value()),
+                    None => Err(Error::not_found(format!("content digest {d}"))),
+                }
+            })
+            .await
+    }
+
+    pub async fn list(&self, namespace: &str, filter: Filter) -> Result<Vec<Info>> {
+        let ns = namespace.to_string();
+        self.inner
+            .store
+            .view(move |txn| {
+                let t = txn.open_table(CONTENT).ctx("open content")?;
+                Ok(metadata::list_in_namespace::<_, Info>(&t, "content", &ns)?
+                    .into_iter()
+                    .map(|(_, i)| i)
+                    .filter(|i| filter.matches(i))
+                    .collect())
+            })
+            .await
+    }
+
+    /// Updates the labels named by `paths` (`labels`, `labels.<key>`; all labels when empty).
+    pub async fn update(&self, namespace: &str, info: Info, paths: Vec<String>) -> Result<Info> {
+        digest::validate(&info.digest)?;
+        let ns = namespace.to_string();
+        self.inner
+            .store
+            .update(move |txn| {
+                let mut t = txn.open_table(CONTENT).ctx("open content")?;
+                let mut stored: Info = match t
+                    .get((ns.as_str(), info.digest.as_str()))
+                    .ctx("read content")?
+                {
+                    Some(v) => metadata::decode("content", &info.digest, v.value())?,
+                    None => {
+                        return Err(Error::not_found(format!("content digest {}", info.digest)));
+                    }
+                };
+                if paths.is_empty() {
+                    stored.labels = info.labels.clone();
+                }
+                for path in &paths {
+                    if let Some(key) = path.strip_prefix("labels.") {
+                        match info.labels.get(key) {
+                            Some(v) if !v.is_empty() => {
+                                stored.labels.insert(key.to_string(), v.clone());
+                            }
+                            _ => {
+                                stored.labels.remove(key);
+                            }
+                        }
+                    } else if path == "labels" {
+                        stored.labels = info.labels.clone();
+                    } else {
+                        return Err(Error::invalid(format!(
+                            "cannot update {path:?} field on content info {:?}",
+                            info.digest
+                        )));
+                    }
+                }
+                labels::validate_all(&stored.labels).map_err(|e| e.context("info.Labels"))?;
+                stored.updated_at = metadata::now_nanos();
+                t.insert(
+                    (ns.as_str(), info.digest.as_str()),
+                    stored.encode_to_vec().as_slice(),
+                )
+                .ctx("write content")?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    /// Removes the blob from the namespace; the file goes when no namespace holds it.
+    pub async fn delete(&self, namespace: &str, digest: &str) -> Result<()> {
+        digest::validate(digest)?;
+        let path = self.blob_path(digest)?;
+        let (ns, d) = (namespace.to_string(), digest.to_string());
+        let unreferenced = self
+            .inner
+            .store
+            .update(move |txn| {
+                let mut t = txn.open_table(CONTENT).ctx("open content")?;
+                if t.remove((ns.as_str(), d.as_str()))
+                    .ctx("delete content")?
+                    .is_none()
+                {
+                    return Err(Error::not_found(format!("content digest {d}")));
+                }
+                let mut held = false;
+                for item in t.iter().ctx("scan content")? {
+                    let (k, _) = item.ctx("read content")?;
+                    if k.value().1 == d {
+                        held = true;
+                        break;
+                    }
+                }
+                Ok(!held)
+            })
+            .await?;
+        if unreferenced {
+            blocking(move || match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("remove blob", &path, e)),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a committed blob of the namespace for reading; returns the file and its size.
+    pub async fn open_blob(&self, namespace: &str, digest: &str) -> Result<(File, i64)> {
+        let info = self.info(namespace, digest).await?;
+        let path = self.blob_path(digest)?;
+        let d = digest.to_string();
+        let file = blocking(move || {
+            File::open(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("blob {d} expected at {}", path.display()))
+                }
+                _ => Error::io("open blob", &path, e),
+            })
+        })
+        .await?;
+        Ok((file, info.size))
+    }
+
+    /// The status of one ingest of the namespace.
+    pub async fn status(&self, namespace: &str, reference: &str) -> Result<Status> {
+        let dir = self.ingest_dir(namespace, reference);
+        let r = reference.to_string();
+        blocking(move || {
+            if !dir.join("data").exists() {
+                return Err(Error::not_found(format!("reference {r}")));
+            }
+            read_status(&dir, &r)
+        })
+        .await
+    }
+
+    /// Every ingest of the namespace that matches the filter.
+    pub async fn list_statuses(&self, namespace: &str, filter: Filter) -> Result<Vec<Status>> {
+        let base = self.inner.root.join("ingest");
+        let ns = namespace.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            let entries = match fs::read_dir(&base) {
+                Ok(e) => e,
+                Err(e) => return Err(Error::io("list ingests", &base, e)),
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let Ok(who) = read_small(&dir.join("ref")) else {
+                    continue;
+                };
+                let Some((ens, eref)) = who.split_once('\n') else {
+                    continue;
+                };
+                if ens != ns {
+                    continue;
+                }
+                if let Ok(st) = read_status(&dir, eref)
+                    && filter.matches(&st)
+                {
+                    out.push(st);
+                }
+            }
+            out.sort_by(|a, b| a.reference.cmp(&b.reference));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Drops an ingest and its data.
+    pub async fn abort(&self, namespace: &str, reference: &str) -> Result<()> {
+        let key = format!("{namespace}\0{reference}");
+        if self.is_locked(&key) {
+            return Err(Error::Unavailable(format!(
+                "ref {reference} is being written"
+            )));
+        }
+        let dir = self.ingest_dir(namespace, reference);
+        let r = reference.to_string();
+        blocking(move || match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::not_found(format!("ingest ref {r:?}")))
+            }
+            Err(e) => Err(Error::io("remove ingest", &dir, e)),
+        })
+        .await
+    }
+
+    fn is_locked(&self, key: &str) -> bool {
+        self.inner
+            .locks
+            .lock()
+            .map(|l| l.contains_key(key))
+            .unwrap_or(false)
+    }
+
+    /// Opens (or resumes) the writer for `reference`. `total` and `expected` may be unknown
+    /// (0 / ""). A blob the namespace already holds under `expected` is AlreadyExists.
+    pub async fn writer(
+        &self,
+        namespace: &str,
+        reference: &str,
+        total: i64,
+        expected: &str,
+    ) -> Result<Writer> {
+        if reference.is_empty() {
+            return Err(Error::invalid("ref must not be empty"));
+        }
+        if !expected.is_empty() {
+            digest::validate(expected)?;
+            if self.info(namespace, expected).await.is_ok() {
+                return Err(Error::already_exists(format!("content {expected}")));
+            }
+        }
+        let key = format!("{namespace}\0{reference}");
+        {
+            let mut locks = self
+                .inner
+                .locks
+                .lock()
+                .map_err(|_| Error::Internal("content lock table poisoned".into()))?;
+            if let Some((since, at)) = locks.get(&key) {
+                return Err(Error::Unavailable(format!(
+                    "ref {reference} locked for {:?} (since {})",
+                    since.elapsed(),
+                    humantime::format_rfc3339_seconds(*at)
+                )));
+            }
+            locks.insert(key.clone(), (Instant::now(), std::time::SystemTime::now()));
+        }
+        let guard = LockGuard {
+            store: self.clone(),
+            key,
+        };
+        let dir = self.ingest_dir(namespace, reference);
+        let (ns, r, exp) = (
+            namespace.to_string(),
+            reference.to_string(),
+            expected.to_string(),
+        );
+        let state = blocking(move || WriterState::open(dir, &ns, &r, total, &exp)).await?;
+        Ok(Writer {
+            store: self.clone(),
+            namespace: namespace.to_string(),
+            reference: reference.to_string(),
+            state: Some(state),
+            _guard: guard,
+        })
+    }
+
+    /// Records an existing blob file (already verified and in `blobs/`) in a namespace.
+    async fn record(&self, namespace: &str, info: Info, lease: Option<String>) -> Result<Info> {
+        let ns = namespace.to_string();
+        self.inner
+            .store
+            .update(move |txn| {
+                metadata::ensure_namespace(txn, &ns)?;
+                {
+                    let t = txn.open_table(CONTENT).ctx("open content")?;
+                    if t.get((ns.as_str(), info.digest.as_str()))
+                        .ctx("read content")?
+                        .is_some()
+                    {
+                        return Err(Error::already_exists(format!("content {}", info.digest)));
+                    }
+                }
+                let mut t = txn.open_table(CONTENT).ctx("open content")?;
+                t.insert(
+                    (ns.as_str(), info.digest.as_str()),
+                    info.encode_to_vec().as_slice(),
+                )
+                .ctx("write content")?;
+                if let Some(lease) = lease {
+                    add_to_lease(txn, &ns, &lease, "content", &info.digest)?;
+                }
+                Ok(info)
+            })
+            .await
+    }
+}
+
+/// Adds a resource to a lease inside a transaction; a missing lease is NotFound.
+pub(crate) fn add_to_lease(
+    txn: &WriteTransaction,
+    ns: &str,
+    lease: &str,
+    kind: &str,
+    id: &str,
+) -> Result<()> {
+    let leases = txn.open_table(LEASES).ctx("open leases")?;
+    if leases.get((ns, lease)).ctx("read lease")?.is_none() {
+        return Err(Error::not_found(format!("lease {lease:?}")));
+    }
+    let mut r = txn
+        .open_table(LEASE_RESOURCES)
+        .ctx("open lease_resources")?;
+    r.insert((ns, lease, kind, id), ())
+        .ctx("write lease resource")?;
+    Ok(())
+}
+
+fn read_status(dir: &Path, reference: &str) -> Result<Status> {
+    let data = dir.join("data");
+    let offset = fs::metadata(&data)
+        .map_err(|e| Error::io("stat ingest", &data, e))?
+        .len();
+    Ok(Status {
+        reference: reference.to_string(),
+        offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        total: read_i64(&dir.join("total")),
+        expected: fs::read_to_string(dir.join("expected")).unwrap_or_default(),
+        started_at: read_i64(&dir.join("startedat")),
+        updated_at: read_i64(&dir.join("updatedat")),
+    })
+}
+
+struct LockGuard {
+    store: ContentStore,
+    key: String,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Ok(mut locks) = self.store.inner.locks.lock() {
+            locks.remove(&self.key);
+        }
+    }
+}
+
+/// The file side of a writer; moved onto the blocking pool for each operation.
+struct WriterState {
+    dir: PathBuf,
+    file: File,
+    hasher: Sha256,
+    offset: u64,
+    total: i64,
+    expected: String,
+    started_at: i64,
+}
+
+impl WriterState {
+    fn open(
+        dir: PathBuf,
+        namespace: &str,
+        reference: &str,
+        total: i64,
+        expected: &str,
+    ) -> Result<WriterState> {
+        let data = dir.join("data");
+        let resumed = data.exists();
+        if !resumed {
+            fs::create_dir_all(&dir).map_err(|e| Error::io("create ingest", &dir, e))?;
+            write_small(&dir.join("ref"), &format!("{namespace}\n{reference}"))?;
+            let now = metadata::now_nanos().to_string();
+            write_small(&dir.join("startedat"), &now)?;
+            write_small(&dir.join("updatedat"), &now)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&data)
+            .map_err(|e| Error::io("open ingest data", &data, e))?;
+        // Resume: re-hash what is already there.
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| Error::io("read ingest data", &data, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+        let mut total = total;
+        let stored_total = read_i64(&dir.join("total"));
+        if total == 0 {
+            total = stored_total;
+        } else if stored_total != 0 && stored_total != total {
+            return Err(Error::invalid(format!(
+                "provided total differs from status: {total} != {stored_total}"
+            )));
+        }
+        write_small(&dir.join("total"), &total.to_string())?;
+        let mut expected = expected.to_string();
+        if expected.is_empty() {
+            expected = fs::read_to_string(dir.join("expected")).unwrap_or_default();
+        }
+        write_small(&dir.join("expected"), &expected)?;
+        Ok(WriterState {
+            started_at: read_i64(&dir.join("startedat")),
+            dir,
+            file,
+            hasher,
+            offset,
+            total,
+            expected,
+        })
+    }
+
+    fn status(&self, reference: &str) -> Status {
+        Status {
+            reference: reference.to_string(),
+            offset: i64::try_from(self.offset).unwrap_or(i64::MAX),
+            total: self.total,
+            expected: self.expected.clone(),
+            started_at: self.started_at,
+            updated_at: read_i64(&self.dir.join("updatedat")),
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        let path = self.dir.join("data");
+        self.file
+            .seek(SeekFrom::Start(self.offset))
+            .map_err(|e| Error::io("seek ingest", &path, e))?;
+        self.file
+            .write_all(data)
+            .map_err(|e| Error::io("write ingest", &path, e))?;
+        self.hasher.update(data);
+        self.offset += data.len() as u64;
+        write_small(
+            &self.dir.join("updatedat"),
+            &metadata::now_nanos().to_string(),
+        )
+    }
+
+    fn truncate(&mut self) -> Result<()> {
+        let path = self.dir.join("data");
+        self.file
+            .set_len(0)
+            .map_err(|e| Error::io("truncate ingest", &path, e))?;
+        self.hasher = Sha256::new();
+        self.offset = 0;
+        Ok(())
+    }
+
+    fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+}
+
+/// A live writer for one ref. Dropping it keeps the ingest for a later resume.
+pub struct Writer {
+    store: ContentStore,
+    namespace: String,
+    reference: String,
+    state: Option<WriterState>,
+    _guard: LockGuard,
+}
+
+impl Writer {
+    fn state(&mut self) -> Result<WriterState> {
+        self.state
+            .take()
+            .ok_or_else(|| Error::precondition("cannot use a writer after a failed operation"))
+    }
+
+    pub fn status(&self) -> Status {
+        self.state
+            .as_ref()
+            .map(|s| s.status(&self.reference))
+            .unwrap_or_default()
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.state
+            .as_ref()
+            .map(|s| i64::try_from(s.offset).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// The digest of what has been written so far.
+    pub fn digest(&self) -> String {
+        self.state
+            .as_ref()
+            .map(WriterState::digest)
+            .unwrap_or_default()
+    }
+
+    pub async fn write(&mut self, data: Vec<u8>) -> Result<()> {
+        let mut st = self.state()?;
+        let (st, r) = tokio::task::spawn_blocking(move || {
+            let r = st.write(&data);
+            (st, r)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("content write task: {e}")))?;
+        self.state = Some(st);
+        r
+    }
+
+    /// Starts the ingest over from offset 0.
+    pub async fn truncate(&mut self) -> Result<()> {
+        let mut st = self.state()?;
+        let (st, r) = tokio::task::spawn_blocking(move || {
+            let r = st.truncate();
+            (st, r)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("content truncate task: {e}")))?;
+        self.state = Some(st);
+        r
+    }
+
+    /// Verifies size and digest, makes the blob durable and visible in the namespace (and
+    /// in `lease`, if given). On a mismatch the ingest is removed: nothing partial remains.
+    pub async fn commit(
+        mut self,
+        size: i64,
+        expected: &str,
+        labels: BTreeMap<String, String>,
+        lease: Option<String>,
+    ) -> Result<Info> {
+        labels::validate_all(&labels).map_err(|e| e.context("info.Labels"))?;
+        let st = self.state()?;
+        let expected = if expected.is_empty() {
+            st.expected.clone()
+        } else {
+            expected.to_string()
+        };
+        if !expected.is_empty() {
+            hex_of(&expected)?;
+        }
+        let blob_dir = self.store.inner.root.join("blobs").join("sha256");
+        let (digest, written) = blocking(move || {
+            let actual = st.digest();
+            let written = i64::try_from(st.offset).unwrap_or(i64::MAX);
+            let fail = |e: Error| {
+                let _ = fs::remove_dir_all(&st.dir);
+                e
+            };
+            if size > 0 && written != size {
+                return Err(fail(Error::precondition(format!(
+                    "unexpected commit size {written}, expected {size}"
+                ))));
+            }
+            if !expected.is_empty() && actual != expected {
+                return Err(fail(Error::precondition(format!(
+                    "unexpected commit digest {actual}, expected {expected}"
+                ))));
+            }
+            let data = st.dir.join("data");
+            st.file
+                .sync_all()
+                .map_err(|e| Error::io("fsync ingest", &data, e))?;
+            let target = blob_dir.join(actual.trim_start_matches("sha256:"));
+            if target.exists() {
+                // Already stored for another namespace: the bytes are identical.
+                fs::remove_dir_all(&st.dir).map_err(|e| Error::io("remove ingest", &st.dir, e))?;
+            } else {
+                fs::rename(&data, &target).map_err(|e| Error::io("commit blob", &target, e))?;
+                File::open(&blob_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::io("fsync", &blob_dir, e))?;
+                fs::remove_dir_all(&st.dir).map_err(|e| Error::io("remove ingest", &st.dir, e))?;
+            }
+            Ok((actual, written))
+        })
+        .await?;
+        let now = metadata::now_nanos();
+        let info = Info {
+            digest,
+            size: written,
+            created_at: now,
+            updated_at: now,
+            labels,
+        };
+        self.store.record(&self.namespace, info, lease).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
+        let cs = ContentStore::open(dir.path(), meta).expect("content");
+        (dir, cs)
+    }
+
+    fn sha(data: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    }
+
+    #[tokio::test]
+    async fn write_resume_commit_read() {
+        let (_d, cs) = store().await;
+        let data = b"hello, berth content".to_vec();
+        let dg = sha(&data);
+        let mut w = cs
+            .writer("ns", "r1", data.len() as i64, &dg)
+            .await
+            .expect("writer");
+        // One writer per ref.
+        let busy = cs.writer("ns", "r1", 0, "").await.err().expect("locked");
+        assert!(matches!(busy, Error::Unavailable(_)), "{busy}");
+        w.write(data[..5].to_vec()).await.expect("write");
+        drop(w);
+        let st = cs.status("ns", "r1").await.expect("status");
+        assert_eq!(st.offset, 5);
+        assert_eq!(st.expected, dg);
+        // Resume where it stopped.
+        let mut w = cs.writer("ns", "r1", 0, "").await.expect("resume");
+        assert_eq!(w.offset(), 5);
+        w.write(data[5..].to_vec()).await.expect("write");
+        let info = w
+            .commit(0, "", BTreeMap::new(), None)
+            .await
+            .expect("commit");
+        assert_eq!(info.digest, dg);
+        assert_eq!(info.size, data.len() as i64);
+        assert!(cs.status("ns", "r1").await.is_err(), "ingest left behind");
+        let (mut f, size) = cs.open_blob("ns", &dg).await.expect("open");
+        let mut back = Vec::new();
+        f.read_to_end(&mut back).expect("read");
+        assert_eq!(back, data);
+        assert_eq!(size, data.len() as i64);
+        // Another namespace does not see it until it writes it too.
+        assert!(cs.info("other", &dg).await.unwrap_err().is_not_found());
+        let dup = cs.writer("ns", "r2", 0, &dg).await.err().expect("exists");
+        assert!(matches!(dup, Error::AlreadyExists(_)));
+    }
+
+    #[tokio::test]
+    async fn digest_mismatch_leaves_nothing() {
+        let (_d, cs) = store().await;
+        let wrong = sha(b"something else");
+        let mut w = cs.writer("ns", "bad", 0, &wrong).await.expect("writer");
+        w.write(b"actual bytes".to_vec()).await.expect("write");
+        let err = w
+            .commit(0, "", BTreeMap::new(), None)
+            .await
+            .expect_err("mismatch");
+        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+        assert!(
+            err.to_string().contains("unexpected commit digest"),
+            "{err}"
+        );
+        assert!(cs.status("ns", "bad").await.is_err());
+        assert!(
+            cs.list("ns", Filter::always())
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let blobs: Vec<_> = fs::read_dir(cs.inner.root.join("blobs/sha256"))
+            .expect("dir")
+            .collect();
+        assert!(blobs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shared_blob_survives_until_last_namespace_deletes() {
+        let (_d, cs) = store().await;
+        let data = b"shared".to_vec();
+        let dg = sha(&data);
+        for ns in ["a", "b"] {
+            let mut w = cs.writer(ns, "r", 0, "").await.expect("writer");
+            w.write(data.clone()).await.expect("write");
+            w.commit(6, &dg, BTreeMap::new(), None)
+                .await
+                .expect("commit");
+        }
+        let path = cs.blob_path(&dg).expect("path");
+        cs.delete("a", &dg).await.expect("delete a");
+        assert!(path.exists());
+        cs.delete("b", &dg).await.expect("delete b");
+        assert!(!path.exists());
+        assert!(cs.delete("b", &dg).await.unwrap_err().is_not_found());
+    }
+}

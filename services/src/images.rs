@@ -1,0 +1,258 @@
+//! Images: a name pointing at a target descriptor (a manifest or an index) in the content
+//! store, with labels.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use redb::ReadableTable;
+
+use crate::error::{Error, Result};
+use crate::filters::{self, Adaptor, Filter};
+use crate::metadata::{self, DbContext, IMAGES, Store};
+use crate::{digest, labels};
+
+/// An OCI descriptor.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Descriptor {
+    #[prost(string, tag = "1")]
+    pub media_type: String,
+    #[prost(string, tag = "2")]
+    pub digest: String,
+    #[prost(int64, tag = "3")]
+    pub size: i64,
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image record. Stored as the `images` table's record.
+#[derive(Clone, PartialEq, Message)]
+pub struct Image {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub labels: BTreeMap<String, String>,
+    #[prost(message, optional, tag = "3")]
+    pub target: Option<Descriptor>,
+    #[prost(int64, tag = "4")]
+    pub created_at: i64,
+    #[prost(int64, tag = "5")]
+    pub updated_at: i64,
+}
+
+impl Image {
+    pub fn target(&self) -> Descriptor {
+        self.target.clone().unwrap_or_default()
+    }
+}
+
+impl Adaptor for Image {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let present = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let t = self.target.as_ref();
+        match path.first().map(String::as_str)? {
+            "name" => present(&self.name),
+            "target" => match path.get(1).map(String::as_str)? {
+                "digest" => present(&t?.digest),
+                "mediatype" => present(&t?.media_type),
+                _ => None,
+            },
+            "labels" => filters::map_field(&self.labels, &path[1..]),
+            "annotations" => filters::map_field(&t?.annotations, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+fn validate(image: &Image) -> Result<()> {
+    if image.name.is_empty() {
+        return Err(Error::invalid("image name must not be empty"));
+    }
+    labels::validate_all(&image.labels).map_err(|e| e.context("image.Labels"))?;
+    let t = image.target();
+    if let Err(e) = digest::validate(&t.digest) {
+        let why = e.to_string();
+        let why = why.trim_end_matches(": invalid argument");
+        let why = why.strip_prefix(&format!("{}: ", t.digest)).unwrap_or(why);
+        return Err(Error::invalid(format!(
+            "target.Digest {:?} invalid: {why}",
+            t.digest
+        )));
+    }
+    if t.size <= 0 {
+        return Err(Error::invalid("target.Size must be greater than zero"));
+    }
+    if t.media_type.is_empty() {
+        return Err(Error::invalid("target.MediaType must be set"));
+    }
+    Ok(())
+}
+
+/// The images core.
+#[derive(Clone)]
+pub struct Images {
+    store: Store,
+}
+
+impl Images {
+    pub fn new(store: Store) -> Self {
+        Images { store }
+    }
+
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Image> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.store
+            .view(move |txn| {
+                let t = txn.open_table(IMAGES).ctx("open images")?;
+                match t.get((ns.as_str(), name.as_str())).ctx("read image")? {
+                    Some(v) => metadata::decode("image", &name, v.value()),
+                    None => Err(Error::not_found(format!("image {name:?}"))),
+                }
+            })
+            .await
+    }
+
+    pub async fn list(&self, namespace: &str, filter: Filter) -> Result<Vec<Image>> {
+        let ns = namespace.to_string();
+        self.store
+            .view(move |txn| {
+                let t = txn.open_table(IMAGES).ctx("open images")?;
+                Ok(metadata::list_in_namespace::<_, Image>(&t, "image", &ns)?
+                    .into_iter()
+                    .map(|(_, i)| i)
+                    .filter(|i| filter.matches(i))
+                    .collect())
+            })
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, image), fields(name = %image.name))]
+    pub async fn create(&self, namespace: &str, mut image: Image) -> Result<Image> {
+        validate(&image)?;
+        let now = metadata::now_nanos();
+        image.created_at = now;
+        image.updated_at = now;
+        let ns = namespace.to_string();
+        self.store
+            .update(move |txn| {
+                metadata::ensure_namespace(txn, &ns)?;
+                let mut t = txn.open_table(IMAGES).ctx("open images")?;
+                if t.get((ns.as_str(), image.name.as_str()))
+                    .ctx("read image")?
+                    .is_some()
+                {
+                    return Err(Error::already_exists(format!("image {:?}", image.name)));
+                }
+                t.insert(
+                    (ns.as_str(), image.name.as_str()),
+                    image.encode_to_vec().as_slice(),
+                )
+                .ctx("write image")?;
+                Ok(image)
+            })
+            .await
+    }
+
+    /// Updates the fields named by `paths` (`labels[.k]`, `target`, `annotations[.k]`; all
+    /// three when empty).
+    #[tracing::instrument(level = "debug", skip(self, image), fields(name = %image.name))]
+    pub async fn update(&self, namespace: &str, image: Image, paths: Vec<String>) -> Result<Image> {
+        if image.name.is_empty() {
+            return Err(Error::invalid("image name is required for update"));
+        }
+        let ns = namespace.to_string();
+        self.store
+            .update(move |txn| {
+                let mut t = txn.open_table(IMAGES).ctx("open images")?;
+                let mut stored: Image = match t
+                    .get((ns.as_str(), image.name.as_str()))
+                    .ctx("read image")?
+                {
+                    Some(v) => metadata::decode("image", &image.name, v.value())?,
+                    None => return Err(Error::not_found(format!("image {:?}", image.name))),
+                };
+                let new_target = image.target();
+                if paths.is_empty() {
+                    stored.labels = image.labels.clone();
+                    stored.target = Some(new_target.clone());
+                }
+                for path in &paths {
+                    if let Some(key) = path.strip_prefix("labels.") {
+                        match image.labels.get(key) {
+                            Some(v) if !v.is_empty() => {
+                                stored.labels.insert(key.to_string(), v.clone());
+                            }
+                            _ => {
+                                stored.labels.remove(key);
+                            }
+                        }
+                    } else if let Some(key) = path.strip_prefix("annotations.") {
+                        let mut t = stored.target();
+                        match new_target.annotations.get(key) {
+                            Some(v) => {
+                                t.annotations.insert(key.to_string(), v.clone());
+                            }
+                            None => {
+                                t.annotations.remove(key);
+                            }
+                        }
+                        stored.target = Some(t);
+                    } else {
+                        match path.as_str() {
+                            "labels" => stored.labels = image.labels.clone(),
+                            "target" => {
+                                // The annotations stay unless asked for.
+                                let mut t = new_target.clone();
+                                t.annotations = stored.target().annotations;
+                                stored.target = Some(t);
+                            }
+                            "annotations" => {
+                                let mut t = stored.target();
+                                t.annotations = new_target.annotations.clone();
+                                stored.target = Some(t);
+                            }
+                            _ => {
+                                return Err(Error::invalid(format!(
+                                    "cannot update {path:?} field on image {:?}",
+                                    image.name
+                                )));
+                            }
+                        }
+                    }
+                }
+                validate(&stored)?;
+                stored.updated_at = metadata::now_nanos();
+                t.insert(
+                    (ns.as_str(), image.name.as_str()),
+                    stored.encode_to_vec().as_slice(),
+                )
+                .ctx("write image")?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    /// Deletes an image; with `target`, only if it still points at that digest.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn delete(&self, namespace: &str, name: &str, target: Option<String>) -> Result<()> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.store
+            .update(move |txn| {
+                let mut t = txn.open_table(IMAGES).ctx("open images")?;
+                let stored: Image = match t.get((ns.as_str(), name.as_str())).ctx("read image")? {
+                    Some(v) => metadata::decode("image", &name, v.value())?,
+                    None => return Err(Error::not_found(format!("image {name:?}"))),
+                };
+                if let Some(want) = target
+                    && stored.target().digest != want
+                {
+                    return Err(Error::not_found(format!(
+                        "image {name:?} has target {}, not {want}",
+                        stored.target().digest
+                    )));
+                }
+                t.remove((ns.as_str(), name.as_str())).ctx("delete image")?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,36 @@
+//! Fixtures for the content, image and registry tests, built locally (no network):
+//!
+//! - **Images** written as OCI image layouts with deterministic layers (sorted entries,
+//!   fixed mtimes and owners, gzip without timestamp), so digests are the same on every
+//!   run: [`busybox_image`] (one layer, Debian's busybox-static with hard-linked applets)
+//!   and [`multilayer_image`] (five layers, gzip and uncompressed, whiteouts, an opaque
+//!   directory, hard links, symlinks, a big pseudo-random file, 1300 small files). Each
+//!   returns a [`BuiltImage`] with the manifest, config and layer descriptors, diff IDs,
+//!   chain IDs, sizes, and a [`RootfsExpect`] that checks an unpacked root filesystem.
+//! - **Other formats of the same image**: [`pack_layout`] (OCI archive tar) and
+//!   [`docker_archive`] (`docker save` format).
+//! - **A registry**: [`Registry`] runs Debian's `docker-registry` on 127.0.0.1 on a free
+//!   port, optionally with htpasswd basic auth, and pushes layouts into it with `skopeo`.
+//!
+//! Needs Debian's `busybox-static`, `docker-registry`, `skopeo` and `apache2-utils`
+//! (htpasswd); the unit tests also use `umoci`. A missing program fails loudly.
+
+mod images;
+mod layout;
+mod registry;
+mod rootfs;
+#[cfg(test)]
+mod tests;
+
+pub use images::{
+    BIG_FILE_SEED, BUSYBOX, IMAGE_PATH_ENV, MultilayerImage, busybox_applets, busybox_image,
+    host_busybox, multilayer_image,
+};
+pub use layout::{
+    ANNOTATION_REF_NAME, BuiltImage, Compression, Descriptor, FIXED_CREATED, FIXED_MTIME, Layer,
+    MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
+    MEDIA_TYPE_MANIFEST, PseudoRandom, blob_path, check_layout, docker_archive, oci_arch,
+    open_layer, pack_layout, sha256_digest, sha256_reader, split_repo_tag,
+};
+pub use registry::{HttpResponse, Registry, free_port};
+pub use rootfs::{Expected, RootfsExpect};
