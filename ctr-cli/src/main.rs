@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod oci;
 mod output;
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::commands::{containers, events, leases, namespaces, plugins, version};
+use crate::commands::{containers, content, events, images, leases, namespaces, plugins, version};
 use crate::output::Format;
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,20 @@ enum Command {
         #[command(subcommand)]
         cmd: containers::Cmd,
     },
+    /// Manage blobs in the content store.
+    Content {
+        #[command(subcommand)]
+        cmd: content::Cmd,
+    },
+    /// List images (docker style).
+    Images(images::LsArgs),
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        cmd: images::Cmd,
+    },
+    /// Remove images.
+    Rmi { names: Vec<String> },
     /// Manage leases.
     #[command(alias = "lease")]
     Leases {
@@ -102,6 +117,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespaces { cmd } => namespaces::run(&c, cmd, cli.format).await,
         Command::Containers { cmd } => containers::run(&c, cmd, cli.format).await,
         Command::Leases { cmd } => leases::run(&c, cmd, cli.format).await,
+        Command::Content { cmd } => content::run(&c, cmd, cli.format).await,
+        Command::Images(args) => images::ls(&c, args, cli.format).await,
+        Command::Image { cmd } => images::run(&c, cmd, cli.format).await,
+        Command::Rmi { names } => {
+            images::run(&c, images::Cmd::Rm { names, sync: false }, cli.format).await
+        }
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {
             let (quiet, detailed, filters) = match cmd {

@@ -94,3 +94,55 @@ pub fn any_json(a: &prost_types::Any) -> serde_json::Value {
     }
     serde_json::json!({ "type_url": a.type_url, "size": a.value.len() })
 }
+
+/// Docker's human durations ("Less than a second", "3 minutes", "About an hour").
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let mins = secs / 60;
+    let hours = mins / 60;
+    match () {
+        _ if secs < 1 => "Less than a second".into(),
+        _ if secs == 1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if mins == 1 => "About a minute".into(),
+        _ if mins < 60 => format!("{mins} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
+/// "3 minutes ago" for an RFC 3339 time, or "N/A".
+pub fn ago_rfc3339(text: &str) -> String {
+    let parsed = humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(text));
+    match parsed {
+        Ok(t) => format!(
+            "{} ago",
+            human_duration(
+                std::time::SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+            )
+        ),
+        Err(_) => "N/A".into(),
+    }
+}
+
+/// "3 minutes ago" for a protobuf timestamp.
+pub fn ago(ts: Option<&prost_types::Timestamp>) -> String {
+    match ts {
+        Some(t) if t.seconds > 0 => {
+            let at = UNIX_EPOCH + Duration::new(u64::try_from(t.seconds).unwrap_or(0), 0);
+            human_duration(
+                std::time::SystemTime::now()
+                    .duration_since(at)
+                    .unwrap_or_default(),
+            )
+        }
+        _ => "N/A".into(),
+    }
+}

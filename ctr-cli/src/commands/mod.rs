@@ -1,6 +1,8 @@
 //! One module per command group.
 pub mod containers;
+pub mod content;
 pub mod events;
+pub mod images;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;

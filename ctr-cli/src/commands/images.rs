@@ -1,0 +1,259 @@
+//! `berth images` / `berth image ls|rm|tag|inspect|history`: docker-style views of the
+//! images berthd holds.
+
+use berth_proto::containerd::services::images::v1 as pb;
+use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use crate::client::{Client, status};
+use crate::oci::{self, human_size, repo_tag};
+use crate::output::{self, Format};
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Remove images.
+    #[command(alias = "remove", alias = "delete")]
+    Rm {
+        names: Vec<String>,
+        /// Wait until what the images held is released.
+        #[arg(long)]
+        sync: bool,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Show images as JSON.
+    Inspect { names: Vec<String> },
+    /// Show the layers' history of an image.
+    History {
+        name: String,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct LsArgs {
+    /// Print only image names.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Filters (containerd syntax: name~=..., labels.k==v).
+    pub filters: Vec<String>,
+}
+
+async fn get(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
+    let mut api = ImagesClient::new(c.channel.clone());
+    let img = api
+        .get(c.req(pb::GetImageRequest {
+            name: name.to_string(),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    Ok(img)
+}
+
+fn short_id(digest: &str) -> String {
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> {
+    let mut api = ImagesClient::new(c.channel.clone());
+    let images = api
+        .list(c.req(pb::ListImagesRequest {
+            filters: args.filters,
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .images;
+    if args.quiet {
+        for i in &images {
+            println!("{}", i.name);
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for img in &images {
+        let target = img.target.clone().unwrap_or_default();
+        let (repo, tag) = repo_tag(&img.name);
+        let (id, created, size) = match oci::resolve(c, &target).await {
+            Ok(r) => (
+                r.config_digest.clone(),
+                r.config["created"]
+                    .as_str()
+                    .map(output::ago_rfc3339)
+                    .unwrap_or_else(|| "N/A".into()),
+                r.size(),
+            ),
+            Err(_) => (target.digest.clone(), "N/A".into(), target.size),
+        };
+        json_rows.push(json!({
+            "name": img.name, "repository": repo, "tag": tag, "id": id,
+            "digest": target.digest, "size": size, "labels": img.labels,
+        }));
+        let mut row = vec![repo, tag];
+        if args.digests {
+            row.push(target.digest.clone());
+        }
+        row.extend([short_id(&id), created, human_size(size)]);
+        rows.push(row);
+    }
+    if format == Format::Json {
+        return output::json(&Value::Array(json_rows));
+    }
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if args.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    output::table(&header, &rows)
+}
+
+pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
+    let mut api = ImagesClient::new(c.channel.clone());
+    match cmd {
+        Cmd::Ls(args) => ls(c, args, format).await?,
+        Cmd::Rm { names, sync } => {
+            let mut failed = None;
+            for name in names {
+                match api
+                    .delete(c.req(pb::DeleteImageRequest {
+                        name: name.clone(),
+                        sync,
+                        target: None,
+                    }))
+                    .await
+                {
+                    Ok(_) => println!("Untagged: {name}"),
+                    Err(e) => {
+                        eprintln!("berth: unable to remove {name}: {}", e.message());
+                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Cmd::Tag { source, target } => {
+            let src = get(c, &source).await?;
+            let image = pb::Image {
+                name: target.clone(),
+                labels: src.labels.clone(),
+                target: src.target.clone(),
+                ..Default::default()
+            };
+            match api
+                .create(c.req(pb::CreateImageRequest {
+                    image: Some(image.clone()),
+                    source_date_epoch: None,
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                    api.update(c.req(pb::UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["target".into()],
+                        }),
+                        source_date_epoch: None,
+                    }))
+                    .await
+                    .map_err(status)?;
+                }
+                Err(e) => return Err(status(e)),
+            }
+        }
+        Cmd::Inspect { names } => {
+            let mut out = Vec::new();
+            for name in names {
+                let img = get(c, &name).await?;
+                let target = img.target.clone().unwrap_or_default();
+                let r = oci::resolve(c, &target).await?;
+                let (repo, _) = repo_tag(&img.name);
+                out.push(json!({
+                    "Id": r.config_digest,
+                    "RepoTags": [img.name],
+                    "RepoDigests": [format!("{repo}@{}", target.digest)],
+                    "Created": r.config["created"],
+                    "Author": r.config["author"],
+                    "Architecture": r.config["architecture"],
+                    "Variant": r.config["variant"],
+                    "Os": r.config["os"],
+                    "Config": r.config["config"],
+                    "RootFS": r.config["rootfs"],
+                    "Size": r.size(),
+                    "Manifest": r.manifest_digest,
+                    "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
+                    "Labels": img.labels,
+                }));
+            }
+            output::json(&Value::Array(out))?;
+        }
+        Cmd::History { name, no_trunc } => {
+            let img = get(c, &name).await?;
+            let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
+            let layers = r.manifest["layers"].as_array().cloned().unwrap_or_default();
+            let history = r.config["history"].as_array().cloned().unwrap_or_default();
+            let mut layer_sizes = layers.iter().map(|l| l["size"].as_i64().unwrap_or(0));
+            let mut rows = Vec::new();
+            for (i, h) in history.iter().enumerate().rev() {
+                let _ = i;
+                let empty = h["empty_layer"].as_bool().unwrap_or(false);
+                let size = if empty {
+                    0
+                } else {
+                    layer_sizes.next().unwrap_or(0)
+                };
+                let mut by = h["created_by"].as_str().unwrap_or("").to_string();
+                if !no_trunc && by.chars().count() > 45 {
+                    by = by.chars().take(44).collect::<String>() + "…";
+                }
+                rows.push(vec![
+                    "<missing>".to_string(),
+                    h["created"]
+                        .as_str()
+                        .map(output::ago_rfc3339)
+                        .unwrap_or_else(|| "N/A".into()),
+                    by,
+                    human_size(size),
+                    h["comment"].as_str().unwrap_or("").to_string(),
+                ]);
+            }
+            if rows.is_empty() {
+                for l in layers.iter().rev() {
+                    rows.push(vec![
+                        short_id(l["digest"].as_str().unwrap_or("")),
+                        "N/A".into(),
+                        String::new(),
+                        human_size(l["size"].as_i64().unwrap_or(0)),
+                        String::new(),
+                    ]);
+                }
+            }
+            if let Some(first) = rows.first_mut() {
+                first[0] = short_id(&r.config_digest);
+            }
+            output::table(
+                &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                &rows,
+            )?;
+        }
+    }
+    Ok(())
+}
