@@ -11,7 +11,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, LEASE_RESOURCES, LEASES, Store};
-use crate::{digest, identifiers, labels};
+use crate::{digest, labels};
 
 /// The label that sets a lease's expiry.
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -157,7 +157,11 @@ impl Leases {
         id: String,
         labels: BTreeMap<String, String>,
     ) -> Result<Lease> {
-        identifiers::validate(&id).map_err(|e| e.context("lease.ID"))?;
+        // containerd does not hold lease ids to the identifier rules: its clients generate
+        // ids such as "713789225-_qyf". Only emptiness is refused.
+        if id.is_empty() {
+            return Err(Error::invalid("lease id must be provided"));
+        }
         labels::validate_all(&labels).map_err(|e| e.context("lease.Labels"))?;
         if let Some(v) = labels.get(EXPIRE_LABEL) {
             let probe = Lease {
