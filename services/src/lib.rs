@@ -17,4 +17,5 @@ pub mod metadata;
 pub mod namespaces;
 pub mod plugins;
 pub mod server;
+pub mod streams;
 pub mod types;

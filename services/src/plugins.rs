@@ -71,6 +71,7 @@ pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
         PluginInfo::new(GRPC, "introspection"),
         PluginInfo::new(GRPC, "leases").requires(&[LEASE]),
         PluginInfo::new(GRPC, "namespaces").requires(&[METADATA, EVENT]),
+        PluginInfo::new(GRPC, "streaming"),
         PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
     ]

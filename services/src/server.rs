@@ -16,6 +16,7 @@ use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -150,6 +151,7 @@ impl Daemon {
             containers: crate::containers::Containers::new(store.clone()),
             content: crate::content::ContentStore::open(&config.root, store.clone())?,
             images: crate::images::Images::new(store.clone()),
+            streams: crate::streams::Streams::default(),
             leases: crate::leases::Leases::new(store.clone()),
             lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
@@ -219,6 +221,10 @@ impl Daemon {
             )
             .add_service(
                 LeasesServer::new(api::leases::LeasesApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                StreamingServer::new(api::streaming::StreamingApi(s.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
             )
             .add_service(

@@ -7,13 +7,20 @@
 //!   directory, hard links, symlinks, a big pseudo-random file, 1300 small files). Each
 //!   returns a [`BuiltImage`] with the manifest, config and layer descriptors, diff IDs,
 //!   chain IDs, sizes, and a [`RootfsExpect`] that checks an unpacked root filesystem.
+//! - **Images of your own layers**: [`custom_image`] over [`LayerSpec`]s of [`Entry`]s
+//!   (files, directories, symlinks, hard links, whiteouts, opaque markers).
 //! - **Other formats of the same image**: [`pack_layout`] (OCI archive tar) and
 //!   [`docker_archive`] (`docker save` format).
 //! - **A registry**: [`Registry`] runs Debian's `docker-registry` on 127.0.0.1 on a free
 //!   port, optionally with htpasswd basic auth, and pushes layouts into it with `skopeo`.
 //!
+//! Gzip layers use the default level (6); there is no zstd layer, because no zstd crate is
+//! in the workspace's Cargo.lock.
+//!
 //! Needs Debian's `busybox-static`, `docker-registry`, `skopeo` and `apache2-utils`
-//! (htpasswd); the unit tests also use `umoci`. A missing program fails loudly.
+//! (htpasswd); the unit tests also use `umoci` and containerd's `ctr` (an independent
+//! unpacker and the reference), and run as root (chroot, mount). A missing program fails
+//! loudly.
 
 mod images;
 mod layout;
@@ -27,10 +34,11 @@ pub use images::{
     host_busybox, multilayer_image,
 };
 pub use layout::{
-    ANNOTATION_REF_NAME, BuiltImage, Compression, Descriptor, FIXED_CREATED, FIXED_MTIME, Layer,
-    MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR,
-    MEDIA_TYPE_MANIFEST, PseudoRandom, blob_path, check_layout, docker_archive, oci_arch,
-    open_layer, pack_layout, sha256_digest, sha256_reader, split_repo_tag,
+    ANNOTATION_REF_NAME, BuiltImage, Compression, Content, Descriptor, Entry, EntryKind,
+    FIXED_CREATED, FIXED_MTIME, Layer, LayerSpec, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_MANIFEST, PseudoRandom, blob_path,
+    check_layout, custom_image, docker_archive, oci_arch, open_layer, pack_layout, sha256_digest,
+    sha256_reader, split_repo_tag,
 };
 pub use registry::{HttpResponse, Registry, free_port};
 pub use rootfs::{Expected, RootfsExpect};

@@ -9,6 +9,7 @@ pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod streaming;
 pub mod version;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -150,6 +151,7 @@ pub struct Services {
     pub containers: crate::containers::Containers,
     pub content: crate::content::ContentStore,
     pub images: crate::images::Images,
+    pub streams: crate::streams::Streams,
     pub leases: crate::leases::Leases,
     pub lease_created: std::sync::Arc<tokio::sync::Notify>,
     pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,
