@@ -2,8 +2,10 @@
 
 mod client;
 mod commands;
+mod credentials;
 mod oci;
 mod output;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
-use crate::commands::{containers, content, events, images, leases, namespaces, plugins, version};
+use crate::commands::{
+    containers, content, events, images, leases, namespaces, plugins, registry, version,
+};
 use crate::output::Format;
 
 #[derive(Parser, Debug)]
@@ -76,6 +80,55 @@ enum Command {
     },
     /// Remove images.
     Rmi { names: Vec<String> },
+    /// Pull an image from a registry.
+    Pull {
+        reference: String,
+        /// Platform to pull (os/arch[/variant]); default: this host's.
+        #[arg(long)]
+        platform: Option<String>,
+        /// Pull every platform of a multi-platform image.
+        #[arg(long)]
+        all_platforms: bool,
+        /// Use plain HTTP (also automatic for localhost and configured insecure hosts).
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Push an image to a registry.
+    Push {
+        image: String,
+        /// Push under another reference.
+        target: Option<String>,
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Save images to a tar archive (OCI layout with a Docker manifest.json).
+    Save {
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        platform: Option<String>,
+        images: Vec<String>,
+    },
+    /// Load images from a tar archive (OCI layout or `docker save` format).
+    Load {
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Name for images the archive only tags.
+        #[arg(long)]
+        base_name: Option<String>,
+    },
+    /// Store credentials for a registry.
+    Login {
+        server: String,
+        #[arg(short, long)]
+        username: String,
+        #[arg(short, long)]
+        password: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove stored credentials for a registry.
+    Logout { server: String },
     /// Manage leases.
     #[command(alias = "lease")]
     Leases {
@@ -111,6 +164,19 @@ enum PluginsCmd {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Credential commands never talk to the daemon.
+    match &cli.command {
+        Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => {
+            return registry::login(server, username.clone(), password.clone(), *password_stdin);
+        }
+        Command::Logout { server } => return registry::logout(server),
+        _ => {}
+    }
     let c = Client::connect(cli.address, cli.namespace).await?;
     match cli.command {
         Command::Version => version::run(&c, cli.format).await,
@@ -120,6 +186,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content { cmd } => content::run(&c, cmd, cli.format).await,
         Command::Images(args) => images::ls(&c, args, cli.format).await,
         Command::Image { cmd } => images::run(&c, cmd, cli.format).await,
+        Command::Pull {
+            reference,
+            platform,
+            all_platforms,
+            plain_http,
+        } => registry::pull(&c, reference, platform, all_platforms, plain_http).await,
+        Command::Push {
+            image,
+            target,
+            plain_http,
+        } => registry::push(&c, image, target, plain_http).await,
+        Command::Save {
+            output,
+            platform,
+            images,
+        } => registry::save(&c, images, output, platform).await,
+        Command::Load { input, base_name } => registry::load(&c, input, base_name).await,
+        Command::Login { .. } | Command::Logout { .. } => Ok(()),
         Command::Rmi { names } => {
             images::run(&c, images::Cmd::Rm { names, sync: false }, cli.format).await
         }

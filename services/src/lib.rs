@@ -2,6 +2,7 @@
 //! services that expose it. The binary in `main.rs` only parses flags and sets up logging.
 
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod containers;
 pub mod content;
@@ -16,6 +17,9 @@ pub mod leases;
 pub mod metadata;
 pub mod namespaces;
 pub mod plugins;
+pub mod pull;
+pub mod push;
+pub mod registry;
 pub mod server;
 pub mod streams;
 pub mod types;

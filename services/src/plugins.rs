@@ -72,6 +72,7 @@ pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
         PluginInfo::new(GRPC, "leases").requires(&[LEASE]),
         PluginInfo::new(GRPC, "namespaces").requires(&[METADATA, EVENT]),
         PluginInfo::new(GRPC, "streaming"),
+        PluginInfo::new(GRPC, "transfer").requires(&[CONTENT, METADATA, LEASE]),
         PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
     ]

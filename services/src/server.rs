@@ -17,6 +17,7 @@ use berth_proto::containerd::services::introspection::v1::introspection_server::
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
+use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -145,13 +146,18 @@ impl Daemon {
             key: "server.uuid".into(),
             message: e.to_string(),
         })?;
+        let content = crate::content::ContentStore::open(&config.root, store.clone())?;
+        let images = crate::images::Images::new(store.clone());
         let services = Services {
             exchange: Exchange::new(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
             containers: crate::containers::Containers::new(store.clone()),
-            content: crate::content::ContentStore::open(&config.root, store.clone())?,
-            images: crate::images::Images::new(store.clone()),
+            content: content.clone(),
+            images: images.clone(),
             streams: crate::streams::Streams::default(),
+            archives: crate::archive::Archives::new(content, images),
+            registry_hosts: config.registry.config_path.clone(),
+            state: config.state.clone(),
             leases: crate::leases::Leases::new(store.clone()),
             lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
@@ -225,6 +231,10 @@ impl Daemon {
             )
             .add_service(
                 StreamingServer::new(api::streaming::StreamingApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                TransferServer::new(api::transfer::TransferApi(s.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
             )
             .add_service(

@@ -67,9 +67,18 @@ impl Daemon {
     }
 
     pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Self::start_in_with("/tmp", extra_args)
+    }
+
+    /// Starts berthd with its root and state under `base` (e.g. /dev/shm for benchmarks).
+    pub fn start_in(base: &str) -> Daemon {
+        Self::start_in_with(base, &[])
+    }
+
+    fn start_in_with(base: &str, extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .expect("tempdir");
         let root = dir.path().join("root");
         let state = dir.path().join("state");
@@ -371,9 +380,14 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Self::start_in("/tmp")
+    }
+
+    /// Starts containerd with its root and state under `base`.
+    pub fn start_in(base: &str) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("berth-ctd-")
-            .tempdir_in("/tmp")
+            .tempdir_in(base)
             .expect("tempdir");
         let root = dir.path().join("root");
         let state = dir.path().join("state");

@@ -6,4 +6,5 @@ pub mod images;
 pub mod leases;
 pub mod namespaces;
 pub mod plugins;
+pub mod registry;
 pub mod version;

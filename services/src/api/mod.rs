@@ -10,6 +10,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod streaming;
+pub mod transfer;
 pub mod version;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -152,6 +153,11 @@ pub struct Services {
     pub content: crate::content::ContentStore,
     pub images: crate::images::Images,
     pub streams: crate::streams::Streams,
+    pub archives: crate::archive::Archives,
+    /// The registry hosts directory (containerd's hosts.toml layout).
+    pub registry_hosts: std::path::PathBuf,
+    /// The daemon's runtime state directory.
+    pub state: std::path::PathBuf,
     pub leases: crate::leases::Leases,
     pub lease_created: std::sync::Arc<tokio::sync::Notify>,
     pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,

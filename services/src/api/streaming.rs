@@ -50,12 +50,27 @@ impl Streaming for StreamingApi {
         let from_client = endpoint.from_client;
         let (streams, id, ns2) = (self.0.streams.clone(), init.id.clone(), ns.clone());
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = input.message().await {
-                if from_client.send(any_from_wire(msg)).await.is_err() {
-                    break;
+            loop {
+                match input.message().await {
+                    Ok(Some(msg)) => {
+                        if from_client.send(any_from_wire(msg)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::debug!(stream = %id, "client closed its side of the stream");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(stream = %id, error = %e, "stream from client ended");
+                        break;
+                    }
                 }
             }
-            // If no call ever took the stream, drop it.
+            // A client may close its sending side and still wait for what the daemon sends
+            // (a progress stream does): give the call that names the stream time to take
+            // it, then drop it if nobody did.
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
             streams.forget(&ns2, &id);
         });
 

@@ -1,0 +1,233 @@
+//! The client side of containerd's Transfer protocol: streams opened through the Streaming
+//! service carry progress, credential requests and archive data; a Transfer call names them.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_proto::containerd::services::streaming::v1::StreamInit;
+use berth_proto::containerd::services::streaming::v1::streaming_client::StreamingClient;
+use berth_proto::containerd::types::transfer as tt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::{Client, status};
+
+/// Packs a message as containerd's typeurl does.
+pub fn any<M: prost::Name>(m: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: M::full_name(),
+        value: m.encode_to_vec(),
+    }
+}
+
+/// Unpacks `a` if it holds an `M`.
+pub fn unpack<M: prost::Name + Default>(a: &prost_types::Any) -> Option<M> {
+    let name = a.type_url.rsplit('/').next().unwrap_or(&a.type_url);
+    (name == M::full_name())
+        .then(|| M::decode(a.value.as_slice()).ok())
+        .flatten()
+}
+
+/// A stream registered with the daemon.
+pub struct Stream {
+    pub id: String,
+    pub tx: mpsc::Sender<prost_types::Any>,
+    pub rx: tonic::Streaming<prost_types::Any>,
+}
+
+/// Opens a stream and waits until the daemon has registered it.
+pub async fn open(c: &Client) -> anyhow::Result<Stream> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(any(&StreamInit { id: id.clone() }))
+        .await
+        .context("queue StreamInit")?;
+    let mut resp = StreamingClient::new(c.channel.clone())
+        .stream(c.req(ReceiverStream::new(rx)))
+        .await
+        .map_err(status)?
+        .into_inner();
+    resp.message()
+        .await
+        .map_err(status)?
+        .context("stream closed before it was registered")?;
+    Ok(Stream { id, tx, rx: resp })
+}
+
+/// Looks up credentials for a registry host.
+pub type CredentialLookup = Box<dyn Fn(&str) -> Option<(String, String)> + Send + Sync>;
+
+/// Answers the daemon's credential requests until the stream ends.
+pub fn answer_auth(mut s: Stream, lookup: CredentialLookup) {
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = s.rx.message().await {
+            let Some(req) = unpack::<tt::AuthRequest>(&msg) else {
+                continue;
+            };
+            let resp = match lookup(&req.host) {
+                Some((user, secret)) => tt::AuthResponse {
+                    auth_type: tt::AuthType::Credentials as i32,
+                    secret,
+                    username: user,
+                    expire_at: None,
+                },
+                None => tt::AuthResponse::default(),
+            };
+            if s.tx.send(any(&resp)).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Shows transfer progress: bars on a terminal, one line per state change otherwise.
+pub fn show_progress(s: Stream) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Own the whole stream (its sender too): dropping the sender would end the stream.
+        let mut s = s;
+        let tty = std::io::stderr().is_terminal();
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} {msg:<12} [{bar:30}] {bytes}/{total_bytes}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+        let mut last_event: HashMap<String, String> = HashMap::new();
+        while let Ok(Some(msg)) = s.rx.message().await {
+            let Some(p) = unpack::<tt::Progress>(&msg) else {
+                continue;
+            };
+            let label = p
+                .desc
+                .as_ref()
+                .map(|d| short(&d.digest))
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| p.name.clone());
+            if tty {
+                let bar = bars.entry(p.name.clone()).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(0));
+                    b.set_style(style.clone());
+                    b.set_prefix(label.clone());
+                    b
+                });
+                if p.total > 0 {
+                    bar.set_length(p.total as u64);
+                }
+                bar.set_position(p.progress.max(0) as u64);
+                bar.set_message(p.event.clone());
+                if matches!(
+                    p.event.as_str(),
+                    "complete" | "done" | "exists" | "already exists"
+                ) {
+                    bar.finish();
+                }
+            } else if last_event.get(&p.name) != Some(&p.event) {
+                last_event.insert(p.name.clone(), p.event.clone());
+                if p.total > 0 {
+                    eprintln!("{label}: {} ({}/{} bytes)", p.event, p.progress, p.total);
+                } else {
+                    eprintln!("{label}: {}", p.event);
+                }
+            }
+        }
+        for b in bars.values() {
+            b.finish();
+        }
+    })
+}
+
+fn short(digest: &str) -> String {
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// Sends a file as `Data` messages within the receiver's windows, then closes the stream.
+pub fn send_file(
+    mut s: Stream,
+    path: std::path::PathBuf,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("open {}", path.display()))?;
+        let mut window: i64 = 0;
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            while window <= 0 {
+                match s.rx.message().await.map_err(status)? {
+                    Some(m) => {
+                        if let Some(u) = unpack::<tt::WindowUpdate>(&m) {
+                            window += i64::from(u.update);
+                        }
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let max = usize::try_from(window).unwrap_or(buf.len()).min(buf.len());
+            let n = f
+                .read(&mut buf[..max])
+                .await
+                .with_context(|| format!("read {}", path.display()))?;
+            if n == 0 {
+                return Ok(()); // dropping the sender closes the stream: end of data
+            }
+            window -= n as i64;
+            s.tx.send(any(&tt::Data {
+                data: buf[..n].to_vec(),
+            }))
+            .await
+            .context("send archive data")?;
+        }
+    })
+}
+
+/// Receives `Data` messages into a file, granting windows as containerd's receiver does.
+pub fn receive_file(
+    mut s: Stream,
+    path: std::path::PathBuf,
+) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        const WINDOW: i32 = 64 * 1024;
+        let mut f = tokio::fs::File::create(&path)
+            .await
+            .with_context(|| format!("create {}", path.display()))?;
+        let mut window: i64 = 0;
+        let mut total = 0u64;
+        loop {
+            if window < i64::from(WINDOW)
+                && s.tx
+                    .send(any(&tt::WindowUpdate { update: WINDOW }))
+                    .await
+                    .is_ok()
+            {
+                window += i64::from(WINDOW);
+            }
+            match tokio::time::timeout(Duration::from_secs(600), s.rx.message()).await {
+                Ok(Ok(Some(m))) => {
+                    if let Some(d) = unpack::<tt::Data>(&m) {
+                        window -= d.data.len() as i64;
+                        total += d.data.len() as u64;
+                        f.write_all(&d.data)
+                            .await
+                            .with_context(|| format!("write {}", path.display()))?;
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(status(e)),
+                Err(_) => anyhow::bail!("no archive data for 10 minutes"),
+            }
+        }
+        f.flush().await?;
+        f.sync_all().await?;
+        Ok(total)
+    })
+}
