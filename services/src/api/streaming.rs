@@ -67,6 +67,8 @@ impl Streaming for StreamingApi {
                     }
                 }
             }
+            // The client is done sending: let the taker see the end of its data.
+            drop(from_client);
             // A client may close its sending side and still wait for what the daemon sends
             // (a progress stream does): give the call that names the stream time to take
             // it, then drop it if nobody did.

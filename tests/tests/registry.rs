@@ -1,0 +1,420 @@
+//! Images in and out of berthd through `berth`: pull, push, login, save/load, and the
+//! failures a user meets on the way.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{Registry, busybox_image, docker_archive, multilayer_image};
+use berth_tests::{Daemon, bin, fails, ok};
+
+/// Runs `berth` with a private credentials file.
+fn berth(d: &Daemon, auth: &Path, args: &[&str]) -> Output {
+    Command::new(bin("berth"))
+        .arg("-a")
+        .arg(&d.address)
+        .args(args)
+        .env("BERTH_AUTH_FILE", auth)
+        .env_remove("BERTH_NAMESPACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+fn berth_stdin(d: &Daemon, auth: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("berth"))
+        .arg("-a")
+        .arg(&d.address)
+        .args(args)
+        .env("BERTH_AUTH_FILE", auth)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn pull_images_inspect_push() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    let d = Daemon::start();
+    let r = reg.reference("lib/busybox:1.35");
+
+    let out = berth(&d, &auth, &["pull", &r]);
+    let text = ok(&out, "berth pull");
+    assert_eq!(text.trim(), r);
+    let progress = stderr(&out);
+    assert!(
+        progress.contains(&format!("{}: done", &bb.layers[0].descriptor.hex()[..12])),
+        "{progress}"
+    );
+
+    let images = ok(&berth(&d, &auth, &["images"]), "berth images");
+    let line = images
+        .lines()
+        .find(|l| l.contains("lib/busybox"))
+        .expect("image listed");
+    assert!(
+        line.contains("1.35") && line.contains(&bb.config.hex()[..12]),
+        "{images}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&berth(&d, &auth, &["image", "inspect", &r]), "inspect"))
+            .expect("json");
+    assert_eq!(inspect[0]["Id"], bb.config.digest);
+    assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["sh"]));
+
+    // Pulling again finds everything present.
+    let again = berth(&d, &auth, &["pull", &r]);
+    ok(&again, "second pull");
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+
+    // Push to another repository; the registry serves the same manifest.
+    let target = reg.reference("copies/busybox:v2");
+    ok(&berth(&d, &auth, &["push", &r, &target]), "berth push");
+    let raw = reg.manifest_raw("copies/busybox:v2");
+    assert_eq!(
+        berth_tests::fixtures::sha256_digest(&raw),
+        bb.manifest.digest
+    );
+
+    // Tag and remove.
+    ok(
+        &berth(&d, &auth, &["image", "tag", &r, "example.com/bb:tagged"]),
+        "tag",
+    );
+    assert!(
+        ok(&berth(&d, &auth, &["images", "-q"]), "images -q").contains("example.com/bb:tagged")
+    );
+    ok(&berth(&d, &auth, &["rmi", "example.com/bb:tagged"]), "rmi");
+    assert!(
+        !ok(&berth(&d, &auth, &["images", "-q"]), "images -q").contains("example.com/bb:tagged")
+    );
+}
+
+#[test]
+fn login_pull_from_basic_auth_registry() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let reg = Registry::start_with_auth("alice", "s3cret");
+    reg.push_layout(&bb.layout, "private/busybox:1.35");
+    let d = Daemon::start();
+    let r = reg.reference("private/busybox:1.35");
+
+    let denied = fails(&berth(&d, &auth, &["pull", &r]), "pull without login");
+    assert!(
+        denied.contains("401") || denied.to_lowercase().contains("unauthorized"),
+        "{denied}"
+    );
+
+    let wrong = berth_stdin(
+        &d,
+        &auth,
+        &["login", "-u", "alice", "--password-stdin", &reg.host()],
+        "nope\n",
+    );
+    ok(&wrong, "login stores credentials");
+    let denied = fails(
+        &berth(&d, &auth, &["pull", &r]),
+        "pull with a wrong password",
+    );
+    assert!(
+        denied.contains("401") || denied.to_lowercase().contains("unauthorized"),
+        "{denied}"
+    );
+
+    let login = berth_stdin(
+        &d,
+        &auth,
+        &["login", "-u", "alice", "--password-stdin", &reg.host()],
+        "s3cret\n",
+    );
+    assert!(ok(&login, "login").contains("Login Succeeded"));
+    ok(&berth(&d, &auth, &["pull", &r]), "pull after login");
+    assert!(ok(&berth(&d, &auth, &["images", "-q"]), "images").contains("private/busybox:1.35"));
+    // Push with the same credentials.
+    ok(
+        &berth(&d, &auth, &["push", &r, &reg.reference("private/copy:1")]),
+        "push with credentials",
+    );
+
+    ok(&berth(&d, &auth, &["logout", &reg.host()]), "logout");
+    let denied = fails(
+        &berth(&d, &auth, &["push", &r, &reg.reference("private/copy:2")]),
+        "push after logout",
+    );
+    assert!(
+        denied.contains("401") || denied.to_lowercase().contains("unauthorized"),
+        "{denied}"
+    );
+}
+
+#[test]
+fn save_rmi_load_round_trip_and_docker_archive() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", 4);
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    reg.push_layout(&multi.image.layout, "lib/multi:v1");
+    let d = Daemon::start();
+    let (r1, r2) = (
+        reg.reference("lib/busybox:1.35"),
+        reg.reference("lib/multi:v1"),
+    );
+    ok(&berth(&d, &auth, &["pull", &r1]), "pull 1");
+    ok(&berth(&d, &auth, &["pull", &r2]), "pull 2");
+    let before = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
+
+    let archive = work.path().join("both.tar");
+    ok(
+        &berth(
+            &d,
+            &auth,
+            &["save", "-o", archive.to_str().expect("utf8"), &r1, &r2],
+        ),
+        "save",
+    );
+    let listing = ok(
+        &Command::new("tar")
+            .arg("tf")
+            .arg(&archive)
+            .output()
+            .expect("tar"),
+        "tar tf",
+    );
+    assert!(
+        listing.contains("index.json") && listing.contains("manifest.json"),
+        "{listing}"
+    );
+    ok(&berth(&d, &auth, &["rmi", &r1, &r2]), "rmi");
+    assert_eq!(
+        ok(&berth(&d, &auth, &["images", "-q"]), "images").trim(),
+        ""
+    );
+    ok(
+        &berth(&d, &auth, &["load", "-i", archive.to_str().expect("utf8")]),
+        "load",
+    );
+    let after = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
+    for digest in [&bb.manifest.digest, &multi.image.manifest.digest] {
+        assert!(
+            before.contains(digest.as_str()) && after.contains(digest.as_str()),
+            "before:\n{before}\nafter:\n{after}"
+        );
+    }
+
+    // A `docker save` archive loads too, named as Docker would.
+    let docker = work.path().join("docker.tar");
+    docker_archive(&bb, "mybox:7", &docker);
+    ok(
+        &berth(
+            &d,
+            &auth,
+            &["-n", "dock", "load", "-i", docker.to_str().expect("utf8")],
+        ),
+        "load docker archive",
+    );
+    let images = ok(&berth(&d, &auth, &["-n", "dock", "images", "-q"]), "images");
+    assert!(images.contains("docker.io/library/mybox:7"), "{images}");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(
+        &berth(
+            &d,
+            &auth,
+            &[
+                "-n",
+                "dock",
+                "image",
+                "inspect",
+                "docker.io/library/mybox:7",
+            ],
+        ),
+        "inspect",
+    ))
+    .expect("json");
+    assert_eq!(
+        inspect[0]["Id"], bb.config.digest,
+        "the config is the same blob"
+    );
+
+    // A truncated archive is refused and leaves no image.
+    let bytes = std::fs::read(&archive).expect("read");
+    let cut = work.path().join("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).expect("write");
+    let err = fails(
+        &berth(
+            &d,
+            &auth,
+            &["-n", "cut", "load", "-i", cut.to_str().expect("utf8")],
+        ),
+        "truncated load",
+    );
+    assert!(!err.is_empty());
+    assert_eq!(
+        ok(&berth(&d, &auth, &["-n", "cut", "images", "-q"]), "images").trim(),
+        ""
+    );
+}
+
+#[test]
+fn interrupted_pull_resumes_without_refetching() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", 96);
+    let mut reg = Registry::start();
+    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let d = Daemon::start();
+    let r = reg.reference("big/multi:v1");
+
+    // Start a pull and stop the registry once the big layer is partly downloaded.
+    let mut child = Command::new(bin("berth"))
+        .arg("-a")
+        .arg(&d.address)
+        .args(["pull", &r])
+        .env("BERTH_AUTH_FILE", &auth)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pull");
+    let ingest = d.root.join("content/ingest");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = std::fs::read_dir(&ingest)
+            .map(|es| {
+                es.flatten().any(|e| {
+                    std::fs::metadata(e.path().join("data"))
+                        .map(|m| m.len() > 1 << 20)
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            panic!("the pull finished before it could be interrupted");
+        }
+        assert!(Instant::now() < deadline, "no partial download appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reg.kill9();
+    let first = child.wait_with_output().expect("wait");
+    assert!(!first.status.success(), "the pull survived a dead registry");
+    let committed = ok(&berth(&d, &auth, &["content", "ls", "-q"]), "content ls");
+
+    reg.restart();
+    let retry = berth(&d, &auth, &["pull", &r]);
+    ok(&retry, "retried pull");
+    let log = stderr(&retry);
+    // Blobs that finished before the interruption are not fetched again...
+    for digest in committed.lines().filter(|l| !l.is_empty()) {
+        let short = &digest.trim_start_matches("sha256:")[..12];
+        assert!(
+            !log.contains(&format!("{short}: downloading")),
+            "{short} was downloaded again:\n{log}"
+        );
+    }
+    // ... and the partial one resumes at the offset it had reached.
+    let resumed = log.lines().any(|l| {
+        l.contains(": downloading (")
+            && l.split('(')
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+    });
+    assert!(
+        resumed,
+        "no download resumed from a non-zero offset:\n{log}"
+    );
+    let images = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
+    assert!(images.contains(&multi.image.manifest.digest), "{images}");
+}
+
+#[test]
+fn pull_failures_are_clear() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    let d = Daemon::start();
+
+    let unknown = fails(
+        &berth(&d, &auth, &["pull", &reg.reference("lib/busybox:nope")]),
+        "unknown tag",
+    );
+    assert!(unknown.contains("not found"), "{unknown}");
+    let unreachable = fails(
+        &berth(&d, &auth, &["pull", "127.0.0.1:1/x/y:z"]),
+        "unreachable registry",
+    );
+    assert!(
+        unreachable.contains("unavailable") || unreachable.contains("127.0.0.1:1"),
+        "{unreachable}"
+    );
+    let bad = fails(
+        &berth(&d, &auth, &["pull", "Not A Reference"]),
+        "bad reference",
+    );
+    assert!(bad.contains("invalid reference format"), "{bad}");
+    let other = fails(
+        &berth(
+            &d,
+            &auth,
+            &[
+                "pull",
+                "--platform",
+                "linux/s390x",
+                &reg.reference("lib/busybox:1.35"),
+            ],
+        ),
+        "other platform",
+    );
+    assert!(other.contains("s390x"), "{other}");
+    // Nothing partial is visible after the failures.
+    assert_eq!(
+        ok(&berth(&d, &auth, &["images", "-q"]), "images").trim(),
+        ""
+    );
+    assert_eq!(
+        ok(&berth(&d, &auth, &["content", "active"]), "active")
+            .lines()
+            .count(),
+        1,
+        "ingests left"
+    );
+}
