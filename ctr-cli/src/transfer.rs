@@ -177,7 +177,12 @@ pub fn send_file(
                 .await
                 .with_context(|| format!("read {}", path.display()))?;
             if n == 0 {
-                return Ok(()); // dropping the sender closes the stream: end of data
+                // End of data: close only our sending side, and let the daemon end the
+                // stream once it has everything. Dropping the whole stream here would reset
+                // it and could lose the last messages still in flight.
+                drop(s.tx);
+                while let Ok(Some(_)) = s.rx.message().await {}
+                return Ok(());
             }
             window -= n as i64;
             s.tx.send(any(&tt::Data {

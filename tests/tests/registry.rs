@@ -306,25 +306,36 @@ fn interrupted_pull_resumes_without_refetching() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pull");
-    let ingest = d.root.join("content/ingest");
+    // The big layer's ingest (berth names layer ingests "layer-<digest>", one directory per
+    // sha256("<namespace>\0<ref>")).
+    let big = multi
+        .image
+        .layers
+        .iter()
+        .max_by_key(|l| l.descriptor.size)
+        .map(|l| l.descriptor.digest.clone())
+        .expect("layers");
+    let key = berth_tests::fixtures::sha256_digest(format!("default\0layer-{big}").as_bytes());
+    let data = d
+        .root
+        .join("content/ingest")
+        .join(key.trim_start_matches("sha256:"))
+        .join("data");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let partial = std::fs::read_dir(&ingest)
-            .map(|es| {
-                es.flatten().any(|e| {
-                    std::fs::metadata(e.path().join("data"))
-                        .map(|m| m.len() > 1 << 20)
-                        .unwrap_or(false)
-                })
-            })
-            .unwrap_or(false);
-        if partial {
+        if std::fs::metadata(&data)
+            .map(|m| m.len() > 4 << 20)
+            .unwrap_or(false)
+        {
             break;
         }
         if let Ok(Some(_)) = child.try_wait() {
             panic!("the pull finished before it could be interrupted");
         }
-        assert!(Instant::now() < deadline, "no partial download appeared");
+        assert!(
+            Instant::now() < deadline,
+            "no partial download of {big} appeared"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     reg.kill9();
@@ -344,18 +355,17 @@ fn interrupted_pull_resumes_without_refetching() {
             "{short} was downloaded again:\n{log}"
         );
     }
-    // ... and the partial one resumes at the offset it had reached.
-    let resumed = log.lines().any(|l| {
-        l.contains(": downloading (")
-            && l.split('(')
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n > 0)
-    });
+    // ... and the big layer resumes at the offset it had reached.
+    let short = &big.trim_start_matches("sha256:")[..12];
+    let resumed_at = log
+        .lines()
+        .find(|l| l.starts_with(&format!("{short}: downloading (")))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.parse::<u64>().ok());
     assert!(
-        resumed,
-        "no download resumed from a non-zero offset:\n{log}"
+        resumed_at.is_some_and(|n| n > 4 << 20),
+        "{short} did not resume past 4 MiB:\n{log}"
     );
     let images = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
     assert!(images.contains(&multi.image.manifest.digest), "{images}");
