@@ -55,6 +55,9 @@ pub struct PullOptions {
     pub skip_verify: bool,
     /// Blobs fetched at once; 0 means [`DEFAULT_CONCURRENCY`].
     pub max_concurrent_downloads: usize,
+    /// Fetch the content only, without creating or updating an image record (`ctr content
+    /// fetch`); the returned image is not stored.
+    pub content_only: bool,
 }
 
 /// Pulls images from registries into the content store.
@@ -346,6 +349,9 @@ impl Puller {
             created_at: 0,
             updated_at: 0,
         };
+        if opts.content_only {
+            return Ok(image);
+        }
         match self.images.create(job.namespace, image.clone()).await {
             Ok(i) => Ok(i),
             Err(Error::AlreadyExists(_)) => {

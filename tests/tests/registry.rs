@@ -97,6 +97,34 @@ fn pull_images_inspect_push() {
         bb.manifest.digest
     );
 
+    // content fetch: the blobs, no image record.
+    ok(
+        &berth(&d, &auth, &["-n", "fetchonly", "content", "fetch", &r]),
+        "content fetch",
+    );
+    let blobs = ok(
+        &berth(&d, &auth, &["-n", "fetchonly", "content", "ls", "-q"]),
+        "content ls",
+    );
+    for digest in [
+        &bb.manifest.digest,
+        &bb.config.digest,
+        &bb.layers[0].descriptor.digest,
+    ] {
+        assert!(
+            blobs.contains(digest.as_str()),
+            "{digest} not fetched:\n{blobs}"
+        );
+    }
+    assert_eq!(
+        ok(
+            &berth(&d, &auth, &["-n", "fetchonly", "images", "-q"]),
+            "images"
+        )
+        .trim(),
+        ""
+    );
+
     // Tag and remove.
     ok(
         &berth(&d, &auth, &["image", "tag", &r, "example.com/bb:tagged"]),

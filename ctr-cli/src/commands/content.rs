@@ -36,6 +36,16 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         expected_size: i64,
     },
+    /// Fetch an image's content from a registry without creating an image record.
+    Fetch {
+        reference: String,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        all_platforms: bool,
+        #[arg(long)]
+        plain_http: bool,
+    },
     /// List in-progress writes.
     Active { filters: Vec<String> },
 }
@@ -208,6 +218,22 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             if let Some(r) = last {
                 println!("{}", r.digest);
             }
+        }
+        Cmd::Fetch {
+            reference,
+            platform,
+            all_platforms,
+            plain_http,
+        } => {
+            crate::commands::registry::fetch(
+                c,
+                reference,
+                platform,
+                all_platforms,
+                plain_http,
+                false,
+            )
+            .await?;
         }
         Cmd::Active { filters } => {
             let list = api

@@ -80,12 +80,35 @@ pub async fn pull(
     all_platforms: bool,
     plain_http: bool,
 ) -> anyhow::Result<()> {
+    fetch(
+        c,
+        reference.clone(),
+        platform_arg,
+        all_platforms,
+        plain_http,
+        true,
+    )
+    .await?;
+    println!("{reference}");
+    Ok(())
+}
+
+/// Fetches an image's content; with `record`, also creates or updates its image record.
+pub async fn fetch(
+    c: &Client,
+    reference: String,
+    platform_arg: Option<String>,
+    all_platforms: bool,
+    plain_http: bool,
+    record: bool,
+) -> anyhow::Result<()> {
     let source = tt::OciRegistry {
         reference: reference.clone(),
         resolver: Some(resolver(auth_stream(c).await?, plain_http)),
     };
     let destination = tt::ImageStore {
-        name: reference.clone(),
+        // No name: the content only.
+        name: if record { reference } else { String::new() },
         platforms: platform_arg
             .as_deref()
             .map(platform)
@@ -95,9 +118,7 @@ pub async fn pull(
         all_metadata: all_platforms,
         ..Default::default()
     };
-    run_transfer(c, any(&source), any(&destination)).await?;
-    println!("{reference}");
-    Ok(())
+    run_transfer(c, any(&source), any(&destination)).await
 }
 
 pub async fn push(

@@ -225,12 +225,18 @@ impl TransferApi {
                 .resolver
                 .as_ref()
                 .is_some_and(|r| r.default_scheme == "http"),
+            // An image store with no name asks for the content only (`berth content fetch`).
+            content_only: dst.name.is_empty() && dst.extra_references.is_empty(),
             ..Default::default()
         };
+        let content_only = opts.content_only;
         let (tx, task) = Self::forward_progress(progress);
         let result = puller.pull(ns, &src.reference, opts, tx).await;
         let _ = task.await;
         let image = result?;
+        if content_only {
+            return Ok(());
+        }
         let extra: Vec<String> = std::iter::once(dst.name.clone())
             .chain(dst.extra_references.iter().map(|r| r.name.clone()))
             .map(|n| if n.is_empty() { n } else { normalized(&n) })
