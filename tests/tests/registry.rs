@@ -456,3 +456,62 @@ fn pull_failures_are_clear() {
         "ingests left"
     );
 }
+
+#[test]
+fn registry_serving_a_corrupt_blob_is_refused() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    // Flip bytes of the layer in the registry's own storage: same size, other digest.
+    let layer = &bb.layers[0].descriptor;
+    let hex = layer.hex();
+    let stored = reg
+        .storage()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&stored).expect("registry blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&stored, &bytes).expect("corrupt blob");
+
+    let d = Daemon::start();
+    let err = fails(
+        &berth(&d, &auth, &["pull", &reg.reference("lib/busybox:1.35")]),
+        "pull of a corrupt blob",
+    );
+    assert!(
+        err.contains(&layer.digest),
+        "the error names the expected digest: {err}"
+    );
+    assert!(err.contains("digest") || err.contains("mismatch"), "{err}");
+    // Nothing of it is visible: no image, no layer blob, no ingest.
+    assert_eq!(
+        ok(&berth(&d, &auth, &["images", "-q"]), "images").trim(),
+        ""
+    );
+    let blobs = ok(&berth(&d, &auth, &["content", "ls", "-q"]), "content ls");
+    assert!(!blobs.contains(&layer.digest), "{blobs}");
+    assert_eq!(
+        ok(&berth(&d, &auth, &["content", "active"]), "active")
+            .lines()
+            .count(),
+        1,
+        "ingest left"
+    );
+
+    // History and inspect of a good image, for the record.
+    let good = Registry::start();
+    good.push_layout(&bb.layout, "lib/busybox:1.35");
+    let r = good.reference("lib/busybox:1.35");
+    ok(&berth(&d, &auth, &["pull", &r]), "pull");
+    let history = ok(&berth(&d, &auth, &["image", "history", &r]), "history");
+    assert!(history.starts_with("IMAGE"), "{history}");
+    assert!(history.contains(&bb.config.hex()[..12]), "{history}");
+}
