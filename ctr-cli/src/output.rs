@@ -51,6 +51,61 @@ pub fn parse_labels(args: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A `label` command's update from `KEY=VALUE` arguments: the labels to set, and the field
+/// paths (`labels.<KEY>`) of every key named, so that `KEY=` (or `KEY`) removes the label.
+pub fn label_update(args: &[String]) -> (BTreeMap<String, String>, prost_types::FieldMask) {
+    let labels = parse_labels(args);
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    let set = labels.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    (set, prost_types::FieldMask { paths })
+}
+
+/// The first failure of [`remove_each`]: `what` names the object, `message` is the server's.
+/// It displays as the message alone.
+#[derive(Debug)]
+pub struct RemoveFailed {
+    pub what: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RemoveFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RemoveFailed {}
+
+/// The loop of the `rm` commands: `remove` each of `ids` in turn, going on after a failure.
+/// A removed id is printed as `removed` words it; a failure is reported on stderr as
+/// `berth: <what>: <message>`, `what` from `failed`. The first failure is returned once
+/// every id was tried.
+pub async fn remove_each<Fut>(
+    ids: Vec<String>,
+    mut remove: impl FnMut(String) -> Fut,
+    removed: impl Fn(&str) -> String,
+    failed: impl Fn(&str) -> String,
+) -> Result<(), RemoveFailed>
+where
+    Fut: Future<Output = Result<(), tonic::Status>>,
+{
+    let mut first = None;
+    for id in ids {
+        match remove(id.clone()).await {
+            Ok(()) => println!("{}", removed(&id)),
+            Err(e) => {
+                let what = failed(&id);
+                eprintln!("berth: {what}: {}", e.message());
+                first.get_or_insert(RemoveFailed {
+                    what,
+                    message: e.message().to_string(),
+                });
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     match ts {
         Some(t) if t.seconds > 0 => {
@@ -144,5 +199,21 @@ pub fn ago(ts: Option<&prost_types::Timestamp>) -> String {
             )
         }
         _ => "N/A".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_update_sets_and_removes() {
+        let args = ["a=1", "b=", "c", "d=x=y"].map(String::from);
+        let (set, mask) = label_update(&args);
+        assert_eq!(
+            set,
+            BTreeMap::from([("a".into(), "1".into()), ("d".into(), "x=y".into())])
+        );
+        assert_eq!(mask.paths, ["labels.a", "labels.b", "labels.c", "labels.d"]);
     }
 }

@@ -45,11 +45,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -58,6 +56,8 @@ use crate::content::{ContentStore, Info, Writer};
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
+use crate::registry::Reference;
+use crate::registry::media::{self, Platform, parse_platform};
 
 /// The annotation containerd puts the full image name in.
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
@@ -276,9 +276,7 @@ impl Archives {
                 tracing::debug!(image = %name, "no single manifest: not in manifest.json");
                 continue;
             };
-            let tag = parse_docker_ref(name)
-                .ok()
-                .and_then(|r| r.familiar_tagged());
+            let tag = repo_tag(name);
             let pos = match docker.iter().position(|(d, _)| *d == m.desc.digest) {
                 Some(pos) => pos,
                 None => {
@@ -477,9 +475,8 @@ impl Archives {
             }
             let mut names = Vec::new();
             for tag in e.repo_tags.iter().flatten() {
-                let normalized = parse_docker_ref(tag)
-                    .map_err(|err| err.context(&format!("{}: RepoTag {tag:?}", where_(i))))?
-                    .normalized();
+                let normalized = docker_ref_name(tag)
+                    .map_err(|err| err.context(&format!("{}: RepoTag {tag:?}", where_(i))))?;
                 names.push(normalized);
             }
             if names.is_empty() && opts.base_name.is_none() {
@@ -700,7 +697,9 @@ impl Archives {
                     let mut chosen = Vec::new();
                     for child in &index.manifests {
                         match (platform, &child.platform) {
-                            (Some(want), Some(have)) if !platform_matches(want, have) => continue,
+                            (Some(want), Some(have)) if !media::matches_strict(want, have) => {
+                                continue;
+                            }
                             (Some(_), _) => chosen.push(child),
                             (None, _) => {
                                 if self.has(namespace, &child.digest).await? {
@@ -954,7 +953,7 @@ fn docker_candidate<'a>(
         .collect();
     match platform {
         Some(want) => images.into_iter().min_by_key(|m| match &m.desc.platform {
-            Some(have) if normalize_platform(have.clone()) == *want => 0,
+            Some(have) if media::normalize(have.clone()) == *want => 0,
             Some(_) => 1,
             None => 2,
         }),
@@ -1730,27 +1729,6 @@ impl JsonDescriptor {
     }
 }
 
-/// An OCI platform (the fields that matter for matching).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Platform {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    variant: String,
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct JsonIndex {
     #[serde(default)]
@@ -1968,7 +1946,7 @@ fn gc_labels(children: &[&JsonDescriptor]) -> BTreeMap<String, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Names, paths and platforms
+// Names and paths
 // ---------------------------------------------------------------------------------------
 
 /// `path.Clean` for archive member names, relative: `./a//b/` → `a/b`.
@@ -2020,181 +1998,22 @@ fn oci_ref_name(name: &str) -> String {
     }
 }
 
-/// The grammar of Docker's `distribution/reference`, anchored. Groups: name, tag, digest.
-static REFERENCE: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    let alnum = "[a-z0-9]+";
-    let separator = "(?:[._]|__|[-]+)";
-    let component = format!("{alnum}(?:{separator}{alnum})*");
-    let domain_component = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
-    let host = format!("(?:{domain_component}(?:\\.{domain_component})*|\\[[a-fA-F0-9:]+\\])");
-    let domain = format!("{host}(?::[0-9]+)?");
-    let name = format!("(?:{domain}/)?{component}(?:/{component})*");
-    let tag = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
-    let digest = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
-    Regex::new(&format!("^({name})(?::({tag}))?(?:@({digest}))?$")).ok()
-});
-
-/// A Docker reference, normalised to its registry (`docker.io/library/...`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct DockerRef {
-    /// `domain/path`.
-    name: String,
-    tag: Option<String>,
-    digest: Option<String>,
-}
-
-/// `ParseNormalizedNamed`: adds `docker.io` and `library/` where Docker would.
-fn parse_docker_ref(s: &str) -> Result<DockerRef> {
-    let bad = || Error::invalid(format!("{s:?}: invalid reference format"));
-    let (domain, rest) = match s.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.to_lowercase() != first =>
-        {
-            (first.to_string(), rest.to_string())
-        }
-        _ => ("docker.io".to_string(), s.to_string()),
-    };
-    let domain = if domain == "index.docker.io" {
-        "docker.io".to_string()
-    } else {
-        domain
-    };
-    let rest = if domain == "docker.io" && !rest.contains('/') {
-        format!("library/{rest}")
-    } else {
-        rest
-    };
-    let grammar = REFERENCE
-        .as_ref()
-        .ok_or_else(|| Error::Internal("reference grammar failed to compile".into()))?;
-    let full = format!("{domain}/{rest}");
-    let caps = grammar.captures(&full).ok_or_else(bad)?;
-    let name = caps
-        .get(1)
-        .map(|m| m.as_str().to_string())
-        .ok_or_else(bad)?;
-    if name.len() > 255 {
-        return Err(Error::invalid(format!(
-            "{s:?}: repository name must not be more than 255 characters"
-        )));
-    }
-    let digest = caps.get(3).map(|m| m.as_str().to_string());
-    if let Some(d) = &digest {
-        digest::validate(d)?;
-    }
-    Ok(DockerRef {
-        name,
-        tag: caps.get(2).map(|m| m.as_str().to_string()),
-        digest,
+/// containerd's `ParseDockerRef`: the normalised name (`busybox:latest` →
+/// `docker.io/library/busybox:latest`), with `:latest` when it has neither tag nor digest,
+/// and without the tag when it has a digest.
+fn docker_ref_name(s: &str) -> Result<String> {
+    let r = Reference::parse(s)?;
+    Ok(match r.digest() {
+        Some(d) => format!("{}@{d}", r.name()),
+        None => r.to_string(),
     })
 }
 
-impl DockerRef {
-    /// `ParseDockerRef`: `name:tag`, `name@digest` (a tag next to a digest is dropped), or
-    /// `name:latest`.
-    fn normalized(&self) -> String {
-        match (&self.tag, &self.digest) {
-            (_, Some(d)) => format!("{}@{d}", self.name),
-            (Some(t), None) => format!("{}:{t}", self.name),
-            (None, None) => format!("{}:latest", self.name),
-        }
-    }
-
-    /// The short `name:tag` Docker shows (`busybox:latest`), for `RepoTags`; `None` for a
-    /// reference without a tag, which `docker load` would refuse.
-    fn familiar_tagged(&self) -> Option<String> {
-        let tag = self.tag.as_ref()?;
-        let short = match self.name.strip_prefix("docker.io/") {
-            Some(path) => match path.strip_prefix("library/") {
-                Some(rest) if !rest.contains('/') => rest,
-                _ => path,
-            },
-            None => self.name.as_str(),
-        };
-        Some(format!("{short}:{tag}"))
-    }
-}
-
-/// Parses `os/arch[/variant]` (or `arch`, meaning linux).
-fn parse_platform(s: &str) -> Result<Platform> {
-    let bad = || {
-        Error::invalid(format!(
-            "{s:?}: unknown platform specifier, want os/arch[/variant]"
-        ))
-    };
-    let parts: Vec<&str> = s.trim().split('/').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(bad());
-    }
-    let p = match parts.as_slice() {
-        [arch] => Platform {
-            os: "linux".into(),
-            architecture: (*arch).into(),
-            variant: String::new(),
-        },
-        [os, arch] => Platform {
-            os: (*os).into(),
-            architecture: (*arch).into(),
-            variant: String::new(),
-        },
-        [os, arch, variant] => Platform {
-            os: (*os).into(),
-            architecture: (*arch).into(),
-            variant: (*variant).into(),
-        },
-        _ => return Err(bad()),
-    };
-    Ok(normalize_platform(p))
-}
-
-/// Architecture aliases and default variants, as containerd's `platforms.Normalize`.
-fn normalize_platform(mut p: Platform) -> Platform {
-    p.os = p.os.to_ascii_lowercase();
-    let arch = p.architecture.to_ascii_lowercase();
-    let variant = p.variant.to_ascii_lowercase();
-    let (arch, variant) = match arch.as_str() {
-        "i386" => ("386".to_string(), String::new()),
-        "x86_64" | "x86-64" | "amd64" => {
-            let v = if variant == "v1" {
-                String::new()
-            } else {
-                variant
-            };
-            ("amd64".to_string(), v)
-        }
-        "aarch64" | "arm64" => {
-            let v = if variant == "8" || variant == "v8" {
-                String::new()
-            } else {
-                variant
-            };
-            ("arm64".to_string(), v)
-        }
-        "armhf" => ("arm".to_string(), "v7".to_string()),
-        "armel" => ("arm".to_string(), "v6".to_string()),
-        "arm" => {
-            let v = match variant.as_str() {
-                "" | "7" => "v7".to_string(),
-                "5" | "6" | "8" => format!("v{variant}"),
-                _ => variant,
-            };
-            ("arm".to_string(), v)
-        }
-        _ => (arch, variant),
-    };
-    p.architecture = arch;
-    p.variant = variant;
-    p
-}
-
-/// Whether a manifest for `have` is the wanted platform (any variant when none is wanted).
-fn platform_matches(want: &Platform, have: &Platform) -> bool {
-    let have = normalize_platform(have.clone());
-    want.os == have.os
-        && want.architecture == have.architecture
-        && (want.variant.is_empty() || want.variant == have.variant)
+/// The short `name:tag` Docker shows (`busybox:latest`), for `RepoTags`; `None` for a name
+/// that is not a reference or has no tag, which `docker load` would refuse.
+fn repo_tag(name: &str) -> Option<String> {
+    let r = Reference::parse_named(name).ok()?;
+    Some(r.with_tag(r.tag()?).ok()?.familiar())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -3220,7 +3039,7 @@ mod tests {
 
     #[test]
     fn references() {
-        let n = |s: &str| parse_docker_ref(s).map(|r| r.normalized());
+        let n = docker_ref_name;
         assert_eq!(
             n("busybox").expect("ok"),
             "docker.io/library/busybox:latest"
@@ -3246,7 +3065,7 @@ mod tests {
         assert!(n("Busybox").is_err());
         assert!(n("bad name").is_err());
         assert!(n("").is_err());
-        let f = |s: &str| parse_docker_ref(s).ok().and_then(|r| r.familiar_tagged());
+        let f = repo_tag;
         assert_eq!(
             f("docker.io/library/busybox:latest").as_deref(),
             Some("busybox:latest")
@@ -3282,10 +3101,19 @@ mod tests {
             architecture: a.into(),
             variant: v.into(),
         };
-        assert!(platform_matches(&p("linux/arm64"), &have("aarch64", "v8")));
-        assert!(platform_matches(&p("linux/arm/v7"), &have("arm", "")));
-        assert!(!platform_matches(&p("linux/arm/v6"), &have("arm", "v7")));
-        assert!(!platform_matches(&p("linux/amd64"), &have("arm64", "")));
+        assert!(media::matches_strict(
+            &p("linux/arm64"),
+            &have("aarch64", "v8")
+        ));
+        assert!(media::matches_strict(&p("linux/arm/v7"), &have("arm", "")));
+        assert!(!media::matches_strict(
+            &p("linux/arm/v6"),
+            &have("arm", "v7")
+        ));
+        assert!(!media::matches_strict(
+            &p("linux/amd64"),
+            &have("arm64", "")
+        ));
 
         let d = |mt: &str, n: char| JsonDescriptor {
             media_type: mt.into(),

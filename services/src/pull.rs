@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
 use crate::leases::{self, Leases, Resource};
 use crate::registry::media::{self, Kind, Platform};
-use crate::registry::{ClientOptions, Progress, ProgressState, Reference, RegistryClient};
+use crate::registry::{
+    ClientOptions, Progress, ProgressState, Reference, Registries, RegistryClient,
+};
 
 pub use crate::registry::{Progress as PullProgress, ProgressState as PullState};
 
@@ -66,8 +68,7 @@ pub struct Puller {
     content: ContentStore,
     images: Images,
     leases: Leases,
-    hosts_dir: PathBuf,
-    credentials: PathBuf,
+    registries: Registries,
 }
 
 /// What one pull shares among its steps.
@@ -86,26 +87,13 @@ impl Job<'_> {
 
     async fn report(&self, desc: &Descriptor, offset: i64, state: ProgressState) {
         // A receiver that went away only stops the reports, never the pull.
-        let _ = self
-            .progress
-            .send(Progress {
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
-                offset,
-                total: desc.size,
-                state,
-            })
-            .await;
+        let _ = self.progress.send(Progress::new(desc, offset, state)).await;
     }
 
     fn report_soon(&self, desc: &Descriptor, offset: i64) {
-        let _ = self.progress.try_send(Progress {
-            digest: desc.digest.clone(),
-            media_type: desc.media_type.clone(),
-            offset,
-            total: desc.size,
-            state: ProgressState::Downloading,
-        });
+        let _ = self
+            .progress
+            .try_send(Progress::new(desc, offset, ProgressState::Downloading));
     }
 }
 
@@ -181,8 +169,10 @@ impl Puller {
             content,
             images,
             leases,
-            hosts_dir,
-            credentials,
+            registries: Registries {
+                hosts_dir,
+                credentials,
+            },
         }
     }
 
@@ -208,16 +198,10 @@ impl Puller {
                 None => media::host_platform(),
             })
         };
-        let client = RegistryClient::new(
-            reference.domain(),
-            &ClientOptions {
-                hosts_dir: Some(self.hosts_dir.clone()),
-                credentials_file: Some(self.credentials.clone()),
-                plain_http: opts.plain_http,
-                skip_verify: opts.skip_verify,
-            },
-        )
-        .await?;
+        let client = self
+            .registries
+            .client(reference.domain(), opts.plain_http, opts.skip_verify)
+            .await?;
         let root = client.resolve(reference.path(), reference.object()).await?;
         media::kind(&root.media_type).map_err(|e| e.context(&reference.to_string()))?;
         tracing::debug!(digest = %root.digest, media_type = %root.media_type, "resolved");

@@ -21,7 +21,7 @@ use crate::images::{Descriptor, Image, Images};
 use crate::pull::DEFAULT_CONCURRENCY;
 use crate::registry::client::BlobSource;
 use crate::registry::media::{self, Kind, Platform};
-use crate::registry::{ClientOptions, Progress, ProgressState, Reference, RegistryClient};
+use crate::registry::{Progress, ProgressState, Reference, Registries, RegistryClient};
 
 /// How to push.
 #[derive(Debug, Clone, Default)]
@@ -41,8 +41,7 @@ pub struct PushOptions {
 pub struct Pusher {
     content: ContentStore,
     images: Images,
-    hosts_dir: PathBuf,
-    credentials: PathBuf,
+    registries: Registries,
 }
 
 /// What to upload, in order.
@@ -67,15 +66,7 @@ async fn report(
     offset: i64,
     state: ProgressState,
 ) {
-    let _ = progress
-        .send(Progress {
-            digest: desc.digest.clone(),
-            media_type: desc.media_type.clone(),
-            offset,
-            total: desc.size,
-            state,
-        })
-        .await;
+    let _ = progress.send(Progress::new(desc, offset, state)).await;
 }
 
 impl Pusher {
@@ -88,8 +79,10 @@ impl Pusher {
         Pusher {
             content,
             images,
-            hosts_dir,
-            credentials,
+            registries: Registries {
+                hosts_dir,
+                credentials,
+            },
         }
     }
 
@@ -141,16 +134,10 @@ impl Pusher {
             (None, _) => root.digest.clone(),
         };
 
-        let client = RegistryClient::new(
-            target.domain(),
-            &ClientOptions {
-                hosts_dir: Some(self.hosts_dir.clone()),
-                credentials_file: Some(self.credentials.clone()),
-                plain_http: opts.plain_http,
-                skip_verify: opts.skip_verify,
-            },
-        )
-        .await?;
+        let client = self
+            .registries
+            .client(target.domain(), opts.plain_http, opts.skip_verify)
+            .await?;
         for b in &plan.blobs {
             report(&progress, b, 0, ProgressState::Waiting).await;
         }

@@ -181,16 +181,15 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             }
         }
         Cmd::Label { id, labels } => {
-            let labels = output::parse_labels(&labels);
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let (labels, mask) = output::label_update(&labels);
             let ct = api
                 .update(c.req(pb::UpdateContainerRequest {
                     container: Some(pb::Container {
                         id,
-                        labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+                        labels,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 }))
                 .await
                 .map_err(status)?
@@ -200,22 +199,20 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             println!("{}", output::labels(&ct.labels));
         }
         Cmd::Rm { ids } => {
-            let mut failed = None;
-            for id in ids {
-                match api
-                    .delete(c.req(pb::DeleteContainerRequest { id: id.clone() }))
-                    .await
-                {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => {
-                        eprintln!("berth: failed to delete container {id:?}: {}", e.message());
-                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+            output::remove_each(
+                ids,
+                |id| {
+                    let mut api = api.clone();
+                    async move {
+                        api.delete(c.req(pb::DeleteContainerRequest { id }))
+                            .await
+                            .map(drop)
                     }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                },
+                |id| id.to_string(),
+                |id| format!("failed to delete container {id:?}"),
+            )
+            .await?;
         }
     }
     Ok(())

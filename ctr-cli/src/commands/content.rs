@@ -111,36 +111,31 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             out.flush()?;
         }
         Cmd::Rm { digests } => {
-            let mut failed = None;
-            for digest in digests {
-                match api
-                    .delete(c.req(pb::DeleteContentRequest {
-                        digest: digest.clone(),
-                    }))
-                    .await
-                {
-                    Ok(_) => println!("{digest}"),
-                    Err(e) => {
-                        eprintln!("berth: unable to delete {digest}: {}", e.message());
-                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+            output::remove_each(
+                digests,
+                |digest| {
+                    let mut api = api.clone();
+                    async move {
+                        api.delete(c.req(pb::DeleteContentRequest { digest }))
+                            .await
+                            .map(drop)
                     }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                },
+                |digest| digest.to_string(),
+                |digest| format!("unable to delete {digest}"),
+            )
+            .await?;
         }
         Cmd::Label { digest, labels } => {
-            let labels = output::parse_labels(&labels);
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let (labels, mask) = output::label_update(&labels);
             let info = api
                 .update(c.req(pb::UpdateRequest {
                     info: Some(pb::Info {
                         digest,
-                        labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+                        labels,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 }))
                 .await
                 .map_err(status)?

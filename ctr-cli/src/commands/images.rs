@@ -128,26 +128,24 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     match cmd {
         Cmd::Ls(args) => ls(c, args, format).await?,
         Cmd::Rm { names, sync } => {
-            let mut failed = None;
-            for name in names {
-                match api
-                    .delete(c.req(pb::DeleteImageRequest {
-                        name: name.clone(),
-                        sync,
-                        target: None,
-                    }))
-                    .await
-                {
-                    Ok(_) => println!("Untagged: {name}"),
-                    Err(e) => {
-                        eprintln!("berth: unable to remove {name}: {}", e.message());
-                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+            output::remove_each(
+                names,
+                |name| {
+                    let mut api = api.clone();
+                    async move {
+                        api.delete(c.req(pb::DeleteImageRequest {
+                            name,
+                            sync,
+                            target: None,
+                        }))
+                        .await
+                        .map(drop)
                     }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                },
+                |name| format!("Untagged: {name}"),
+                |name| format!("unable to remove {name}"),
+            )
+            .await?;
         }
         Cmd::Tag { source, target } => {
             let src = get(c, &source).await?;

@@ -120,25 +120,20 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             }
         }
         Cmd::Rm { ids, sync } => {
-            let mut failed = None;
-            for id in ids {
-                match api
-                    .delete(c.req(pb::DeleteRequest {
-                        id: id.clone(),
-                        sync,
-                    }))
-                    .await
-                {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => {
-                        eprintln!("berth: unable to delete lease {id}: {}", e.message());
-                        failed.get_or_insert(anyhow::anyhow!("{}", e.message()));
+            output::remove_each(
+                ids,
+                |id| {
+                    let mut api = api.clone();
+                    async move {
+                        api.delete(c.req(pb::DeleteRequest { id, sync }))
+                            .await
+                            .map(drop)
                     }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                },
+                |id| id.to_string(),
+                |id| format!("unable to delete lease {id}"),
+            )
+            .await?;
         }
         Cmd::Resources { id } => {
             let list = api

@@ -64,15 +64,11 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             }
         }
         Cmd::Label { name, labels } => {
-            let labels = output::parse_labels(&labels);
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let (labels, mask) = output::label_update(&labels);
             let ns = api
                 .update(c.req(pb::UpdateNamespaceRequest {
-                    namespace: Some(pb::Namespace {
-                        name,
-                        labels: labels.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
-                    }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    namespace: Some(pb::Namespace { name, labels }),
+                    update_mask: Some(mask),
                 }))
                 .await
                 .map_err(status)?
@@ -82,25 +78,22 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             println!("{}", output::labels(&ns.labels));
         }
         Cmd::Rm { names } => {
-            let mut failed = None;
-            for name in names {
-                match api
-                    .delete(c.req(pb::DeleteNamespaceRequest { name: name.clone() }))
-                    .await
-                {
-                    Ok(_) => println!("{name}"),
-                    Err(e) => {
-                        eprintln!("berth: unable to delete {name}: {}", e.message());
-                        failed.get_or_insert(anyhow::anyhow!(
-                            "unable to delete {name}: {}",
-                            e.message()
-                        ));
+            output::remove_each(
+                names,
+                |name| {
+                    let mut api = api.clone();
+                    async move {
+                        api.delete(c.req(pb::DeleteNamespaceRequest { name }))
+                            .await
+                            .map(drop)
                     }
-                }
-            }
-            if let Some(e) = failed {
-                return Err(e);
-            }
+                },
+                |name| name.to_string(),
+                |name| format!("unable to delete {name}"),
+            )
+            .await
+            // As ctr, the error names the namespace too.
+            .map_err(|f| anyhow::anyhow!("{}: {}", f.what, f.message))?;
         }
     }
     Ok(())

@@ -39,6 +39,37 @@ pub struct ClientOptions {
     pub skip_verify: bool,
 }
 
+/// The daemon's registry configuration, from which pull and push make a client per
+/// registry: the hosts directory (`config.registry.config_path`) and the `config.json`-style
+/// credentials file; either may not exist.
+#[derive(Debug, Clone)]
+pub struct Registries {
+    pub hosts_dir: PathBuf,
+    pub credentials: PathBuf,
+}
+
+impl Registries {
+    /// A client for `registry`, over plain HTTP and without TLS verification as asked
+    /// (ctr's `--plain-http`, `--skip-verify`).
+    pub async fn client(
+        &self,
+        registry: &str,
+        plain_http: bool,
+        skip_verify: bool,
+    ) -> Result<RegistryClient> {
+        RegistryClient::new(
+            registry,
+            &ClientOptions {
+                hosts_dir: Some(self.hosts_dir.clone()),
+                credentials_file: Some(self.credentials.clone()),
+                plain_http,
+                skip_verify,
+            },
+        )
+        .await
+    }
+}
+
 /// What an operation needs an endpoint to be able to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {

@@ -287,6 +287,13 @@ pub fn match_rank(want: &Platform, have: &Platform) -> Option<u32> {
     None
 }
 
+/// Whether `have` is the wanted platform itself rather than one that merely runs on it
+/// (what archive import and export select by): arm/v7 does not take arm/v6 here, though an
+/// unspecified wanted variant still accepts any variant.
+pub fn matches_strict(want: &Platform, have: &Platform) -> bool {
+    match_rank(want, have).is_some_and(|rank| rank == 0 || want.variant.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +348,10 @@ mod tests {
             match_rank(&p("linux/amd64"), &have("linux/amd64/v3")),
             Some(1)
         );
+        assert!(matches_strict(&p("linux/arm/v7"), &have("linux/arm/v7")));
+        assert!(!matches_strict(&p("linux/arm/v7"), &have("linux/arm/v6")));
+        assert!(matches_strict(&p("linux/amd64"), &have("linux/amd64/v3")));
+        assert!(!matches_strict(&p("linux/amd64"), &have("linux/arm64")));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! The pull and push flows that use them live in `crate::pull` and `crate::push`.
 //! Nothing here knows about gRPC; errors are `crate::error::Error`.
 
+use crate::images::Descriptor;
+
 pub mod auth;
 pub mod client;
 pub mod hosts;
@@ -19,7 +21,7 @@ pub mod reference;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use client::{ClientOptions, RegistryClient};
+pub use client::{ClientOptions, Registries, RegistryClient};
 pub use reference::Reference;
 
 /// What happens to one blob during a pull or a push.
@@ -58,4 +60,17 @@ pub struct Progress {
     pub offset: i64,
     pub total: i64,
     pub state: ProgressState,
+}
+
+impl Progress {
+    /// A report on the blob `desc`: `offset` of its bytes transferred.
+    pub fn new(desc: &Descriptor, offset: i64, state: ProgressState) -> Progress {
+        Progress {
+            digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
+            offset,
+            total: desc.size,
+            state,
+        }
+    }
 }
