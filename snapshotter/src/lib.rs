@@ -1,3 +1,30 @@
 //! Snapshotters (overlayfs, native), layer apply and diff.
 //!
-//! Nothing lives here yet: the snapshotters arrive with the snapshots work (see DESIGN.md).
+//! - [`apply`]: unpack one OCI/Docker layer tar (plain, gzip) onto a directory that becomes
+//!   an overlayfs upper dir (whiteouts as 0/0 character devices, opaque dirs as
+//!   `trusted.overlay.opaque=y`) or, in "native" mode, onto a full copy of the lower tree.
+//! - [`diff`]: the reverse, an uncompressed OCI layer tar of the changes from a lower tree
+//!   to an upper tree (an overlay upper dir or a full tree).
+//!
+//! Both are blocking; the daemon runs them on its blocking pool. The snapshotters
+//! themselves arrive with the snapshots work (see DESIGN.md).
+
+pub mod apply;
+pub mod diff;
+pub mod error;
+mod hashio;
+mod secure;
+
+pub use apply::{ApplyOptions, ApplyStats, Compression, apply_layer};
+pub use diff::{DiffStats, diff};
+pub use error::{Result, SnapshotterError};
+
+/// Prefix of a whiteout entry's base name in an OCI layer.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Base name of the entry that marks its directory opaque in an OCI layer.
+pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+/// The xattr overlayfs reads to treat an upper directory as opaque.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+#[cfg(test)]
+mod layer_tests;

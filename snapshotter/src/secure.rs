@@ -1,0 +1,141 @@
+//! Path handling that never leaves a root directory: lexical cleaning of entry names and a
+//! "securejoin"-like resolution that follows symlinks as if `root` were `/`.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Result, SnapshotterError};
+
+/// Most symlinks followed while resolving one path (Linux's limit is 40).
+const MAX_SYMLINKS: usize = 40;
+
+/// Cleans a layer entry name into its components, relative to the layer root.
+/// A leading `/` or `./` is dropped; `..` that would climb above the root is an error.
+pub(crate) fn clean_entry_path(name: &Path, entry: &str) -> Result<Vec<OsString>> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in name.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                if out.pop().is_none() {
+                    return Err(SnapshotterError::PathEscape {
+                        entry: entry.to_owned(),
+                        reason: "the name climbs above the layer root with '..'".into(),
+                    });
+                }
+            }
+            Component::Normal(n) => out.push(n.to_owned()),
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `components` (already cleaned) under `root`, following every symlink met on
+/// the way as if `root` were the filesystem root: absolute link targets restart at `root`,
+/// and a `..` that would climb above `root` is refused. Components that do not exist yet
+/// are taken literally. The result is always `root` joined with plain names.
+pub(crate) fn resolve_in_root(
+    root: &Path,
+    components: &[OsString],
+    entry: &str,
+) -> Result<PathBuf> {
+    let mut pending: VecDeque<OsString> = components.iter().cloned().collect();
+    let mut resolved = root.to_path_buf();
+    let mut depth = 0usize;
+    let mut links = 0usize;
+    let escape = |reason: String| SnapshotterError::PathEscape {
+        entry: entry.to_owned(),
+        reason,
+    };
+    while let Some(c) = pending.pop_front() {
+        if c == OsStr::new("..") {
+            if depth == 0 {
+                return Err(escape(format!(
+                    "a symlink on its path leads above the target directory (at {})",
+                    resolved.display()
+                )));
+            }
+            resolved.pop();
+            depth -= 1;
+            continue;
+        }
+        if c == OsStr::new(".") || c.is_empty() {
+            continue;
+        }
+        let candidate = resolved.join(&c);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(escape(format!(
+                        "too many levels of symlinks at {}",
+                        candidate.display()
+                    )));
+                }
+                let target = fs::read_link(&candidate)
+                    .map_err(|e| SnapshotterError::io("readlink", &candidate, e))?;
+                if target.is_absolute() {
+                    resolved = root.to_path_buf();
+                    depth = 0;
+                }
+                let mut parts: Vec<OsString> = Vec::new();
+                for tc in target.components() {
+                    match tc {
+                        Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                        Component::ParentDir => parts.push(OsString::from("..")),
+                        Component::Normal(n) => parts.push(n.to_owned()),
+                    }
+                }
+                for p in parts.into_iter().rev() {
+                    pending.push_front(p);
+                }
+            }
+            Ok(_) => {
+                resolved = candidate;
+                depth += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                resolved = candidate;
+                depth += 1;
+            }
+            Err(e) => return Err(SnapshotterError::io("lstat", &candidate, e)),
+        }
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_names() {
+        let c = clean_entry_path(Path::new("./a/b/../c/"), "x").expect("clean");
+        assert_eq!(c, vec![OsString::from("a"), OsString::from("c")]);
+        let c = clean_entry_path(Path::new("/etc/passwd"), "x").expect("clean");
+        assert_eq!(c, vec![OsString::from("etc"), OsString::from("passwd")]);
+        assert!(clean_entry_path(Path::new("a/../../b"), "x").is_err());
+    }
+
+    #[test]
+    fn symlinks_stay_inside() {
+        let root = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let r = root.path();
+        fs::create_dir(r.join("usr")).expect("mkdir");
+        std::os::unix::fs::symlink("/usr", r.join("lib")).expect("symlink");
+        std::os::unix::fs::symlink("../../..", r.join("up")).expect("symlink");
+        std::os::unix::fs::symlink("usr/../lib", r.join("loop")).expect("symlink");
+        let p = resolve_in_root(r, &[OsString::from("lib"), OsString::from("x")], "e")
+            .expect("resolve");
+        assert_eq!(p, r.join("usr/x"));
+        let p = resolve_in_root(r, &[OsString::from("loop")], "e").expect("resolve");
+        assert_eq!(p, r.join("usr"));
+        let err = resolve_in_root(r, &[OsString::from("up"), OsString::from("x")], "e/x");
+        assert!(
+            matches!(err, Err(SnapshotterError::PathEscape { ref entry, .. }) if entry == "e/x")
+        );
+    }
+}
