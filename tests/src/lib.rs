@@ -358,6 +358,23 @@ pub fn fails(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A container record (runc v2 runtime, [`minimal_spec`]) for the Containers service.
+pub fn container_record(id: &str) -> berth_proto::containerd::services::containers::v1::Container {
+    use berth_proto::containerd::services::containers::v1 as cpb;
+    cpb::Container {
+        id: id.to_string(),
+        runtime: Some(cpb::container::Runtime {
+            name: "io.containerd.runc.v2".into(),
+            options: None,
+        }),
+        spec: Some(prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+            value: minimal_spec().into_bytes(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// A minimal OCI runtime spec, enough for a container record.
 pub fn minimal_spec() -> String {
     serde_json::json!({

@@ -11,22 +11,11 @@ use berth_proto::containerd::services::leases::v1 as lpb;
 use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use berth_proto::containerd::services::namespaces::v1 as npb;
 use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
-use berth_tests::{Daemon, in_ns, minimal_spec};
+use berth_tests::{Daemon, container_record, in_ns};
 use tonic::Code;
 
 fn container(id: &str) -> cpb::Container {
-    cpb::Container {
-        id: id.to_string(),
-        runtime: Some(cpb::container::Runtime {
-            name: "io.containerd.runc.v2".into(),
-            options: None,
-        }),
-        spec: Some(prost_types::Any {
-            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-            value: minimal_spec().into_bytes(),
-        }),
-        ..Default::default()
-    }
+    container_record(id)
 }
 
 fn expect_err<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {

@@ -8,21 +8,10 @@ use berth_proto::containerd::services::containers::v1 as cpb;
 use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
 use berth_proto::containerd::services::leases::v1 as lpb;
 use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
-use berth_tests::{Daemon, in_ns, minimal_spec, ok};
+use berth_tests::{Daemon, container_record, in_ns, ok};
 
 fn container(id: &str) -> cpb::Container {
-    cpb::Container {
-        id: id.to_string(),
-        runtime: Some(cpb::container::Runtime {
-            name: "io.containerd.runc.v2".into(),
-            options: None,
-        }),
-        spec: Some(prost_types::Any {
-            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
-            value: minimal_spec().into_bytes(),
-        }),
-        ..Default::default()
-    }
+    container_record(id)
 }
 
 #[tokio::test]

@@ -254,9 +254,10 @@ async fn write_session(
             if s.content.info(ns, &expected).await.is_ok() {
                 drop(w);
                 let _ = s.content.abort(ns, &req.r#ref).await;
-                return Err(Status::already_exists(format!(
+                return Err(Error::already_exists(format!(
                     "blob with expected digest {expected} exists"
-                )));
+                ))
+                .into());
             }
         }
         if req.total > 0 {
