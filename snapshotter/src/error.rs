@@ -6,9 +6,35 @@ use std::path::PathBuf;
 /// Result alias for this crate.
 pub type Result<T, E = SnapshotterError> = std::result::Result<T, E>;
 
-/// Everything that can go wrong applying or producing a layer.
+/// Everything that can go wrong in a snapshotter or applying or producing a layer.
+///
+/// The first variants are the classes containerd clients branch on; their `Display` appends
+/// containerd's suffix (": not found"), as `errdefs` does, so `ctr` prints the same text.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotterError {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: invalid argument")]
+    InvalidArgument(String),
+    #[error("{0}: failed precondition")]
+    FailedPrecondition(String),
+    #[error("{0}: not implemented")]
+    NotImplemented(String),
+    /// The metadata database failed.
+    #[error("snapshot metadata: {context}: {message}")]
+    Database { context: String, message: String },
+    /// A stored snapshot record could not be decoded.
+    #[error("corrupt snapshot record {key:?}: {message}")]
+    Corrupt { key: String, message: String },
+    /// A mount or unmount failed.
+    #[error("{op} {target}: {message}")]
+    Mount {
+        op: &'static str,
+        target: String,
+        message: String,
+    },
     /// The compressed stream could not be decoded.
     #[error("decompressing {compression} layer stream: {source}")]
     Decompress {

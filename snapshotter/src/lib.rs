@@ -6,18 +6,21 @@
 //! - [`diff`]: the reverse, an uncompressed OCI layer tar of the changes from a lower tree
 //!   to an upper tree (an overlay upper dir or a full tree).
 //!
-//! Both are blocking; the daemon runs them on its blocking pool. The snapshotters
-//! themselves arrive with the snapshots work (see DESIGN.md).
+//! - [`snapshots`]: the [`Snapshotter`] trait both snapshotters implement.
+//!
+//! Everything here is blocking; the daemon runs it on its blocking pool.
 
 pub mod apply;
 pub mod diff;
 pub mod error;
 mod hashio;
 mod secure;
+pub mod snapshots;
 
 pub use apply::{ApplyOptions, ApplyStats, Compression, apply_layer};
 pub use diff::{DiffStats, diff};
 pub use error::{Result, SnapshotterError};
+pub use snapshots::{GC_ROOT_LABEL, Info, Kind, Mount, Snapshotter, Usage};
 
 /// Prefix of a whiteout entry's base name in an OCI layer.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
