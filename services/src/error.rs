@@ -46,6 +46,9 @@ pub enum Error {
     /// Work spawned onto a blocking thread did not finish.
     #[error("internal: {0}")]
     Internal(String),
+    /// A snapshotter or the layer applier failed; its own variant gives the class.
+    #[error(transparent)]
+    Snapshotter(#[from] berth_snapshotter::SnapshotterError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -92,7 +95,41 @@ impl Error {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound(_))
+        matches!(
+            self,
+            Error::NotFound(_)
+                | Error::Snapshotter(berth_snapshotter::SnapshotterError::NotFound(_))
+        )
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        matches!(
+            self,
+            Error::AlreadyExists(_)
+                | Error::Snapshotter(berth_snapshotter::SnapshotterError::AlreadyExists(_))
+        )
+    }
+}
+
+/// The class of a snapshotter error: bad layers are the caller's input.
+fn snapshotter_code(e: &berth_snapshotter::SnapshotterError) -> tonic::Code {
+    use berth_snapshotter::SnapshotterError as S;
+    use tonic::Code;
+    match e {
+        S::NotFound(_) => Code::NotFound,
+        S::AlreadyExists(_) => Code::AlreadyExists,
+        S::InvalidArgument(_)
+        | S::PathEscape { .. }
+        | S::InvalidEntry { .. }
+        | S::Decompress { .. }
+        | S::Tar { .. } => Code::InvalidArgument,
+        S::FailedPrecondition(_) => Code::FailedPrecondition,
+        S::NotImplemented(_) | S::CompressionNotImplemented(_) => Code::Unimplemented,
+        S::Database { .. }
+        | S::Corrupt { .. }
+        | S::Mount { .. }
+        | S::Io { .. }
+        | S::Write { .. } => Code::Internal,
     }
 }
 
@@ -112,6 +149,7 @@ impl From<Error> for tonic::Status {
             | Error::Io { .. }
             | Error::Corrupt { .. }
             | Error::Internal(_) => Code::Internal,
+            Error::Snapshotter(e) => snapshotter_code(e),
         };
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");

@@ -11,7 +11,8 @@
 //! │                    type is "content", "ingests", "images" or "snapshots/<snapshotter>"
 //! ├── images           (namespace, name) → image record            (images service)
 //! ├── content          (namespace, digest) → blob record           (content service)
-//! └── snapshots        (namespace, snapshotter, key) → snapshot    (snapshotters)
+//! ├── snapshots        (namespace, snapshotter, key) → snapshot    (berth_snapshotter::metastore)
+//! └── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
 //! ```
 //!
 //! Records are prost-encoded structs defined next to the logic that owns them: new fields get
@@ -46,8 +47,8 @@ pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> 
     TableDefinition::new("lease_resources");
 pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
 pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("content");
-pub(crate) const SNAPSHOTS: TableDefinition<(&str, &str, &str), &[u8]> =
-    TableDefinition::new("snapshots");
+/// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
+pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
 /// Adds context to a redb error.
 pub(crate) trait DbContext<T> {
@@ -83,6 +84,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database itself, for the snapshotters that keep their tables in it.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
     }
 
     /// Creates every table and brings the schema to [`SCHEMA_VERSION`].
@@ -126,6 +132,7 @@ impl Store {
         txn.open_table(IMAGES).ctx("create images")?;
         txn.open_table(CONTENT).ctx("create content")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
+        txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;
         Ok(())
     }

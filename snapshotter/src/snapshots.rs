@@ -117,8 +117,13 @@ pub trait Snapshotter: Send + Sync {
 
     /// Commits the active snapshot `key` as the committed snapshot `name`; `key` is gone
     /// afterwards. `labels` replace the active snapshot's labels when not empty.
-    fn commit(&self, ns: &str, name: &str, key: &str, labels: BTreeMap<String, String>)
-    -> Result<()>;
+    fn commit(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<()>;
 
     /// Whether [`Snapshotter::commit_rebased`] is supported: an active snapshot prepared
     /// without a parent can be committed on top of a parent chosen at commit time. True for
