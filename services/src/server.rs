@@ -148,6 +148,18 @@ impl Daemon {
         })?;
         let content = crate::content::ContentStore::open(&config.root, store.clone())?;
         let images = crate::images::Images::new(store.clone());
+        let snapshot_store = store.clone();
+        let snapshot_root = config.root.clone();
+        let default_snapshotter = config.default_snapshotter.clone();
+        let snapshotters = tokio::task::spawn_blocking(move || {
+            crate::snapshots::Snapshotters::open(
+                &snapshot_root,
+                &snapshot_store,
+                &default_snapshotter,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
         let services = Services {
             exchange: Exchange::new(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
@@ -162,6 +174,8 @@ impl Daemon {
             lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
             server_uuid,
+            snapshotters,
+            gc: crate::gc::Collector::default(),
             store,
         };
         Ok(Daemon {

@@ -162,6 +162,8 @@ pub struct Services {
     pub lease_created: std::sync::Arc<tokio::sync::Notify>,
     pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,
     pub server_uuid: String,
+    pub snapshotters: crate::snapshots::Snapshotters,
+    pub gc: crate::gc::Collector,
 }
 
 #[cfg(test)]
