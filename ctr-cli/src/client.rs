@@ -40,6 +40,70 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A request carrying the namespace and lease headers.
+    pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+        let mut r = self.req(msg);
+        if let Ok(v) = MetadataValue::try_from(lease) {
+            r.metadata_mut().insert("containerd-lease", v);
+        }
+        r
+    }
+
+    /// Creates a lease that expires by itself after `ttl` (if the CLI dies before ending it)
+    /// and holds `resources` (type, id) from the start.
+    pub async fn create_lease(
+        &self,
+        id: Option<String>,
+        ttl: std::time::Duration,
+        resources: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        use berth_proto::containerd::services::leases::v1 as lpb;
+        let mut api = lpb::leases_client::LeasesClient::new(self.channel.clone());
+        let expire = std::time::SystemTime::now() + ttl;
+        let labels = [(
+            "containerd.io/gc.expire".to_string(),
+            humantime::format_rfc3339(expire).to_string(),
+        )]
+        .into();
+        let lease = api
+            .create(self.req(lpb::CreateRequest {
+                id: id.unwrap_or_default(),
+                labels,
+            }))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .lease
+            .unwrap_or_default();
+        for (kind, rid) in resources {
+            api.add_resource(self.req(lpb::AddResourceRequest {
+                id: lease.id.clone(),
+                resource: Some(lpb::Resource {
+                    id: rid.to_string(),
+                    r#type: kind.to_string(),
+                }),
+            }))
+            .await
+            .map_err(status)?;
+        }
+        Ok(lease.id)
+    }
+
+    /// Deletes a lease and waits for what it alone held to be collected.
+    pub async fn delete_lease(&self, id: &str) -> anyhow::Result<()> {
+        use berth_proto::containerd::services::leases::v1 as lpb;
+        lpb::leases_client::LeasesClient::new(self.channel.clone())
+            .delete(self.req(lpb::DeleteRequest {
+                id: id.to_string(),
+                sync: true,
+            }))
+            .await
+            .map_err(status)?;
+        Ok(())
+    }
+}
+
 /// Turns a gRPC status into the error the user sees: the daemon's message, which already
 /// names the object and the failure class ("container \"x\": not found").
 pub fn status(s: Status) -> anyhow::Error {

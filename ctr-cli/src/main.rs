@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 
 use crate::client::Client;
 use crate::commands::{
-    containers, content, events, images, leases, namespaces, plugins, registry, version,
+    containers, content, events, images, leases, namespaces, plugins, registry, snapshots, system,
+    version,
 };
 use crate::output::Format;
 
@@ -141,6 +142,14 @@ enum Command {
         /// Filters (containerd syntax), e.g. topic~="/containers/".
         filters: Vec<String>,
     },
+    /// Manage snapshots.
+    #[command(alias = "snapshot", alias = "snap")]
+    Snapshots(snapshots::Args),
+    /// System-wide information (disk usage).
+    System {
+        #[command(subcommand)]
+        cmd: system::Cmd,
+    },
     /// List the daemon's plugins.
     #[command(alias = "plugin")]
     Plugins {
@@ -207,6 +216,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmi { names } => {
             images::run(&c, images::Cmd::Rm { names, sync: false }, cli.format).await
         }
+        Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
+        Command::System { cmd } => system::run(&c, cmd, cli.format).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {
             let (quiet, detailed, filters) = match cmd {

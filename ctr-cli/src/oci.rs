@@ -67,6 +67,40 @@ impl Resolved {
             .unwrap_or(0);
         layers + self.manifest["config"]["size"].as_i64().unwrap_or(0)
     }
+
+    /// The layers' uncompressed digests, from the config.
+    pub fn diff_ids(&self) -> Vec<String> {
+        self.config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The chain IDs of the layers: the names of the image's snapshots, bottom first.
+    pub fn chain_ids(&self) -> Vec<String> {
+        chain_ids(&self.diff_ids())
+    }
+}
+
+/// chainID(0) = diffID(0); chainID(n) = sha256(chainID(n-1) + " " + diffID(n)).
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    use sha2::Digest;
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// Follows an index to the host platform's manifest and reads the config.

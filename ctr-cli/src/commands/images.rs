@@ -3,10 +3,16 @@
 
 use berth_proto::containerd::services::images::v1 as pb;
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_proto::containerd::services::snapshots::v1 as spb;
+use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::{Client, status};
+use crate::commands::snapshots;
 use crate::oci::{self, human_size, repo_tag};
 use crate::output::{self, Format};
 
@@ -33,6 +39,37 @@ pub enum Cmd {
         #[arg(long)]
         no_trunc: bool,
     },
+    /// Mount an image's filesystem on a directory (read-only unless --rw).
+    Mount {
+        name: String,
+        target: PathBuf,
+        /// A writable snapshot instead of a read-only view.
+        #[arg(long)]
+        rw: bool,
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "")]
+        snapshotter: String,
+    },
+    /// Unmount an image mounted by `image mount` and release its snapshot.
+    Unmount {
+        target: PathBuf,
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "")]
+        snapshotter: String,
+    },
+    /// Remove unused images: dangling ones (no tag), or with -a every image no container uses.
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Don't ask (berth never asks; accepted for docker compatibility).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// The lease (and snapshot key) an image mount on `target` runs under, as ctr names it.
+fn mount_key(target: &std::path::Path) -> anyhow::Result<String> {
+    let abs =
+        std::path::absolute(target).with_context(|| format!("resolve {}", target.display()))?;
+    Ok(abs.to_string_lossy().into_owned())
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -177,6 +214,17 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
                 Err(e) => return Err(status(e)),
             }
         }
+        Cmd::Mount {
+            name,
+            target,
+            rw,
+            snapshotter,
+        } => mount(c, &name, target, rw, snapshotter).await?,
+        Cmd::Unmount {
+            target,
+            snapshotter,
+        } => unmount(c, target, snapshotter).await?,
+        Cmd::Prune { all, force: _ } => prune(c, all).await?,
         Cmd::Inspect { names } => {
             let mut out = Vec::new();
             for name in names {
@@ -253,5 +301,167 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             )?;
         }
     }
+    Ok(())
+}
+
+/// `image mount`: a snapshot on top of the image's top layer under a lease named after the
+/// target (so `image unmount` finds it and a crashed CLI's lease expires), mounted here.
+async fn mount(
+    c: &Client,
+    name: &str,
+    target: PathBuf,
+    rw: bool,
+    snapshotter: String,
+) -> anyhow::Result<()> {
+    let img = get(c, name).await?;
+    let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
+    let parent = r
+        .chain_ids()
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("image {name} has no layers"))?;
+    let key = mount_key(&target)?;
+    let mut api = SnapshotsClient::new(c.channel.clone());
+    let sn_name = if snapshotter.is_empty() {
+        "overlayfs".to_string()
+    } else {
+        snapshotter.clone()
+    };
+    let resource = format!("snapshots/{sn_name}");
+    let lease = c
+        .create_lease(
+            Some(key.clone()),
+            std::time::Duration::from_secs(24 * 3600),
+            &[(&resource, &key)],
+        )
+        .await?;
+    let created = if rw {
+        api.prepare(c.leased(
+            spb::PrepareSnapshotRequest {
+                snapshotter: snapshotter.clone(),
+                key: key.clone(),
+                parent: parent.clone(),
+                labels: Default::default(),
+            },
+            &lease,
+        ))
+        .await
+        .map(|r| r.into_inner().mounts)
+    } else {
+        api.view(c.leased(
+            spb::ViewSnapshotRequest {
+                snapshotter: snapshotter.clone(),
+                key: key.clone(),
+                parent: parent.clone(),
+                labels: Default::default(),
+            },
+            &lease,
+        ))
+        .await
+        .map(|r| r.into_inner().mounts)
+    };
+    let mounts = match created {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = c.delete_lease(&lease).await;
+            if e.code() == tonic::Code::NotFound {
+                anyhow::bail!(
+                    "image {name} is not unpacked ({parent} missing): pull it again: {}",
+                    e.message()
+                );
+            }
+            return Err(status(e));
+        }
+    };
+    if let Err(e) = snapshots::mount_local(&mounts, target.clone()).await {
+        let _ = api
+            .remove(c.req(spb::RemoveSnapshotRequest {
+                snapshotter,
+                key: key.clone(),
+            }))
+            .await;
+        let _ = c.delete_lease(&lease).await;
+        return Err(e.context(format!("mount image {name} on {}", target.display())));
+    }
+    println!("{}", target.display());
+    Ok(())
+}
+
+async fn unmount(c: &Client, target: PathBuf, snapshotter: String) -> anyhow::Result<()> {
+    let key = mount_key(&target)?;
+    let dir = target.clone();
+    tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&dir))
+        .await?
+        .with_context(|| format!("unmount {}", target.display()))?;
+    let mut api = SnapshotsClient::new(c.channel.clone());
+    match api
+        .remove(c.req(spb::RemoveSnapshotRequest {
+            snapshotter,
+            key: key.clone(),
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::NotFound => {}
+        Err(e) => return Err(status(e)),
+    }
+    match c.delete_lease(&key).await {
+        Ok(()) => {}
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(e),
+    }
+    println!("{}", target.display());
+    Ok(())
+}
+
+/// `image prune`: removes images (dangling = named by digest only, or -a: every image no
+/// container uses) and waits for the collector, then reports the space it freed.
+async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
+    use berth_proto::containerd::services::containers::v1 as cpb;
+    let mut api = ImagesClient::new(c.channel.clone());
+    let images = api
+        .list(c.req(pb::ListImagesRequest { filters: vec![] }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .images;
+    let used: std::collections::BTreeSet<String> =
+        cpb::containers_client::ContainersClient::new(c.channel.clone())
+            .list(c.req(cpb::ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.image)
+            .collect();
+    let before = crate::commands::system::disk_used(c).await?;
+    let mut removed = Vec::new();
+    for img in images {
+        let dangling = img.name.contains("@sha256:") || img.name.ends_with(":<none>");
+        if used.contains(&img.name) || !(all || dangling) {
+            continue;
+        }
+        api.delete(c.req(pb::DeleteImageRequest {
+            name: img.name.clone(),
+            sync: true,
+            target: None,
+        }))
+        .await
+        .map_err(status)?;
+        removed.push(img.name);
+    }
+    let after = crate::commands::system::disk_used(c).await?;
+    if !removed.is_empty() {
+        println!("Deleted Images:");
+        for name in &removed {
+            println!("untagged: {name}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size((before - after).max(0))
+    );
     Ok(())
 }

@@ -7,4 +7,6 @@ pub mod leases;
 pub mod namespaces;
 pub mod plugins;
 pub mod registry;
+pub mod snapshots;
+pub mod system;
 pub mod version;
