@@ -769,15 +769,23 @@ fn read_dir_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
         .collect()
 }
 
-/// Removes `path` and everything below it; a path that is already gone is fine.
+/// Removes `path` and everything below it; a path that is already gone is fine. A second
+/// attempt covers entries that vanished underneath (a concurrent removal of the same tree).
 fn remove_all(path: &Path) -> Result<()> {
-    match fs::remove_dir_all(path) {
+    let once = |path: &Path| match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => fs::remove_file(path),
+        other => other,
+    };
+    match once(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            fs::remove_file(path).map_err(|e| SnapshotterError::io("remove", path, e))
-        }
-        Err(e) => Err(SnapshotterError::io("remove", path, e)),
+        Err(_) if fs::symlink_metadata(path).is_ok() => match once(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(SnapshotterError::io("remove", path, e))
+            }
+            _ => Ok(()),
+        },
+        Err(_) => Ok(()),
     }
 }
 
