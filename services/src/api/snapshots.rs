@@ -165,6 +165,15 @@ impl SnapshotsApi {
         }
     }
 
+    /// The loaded snapshotter a request names. The proxy serves one snapshotter whatever
+    /// the request says: containerd's proxy client sends its own name for the plugin
+    /// (`[proxy_plugins.<name>]`), not ours.
+    fn snapshotter(&self, requested: &str) -> Result<String> {
+        let requested = if self.hooks.is_some() { requested } else { "" };
+        self.snapshotters.get(requested)?;
+        Ok(self.snapshotters.resolve(requested).to_string())
+    }
+
     fn namespace(&self, md: &MetadataMap) -> Result<String> {
         if self.hooks.is_some() {
             return namespace_required(md);
@@ -242,8 +251,7 @@ impl SnapshotsApi {
         non_empty("key", &key)?;
         validate_labels(&labels)?;
         // Fail early (and without touching the lease) for an unknown snapshotter.
-        self.snapshotters.get(&snapshotter)?;
-        let name = self.snapshotters.resolve(&snapshotter).to_string();
+        let name = self.snapshotter(&snapshotter)?;
         snapshots::ensure_namespace(&self.store, &ns).await?;
         let hold = self.hold(md, &ns, &name, &key).await?;
         let (ns2, key2, parent2) = (ns.clone(), key.clone(), parent.clone());
@@ -321,7 +329,9 @@ impl Snapshots for SnapshotsApi {
         let key = r.key;
         let mounts = self
             .snapshotters
-            .run(&r.snapshotter, move |s| s.mounts(&ns, &key))
+            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+                s.mounts(&ns, &key)
+            })
             .await?;
         Ok(Response::new(pb::MountsResponse {
             mounts: mounts_to_wire(mounts),
@@ -337,8 +347,7 @@ impl Snapshots for SnapshotsApi {
         non_empty("name", &r.name)?;
         non_empty("key", &r.key)?;
         validate_labels(&r.labels)?;
-        self.snapshotters.get(&r.snapshotter)?;
-        let name = self.snapshotters.resolve(&r.snapshotter).to_string();
+        let name = self.snapshotter(&r.snapshotter)?;
         let hold = self.hold(&md, &ns, &name, &r.name).await?;
         let (ns2, target, key, parent, labels) = (
             ns.clone(),
@@ -383,8 +392,7 @@ impl Snapshots for SnapshotsApi {
         let (md, _, r) = req.into_parts();
         let ns = self.namespace(&md)?;
         non_empty("key", &r.key)?;
-        self.snapshotters.get(&r.snapshotter)?;
-        let name = self.snapshotters.resolve(&r.snapshotter).to_string();
+        let name = self.snapshotter(&r.snapshotter)?;
         let (ns2, key) = (ns.clone(), r.key.clone());
         self.snapshotters
             .run(&name, move |s| s.remove(&ns2, &key))
@@ -413,7 +421,9 @@ impl Snapshots for SnapshotsApi {
         let key = r.key;
         let info = self
             .snapshotters
-            .run(&r.snapshotter, move |s| s.stat(&ns, &key))
+            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+                s.stat(&ns, &key)
+            })
             .await?;
         Ok(Response::new(pb::StatSnapshotResponse {
             info: Some(info_to_wire(info)),
@@ -433,7 +443,9 @@ impl Snapshots for SnapshotsApi {
         let info = info_from_wire(info);
         let updated = self
             .snapshotters
-            .run(&r.snapshotter, move |s| s.update(&ns, info, &paths))
+            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+                s.update(&ns, info, &paths)
+            })
             .await?;
         Ok(Response::new(pb::UpdateSnapshotResponse {
             info: Some(info_to_wire(updated)),
@@ -451,7 +463,7 @@ impl Snapshots for SnapshotsApi {
         let filter = Filter::parse_all(&r.filters)?;
         let infos = self
             .snapshotters
-            .run(&r.snapshotter, move |s| {
+            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
                 snapshots::list_filtered(s, &ns, &filter)
             })
             .await?;
@@ -475,7 +487,9 @@ impl Snapshots for SnapshotsApi {
         let key = r.key;
         let usage = self
             .snapshotters
-            .run(&r.snapshotter, move |s| s.usage(&ns, &key))
+            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+                s.usage(&ns, &key)
+            })
             .await?;
         Ok(Response::new(pb::UsageResponse {
             size: usage.size,
@@ -487,7 +501,7 @@ impl Snapshots for SnapshotsApi {
         // Cleanup spans every namespace: no namespace is needed.
         let r = req.into_inner();
         self.snapshotters
-            .run(&r.snapshotter, |s| s.cleanup())
+            .run(&self.snapshotter(&r.snapshotter)?, |s| s.cleanup())
             .await?;
         Ok(Response::new(()))
     }
