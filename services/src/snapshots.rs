@@ -216,6 +216,6 @@ mod tests {
         assert!(!m(&["name==b,kind==committed"], &b));
         // `parent` is present (empty) even for a snapshot without one.
         assert!(m(&["parent"], &a));
-        assert!(m(&[r#"parent==""#], &a));
+        assert!(m(&["parent==\"\""], &a));
     }
 }
