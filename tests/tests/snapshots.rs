@@ -9,17 +9,20 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_proto::containerd::events::SnapshotPrepare;
 use berth_proto::containerd::services::content::v1 as cpb;
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::services::diff::v1 as dpb;
 use berth_proto::containerd::services::diff::v1::diff_client::DiffClient;
+use berth_proto::containerd::services::events::v1 as epb;
+use berth_proto::containerd::services::events::v1::events_client::EventsClient;
 use berth_proto::containerd::services::leases::v1 as lpb;
 use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use berth_proto::containerd::services::snapshots::v1 as spb;
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::containerd::types::{Descriptor, Mount};
 use berth_tests::fixtures::{BuiltImage, Registry, busybox_image, multilayer_image, sha256_digest};
-use berth_tests::{Containerd, Daemon, bin, fails, in_ns, ok, system_bin};
+use berth_tests::{Background, Containerd, Daemon, bin, fails, in_ns, ok, system_bin};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::Code;
@@ -297,7 +300,21 @@ fn ctr_pull_unpack_mount_and_snapshot_commands() {
         );
     }
 
-    // The low-level flow on top of busybox's layer.
+    // The low-level flow on top of busybox's layer, watched by `ctr events`.
+    let mut cmd = Command::new(system_bin("ctr"));
+    cmd.arg("--address").arg(&d.address).arg("events");
+    let events = Background::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    while !events.text().contains("/namespaces/create") {
+        assert!(Instant::now() < deadline, "ctr events saw nothing");
+        ok(
+            &d.ctr(&["namespaces", "create", &format!("warmup{n}")]),
+            "ns create",
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let base = busybox.chain_ids()[0].clone();
     ok(&d.ctr(&["snapshots", "prepare", "k1", &base]), "prepare k1");
     let mounts = ok(&d.ctr(&["snapshots", "mounts", "/tmp/x", "k1"]), "mounts");
@@ -335,6 +352,28 @@ fn ctr_pull_unpack_mount_and_snapshot_commands() {
     assert!(!info.contains("color"), "{info}");
     ok(&d.ctr(&["snapshots", "rm", "v1"]), "rm v1");
     ok(&d.ctr(&["snapshots", "rm", "c1"]), "rm c1");
+    let seen = events.wait_for(
+        &["/snapshot/prepare", "/snapshot/commit", "/snapshot/remove"],
+        Duration::from_secs(10),
+    );
+    // ctr 1.6's event types predate the `snapshotter` field; bad_input_over_grpc checks it.
+    for (topic, needles) in [
+        (
+            "/snapshot/prepare",
+            vec!["\"key\":\"k1\"", &format!("\"parent\":\"{base}\"")[..]],
+        ),
+        (
+            "/snapshot/commit",
+            vec!["\"key\":\"k1\"", "\"name\":\"c1\""],
+        ),
+        ("/snapshot/remove", vec!["\"key\":\"c1\""]),
+    ] {
+        let line = seen
+            .lines()
+            .find(|l| l.contains(topic) && needles.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no {topic} event with {needles:?}:\n{seen}"));
+        assert!(line.contains("default"), "{line}");
+    }
     let missing = fails(&d.ctr(&["snapshots", "rm", "c1"]), "rm again");
     assert!(missing.contains("not found"), "{missing}");
     assert!(
@@ -587,6 +626,13 @@ async fn bad_input_over_grpc() {
     let mut snaps = SnapshotsClient::new(ch.clone());
     let mut diff = DiffClient::new(ch.clone());
     let ns = "bad";
+    let mut events = EventsClient::new(ch.clone())
+        .subscribe(epb::SubscribeRequest {
+            filters: vec![r#"topic~="^/snapshot/""#.into()],
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
     let prepare = |key: &str, parent: &str| spb::PrepareSnapshotRequest {
         snapshotter: String::new(),
         key: key.into(),
@@ -612,6 +658,22 @@ async fn bad_input_over_grpc() {
         snaps.prepare(in_ns(ns, prepare("a1", ""))).await,
         Code::AlreadyExists,
         &["a1"],
+    );
+    let env = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("an event in time")
+        .expect("event stream")
+        .expect("an event");
+    assert_eq!(
+        (env.namespace.as_str(), env.topic.as_str()),
+        (ns, "/snapshot/prepare")
+    );
+    let any = env.event.expect("payload");
+    assert_eq!(any.type_url, "containerd.events.SnapshotPrepare");
+    let ev = <SnapshotPrepare as prost::Message>::decode(&any.value[..]).expect("decode");
+    assert_eq!(
+        (ev.key.as_str(), ev.snapshotter.as_str()),
+        ("a1", "overlayfs")
     );
     let mut nope = prepare("x", "");
     nope.snapshotter = "nope".into();

@@ -253,12 +253,30 @@ impl SnapshotsApi {
         // Fail early (and without touching the lease) for an unknown snapshotter.
         let name = self.snapshotter(&snapshotter)?;
         snapshots::ensure_namespace(&self.store, &ns).await?;
+        // An unpack names the committed snapshot it will make: when that exists already,
+        // the client skips the layer. The existing snapshot joins the lease, as containerd
+        // does, so it survives until the client has used it.
+        if let Some(target) = labels
+            .get(snapshots::SNAPSHOT_REF_LABEL)
+            .filter(|t| !t.is_empty())
+        {
+            let (ns2, l2) = (ns.clone(), labels.clone());
+            let checked = self
+                .snapshotters
+                .run(&name, move |s| snapshots::check_target(s, &ns2, &l2))
+                .await;
+            if let Err(e) = checked {
+                if e.is_already_exists() {
+                    self.hold(md, &ns, &name, target).await?;
+                }
+                return Err(e);
+            }
+        }
         let hold = self.hold(md, &ns, &name, &key).await?;
         let (ns2, key2, parent2) = (ns.clone(), key.clone(), parent.clone());
         let result = self
             .snapshotters
             .run(&name, move |s| {
-                snapshots::check_target(s, &ns2, &labels)?;
                 let parent = (!parent2.is_empty()).then_some(parent2.as_str());
                 if view {
                     s.view(&ns2, &key2, parent, labels)
