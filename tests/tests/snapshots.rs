@@ -842,22 +842,7 @@ async fn bad_input_over_grpc() {
         .get("containerd.io/uncompressed")
         .cloned()
         .expect("uncompressed label");
-    let mut blob = Vec::new();
-    let mut stream = content
-        .read(in_ns(
-            ns,
-            cpb::ReadContentRequest {
-                digest: produced.digest.clone(),
-                offset: 0,
-                size: 0,
-            },
-        ))
-        .await
-        .expect("read")
-        .into_inner();
-    while let Some(m) = stream.message().await.expect("read chunk") {
-        blob.extend_from_slice(&m.data);
-    }
+    let blob = read_blob(&mut content, ns, &produced.digest).await;
     assert_eq!(sha256_digest(&blob), produced.digest);
     let mut tar_bytes = Vec::new();
     flate2::read::GzDecoder::new(&blob[..])
@@ -877,6 +862,88 @@ async fn bad_input_over_grpc() {
         })
         .collect();
     assert!(names.iter().any(|n| n == "hello.txt"), "{names:?}");
+
+    // A two-sided diff: a layer applied onto an active child of c1, diffed against the view
+    // of c1 as a plain tar under a given ref, and as zstd.
+    let child = snaps
+        .prepare(in_ns(ns, prepare("a2", "c1")))
+        .await
+        .expect("prepare a2")
+        .into_inner()
+        .mounts;
+    let world = raw_tar("world.txt", b"world\n");
+    put_blob(ch.clone(), ns, &world).await;
+    diff.apply(in_ns(ns, apply(descriptor(TAR, &world), child.clone())))
+        .await
+        .expect("apply onto the child");
+    let two_sided = |media_type: &str, r: &str| dpb::DiffRequest {
+        left: view.clone(),
+        right: child.clone(),
+        media_type: media_type.into(),
+        r#ref: r.into(),
+        labels: BTreeMap::new(),
+        source_date_epoch: None,
+    };
+    let plain = diff
+        .diff(in_ns(ns, two_sided(TAR, "my-diff")))
+        .await
+        .expect("plain diff")
+        .into_inner()
+        .diff
+        .expect("descriptor");
+    assert_eq!(plain.media_type, TAR);
+    let bytes = read_blob(&mut content, ns, &plain.digest).await;
+    let names: Vec<String> = tar::Archive::new(&bytes[..])
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["world.txt"], "only the child's change");
+    let zstd = diff
+        .diff(in_ns(
+            ns,
+            two_sided("application/vnd.oci.image.layer.v1.tar+zstd", ""),
+        ))
+        .await
+        .expect("zstd diff")
+        .into_inner()
+        .diff
+        .expect("descriptor");
+    let bytes = read_blob(&mut content, ns, &zstd.digest).await;
+    assert_eq!(&bytes[..4], [0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    let info = content
+        .info(in_ns(
+            ns,
+            cpb::InfoRequest {
+                digest: zstd.digest.clone(),
+            },
+        ))
+        .await
+        .expect("info")
+        .into_inner()
+        .info
+        .expect("info");
+    assert_eq!(
+        info.labels.get("containerd.io/uncompressed"),
+        Some(&plain.digest),
+        "the same changes, the same uncompressed tar"
+    );
+    snaps
+        .remove(in_ns(
+            ns,
+            spb::RemoveSnapshotRequest {
+                snapshotter: String::new(),
+                key: "a2".into(),
+            },
+        ))
+        .await
+        .expect("remove a2");
 
     // Filters: OR-ed filter strings, kind and parent.
     let views = list_snapshots(&mut snaps, ns, &["kind==view"]).await;
@@ -948,6 +1015,30 @@ async fn bad_input_over_grpc() {
             .unwrap_or_else(|e| panic!("remove {key}: {e:?}"));
     }
     assert!(!mountinfo().contains(&d.root.display().to_string()));
+}
+
+async fn read_blob(
+    api: &mut ContentClient<tonic::transport::Channel>,
+    ns: &str,
+    digest: &str,
+) -> Vec<u8> {
+    let mut stream = api
+        .read(in_ns(
+            ns,
+            cpb::ReadContentRequest {
+                digest: digest.into(),
+                offset: 0,
+                size: 0,
+            },
+        ))
+        .await
+        .expect("read")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.expect("read chunk") {
+        out.extend_from_slice(&m.data);
+    }
+    out
 }
 
 async fn list_snapshots(
