@@ -6,6 +6,7 @@ pub mod archive;
 pub mod config;
 pub mod containers;
 pub mod content;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod events;

@@ -53,10 +53,26 @@ pub const METADATA: &str = "io.containerd.metadata.v1";
 pub const LEASE: &str = "io.containerd.lease.v1";
 pub const GRPC: &str = "io.containerd.grpc.v1";
 pub const TTRPC: &str = "io.containerd.ttrpc.v1";
+pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
+pub const DIFFER: &str = "io.containerd.differ.v1";
+pub const SERVICE: &str = "io.containerd.service.v1";
 
-/// The plugins of this daemon, given where its metadata lives.
-pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
-    vec![
+/// The plugins of this daemon, given where its metadata lives and which snapshotters
+/// loaded (one that failed to open is not reported, as containerd skips it).
+pub fn daemon_plugins<'a>(
+    root: &std::path::Path,
+    snapshotters: impl IntoIterator<Item = &'a str>,
+) -> Vec<PluginInfo> {
+    let snapshotters: Vec<PluginInfo> = snapshotters
+        .into_iter()
+        .map(|name| {
+            PluginInfo::new(SNAPSHOTTER, name).export(
+                "root",
+                root.join("snapshots").join(name).display().to_string(),
+            )
+        })
+        .collect();
+    let mut plugins = vec![
         PluginInfo::new(EVENT, "exchange"),
         PluginInfo::new(CONTENT, "content")
             .export("root", root.join("content").display().to_string()),
@@ -75,5 +91,16 @@ pub fn daemon_plugins(root: &std::path::Path) -> Vec<PluginInfo> {
         PluginInfo::new(GRPC, "transfer").requires(&[CONTENT, METADATA, LEASE]),
         PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
-    ]
+    ];
+    if !snapshotters.is_empty() {
+        plugins.extend(snapshotters);
+        plugins.extend([
+            PluginInfo::new(DIFFER, "walking").requires(&[METADATA]),
+            PluginInfo::new(SERVICE, "snapshots-service").requires(&[METADATA, EVENT]),
+            PluginInfo::new(SERVICE, "diff-service").requires(&[DIFFER]),
+            PluginInfo::new(GRPC, "snapshots").requires(&[SERVICE]),
+            PluginInfo::new(GRPC, "diff").requires(&[SERVICE]),
+        ]);
+    }
+    plugins
 }

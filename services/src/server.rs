@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
+use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
 use berth_proto::containerd::services::events::v1::events_server::EventsServer;
 use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
 use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
 use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
+use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
 use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
@@ -29,7 +31,7 @@ use crate::events::Exchange;
 use crate::metadata::Store;
 
 /// gRPC messages up to this size are accepted (containerd's default).
-const MAX_MESSAGE: usize = 16 << 20;
+pub const MAX_MESSAGE: usize = 16 << 20;
 /// How long in-flight calls get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -172,7 +174,10 @@ impl Daemon {
             state: config.state.clone(),
             leases: crate::leases::Leases::new(store.clone()),
             lease_created: Arc::new(tokio::sync::Notify::new()),
-            plugins: Arc::new(crate::plugins::daemon_plugins(&config.root)),
+            plugins: Arc::new(crate::plugins::daemon_plugins(
+                &config.root,
+                snapshotters.names(),
+            )),
             server_uuid,
             snapshotters,
             gc: crate::gc::Collector::default(),
@@ -242,6 +247,13 @@ impl Daemon {
             .add_service(
                 LeasesServer::new(api::leases::LeasesApi(s.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                SnapshotsServer::new(api::snapshots::SnapshotsApi::daemon(&s))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                DiffServer::new(api::diff::DiffApi::new(&s)).max_decoding_message_size(MAX_MESSAGE),
             )
             .add_service(
                 StreamingServer::new(api::streaming::StreamingApi(s.clone()))

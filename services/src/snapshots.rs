@@ -8,10 +8,39 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use berth_snapshotter::Snapshotter;
+use berth_snapshotter::{Info, Kind, Snapshotter};
 
 use crate::error::{Error, Result};
-use crate::metadata::Store;
+use crate::filters::{self, Adaptor};
+use crate::metadata::{self, Store};
+
+/// The label that names the committed snapshot an unpack is about to create (its chain ID):
+/// a Prepare carrying it fails with AlreadyExists when that snapshot exists, so a client
+/// skips the layer, as containerd's metadata layer does.
+pub const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
+
+/// Snapshot fields for containerd's filters: `name`, `parent`, `kind` and `labels.<key>`.
+/// `name` and `parent` are present even when empty, as containerd's adaptor has them.
+impl Adaptor for Info {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str)? {
+            "name" => Some(self.name.clone()),
+            "parent" => Some(self.parent.clone().unwrap_or_default()),
+            "kind" => Some(self.kind.as_str().to_string()),
+            "labels" => filters::map_field(&self.labels, &path[1..]),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a stat result says the snapshot exists (NotFound → false, other errors returned).
+fn exists(r: berth_snapshotter::Result<Info>) -> berth_snapshotter::Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(berth_snapshotter::SnapshotterError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 /// The snapshotters berthd knows, in the order they are reported.
 pub const KNOWN: [&str; 2] = ["overlayfs", "native"];
@@ -46,6 +75,29 @@ impl Snapshotters {
         }
     }
 
+    /// Opens only the snapshotter `name` with its directories in `dir` (the proxy's layout,
+    /// `<root>/<name>`); it is the default. Failing to open it is an error here.
+    pub fn open_one(name: &str, store: &Store, dir: &Path) -> Result<Snapshotters> {
+        if !KNOWN.contains(&name) {
+            return Err(Error::invalid(format!(
+                "unknown snapshotter {name:?} (known: {})",
+                KNOWN.join(", ")
+            )));
+        }
+        let s = berth_snapshotter::open(name, store.database(), dir)?;
+        let mut by_name = BTreeMap::new();
+        by_name.insert(name.to_string(), s);
+        Ok(Snapshotters {
+            by_name: Arc::new(by_name),
+            default: name.to_string(),
+        })
+    }
+
+    /// The name a request's `snapshotter` field stands for (the default for an empty one).
+    pub fn resolve<'a>(&'a self, name: &'a str) -> &'a str {
+        if name.is_empty() { &self.default } else { name }
+    }
+
     /// The snapshotter used when a request names none.
     pub fn default_name(&self) -> &str {
         &self.default
@@ -58,7 +110,7 @@ impl Snapshotters {
 
     /// The snapshotter called `name` (the default for an empty name).
     pub fn get(&self, name: &str) -> Result<Arc<dyn Snapshotter>> {
-        let name = if name.is_empty() { &self.default } else { name };
+        let name = self.resolve(name);
         self.by_name
             .get(name)
             .cloned()
@@ -76,5 +128,94 @@ impl Snapshotters {
             .await
             .map_err(|e| Error::Internal(format!("snapshotter task: {e}")))?
             .map_err(Error::from)
+    }
+}
+
+/// Records `namespace` if it does not exist yet: creating a snapshot in a namespace creates
+/// it, as for every other object.
+pub async fn ensure_namespace(store: &Store, namespace: &str) -> Result<()> {
+    let ns = namespace.to_string();
+    store
+        .update(move |txn| metadata::ensure_namespace(txn, &ns))
+        .await
+}
+
+/// Fails with AlreadyExists when the labels of a new snapshot name a target
+/// ([`SNAPSHOT_REF_LABEL`]) that already exists.
+pub fn check_target(
+    s: &dyn Snapshotter,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+) -> berth_snapshotter::Result<()> {
+    if let Some(target) = labels.get(SNAPSHOT_REF_LABEL)
+        && !target.is_empty()
+        && exists(s.stat(ns, target))?
+    {
+        return Err(berth_snapshotter::SnapshotterError::AlreadyExists(format!(
+            "target snapshot {target:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The snapshots of `ns` that pass `filter`, ordered by key.
+pub fn list_filtered(
+    s: &dyn Snapshotter,
+    ns: &str,
+    filter: &crate::filters::Filter,
+) -> berth_snapshotter::Result<Vec<Info>> {
+    Ok(s.list(ns)?
+        .into_iter()
+        .filter(|i| filter.matches(i))
+        .collect())
+}
+
+/// containerd's wire value of a snapshot kind (1 view, 2 active, 3 committed).
+pub fn kind_number(kind: Kind) -> i32 {
+    berth_snapshotter::metastore::kind_to_i32(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filters::Filter;
+
+    fn info(name: &str, parent: Option<&str>, kind: Kind, labels: &[(&str, &str)]) -> Info {
+        Info {
+            name: name.into(),
+            parent: parent.map(Into::into),
+            kind,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created: std::time::UNIX_EPOCH,
+            updated: std::time::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn filters_over_snapshot_fields() {
+        let a = info("a", None, Kind::Committed, &[("x", "1")]);
+        let b = info(
+            "b",
+            Some("a"),
+            Kind::Active,
+            &[("containerd.io/gc.root", "y")],
+        );
+        let m = |f: &[&str], i: &Info| Filter::parse_all(f).expect("parse").matches(i);
+        assert!(m(&["kind==committed"], &a));
+        assert!(!m(&["kind==committed"], &b));
+        assert!(m(&["parent==a"], &b));
+        assert!(m(&["name==a"], &a));
+        assert!(m(&[r#"labels."containerd.io/gc.root""#], &b));
+        assert!(!m(&[r#"labels."containerd.io/gc.root""#], &a));
+        assert!(m(&["labels.x==1"], &a));
+        // Several filters are OR-ed; selectors within one are AND-ed.
+        assert!(m(&["name==zzz", "kind==active"], &b));
+        assert!(!m(&["name==b,kind==committed"], &b));
+        // `parent` is present (empty) even for a snapshot without one.
+        assert!(m(&["parent"], &a));
+        assert!(m(&["parent==\"\""], &a));
     }
 }

@@ -402,6 +402,16 @@ impl Containerd {
 
     /// Starts containerd with its root and state under `base`.
     pub fn start_in(base: &str) -> Containerd {
+        Self::start_in_with(base, "")
+    }
+
+    /// Starts containerd with `extra_toml` appended to its config (e.g. a
+    /// `[proxy_plugins.<name>]` table).
+    pub fn start_with_config(extra_toml: &str) -> Containerd {
+        Self::start_in_with("/tmp", extra_toml)
+    }
+
+    fn start_in_with(base: &str, extra_toml: &str) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("berth-ctd-")
             .tempdir_in(base)
@@ -416,7 +426,7 @@ impl Containerd {
             format!(
                 "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
                  [grpc]\n  address = {:?}\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n\
-                 [metrics]\n  address = \"\"\n",
+                 [metrics]\n  address = \"\"\n{extra_toml}\n",
                 root.display().to_string(),
                 state.display().to_string(),
                 address.display().to_string(),

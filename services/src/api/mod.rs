@@ -4,11 +4,13 @@
 
 pub mod containers;
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod snapshots;
 pub mod streaming;
 pub mod transfer;
 pub mod version;
