@@ -7,6 +7,9 @@
 //!   to an upper tree (an overlay upper dir or a full tree).
 //!
 //! - [`snapshots`]: the [`Snapshotter`] trait both snapshotters implement.
+//! - [`store`]: the one implementation of it ([`store::Store`]), over a layout backend:
+//!   [`overlay::Overlay`] and [`native::Native`]. [`open`] picks one by name.
+//! - [`mount`]: mounting (and unmounting) what a snapshotter returns.
 //!
 //! Everything here is blocking; the daemon runs it on its blocking pool.
 
@@ -16,8 +19,11 @@ pub mod error;
 mod hashio;
 pub mod metastore;
 pub mod mount;
+pub mod native;
+pub mod overlay;
 mod secure;
 pub mod snapshots;
+pub mod store;
 
 pub use apply::{ApplyOptions, ApplyStats, Compression, apply_layer};
 pub use diff::{DiffStats, diff};
@@ -34,15 +40,24 @@ pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 #[cfg(test)]
 mod layer_tests;
 
+/// The snapshotters [`open`] knows, by name.
+pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native"];
+
 /// Opens the snapshotter called `name` ("overlayfs" or "native"), its directories under
 /// `root` (e.g. `<berth root>/snapshots/overlayfs`) and its metadata in `db`.
+///
+/// Creates `root/snapshots` and `root/tmp`, clears what a crash left in `root/tmp`, and
+/// makes sure the snapshot tables exist. Any other name is InvalidArgument.
 pub fn open(
     name: &str,
     db: std::sync::Arc<redb::Database>,
     root: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn Snapshotter>> {
-    let _ = (db, root);
-    Err(SnapshotterError::NotImplemented(format!(
-        "snapshotter {name}"
-    )))
+    match name {
+        "overlayfs" => Ok(std::sync::Arc::new(overlay::Overlay::open(db, root)?)),
+        "native" => Ok(std::sync::Arc::new(native::Native::open(db, root)?)),
+        other => Err(SnapshotterError::InvalidArgument(format!(
+            "unknown snapshotter {other:?}"
+        ))),
+    }
 }
