@@ -20,7 +20,7 @@
 //! One writer per ref at a time: a second `writer()` for a ref in use is Unavailable, as in
 //! containerd, so clients retry. All file work runs on the blocking pool.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,10 @@ struct Inner {
     store: Store,
     /// Refs with a live writer ("<namespace>\0<ref>") and when it was taken.
     locks: Mutex<HashMap<String, (Instant, std::time::SystemTime)>>,
+    /// Held while a blob file is put in place and recorded, and while blob files nobody
+    /// holds are removed: a commit finding the file present can't lose it to a removal
+    /// that checked the records just before the commit recorded it.
+    blob_gate: tokio::sync::Mutex<()>,
 }
 
 /// The content store. Cheap to clone.
@@ -138,6 +142,7 @@ impl ContentStore {
                 root,
                 store,
                 locks: Mutex::new(HashMap::new()),
+                blob_gate: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -244,10 +249,9 @@ impl ContentStore {
     /// Removes the blob from the namespace; the file goes when no namespace holds it.
     pub async fn delete(&self, namespace: &str, digest: &str) -> Result<()> {
         digest::validate(digest)?;
-        let path = self.blob_path(digest)?;
+        self.blob_path(digest)?;
         let (ns, d) = (namespace.to_string(), digest.to_string());
-        let unreferenced = self
-            .inner
+        self.inner
             .store
             .update(move |txn| {
                 let mut t = txn.open_table(CONTENT).ctx("open content")?;
@@ -257,26 +261,60 @@ impl ContentStore {
                 {
                     return Err(Error::not_found(format!("content digest {d}")));
                 }
-                let mut held = false;
+                Ok(())
+            })
+            .await?;
+        self.remove_unheld_blobs(vec![digest.to_string()]).await?;
+        Ok(())
+    }
+
+    /// Removes the files of those `digests` that no namespace holds (any more); returns the
+    /// digests whose files were removed. Used after deleting content records (a delete, a
+    /// garbage collection).
+    pub(crate) async fn remove_unheld_blobs(&self, digests: Vec<String>) -> Result<Vec<String>> {
+        let _gate = self.inner.blob_gate.lock().await;
+        let wanted: HashSet<String> = digests.into_iter().collect();
+        let unheld: Vec<String> = self
+            .inner
+            .store
+            .view(move |txn| {
+                let t = txn.open_table(CONTENT).ctx("open content")?;
+                let mut held = HashSet::new();
                 for item in t.iter().ctx("scan content")? {
                     let (k, _) = item.ctx("read content")?;
-                    if k.value().1 == d {
-                        held = true;
-                        break;
+                    let d = k.value().1;
+                    if wanted.contains(d) {
+                        held.insert(d.to_string());
                     }
                 }
-                Ok(!held)
+                Ok(wanted.into_iter().filter(|d| !held.contains(d)).collect())
             })
             .await?;
-        if unreferenced {
-            blocking(move || match fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io("remove blob", &path, e)),
-            })
-            .await?;
-        }
-        Ok(())
+        let paths: Vec<(String, PathBuf)> = unheld
+            .into_iter()
+            .filter_map(|d| self.blob_path(&d).ok().map(|p| (d, p)))
+            .collect();
+        blocking(move || {
+            let mut removed = Vec::new();
+            for (d, path) in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed.push(d),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("remove blob", &path, e)),
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// The digest the ingest `reference` of the namespace expects, if it exists and says.
+    /// Blocking (reads a small file).
+    pub(crate) fn ingest_expected(&self, namespace: &str, reference: &str) -> Option<String> {
+        fs::read_to_string(self.ingest_dir(namespace, reference).join("expected"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
     }
 
     /// Opens a committed blob of the namespace for reading; returns the file and its size.
@@ -703,7 +741,10 @@ impl Writer {
             hex_of(&expected)?;
         }
         let blob_dir = self.store.inner.root.join("blobs").join("sha256");
-        let (digest, written) = blocking(move || {
+        // Verify and make durable first (slow for big blobs), then put the file in place and
+        // record it under the blob gate, so a concurrent removal of unheld blobs can't take
+        // a file this commit is about to record.
+        let (st, digest, written) = blocking(move || {
             let actual = st.digest();
             let written = i64::try_from(st.offset).unwrap_or(i64::MAX);
             let fail = |e: Error| {
@@ -724,7 +765,15 @@ impl Writer {
             st.file
                 .sync_all()
                 .map_err(|e| Error::io("fsync ingest", &data, e))?;
-            let target = blob_dir.join(actual.trim_start_matches("sha256:"));
+            Ok((st, actual, written))
+        })
+        .await?;
+        let store = self.store.clone();
+        let _gate = store.inner.blob_gate.lock().await;
+        let target_digest = digest.clone();
+        blocking(move || {
+            let data = st.dir.join("data");
+            let target = blob_dir.join(target_digest.trim_start_matches("sha256:"));
             if target.exists() {
                 // Already stored for another namespace: the bytes are identical.
                 fs::remove_dir_all(&st.dir).map_err(|e| Error::io("remove ingest", &st.dir, e))?;
@@ -735,7 +784,7 @@ impl Writer {
                     .map_err(|e| Error::io("fsync", &blob_dir, e))?;
                 fs::remove_dir_all(&st.dir).map_err(|e| Error::io("remove ingest", &st.dir, e))?;
             }
-            Ok((actual, written))
+            Ok(())
         })
         .await?;
         let now = metadata::now_nanos();

@@ -49,6 +49,14 @@ pub enum Error {
     /// A snapshotter or the layer applier failed; its own variant gives the class.
     #[error(transparent)]
     Snapshotter(#[from] berth_snapshotter::SnapshotterError),
+    /// Applying one layer of an image failed (bad tar, path escape, corrupt stream...); the
+    /// source's variant gives the class.
+    #[error("unpacking layer {layer}: {source}")]
+    Layer {
+        layer: String,
+        #[source]
+        source: berth_snapshotter::SnapshotterError,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -149,7 +157,7 @@ impl From<Error> for tonic::Status {
             | Error::Io { .. }
             | Error::Corrupt { .. }
             | Error::Internal(_) => Code::Internal,
-            Error::Snapshotter(e) => snapshotter_code(e),
+            Error::Snapshotter(e) | Error::Layer { source: e, .. } => snapshotter_code(e),
         };
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");

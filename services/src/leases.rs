@@ -108,7 +108,7 @@ fn require_lease(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<()
 }
 
 /// Removes a lease and every resource it holds, in the caller's transaction.
-fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
+pub(crate) fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<bool> {
     let mut t = txn.open_table(LEASES).ctx("open leases")?;
     let existed = t.remove((namespace, id)).ctx("delete lease")?.is_some();
     let mut r = txn
@@ -254,6 +254,39 @@ impl Leases {
             .await
     }
 
+    /// Adds several resources to a lease in one transaction.
+    #[tracing::instrument(level = "debug", skip(self, resources), fields(count = resources.len()))]
+    pub async fn add_resources(
+        &self,
+        namespace: &str,
+        lease: &str,
+        resources: Vec<Resource>,
+    ) -> Result<()> {
+        let (namespace, lease) = (namespace.to_string(), lease.to_string());
+        self.store
+            .update(move |txn| {
+                require_lease(txn, &namespace, &lease)?;
+                let mut t = txn
+                    .open_table(LEASE_RESOURCES)
+                    .ctx("open lease_resources")?;
+                for r in &resources {
+                    let r = check_resource(r)?;
+                    t.insert(
+                        (
+                            namespace.as_str(),
+                            lease.as_str(),
+                            r.kind.as_str(),
+                            r.id.as_str(),
+                        ),
+                        (),
+                    )
+                    .ctx("write lease resource")?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
         let (namespace, lease) = (namespace.to_string(), lease.to_string());
@@ -344,15 +377,20 @@ impl Leases {
     }
 
     /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when woken by
-    /// `wake` (a lease was created), and at least once a minute.
+    /// `wake` (a lease was created), and at least once a minute. Asks `gc` for a collection
+    /// when leases expired.
     pub async fn run_expiry(
         self,
         wake: std::sync::Arc<tokio::sync::Notify>,
+        gc: crate::gc::Collector,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
             let wait = match self.expire(SystemTime::now()).await {
                 Ok((removed, next)) => {
+                    if !removed.is_empty() {
+                        gc.schedule();
+                    }
                     for (namespace, id) in removed {
                         tracing::info!(%namespace, lease = %id, "lease expired and was removed");
                     }

@@ -26,3 +26,4 @@ pub mod server;
 pub mod snapshots;
 pub mod streams;
 pub mod types;
+pub mod unpack;

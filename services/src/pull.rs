@@ -11,7 +11,9 @@
 //! - Labels as containerd sets them: `containerd.io/gc.ref.content.m.<i>` on an index,
 //!   `containerd.io/gc.ref.content.config` and `containerd.io/gc.ref.content.l.<i>` on a
 //!   manifest, `containerd.io/distribution.source.<host>=<repository>` on every blob.
-//! - Layers are blobs here (gzip, zstd or plain); unpacking into a snapshotter comes later.
+//! - With [`PullOptions::unpack`], the manifest for the unpack platform (the host's unless
+//!   told) is unpacked into a snapshotter ([`crate::unpack`]) under the same lease, before
+//!   the image record is written: a failed unpack leaves no image record behind.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use crate::registry::media::{self, Kind, Platform};
 use crate::registry::{
     ClientOptions, Progress, ProgressState, Reference, Registries, RegistryClient,
 };
+use crate::unpack::{UnpackRequest, Unpacker};
 
 pub use crate::registry::{Progress as PullProgress, ProgressState as PullState};
 
@@ -60,6 +63,15 @@ pub struct PullOptions {
     /// Fetch the content only, without creating or updating an image record (`ctr content
     /// fetch`); the returned image is not stored.
     pub content_only: bool,
+    /// Unpack the image into a snapshotter after fetching it (needs a puller made
+    /// [`Puller::with_unpacker`]; ignored with `content_only`).
+    pub unpack: bool,
+    /// The snapshotter to unpack into; the default one when unset.
+    pub snapshotter: Option<String>,
+    /// The platform to unpack (`os/arch[/variant]`); `platform`, else the host's, when unset.
+    pub unpack_platform: Option<String>,
+    /// Run under this (client's) lease instead of one of the pull's own; it is left in place.
+    pub lease: Option<String>,
 }
 
 /// Pulls images from registries into the content store.
@@ -69,6 +81,16 @@ pub struct Puller {
     images: Images,
     leases: Leases,
     registries: Registries,
+    unpacker: Option<Unpacker>,
+}
+
+/// A manifest the pull fetched, with what unpacking needs of it.
+struct Picked {
+    manifest: Descriptor,
+    /// The platform its index entry names, if it came from an index that names one.
+    platform: Option<Platform>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
 }
 
 /// What one pull shares among its steps.
@@ -173,7 +195,14 @@ impl Puller {
                 hosts_dir,
                 credentials,
             },
+            unpacker: None,
         }
+    }
+
+    /// Lets pulls with [`PullOptions::unpack`] unpack through `unpacker`.
+    pub fn with_unpacker(mut self, unpacker: Unpacker) -> Puller {
+        self.unpacker = Some(unpacker);
+        self
     }
 
     /// Pulls `reference` into the namespace and creates or updates its image record (named
@@ -206,7 +235,11 @@ impl Puller {
         media::kind(&root.media_type).map_err(|e| e.context(&reference.to_string()))?;
         tracing::debug!(digest = %root.digest, media_type = %root.media_type, "resolved");
 
-        let lease = self.start_lease(namespace).await?;
+        let own_lease = opts.lease.is_none();
+        let lease = match &opts.lease {
+            Some(l) => l.clone(),
+            None => self.start_lease(namespace).await?,
+        };
         let job = Job {
             namespace,
             reference: &reference,
@@ -215,7 +248,7 @@ impl Puller {
             progress: &progress,
         };
         let result = self.pull_leased(&job, &root, want.as_ref(), &opts).await;
-        if let Err(e) = self.leases.delete(namespace, &lease).await {
+        if own_lease && let Err(e) = self.leases.delete(namespace, &lease).await {
             tracing::warn!(lease = %lease, error = %e, "could not delete the pull's lease; it expires by itself");
         }
         let image = result?;
@@ -247,6 +280,8 @@ impl Puller {
         // (descriptor, whether its platform still needs checking against its config)
         let mut stack: Vec<(Descriptor, bool)> = vec![(root.clone(), true)];
         let mut to_check: Vec<(Descriptor, Descriptor)> = Vec::new();
+        let mut platforms: std::collections::HashMap<String, Platform> = Default::default();
+        let mut picked_manifests: Vec<Picked> = Vec::new();
         while let Some((desc, check_platform)) = stack.pop() {
             if !seen.insert(desc.digest.clone()) {
                 continue;
@@ -258,6 +293,15 @@ impl Puller {
                 Kind::Index => {
                     let index = media::parse_index(&desc.digest, &data)?;
                     let picked = select_manifests(job.reference, &desc, &index, want)?;
+                    for m in &index.manifests {
+                        if let Some(p) = &m.platform
+                            && picked.iter().any(|(d, _)| d.digest == m.digest)
+                        {
+                            platforms
+                                .entry(m.digest.clone())
+                                .or_insert_with(|| media::normalize(p.clone()));
+                        }
+                    }
                     for (child, has_platform) in picked.iter().rev() {
                         if media::is_manifest_type(&child.media_type) {
                             stack.push((child.clone(), !has_platform));
@@ -283,6 +327,12 @@ impl Puller {
                     if check_platform && want.is_some() {
                         to_check.push((desc.clone(), config.clone()));
                     }
+                    picked_manifests.push(Picked {
+                        manifest: desc.clone(),
+                        platform: platforms.get(&desc.digest).cloned(),
+                        config: config.clone(),
+                        layers: m.layers.iter().map(|l| l.to_descriptor()).collect(),
+                    });
                     let mut children = vec![config];
                     children.extend(m.layers.iter().map(|l| l.to_descriptor()));
                     for c in &children {
@@ -320,6 +370,10 @@ impl Puller {
             }
         }
         self.fetch_all(job, &layers, concurrency).await?;
+
+        if opts.unpack && !opts.content_only {
+            self.unpack(job, &picked_manifests, opts).await?;
+        }
 
         let image = Image {
             name: job.reference.to_string(),
@@ -542,6 +596,53 @@ impl Puller {
                 ))
             })?;
         job.report(desc, desc.size, ProgressState::Done).await;
+        Ok(())
+    }
+
+    /// Unpacks the fetched manifest that best matches the unpack platform.
+    async fn unpack(&self, job: &Job<'_>, picked: &[Picked], opts: &PullOptions) -> Result<()> {
+        let unpacker = self.unpacker.as_ref().ok_or_else(|| {
+            Error::NotImplemented("unpacking: this puller has no snapshotters".into())
+        })?;
+        let want = match opts.unpack_platform.as_ref().or(opts.platform.as_ref()) {
+            Some(p) => media::parse_platform(p)?,
+            None => media::host_platform(),
+        };
+        let best = picked
+            .iter()
+            .filter_map(|p| {
+                let rank = match &p.platform {
+                    Some(have) => media::match_rank(&want, have)?,
+                    None => u32::MAX - 1,
+                };
+                Some((rank, p))
+            })
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, p)| p)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "no manifest of {} for platform {want} to unpack",
+                    job.reference
+                ))
+            })?;
+        let snapshotter = opts.snapshotter.as_deref().unwrap_or_default();
+        tracing::debug!(manifest = %best.manifest.digest, platform = %want, "unpacking");
+        for l in &best.layers {
+            job.report(l, l.size, ProgressState::Unpacking).await;
+        }
+        unpacker
+            .unpack(UnpackRequest {
+                namespace: job.namespace,
+                lease: job.lease,
+                snapshotter,
+                config: &best.config,
+                layers: &best.layers,
+            })
+            .await
+            .map_err(|e| e.context(&format!("unpacking {}", job.reference)))?;
+        for l in &best.layers {
+            job.report(l, l.size, ProgressState::Done).await;
+        }
         Ok(())
     }
 

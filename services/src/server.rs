@@ -162,6 +162,7 @@ impl Daemon {
         })
         .await
         .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
+        let gc = crate::gc::Collector::new(store.clone(), content.clone(), snapshotters.clone());
         let services = Services {
             exchange: Exchange::new(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
@@ -180,7 +181,7 @@ impl Daemon {
             )),
             server_uuid,
             snapshotters,
-            gc: crate::gc::Collector::default(),
+            gc,
             store,
         };
         Ok(Daemon {
@@ -203,11 +204,13 @@ impl Daemon {
         let s = self.services.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-        let expiry = tokio::spawn(
-            s.leases
-                .clone()
-                .run_expiry(s.lease_created.clone(), stop_rx.clone()),
-        );
+        let expiry = tokio::spawn(s.leases.clone().run_expiry(
+            s.lease_created.clone(),
+            s.gc.clone(),
+            stop_rx.clone(),
+        ));
+        // Whatever a crash or an earlier run left unreferenced goes soon after start.
+        s.gc.schedule();
 
         let mut ttrpc_server = berth_proto::ttrpc::ttrpc::r#async::Server::new()
             .add_listener(ttrpc_listener.into())

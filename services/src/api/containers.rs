@@ -194,6 +194,8 @@ impl Containers for ContainersApi {
             "/containers/delete",
             &ContainerDelete { id },
         );
+        // Its snapshot (and what its labels held) may be garbage now.
+        self.0.gc.schedule();
         Ok(Response::new(()))
     }
 }

@@ -119,6 +119,8 @@ impl Content for ContentApi {
             "/content/delete",
             &ContentDelete { digest },
         );
+        // What its labels referred to may be garbage now.
+        self.0.gc.schedule();
         Ok(Response::new(()))
     }
 

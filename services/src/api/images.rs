@@ -135,8 +135,6 @@ impl Images for ImagesApi {
     async fn delete(&self, req: Request<pb::DeleteImageRequest>) -> Result<Response<()>, Status> {
         let ns = namespace_required(req.metadata())?;
         let req = req.into_inner();
-        // `sync` asks to wait for garbage collection of what the image held; until the
-        // collector exists, deletion of the record is all there is to wait for.
         self.0
             .images
             .delete(&ns, &req.name, req.target.map(|t| t.digest))
@@ -147,6 +145,12 @@ impl Images for ImagesApi {
             "/images/delete",
             &pb::ImageDelete { name: req.name },
         );
+        // `sync`: answer once what the image held is collected.
+        if req.sync {
+            self.0.gc.collect().await?;
+        } else {
+            self.0.gc.schedule();
+        }
         Ok(Response::new(()))
     }
 }

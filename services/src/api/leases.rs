@@ -60,8 +60,14 @@ impl Leases for LeasesApi {
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = namespace_required(req.metadata())?;
-        // `sync` asks to wait for garbage collection; deletion itself is synchronous here.
-        self.0.leases.delete(&ns, &req.into_inner().id).await?;
+        let req = req.into_inner();
+        self.0.leases.delete(&ns, &req.id).await?;
+        // `sync`: answer once what the lease held is collected.
+        if req.sync {
+            self.0.gc.collect().await?;
+        } else {
+            self.0.gc.schedule();
+        }
         Ok(Response::new(()))
     }
 

@@ -27,6 +27,7 @@ use crate::registry::auth::{self, Credentials};
 use crate::registry::{Progress, Reference};
 use crate::streams::Stream;
 use crate::types::AnyValue;
+use crate::unpack::Unpacker;
 
 /// The flow-control window the daemon grants when it receives archive bytes.
 const WINDOW: i32 = 64 * 1024;
@@ -195,6 +196,7 @@ impl TransferApi {
     async fn pull(
         &self,
         ns: &str,
+        lease: Option<String>,
         src: tt::OciRegistry,
         dst: tt::ImageStore,
         progress: Option<Stream>,
@@ -217,7 +219,17 @@ impl TransferApi {
                 .as_ref()
                 .map(|c| c.0.clone())
                 .unwrap_or_else(|| self.no_credentials()),
-        );
+        )
+        .with_unpacker(Unpacker::new(
+            self.0.content.clone(),
+            self.0.snapshotters.clone(),
+            self.0.leases.clone(),
+        ));
+        // An image store with no name asks for the content only (`berth content fetch`).
+        let content_only = dst.name.is_empty() && dst.extra_references.is_empty();
+        // Unpacked as the first unpack configuration says; with none, into the default
+        // snapshotter for the pulled platform (berth's `pull` unpacks by default).
+        let unpack = dst.unpacks.first();
         let opts = PullOptions {
             platform: dst.platforms.first().map(platform_string),
             all_platforms: dst.all_metadata,
@@ -225,11 +237,18 @@ impl TransferApi {
                 .resolver
                 .as_ref()
                 .is_some_and(|r| r.default_scheme == "http"),
-            // An image store with no name asks for the content only (`berth content fetch`).
-            content_only: dst.name.is_empty() && dst.extra_references.is_empty(),
+            content_only,
+            unpack: !content_only,
+            snapshotter: unpack
+                .map(|u| u.snapshotter.clone())
+                .filter(|s| !s.is_empty()),
+            unpack_platform: unpack
+                .and_then(|u| u.platform.as_ref())
+                .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+                .map(platform_string),
+            lease,
             ..Default::default()
         };
-        let content_only = opts.content_only;
         let (tx, task) = Self::forward_progress(progress);
         let result = puller.pull(ns, &src.reference, opts, tx).await;
         let _ = task.await;
@@ -517,6 +536,7 @@ impl Transfer for TransferApi {
             ("containerd.types.transfer.OCIRegistry", "containerd.types.transfer.ImageStore") => {
                 self.pull(
                     &ns,
+                    lease,
                     decode(&src, "source")?,
                     decode(&dst, "destination")?,
                     progress,

@@ -37,6 +37,8 @@ pub enum ProgressState {
     Done,
     /// Nothing to do: the namespace (or, for a push, the registry) already has it.
     Exists,
+    /// Being unpacked into a snapshotter (layers, after they were fetched).
+    Unpacking,
 }
 
 impl ProgressState {
@@ -47,6 +49,7 @@ impl ProgressState {
             ProgressState::Uploading => "uploading",
             ProgressState::Done => "done",
             ProgressState::Exists => "exists",
+            ProgressState::Unpacking => "unpacking",
         }
     }
 }

@@ -1,0 +1,590 @@
+//! Unpack: turn an image's layers (blobs in the content store) into committed snapshots
+//! named by their chain IDs, as containerd's unpacker does.
+//!
+//! - chainID(0) = diff_id(0), chainID(n) = sha256(chainID(n-1) + " " + diff_id(n)).
+//! - The prefix of the chain that already exists is skipped; every chain ID and every
+//!   active snapshot the unpack creates is added to the caller's lease BEFORE it is created,
+//!   so a garbage collection can't take it.
+//! - Each missing layer is applied into an active snapshot `extract-<nanos>-<rand> <chainID>`,
+//!   its uncompressed digest checked against the config's `rootfs.diff_ids[i]`, then
+//!   committed as the chain ID. A snapshotter that can rebase (overlayfs) gets its layers
+//!   prepared without a parent and applied up to [`PARALLEL`] at once, then committed in
+//!   order onto their parents; otherwise the layers go one by one on top of each other.
+//! - On an error every active snapshot the unpack created is removed (committed lower
+//!   layers stay: they are valid and leased). A commit that finds the chain ID already
+//!   there (a concurrent unpack won) removes its active snapshot and goes on.
+//! - At the end the config blob gets `containerd.io/gc.ref.snapshot.<snapshotter>=<top
+//!   chain ID>`, so image → manifest → config → snapshots stays alive without the lease.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Kind, Snapshotter};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::content::ContentStore;
+use crate::error::{Error, Result};
+use crate::gc::SNAPSHOT_REF_PREFIX;
+use crate::images::Descriptor;
+use crate::leases::{Leases, Resource};
+use crate::snapshots::Snapshotters;
+
+/// Layers applied at once when the snapshotter can rebase.
+pub const PARALLEL: usize = 3;
+/// Read buffer for layer blobs.
+const READ_BUFFER: usize = 1 << 20;
+
+/// The chain IDs of a stack of layers, bottom first.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
+            ),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// How a layer blob of `media_type` is compressed; other media types are not layers.
+pub fn compression_of(media_type: &str) -> Option<Compression> {
+    let mt = media_type;
+    let layer = mt.starts_with("application/vnd.oci.image.layer.")
+        || mt.starts_with("application/vnd.docker.image.rootfs.");
+    if !layer {
+        return None;
+    }
+    if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
+        Some(Compression::Gzip)
+    } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
+        Some(Compression::Zstd)
+    } else if mt.ends_with(".tar") {
+        Some(Compression::Uncompressed)
+    } else {
+        None
+    }
+}
+
+/// The parts of an image config unpacking reads.
+#[derive(Debug, Deserialize)]
+struct ConfigRootfs {
+    #[serde(default)]
+    rootfs: Rootfs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Rootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// The chain ID of the top layer (the image's root filesystem snapshot).
+    pub chain_id: String,
+    /// Layers applied now.
+    pub applied: usize,
+    /// Layers that were there already.
+    pub skipped: usize,
+    /// Uncompressed bytes of the applied layers.
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// One image to unpack: its config and layers (bottom first), as the manifest lists them.
+#[derive(Debug, Clone)]
+pub struct UnpackRequest<'a> {
+    pub namespace: &'a str,
+    /// The lease that holds the snapshots while they are made.
+    pub lease: &'a str,
+    /// The snapshotter's name ("" for the default).
+    pub snapshotter: &'a str,
+    pub config: &'a Descriptor,
+    pub layers: &'a [Descriptor],
+}
+
+/// One missing layer's work.
+#[derive(Clone)]
+struct Step {
+    index: usize,
+    layer: Descriptor,
+    compression: Compression,
+    diff_id: String,
+    chain_id: String,
+    /// The committed snapshot below (chain ID of the layer below), if any.
+    parent: Option<String>,
+    key: String,
+}
+
+/// Active snapshots an unpack created and has not committed yet.
+type Created = Arc<Mutex<Vec<String>>>;
+
+/// Unpacks images into snapshotters. Cheap to clone.
+#[derive(Clone)]
+pub struct Unpacker {
+    content: ContentStore,
+    snapshotters: Snapshotters,
+    leases: Leases,
+}
+
+impl Unpacker {
+    pub fn new(content: ContentStore, snapshotters: Snapshotters, leases: Leases) -> Unpacker {
+        Unpacker {
+            content,
+            snapshotters,
+            leases,
+        }
+    }
+
+    /// The snapshotter used when a request names none.
+    pub fn default_snapshotter(&self) -> &str {
+        self.snapshotters.default_name()
+    }
+
+    /// Unpacks the image's layers into the snapshotter and labels its config.
+    #[tracing::instrument(skip(self, req), fields(namespace = %req.namespace, config = %req.config.digest, snapshotter = %req.snapshotter))]
+    pub async fn unpack(&self, req: UnpackRequest<'_>) -> Result<Unpacked> {
+        let start = Instant::now();
+        let sn = self.snapshotters.get(req.snapshotter)?;
+        let name = sn.name().to_string();
+        let ns = req.namespace.to_string();
+
+        let diff_ids = self.diff_ids(req.namespace, req.config).await?;
+        if diff_ids.len() != req.layers.len() {
+            return Err(Error::invalid(format!(
+                "image config {} lists {} diff_ids for the {} layers of its manifest",
+                req.config.digest,
+                diff_ids.len(),
+                req.layers.len()
+            )));
+        }
+        if req.layers.is_empty() {
+            return Err(Error::invalid(format!(
+                "image with config {} has no layers to unpack",
+                req.config.digest
+            )));
+        }
+        let mut compressions = Vec::with_capacity(req.layers.len());
+        for (i, l) in req.layers.iter().enumerate() {
+            compressions.push(compression_of(&l.media_type).ok_or_else(|| {
+                Error::NotImplemented(format!(
+                    "layer {} (#{i}): unsupported layer media type {}",
+                    l.digest, l.media_type
+                ))
+            })?);
+        }
+        let chain = chain_ids(&diff_ids);
+        let kind = format!("snapshots/{name}");
+
+        // Hold the whole chain before looking at it: a collection can't take an existing
+        // layer between the Stat below and the Prepare on top of it.
+        self.leases
+            .add_resources(
+                req.namespace,
+                req.lease,
+                chain
+                    .iter()
+                    .map(|c| Resource {
+                        id: c.clone(),
+                        kind: kind.clone(),
+                    })
+                    .collect(),
+            )
+            .await?;
+
+        let mut first_missing = chain.len();
+        for (i, c) in chain.iter().enumerate() {
+            let (s, n, key) = (sn.clone(), ns.clone(), c.clone());
+            match blocking(move || s.stat(&n, &key).map_err(Error::from)).await {
+                Ok(info) if info.kind == Kind::Committed => {}
+                Ok(info) => {
+                    return Err(Error::precondition(format!(
+                        "snapshot {c} of snapshotter {name} exists but is {}, not committed",
+                        info.kind.as_str()
+                    )));
+                }
+                Err(e) if e.is_not_found() => {
+                    first_missing = i;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let nanos = crate::metadata::now_nanos();
+        let steps: Vec<Step> = (first_missing..chain.len())
+            .map(|i| {
+                let rand = uuid::Uuid::new_v4().simple().to_string();
+                Step {
+                    index: i,
+                    layer: req.layers[i].clone(),
+                    compression: compressions[i],
+                    diff_id: diff_ids[i].clone(),
+                    chain_id: chain[i].clone(),
+                    parent: (i > 0).then(|| chain[i - 1].clone()),
+                    key: format!("extract-{nanos}-{} {}", &rand[..8], chain[i]),
+                }
+            })
+            .collect();
+        let mut bytes = 0;
+        if !steps.is_empty() {
+            self.leases
+                .add_resources(
+                    req.namespace,
+                    req.lease,
+                    steps
+                        .iter()
+                        .map(|s| Resource {
+                            id: s.key.clone(),
+                            kind: kind.clone(),
+                        })
+                        .collect(),
+                )
+                .await?;
+            let created: Created = Arc::new(Mutex::new(Vec::new()));
+            let result = if sn.can_rebase() {
+                self.apply_parallel(&sn, &ns, &steps, &created).await
+            } else {
+                self.apply_in_order(&sn, &ns, &steps, &created).await
+            };
+            match result {
+                Ok(b) => bytes = b,
+                Err(e) => {
+                    remove_active(&sn, &ns, &created).await;
+                    return Err(e);
+                }
+            }
+        }
+
+        let top = chain[chain.len() - 1].clone();
+        self.label_config(req.namespace, req.config, &name, &top)
+            .await?;
+        let unpacked = Unpacked {
+            chain_id: top,
+            applied: steps.len(),
+            skipped: first_missing,
+            bytes,
+            elapsed: start.elapsed(),
+        };
+        let secs = unpacked.elapsed.as_secs_f64();
+        tracing::info!(
+            snapshotter = %name,
+            chain_id = %unpacked.chain_id,
+            applied = unpacked.applied,
+            skipped = unpacked.skipped,
+            uncompressed_bytes = unpacked.bytes,
+            duration_ms = unpacked.elapsed.as_millis() as u64,
+            mb_per_s = if secs > 0.0 { (unpacked.bytes as f64 / 1e6 / secs) as u64 } else { 0 },
+            "unpacked"
+        );
+        Ok(unpacked)
+    }
+
+    async fn diff_ids(&self, namespace: &str, config: &Descriptor) -> Result<Vec<String>> {
+        let (mut file, _) = self.content.open_blob(namespace, &config.digest).await?;
+        let digest = config.digest.clone();
+        let parsed: ConfigRootfs = blocking(move || {
+            use std::io::Read;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| Error::io("read image config", &digest, e))?;
+            serde_json::from_slice(&data)
+                .map_err(|e| Error::invalid(format!("image config {digest}: {e}")))
+        })
+        .await?;
+        Ok(parsed.rootfs.diff_ids)
+    }
+
+    /// One layer after the other, each prepared on the one below.
+    async fn apply_in_order(
+        &self,
+        sn: &Arc<dyn Snapshotter>,
+        ns: &str,
+        steps: &[Step],
+        created: &Created,
+    ) -> Result<u64> {
+        let mut bytes = 0;
+        for step in steps {
+            let (file, _) = self.content.open_blob(ns, &step.layer.digest).await?;
+            let stats = {
+                let (s, n, st, c) = (sn.clone(), ns.to_string(), step.clone(), created.clone());
+                blocking(move || apply_step(s.as_ref(), &n, &st, file, false, &c)).await?
+            };
+            bytes += stats.size;
+            commit(sn, ns, step, None, created).await?;
+        }
+        Ok(bytes)
+    }
+
+    /// Up to [`PARALLEL`] layers applied at once into parentless snapshots, committed in
+    /// order onto the layer below.
+    async fn apply_parallel(
+        &self,
+        sn: &Arc<dyn Snapshotter>,
+        ns: &str,
+        steps: &[Step],
+        created: &Created,
+    ) -> Result<u64> {
+        let permits = Arc::new(Semaphore::new(PARALLEL));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(steps.len());
+        for step in steps {
+            let (s, n, st, c) = (sn.clone(), ns.to_string(), step.clone(), created.clone());
+            let (permits, cancel, content) =
+                (permits.clone(), cancel.clone(), self.content.clone());
+            handles.push(tokio::spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| Error::Internal(format!("unpack permits: {e}")))?;
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(Error::Internal("unpack cancelled".into()));
+                }
+                let (file, _) = content.open_blob(&n, &st.layer.digest).await?;
+                blocking(move || {
+                    let mut st = st;
+                    // Parentless: the layer dir is an overlay layer of its own.
+                    st.parent = None;
+                    apply_step(s.as_ref(), &n, &st, file, true, &c)
+                })
+                .await
+            }));
+        }
+        let mut bytes = 0;
+        let mut failure = None;
+        let mut handles = handles.into_iter();
+        for step in steps {
+            let Some(handle) = handles.next() else { break };
+            let result = match handle.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!("unpack task: {e}"))),
+            };
+            let result = match result {
+                Ok(stats) => {
+                    bytes += stats.size;
+                    commit(sn, ns, step, step.parent.as_deref(), created).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                failure = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failure {
+            // Let the layers in flight finish before their snapshots are removed.
+            cancel.store(true, Ordering::SeqCst);
+            for h in handles {
+                let _ = h.await;
+            }
+            return Err(e);
+        }
+        Ok(bytes)
+    }
+
+    /// Labels the config with the top snapshot, unless it says so already.
+    async fn label_config(
+        &self,
+        namespace: &str,
+        config: &Descriptor,
+        snapshotter: &str,
+        top: &str,
+    ) -> Result<()> {
+        let key = format!("{SNAPSHOT_REF_PREFIX}{snapshotter}");
+        let mut info = self.content.info(namespace, &config.digest).await?;
+        if info.labels.get(&key).map(String::as_str) == Some(top) {
+            return Ok(());
+        }
+        info.labels = BTreeMap::from([(key.clone(), top.to_string())]);
+        self.content
+            .update(namespace, info, vec![format!("labels.{key}")])
+            .await?;
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))?
+}
+
+/// Prepares the step's active snapshot, applies the layer blob into it and checks the
+/// uncompressed digest. `overlay_layer`: the snapshot's directory becomes an overlay layer
+/// (parentless prepare of a snapshotter that can rebase), so whiteouts are kept as overlay
+/// whiteouts even though it is mounted as a plain bind.
+fn apply_step(
+    sn: &dyn Snapshotter,
+    ns: &str,
+    step: &Step,
+    blob: File,
+    overlay_layer: bool,
+    created: &Mutex<Vec<String>>,
+) -> Result<ApplyStats> {
+    let started = Instant::now();
+    let mounts = sn.prepare(ns, &step.key, step.parent.as_deref(), BTreeMap::new())?;
+    if let Ok(mut c) = created.lock() {
+        c.push(step.key.clone());
+    }
+    let reader = BufReader::with_capacity(READ_BUFFER, blob);
+    let applied = match berth_snapshotter::mount::apply_target(&mounts) {
+        Some((dir, overlay)) => berth_snapshotter::apply_layer(
+            reader,
+            step.compression,
+            &dir,
+            &ApplyOptions {
+                overlay_whiteouts: overlay || overlay_layer,
+            },
+        ),
+        None => berth_snapshotter::mount::with_temp_mount(&mounts, |dir| {
+            berth_snapshotter::apply_layer(
+                reader,
+                step.compression,
+                dir,
+                &ApplyOptions {
+                    overlay_whiteouts: false,
+                },
+            )
+        }),
+    };
+    let stats = applied.map_err(|source| Error::Layer {
+        layer: format!("{} (#{})", step.layer.digest, step.index),
+        source,
+    })?;
+    if stats.diff_id != step.diff_id {
+        return Err(Error::precondition(format!(
+            "unpacking layer {} (#{}): uncompressed content has digest {}, but the image \
+             config's rootfs.diff_ids[{}] is {}",
+            step.layer.digest, step.index, stats.diff_id, step.index, step.diff_id
+        )));
+    }
+    tracing::debug!(
+        layer = %step.layer.digest,
+        chain_id = %step.chain_id,
+        bytes = stats.size,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "layer applied"
+    );
+    Ok(stats)
+}
+
+/// Commits the step's active snapshot as its chain ID (onto `rebase_onto` when it was
+/// prepared without a parent). AlreadyExists: another unpack won; its snapshot is used.
+async fn commit(
+    sn: &Arc<dyn Snapshotter>,
+    ns: &str,
+    step: &Step,
+    rebase_onto: Option<&str>,
+    created: &Created,
+) -> Result<()> {
+    let (s, n, st) = (sn.clone(), ns.to_string(), step.clone());
+    let parent = rebase_onto.map(str::to_string);
+    let result = blocking(move || {
+        match parent {
+            Some(p) => s.commit_rebased(&n, &st.chain_id, &st.key, &p, BTreeMap::new()),
+            None => s.commit(&n, &st.chain_id, &st.key, BTreeMap::new()),
+        }
+        .map_err(Error::from)
+    })
+    .await;
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_already_exists() => {
+            tracing::debug!(chain_id = %step.chain_id, "layer committed concurrently; using it");
+            let (s, n, key) = (sn.clone(), ns.to_string(), step.key.clone());
+            blocking(move || s.remove(&n, &key).map_err(Error::from)).await?;
+        }
+        Err(e) => {
+            return Err(e.context(&format!(
+                "committing layer {} (#{}) as {}",
+                step.layer.digest, step.index, step.chain_id
+            )));
+        }
+    }
+    if let Ok(mut c) = created.lock() {
+        c.retain(|k| k != &step.key);
+    }
+    Ok(())
+}
+
+/// Removes the active snapshots an unpack created (after a failure).
+async fn remove_active(sn: &Arc<dyn Snapshotter>, ns: &str, created: &Created) {
+    let keys: Vec<String> = created.lock().map(|c| c.clone()).unwrap_or_default();
+    for key in keys {
+        let (s, n, k) = (sn.clone(), ns.to_string(), key.clone());
+        match blocking(move || s.remove(&n, &k).map_err(Error::from)).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "could not remove the active snapshot of a failed unpack")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(s: &str) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(s.as_bytes())))
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        assert!(chain_ids(&[]).is_empty());
+        let a = sha("a");
+        let b = sha("b");
+        let c = sha("c");
+        let ids = chain_ids(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(ids[0], a);
+        let ab = sha(&format!("{a} {b}"));
+        assert_eq!(ids[1], ab);
+        assert_eq!(ids[2], sha(&format!("{ab} {c}")));
+        assert!(ids.iter().all(|i| i.len() == "sha256:".len() + 64));
+    }
+
+    #[test]
+    fn compression_by_media_type() {
+        use Compression::*;
+        let c = compression_of;
+        assert_eq!(
+            c("application/vnd.oci.image.layer.v1.tar"),
+            Some(Uncompressed)
+        );
+        assert_eq!(c("application/vnd.oci.image.layer.v1.tar+gzip"), Some(Gzip));
+        assert_eq!(c("application/vnd.oci.image.layer.v1.tar+zstd"), Some(Zstd));
+        assert_eq!(
+            c("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
+            Some(Gzip)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            Some(Gzip)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
+            Some(Gzip)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.diff.tar"),
+            Some(Uncompressed)
+        );
+        assert_eq!(c("application/vnd.oci.image.config.v1+json"), None);
+        assert_eq!(
+            c("application/vnd.cncf.helm.chart.content.v1.tar+gzip"),
+            None
+        );
+    }
+}

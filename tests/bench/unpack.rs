@@ -1,0 +1,144 @@
+//! Cold pull + unpack benchmark, berthd against real containerd 1.6 in the same run: the
+//! multi-layer fixture (five layers, ~150 MB uncompressed) from a local registry.
+//!
+//! - berth: `berth pull` (fetch, verify, store, unpack into overlayfs snapshots); the unpack
+//!   part is timed by berthd itself (its `unpacked ... duration_ms=` log line);
+//! - containerd: `ctr images pull` (which unpacks into overlayfs snapshots too).
+//!
+//! One daemon each, root and state on tmpfs (the disk here is noisy), rounds interleaved.
+//! Every round is cold: the image is removed with `--sync` (a garbage collection), and the
+//! round checks that no blob and no snapshot is left on disk before the next pull.
+//! Timings are printed, never asserted.
+//! Run: `cargo build --release --workspace && cargo bench -p berth-tests --bench unpack`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{Registry, multilayer_image};
+use berth_tests::{Containerd, Daemon, bin, ok, system_bin};
+
+const ROUNDS: usize = 5;
+
+fn time(mut cmd: Command, what: &str) -> Duration {
+    let start = Instant::now();
+    let out = cmd.output().expect(what);
+    let took = start.elapsed();
+    ok(&out, what);
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Entries of a directory (0 when it does not exist).
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|e| e.count()).unwrap_or(0)
+}
+
+/// The duration of berthd's last unpack, from its log.
+fn last_unpack(log: &str) -> Duration {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" unpacked") && l.contains("duration_ms="))
+        .expect("no `unpacked` line in berthd's log");
+    let ms: u64 = line
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("duration_ms value");
+    Duration::from_millis(ms)
+}
+
+fn main() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let image = multilayer_image(&work.path().join("layout"), "v1", 150);
+    let registry = Registry::start();
+    registry.push_layout(&image.image.layout, "bench/multi:v1");
+    let reference = registry.reference("bench/multi:v1");
+    let uncompressed = image.image.uncompressed_size() as f64 / 1e6;
+    println!(
+        "image: {} layers, {:.1} MB of blobs, {uncompressed:.1} MB uncompressed",
+        image.image.layers.len(),
+        image.image.total_blob_size() as f64 / 1e6,
+    );
+
+    let berth = Daemon::start_in("/dev/shm");
+    let berth_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.arg("-a")
+            .arg(&berth.address)
+            .args(["-n", "bench"])
+            .args(args);
+        cmd
+    };
+    let ctd = Containerd::start_in("/dev/shm");
+    let ctd_root = ctd.dir.path().join("root");
+    let ctr_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(system_bin("ctr"));
+        cmd.arg("-a")
+            .arg(&ctd.address)
+            .args(["-n", "bench"])
+            .args(args);
+        cmd
+    };
+
+    let (mut b_total, mut b_unpack, mut c_total) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // berth
+        b_total.push(time(berth_cmd(&["pull", &reference]), "berth pull"));
+        b_unpack.push(last_unpack(&berth.log_text()));
+        time(
+            berth_cmd(&["image", "rm", "--sync", &reference]),
+            "berth image rm",
+        );
+        let blobs = count(&berth.root.join("content/blobs/sha256"));
+        let snaps = count(&berth.root.join("snapshots/overlayfs/snapshots"));
+        assert!(
+            blobs == 0 && snaps == 0,
+            "berth round {round} not cold: {blobs} blobs, {snaps} snapshots left"
+        );
+
+        // containerd
+        c_total.push(time(
+            ctr_cmd(&["images", "pull", "--plain-http", &reference]),
+            "ctr images pull",
+        ));
+        time(
+            ctr_cmd(&["images", "rm", "--sync", &reference]),
+            "ctr images rm",
+        );
+        let blobs = count(&ctd_root.join("io.containerd.content.v1.content/blobs/sha256"));
+        let snaps = count(&ctd_root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"));
+        assert!(
+            blobs == 0 && snaps == 0,
+            "containerd round {round} not cold: {blobs} blobs, {snaps} snapshots left"
+        );
+        println!(
+            "round {round}: berth {:.3}s (unpack {:.3}s), containerd {:.3}s",
+            b_total[round].as_secs_f64(),
+            b_unpack[round].as_secs_f64(),
+            c_total[round].as_secs_f64()
+        );
+    }
+    let (b, u, c) = (median(b_total), median(b_unpack), median(c_total));
+    println!("cold pull + unpack, median of {ROUNDS}:");
+    println!("  berth pull          {:>7.3}s", b.as_secs_f64());
+    println!(
+        "    of which unpack   {:>7.3}s  {:>7.1} MB/s uncompressed",
+        u.as_secs_f64(),
+        uncompressed / u.as_secs_f64()
+    );
+    println!("  ctr images pull     {:>7.3}s", c.as_secs_f64());
+    println!(
+        "ratio berth/containerd: {:.2}",
+        b.as_secs_f64() / c.as_secs_f64()
+    );
+}
