@@ -55,9 +55,10 @@ pub enum Cmd {
         #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "")]
         snapshotter: String,
     },
-    /// Remove unused images: dangling ones (no tag), or with -a every image no container uses.
+    /// Remove unused images: dangling ones (no tag), or with --all every image no container
+    /// uses. (`-a` is the global --address, as in ctr.)
     Prune {
-        #[arg(short, long)]
+        #[arg(long)]
         all: bool,
         /// Don't ask (berth never asks; accepted for docker compatibility).
         #[arg(short, long)]

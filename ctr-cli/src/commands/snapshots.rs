@@ -185,6 +185,16 @@ pub async fn mount_local(mounts: &[Mount], target: PathBuf) -> anyhow::Result<()
     Ok(())
 }
 
+/// Labels of a snapshot made by hand: a garbage-collection root, so it stays until
+/// `snapshots rm` (containerd collects unreferenced snapshots made without a lease).
+fn kept_labels(args: &[String]) -> BTreeMap<String, String> {
+    let mut labels = output::parse_labels(args);
+    labels
+        .entry(berth_snapshotter::GC_ROOT_LABEL.to_string())
+        .or_insert_with(|| humantime::format_rfc3339(std::time::SystemTime::now()).to_string());
+    labels
+}
+
 fn show_mounts(mounts: &[Mount], target: &str) {
     for m in mounts {
         println!("{}", mount_command(m, target));
@@ -268,7 +278,7 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
                     snapshotter: sn,
                     key: key.clone(),
                     parent: parent.unwrap_or_default(),
-                    labels: output::parse_labels(&labels),
+                    labels: kept_labels(&labels),
                 }))
                 .await
                 .map_err(status)?
@@ -288,7 +298,7 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
                     snapshotter: sn,
                     key: key.clone(),
                     parent: parent.unwrap_or_default(),
-                    labels: output::parse_labels(&labels),
+                    labels: kept_labels(&labels),
                 }))
                 .await
                 .map_err(status)?
