@@ -980,4 +980,137 @@ mod tests {
         assert!(m.has_content("a", &d('t')));
         assert!(m.has_content("a", &d('e')));
     }
+
+    /// The redb side: one collection removes unreferenced records, their blob files and
+    /// expired leases, and keeps what the image reaches; `schedule` collects on its own.
+    #[tokio::test]
+    async fn collector_sweeps_the_database_and_the_files() {
+        use crate::images::{Descriptor, Images};
+        use berth_snapshotter::metastore::SnapshotRecord;
+        use prost::Message;
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("meta.redb")).expect("db");
+        let cs = ContentStore::open(dir.path(), store.clone()).expect("content");
+        let images = Images::new(store.clone());
+        let leases = crate::leases::Leases::new(store.clone());
+        let write = |data: &'static [u8], l: BTreeMap<String, String>, lease: Option<String>| {
+            let cs = cs.clone();
+            async move {
+                let mut w = cs
+                    .writer("ns", &format!("w-{}", data.len()), 0, "")
+                    .await
+                    .expect("writer");
+                w.write(data.to_vec()).await.expect("write");
+                w.commit(0, "", l, lease).await.expect("commit").digest
+            }
+        };
+        let child = write(b"child", BTreeMap::new(), None).await;
+        let top = write(
+            b"top blob",
+            labels(&[
+                ("containerd.io/gc.ref.content.l.0", &child),
+                ("containerd.io/gc.ref.snapshot.overlayfs", "kept"),
+            ]),
+            None,
+        )
+        .await;
+        let stray = write(b"stray blob!", BTreeMap::new(), None).await;
+        let past = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(5));
+        leases
+            .create(
+                "ns",
+                "old".into(),
+                labels(&[(crate::leases::EXPIRE_LABEL, &past.to_string())]),
+            )
+            .await
+            .expect("lease");
+        let leased = write(b"leased, expired", BTreeMap::new(), Some("old".into())).await;
+        images
+            .create(
+                "ns",
+                Image {
+                    name: "img".into(),
+                    target: Some(Descriptor {
+                        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                        digest: top.clone(),
+                        size: 8,
+                        annotations: BTreeMap::new(),
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("image");
+        store
+            .update(|txn| {
+                let mut t = txn.open_table(SNAPSHOTS).ctx("open")?;
+                for (key, id) in [("kept", 1u64), ("stray", 2)] {
+                    let rec = SnapshotRecord {
+                        id,
+                        kind: 3,
+                        ..Default::default()
+                    };
+                    t.insert(("ns", "overlayfs", key), rec.encode_to_vec().as_slice())
+                        .ctx("insert")?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("snapshots");
+
+        let snapshotters = Snapshotters::open(dir.path(), &store, "overlayfs");
+        let gc = Collector::new(store.clone(), cs.clone(), snapshotters);
+        let stats = gc.collect().await.expect("collect");
+        assert_eq!(
+            stats,
+            Stats {
+                content: 2,
+                snapshots: 1,
+                content_records: 2,
+                leases: 1
+            }
+        );
+        for d in [&top, &child] {
+            assert!(cs.blob_path(d).expect("path").exists(), "{d} removed");
+        }
+        for d in [&stray, &leased] {
+            assert!(!cs.blob_path(d).expect("path").exists(), "{d} kept");
+            assert!(cs.info("ns", d).await.is_err());
+        }
+        assert!(
+            leases
+                .list("ns", crate::filters::Filter::always())
+                .await
+                .expect("leases")
+                .is_empty()
+        );
+        let keys: Vec<String> = store
+            .view(|txn| {
+                let t = txn.open_table(SNAPSHOTS).ctx("open")?;
+                let mut out = Vec::new();
+                for item in t.iter().ctx("iter")? {
+                    out.push(item.ctx("row")?.0.value().2.to_string());
+                }
+                Ok(out)
+            })
+            .await
+            .expect("keys");
+        assert_eq!(keys, vec!["kept".to_string()]);
+
+        // A scheduled collection after the image goes takes the rest.
+        images.delete("ns", "img", None).await.expect("delete");
+        gc.schedule();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cs.blob_path(&top).expect("path").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "scheduled collection did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stats = gc.collect().await.expect("collect");
+        assert_eq!(stats, Stats::default(), "nothing left to collect");
+        assert!(!cs.blob_path(&child).expect("path").exists());
+    }
 }

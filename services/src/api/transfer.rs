@@ -325,10 +325,42 @@ impl TransferApi {
             base_name: (!dst.name.is_empty()).then(|| dst.name.clone()),
             platform: dst.platforms.first().map(platform_string),
             labels: dst.labels.clone(),
-            lease,
             ..Default::default()
         };
-        let images = self.0.archives.import(ns, &file.0, opts).await?;
+        // The blobs are garbage until the image records exist: hold them in the client's
+        // lease, or in one of our own for the import's duration.
+        let (opts, own_lease) = match lease {
+            Some(l) => (
+                ImportOptions {
+                    lease: Some(l),
+                    ..opts
+                },
+                None,
+            ),
+            None => {
+                let id = format!("berth-import-{}", uuid::Uuid::new_v4().simple());
+                let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+                let labels = std::collections::BTreeMap::from([(
+                    crate::leases::EXPIRE_LABEL.to_string(),
+                    humantime::format_rfc3339_seconds(expires).to_string(),
+                )]);
+                self.0.leases.create(ns, id.clone(), labels).await?;
+                (
+                    ImportOptions {
+                        lease: Some(id.clone()),
+                        ..opts
+                    },
+                    Some(id),
+                )
+            }
+        };
+        let imported = self.0.archives.import(ns, &file.0, opts).await;
+        if let Some(id) = own_lease
+            && let Err(e) = self.0.leases.delete(ns, &id).await
+        {
+            tracing::warn!(lease = %id, error = %e, "could not delete the import's lease; it expires by itself");
+        }
+        let images = imported?;
         for image in &images {
             publish_image(&self.0, ns, &image.name, &image.labels, false);
             if let Some(p) = &progress {
