@@ -192,7 +192,12 @@ fn view_and_verify(
         all.extend_from_slice(args);
         d.ctr(&all)
     };
-    ok(&snap(&["view", "verify-view", &top]), "snapshots view");
+    // `prepare` (which ctr labels as a gc root), not `view`: a view made by ctr without a
+    // lease is garbage to the next collection, in containerd as here.
+    ok(
+        &snap(&["prepare", "verify-view", &top]),
+        "snapshots prepare",
+    );
     let cmd = ok(&snap(&["mounts", &t, "verify-view"]), "snapshots mounts");
     let mounted = Command::new("sh")
         .arg("-c")
@@ -554,6 +559,11 @@ fn containerd_runs_a_container_on_the_proxy_snapshotter() {
 
 // --- bad input over gRPC --------------------------------------------------------------
 
+/// The label that keeps an object made without a lease from being collected.
+fn gc_root() -> BTreeMap<String, String> {
+    [("containerd.io/gc.root".to_string(), "test".to_string())].into()
+}
+
 /// Stores `data` in the namespace's content store; returns its digest.
 async fn put_blob(ch: tonic::transport::Channel, ns: &str, data: &[u8]) -> String {
     let digest = sha256_digest(data);
@@ -565,6 +575,8 @@ async fn put_blob(ch: tonic::transport::Channel, ns: &str, data: &[u8]) -> Strin
         expected: digest.clone(),
         offset: 0,
         data: data.to_vec(),
+        // A root: made without a lease, it would be garbage for the next collection.
+        labels: gc_root(),
         ..Default::default()
     };
     let mut resp = api
@@ -637,7 +649,7 @@ async fn bad_input_over_grpc() {
         snapshotter: String::new(),
         key: key.into(),
         parent: parent.into(),
-        labels: BTreeMap::new(),
+        labels: gc_root(),
     };
 
     // Prepare with a missing parent, twice, and with an unknown snapshotter.
@@ -768,7 +780,7 @@ async fn bad_input_over_grpc() {
                 snapshotter: String::new(),
                 name: "c1".into(),
                 key: "a1".into(),
-                labels: BTreeMap::new(),
+                labels: gc_root(),
                 parent: String::new(),
             },
         ))
@@ -782,7 +794,7 @@ async fn bad_input_over_grpc() {
                 snapshotter: String::new(),
                 key: "v1".into(),
                 parent: "c1".into(),
-                labels: BTreeMap::new(),
+                labels: gc_root(),
             },
         ))
         .await
@@ -881,7 +893,7 @@ async fn bad_input_over_grpc() {
         right: child.clone(),
         media_type: media_type.into(),
         r#ref: r.into(),
-        labels: BTreeMap::new(),
+        labels: gc_root(),
         source_date_epoch: None,
     };
     let plain = diff
