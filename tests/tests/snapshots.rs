@@ -577,7 +577,6 @@ async fn put_blob(ch: tonic::transport::Channel, ns: &str, data: &[u8]) -> Strin
         data: data.to_vec(),
         // A root: made without a lease, it would be garbage for the next collection.
         labels: gc_root(),
-        ..Default::default()
     };
     let mut resp = api
         .write(in_ns(ns, tokio_stream::once(msg)))
