@@ -1,4 +1,22 @@
-//! The per-container shim, `containerd-shim-berth-v2`.
+//! The per-container shim, `containerd-shim-berth-v2`: the shim v2 binary contract and the
+//! `containerd.task.v2.Task` ttrpc service over the OCI runtime CLI (runc by default).
 //!
-//! Nothing lives here yet: the shim v2 task service, the OCI runtime wrapper, stdio and
-//! reaping arrive with the tasks work (see DESIGN.md, "Processes").
+//! - [`shim`]: `start` / `delete` / serve, as the shim crate drives them;
+//! - [`service`]: the Task service;
+//! - [`runc`]: the OCI runtime CLI wrapper;
+//! - [`io`]: stdio (FIFOs, `file://`, `binary://`, null, terminals);
+//! - [`reaper`]: the SIGCHLD subreaper dispatching exit statuses by pid;
+//! - [`process`]: process states and their checks;
+//! - [`error`]: the one error type and its ttrpc codes.
+//!
+//! One current-thread tokio runtime runs everything: no thread per container.
+
+pub mod error;
+pub mod io;
+pub mod process;
+pub mod reaper;
+pub mod runc;
+pub mod service;
+pub mod shim;
+
+pub use error::{Result, ShimError};

@@ -402,16 +402,22 @@ impl Containerd {
 
     /// Starts containerd with its root and state under `base`.
     pub fn start_in(base: &str) -> Containerd {
-        Self::start_in_with(base, "")
+        Self::start_in_with(base, "", None)
     }
 
     /// Starts containerd with `extra_toml` appended to its config (e.g. a
     /// `[proxy_plugins.<name>]` table).
     pub fn start_with_config(extra_toml: &str) -> Containerd {
-        Self::start_in_with("/tmp", extra_toml)
+        Self::start_in_with("/tmp", extra_toml, None)
     }
 
-    fn start_in_with(base: &str, extra_toml: &str) -> Containerd {
+    /// Like [`Containerd::start_in`], with `path_first` put first on containerd's `PATH`
+    /// (where it looks for `containerd-shim-<name>-v2` binaries).
+    pub fn start_with_path(base: &str, path_first: Option<&Path>) -> Containerd {
+        Self::start_in_with(base, "", path_first)
+    }
+
+    fn start_in_with(base: &str, extra_toml: &str, path_first: Option<&Path>) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("berth-ctd-")
             .tempdir_in(base)
@@ -435,7 +441,12 @@ impl Containerd {
         )
         .expect("write containerd config");
         let f = File::create(&log).expect("log");
-        let child = Command::new(system_bin("containerd"))
+        let mut cmd = Command::new(system_bin("containerd"));
+        if let Some(dir) = path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())

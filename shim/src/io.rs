@@ -1,0 +1,491 @@
+//! A process's stdio. The client names FIFOs (as `ctr` does), `file://` or `binary://`
+//! URIs, or nothing (null IO). The container never writes to the client's FIFOs directly:
+//! it gets pipes, and the shim copies between them, so stdin can be closed on request
+//! (CloseIO) and output keeps flowing into files with no client attached. With a terminal,
+//! runc hands the pty master over a console socket and the shim copies to and from it.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::UnixListener;
+use tokio::net::unix::pipe;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, ShimError};
+use crate::runc::ChildStdio;
+
+/// What the client asked for.
+#[derive(Clone, Debug, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The shim's side of a running process's stdio.
+#[derive(Default)]
+pub struct ProcessIo {
+    stdin_close: Option<Arc<Notify>>,
+    copies: Vec<JoinHandle<()>>,
+    console: Option<Arc<AsyncFd<OwnedFd>>>,
+    /// The logging binary of a `binary://` URI, when there is one.
+    pub logger_pid: Option<u32>,
+}
+
+impl ProcessIo {
+    /// Closes the process's stdin (after forwarding what the client already wrote).
+    pub fn close_stdin(&mut self) {
+        if let Some(n) = self.stdin_close.take() {
+            n.notify_one();
+        }
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        match &self.console {
+            Some(master) => set_winsize(master.get_ref(), width, height),
+            None => Err(ShimError::FailedPrecondition {
+                op: "resize",
+                what: "a process without a terminal".into(),
+                state: "no terminal",
+            }),
+        }
+    }
+
+    /// Once the process is gone: closes its stdin and waits (at most `limit`) until the
+    /// output copies have drained.
+    pub async fn drain(&mut self, limit: Duration) {
+        self.close_stdin();
+        let copies = std::mem::take(&mut self.copies);
+        let all = async {
+            for c in copies {
+                let _ = c.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, all).await;
+    }
+}
+
+/// Where a pending terminal's pty master will arrive.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    listener: UnixListener,
+}
+
+static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+impl ConsoleSocket {
+    pub fn new() -> Result<ConsoleSocket> {
+        let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("berth-pty-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(ShimError::io(format!(
+            "bind console socket {}",
+            path.display()
+        )))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Receives the pty master runc sends.
+    pub async fn receive(self) -> Result<OwnedFd> {
+        let result = receive_fd(&self.listener).await;
+        let _ = std::fs::remove_file(&self.path);
+        result
+    }
+}
+
+async fn receive_fd(listener: &UnixListener) -> Result<OwnedFd> {
+    let ctx = "receive the pty master from the console socket";
+    let (stream, _) = listener.accept().await.map_err(ShimError::io(ctx))?;
+    loop {
+        stream.readable().await.map_err(ShimError::io(ctx))?;
+        let got = stream.try_io(Interest::READABLE, || {
+            let mut buf = [0u8; 4096];
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+            let msg = recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(std::io::Error::from)?;
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(std::io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(rights) = c {
+                    fds.extend(rights);
+                }
+            }
+            Ok(fds)
+        });
+        match got {
+            Ok(fds) => {
+                let mut owned: Vec<OwnedFd> = fds.into_iter().map(own_fd).collect();
+                return owned.pop().ok_or_else(|| ShimError::Io {
+                    context: ctx.into(),
+                    source: std::io::Error::other("no file descriptor in the message"),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(ShimError::io(ctx)(e)),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just received through SCM_RIGHTS; the kernel installed it in this
+    // process for us alone, so nothing else owns or closes it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[allow(unsafe_code)]
+fn set_winsize(fd: &OwnedFd, width: u32, height: u32) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points to a live
+    // value for the duration of the call; `fd` is an open pty master.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    Errno::result(rc)
+        .map(drop)
+        .map_err(ShimError::os("resize the terminal"))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ShimError::os("create a pipe"))
+}
+
+/// Opens the client's end of a FIFO without blocking on the other side. Read-write
+/// keeps the FIFO usable while the client is not (yet) attached.
+fn fifo_sender(path: &str) -> Result<pipe::Sender> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(path)
+        .map_err(ShimError::io(format!("open {path}")))
+}
+
+fn fifo_receiver(path: &str) -> Result<pipe::Receiver> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+        .map_err(ShimError::io(format!("open {path}")))
+}
+
+/// An output destination named by the client.
+enum Output {
+    Null,
+    Writer(Box<dyn AsyncWrite + Unpin + Send>),
+    /// `binary://`: the logger reads our pipe itself.
+    Binary(PathBuf, Vec<(String, String)>),
+}
+
+fn parse_output(uri: &str) -> Result<Output> {
+    if uri.is_empty() {
+        return Ok(Output::Null);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(ShimError::io(format!("create {}", dir.display())))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(ShimError::io(format!("open {path}")))?;
+        return Ok(Output::Writer(Box::new(tokio::fs::File::from_std(f))));
+    }
+    if let Some(rest) = uri.strip_prefix("binary://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let args = query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        return Ok(Output::Binary(PathBuf::from(path), args));
+    }
+    let path = uri.strip_prefix("fifo://").unwrap_or(uri);
+    Ok(Output::Writer(Box::new(fifo_sender(path)?)))
+}
+
+fn spawn_copy<R, W>(mut from: R, mut to: W) -> JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from, &mut to).await;
+        let _ = to.flush().await;
+    })
+}
+
+/// Copies the client's stdin into `to` until CloseIO; then forwards what is already
+/// buffered and closes `to`.
+fn spawn_stdin<W>(mut from: pipe::Receiver, mut to: W, close: Arc<Notify>) -> JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            tokio::select! {
+                n = from.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => if to.write_all(&buf[..n]).await.is_err() { break },
+                },
+                () = close.notified() => {
+                    while let Ok(n) = from.try_read(&mut buf) {
+                        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = to.shutdown().await;
+    })
+}
+
+/// Sets up pipes for a process without a terminal: returns what the container inherits
+/// and the shim's side (copies run from now on).
+pub fn setup_pipes(
+    paths: &StdioPaths,
+    container_id: &str,
+    namespace: &str,
+) -> Result<(ChildStdio, ProcessIo)> {
+    let mut child = ChildStdio::default();
+    let mut io = ProcessIo::default();
+    if !paths.stdin.is_empty() {
+        let (r, w) = pipe()?;
+        let src = fifo_receiver(&paths.stdin)?;
+        let dst = pipe::Sender::from_owned_fd(w).map_err(ShimError::io("stdin pipe"))?;
+        let close = Arc::new(Notify::new());
+        io.copies.push(spawn_stdin(src, dst, close.clone()));
+        io.stdin_close = Some(close);
+        child.stdin = Some(r);
+    }
+    // A `binary://` logger reads the container's stdout on its fd 3 and stderr on fd 4.
+    let mut logger: Option<(PathBuf, Vec<(String, String)>)> = None;
+    let mut logger_fds: [Option<OwnedFd>; 2] = [None, None];
+    let outputs = [
+        (&paths.stdout, &mut child.stdout),
+        (&paths.stderr, &mut child.stderr),
+    ];
+    for (n, (uri, slot)) in outputs.into_iter().enumerate() {
+        match parse_output(uri)? {
+            Output::Null => {}
+            Output::Writer(dst) => {
+                let (r, w) = pipe()?;
+                let src = pipe::Receiver::from_owned_fd(r).map_err(ShimError::io("output pipe"))?;
+                io.copies.push(spawn_copy(src, dst));
+                *slot = Some(w);
+            }
+            Output::Binary(bin, args) => {
+                let (r, w) = pipe()?;
+                logger_fds[n] = Some(r);
+                logger.get_or_insert((bin, args));
+                *slot = Some(w);
+            }
+        }
+    }
+    if let Some((bin, args)) = logger {
+        let [out, err] = logger_fds;
+        io.logger_pid = Some(spawn_logger(
+            &bin,
+            &args,
+            out,
+            err,
+            container_id,
+            namespace,
+        )?);
+    }
+    Ok((child, io))
+}
+
+/// Starts a `binary://` logger as containerd does: the container's stdout on the
+/// logger's fd 3, stderr on fd 4, `CONTAINER_ID` / `CONTAINER_NAMESPACE` in its
+/// environment. (containerd also passes a readiness pipe on fd 5; we do not wait for it.)
+fn spawn_logger(
+    bin: &Path,
+    args: &[(String, String)],
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    container_id: &str,
+    namespace: &str,
+) -> Result<u32> {
+    let mut cmd = Command::new(bin);
+    for (k, v) in args {
+        if v.is_empty() {
+            cmd.arg(k);
+        } else {
+            cmd.arg(format!("{k}={v}"));
+        }
+    }
+    cmd.env("CONTAINER_ID", container_id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let fds = [
+        stdout.as_ref().map(|f| f.as_raw_fd()),
+        stderr.as_ref().map(|f| f.as_raw_fd()),
+    ];
+    install_fds(&mut cmd, fds);
+    let child = cmd
+        .spawn()
+        .map_err(ShimError::io(format!("start logger {}", bin.display())))?;
+    // Our copies of the pipes' read ends close here; the logger holds its own.
+    drop((stdout, stderr));
+    Ok(child.id())
+}
+
+#[allow(unsafe_code)]
+fn install_fds(cmd: &mut Command, fds: [Option<RawFd>; 2]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
+    // is async-signal-safe, on descriptors that are open in the child (inherited from us,
+    // kept alive by the caller until after spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            for (target, fd) in (3..).zip(fds) {
+                if let Some(fd) = fd
+                    && libc::dup2(fd, target) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Wires a terminal: copies the client's stdin into the pty master and the master's
+/// output to the client's stdout.
+pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
+    nix::fcntl::fcntl(
+        master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK | OFlag::O_RDWR),
+    )
+    .map_err(ShimError::os("set the pty master non-blocking"))?;
+    let master = Arc::new(register(master)?);
+    let mut io = ProcessIo {
+        console: Some(master.clone()),
+        ..ProcessIo::default()
+    };
+    if !paths.stdin.is_empty() {
+        let src = fifo_receiver(&paths.stdin)?;
+        let close = Arc::new(Notify::new());
+        io.copies
+            .push(spawn_stdin(src, PtyWriter(master.clone()), close.clone()));
+        io.stdin_close = Some(close);
+    }
+    if let Output::Writer(mut dst) = parse_output(&paths.stdout)? {
+        let m = master.clone();
+        io.copies.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let Ok(mut guard) = m.readable().await else {
+                    break;
+                };
+                match guard.try_io(|fd| {
+                    nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)
+                }) {
+                    Ok(Ok(0)) | Ok(Err(_)) => break, // EIO: every slave side is closed
+                    Ok(Ok(n)) => {
+                        if dst.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(_would_block) => continue,
+                }
+            }
+            let _ = dst.flush().await;
+        }));
+    }
+    Ok(io)
+}
+
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the descriptor, so it stays open for as long as it is
+    // registered and nothing else can close or reuse it meanwhile.
+    unsafe { AsyncFd::register(fd) }
+        .map_err(|e| ShimError::io("register the pty master")(std::io::Error::from(e)))
+}
+
+/// Writes into the pty master.
+struct PtyWriter(Arc<AsyncFd<OwnedFd>>);
+
+impl AsyncWrite for PtyWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
+                Ok(r) => return std::task::Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // A terminal has no half-close; send EOF (^D) as a line discipline would.
+        let _ = nix::unistd::write(self.0.get_ref(), &[4u8]);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_uris() {
+        assert!(matches!(parse_output("").expect("null"), Output::Null));
+        match parse_output("binary:///usr/bin/logger?a=1&b").expect("binary") {
+            Output::Binary(p, args) => {
+                assert_eq!(p, Path::new("/usr/bin/logger"));
+                assert_eq!(
+                    args,
+                    [("a".into(), "1".into()), ("b".into(), String::new())]
+                );
+            }
+            _ => panic!("not binary"),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Processes (a container's init and its execs): their state machine and exit.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use containerd_shim_protos::types::task::Status as WireStatus;
+use tokio::sync::watch;
+
+use crate::error::{Result, ShimError};
+use crate::io::{ProcessIo, StdioPaths};
+use crate::reaper::Exit;
+
+/// Where a process is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+
+    pub fn can_start(self) -> bool {
+        self == Status::Created
+    }
+
+    pub fn can_kill(self) -> bool {
+        matches!(self, Status::Created | Status::Running | Status::Paused)
+    }
+
+    pub fn can_pause(self) -> bool {
+        self == Status::Running
+    }
+
+    pub fn can_resume(self) -> bool {
+        self == Status::Paused
+    }
+
+    pub fn can_delete(self) -> bool {
+        matches!(self, Status::Created | Status::Stopped)
+    }
+
+    /// Whether a container in this state takes new exec processes.
+    pub fn can_exec(self) -> bool {
+        matches!(self, Status::Created | Status::Running)
+    }
+
+    pub fn wire(self) -> WireStatus {
+        match self {
+            Status::Created => WireStatus::CREATED,
+            Status::Running => WireStatus::RUNNING,
+            Status::Paused => WireStatus::PAUSED,
+            Status::Stopped => WireStatus::STOPPED,
+        }
+    }
+}
+
+struct Inner {
+    status: Status,
+    pid: u32,
+    io: ProcessIo,
+}
+
+/// One process: `exec_id` is empty for the container's init.
+pub struct Process {
+    pub container_id: String,
+    pub exec_id: String,
+    pub stdio: StdioPaths,
+    /// The exec's OCI process JSON (empty for init).
+    pub spec: Vec<u8>,
+    inner: Mutex<Inner>,
+    exit: watch::Sender<Option<Exit>>,
+}
+
+impl Process {
+    pub fn new(container_id: &str, exec_id: &str, stdio: StdioPaths, spec: Vec<u8>) -> Process {
+        Process {
+            container_id: container_id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdio,
+            spec,
+            inner: Mutex::new(Inner {
+                status: Status::Created,
+                pid: 0,
+                io: ProcessIo::default(),
+            }),
+            exit: watch::channel(None).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// "process c1" or "exec e1 of c1", for messages.
+    pub fn describe(&self) -> String {
+        if self.exec_id.is_empty() {
+            format!("container {}", self.container_id)
+        } else {
+            format!("exec {} of {}", self.exec_id, self.container_id)
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.lock().pid
+    }
+
+    pub fn exited(&self) -> Option<Exit> {
+        *self.exit.borrow()
+    }
+
+    /// Fails with FailedPrecondition unless `allowed(status)`.
+    pub fn check(&self, op: &'static str, allowed: fn(Status) -> bool) -> Result<Status> {
+        let status = self.status();
+        if allowed(status) {
+            Ok(status)
+        } else {
+            Err(ShimError::FailedPrecondition {
+                op,
+                what: self.describe(),
+                state: status.name(),
+            })
+        }
+    }
+
+    pub fn set_created(&self, pid: u32, io: ProcessIo) {
+        let mut i = self.lock();
+        i.pid = pid;
+        i.io = io;
+    }
+
+    /// Moves to `to` unless the process stopped meanwhile.
+    pub fn set_status(&self, to: Status) {
+        let mut i = self.lock();
+        if i.status != Status::Stopped {
+            i.status = to;
+        }
+    }
+
+    pub fn close_stdin(&self) {
+        self.lock().io.close_stdin();
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.lock().io.resize(width, height)
+    }
+
+    /// Records the exit once the output has drained (bounded).
+    pub async fn set_exited(&self, exit: Exit) {
+        let mut io = std::mem::take(&mut self.lock().io);
+        io.drain(Duration::from_secs(2)).await;
+        self.lock().status = Status::Stopped;
+        self.exit.send_replace(Some(exit));
+    }
+
+    /// Resolves when the process has exited.
+    pub async fn wait(&self) -> Exit {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `self`; unreachable in practice.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_checks() {
+        let p = Process::new("c1", "", StdioPaths::default(), Vec::new());
+        assert!(p.check("start", Status::can_start).is_ok());
+        let e = p
+            .check("pause", Status::can_pause)
+            .expect_err("created cannot pause");
+        assert_eq!(e.to_string(), "cannot pause container c1 in state created");
+        p.set_status(Status::Running);
+        assert!(p.check("pause", Status::can_pause).is_ok());
+        assert!(p.check("delete", Status::can_delete).is_err());
+    }
+
+    #[tokio::test]
+    async fn exit_is_sticky() {
+        let p = Process::new("c1", "e1", StdioPaths::default(), Vec::new());
+        p.set_status(Status::Running);
+        let exit = Exit {
+            status: 3,
+            at: std::time::SystemTime::now(),
+        };
+        p.set_exited(exit).await;
+        p.set_status(Status::Running);
+        assert_eq!(p.status(), Status::Stopped);
+        assert_eq!(p.wait().await, exit);
+    }
+}

@@ -1,0 +1,347 @@
+//! The OCI runtime CLI (`runc` by default, or any binary with its command line, such as
+//! `crun`). Every invocation logs JSON to `<bundle>/log.json`; its error lines end up in the
+//! error message when a command fails.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+
+use crate::error::{Result, ShimError};
+use crate::reaper::Reaper;
+
+/// Where our runtime state lives when the options name no root: apart from containerd's
+/// `/run/containerd/runc`.
+pub const DEFAULT_ROOT: &str = "/run/berth/runc";
+pub const DEFAULT_BINARY: &str = "runc";
+
+/// Which runtime binary and root a container uses; saved in the bundle so that
+/// `shim delete` finds the container again.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    pub binary: String,
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+impl RuntimeConfig {
+    /// From the runc options of a create request (`binary_name`, `root`); the root gets
+    /// the namespace appended, as containerd does.
+    pub fn new(binary: &str, root: &str, systemd_cgroup: bool, namespace: &str) -> Self {
+        let binary = if binary.is_empty() {
+            DEFAULT_BINARY
+        } else {
+            binary
+        };
+        let root = if root.is_empty() { DEFAULT_ROOT } else { root };
+        RuntimeConfig {
+            binary: binary.to_string(),
+            root: Path::new(root).join(namespace),
+            systemd_cgroup,
+        }
+    }
+
+    const FILE: &'static str = "berth-runtime.json";
+
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let path = bundle.join(Self::FILE);
+        let tmp = bundle.join(".berth-runtime.json.tmp");
+        let data = serde_json::to_vec(self).map_err(|e| ShimError::Protobuf(e.to_string()))?;
+        std::fs::write(&tmp, data).map_err(ShimError::io(format!("write {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(ShimError::io(format!("rename to {}", path.display())))
+    }
+
+    pub fn load(bundle: &Path) -> Option<Self> {
+        let data = std::fs::read(bundle.join(Self::FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+}
+
+/// The runtime CLI for one container.
+#[derive(Clone)]
+pub struct Runc {
+    pub config: RuntimeConfig,
+    pub bundle: PathBuf,
+    reaper: Reaper,
+}
+
+/// The container's stdio for `create` / `exec`: it inherits these.
+#[derive(Default)]
+pub struct ChildStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+fn stdio(fd: Option<OwnedFd>) -> Stdio {
+    fd.map(Stdio::from).unwrap_or_else(Stdio::null)
+}
+
+#[derive(Deserialize)]
+struct LogLine {
+    #[serde(default)]
+    level: String,
+    #[serde(default)]
+    msg: String,
+}
+
+impl Runc {
+    pub fn new(config: RuntimeConfig, bundle: &Path, reaper: Reaper) -> Runc {
+        Runc {
+            config,
+            bundle: bundle.to_path_buf(),
+            reaper,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.bundle.join("log.json")
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.config.binary);
+        cmd.arg("--root")
+            .arg(&self.config.root)
+            .arg("--log")
+            .arg(self.log_path())
+            .arg("--log-format")
+            .arg("json");
+        if self.config.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.current_dir(&self.bundle);
+        cmd
+    }
+
+    /// The last error lines runc logged (at most three), joined.
+    fn log_errors(&self) -> String {
+        let Ok(text) = std::fs::read_to_string(self.log_path()) else {
+            return String::new();
+        };
+        let errors: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<LogLine>(l).ok())
+            .filter(|l| l.level == "error" || l.level == "fatal")
+            .map(|l| l.msg)
+            .collect();
+        errors[errors.len().saturating_sub(3)..].join("; ")
+    }
+
+    /// Runs one command to its end; returns its stdout. With `child_stdio` the command's
+    /// stdio is that (create/exec: the container inherits it) and errors come from the log
+    /// only; otherwise stdout and stderr are captured.
+    async fn run(
+        &self,
+        id: &str,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+        child_stdio: Option<ChildStdio>,
+    ) -> Result<Vec<u8>> {
+        let command = args.first().copied().unwrap_or_default().to_string();
+        let fail = |message: String| ShimError::Runtime {
+            binary: self.config.binary.clone(),
+            command: command.clone(),
+            id: id.to_string(),
+            message,
+        };
+        let mut cmd = self.command();
+        cmd.args(args);
+        let captured = child_stdio.is_none();
+        match child_stdio {
+            Some(s) => {
+                cmd.stdin(stdio(s.stdin))
+                    .stdout(stdio(s.stdout))
+                    .stderr(stdio(s.stderr));
+            }
+            None => {
+                cmd.stdin(if input.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", self.config.binary)))?;
+        // Registered right after the spawn; an exit reaped before this is kept by the reaper.
+        let exited = self.reaper.wait(child.id() as i32);
+        let read = |fd: Option<OwnedFd>| async move {
+            let mut buf = Vec::new();
+            if let Some(fd) = fd
+                && let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd)
+            {
+                let _ = rx.read_to_end(&mut buf).await;
+            }
+            buf
+        };
+        let stdin = child.stdin.take().map(OwnedFd::from);
+        let write = async move {
+            if let (Some(fd), Some(data)) = (stdin, input)
+                && let Ok(mut tx) = pipe::Sender::from_owned_fd(fd)
+            {
+                let _ = tx.write_all(&data).await;
+            }
+        };
+        let (stdout, stderr, ()) = tokio::join!(
+            read(child.stdout.take().map(OwnedFd::from)),
+            read(child.stderr.take().map(OwnedFd::from)),
+            write
+        );
+        let exit = exited
+            .await
+            .map_err(|_| fail("its exit status was lost".to_string()))?;
+        if exit.status != 0 {
+            let mut message = self.log_errors();
+            if captured {
+                let err = String::from_utf8_lossy(&stderr);
+                let err = err.trim();
+                if !err.is_empty() && !message.contains(err) {
+                    if !message.is_empty() {
+                        message.push_str("; ");
+                    }
+                    message.push_str(err);
+                }
+            }
+            if message.is_empty() {
+                message = format!("exit status {}", exit.status);
+            }
+            return Err(fail(message));
+        }
+        Ok(stdout)
+    }
+
+    pub async fn create(
+        &self,
+        id: &str,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        stdio: ChildStdio,
+    ) -> Result<()> {
+        let bundle = self.bundle.display().to_string();
+        let pid_file = pid_file.display().to_string();
+        let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_file];
+        let socket;
+        if let Some(s) = console_socket {
+            socket = s.display().to_string();
+            args.extend(["--console-socket", &socket]);
+        }
+        args.push(id);
+        self.run(id, &args, None, Some(stdio)).await.map(drop)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        self.run(id, &["start", id], None, None).await.map(drop)
+    }
+
+    pub async fn exec(
+        &self,
+        id: &str,
+        process_file: &Path,
+        pid_file: &Path,
+        console_socket: Option<&Path>,
+        stdio: ChildStdio,
+    ) -> Result<()> {
+        let process = process_file.display().to_string();
+        let pid_file = pid_file.display().to_string();
+        let mut args = vec![
+            "exec",
+            "--detach",
+            "--process",
+            &process,
+            "--pid-file",
+            &pid_file,
+        ];
+        let socket;
+        if let Some(s) = console_socket {
+            socket = s.display().to_string();
+            args.extend(["--console-socket", &socket]);
+        }
+        args.push(id);
+        self.run(id, &args, None, Some(stdio)).await.map(drop)
+    }
+
+    pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
+        let sig = signal.to_string();
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, &sig]);
+        self.run(id, &args, None, None).await.map(drop)
+    }
+
+    pub async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut args = vec!["delete"];
+        if force {
+            args.push("--force");
+        }
+        args.push(id);
+        self.run(id, &args, None, None).await.map(drop)
+    }
+
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        self.run(id, &["pause", id], None, None).await.map(drop)
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        self.run(id, &["resume", id], None, None).await.map(drop)
+    }
+
+    /// Pids of every process in the container.
+    pub async fn ps(&self, id: &str) -> Result<Vec<u32>> {
+        let out = self
+            .run(id, &["ps", "--format", "json", id], None, None)
+            .await?;
+        serde_json::from_slice::<Option<Vec<u32>>>(&out)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| ShimError::Runtime {
+                binary: self.config.binary.clone(),
+                command: "ps".into(),
+                id: id.into(),
+                message: format!("unreadable output: {e}"),
+            })
+    }
+
+    /// `resources` is an OCI `LinuxResources` object as JSON.
+    pub async fn update(&self, id: &str, resources: Vec<u8>) -> Result<()> {
+        self.run(
+            id,
+            &["update", "--resources", "-", id],
+            Some(resources),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `runc state`: the runtime's view, as JSON.
+    pub async fn state(&self, id: &str) -> Result<serde_json::Value> {
+        let out = self.run(id, &["state", id], None, None).await?;
+        serde_json::from_slice(&out).map_err(|e| ShimError::Runtime {
+            binary: self.config.binary.clone(),
+            command: "state".into(),
+            id: id.into(),
+            message: format!("unreadable output: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_roots_per_namespace() {
+        let c = RuntimeConfig::new("", "", false, "default");
+        assert_eq!(c.binary, "runc");
+        assert_eq!(c.root, Path::new("/run/berth/runc/default"));
+        let c = RuntimeConfig::new("crun", "/run/x", true, "k8s.io");
+        assert_eq!(c.root, Path::new("/run/x/k8s.io"));
+    }
+}

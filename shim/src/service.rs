@@ -1,0 +1,760 @@
+//! The `containerd.task.v2.Task` service: one shim serves the containers of its group
+//! (usually one). The ttrpc methods convert, check the process state and call the runtime;
+//! events go to the daemon through the publisher.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use containerd_shim::ExitSignal;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim_protos::api;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
+use containerd_shim_protos::types::task::ProcessInfo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::{Result, ShimError};
+use crate::io::{self, ConsoleSocket, ProcessIo, StdioPaths};
+use crate::process::{Process, Status};
+use crate::reaper::{Exit, Reaper};
+use crate::runc::{ChildStdio, Runc, RuntimeConfig};
+
+/// How long runc may take to hand over a pty master.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    runc: Runc,
+    rootfs_mounted: bool,
+    init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+}
+
+impl Container {
+    fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        lock(&self.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ShimError::NotFound(format!("exec {exec_id} of {}", self.id)))
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
+    MessageField::some(Timestamp::from(at))
+}
+
+struct Inner {
+    namespace: String,
+    publisher: RemotePublisher,
+    reaper: Reaper,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    exit: Arc<ExitSignal>,
+}
+
+impl Inner {
+    fn container(&self, id: &str) -> Result<Arc<Container>> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        if let Err(e) = self
+            .publisher
+            .publish(Context::default(), topic, &self.namespace, event)
+            .await
+        {
+            log::warn!("publish {topic}: {e}");
+        }
+    }
+
+    /// Waits for `process` to exit, records it and tells the daemon.
+    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32) {
+        let exited = self.reaper.wait(pid as i32);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let exit = exited.await.unwrap_or(Exit {
+                status: 255,
+                at: SystemTime::now(),
+            });
+            process.set_exited(exit).await;
+            let id = if process.exec_id.is_empty() {
+                process.container_id.clone()
+            } else {
+                process.exec_id.clone()
+            };
+            let event = TaskExit {
+                container_id: process.container_id.clone(),
+                id,
+                pid,
+                exit_status: exit.status,
+                exited_at: timestamp(exit.at),
+                ..Default::default()
+            };
+            inner
+                .publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
+                .await;
+        });
+    }
+
+    /// Sets up stdio, runs `launch` (runc create / exec) with it, and returns the new
+    /// process's pid from `pid_file` and the shim's side of its stdio.
+    async fn launch<F, Fut>(
+        &self,
+        container_id: &str,
+        stdio: &StdioPaths,
+        pid_file: &Path,
+        launch: F,
+    ) -> Result<(u32, ProcessIo)>
+    where
+        F: FnOnce(Option<PathBuf>, ChildStdio) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        if stdio.terminal {
+            let socket = ConsoleSocket::new()?;
+            let path = socket.path.clone();
+            let master = tokio::spawn(socket.receive());
+            let launched = launch(Some(path.clone()), ChildStdio::default()).await;
+            if let Err(e) = launched {
+                master.abort();
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+            let master = tokio::time::timeout(CONSOLE_TIMEOUT, master)
+                .await
+                .map_err(|_| ShimError::Io {
+                    context: format!("terminal of {container_id}"),
+                    source: std::io::Error::other("runc sent no pty master"),
+                })?
+                .map_err(|e| ShimError::Io {
+                    context: format!("terminal of {container_id}"),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+            let io = io::setup_console(master, stdio)?;
+            Ok((read_pid(pid_file)?, io))
+        } else {
+            let (child, io) = io::setup_pipes(stdio, container_id, &self.namespace)?;
+            // `child` moves into runc; our copies of the container's ends close after it.
+            launch(None, child).await?;
+            Ok((read_pid(pid_file)?, io))
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Result<u32> {
+    let text =
+        std::fs::read_to_string(path).map_err(ShimError::io(format!("read {}", path.display())))?;
+    text.trim().parse().map_err(|_| ShimError::Io {
+        context: format!("read {}", path.display()),
+        source: std::io::Error::other(format!("not a pid: {text:?}")),
+    })
+}
+
+/// The task service; cheap to clone.
+#[derive(Clone)]
+pub struct TaskService {
+    inner: Arc<Inner>,
+}
+
+impl TaskService {
+    /// Starts the reaper: call before any child process is spawned.
+    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Result<Self> {
+        Ok(TaskService {
+            inner: Arc::new(Inner {
+                namespace: namespace.to_string(),
+                publisher,
+                reaper: Reaper::start()?,
+                containers: Mutex::new(HashMap::new()),
+                exit,
+            }),
+        })
+    }
+
+    async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        let inner = &self.inner;
+        if req.id.is_empty() {
+            return Err(ShimError::InvalidArgument(
+                "container id must not be empty".into(),
+            ));
+        }
+        if lock(&inner.containers).contains_key(&req.id) {
+            return Err(ShimError::AlreadyExists(format!("container {}", req.id)));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented(format!(
+                "restore of container {} from a checkpoint: containerd-shim-berth-v2 does not checkpoint",
+                req.id
+            )));
+        }
+        let options = match req.options.as_ref() {
+            Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
+                Options::parse_from_bytes(&any.value)?
+            }
+            _ => Options::default(),
+        };
+        let config = RuntimeConfig::new(
+            &options.binary_name,
+            &options.root,
+            options.systemd_cgroup,
+            &inner.namespace,
+        );
+        let bundle = PathBuf::from(&req.bundle);
+        config.save(&bundle)?;
+        let runc = Runc::new(config, &bundle, inner.reaper.clone());
+
+        let rootfs = bundle.join("rootfs");
+        let mounts: Vec<berth_snapshotter::Mount> = req
+            .rootfs
+            .iter()
+            .map(|m| berth_snapshotter::Mount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        if !mounts.is_empty() {
+            std::fs::create_dir_all(&rootfs)
+                .map_err(ShimError::io(format!("create {}", rootfs.display())))?;
+            berth_snapshotter::mount::mount_all(&mounts, &rootfs).map_err(|source| {
+                ShimError::Mount {
+                    id: req.id.clone(),
+                    source,
+                }
+            })?;
+        }
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let pid_file = bundle.join("init.pid");
+        let launched = inner
+            .launch(&req.id, &stdio, &pid_file, |console, child| {
+                let (runc, id, pid_file) = (runc.clone(), req.id.clone(), pid_file.clone());
+                async move { runc.create(&id, &pid_file, console.as_deref(), child).await }
+            })
+            .await;
+        let (pid, io) = match launched {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = runc.delete(&req.id, true).await;
+                if !mounts.is_empty() {
+                    unmount(&rootfs).await;
+                }
+                return Err(e);
+            }
+        };
+        let init = Arc::new(Process::new(&req.id, "", stdio.clone(), Vec::new()));
+        init.set_created(pid, io);
+        inner.watch_exit(init.clone(), pid);
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle: bundle.clone(),
+            runc,
+            rootfs_mounted: !mounts.is_empty(),
+            init,
+            execs: Mutex::new(HashMap::new()),
+        });
+        lock(&inner.containers).insert(req.id.clone(), container);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: stdio.stdin,
+                stdout: stdio.stdout,
+                stderr: stdio.stderr,
+                terminal: stdio.terminal,
+                ..Default::default()
+            }),
+            checkpoint: req.checkpoint.clone(),
+            pid,
+            ..Default::default()
+        };
+        inner
+            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse> {
+        let inner = &self.inner;
+        let c = inner.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        p.check("start", Status::can_start)?;
+        if req.exec_id.is_empty() {
+            c.runc.start(&c.id).await?;
+            p.set_status(Status::Running);
+            let pid = p.pid();
+            let event = TaskStart {
+                container_id: c.id.clone(),
+                pid,
+                ..Default::default()
+            };
+            inner
+                .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+                .await;
+            return Ok(api::StartResponse {
+                pid,
+                ..Default::default()
+            });
+        }
+        c.init.check("exec in", Status::can_exec)?;
+        let spec_file = c.bundle.join(format!(".exec-{}.json", req.exec_id));
+        std::fs::write(&spec_file, &p.spec)
+            .map_err(ShimError::io(format!("write {}", spec_file.display())))?;
+        let pid_file = c.bundle.join(format!(".exec-{}.pid", req.exec_id));
+        let launched = inner
+            .launch(&c.id, &p.stdio, &pid_file, |console, child| {
+                let (runc, id) = (c.runc.clone(), c.id.clone());
+                let (spec_file, pid_file) = (spec_file.clone(), pid_file.clone());
+                async move {
+                    runc.exec(&id, &spec_file, &pid_file, console.as_deref(), child)
+                        .await
+                }
+            })
+            .await;
+        let _ = std::fs::remove_file(&spec_file);
+        let _ = std::fs::remove_file(&pid_file);
+        let (pid, io) = launched?;
+        p.set_created(pid, io);
+        p.set_status(Status::Running);
+        inner.watch_exit(p.clone(), pid);
+        let event = TaskExecStarted {
+            container_id: c.id.clone(),
+            exec_id: req.exec_id.clone(),
+            pid,
+            ..Default::default()
+        };
+        inner
+            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn delete(&self, req: api::DeleteRequest) -> Result<api::DeleteResponse> {
+        let inner = &self.inner;
+        let c = inner.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let status = p.check("delete", Status::can_delete)?;
+        if !req.exec_id.is_empty() {
+            if status == Status::Created {
+                lock(&c.execs).remove(&req.exec_id);
+                return Ok(api::DeleteResponse::default());
+            }
+            let exit = p.wait().await;
+            lock(&c.execs).remove(&req.exec_id);
+            return Ok(api::DeleteResponse {
+                pid: p.pid(),
+                exit_status: exit.status,
+                exited_at: timestamp(exit.at),
+                ..Default::default()
+            });
+        }
+        match c.runc.delete(&c.id, status == Status::Created).await {
+            Ok(()) => {}
+            Err(ShimError::Runtime { message, .. }) if crate::error::is_not_exist(&message) => {}
+            Err(e) => return Err(e),
+        }
+        let exit = match status {
+            Status::Created => tokio::time::timeout(Duration::from_secs(5), p.wait())
+                .await
+                .unwrap_or(Exit {
+                    status: 137,
+                    at: SystemTime::now(),
+                }),
+            _ => p.wait().await,
+        };
+        if c.rootfs_mounted {
+            unmount(&c.rootfs()).await;
+        }
+        lock(&inner.containers).remove(&c.id);
+        let pid = p.pid();
+        let event = TaskDelete {
+            container_id: c.id.clone(),
+            pid,
+            exit_status: exit.status,
+            exited_at: timestamp(exit.at),
+            id: c.id.clone(),
+            ..Default::default()
+        };
+        inner
+            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: exit.status,
+            exited_at: timestamp(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, req: api::KillRequest) -> Result<()> {
+        let c = self.inner.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        if p.status() == Status::Stopped {
+            return Err(ShimError::NotFound(format!(
+                "{}: process already finished",
+                p.describe()
+            )));
+        }
+        if req.exec_id.is_empty() {
+            return c.runc.kill(&c.id, req.signal, req.all).await;
+        }
+        let sig = Signal::try_from(req.signal as i32)
+            .map_err(|_| ShimError::InvalidArgument(format!("unknown signal {}", req.signal)))?;
+        kill(Pid::from_raw(p.pid() as i32), sig)
+            .map_err(ShimError::os(format!("signal {}", p.describe())))
+    }
+
+    async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse> {
+        let c = self.inner.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let exit = p.exited();
+        Ok(api::StateResponse {
+            id: if req.exec_id.is_empty() {
+                c.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
+            bundle: c.bundle.display().to_string(),
+            pid: p.pid(),
+            status: p.status().wire().into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: exit.map(|e| e.status).unwrap_or_default(),
+            exited_at: exit.map(|e| timestamp(e.at)).unwrap_or_default(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn pause_resume(&self, id: &str, pause: bool) -> Result<()> {
+        let c = self.inner.container(id)?;
+        if pause {
+            c.init.check("pause", Status::can_pause)?;
+            c.runc.pause(id).await?;
+            c.init.set_status(Status::Paused);
+            let event = TaskPaused {
+                container_id: id.to_string(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
+                .await;
+        } else {
+            c.init.check("resume", Status::can_resume)?;
+            c.runc.resume(id).await?;
+            c.init.set_status(Status::Running);
+            let event = TaskResumed {
+                container_id: id.to_string(),
+                ..Default::default()
+            };
+            self.inner
+                .publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
+        let c = self.inner.container(&req.id)?;
+        c.init.check("exec in", Status::can_exec)?;
+        let spec = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
+            ShimError::InvalidArgument(format!("exec {}: no process spec", req.exec_id))
+        })?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        {
+            let mut execs = lock(&c.execs);
+            if execs.contains_key(&req.exec_id) {
+                return Err(ShimError::AlreadyExists(format!(
+                    "exec {} of {}",
+                    req.exec_id, c.id
+                )));
+            }
+            let p = Process::new(&c.id, &req.exec_id, stdio, spec);
+            execs.insert(req.exec_id.clone(), Arc::new(p));
+        }
+        let event = TaskExecAdded {
+            container_id: c.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.inner
+            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(())
+    }
+
+    async fn pids(&self, id: &str) -> Result<api::PidsResponse> {
+        let c = self.inner.container(id)?;
+        let pids = c.runc.ps(id).await?;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
+        let c = self.inner.container(&req.id)?;
+        c.init.check("update", Status::can_kill)?;
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| {
+                ShimError::InvalidArgument(format!("update of {}: no resources", req.id))
+            })?;
+        c.runc.update(&req.id, resources).await
+    }
+
+    async fn wait(&self, req: api::WaitRequest) -> Result<api::WaitResponse> {
+        let c = self.inner.container(&req.id)?;
+        let p = c.process(&req.exec_id)?;
+        let exit = p.wait().await;
+        Ok(api::WaitResponse {
+            exit_status: exit.status,
+            exited_at: timestamp(exit.at),
+            ..Default::default()
+        })
+    }
+}
+
+async fn unmount(rootfs: &Path) {
+    let path = rootfs.to_path_buf();
+    let done = tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&path)).await;
+    if let Ok(Err(e)) = done {
+        log::warn!("unmount {}: {e}", rootfs.display());
+    }
+}
+
+fn ttrpc_result<T>(r: Result<T>) -> ttrpc::Result<T> {
+    r.map_err(ttrpc::Error::from)
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn state(
+        &self,
+        _: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> ttrpc::Result<api::StateResponse> {
+        ttrpc_result(TaskService::state(self, req).await)
+    }
+
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> ttrpc::Result<api::CreateTaskResponse> {
+        ttrpc_result(TaskService::create(self, req).await)
+    }
+
+    async fn start(
+        &self,
+        _: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> ttrpc::Result<api::StartResponse> {
+        ttrpc_result(TaskService::start(self, req).await)
+    }
+
+    async fn delete(
+        &self,
+        _: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> ttrpc::Result<api::DeleteResponse> {
+        ttrpc_result(TaskService::delete(self, req).await)
+    }
+
+    async fn pids(
+        &self,
+        _: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> ttrpc::Result<api::PidsResponse> {
+        ttrpc_result(TaskService::pids(self, &req.id).await)
+    }
+
+    async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(
+            self.pause_resume(&req.id, true)
+                .await
+                .map(|()| api::Empty::new()),
+        )
+    }
+
+    async fn resume(&self, _: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(
+            self.pause_resume(&req.id, false)
+                .await
+                .map(|()| api::Empty::new()),
+        )
+    }
+
+    async fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(Err(ShimError::Unimplemented(format!(
+            "checkpoint of container {}: containerd-shim-berth-v2 does not checkpoint (no CRIU support)",
+            req.id
+        ))))
+    }
+
+    async fn kill(&self, _: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(
+            TaskService::kill(self, req)
+                .await
+                .map(|()| api::Empty::new()),
+        )
+    }
+
+    async fn exec(
+        &self,
+        _: &TtrpcContext,
+        req: api::ExecProcessRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(
+            TaskService::exec(self, req)
+                .await
+                .map(|()| api::Empty::new()),
+        )
+    }
+
+    async fn resize_pty(
+        &self,
+        _: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        let r = self
+            .inner
+            .container(&req.id)
+            .and_then(|c| c.process(&req.exec_id))
+            .and_then(|p| p.resize(req.width, req.height));
+        ttrpc_result(r.map(|()| api::Empty::new()))
+    }
+
+    async fn close_io(
+        &self,
+        _: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> ttrpc::Result<api::Empty> {
+        let r = self
+            .inner
+            .container(&req.id)
+            .and_then(|c| c.process(&req.exec_id));
+        ttrpc_result(r.map(|p| {
+            if req.stdin {
+                p.close_stdin();
+            }
+            api::Empty::new()
+        }))
+    }
+
+    async fn update(
+        &self,
+        _: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        ttrpc_result(
+            TaskService::update(self, req)
+                .await
+                .map(|()| api::Empty::new()),
+        )
+    }
+
+    async fn wait(
+        &self,
+        _: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> ttrpc::Result<api::WaitResponse> {
+        ttrpc_result(TaskService::wait(self, req).await)
+    }
+
+    async fn stats(
+        &self,
+        _: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> ttrpc::Result<api::StatsResponse> {
+        let r = self.inner.container(&req.id).and_then(|_| {
+            Err(ShimError::Unimplemented(format!(
+                "metrics of container {}: containerd-shim-berth-v2 does not collect cgroup stats yet",
+                req.id
+            )))
+        });
+        ttrpc_result(r)
+    }
+
+    async fn connect(
+        &self,
+        _: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> ttrpc::Result<api::ConnectResponse> {
+        let task_pid = self
+            .inner
+            .container(&req.id)
+            .map(|c| c.init.pid())
+            .unwrap_or_default();
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _: &TtrpcContext,
+        _: api::ShutdownRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        if lock(&self.inner.containers).is_empty() {
+            self.inner.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}

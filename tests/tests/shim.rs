@@ -1,0 +1,264 @@
+//! containerd-shim-berth-v2 driven by the real containerd 1.6 and the real `ctr`
+//! (`--runtime io.containerd.berth.v2`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::{Containerd, bin, fails, ok, rss_kib, system_bin};
+
+const IMAGE: &str = "example.com/busybox:latest";
+const RUNTIME: &str = "io.containerd.berth.v2";
+
+struct Env {
+    ctd: Containerd,
+    fifo: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        let shim = bin("containerd-shim-berth-v2");
+        let ctd = Containerd::start_with_path("/tmp", shim.parent());
+        let work = tempfile::tempdir().expect("tempdir");
+        let img = busybox_image(&work.path().join("layout"), "latest");
+        let archive = work.path().join("busybox.tar");
+        pack_layout(&img.layout, &archive);
+        let env = Env {
+            ctd,
+            fifo: work.path().join("fifo"),
+            _work: work,
+        };
+        ok(
+            &env.ctr(&[
+                "images",
+                "import",
+                "--base-name",
+                "example.com/busybox",
+                &archive.display().to_string(),
+            ]),
+            "ctr images import",
+        );
+        env
+    }
+
+    fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(system_bin("ctr"));
+        cmd.arg("-a").arg(&self.ctd.address).args(args);
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd(args).output().expect("run ctr")
+    }
+
+    /// `ctr run` with our runtime and the test's FIFO dir; `args` go before the image.
+    fn run(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Output {
+        let fifo = self.fifo.display().to_string();
+        let mut args = vec!["run", "--runtime", RUNTIME, "--fifo-dir", &fifo];
+        args.extend(opts);
+        args.extend([IMAGE, id]);
+        args.extend(cmd);
+        self.ctr(&args)
+    }
+
+    /// The STATUS column of `ctr tasks ls` for `id`.
+    fn task_status(&self, id: &str) -> Option<String> {
+        let out = ok(&self.ctr(&["tasks", "ls"]), "tasks ls");
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&id))
+            .and_then(|f| f.get(2).map(|s| s.to_string()))
+    }
+
+    fn task_pid(&self, id: &str) -> u32 {
+        let out = ok(&self.ctr(&["tasks", "ls"]), "tasks ls");
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&id))
+            .and_then(|f| f.get(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no task {id} in:\n{out}"))
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.task_status(id);
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {id}: {got:?}, want {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills, deletes and removes a detached container.
+    fn remove(&self, id: &str) {
+        let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+        self.wait_status(id, "STOPPED");
+        ok(&self.ctr(&["tasks", "rm", id]), "tasks rm");
+        ok(&self.ctr(&["containers", "rm", id]), "containers rm");
+    }
+}
+
+/// The shim serving a task: the parent of its init process (the shim is its subreaper).
+fn shim_of(task_pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{task_pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("PPid")
+}
+
+fn exe_name(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "shim {pid} is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctr_drives_the_berth_shim() {
+    let env = Env::start();
+
+    let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
+    assert_eq!(out.trim(), "hello");
+
+    let out = env.run(&["--rm"], "c2", &["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    // A command missing in the image: runc's error reaches the client.
+    let err = fails(
+        &env.run(&["--rm"], "c0", &["/no/such/binary"]),
+        "run missing binary",
+    );
+    assert!(err.contains("no such file or directory"), "{err}");
+    let _ = env.ctr(&["containers", "rm", "c0"]);
+
+    ok(&env.run(&["-d"], "c3", &["sleep", "1000"]), "run -d");
+    env.wait_status("c3", "RUNNING");
+    let pid = env.task_pid("c3");
+    let shim = shim_of(pid);
+    assert_eq!(exe_name(shim), "containerd-shim-berth-v2");
+
+    let out = ok(
+        &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c3", "ls", "/"]),
+        "exec ls",
+    );
+    assert!(out.lines().any(|l| l == "bin"), "{out}");
+    let out = env.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "c3",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+
+    let out = ok(&env.ctr(&["tasks", "ps", "c3"]), "tasks ps");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "{out}"
+    );
+
+    ok(&env.ctr(&["tasks", "pause", "c3"]), "pause");
+    env.wait_status("c3", "PAUSED");
+    let err = fails(&env.ctr(&["tasks", "pause", "c3"]), "pause twice");
+    assert!(
+        err.contains("cannot pause container c3 in state paused"),
+        "{err}"
+    );
+    ok(&env.ctr(&["tasks", "resume", "c3"]), "resume");
+    env.wait_status("c3", "RUNNING");
+
+    let err = fails(&env.ctr(&["tasks", "rm", "c3"]), "rm of a running task");
+    assert!(err.contains("running"), "{err}");
+
+    env.remove("c3");
+    wait_gone(shim);
+}
+
+#[test]
+fn run_with_a_terminal_echoes_input() {
+    let env = Env::start();
+    let fifo = env.fifo.display().to_string();
+    let line = format!(
+        "{} -a {} run -t --rm --runtime {RUNTIME} --fifo-dir {fifo} {IMAGE} t1 sh",
+        system_bin("ctr").display(),
+        env.ctd.address.display()
+    );
+    let mut child = Command::new(system_bin("script"))
+        .args(["-qfec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_secs(1));
+    stdin.write_all(b"echo typed-$((40+2))\n").expect("type");
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"exit 7\n").expect("type exit");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "ctr run -t did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("script output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("typed-42"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn idle_shim_memory_next_to_runc_v2() {
+    let env = Env::start();
+    ok(&env.run(&["-d"], "ours", &["sleep", "1000"]), "run -d ours");
+    let fifo = env.fifo.display().to_string();
+    let out = env.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.runc.v2",
+        "--fifo-dir",
+        &fifo,
+        IMAGE,
+        "theirs",
+        "sleep",
+        "1000",
+    ]);
+    ok(&out, "run -d with containerd-shim-runc-v2");
+    env.wait_status("ours", "RUNNING");
+    env.wait_status("theirs", "RUNNING");
+    std::thread::sleep(Duration::from_secs(1));
+    let ours = shim_of(env.task_pid("ours"));
+    let theirs = shim_of(env.task_pid("theirs"));
+    let (a, b) = (rss_kib(ours), rss_kib(theirs));
+    println!(
+        "idle shim RSS: containerd-shim-berth-v2 {a} KiB, containerd-shim-runc-v2 {b} KiB ({:.2}x)",
+        a as f64 / b as f64
+    );
+    env.remove("ours");
+    env.remove("theirs");
+    wait_gone(ours);
+    wait_gone(theirs);
+}
