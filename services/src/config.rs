@@ -67,7 +67,7 @@ pub struct RuntimeConfig {
     pub shim: String,
     /// The OCI runtime binary the shim drives.
     pub runtime: String,
-    /// The OCI runtime's `--root`; empty for its own default.
+    /// The OCI runtime's `--root`; unset for `<state>/runc` (one runc state per daemon).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_root: Option<PathBuf>,
 }

@@ -56,6 +56,7 @@ pub const TTRPC: &str = "io.containerd.ttrpc.v1";
 pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
 pub const DIFFER: &str = "io.containerd.differ.v1";
 pub const SERVICE: &str = "io.containerd.service.v1";
+pub const RUNTIME: &str = "io.containerd.runtime.v2";
 
 /// The plugins of this daemon, given where its metadata lives and which snapshotters
 /// loaded (one that failed to open is not reported, as containerd skips it).
@@ -91,6 +92,9 @@ pub fn daemon_plugins<'a>(
         PluginInfo::new(GRPC, "transfer").requires(&[CONTENT, METADATA, LEASE]),
         PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
+        PluginInfo::new(RUNTIME, "task").requires(&[EVENT, METADATA]),
+        PluginInfo::new(SERVICE, "tasks-service").requires(&[RUNTIME, METADATA]),
+        PluginInfo::new(GRPC, "tasks").requires(&[SERVICE]),
     ];
     if !snapshotters.is_empty() {
         plugins.extend(snapshotters);

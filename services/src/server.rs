@@ -19,6 +19,7 @@ use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
 use berth_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
+use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use tokio::net::UnixListener;
@@ -163,10 +164,22 @@ impl Daemon {
         .await
         .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
         let gc = crate::gc::Collector::new(store.clone(), content.clone(), snapshotters.clone());
+        let containers = crate::containers::Containers::new(store.clone());
+        let tasks = crate::tasks::Tasks::new(
+            crate::runtime::RuntimeManager::new(
+                config.runtimes.clone(),
+                &config.default_runtime,
+                &config.grpc.address,
+                &config.ttrpc_address(),
+            ),
+            containers.clone(),
+            snapshotters.clone(),
+            &config.state,
+        );
         let services = Services {
             exchange: Exchange::new(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
-            containers: crate::containers::Containers::new(store.clone()),
+            containers,
             content: content.clone(),
             images: images.clone(),
             streams: crate::streams::Streams::default(),
@@ -183,6 +196,7 @@ impl Daemon {
             snapshotters,
             gc,
             store,
+            tasks,
         };
         Ok(Daemon {
             config,
@@ -264,6 +278,10 @@ impl Daemon {
             )
             .add_service(
                 TransferServer::new(api::transfer::TransferApi(s.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                TasksServer::new(api::tasks::TasksApi(s.tasks.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
             )
             .add_service(

@@ -110,6 +110,11 @@ impl Daemon {
             .arg("--log-level")
             .arg("debug")
             .args(&self.extra_args);
+        // The default runtime names the shim by bare name: find ours first on PATH.
+        if let Some(dir) = bin("containerd-shim-berth-v2").parent() {
+            let path = std::env::var("PATH").unwrap_or_default();
+            cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
         cmd
     }
 

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
 pub mod streaming;
+pub mod tasks;
 pub mod transfer;
 pub mod version;
 
@@ -166,6 +167,7 @@ pub struct Services {
     pub server_uuid: String,
     pub snapshotters: crate::snapshots::Snapshotters,
     pub gc: crate::gc::Collector,
+    pub tasks: crate::tasks::Tasks,
 }
 
 #[cfg(test)]

@@ -1,0 +1,239 @@
+//! The runtime manager: maps a container's runtime name to a shim binary through the
+//! config's `runtimes` table, starts shims (the shim v2 `start` contract) and talks to them
+//! over ttrpc (`containerd.task.v2.Task`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_proto::ttrpc::api;
+use berth_proto::ttrpc::shim_async::{Client, TaskClient};
+use berth_proto::ttrpc::ttrpc;
+
+use crate::config::RuntimeConfig;
+use crate::error::{Error, Result};
+
+/// The gRPC metadata key a shim reads the namespace from.
+const NAMESPACE_KEY: &str = "containerd-namespace";
+
+/// Knows the configured runtimes and the daemon's addresses that shims are given.
+#[derive(Clone)]
+pub struct RuntimeManager {
+    runtimes: BTreeMap<String, RuntimeConfig>,
+    default_runtime: String,
+    grpc_address: PathBuf,
+    ttrpc_address: PathBuf,
+}
+
+impl RuntimeManager {
+    pub fn new(
+        runtimes: BTreeMap<String, RuntimeConfig>,
+        default_runtime: &str,
+        grpc_address: &Path,
+        ttrpc_address: &Path,
+    ) -> Self {
+        RuntimeManager {
+            runtimes,
+            default_runtime: default_runtime.to_string(),
+            grpc_address: grpc_address.to_path_buf(),
+            ttrpc_address: ttrpc_address.to_path_buf(),
+        }
+    }
+
+    /// The runtime called `name` (the default runtime for an empty name).
+    pub fn resolve(&self, name: &str) -> Result<(String, RuntimeConfig)> {
+        let name = if name.is_empty() {
+            self.default_runtime.as_str()
+        } else {
+            name
+        };
+        self.runtimes
+            .get(name)
+            .map(|r| (name.to_string(), r.clone()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.runtimes.keys().map(String::as_str).collect();
+                Error::not_found(format!(
+                    "runtime {name:?} is not configured (configured runtimes: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Runs `<shim> ... start` in `bundle`, records the address it prints in
+    /// `<bundle>/address` and connects to it.
+    pub async fn start_shim(
+        &self,
+        runtime: &RuntimeConfig,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<Shim> {
+        let publish_binary = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let log = forward_log(bundle, namespace, id)?;
+        let out = tokio::process::Command::new(&runtime.shim)
+            .args(["-namespace", namespace, "-id", id, "-address"])
+            .arg(&self.grpc_address)
+            .args(["-publish-binary", &publish_binary, "start"])
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "start shim {:?} for task {id} in namespace {namespace}: {e}",
+                    runtime.shim
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(Error::Unavailable(format!(
+                "shim {:?} for task {id} failed to start ({}): {}",
+                runtime.shim,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if address.is_empty() {
+            return Err(Error::Unavailable(format!(
+                "shim {:?} for task {id} printed no address",
+                runtime.shim
+            )));
+        }
+        write_file_atomic(&bundle.join("address"), address.as_bytes())?;
+        let mut shim = Shim::connect(&address, namespace, id).await?;
+        shim.log = Some(Arc::new(log));
+        Ok(shim)
+    }
+}
+
+/// Ends the log forwarder when the last handle of a shim goes.
+pub struct LogForwarder(tokio::task::JoinHandle<()>);
+
+impl Drop for LogForwarder {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Makes the `<bundle>/log` FIFO the shim writes its log to and forwards its lines to the
+/// daemon's log. Opened read-write so it never reads end-of-file between shim writers.
+fn forward_log(bundle: &Path, namespace: &str, id: &str) -> Result<LogForwarder> {
+    use tokio::io::AsyncBufReadExt;
+    let path = bundle.join("log");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::io("create log fifo", &path, e.into()))?;
+    let rx = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&path)
+        .map_err(|e| Error::io("open log fifo", &path, e))?;
+    let (namespace, id) = (namespace.to_string(), id.to_string());
+    Ok(LogForwarder(tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(%namespace, task = %id, "shim: {line}");
+        }
+    })))
+}
+
+/// Writes `path` through a temp file, fsync and rename.
+fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+/// A connection to one shim's task service.
+#[derive(Clone)]
+pub struct Shim {
+    client: TaskClient,
+    namespace: String,
+    /// The task this shim was started for (for messages).
+    id: String,
+    pub address: String,
+    log: Option<Arc<LogForwarder>>,
+}
+
+/// Maps a shim's ttrpc error to the daemon's error class, keeping its message.
+fn shim_error(id: &str, what: &str, e: ttrpc::Error) -> Error {
+    use ttrpc::Code;
+    match e {
+        ttrpc::Error::RpcStatus(s) => {
+            let msg = s.message().to_string();
+            let strip = |suffix: &str| msg.strip_suffix(suffix).unwrap_or(&msg).to_string();
+            match s.code() {
+                Code::NOT_FOUND => Error::NotFound(strip(": not found")),
+                Code::ALREADY_EXISTS => Error::AlreadyExists(strip(": already exists")),
+                Code::INVALID_ARGUMENT => Error::InvalidArgument(strip(": invalid argument")),
+                Code::FAILED_PRECONDITION => {
+                    Error::FailedPrecondition(strip(": failed precondition"))
+                }
+                Code::UNAVAILABLE => Error::Unavailable(strip(": unavailable")),
+                Code::UNIMPLEMENTED => Error::NotImplemented(strip(": not implemented")),
+                _ => Error::Internal(format!("{what} of task {id}: {msg}")),
+            }
+        }
+        other => Error::Unavailable(format!("{what} of task {id}: shim: {other}")),
+    }
+}
+
+macro_rules! shim_calls {
+    ($($name:ident($req:ty) -> $resp:ty;)*) => {
+        impl Shim {
+            $(
+                pub async fn $name(&self, req: $req) -> Result<$resp> {
+                    self.client
+                        .$name(self.context(), &req)
+                        .await
+                        .map_err(|e| shim_error(&self.id, stringify!($name), e))
+                }
+            )*
+        }
+    };
+}
+
+shim_calls! {
+    state(api::StateRequest) -> api::StateResponse;
+    create(api::CreateTaskRequest) -> api::CreateTaskResponse;
+    start(api::StartRequest) -> api::StartResponse;
+    delete(api::DeleteRequest) -> api::DeleteResponse;
+    pids(api::PidsRequest) -> api::PidsResponse;
+    pause(api::PauseRequest) -> api::Empty;
+    resume(api::ResumeRequest) -> api::Empty;
+    kill(api::KillRequest) -> api::Empty;
+    exec(api::ExecProcessRequest) -> api::Empty;
+    resize_pty(api::ResizePtyRequest) -> api::Empty;
+    close_io(api::CloseIORequest) -> api::Empty;
+    update(api::UpdateTaskRequest) -> api::Empty;
+    wait(api::WaitRequest) -> api::WaitResponse;
+    stats(api::StatsRequest) -> api::StatsResponse;
+    shutdown(api::ShutdownRequest) -> api::Empty;
+}
+
+impl Shim {
+    pub async fn connect(address: &str, namespace: &str, id: &str) -> Result<Shim> {
+        let client = Client::connect(address).await.map_err(|e| {
+            Error::Unavailable(format!(
+                "connect to the shim of task {id} at {address}: {e}"
+            ))
+        })?;
+        Ok(Shim {
+            client: TaskClient::new(client),
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            address: address.to_string(),
+            log: None,
+        })
+    }
+
+    fn context(&self) -> ttrpc::context::Context {
+        let mut ctx = ttrpc::context::Context::default();
+        ctx.add(NAMESPACE_KEY.to_string(), self.namespace.clone());
+        ctx
+    }
+}

@@ -1,0 +1,182 @@
+//! berthd's Tasks service driven by the real `ctr`, with containerd-shim-berth-v2 as the
+//! default runtime's shim.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::{Daemon, fails, ok};
+
+const IMAGE: &str = "example.com/busybox:latest";
+
+struct Env {
+    d: Daemon,
+    fifo: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Env {
+        let d = Daemon::start();
+        let work = tempfile::tempdir().expect("tempdir");
+        let img = busybox_image(&work.path().join("layout"), "latest");
+        let archive = work.path().join("busybox.tar");
+        pack_layout(&img.layout, &archive);
+        ok(
+            &d.ctr(&[
+                "images",
+                "import",
+                "--base-name",
+                "example.com/busybox",
+                &archive.display().to_string(),
+            ]),
+            "ctr images import",
+        );
+        Env {
+            d,
+            fifo: work.path().join("fifo"),
+            _work: work,
+        }
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.d.ctr(args)
+    }
+
+    fn run(&self, opts: &[&str], id: &str, cmd: &[&str]) -> Output {
+        let fifo = self.fifo.display().to_string();
+        let mut args = vec!["run", "--fifo-dir", &fifo];
+        args.extend(opts);
+        args.extend([IMAGE, id]);
+        args.extend(cmd);
+        self.ctr(&args)
+    }
+
+    fn task_row(&self, id: &str) -> Option<Vec<String>> {
+        let out = ok(&self.ctr(&["tasks", "ls"]), "tasks ls");
+        out.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.first().map(String::as_str) == Some(id))
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.task_row(id).and_then(|r| r.get(2).cloned());
+            if got.as_deref() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id}: {got:?}, want {want}\n{:?}",
+                self.ctr(&["tasks", "ls"])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    /// After a failure, no container or shim outlives the test.
+    fn drop(&mut self) {
+        for id in ["c1", "c2", "c3", "c4"] {
+            let _ = self.ctr(&["tasks", "rm", "-f", id]);
+            let _ = self.ctr(&["containers", "rm", id]);
+        }
+    }
+}
+
+fn shim_of(task_pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{task_pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("PPid")
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "shim {pid} is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn ctr_runs_containers_through_berthd() {
+    let env = Env::start();
+
+    let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
+    assert_eq!(out.trim(), "hello");
+
+    let out = env.run(&["--rm"], "c2", &["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    ok(&env.run(&["-d"], "c3", &["sleep", "1000"]), "run -d");
+    env.wait_status("c3", "RUNNING");
+    let pid: u32 = env
+        .task_row("c3")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of c3");
+    let shim = shim_of(pid);
+
+    let out = ok(
+        &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c3", "ls", "/"]),
+        "exec ls",
+    );
+    assert!(out.lines().any(|l| l == "bin"), "{out}");
+
+    let out = ok(&env.ctr(&["tasks", "ps", "c3"]), "tasks ps");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "{out}"
+    );
+
+    ok(&env.ctr(&["tasks", "pause", "c3"]), "pause");
+    env.wait_status("c3", "PAUSED");
+    ok(&env.ctr(&["tasks", "resume", "c3"]), "resume");
+    env.wait_status("c3", "RUNNING");
+
+    let err = fails(&env.ctr(&["tasks", "checkpoint", "c3"]), "checkpoint");
+    assert!(err.contains("does not checkpoint"), "{err}");
+
+    ok(&env.ctr(&["tasks", "kill", "-s", "SIGKILL", "c3"]), "kill");
+    env.wait_status("c3", "STOPPED");
+    ok(&env.ctr(&["tasks", "rm", "c3"]), "tasks rm");
+    ok(&env.ctr(&["containers", "rm", "c3"]), "containers rm");
+    wait_gone(shim);
+
+    // A runtime nobody configured: a clear error, nothing left behind.
+    let err = fails(
+        &env.run(
+            &["--rm", "--runtime", "io.example.nope.v1"],
+            "c4",
+            &["true"],
+        ),
+        "run with an unknown runtime",
+    );
+    assert!(err.contains("io.example.nope.v1"), "{err}");
+    assert!(err.contains("not configured"), "{err}");
+    let _ = env.ctr(&["containers", "rm", "c4"]);
+
+    let tasks_dir = env.d.state.join("tasks").join("default");
+    let left: Vec<_> = std::fs::read_dir(&tasks_dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "bundles left: {left:?}");
+    let mounts = mounts_under(env.d.dir.path());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
