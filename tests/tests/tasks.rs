@@ -138,6 +138,31 @@ fn ctr_runs_containers_through_berthd() {
     );
     assert!(out.lines().any(|l| l == "bin"), "{out}");
 
+    let out = env.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "c3",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+
+    // Metrics are the shim's Stats; a shim without them answers Unimplemented, passed on.
+    let out = env.ctr(&["tasks", "metrics", "c3"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        assert!(text.contains("c3"), "{text}");
+    } else {
+        assert!(text.contains("not implemented"), "{text}");
+    }
+
     let out = ok(&env.ctr(&["tasks", "ps", "c3"]), "tasks ps");
     assert!(
         out.lines()
