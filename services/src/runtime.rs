@@ -69,10 +69,8 @@ impl RuntimeManager {
         id: &str,
         bundle: &Path,
     ) -> Result<Shim> {
-        let publish_binary = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         let log = forward_log(bundle, namespace, id)?;
+        let publish_binary = publish_binary();
         let out = tokio::process::Command::new(&runtime.shim)
             .args(["-namespace", namespace, "-id", id, "-address"])
             .arg(&self.grpc_address)
@@ -108,6 +106,58 @@ impl RuntimeManager {
         shim.log = Some(Arc::new(log));
         Ok(shim)
     }
+}
+
+impl RuntimeManager {
+    /// Runs `<shim> ... delete` in `bundle`: the shim v2 clean-up of a task whose shim is
+    /// gone (the runtime's container deleted, the rootfs unmounted). Returns its exit.
+    pub async fn delete_shim(
+        &self,
+        runtime: &RuntimeConfig,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> Result<api::DeleteResponse> {
+        use berth_proto::ttrpc::protobuf::Message;
+        let out = tokio::process::Command::new(&runtime.shim)
+            .args(["-namespace", namespace, "-id", id, "-address"])
+            .arg(&self.grpc_address)
+            .args(["-publish-binary", &publish_binary(), "-bundle"])
+            .arg(bundle)
+            .arg("delete")
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "run shim {:?} delete for task {id} in namespace {namespace}: {e}",
+                    runtime.shim
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(Error::Internal(format!(
+                "shim {:?} delete for task {id} failed ({}): {}",
+                runtime.shim,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        api::DeleteResponse::parse_from_bytes(&out.stdout).map_err(|e| {
+            Error::Internal(format!(
+                "shim {:?} delete for task {id}: bad response: {e}",
+                runtime.shim
+            ))
+        })
+    }
+}
+
+/// What shims are told to run to publish events: this daemon's own binary.
+fn publish_binary() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// Ends the log forwarder when the last handle of a shim goes.
@@ -229,6 +279,15 @@ impl Shim {
             address: address.to_string(),
             log: None,
         })
+    }
+
+    /// Whether the shim still accepts connections on its address.
+    pub async fn alive(&self) -> bool {
+        let path = self
+            .address
+            .strip_prefix("unix://")
+            .unwrap_or(&self.address);
+        tokio::net::UnixStream::connect(path).await.is_ok()
     }
 
     fn context(&self) -> ttrpc::context::Context {

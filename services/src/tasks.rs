@@ -25,6 +25,7 @@ pub struct Task {
     pub namespace: String,
     pub bundle: PathBuf,
     pub runtime: String,
+    runtime_config: crate::config::RuntimeConfig,
     pub shim: Shim,
     /// Held while the task is being deleted.
     lock: tokio::sync::Mutex<bool>,
@@ -224,10 +225,25 @@ impl Tasks {
             namespace: ns.to_string(),
             bundle,
             runtime: runtime_name.to_string(),
+            runtime_config: runtime.clone(),
             shim,
             lock: tokio::sync::Mutex::new(false),
         });
         Ok((task, pid))
+    }
+
+    /// Passes `err` on, unless it says the shim is unreachable and the shim is indeed gone:
+    /// then the task is cleaned up (`shim delete`, bundle removed) and no longer exists.
+    pub async fn check_shim(&self, task: &Task, err: Error) -> Error {
+        if !matches!(err, Error::Unavailable(_)) || task.shim.alive().await {
+            return err;
+        }
+        let (ns, id) = (&task.namespace, &task.id);
+        tracing::warn!(namespace = %ns, task = %id, error = %err, "the task's shim is gone; cleaning up");
+        if let Err(e) = self.delete(ns, id).await {
+            tracing::warn!(namespace = %ns, task = %id, error = %e, "clean up after a dead shim");
+        }
+        not_found(ns, id)
     }
 
     /// Deletes the task: shim Delete, shim Shutdown, bundle removed.
@@ -237,13 +253,21 @@ impl Tasks {
         if *deleted {
             return Err(not_found(ns, id));
         }
-        let resp = task
-            .shim
-            .delete(api::DeleteRequest {
-                id: id.to_string(),
-                ..Default::default()
-            })
-            .await?;
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let resp = match task.shim.delete(req).await {
+            Ok(r) => r,
+            // The shim is gone (crashed, killed): clean up with `shim delete`.
+            Err(Error::Unavailable(m)) => {
+                tracing::warn!(namespace = ns, task = id, error = %m, "shim unreachable; running shim delete");
+                self.manager
+                    .delete_shim(&task.runtime_config, ns, id, &task.bundle)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
         *deleted = true;
         self.table().tasks.remove(&key(ns, id));
         shutdown(&task.shim).await;

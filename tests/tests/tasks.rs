@@ -80,7 +80,7 @@ impl Env {
 impl Drop for Env {
     /// After a failure, no container or shim outlives the test.
     fn drop(&mut self) {
-        for id in ["c1", "c2", "c3", "c4"] {
+        for id in ["c1", "c2", "c3", "c4", "c5"] {
             let _ = self.ctr(&["tasks", "rm", "-f", id]);
             let _ = self.ctr(&["containers", "rm", id]);
         }
@@ -183,6 +183,30 @@ fn ctr_runs_containers_through_berthd() {
     ok(&env.ctr(&["tasks", "rm", "c3"]), "tasks rm");
     ok(&env.ctr(&["containers", "rm", "c3"]), "containers rm");
     wait_gone(shim);
+
+    // A shim that dies: Delete cleans up through `shim delete` (container and rootfs gone).
+    ok(&env.run(&["-d"], "c5", &["sleep", "1000"]), "run -d c5");
+    env.wait_status("c5", "RUNNING");
+    let pid5: u32 = env
+        .task_row("c5")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of c5");
+    let shim5 = shim_of(pid5);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(shim5).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    wait_gone(shim5);
+    // berthd notices on the next call, cleans up and the task is gone, as with containerd.
+    let err = fails(
+        &env.ctr(&["tasks", "rm", "c5"]),
+        "tasks rm after the shim died",
+    );
+    assert!(err.contains("no running task found"), "{err}");
+    assert!(env.task_row("c5").is_none());
+    wait_gone(pid5);
+    ok(&env.ctr(&["containers", "rm", "c5"]), "containers rm c5");
 
     // A runtime nobody configured: a clear error, nothing left behind.
     let err = fails(

@@ -155,14 +155,18 @@ impl TasksRpc for TasksApi {
         let ns = namespace_required(req.metadata())?;
         let r = req.into_inner();
         let t = self.0.get(&ns, &r.container_id)?;
-        let state = t
+        let state = match t
             .shim
             .state(api::StateRequest {
                 id: r.container_id.clone(),
                 exec_id: r.exec_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Err(self.0.check_shim(&t, e).await.into()),
+        };
         Ok(Response::new(pb::GetResponse {
             process: Some(process_from_state(&r.container_id, state)),
         }))
@@ -185,8 +189,10 @@ impl TasksRpc for TasksApi {
                 .await;
             match state {
                 Ok(s) => tasks.push(process_from_state(&t.id, s)),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => match self.0.check_shim(&t, e).await {
+                    e if e.is_not_found() => {}
+                    e => return Err(e.into()),
+                },
             }
         }
         Ok(Response::new(pb::ListTasksResponse { tasks }))
@@ -364,14 +370,18 @@ impl TasksRpc for TasksApi {
         let ns = namespace_required(req.metadata())?;
         let r = req.into_inner();
         let t = self.0.get(&ns, &r.container_id)?;
-        let resp = t
+        let resp = match t
             .shim
             .wait(api::WaitRequest {
                 id: r.container_id,
                 exec_id: r.exec_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return Err(self.0.check_shim(&t, e).await.into()),
+        };
         Ok(Response::new(pb::WaitResponse {
             exit_status: resp.exit_status,
             exited_at: ts_from_pb(&resp.exited_at),
