@@ -165,6 +165,7 @@ impl Daemon {
         .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
         let gc = crate::gc::Collector::new(store.clone(), content.clone(), snapshotters.clone());
         let containers = crate::containers::Containers::new(store.clone());
+        let exchange = Exchange::new();
         let tasks = crate::tasks::Tasks::new(
             crate::runtime::RuntimeManager::new(
                 config.runtimes.clone(),
@@ -175,9 +176,10 @@ impl Daemon {
             containers.clone(),
             snapshotters.clone(),
             &config.state,
+            exchange.clone(),
         );
         let services = Services {
-            exchange: Exchange::new(),
+            exchange,
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
             containers,
             content: content.clone(),

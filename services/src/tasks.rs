@@ -15,6 +15,7 @@ use berth_snapshotter::Mount;
 
 use crate::containers::Containers;
 use crate::error::{Error, Result};
+use crate::events::Exchange;
 use crate::runtime::{RuntimeManager, Shim};
 use crate::snapshots::Snapshotters;
 use crate::types::AnyValue;
@@ -56,6 +57,7 @@ pub struct Tasks {
     snapshotters: Snapshotters,
     root: PathBuf,
     state: PathBuf,
+    exchange: Exchange,
     table: Arc<Mutex<Table>>,
 }
 
@@ -74,6 +76,7 @@ impl Tasks {
         containers: Containers,
         snapshotters: Snapshotters,
         state: &Path,
+        exchange: Exchange,
     ) -> Self {
         Tasks {
             manager,
@@ -81,6 +84,7 @@ impl Tasks {
             snapshotters,
             root: state.join("tasks"),
             state: state.to_path_buf(),
+            exchange,
             table: Arc::new(Mutex::new(Table::default())),
         }
     }
@@ -262,9 +266,13 @@ impl Tasks {
             // The shim is gone (crashed, killed): clean up with `shim delete`.
             Err(Error::Unavailable(m)) => {
                 tracing::warn!(namespace = ns, task = id, error = %m, "shim unreachable; running shim delete");
-                self.manager
+                let r = self
+                    .manager
                     .delete_shim(&task.runtime_config, ns, id, &task.bundle)
-                    .await?
+                    .await?;
+                // The shim cannot tell anyone any more: the daemon publishes its exit.
+                self.publish_dead_shim_exit(ns, id, &r);
+                r
             }
             Err(e) => return Err(e),
         };
@@ -273,6 +281,40 @@ impl Tasks {
         shutdown(&task.shim).await;
         remove_bundle(&task.bundle);
         Ok(resp)
+    }
+}
+
+impl Tasks {
+    fn publish_dead_shim_exit(&self, ns: &str, id: &str, r: &api::DeleteResponse) {
+        use berth_proto::containerd::events::{TaskDelete, TaskExit};
+        let exited_at = r.exited_at.as_ref().map(|t| prost_types::Timestamp {
+            seconds: t.seconds,
+            nanos: t.nanos,
+        });
+        crate::api::publish(
+            &self.exchange,
+            ns,
+            "/tasks/exit",
+            &TaskExit {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid: r.pid,
+                exit_status: r.exit_status,
+                exited_at,
+            },
+        );
+        crate::api::publish(
+            &self.exchange,
+            ns,
+            "/tasks/delete",
+            &TaskDelete {
+                container_id: id.to_string(),
+                pid: r.pid,
+                exit_status: r.exit_status,
+                exited_at,
+                id: String::new(),
+            },
+        );
     }
 }
 

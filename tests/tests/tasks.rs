@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{busybox_image, pack_layout};
-use berth_tests::{Daemon, fails, ok};
+use berth_tests::{Background, Daemon, fails, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
 
@@ -118,8 +118,24 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 fn ctr_runs_containers_through_berthd() {
     let env = Env::start();
 
+    // The shim publishes /tasks/* through berthd's ttrpc Forward, once each.
+    let mut cmd = std::process::Command::new(berth_tests::system_bin("ctr"));
+    cmd.arg("-a").arg(&env.d.address).arg("events");
+    let events = Background::spawn(cmd);
+    std::thread::sleep(Duration::from_millis(300));
+
     let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
     assert_eq!(out.trim(), "hello");
+    let text = events.wait_for(
+        &[
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(text.matches("/tasks/start").count(), 1, "{text}");
 
     let out = env.run(&["--rm"], "c2", &["sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -206,6 +222,13 @@ fn ctr_runs_containers_through_berthd() {
     assert!(err.contains("no running task found"), "{err}");
     assert!(env.task_row("c5").is_none());
     wait_gone(pid5);
+    events.wait_for(&["c5"], Duration::from_secs(5));
+    let text = events.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("/tasks/exit") && l.contains("\"c5\"")),
+        "{text}"
+    );
     ok(&env.ctr(&["containers", "rm", "c5"]), "containers rm c5");
 
     // A runtime nobody configured: a clear error, nothing left behind.
