@@ -58,6 +58,8 @@ pub struct Daemon {
     pub address: PathBuf,
     pub log: PathBuf,
     extra_args: Vec<String>,
+    /// The config file's text (empty: the embedded defaults).
+    config: String,
 }
 
 impl Daemon {
@@ -75,7 +77,16 @@ impl Daemon {
         Self::start_in_with(base, &[])
     }
 
+    /// Starts berthd with `config` (TOML) as its config file.
+    pub fn start_with_config(config: &str) -> Daemon {
+        Self::start_full("/tmp", &[], config)
+    }
+
     fn start_in_with(base: &str, extra_args: &[&str]) -> Daemon {
+        Self::start_full(base, extra_args, "")
+    }
+
+    fn start_full(base: &str, extra_args: &[&str], config: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir_in(base)
@@ -92,6 +103,7 @@ impl Daemon {
             log,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            config: config.to_string(),
         };
         d.spawn();
         d
@@ -120,7 +132,7 @@ impl Daemon {
 
     fn spawn(&mut self) {
         // An empty config file: berthd runs on its embedded defaults plus our flags.
-        std::fs::write(self.dir.path().join("no-config.toml"), "").expect("write config");
+        std::fs::write(self.dir.path().join("no-config.toml"), &self.config).expect("write config");
         let log = File::options()
             .create(true)
             .append(true)

@@ -18,7 +18,10 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
-        let d = Daemon::start();
+        Env::with(Daemon::start())
+    }
+
+    fn with(d: Daemon) -> Env {
         let work = tempfile::tempdir().expect("tempdir");
         let img = busybox_image(&work.path().join("layout"), "latest");
         let archive = work.path().join("busybox.tar");
@@ -249,6 +252,46 @@ fn ctr_runs_containers_through_berthd() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "bundles left: {left:?}");
+    let mounts = mounts_under(env.d.dir.path());
+    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
+
+/// berthd drives containerd's own shim when the runtimes table says so.
+#[test]
+fn berthd_drives_containerd_shim_runc_v2() {
+    let env = Env::with(Daemon::start_with_config(
+        "[runtimes.\"io.containerd.runc.v2\"]\nshim = \"containerd-shim-runc-v2\"\nruntime = \"runc\"\n",
+    ));
+    let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
+    assert_eq!(out.trim(), "hello");
+    let out = env.run(&["--rm"], "c2", &["sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    ok(&env.run(&["-d"], "c3", &["sleep", "1000"]), "run -d");
+    env.wait_status("c3", "RUNNING");
+    let pid: u32 = env
+        .task_row("c3")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of c3");
+    let shim = shim_of(pid);
+    let exe = std::fs::read_link(format!("/proc/{shim}/exe")).expect("shim exe");
+    assert!(
+        exe.display()
+            .to_string()
+            .ends_with("containerd-shim-runc-v2"),
+        "{}",
+        exe.display()
+    );
+    let out = ok(
+        &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c3", "ls", "/"]),
+        "exec ls",
+    );
+    assert!(out.lines().any(|l| l == "bin"), "{out}");
+    ok(&env.ctr(&["tasks", "kill", "-s", "SIGKILL", "c3"]), "kill");
+    env.wait_status("c3", "STOPPED");
+    ok(&env.ctr(&["tasks", "rm", "c3"]), "tasks rm");
+    ok(&env.ctr(&["containers", "rm", "c3"]), "containers rm");
+    wait_gone(shim);
     let mounts = mounts_under(env.d.dir.path());
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
 }
