@@ -50,6 +50,14 @@ impl Client {
         r
     }
 
+    /// A request carrying the namespace header and, when given, the lease header.
+    pub fn maybe_leased<T>(&self, msg: T, lease: Option<&str>) -> Request<T> {
+        match lease {
+            Some(l) => self.leased(msg, l),
+            None => self.req(msg),
+        }
+    }
+
     /// Creates a lease that expires by itself after `ttl` (if the CLI dies before ending it)
     /// and holds `resources` (type, id) from the start.
     pub async fn create_lease(

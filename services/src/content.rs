@@ -87,10 +87,37 @@ struct Inner {
     store: Store,
     /// Refs with a live writer ("<namespace>\0<ref>") and when it was taken.
     locks: Mutex<HashMap<String, (Instant, std::time::SystemTime)>>,
-    /// Held while a blob file is put in place and recorded, and while blob files nobody
-    /// holds are removed: a commit finding the file present can't lose it to a removal
-    /// that checked the records just before the commit recorded it.
-    blob_gate: tokio::sync::Mutex<()>,
+    /// Per-digest gates (striped by digest): held while a blob file is put in place and
+    /// recorded, and while blob files nobody holds are removed, so a commit finding the file
+    /// present can't lose it to a removal that checked the records just before the commit
+    /// recorded it. Commits of different blobs don't wait for each other.
+    blob_gates: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// How many gates the blobs are spread over.
+const BLOB_GATES: usize = 64;
+
+impl Inner {
+    /// The gate index of a digest.
+    fn gate_of(digest: &str) -> usize {
+        let h = digest.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        h % BLOB_GATES
+    }
+
+    /// Takes the gates of `digests`, in ascending order (so two holders never deadlock).
+    async fn lock_blobs<'d>(
+        &self,
+        digests: impl Iterator<Item = &'d str>,
+    ) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let idx: std::collections::BTreeSet<usize> = digests.map(Self::gate_of).collect();
+        let mut guards = Vec::with_capacity(idx.len());
+        for i in idx {
+            guards.push(self.blob_gates[i].lock().await);
+        }
+        guards
+    }
 }
 
 /// The content store. Cheap to clone.
@@ -142,7 +169,9 @@ impl ContentStore {
                 root,
                 store,
                 locks: Mutex::new(HashMap::new()),
-                blob_gate: tokio::sync::Mutex::new(()),
+                blob_gates: (0..BLOB_GATES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         })
     }
@@ -272,8 +301,11 @@ impl ContentStore {
     /// digests whose files were removed. Used after deleting content records (a delete, a
     /// garbage collection).
     pub(crate) async fn remove_unheld_blobs(&self, digests: Vec<String>) -> Result<Vec<String>> {
-        let _gate = self.inner.blob_gate.lock().await;
         let wanted: HashSet<String> = digests.into_iter().collect();
+        let _gates = self
+            .inner
+            .lock_blobs(wanted.iter().map(String::as_str))
+            .await;
         let unheld: Vec<String> = self
             .inner
             .store
@@ -769,7 +801,10 @@ impl Writer {
         })
         .await?;
         let store = self.store.clone();
-        let _gate = store.inner.blob_gate.lock().await;
+        let _gates = store
+            .inner
+            .lock_blobs(std::iter::once(digest.as_str()))
+            .await;
         let target_digest = digest.clone();
         blocking(move || {
             let data = st.dir.join("data");

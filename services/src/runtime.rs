@@ -190,7 +190,7 @@ fn forward_log(bundle: &Path, namespace: &str, id: &str) -> Result<LogForwarder>
 }
 
 /// Writes `path` through a temp file, fsync and rename.
-fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;

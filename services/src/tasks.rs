@@ -186,9 +186,9 @@ impl Tasks {
         std::fs::create_dir_all(&rootfs_dir)
             .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
         let config = bundle.join("config.json");
-        if let Err(e) = std::fs::write(&config, &spec.value) {
+        if let Err(e) = crate::runtime::write_file_atomic(&config, &spec.value) {
             remove_bundle(&bundle);
-            return Err(Error::io("write", &config, e));
+            return Err(e);
         }
         let shim = match self.manager.start_shim(runtime, ns, id, &bundle).await {
             Ok(s) => s,

@@ -47,11 +47,8 @@ impl RuntimeConfig {
     const FILE: &'static str = "berth-runtime.json";
 
     pub fn save(&self, bundle: &Path) -> Result<()> {
-        let path = bundle.join(Self::FILE);
-        let tmp = bundle.join(".berth-runtime.json.tmp");
         let data = serde_json::to_vec(self).map_err(|e| ShimError::Protobuf(e.to_string()))?;
-        std::fs::write(&tmp, data).map_err(ShimError::io(format!("write {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path).map_err(ShimError::io(format!("rename to {}", path.display())))
+        write_atomic(&bundle.join(Self::FILE), &data)
     }
 
     pub fn load(bundle: &Path) -> Option<Self> {
@@ -74,6 +71,22 @@ pub struct ChildStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+}
+
+/// Writes a file that must survive a crash: a hidden temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut f =
+        std::fs::File::create(&tmp).map_err(ShimError::io(format!("create {}", tmp.display())))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(ShimError::io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(ShimError::io(format!("rename to {}", path.display())))
 }
 
 fn stdio(fd: Option<OwnedFd>) -> Stdio {

@@ -141,9 +141,8 @@ impl Shim for BerthShim {
                 opts.id
             )));
         }
-        let tmp = self.bundle.join(".address.tmp");
-        std::fs::write(&tmp, &address).map_err(other)?;
-        std::fs::rename(&tmp, self.bundle.join("address")).map_err(other)?;
+        crate::runc::write_atomic(&self.bundle.join("address"), address.as_bytes())
+            .map_err(other)?;
         Ok(address)
     }
 

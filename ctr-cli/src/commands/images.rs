@@ -336,31 +336,21 @@ async fn mount(
             &[(&resource, &key)],
         )
         .await?;
-    let created = if rw {
-        api.prepare(c.leased(
-            spb::PrepareSnapshotRequest {
-                snapshotter: snapshotter.clone(),
-                key: key.clone(),
-                parent: parent.clone(),
-                labels: Default::default(),
-            },
-            &lease,
-        ))
-        .await
-        .map(|r| r.into_inner().mounts)
+    let kind = if rw {
+        snapshots::Create::Active
     } else {
-        api.view(c.leased(
-            spb::ViewSnapshotRequest {
-                snapshotter: snapshotter.clone(),
-                key: key.clone(),
-                parent: parent.clone(),
-                labels: Default::default(),
-            },
-            &lease,
-        ))
-        .await
-        .map(|r| r.into_inner().mounts)
+        snapshots::Create::View
     };
+    let created = snapshots::create(
+        c,
+        &snapshotter,
+        kind,
+        &key,
+        Some(parent.clone()),
+        Default::default(),
+        Some(&lease),
+    )
+    .await;
     let mounts = match created {
         Ok(m) => m,
         Err(e) => {

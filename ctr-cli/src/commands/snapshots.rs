@@ -273,17 +273,17 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
             mounts,
             labels,
         } => {
-            let m = api
-                .prepare(c.req(pb::PrepareSnapshotRequest {
-                    snapshotter: sn,
-                    key: key.clone(),
-                    parent: parent.unwrap_or_default(),
-                    labels: kept_labels(&labels),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .mounts;
+            let m = create(
+                c,
+                &sn,
+                Create::Active,
+                &key,
+                parent,
+                kept_labels(&labels),
+                None,
+            )
+            .await
+            .map_err(status)?;
             finish_create(&m, &key, target, mounts).await?;
         }
         Cmd::View {
@@ -293,17 +293,17 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
             mounts,
             labels,
         } => {
-            let m = api
-                .view(c.req(pb::ViewSnapshotRequest {
-                    snapshotter: sn,
-                    key: key.clone(),
-                    parent: parent.unwrap_or_default(),
-                    labels: kept_labels(&labels),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .mounts;
+            let m = create(
+                c,
+                &sn,
+                Create::View,
+                &key,
+                parent,
+                kept_labels(&labels),
+                None,
+            )
+            .await
+            .map_err(status)?;
             finish_create(&m, &key, target, mounts).await?;
         }
         Cmd::Commit { name, key, labels } => {
@@ -379,6 +379,57 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which kind of snapshot [`create`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    Active,
+    View,
+}
+
+/// Prepares an active snapshot or a view (under `lease` when given); returns its mounts.
+pub async fn create(
+    c: &Client,
+    snapshotter: &str,
+    kind: Create,
+    key: &str,
+    parent: Option<String>,
+    labels: BTreeMap<String, String>,
+    lease: Option<&str>,
+) -> Result<Vec<Mount>, tonic::Status> {
+    let mut api = SnapshotsClient::new(c.channel.clone());
+    let (snapshotter, key, parent) = (
+        snapshotter.to_string(),
+        key.to_string(),
+        parent.unwrap_or_default(),
+    );
+    match kind {
+        Create::Active => api
+            .prepare(c.maybe_leased(
+                pb::PrepareSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels,
+                },
+                lease,
+            ))
+            .await
+            .map(|r| r.into_inner().mounts),
+        Create::View => api
+            .view(c.maybe_leased(
+                pb::ViewSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels,
+                },
+                lease,
+            ))
+            .await
+            .map(|r| r.into_inner().mounts),
+    }
+}
+
 async fn finish_create(
     mounts: &[Mount],
     key: &str,
@@ -437,38 +488,34 @@ async fn diff(
         } else {
             let key = format!("{tmp}-upper");
             views.push(key.clone());
-            api.view(c.leased(
-                pb::ViewSnapshotRequest {
-                    snapshotter: sn.to_string(),
-                    key,
-                    parent: a.clone(),
-                    labels: BTreeMap::new(),
-                },
-                &lease,
-            ))
+            create(
+                c,
+                sn,
+                Create::View,
+                &key,
+                Some(a.clone()),
+                BTreeMap::new(),
+                Some(&lease),
+            )
             .await
             .map_err(status)?
-            .into_inner()
-            .mounts
         };
         let lower = if lower_key.is_empty() {
             Vec::new()
         } else {
             let key = format!("{tmp}-lower");
             views.push(key.clone());
-            api.view(c.leased(
-                pb::ViewSnapshotRequest {
-                    snapshotter: sn.to_string(),
-                    key,
-                    parent: lower_key.clone(),
-                    labels: BTreeMap::new(),
-                },
-                &lease,
-            ))
+            create(
+                c,
+                sn,
+                Create::View,
+                &key,
+                Some(lower_key.clone()),
+                BTreeMap::new(),
+                Some(&lease),
+            )
             .await
             .map_err(status)?
-            .into_inner()
-            .mounts
         };
         let mut labels = BTreeMap::new();
         if keep {
