@@ -16,8 +16,8 @@ use clap::{Parser, Subcommand};
 
 use crate::client::Client;
 use crate::commands::{
-    containers, content, events, images, leases, namespaces, plugins, registry, snapshots, system,
-    version,
+    containers, content, docker, events, images, leases, namespaces, plugins, registry, snapshots,
+    system, tasks, version,
 };
 use crate::output::Format;
 
@@ -69,6 +69,20 @@ enum Command {
         #[command(subcommand)]
         cmd: containers::Cmd,
     },
+    /// Manage tasks (ctr style).
+    #[command(alias = "task", alias = "t")]
+    Tasks {
+        #[command(subcommand)]
+        cmd: tasks::Cmd,
+    },
+    /// Run a command in a running container.
+    Exec(docker::exec::ExecArgs),
+    /// Show the processes of a container.
+    Top(docker::top::TopArgs),
+    /// Show containers' resource usage.
+    Stats(docker::stats::StatsArgs),
+    /// Copy files and directories between a container and the host.
+    Cp(docker::cp::CpArgs),
     /// Manage blobs in the content store.
     Content {
         #[command(subcommand)]
@@ -195,6 +209,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Containers { cmd } => containers::run(&c, cmd, cli.format).await,
         Command::Leases { cmd } => leases::run(&c, cmd, cli.format).await,
         Command::Content { cmd } => content::run(&c, cmd, cli.format).await,
+        Command::Tasks { cmd } => tasks::run(&c, cmd, cli.format).await,
+        Command::Exec(args) => docker::exec::run(&c, args).await,
+        Command::Top(args) => docker::top::run(&c, args).await,
+        Command::Stats(args) => docker::stats::run(&c, args).await,
+        Command::Cp(args) => docker::cp::run(&c, args).await,
         Command::Images(args) => images::ls(&c, args, cli.format).await,
         Command::Image { cmd } => images::run(&c, cmd, cli.format).await,
         Command::Pull {
@@ -250,6 +269,10 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A process we waited for set the status: pass it on without a message.
+            if let Some(tasks::Exit(code)) = e.downcast_ref::<tasks::Exit>() {
+                return ExitCode::from(u8::try_from(*code & 0xff).unwrap_or(1));
+            }
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
         }

@@ -11,4 +11,5 @@ pub mod plugins;
 pub mod registry;
 pub mod snapshots;
 pub mod system;
+pub mod tasks;
 pub mod version;

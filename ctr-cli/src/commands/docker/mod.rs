@@ -8,6 +8,11 @@
 //!
 //! Everything else lives in the record itself (spec, image, snapshot) or in its task.
 
+pub mod cp;
+pub mod exec;
+pub mod stats;
+pub mod top;
+
 use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
 
