@@ -68,8 +68,8 @@ pub enum Cmd {
         /// Signal this exec process instead of the task.
         #[arg(long)]
         exec_id: Option<String>,
-        /// Signal every process inside the container.
-        #[arg(short, long)]
+        /// Signal every process inside the container (ctr's -a is our --address).
+        #[arg(long)]
         all: bool,
         container: String,
     },
@@ -438,10 +438,12 @@ impl Metrics {
             Metrics::V1(m) => m.blkio.as_ref().map_or((0, 0), |b| {
                 b.io_service_bytes_recursive
                     .iter()
-                    .fold((0, 0), |(r, w), e| match e.op.to_ascii_lowercase().as_str() {
-                        "read" => (r + e.value, w),
-                        "write" => (r, w + e.value),
-                        _ => (r, w),
+                    .fold((0, 0), |(r, w), e| {
+                        match e.op.to_ascii_lowercase().as_str() {
+                            "read" => (r + e.value, w),
+                            "write" => (r, w + e.value),
+                            _ => (r, w),
+                        }
                     })
             }),
             Metrics::V2(m) => m.io.as_ref().map_or((0, 0), |io| {
@@ -589,7 +591,10 @@ fn process_info(info: Option<&prost_types::Any>) -> String {
     if a.type_url.ends_with("ProcessDetails")
         && let Ok(d) = <ProcessDetails as prost::Message>::decode(a.value.as_slice())
     {
-        return format!("&ProcessDetails{{ExecID:{},XXX_unrecognized:[],}}", d.exec_id);
+        return format!(
+            "&ProcessDetails{{ExecID:{},XXX_unrecognized:[],}}",
+            d.exec_id
+        );
     }
     a.type_url.clone()
 }
@@ -744,7 +749,9 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
                     match r {
                         Ok(0) => {}
                         Ok(code) => {
-                            eprintln!("berth: warning: task {id} exit with non-zero exit code {code}")
+                            eprintln!(
+                                "berth: warning: task {id} exit with non-zero exit code {code}"
+                            )
                         }
                         Err(e) => {
                             eprintln!("berth: unable to delete {id}: {e:#}");
@@ -818,9 +825,9 @@ pub fn resolve_user(root: &std::path::Path, user: &str) -> anyhow::Result<serde_
             Some(f[0].to_string()),
         ),
         (None, Ok(uid)) => (uid, 0, None),
-        (None, Err(_)) => anyhow::bail!(
-            "unable to find user {u}: no matching entries in passwd file"
-        ),
+        (None, Err(_)) => {
+            anyhow::bail!("unable to find user {u}: no matching entries in passwd file")
+        }
     };
     let groups: Vec<Vec<&str>> = group
         .lines()

@@ -21,8 +21,8 @@ use crate::commands::tasks;
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
-    /// Archive mode: copy uid/gid information too (copying in).
-    #[arg(short, long)]
+    /// Archive mode: copy uid/gid information too (copying in). No -a: that is --address.
+    #[arg(long)]
     pub archive: bool,
     /// Always follow a symlink given as SRC.
     #[arg(short = 'L', long)]
@@ -314,7 +314,12 @@ fn copy_out(
     if m.is_dir() && sub.is_none() {
         for child in fs::read_dir(&resolved)? {
             let child = child?;
-            copy_tree(&child.path(), &out, Path::new(&child.file_name()), Owner::Keep)?;
+            copy_tree(
+                &child.path(),
+                &out,
+                Path::new(&child.file_name()),
+                Owner::Keep,
+            )?;
         }
         return Ok(());
     }
@@ -411,7 +416,10 @@ pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
             let ct = super::resolve(c, &cref).await?;
             let owner = if a.archive { Owner::Keep } else { Owner::Root };
             let follow = a.follow_link;
-            with_root(c, &ct, move |root| copy_in(root, &src, &path, follow, owner)).await
+            with_root(c, &ct, move |root| {
+                copy_in(root, &src, &path, follow, owner)
+            })
+            .await
         }
         (Loc::Container(..), Loc::Container(..)) => {
             anyhow::bail!("copying between containers is not supported")

@@ -88,8 +88,14 @@ fn forward_signals(c: &Client, id: &str, exec_id: &str) -> tokio::task::JoinHand
             (SignalKind::terminate(), nix::sys::signal::Signal::SIGTERM),
             (SignalKind::hangup(), nix::sys::signal::Signal::SIGHUP),
             (SignalKind::quit(), nix::sys::signal::Signal::SIGQUIT),
-            (SignalKind::user_defined1(), nix::sys::signal::Signal::SIGUSR1),
-            (SignalKind::user_defined2(), nix::sys::signal::Signal::SIGUSR2),
+            (
+                SignalKind::user_defined1(),
+                nix::sys::signal::Signal::SIGUSR1,
+            ),
+            (
+                SignalKind::user_defined2(),
+                nix::sys::signal::Signal::SIGUSR2,
+            ),
         ];
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         for (kind, sig) in kinds {
@@ -430,7 +436,10 @@ mod tests {
             start_failure_code("exec: \"nope\": executable file not found in $PATH"),
             Some(127)
         );
-        assert_eq!(start_failure_code("exec: /etc: permission denied"), Some(126));
+        assert_eq!(
+            start_failure_code("exec: /etc: permission denied"),
+            Some(126)
+        );
         assert_eq!(start_failure_code("something else"), None);
     }
 }

@@ -15,8 +15,8 @@ use crate::commands::tasks;
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
-    /// Show all containers (default: the running ones).
-    #[arg(short, long)]
+    /// Show all containers (default: the running ones). No -a: that is --address.
+    #[arg(long)]
     pub all: bool,
     /// Print one table and exit.
     #[arg(long)]
@@ -239,8 +239,7 @@ pub async fn run(c: &Client, a: StatsArgs) -> anyhow::Result<()> {
         if a.containers.is_empty() {
             // Containers come and go: follow the running set.
             let now = targets(c, &a).await?;
-            let old: Vec<(String, Sample)> =
-                ts.iter().map(|t| t.id.clone()).zip(cur.into_iter()).collect();
+            let old: Vec<(String, Sample)> = ts.iter().map(|t| t.id.clone()).zip(cur).collect();
             prev = now
                 .iter()
                 .map(|t| {
