@@ -309,9 +309,14 @@ fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 _ => None,
             }
         };
-        let shorts = s.strip_prefix('-').filter(|r| !r.starts_with('-') && !r.is_empty());
+        let shorts = s
+            .strip_prefix('-')
+            .filter(|r| !r.starts_with('-') && !r.is_empty());
         match shorts {
-            Some(r) if r.chars().all(|c| c.is_ascii_alphabetic()) && r.chars().any(|c| long(c).is_some()) => {
+            Some(r)
+                if r.chars().all(|c| c.is_ascii_alphabetic())
+                    && r.chars().any(|c| long(c).is_some()) =>
+            {
                 let rest: String = r.chars().filter(|c| long(*c).is_none()).collect();
                 for c in r.chars().filter_map(long) {
                     out.push(c.into());
@@ -468,6 +473,9 @@ mod tests {
             argv(&["berth", "run", "--rm", "img", "ls", "-a"]),
             ["berth", "run", "--rm", "img", "ls", "-a"]
         );
-        assert_eq!(argv(&["berth", "-n", "ns", "images"]), ["berth", "-n", "ns", "images"]);
+        assert_eq!(
+            argv(&["berth", "-n", "ns", "images"]),
+            ["berth", "-n", "ns", "images"]
+        );
     }
 }

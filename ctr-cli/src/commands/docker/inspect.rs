@@ -29,7 +29,10 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
     let (path, args) = if cfg["Path"].is_string() {
         (cfg["Path"].clone(), cfg["Args"].clone())
     } else {
-        let a = spec["process"]["args"].as_array().cloned().unwrap_or_default();
+        let a = spec["process"]["args"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         (
             a.first().cloned().unwrap_or(Value::Null),
             Value::Array(a.get(1..).map(<[Value]>::to_vec).unwrap_or_default()),
@@ -121,7 +124,8 @@ mod tests {
             image: "docker.io/library/busybox:latest".into(),
             ..Default::default()
         };
-        c.labels.insert(super::super::NAME_LABEL.into(), "web".into());
+        c.labels
+            .insert(super::super::NAME_LABEL.into(), "web".into());
         c.extensions.insert(
             super::super::DOCKER_EXT.into(),
             prost_types::Any {

@@ -108,8 +108,8 @@ pub async fn kill_and_wait(
         Ok(()) => {}
         // It exited meanwhile.
         Err(e)
-            if e.code() == tonic::Code::NotFound
-                || e.code() == tonic::Code::FailedPrecondition => {}
+            if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::FailedPrecondition => {
+        }
         Err(e) => return Err(status(e)),
     }
     if paused {
@@ -222,7 +222,11 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
     each(c, &names, |ct| async move {
         let live = task_of(c, &ct.id).await?.is_some_and(|t| is_live(&t));
         if !live {
-            anyhow::bail!("Cannot kill container: {}: Container {} is not running", name_of(&ct), ct.id);
+            anyhow::bail!(
+                "Cannot kill container: {}: Container {} is not running",
+                name_of(&ct),
+                ct.id
+            );
         }
         kill(c, &ct.id, sig).await.map_err(status)
     })
@@ -230,14 +234,23 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
 }
 
 pub async fn rm(c: &Client, names: Vec<String>, force: bool) -> anyhow::Result<()> {
-    each(c, &names, |ct| async move { run::remove(c, &ct, force).await }).await
+    each(
+        c,
+        &names,
+        |ct| async move { run::remove(c, &ct, force).await },
+    )
+    .await
 }
 
 pub async fn pause(c: &Client, names: Vec<String>, pause: bool) -> anyhow::Result<()> {
     each(c, &names, |ct| async move {
         let t = task_of(c, &ct.id).await?;
-        let running = t.as_ref().is_some_and(|t| t.status == Status::Running as i32);
-        let paused = t.as_ref().is_some_and(|t| t.status == Status::Paused as i32);
+        let running = t
+            .as_ref()
+            .is_some_and(|t| t.status == Status::Running as i32);
+        let paused = t
+            .as_ref()
+            .is_some_and(|t| t.status == Status::Paused as i32);
         let id = ct.id.clone();
         if pause {
             if paused {
@@ -310,8 +323,7 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
         anyhow::bail!("You cannot attach to a stopped container, start it first");
     }
     let follower = logs::Follower::at_end(&logs::log_path(&ct).unwrap_or_default());
-    let code =
-        logs::follow_until_exit(c, &ct.id, follower, &mut logs::Printer::new(false)).await?;
+    let code = logs::follow_until_exit(c, &ct.id, follower, &mut logs::Printer::new(false)).await?;
     match code {
         0 => Ok(()),
         code => Err(Exit::code(code)),

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(short, long)]
     pub timestamps: bool,
     /// Show only the last N lines ("all" for every line).
-    #[arg(short = 'n', long, default_value = "all")]
+    #[arg(long, default_value = "all")]
     pub tail: String,
     pub container: String,
 }
@@ -157,7 +157,9 @@ pub fn tail(data: &[u8], n: usize) -> &[u8] {
 }
 
 /// The log file of a container (its [`LOG_LABEL`]).
-pub fn log_path(c: &berth_proto::containerd::services::containers::v1::Container) -> Option<PathBuf> {
+pub fn log_path(
+    c: &berth_proto::containerd::services::containers::v1::Container,
+) -> Option<PathBuf> {
     c.labels.get(LOG_LABEL).map(PathBuf::from)
 }
 
@@ -262,9 +264,9 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
     if !args.follow {
         return Ok(());
     }
-    let running = task_of(c, &ct.id).await?.is_some_and(|t| {
-        t.status == Status::Running as i32 || t.status == Status::Paused as i32
-    });
+    let running = task_of(c, &ct.id)
+        .await?
+        .is_some_and(|t| t.status == Status::Running as i32 || t.status == Status::Paused as i32);
     if running {
         let follower = Follower::new(&path, data.len() as u64);
         follow_until_exit(c, &ct.id, follower, &mut printer).await?;

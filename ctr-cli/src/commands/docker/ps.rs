@@ -137,7 +137,19 @@ pub fn command_line(c: &pb::Container) -> String {
                 .filter_map(|a| a.as_str().map(str::to_string)),
         );
     }
-    parts.join(" ")
+    // Docker quotes the arguments holding a space.
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i > 0 && p.contains(' ') {
+                format!("'{p}'")
+            } else {
+                p.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Docker's `Ellipsis`: at most `max` characters, the last one "…" when cut.
@@ -201,7 +213,11 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
             continue;
         }
         let cmd = command_line(ct);
-        let cmd = if args.no_trunc { cmd } else { ellipsis(&cmd, 20) };
+        let cmd = if args.no_trunc {
+            cmd
+        } else {
+            ellipsis(&cmd, 20)
+        };
         let created = to_time(ct.created_at.as_ref())
             .map(|t| format!("{} ago", human_duration(since(t, now))))
             .unwrap_or_default();
@@ -239,7 +255,10 @@ mod tests {
     #[test]
     fn durations_read_like_docker() {
         let s = Duration::from_secs;
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(s(1)), "1 second");
         assert_eq!(human_duration(s(42)), "42 seconds");
         assert_eq!(human_duration(s(90)), "About a minute");
@@ -281,7 +300,10 @@ mod tests {
             status_text(Some(&p), Some(ago(9)), now),
             "Exited (3) 2 seconds ago"
         );
-        assert_eq!(ellipsis("sh -c 'echo started; exec httpd'", 20), "sh -c 'echo started…");
+        assert_eq!(
+            ellipsis("sh -c 'echo started; exec httpd'", 20),
+            "sh -c 'echo started…"
+        );
         assert_eq!(ellipsis("sh", 20), "sh");
     }
 }

@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use super::spec::{self, Accounts, ImageConfig, Options};
 use super::{
-    DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL, containers,
-    list_all, logs, new_id, task_of, tasks,
+    DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL, containers, list_all,
+    logs, new_id, task_of, tasks,
 };
 use crate::client::{Client, status};
 use crate::commands::containers::SPEC_TYPE_URL;
@@ -127,7 +127,10 @@ pub async fn find_image(c: &Client, name: &str) -> anyhow::Result<ipb::Image> {
         names.push(full);
     }
     for n in &names {
-        match api.get(c.req(ipb::GetImageRequest { name: n.clone() })).await {
+        match api
+            .get(c.req(ipb::GetImageRequest { name: n.clone() }))
+            .await
+        {
             Ok(r) => {
                 if let Some(img) = r.into_inner().image {
                     return Ok(img);
@@ -199,7 +202,10 @@ const NAMES: [&str; 16] = [
 
 /// A Docker-like `adjective_surname` not used in `list` (a number appended if need be).
 fn generate_name(list: &[pb::Container], id: &str) -> String {
-    let taken = |n: &str| list.iter().any(|c| c.labels.get(NAME_LABEL).is_some_and(|x| x == n));
+    let taken = |n: &str| {
+        list.iter()
+            .any(|c| c.labels.get(NAME_LABEL).is_some_and(|x| x == n))
+    };
     let seed = u64::from_str_radix(id.get(..12).unwrap_or("0"), 16).unwrap_or(0);
     let base = format!(
         "{}_{}",
@@ -227,8 +233,8 @@ fn user_env(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
         }
     };
     for f in &a.env_file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("read env file {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("read env file {}", f.display()))?;
         for line in text.lines() {
             let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
@@ -282,7 +288,12 @@ async fn log_root(c: &Client) -> PathBuf {
 
 /// Reads the rootfs' /etc/passwd and /etc/group through a read-only view of the image's
 /// top snapshot mounted here for a moment.
-async fn read_accounts(c: &Client, parent: &str, id: &str, lease: &str) -> anyhow::Result<Accounts> {
+async fn read_accounts(
+    c: &Client,
+    parent: &str,
+    id: &str,
+    lease: &str,
+) -> anyhow::Result<Accounts> {
     let key = format!("{id}-accounts");
     let mounts = snapshots::create(
         c,
@@ -801,7 +812,12 @@ mod tests {
             ..Default::default()
         }];
         let e = check_name_free(&list, "web", "").unwrap_err().to_string();
-        assert!(e.starts_with("Conflict. The container name \"/web\" is already in use by container \"x\""), "{e}");
+        assert!(
+            e.starts_with(
+                "Conflict. The container name \"/web\" is already in use by container \"x\""
+            ),
+            "{e}"
+        );
         assert!(check_name_free(&list, "web", "x").is_ok());
         assert!(check_name_free(&list, "db", "").is_ok());
         let n = generate_name(&list, &new_id());

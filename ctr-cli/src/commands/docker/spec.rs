@@ -97,10 +97,16 @@ impl std::fmt::Display for SpecError {
         match self {
             SpecError::NoCommand => f.write_str("No command specified"),
             SpecError::UnknownUser(u) => {
-                write!(f, "unable to find user {u}: no matching entries in passwd file")
+                write!(
+                    f,
+                    "unable to find user {u}: no matching entries in passwd file"
+                )
             }
             SpecError::UnknownGroup(g) => {
-                write!(f, "unable to find group {g}: no matching entries in group file")
+                write!(
+                    f,
+                    "unable to find group {g}: no matching entries in group file"
+                )
             }
             SpecError::UnknownCapability(c) => write!(f, "unknown capability: {c:?}"),
             SpecError::BadMemory(m) => write!(f, "invalid memory limit {m:?}: minimum is 6MB"),
@@ -223,8 +229,9 @@ pub struct User {
 
 /// Resolves `user[:group]` (names or numbers) against the rootfs' accounts, as Docker
 /// does: a numeric uid need not exist; a name must. Without a group, the user's primary
-/// group from passwd (0 when the uid is not listed). Additional gids: the groups listing
-/// the user's name as a member.
+/// group from passwd (0 when the uid is not listed). Additional gids: the primary group
+/// and the groups listing the user's name as a member (so `id` shows `groups=`, as under
+/// Docker).
 pub fn resolve_user(spec: &str, acc: &Accounts) -> Result<User, SpecError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -270,7 +277,7 @@ pub fn resolve_user(spec: &str, acc: &Accounts) -> Result<User, SpecError> {
                 .ok_or_else(|| SpecError::UnknownGroup(g.to_string()))?,
         },
     };
-    let mut additional = Vec::new();
+    let mut additional = vec![gid];
     if let Some(name) = name {
         for f in &groups {
             let members = f.get(3).copied().unwrap_or_default();
@@ -310,10 +317,7 @@ fn cap_name(c: &str) -> Result<String, SpecError> {
 
 /// The capability set after `--privileged`, `--cap-add` and `--cap-drop`, as Docker
 /// computes it; `all` is every capability the host can grant.
-pub fn capabilities(
-    o: &Options,
-    all: &[String],
-) -> Result<Vec<String>, SpecError> {
+pub fn capabilities(o: &Options, all: &[String]) -> Result<Vec<String>, SpecError> {
     if o.privileged {
         return Ok(all.to_vec());
     }
@@ -758,8 +762,7 @@ mod tests {
     #[test]
     fn users_resolve_against_the_rootfs() {
         let acc = Accounts {
-            passwd: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\n"
-                .into(),
+            passwd: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\n".into(),
             group: "root:x:0:\nwww-data:x:33:\nstaff:x:50:www-data,other\n".into(),
         };
         let u = |s: &str| resolve_user(s, &acc);
@@ -768,7 +771,7 @@ mod tests {
             User {
                 uid: 33,
                 gid: 33,
-                additional: vec![50]
+                additional: vec![33, 50]
             }
         );
         assert_eq!(
@@ -776,7 +779,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 0,
-                additional: vec![]
+                additional: vec![0]
             }
         );
         assert_eq!(u("33:staff").unwrap().gid, 50);
