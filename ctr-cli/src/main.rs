@@ -5,7 +5,6 @@ mod commands;
 mod credentials;
 mod oci;
 mod output;
-#[allow(dead_code)] // used by run, exec and tasks as they land
 mod stdio;
 mod transfer;
 

@@ -334,3 +334,44 @@ fn detached_container_lifecycle() {
         fails(&env.berth(&["stop", "nope"]), "stop missing").contains("No such container: nope")
     );
 }
+
+#[test]
+fn interactive_terminal_run() {
+    let env = Env::start();
+    // `script` gives berth a pty as stdin/stdout; what we type goes through it.
+    let cmd = format!(
+        "{} --address {} run -it --rm {IMAGE} sh",
+        berth_tests::bin("berth").display(),
+        env.d.address.display()
+    );
+    let mut child = std::process::Command::new(berth_tests::system_bin("script"))
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"echo h''i; exit 5\n").unwrap();
+    let out = child.wait_with_output().expect("script");
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.trim() == "hi"), "{out:?}");
+    assert_eq!(code(&out), Some(5), "{out:?}");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]).trim(), "");
+
+    // -i without a terminal: stdin is forwarded and closed at its end.
+    let mut child = std::process::Command::new(berth_tests::bin("berth"))
+        .arg("--address")
+        .arg(&env.d.address)
+        .args(["run", "-i", "--rm", IMAGE, "sh", "-c", "cat; exit 2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let out = child.wait_with_output().expect("berth -i");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    assert_eq!(code(&out), Some(2), "{out:?}");
+}

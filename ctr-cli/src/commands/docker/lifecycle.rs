@@ -330,14 +330,73 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Starts the container with its stdio on this terminal (`-i`, `-t`); returns its exit
-/// status.
+/// Starts the container with its stdio on this terminal (`-i`, `-t`) through FIFOs: the
+/// terminal in raw mode and resized with ours when the container has one, our stdin
+/// forwarded (and closed at its end) with `-i`. Returns the container's exit status.
 pub async fn run_attached(c: &Client, ct: &pb::Container, stdin: bool) -> anyhow::Result<u32> {
-    let _ = (c, ct, stdin);
-    Err(Exit::with(
-        125,
-        "-i/-t: attaching a terminal is not available in this build",
-    ))
+    let tty = super::spec_of(ct)["process"]["terminal"].as_bool() == Some(true);
+    let fifos = crate::stdio::Fifos::new(super::short_id(&ct.id), stdin, tty)?;
+    let mut attached = crate::stdio::Attached::start(&fifos)?;
+    let (i, o, e) = fifos.uris();
+    let raw = if tty && stdin {
+        crate::stdio::raw_terminal()?
+    } else {
+        None
+    };
+    let io = TaskIo {
+        stdin: i,
+        stdout: o,
+        stderr: e,
+        terminal: tty,
+    };
+    start_task(c, ct, io, 125).await?;
+    let resize = |channel: tonic::transport::Channel, ns: String, id: String, w: u16, h: u16| async move {
+        let c = Client {
+            channel,
+            namespace: ns,
+        };
+        let _ = tasks(&c)
+            .resize_pty(c.req(tpb::ResizePtyRequest {
+                container_id: id,
+                exec_id: String::new(),
+                width: u32::from(w),
+                height: u32::from(h),
+            }))
+            .await;
+    };
+    let _watcher = if tty {
+        if let Some((w, h)) = crate::stdio::terminal_size() {
+            resize(c.channel.clone(), c.namespace.clone(), ct.id.clone(), w, h).await;
+        }
+        let (channel, ns, id) = (c.channel.clone(), c.namespace.clone(), ct.id.clone());
+        Some(crate::stdio::on_resize(move |w, h| {
+            tokio::spawn(resize(channel.clone(), ns.clone(), id.clone(), w, h));
+        }))
+    } else {
+        None
+    };
+    if let Some(eof) = attached.take_stdin_eof() {
+        let (channel, ns, id) = (c.channel.clone(), c.namespace.clone(), ct.id.clone());
+        tokio::spawn(async move {
+            if eof.await.is_ok() {
+                let c = Client {
+                    channel,
+                    namespace: ns,
+                };
+                let _ = tasks(&c)
+                    .close_io(c.req(tpb::CloseIoRequest {
+                        container_id: id,
+                        exec_id: String::new(),
+                        stdin: true,
+                    }))
+                    .await;
+            }
+        });
+    }
+    let code = wait_exit(c, &ct.id).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), attached.wait_output()).await;
+    drop(raw);
+    Ok(code)
 }
 
 #[cfg(test)]
