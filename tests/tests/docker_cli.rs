@@ -104,14 +104,13 @@ fn foreground_run_output_exit_codes_and_flags() {
         "echo out; echo err >&2; exit 3",
     ]);
     assert_eq!(code(&out), Some(3), "{out:?}");
-    // stdout and stderr stay apart once the shim writes the CRI log format (until then a
-    // raw log file carries both, shown on stdout).
+    // stdout and stderr stay apart: the shim tags each line in the CRI log.
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(stdout.starts_with("out\n"), "{out:?}");
-    assert!(stdout.contains("err") || stderr.contains("err"), "{out:?}");
+    assert_eq!(stdout, "out\n", "{out:?}");
+    assert_eq!(stderr, "err\n", "{out:?}");
 
     // The image's config: PATH, cwd /, root.
     let env_out = env.run(&["-e", "FOO=bar", "-e", "PATH=/usr/bin:/bin"], &["env"]);
