@@ -374,3 +374,44 @@ fn interactive_terminal_run() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
     assert_eq!(code(&out), Some(2), "{out:?}");
 }
+
+/// A foreground `berth run` passes ^C (SIGINT) and SIGTERM on to the container, as
+/// Docker's sig-proxy does; the container decides how to exit.
+#[test]
+fn foreground_run_forwards_signals() {
+    let env = Env::start();
+    let mut child = std::process::Command::new(berth_tests::bin("berth"))
+        .arg("--address")
+        .arg(&env.d.address)
+        .args([
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo got INT; exit 9' INT; echo ready; while :; do sleep 0.1; done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn berth run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("ready") {
+        let n = stdout.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "berth run ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    stdout.read_to_end(&mut seen).expect("read the rest");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(9), "{}", String::from_utf8_lossy(&seen));
+    assert!(String::from_utf8_lossy(&seen).contains("got INT"));
+    assert_eq!(env.ok(&["ps", "-a", "-q"]).trim(), "", "--rm removed it");
+}

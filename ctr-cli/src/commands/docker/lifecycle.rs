@@ -61,7 +61,7 @@ pub fn parse_signal(s: &str) -> anyhow::Result<u32> {
         .ok_or_else(|| anyhow::anyhow!("invalid signal: {s}"))
 }
 
-async fn kill(c: &Client, id: &str, signal: u32) -> Result<(), tonic::Status> {
+pub async fn kill(c: &Client, id: &str, signal: u32) -> Result<(), tonic::Status> {
     tasks(c)
         .kill(c.req(tpb::KillRequest {
             container_id: id.to_string(),

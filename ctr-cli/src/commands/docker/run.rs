@@ -781,7 +781,22 @@ async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
     let follower = logs::Follower::at_end(&log);
     start_task(c, ct, TaskIo::log(ct), 125).await?;
     let mut printer = logs::Printer::new(false);
-    logs::follow_until_exit(c, &ct.id, follower, &mut printer).await
+    let follow = logs::follow_until_exit(c, &ct.id, follower, &mut printer);
+    tokio::pin!(follow);
+    // As Docker's sig-proxy: ^C and SIGTERM go to the container, which decides to exit.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let sig = tokio::select! {
+            r = &mut follow => return r,
+            Some(()) = int.recv() => 2,
+            Some(()) = term.recv() => 15,
+        };
+        if let Err(e) = super::lifecycle::kill(c, &ct.id, sig).await {
+            eprintln!("forward signal {sig} to {}: {}", ct.id, e.message());
+        }
+    }
 }
 
 #[cfg(test)]
