@@ -13,7 +13,7 @@ while [ $# -gt 0 ]; do
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 bins="$here/target/$profile"
-for b in berthd berth; do
+for b in berthd berth containerd-shim-berth-v2 berth-snapshotter; do
   [ -x "$bins/$b" ] || { echo "missing $bins/$b: run cargo build --$profile first" >&2; exit 1; }
   install -D -m 0755 "$bins/$b" "$prefix/bin/$b"
 done
@@ -24,4 +24,4 @@ if [ -d /etc/systemd/system ]; then
   sed -i "s#/usr/local/bin/berthd#$prefix/bin/berthd#" /etc/systemd/system/berthd.service
   command -v systemctl >/dev/null && systemctl daemon-reload || true
 fi
-echo "installed berthd and berth into $prefix/bin"
+echo "installed berthd, berth, containerd-shim-berth-v2 and berth-snapshotter into $prefix/bin"

@@ -5,7 +5,6 @@ mod commands;
 mod credentials;
 mod oci;
 mod output;
-#[allow(dead_code)] // used by run, exec and tasks as they land
 mod stdio;
 mod transfer;
 
@@ -172,6 +171,183 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<PluginsCmd>,
     },
+    #[command(flatten)]
+    Docker(DockerCmd),
+}
+
+/// The docker-style container verbs.
+#[derive(Subcommand, Debug)]
+enum DockerCmd {
+    /// Create a container from an image and run it.
+    Run(docker::run::RunArgs),
+    /// Create a container from an image (not started).
+    Create(docker::run::CreateArgs),
+    /// Start stopped or created containers.
+    Start {
+        /// Show the container's output until it exits (`-a` works too).
+        #[arg(long)]
+        attach: bool,
+        /// Attach stdin and the terminal (`-i`).
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: the stop signal (SIGTERM), then SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop and start containers again.
+    Restart {
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill a running container first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps(docker::ps::Args),
+    /// Show a container's output.
+    Logs(docker::logs::Args),
+    /// Show a running container's output until it exits.
+    Attach { container: String },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Pause containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Resume paused containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Show containers as JSON (Docker's inspect format).
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, new_name: String },
+}
+
+async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
+    use docker::{inspect, lifecycle, logs, ps, run};
+    match cmd {
+        DockerCmd::Run(args) => run::run(c, args).await,
+        DockerCmd::Create(args) => run::create_cmd(c, args).await,
+        DockerCmd::Start {
+            attach,
+            interactive,
+            containers,
+        } => lifecycle::start(c, containers, attach, interactive).await,
+        DockerCmd::Stop { time, containers } => lifecycle::stop_cmd(c, containers, time).await,
+        DockerCmd::Restart { time, containers } => lifecycle::restart(c, containers, time).await,
+        DockerCmd::Kill { signal, containers } => lifecycle::kill_cmd(c, containers, signal).await,
+        DockerCmd::Rm { force, containers } => lifecycle::rm(c, containers, force).await,
+        DockerCmd::Ps(args) => ps::run(c, args).await,
+        DockerCmd::Logs(args) => logs::run(c, args).await,
+        DockerCmd::Attach { container } => lifecycle::attach(c, &container).await,
+        DockerCmd::Wait { containers } => lifecycle::wait(c, containers).await,
+        DockerCmd::Pause { containers } => lifecycle::pause(c, containers, true).await,
+        DockerCmd::Unpause { containers } => lifecycle::pause(c, containers, false).await,
+        DockerCmd::Inspect { containers } => inspect::run(c, containers).await,
+        DockerCmd::Rename {
+            container,
+            new_name,
+        } => lifecycle::rename(c, &container, &new_name).await,
+    }
+}
+
+/// Docker's short flags that clash with our global `-a` (address) and `-n` (namespace):
+/// after `ps`, `-a` means `--all`; after `start`, `-a` means `--attach`; after `logs`,
+/// `-n` means `--tail`. Only the words after the verb are rewritten (`berth -a SOCK ps -a`
+/// still works), up to a `--`.
+fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    if let Some(prog) = iter.next() {
+        out.push(prog);
+    }
+    let mut verb: Option<String> = None;
+    let mut skip_value = false;
+    let mut done = false;
+    for a in iter {
+        let s = a.to_string_lossy().to_string();
+        if done {
+            out.push(a);
+            continue;
+        }
+        if verb.is_none() {
+            if skip_value {
+                skip_value = false;
+            } else if ["-a", "--address", "-n", "--namespace", "--format"].contains(&s.as_str()) {
+                skip_value = true;
+            } else if !s.starts_with('-') {
+                verb = Some(s.clone());
+            }
+            out.push(a);
+            continue;
+        }
+        if s == "--" {
+            done = true;
+            out.push(a);
+            continue;
+        }
+        let long = |c: char| -> Option<&'static str> {
+            match (verb.as_deref(), c) {
+                (Some("ps"), 'a') => Some("--all"),
+                (Some("start"), 'a') => Some("--attach"),
+                (Some("logs"), 'n') => Some("--tail"),
+                _ => None,
+            }
+        };
+        let shorts = s
+            .strip_prefix('-')
+            .filter(|r| !r.starts_with('-') && !r.is_empty());
+        match shorts {
+            Some(r)
+                if r.chars().all(|c| c.is_ascii_alphabetic())
+                    && r.chars().any(|c| long(c).is_some()) =>
+            {
+                let rest: String = r.chars().filter(|c| long(*c).is_none()).collect();
+                for c in r.chars().filter_map(long) {
+                    out.push(c.into());
+                }
+                if !rest.is_empty() {
+                    out.push(format!("-{rest}").into());
+                }
+            }
+            _ => out.push(a),
+        }
+        // `run`/`create`: everything after the image belongs to the container's command.
+        if matches!(verb.as_deref(), Some("run") | Some("create" | "exec")) {
+            done = true;
+        }
+    }
+    out
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
+        Command::Docker(cmd) => run_docker(&c, cmd).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {
             let (quiet, detailed, filters) = match cmd {
@@ -255,7 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(docker_argv(std::env::args_os().collect()));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -269,9 +446,11 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // A process we waited for set the status: pass it on without a message.
-            if let Some(tasks::Exit(code)) = e.downcast_ref::<tasks::Exit>() {
-                return ExitCode::from(u8::try_from(*code & 0xff).unwrap_or(1));
+            if let Some(exit) = e.downcast_ref::<docker::Exit>() {
+                if !exit.message.is_empty() {
+                    eprintln!("berth: {}", exit.message);
+                }
+                return ExitCode::from(exit.code);
             }
             eprintln!("berth: {e:#}");
             ExitCode::FAILURE
@@ -287,5 +466,36 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        super::docker_argv(words.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|s| s.to_string_lossy().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn docker_short_flags_are_rewritten_after_the_verb() {
+        assert_eq!(
+            argv(&["berth", "-a", "/s", "ps", "-aq"]),
+            ["berth", "-a", "/s", "ps", "--all", "-q"]
+        );
+        assert_eq!(
+            argv(&["berth", "start", "-a", "web"]),
+            ["berth", "start", "--attach", "web"]
+        );
+        assert_eq!(
+            argv(&["berth", "logs", "-n", "2", "web"]),
+            ["berth", "logs", "--tail", "2", "web"]
+        );
+        assert_eq!(
+            argv(&["berth", "run", "--rm", "img", "ls", "-a"]),
+            ["berth", "run", "--rm", "img", "ls", "-a"]
+        );
+        assert_eq!(
+            argv(&["berth", "-n", "ns", "images"]),
+            ["berth", "-n", "ns", "images"]
+        );
     }
 }

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::gc::SNAPSHOT_REF_PREFIX;
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
+use crate::registry::media::{self, Platform};
 use crate::snapshots::Snapshotters;
 
 /// Layers applied at once when the snapshotter can rebase.
@@ -289,6 +290,67 @@ impl Unpacker {
             "unpacked"
         );
         Ok(unpacked)
+    }
+
+    /// Unpacks a stored image, given its target (an index or a manifest): the manifest
+    /// that best matches `platform` (the host's when None) is unpacked, under `lease`.
+    pub async fn unpack_image(
+        &self,
+        namespace: &str,
+        lease: &str,
+        snapshotter: &str,
+        target: &Descriptor,
+        platform: Option<&Platform>,
+    ) -> Result<Unpacked> {
+        let want = platform.cloned().unwrap_or_else(media::host_platform);
+        let mut manifest = target.clone();
+        if media::kind(&target.media_type)? == media::Kind::Index {
+            let data = self.read_blob(namespace, &target.digest).await?;
+            let index = media::parse_index(&target.digest, &data)?;
+            manifest = index
+                .manifests
+                .iter()
+                .filter(|m| media::is_manifest_type(&m.media_type))
+                .filter_map(|m| {
+                    let rank = match &m.platform {
+                        Some(have) => media::match_rank(&want, have)?,
+                        None => u32::MAX - 1,
+                    };
+                    Some((rank, m))
+                })
+                .min_by_key(|(rank, _)| *rank)
+                .map(|(_, m)| m.to_descriptor())
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "no manifest for platform {want} in index {}",
+                        target.digest
+                    ))
+                })?;
+        }
+        let data = self.read_blob(namespace, &manifest.digest).await?;
+        let parsed = media::parse_manifest(&manifest.digest, &data)?;
+        let layers: Vec<Descriptor> = parsed.layers.iter().map(|l| l.to_descriptor()).collect();
+        self.unpack(UnpackRequest {
+            namespace,
+            lease,
+            snapshotter,
+            config: &parsed.config.to_descriptor(),
+            layers: &layers,
+        })
+        .await
+    }
+
+    async fn read_blob(&self, namespace: &str, digest: &str) -> Result<Vec<u8>> {
+        let (mut file, _) = self.content.open_blob(namespace, digest).await?;
+        let d = digest.to_string();
+        blocking(move || {
+            use std::io::Read;
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .map_err(|e| Error::io("read blob", &d, e))?;
+            Ok(data)
+        })
+        .await
     }
 
     async fn diff_ids(&self, namespace: &str, config: &Descriptor) -> Result<Vec<String>> {

@@ -190,6 +190,8 @@ fn fifo_receiver(path: &str) -> Result<pipe::Receiver> {
 enum Output {
     Null,
     Writer(Box<dyn AsyncWrite + Unpin + Send>),
+    /// `file://<path>?format=cri`: the shim writes CRI log records into the file.
+    Cri(PathBuf),
     /// `binary://`: the logger reads our pipe itself.
     Binary(PathBuf, Vec<(String, String)>),
 }
@@ -198,8 +200,11 @@ fn parse_output(uri: &str) -> Result<Output> {
     if uri.is_empty() {
         return Ok(Output::Null);
     }
-    if let Some(path) = uri.strip_prefix("file://") {
-        let path = path.split('?').next().unwrap_or(path);
+    if let Some(rest) = uri.strip_prefix("file://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if query.split('&').any(|kv| kv == "format=cri") {
+            return Ok(Output::Cri(PathBuf::from(path)));
+        }
         if let Some(dir) = Path::new(path).parent() {
             std::fs::create_dir_all(dir)
                 .map_err(ShimError::io(format!("create {}", dir.display())))?;
@@ -225,6 +230,104 @@ fn parse_output(uri: &str) -> Result<Output> {
     }
     let path = uri.strip_prefix("fifo://").unwrap_or(uri);
     Ok(Output::Writer(Box::new(fifo_sender(path)?)))
+}
+
+/// Opens a CRI log for appending (0640), creating its directory (0755) when missing.
+fn open_cri_log(path: &Path) -> Result<Arc<std::fs::File>> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !path.is_absolute() {
+        return Err(ShimError::InvalidArgument(format!(
+            "log file {}: the path must be absolute",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(ShimError::io(format!("create {}", dir.display())))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(ShimError::io(format!("open {}", path.display())))?;
+    Ok(Arc::new(f))
+}
+
+/// One stream's writer into a CRI log file (which both streams may share: each write is
+/// one O_APPEND `write` of whole records, so lines of the two streams never mix).
+///
+/// The file is written inline: a record or a few per pipe read, to a local file, costs
+/// less than handing each to a blocking thread. A failed write is logged (once) and the
+/// output dropped: the container's pipe keeps draining either way.
+struct CriSink {
+    file: Arc<std::fs::File>,
+    path: PathBuf,
+    lines: crate::crilog::CriLines,
+    failed: bool,
+}
+
+impl CriSink {
+    fn new(file: Arc<std::fs::File>, path: &Path, stream: &'static str) -> CriSink {
+        CriSink {
+            file,
+            path: path.to_path_buf(),
+            lines: crate::crilog::CriLines::new(stream, crate::crilog::MAX_LINE),
+            failed: false,
+        }
+    }
+
+    fn write_records(&mut self, records: &[u8]) {
+        use std::io::Write;
+        if records.is_empty() {
+            return;
+        }
+        if let Err(e) = (&*self.file).write_all(records)
+            && !self.failed
+        {
+            self.failed = true;
+            log::error!("write log {}: {e}", self.path.display());
+        }
+    }
+}
+
+impl AsyncWrite for CriSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut out = Vec::new();
+        self.lines.push(buf, std::time::SystemTime::now(), &mut out);
+        self.write_records(&out);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for CriSink {
+    /// The stream ended: a last line without its newline becomes a partial record.
+    fn drop(&mut self) {
+        let mut out = Vec::new();
+        self.lines.finish(std::time::SystemTime::now(), &mut out);
+        self.write_records(&out);
+    }
 }
 
 fn spawn_copy<R, W>(mut from: R, mut to: W) -> JoinHandle<()>
@@ -287,13 +390,30 @@ pub fn setup_pipes(
     // A `binary://` logger reads the container's stdout on its fd 3 and stderr on fd 4.
     let mut logger: Option<(PathBuf, Vec<(String, String)>)> = None;
     let mut logger_fds: [Option<OwnedFd>; 2] = [None, None];
+    // A CRI log named by both streams is opened once and shared.
+    let mut cri_log: Option<(PathBuf, Arc<std::fs::File>)> = None;
     let outputs = [
-        (&paths.stdout, &mut child.stdout),
-        (&paths.stderr, &mut child.stderr),
+        (&paths.stdout, &mut child.stdout, "stdout"),
+        (&paths.stderr, &mut child.stderr, "stderr"),
     ];
-    for (n, (uri, slot)) in outputs.into_iter().enumerate() {
+    for (n, (uri, slot, stream)) in outputs.into_iter().enumerate() {
         match parse_output(uri)? {
             Output::Null => {}
+            Output::Cri(path) => {
+                let file = match &cri_log {
+                    Some((p, f)) if *p == path => f.clone(),
+                    _ => {
+                        let f = open_cri_log(&path)?;
+                        cri_log = Some((path.clone(), f.clone()));
+                        f
+                    }
+                };
+                let (r, w) = pipe()?;
+                let src = pipe::Receiver::from_owned_fd(r).map_err(ShimError::io("output pipe"))?;
+                io.copies
+                    .push(spawn_copy(src, CriSink::new(file, &path, stream)));
+                *slot = Some(w);
+            }
             Output::Writer(dst) => {
                 let (r, w) = pipe()?;
                 let src = pipe::Receiver::from_owned_fd(r).map_err(ShimError::io("output pipe"))?;
@@ -387,7 +507,7 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK | OFlag::O_RDWR),
     )
     .map_err(ShimError::os("set the pty master non-blocking"))?;
-    let master = Arc::new(register(master)?);
+    let master = Arc::new(register(master, "the pty master")?);
     let mut io = ProcessIo {
         console: Some(master.clone()),
         ..ProcessIo::default()
@@ -399,7 +519,16 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
             .push(spawn_stdin(src, PtyWriter(master.clone()), close.clone()));
         io.stdin_close = Some(close);
     }
-    if let Output::Writer(mut dst) = parse_output(&paths.stdout)? {
+    let dst: Option<Box<dyn AsyncWrite + Unpin + Send>> = match parse_output(&paths.stdout)? {
+        Output::Writer(dst) => Some(dst),
+        Output::Cri(path) => Some(Box::new(CriSink::new(
+            open_cri_log(&path)?,
+            &path,
+            "stdout",
+        ))),
+        Output::Null | Output::Binary(..) => None,
+    };
+    if let Some(mut dst) = dst {
         let m = master.clone();
         io.copies.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
@@ -425,12 +554,13 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
     Ok(io)
 }
 
+/// Puts `fd` in the reactor. `fd` owns its descriptor (an `OwnedFd`, an `EventFd`, ...).
 #[allow(unsafe_code)]
-fn register(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd owns the descriptor, so it stays open for as long as it is
-    // registered and nothing else can close or reuse it meanwhile.
+pub(crate) fn register<T: AsRawFd>(fd: T, what: &str) -> Result<AsyncFd<T>> {
+    // SAFETY: the AsyncFd owns `fd`, which owns the descriptor, so it stays open for as
+    // long as it is registered and nothing else can close or reuse it meanwhile.
     unsafe { AsyncFd::register(fd) }
-        .map_err(|e| ShimError::io("register the pty master")(std::io::Error::from(e)))
+        .map_err(|e| ShimError::io(format!("register {what}"))(std::io::Error::from(e)))
 }
 
 /// Writes into the pty master.
@@ -487,5 +617,47 @@ mod tests {
             }
             _ => panic!("not binary"),
         }
+        match parse_output("file:///var/log/c/x.log?format=cri").expect("cri") {
+            Output::Cri(p) => assert_eq!(p, Path::new("/var/log/c/x.log")),
+            _ => panic!("not cri"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_cri_log_for_both_streams() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("sub/c.log");
+        let uri = format!("file://{}?format=cri", log.display());
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..StdioPaths::default()
+        };
+        let (child, mut io) = setup_pipes(&paths, "c1", "default").expect("pipes");
+        let mut out = std::fs::File::from(child.stdout.expect("stdout"));
+        let mut err = std::fs::File::from(child.stderr.expect("stderr"));
+        out.write_all(b"line one\n").expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        err.write_all(b"oops\n").expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        out.write_all(b"no newline").expect("write");
+        drop((out, err));
+        io.drain(Duration::from_secs(5)).await;
+        let text = std::fs::read_to_string(&log).expect("read log");
+        let recs: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+        let tail: Vec<&[&str]> = recs.iter().map(|r| &r[1..]).collect();
+        assert_eq!(
+            tail,
+            [
+                &["stdout", "F", "line one"][..],
+                &["stderr", "F", "oops"],
+                &["stdout", "P", "no newline"],
+            ]
+        );
+        assert!(recs.iter().all(|r| r[0].ends_with('Z') && r[0].len() >= 20));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
     }
 }

@@ -5,14 +5,22 @@
 //! - [`service`]: the Task service;
 //! - [`runc`]: the OCI runtime CLI wrapper;
 //! - [`io`]: stdio (FIFOs, `file://`, `binary://`, null, terminals);
+//! - [`cgroups`]: the container's cgroup, its metrics;
+//! - [`events`]: the reliable, ordered event queue to the daemon;
+//! - [`oom`]: OOM-kill events from the container's memory cgroup;
 //! - [`reaper`]: the SIGCHLD subreaper dispatching exit statuses by pid;
 //! - [`process`]: process states and their checks;
+//! - [`crilog`]: the CRI log record format (`file://...?format=cri`);
 //! - [`error`]: the one error type and its ttrpc codes.
 //!
 //! One current-thread tokio runtime runs everything: no thread per container.
 
+pub mod cgroups;
+pub mod crilog;
 pub mod error;
+pub mod events;
 pub mod io;
+pub mod oom;
 pub mod process;
 pub mod reaper;
 pub mod runc;

@@ -1,9 +1,11 @@
 //! Processes (a container's init and its execs): their state machine and exit.
 
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::types::task::Status as WireStatus;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::{Result, ShimError};
@@ -181,6 +183,33 @@ impl Process {
     }
 }
 
+/// A container's init exit as saved in `<bundle>/init.exit`, so that `shim delete` (run
+/// when the shim is gone) reports the real status rather than a guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedExit {
+    pub pid: u32,
+    pub status: u32,
+    pub exited_at: SystemTime,
+}
+
+impl SavedExit {
+    pub const FILE: &'static str = "init.exit";
+
+    /// Writes the file atomically (temp + fsync + rename).
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let data = serde_json::to_vec(self).map_err(|e| ShimError::Io {
+            context: format!("encode {}", bundle.join(Self::FILE).display()),
+            source: std::io::Error::other(e),
+        })?;
+        crate::runc::write_atomic(&bundle.join(Self::FILE), &data)
+    }
+
+    pub fn load(bundle: &Path) -> Option<SavedExit> {
+        let data = std::fs::read(bundle.join(Self::FILE)).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +239,18 @@ mod tests {
         p.set_status(Status::Running);
         assert_eq!(p.status(), Status::Stopped);
         assert_eq!(p.wait().await, exit);
+    }
+
+    #[test]
+    fn saved_exit_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(SavedExit::load(dir.path()), None);
+        let e = SavedExit {
+            pid: 42,
+            status: 3,
+            exited_at: SystemTime::now(),
+        };
+        e.save(dir.path()).expect("save");
+        assert_eq!(SavedExit::load(dir.path()), Some(e));
     }
 }

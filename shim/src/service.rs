@@ -1,6 +1,6 @@
 //! The `containerd.task.v2.Task` service: one shim serves the containers of its group
 //! (usually one). The ttrpc methods convert, check the process state and call the runtime;
-//! events go to the daemon through the publisher.
+//! events go to the daemon through the [`EventQueue`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,25 +9,27 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use containerd_shim::ExitSignal;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim_protos::api;
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
-use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, context::Context};
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
 use containerd_shim_protos::types::task::ProcessInfo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::cgroups::Cgroup;
 use crate::error::{Result, ShimError};
+use crate::events::EventQueue;
 use crate::io::{self, ConsoleSocket, ProcessIo, StdioPaths};
-use crate::process::{Process, Status};
+use crate::oom::OomWatch;
+use crate::process::{Process, SavedExit, Status};
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{ChildStdio, Runc, RuntimeConfig};
 
@@ -41,6 +43,10 @@ struct Container {
     rootfs_mounted: bool,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The init's cgroup, found at create (None when it could not be found).
+    cgroup: Option<Cgroup>,
+    /// Publishes /tasks/oom while the container lives.
+    _oom: Option<OomWatch>,
 }
 
 impl Container {
@@ -69,7 +75,7 @@ fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
 
 struct Inner {
     namespace: String,
-    publisher: RemotePublisher,
+    events: EventQueue,
     reaper: Reaper,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     exit: Arc<ExitSignal>,
@@ -83,18 +89,14 @@ impl Inner {
             .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        if let Err(e) = self
-            .publisher
-            .publish(Context::default(), topic, &self.namespace, event)
-            .await
-        {
-            log::warn!("publish {topic}: {e}");
-        }
+    /// Queues an event for the daemon; never waits for it.
+    fn publish(&self, topic: &str, event: &dyn containerd_shim_protos::protobuf::MessageDyn) {
+        self.events.publish(topic, event);
     }
 
-    /// Waits for `process` to exit, records it and tells the daemon.
-    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32) {
+    /// Waits for `process` to exit, records it and tells the daemon. For a container's
+    /// init, `bundle` is where its exit is saved (before the daemon hears of it).
+    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32, bundle: Option<PathBuf>) {
         let exited = self.reaper.wait(pid as i32);
         let inner = self.clone();
         tokio::spawn(async move {
@@ -102,6 +104,20 @@ impl Inner {
                 status: 255,
                 at: SystemTime::now(),
             });
+            if let Some(bundle) = bundle {
+                let saved = SavedExit {
+                    pid,
+                    status: exit.status,
+                    exited_at: exit.at,
+                };
+                // fsync may be slow on a busy disk: off the runtime's one thread.
+                let done = tokio::task::spawn_blocking(move || saved.save(&bundle)).await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::error!("save the exit of {}: {e}", process.describe()),
+                    Err(e) => log::error!("save the exit of {}: {e}", process.describe()),
+                }
+            }
             process.set_exited(exit).await;
             let id = if process.exec_id.is_empty() {
                 process.container_id.clone()
@@ -116,9 +132,7 @@ impl Inner {
                 exited_at: timestamp(exit.at),
                 ..Default::default()
             };
-            inner
-                .publish(topics::TASK_EXIT_EVENT_TOPIC, Box::new(event))
-                .await;
+            inner.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
         });
     }
 
@@ -183,11 +197,11 @@ pub struct TaskService {
 
 impl TaskService {
     /// Starts the reaper: call before any child process is spawned.
-    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Result<Self> {
+    pub fn new(namespace: &str, events: EventQueue, exit: Arc<ExitSignal>) -> Result<Self> {
         Ok(TaskService {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
-                publisher,
+                events,
                 reaper: Reaper::start()?,
                 containers: Mutex::new(HashMap::new()),
                 exit,
@@ -272,7 +286,23 @@ impl TaskService {
         };
         let init = Arc::new(Process::new(&req.id, "", stdio.clone(), Vec::new()));
         init.set_created(pid, io);
-        inner.watch_exit(init.clone(), pid);
+        inner.watch_exit(init.clone(), pid, Some(bundle.clone()));
+        let cgroup = Cgroup::of_pid(pid)
+            .inspect_err(|e| log::warn!("no cgroup for container {}: {e}", req.id))
+            .ok();
+        let oom = cgroup.as_ref().and_then(|cg| {
+            let (events, id) = (inner.events.clone(), req.id.clone());
+            let on_oom = move || {
+                let event = TaskOOM {
+                    container_id: id.clone(),
+                    ..Default::default()
+                };
+                events.publish(topics::TASK_OOM_EVENT_TOPIC, &event);
+            };
+            crate::oom::watch(cg, on_oom)
+                .inspect_err(|e| log::warn!("no OOM events for container {}: {e}", req.id))
+                .ok()
+        });
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -280,6 +310,8 @@ impl TaskService {
             rootfs_mounted: !mounts.is_empty(),
             init,
             execs: Mutex::new(HashMap::new()),
+            cgroup,
+            _oom: oom,
         });
         lock(&inner.containers).insert(req.id.clone(), container);
         let event = TaskCreate {
@@ -297,9 +329,7 @@ impl TaskService {
             pid,
             ..Default::default()
         };
-        inner
-            .publish(topics::TASK_CREATE_EVENT_TOPIC, Box::new(event))
-            .await;
+        inner.publish(topics::TASK_CREATE_EVENT_TOPIC, &event);
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -320,9 +350,7 @@ impl TaskService {
                 pid,
                 ..Default::default()
             };
-            inner
-                .publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
-                .await;
+            inner.publish(topics::TASK_START_EVENT_TOPIC, &event);
             return Ok(api::StartResponse {
                 pid,
                 ..Default::default()
@@ -348,16 +376,14 @@ impl TaskService {
         let (pid, io) = launched?;
         p.set_created(pid, io);
         p.set_status(Status::Running);
-        inner.watch_exit(p.clone(), pid);
+        inner.watch_exit(p.clone(), pid, None);
         let event = TaskExecStarted {
             container_id: c.id.clone(),
             exec_id: req.exec_id.clone(),
             pid,
             ..Default::default()
         };
-        inner
-            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
-            .await;
+        inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &event);
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -410,9 +436,7 @@ impl TaskService {
             id: c.id.clone(),
             ..Default::default()
         };
-        inner
-            .publish(topics::TASK_DELETE_EVENT_TOPIC, Box::new(event))
-            .await;
+        inner.publish(topics::TASK_DELETE_EVENT_TOPIC, &event);
         Ok(api::DeleteResponse {
             pid,
             exit_status: exit.status,
@@ -473,9 +497,7 @@ impl TaskService {
                 container_id: id.to_string(),
                 ..Default::default()
             };
-            self.inner
-                .publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(event))
-                .await;
+            self.inner.publish(topics::TASK_PAUSED_EVENT_TOPIC, &event);
         } else {
             c.init.check("resume", Status::can_resume)?;
             c.runc.resume(id).await?;
@@ -484,9 +506,7 @@ impl TaskService {
                 container_id: id.to_string(),
                 ..Default::default()
             };
-            self.inner
-                .publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(event))
-                .await;
+            self.inner.publish(topics::TASK_RESUMED_EVENT_TOPIC, &event);
         }
         Ok(())
     }
@@ -520,8 +540,7 @@ impl TaskService {
             ..Default::default()
         };
         self.inner
-            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
-            .await;
+            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &event);
         Ok(())
     }
 
@@ -721,11 +740,16 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: api::StatsRequest,
     ) -> ttrpc::Result<api::StatsResponse> {
-        let r = self.inner.container(&req.id).and_then(|_| {
-            Err(ShimError::Unimplemented(format!(
-                "metrics of container {}: containerd-shim-berth-v2 does not collect cgroup stats yet",
-                req.id
-            )))
+        let r = self.inner.container(&req.id).and_then(|c| {
+            let cgroup = c
+                .cgroup
+                .as_ref()
+                .ok_or_else(|| ShimError::NotFound(format!("cgroup of container {}", req.id)))?;
+            // A few small cgroupfs reads: inline (see the cgroups module).
+            Ok(api::StatsResponse {
+                stats: MessageField::some(cgroup.metrics()?),
+                ..Default::default()
+            })
         });
         ttrpc_result(r)
     }

@@ -4,8 +4,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use containerd_shim::publisher::RemotePublisher;
@@ -13,6 +13,8 @@ use containerd_shim::{Config, DeleteResponse, Error, ExitSignal, Flags, Shim, St
 use containerd_shim_protos::protobuf::MessageField;
 use sha2::{Digest, Sha256};
 
+use crate::events::{EventQueue, TtrpcSink};
+use crate::process::SavedExit;
 use crate::reaper::Reaper;
 use crate::runc::{Runc, RuntimeConfig};
 use crate::service::TaskService;
@@ -34,7 +36,11 @@ pub struct BerthShim {
     namespace: String,
     id: String,
     bundle: PathBuf,
+    events: OnceLock<EventQueue>,
 }
+
+/// How long a shim that was told to shut down still tries to hand its last events over.
+const DRAIN_AT_EXIT: Duration = Duration::from_secs(3);
 
 /// The shim's configuration for the shim crate: we reap and set the subreaper ourselves.
 pub fn config() -> Config {
@@ -103,6 +109,7 @@ impl Shim for BerthShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             bundle,
+            events: OnceLock::new(),
         }
     }
 
@@ -160,19 +167,41 @@ impl Shim for BerthShim {
         {
             log::warn!("unmount {}: {e}", rootfs.display());
         }
+        // The shim saved the init's real exit when it saw it; without that, the container
+        // was killed along with its shim (runc's SIGKILL: 137).
+        let exit = SavedExit::load(&self.bundle).unwrap_or(SavedExit {
+            pid: 0,
+            status: 137,
+            exited_at: SystemTime::now(),
+        });
         Ok(DeleteResponse {
-            exit_status: 137,
-            exited_at: MessageField::some(SystemTime::now().into()),
+            pid: exit.pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(exit.exited_at.into()),
             ..Default::default()
         })
     }
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        if let Some(events) = self.events.get()
+            && !events.drained(DRAIN_AT_EXIT).await
+        {
+            log::warn!(
+                "shim of {} exits with {} events the daemon did not take",
+                self.id,
+                events.pending()
+            );
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        match TaskService::new(&self.namespace, publisher, self.exit.clone()) {
+        // The shim crate's publisher drops events after a few failures; ours keeps them
+        // until the daemon takes them.
+        let events = EventQueue::start(&self.namespace, TtrpcSink::new(&publisher.address));
+        drop(publisher);
+        let _ = self.events.set(events.clone());
+        match TaskService::new(&self.namespace, events, self.exit.clone()) {
             Ok(s) => s,
             Err(e) => {
                 log::error!("start the task service: {e}");

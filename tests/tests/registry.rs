@@ -272,6 +272,16 @@ fn save_rmi_load_round_trip_and_docker_archive() {
     );
     let images = ok(&berth(&d, &auth, &["-n", "dock", "images", "-q"]), "images");
     assert!(images.contains("docker.io/library/mybox:7"), "{images}");
+    // Loaded images are unpacked into the default snapshotter, ready to run.
+    let snaps = ok(
+        &berth(&d, &auth, &["-n", "dock", "snapshots", "ls"]),
+        "snapshots",
+    );
+    assert_eq!(
+        snaps.matches("Committed").count(),
+        bb.layers.len(),
+        "one committed snapshot per layer:\n{snaps}"
+    );
     let inspect: serde_json::Value = serde_json::from_str(&ok(
         &berth(
             &d,

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{busybox_image, pack_layout};
-use berth_tests::{Containerd, bin, fails, ok, rss_kib, system_bin};
+use berth_tests::{Background, Containerd, bin, fails, ok, rss_kib, system_bin};
 
 const IMAGE: &str = "example.com/busybox:latest";
 const RUNTIME: &str = "io.containerd.berth.v2";
@@ -16,6 +16,20 @@ struct Env {
     ctd: Containerd,
     fifo: PathBuf,
     _work: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    /// After a failure, no container, shim or runc state outlives the test (the shim's
+    /// runc root is shared by every containerd run on this machine).
+    fn drop(&mut self) {
+        let Ok(out) = self.ctr_cmd(&["containers", "ls", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.ctr(&["tasks", "rm", "-f", id]);
+            let _ = self.ctr(&["containers", "rm", id]);
+        }
+    }
 }
 
 impl Env {
@@ -261,4 +275,149 @@ fn idle_shim_memory_next_to_runc_v2() {
     env.remove("theirs");
     wait_gone(ours);
     wait_gone(theirs);
+}
+
+/// The METRIC/VALUE rows of `ctr tasks metrics`.
+fn metric(table: &str, name: &str) -> Option<String> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(1).map(|v| v.to_string()))
+}
+
+#[test]
+fn metrics_from_the_container_cgroup() {
+    let env = Env::start();
+    ok(&env.run(&["-d"], "m1", &["sleep", "1000"]), "run -d");
+    env.wait_status("m1", "RUNNING");
+    let table = ok(&env.ctr(&["tasks", "metrics", "m1"]), "tasks metrics");
+    println!("{table}");
+    assert!(table.contains("METRIC"), "{table}");
+    let usage: u64 = metric(&table, "memory.usage_in_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory usage in:\n{table}"));
+    assert!(usage > 0, "{table}");
+    let pids: u64 = metric(&table, "pids.current")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pids in:\n{table}"));
+    assert!(pids >= 1, "{table}");
+    assert!(metric(&table, "cpuacct.usage").is_some(), "{table}");
+    // The JSON form carries the rest (memory.stat fields, per-CPU usage).
+    let json = ok(
+        &env.ctr(&["tasks", "metrics", "--format", "json", "m1"]),
+        "tasks metrics --format json",
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("metrics json");
+    assert!(
+        v["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{json}"
+    );
+    assert!(v["memory"]["pg_fault"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(v["cpu"]["usage"]["per_cpu"].is_array(), "{json}");
+    assert!(v["blkio"].is_object(), "{json}");
+    env.remove("m1");
+}
+
+#[test]
+fn oom_kill_is_published() {
+    let env = Env::start();
+    let mut cmd = env.ctr_cmd(&["events"]);
+    cmd.stdin(Stdio::null());
+    let events = Background::spawn(cmd);
+    std::thread::sleep(Duration::from_millis(300));
+    // The shell accumulates 64 MB in a variable under an 8 MiB limit (and no swap).
+    let out = env.run(
+        &["--rm", "--memory-limit", "8388608"],
+        "oom1",
+        &[
+            "sh",
+            "-c",
+            "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let text = events.wait_for(&["/tasks/oom", "/tasks/exit"], Duration::from_secs(10));
+    let oom = text
+        .lines()
+        .find(|l| l.contains("/tasks/oom"))
+        .unwrap_or_default();
+    assert!(oom.contains("oom1"), "{text}");
+}
+
+/// A timestamp shaped like Go's RFC3339Nano in UTC: `2006-01-02T15:04:05.999999999Z`.
+fn is_rfc3339(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let Some(rest) = ts.get(19..) else {
+        return false;
+    };
+    digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && (rest == "Z"
+            || rest
+                .strip_prefix('.')
+                .and_then(|f| f.strip_suffix('Z'))
+                .is_some_and(|f| {
+                    !f.is_empty() && f.len() <= 9 && f.bytes().all(|c| c.is_ascii_digit())
+                }))
+}
+
+#[test]
+fn cri_log_uri_writes_cri_records() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("logs/c.log");
+    let uri = format!("file://{}?format=cri", log.display());
+    let fifo = env.fifo.display().to_string();
+    let out = env.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--fifo-dir",
+        &fifo,
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "cri1",
+        "sh",
+        "-c",
+        "echo line; echo line >&2; echo line; printf tail",
+    ]);
+    ok(&out, "run -d --log-uri ...?format=cri");
+    env.wait_status("cri1", "STOPPED");
+    let text = std::fs::read_to_string(&log).expect("read the CRI log");
+    let records: Vec<Vec<&str>> = text.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert_eq!(records.len(), 4, "{text}");
+    assert!(records.iter().all(|r| is_rfc3339(r[0])), "{text}");
+    // Each stream keeps its own order; the two interleave as the shim reads them.
+    let stream = |name: &str| -> Vec<Vec<&str>> {
+        records
+            .iter()
+            .filter(|r| r[1] == name)
+            .map(|r| r[2..].to_vec())
+            .collect()
+    };
+    assert_eq!(
+        stream("stdout"),
+        [vec!["F", "line"], vec!["F", "line"], vec!["P", "tail"]],
+        "{text}"
+    );
+    assert_eq!(stream("stderr"), [vec!["F", "line"]], "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&log).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    ok(&env.ctr(&["tasks", "rm", "cri1"]), "tasks rm");
+    ok(&env.ctr(&["containers", "rm", "cri1"]), "containers rm");
 }

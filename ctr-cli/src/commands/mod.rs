@@ -1,7 +1,6 @@
 //! One module per command group.
 pub mod containers;
 pub mod content;
-#[allow(dead_code)] // used by the docker-style verbs as they land
 pub mod docker;
 pub mod events;
 pub mod images;

@@ -205,8 +205,10 @@ pub async fn load(c: &Client, input: PathBuf, base_name: Option<String>) -> anyh
         media_type: "application/x-tar".into(),
         ..Default::default()
     };
+    // Unpacked into the default snapshotter, so that a loaded image runs at once.
     let destination = tt::ImageStore {
         name: base_name.unwrap_or_default(),
+        unpacks: vec![tt::UnpackConfiguration::default()],
         ..Default::default()
     };
     let result = run_transfer(c, any(&source), any(&destination)).await;

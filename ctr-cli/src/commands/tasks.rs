@@ -27,25 +27,13 @@ pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-s
 /// The container label holding an image's stop signal (containerd's).
 const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
 
-/// Ends berth with this exit status and no message of its own: the exit status of a
-/// process berth waited for (ctr's `cli.NewExitError("", code)`).
-#[derive(Debug)]
-pub struct Exit(pub u32);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit status {}", self.0)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-/// `Ok` for 0, else [`Exit`] with the code.
+/// `Ok` for 0, else an exit with the code and no message of ours (the exit status of a
+/// process berth waited for: ctr's `cli.NewExitError("", code)`).
 pub fn exit_with(code: u32) -> anyhow::Result<()> {
     if code == 0 {
         Ok(())
     } else {
-        Err(Exit(code).into())
+        Err(crate::commands::docker::Exit::code(code))
     }
 }
 

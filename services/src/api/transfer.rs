@@ -354,7 +354,16 @@ impl TransferApi {
                 )
             }
         };
-        let imported = self.0.archives.import(ns, &file.0, opts).await;
+        let lease_id = opts.lease.clone().unwrap_or_default();
+        let imported = match self.0.archives.import(ns, &file.0, opts).await {
+            // Unpacked before the lease that holds the blobs ends, when asked (`berth load`
+            // asks for the default snapshotter, as `docker load` leaves runnable images).
+            Ok(images) if !dst.unpacks.is_empty() => self
+                .unpack_imported(ns, &lease_id, &images, &dst.unpacks)
+                .await
+                .map(|()| images),
+            other => other,
+        };
         if let Some(id) = own_lease
             && let Err(e) = self.0.leases.delete(ns, &id).await
         {
@@ -372,6 +381,38 @@ impl TransferApi {
                         ..Default::default()
                     }))
                     .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn unpack_imported(
+        &self,
+        ns: &str,
+        lease: &str,
+        images: &[crate::images::Image],
+        unpacks: &[tt::UnpackConfiguration],
+    ) -> Result<()> {
+        let unpacker = Unpacker::new(
+            self.0.content.clone(),
+            self.0.snapshotters.clone(),
+            self.0.leases.clone(),
+        );
+        for u in unpacks {
+            let platform = u
+                .platform
+                .as_ref()
+                .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+                .map(|p| crate::registry::media::parse_platform(&platform_string(p)))
+                .transpose()?;
+            for image in images {
+                let Some(target) = &image.target else {
+                    continue;
+                };
+                unpacker
+                    .unpack_image(ns, lease, &u.snapshotter, target, platform.as_ref())
+                    .await
+                    .map_err(|e| e.context(&format!("unpacking {}", image.name)))?;
             }
         }
         Ok(())

@@ -8,7 +8,7 @@ use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 
 use crate::client::{Client, status};
-use crate::commands::tasks::{self, Exit, PROCESS_TYPE_URL};
+use crate::commands::tasks::{self, PROCESS_TYPE_URL};
 use crate::stdio;
 
 #[derive(Args, Debug)]
@@ -359,7 +359,7 @@ pub async fn run_task(
 
 /// Docker's exit status for a process that could not start: 127 when the command does not
 /// exist, 126 when it cannot be run.
-fn start_failure_code(message: &str) -> Option<u32> {
+fn start_failure_code(message: &str) -> Option<u8> {
     if message.contains("executable file not found")
         || message.contains("no such file or directory")
     {
@@ -415,10 +415,10 @@ pub async fn run(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
         Ok(code) => tasks::exit_with(code),
         Err(e) => match e.downcast_ref::<StartFailed>() {
             Some(StartFailed(msg)) => match start_failure_code(msg) {
-                Some(code) => {
-                    eprintln!("berth: OCI runtime exec failed: {msg}");
-                    Err(Exit(code).into())
-                }
+                Some(code) => Err(super::Exit::with(
+                    code,
+                    format!("OCI runtime exec failed: {msg}"),
+                )),
                 None => Err(e),
             },
             None => Err(e),

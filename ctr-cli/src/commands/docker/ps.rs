@@ -1,0 +1,309 @@
+//! `berth ps`: the containers of the namespace with Docker's columns and humanized times.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_proto::containerd::services::containers::v1 as pb;
+use berth_proto::containerd::services::tasks::v1 as tpb;
+use berth_proto::containerd::v1::types::{Process, Status};
+use clap::Args as ClapArgs;
+
+use super::{STARTED_LABEL, docker_config, list_all, name_of, short_id, spec_of, tasks};
+use crate::client::{Client, status};
+use crate::output;
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// Show every container (default: running ones). `-a` works too.
+    #[arg(long)]
+    pub all: bool,
+    /// Only the ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate ids and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// Docker's (go-units') `HumanDuration`.
+pub fn human_duration(d: Duration) -> String {
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
+    if seconds < 1 {
+        "Less than a second".into()
+    } else if seconds == 1 {
+        "1 second".into()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", seconds / 3600 / 24 / 365)
+    }
+}
+
+pub fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    let t = ts?;
+    if t.seconds <= 0 {
+        return None;
+    }
+    Some(
+        UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(t.seconds).unwrap_or(0),
+                u32::try_from(t.nanos).unwrap_or(0),
+            ),
+    )
+}
+
+fn since(t: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(t).unwrap_or_default()
+}
+
+/// When the container's task was last started (its [`STARTED_LABEL`]).
+pub fn started_at(c: &pb::Container) -> Option<SystemTime> {
+    c.labels
+        .get(STARTED_LABEL)
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+}
+
+/// Docker's lower-case state name.
+pub fn state_name(t: Option<&Process>) -> &'static str {
+    match t.map(|t| t.status) {
+        Some(s) if s == Status::Running as i32 => "running",
+        Some(s) if s == Status::Paused as i32 || s == Status::Pausing as i32 => "paused",
+        Some(s) if s == Status::Stopped as i32 => "exited",
+        _ => "created",
+    }
+}
+
+/// The STATUS column: "Up 3 minutes", "Up 2 hours (Paused)", "Exited (0) 2 seconds ago",
+/// "Created".
+pub fn status_text(t: Option<&Process>, started: Option<SystemTime>, now: SystemTime) -> String {
+    let up = || match started {
+        Some(s) => format!("Up {}", human_duration(since(s, now))),
+        None => "Up".to_string(),
+    };
+    match state_name(t) {
+        "running" => up(),
+        "paused" => format!("{} (Paused)", up()),
+        "exited" => {
+            let t = t.cloned().unwrap_or_default();
+            match to_time(t.exited_at.as_ref()) {
+                Some(at) => format!(
+                    "Exited ({}) {} ago",
+                    t.exit_status,
+                    human_duration(since(at, now))
+                ),
+                None => format!("Exited ({})", t.exit_status),
+            }
+        }
+        _ => "Created".to_string(),
+    }
+}
+
+/// The command a container runs, as one string.
+pub fn command_line(c: &pb::Container) -> String {
+    let cfg = docker_config(c);
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(p) = cfg["Path"].as_str() {
+        parts.push(p.to_string());
+        parts.extend(
+            cfg["Args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string)),
+        );
+    } else {
+        parts.extend(
+            spec_of(c)["process"]["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_string)),
+        );
+    }
+    // Docker quotes the arguments holding a space.
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i > 0 && p.contains(' ') {
+                format!("'{p}'")
+            } else {
+                p.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Docker's `Ellipsis`: at most `max` characters, the last one "…" when cut.
+pub fn ellipsis(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The image as the user named it, else the record's.
+pub fn image_of(c: &pb::Container) -> String {
+    docker_config(c)["Image"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| c.image.clone())
+}
+
+pub async fn tasks_by_container(c: &Client) -> anyhow::Result<HashMap<String, Process>> {
+    Ok(tasks(c)
+        .list(c.req(tpb::ListTasksRequest::default()))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .tasks
+        .into_iter()
+        .filter(|t| t.id.is_empty() || t.id == t.container_id)
+        .map(|t| (t.container_id.clone(), t))
+        .collect())
+}
+
+pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
+    let mut list = list_all(c).await?;
+    let tasks = tasks_by_container(c).await?;
+    list.sort_by_key(|ct| {
+        std::cmp::Reverse(
+            ct.created_at
+                .as_ref()
+                .map(|t| (t.seconds, t.nanos))
+                .unwrap_or_default(),
+        )
+    });
+    let now = SystemTime::now();
+    let mut rows = Vec::new();
+    for ct in &list {
+        let t = tasks.get(&ct.id);
+        let state = state_name(t);
+        if !args.all && state != "running" && state != "paused" {
+            continue;
+        }
+        let id = if args.no_trunc {
+            ct.id.clone()
+        } else {
+            short_id(&ct.id).to_string()
+        };
+        if args.quiet {
+            println!("{id}");
+            continue;
+        }
+        let cmd = command_line(ct);
+        let cmd = if args.no_trunc {
+            cmd
+        } else {
+            ellipsis(&cmd, 20)
+        };
+        let created = to_time(ct.created_at.as_ref())
+            .map(|t| format!("{} ago", human_duration(since(t, now))))
+            .unwrap_or_default();
+        rows.push(vec![
+            id,
+            image_of(ct),
+            format!("{cmd:?}"),
+            created,
+            status_text(t, started_at(ct), now),
+            String::new(),
+            name_of(ct),
+        ]);
+    }
+    if !args.quiet {
+        output::table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ],
+            &rows,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
+        assert_eq!(human_duration(s(1)), "1 second");
+        assert_eq!(human_duration(s(42)), "42 seconds");
+        assert_eq!(human_duration(s(90)), "About a minute");
+        assert_eq!(human_duration(s(3 * 60 + 5)), "3 minutes");
+        assert_eq!(human_duration(s(3600)), "About an hour");
+        assert_eq!(human_duration(s(5 * 3600)), "5 hours");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+        assert_eq!(human_duration(s(20 * 86400)), "2 weeks");
+        assert_eq!(human_duration(s(90 * 86400)), "3 months");
+        assert_eq!(human_duration(s(800 * 86400)), "2 years");
+    }
+
+    #[test]
+    fn statuses() {
+        let now = SystemTime::now();
+        let ago = |secs| now - Duration::from_secs(secs);
+        let ts = |t: SystemTime| {
+            let d = t.duration_since(UNIX_EPOCH).unwrap();
+            prost_types::Timestamp {
+                seconds: d.as_secs() as i64,
+                nanos: d.subsec_nanos() as i32,
+            }
+        };
+        assert_eq!(status_text(None, None, now), "Created");
+        let mut p = Process {
+            status: Status::Running as i32,
+            ..Default::default()
+        };
+        assert_eq!(status_text(Some(&p), Some(ago(180)), now), "Up 3 minutes");
+        p.status = Status::Paused as i32;
+        assert_eq!(
+            status_text(Some(&p), Some(ago(5)), now),
+            "Up 5 seconds (Paused)"
+        );
+        p.status = Status::Stopped as i32;
+        p.exit_status = 3;
+        p.exited_at = Some(ts(ago(2)));
+        assert_eq!(
+            status_text(Some(&p), Some(ago(9)), now),
+            "Exited (3) 2 seconds ago"
+        );
+        assert_eq!(
+            ellipsis("sh -c 'echo started; exec httpd'", 20),
+            "sh -c 'echo started…"
+        );
+        assert_eq!(ellipsis("sh", 20), "sh");
+    }
+}

@@ -1,0 +1,856 @@
+//! `berth create` and `berth run`: a container record with its snapshot and OCI spec, and
+//! (for `run`) its task.
+//!
+//! Output: every task's stdout and stderr go to the container's log file
+//! (`file://<log>?format=cri`), so `logs` works with no client attached. A foreground
+//! `run` without `-i`/`-t` follows that file while the container runs (the output shows
+//! live and stays in `logs` afterwards); with `-i` or `-t` the process talks to this
+//! terminal through FIFOs instead, and its output is not in `logs`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_proto::containerd::services::containers::v1 as pb;
+use berth_proto::containerd::services::images::v1 as ipb;
+use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
+use berth_proto::containerd::services::introspection::v1 as inpb;
+use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
+use berth_proto::containerd::services::snapshots::v1 as spb;
+use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use berth_proto::containerd::services::tasks::v1 as tpb;
+use berth_proto::containerd::v1::types::Status;
+use clap::Args as ClapArgs;
+use serde_json::{Value, json};
+
+use super::spec::{self, Accounts, ImageConfig, Options};
+use super::{
+    DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL, containers, list_all,
+    logs, new_id, task_of, tasks,
+};
+use crate::client::{Client, status};
+use crate::commands::containers::SPEC_TYPE_URL;
+use crate::commands::snapshots;
+use crate::oci;
+
+pub const SNAPSHOTTER: &str = "overlayfs";
+pub const RUNTIME: &str = "io.containerd.runc.v2";
+
+/// Where static init binaries for `--init` are looked for (Debian's `tini` package).
+const INIT_CANDIDATES: [&str; 3] = [
+    "/usr/bin/tini-static",
+    "/usr/bin/docker-init",
+    "/usr/libexec/docker/docker-init",
+];
+
+/// The flags of `berth create` (and `berth run`).
+#[derive(ClapArgs, Debug, Clone)]
+pub struct CreateArgs {
+    /// Keep stdin open (attach it in the foreground).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The container's name (unique in the namespace).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variables (KEY=VALUE, or KEY to take this shell's value).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Files of environment variables, one KEY=VALUE a line.
+    #[arg(long)]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// The container's hostname (default: its short id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Every capability, no masked paths, all devices allowed.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add capabilities (ALL for every one).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop capabilities (ALL for every one).
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Run an init (tini) as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `berth run`'s flags: create's plus `-d`.
+#[derive(ClapArgs, Debug, Clone)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// The image record of `name`: as given, else as Docker would normalize it
+/// (`busybox` → `docker.io/library/busybox:latest`).
+pub async fn find_image(c: &Client, name: &str) -> anyhow::Result<ipb::Image> {
+    let mut api = ImagesClient::new(c.channel.clone());
+    let mut names = vec![name.to_string()];
+    let full = normalize(name);
+    if full != name {
+        names.push(full);
+    }
+    for n in &names {
+        match api
+            .get(c.req(ipb::GetImageRequest { name: n.clone() }))
+            .await
+        {
+            Ok(r) => {
+                if let Some(img) = r.into_inner().image {
+                    return Ok(img);
+                }
+            }
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(status(e)),
+        }
+    }
+    Err(Exit::with(
+        125,
+        format!(
+            "Unable to find image '{name}' locally: image {:?} not found (pull it first: berth pull {name})",
+            names.last().cloned().unwrap_or_default()
+        ),
+    ))
+}
+
+/// Docker's reference normalization: a missing registry is docker.io (with `library/`
+/// for one-component names), a missing tag is `latest`.
+pub fn normalize(name: &str) -> String {
+    let (first, _) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut out = if has_registry {
+        name.to_string()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    };
+    let last = out.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !out.contains('@') {
+        out.push_str(":latest");
+    }
+    out
+}
+
+/// Docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Refuses a name another container of the namespace has, with Docker's message.
+pub fn check_name_free(list: &[pb::Container], name: &str, except: &str) -> anyhow::Result<()> {
+    if let Some(other) = list
+        .iter()
+        .find(|c| c.id != except && c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
+    {
+        anyhow::bail!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+            other.id
+        );
+    }
+    Ok(())
+}
+
+const ADJECTIVES: [&str; 16] = [
+    "admiring", "brave", "clever", "dazzling", "eager", "focused", "gifted", "happy", "jolly",
+    "keen", "lucid", "modest", "nifty", "quirky", "serene", "vibrant",
+];
+const NAMES: [&str; 16] = [
+    "babbage", "curie", "darwin", "euler", "fermat", "gauss", "hopper", "johnson", "kepler",
+    "lovelace", "meitner", "noether", "pascal", "ritchie", "thompson", "turing",
+];
+
+/// A Docker-like `adjective_surname` not used in `list` (a number appended if need be).
+fn generate_name(list: &[pb::Container], id: &str) -> String {
+    let taken = |n: &str| {
+        list.iter()
+            .any(|c| c.labels.get(NAME_LABEL).is_some_and(|x| x == n))
+    };
+    let seed = u64::from_str_radix(id.get(..12).unwrap_or("0"), 16).unwrap_or(0);
+    let base = format!(
+        "{}_{}",
+        ADJECTIVES[(seed % 16) as usize],
+        NAMES[((seed / 16) % 16) as usize]
+    );
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|i| format!("{base}{i}"))
+        .find(|n| !taken(n))
+        .unwrap_or(base)
+}
+
+/// The environment of `-e` and `--env-file`: `KEY` alone takes this shell's value (and is
+/// dropped when unset), as Docker does.
+fn user_env(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut add = |e: &str| {
+        if e.contains('=') {
+            out.push(e.to_string());
+        } else if let Ok(v) = std::env::var(e) {
+            out.push(format!("{e}={v}"));
+        }
+    };
+    for f in &a.env_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("read env file {}", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            add(line);
+        }
+    }
+    for e in &a.env {
+        add(e);
+    }
+    Ok(out)
+}
+
+fn find_init() -> anyhow::Result<String> {
+    INIT_CANDIDATES
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--init: no static init binary found (looked for {}): install Debian's tini package",
+                INIT_CANDIDATES.join(", ")
+            )
+        })
+}
+
+/// The directory the log files live in: the `root` export of the runtime plugin
+/// (`io.containerd.runtime.v2`/`task`), else `<daemon root>/runtime`, else
+/// `/var/lib/berth/runtime`.
+async fn log_root(c: &Client) -> PathBuf {
+    let plugins = IntrospectionClient::new(c.channel.clone())
+        .plugins(c.req(inpb::PluginsRequest::default()))
+        .await
+        .map(|r| r.into_inner().plugins)
+        .unwrap_or_default();
+    let export = |kind: &str, id: &str| {
+        plugins
+            .iter()
+            .find(|p| p.r#type == kind && p.id == id)
+            .and_then(|p| p.exports.get("root").cloned())
+    };
+    if let Some(root) = export("io.containerd.runtime.v2", "task") {
+        return PathBuf::from(root);
+    }
+    if let Some(root) = export("io.containerd.metadata.v1", "redb") {
+        return Path::new(&root).join("runtime");
+    }
+    PathBuf::from("/var/lib/berth/runtime")
+}
+
+/// Reads the rootfs' /etc/passwd and /etc/group through a read-only view of the image's
+/// top snapshot mounted here for a moment.
+async fn read_accounts(
+    c: &Client,
+    parent: &str,
+    id: &str,
+    lease: &str,
+) -> anyhow::Result<Accounts> {
+    let key = format!("{id}-accounts");
+    let mounts = snapshots::create(
+        c,
+        SNAPSHOTTER,
+        snapshots::Create::View,
+        &key,
+        Some(parent.to_string()),
+        Default::default(),
+        Some(lease),
+    )
+    .await
+    .map_err(status)?;
+    let dir = std::env::temp_dir().join(format!("berth-accounts-{id}"));
+    let result = async {
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        snapshots::mount_local(&mounts, dir.clone()).await?;
+        let read = |f: &str| {
+            let p = dir.join(f);
+            // A symlink could point out of the rootfs: treat it as absent.
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+                _ => String::new(),
+            }
+        };
+        let acc = Accounts {
+            passwd: read("etc/passwd"),
+            group: read("etc/group"),
+        };
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&d))
+            .await?
+            .with_context(|| format!("unmount {}", dir.display()))?;
+        anyhow::Ok(acc)
+    }
+    .await;
+    let _ = std::fs::remove_dir(&dir);
+    let _ = SnapshotsClient::new(c.channel.clone())
+        .remove(c.req(spb::RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key,
+        }))
+        .await;
+    result
+}
+
+/// Ends a lease without waiting for the collector.
+async fn end_lease(c: &Client, id: &str) {
+    use berth_proto::containerd::services::leases::v1 as lpb;
+    let _ = lpb::leases_client::LeasesClient::new(c.channel.clone())
+        .delete(c.req(lpb::DeleteRequest {
+            id: id.to_string(),
+            sync: false,
+        }))
+        .await;
+}
+
+/// Creates the container: snapshot (under a short lease until the record holds it), spec,
+/// record. Errors are [`Exit`] 125 (Docker's code for "the container did not start").
+pub async fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
+    create_inner(c, a)
+        .await
+        .map_err(|e| match e.downcast::<Exit>() {
+            Ok(x) => anyhow::Error::new(x),
+            Err(e) => Exit::with(125, format!("{e:#}")),
+        })
+}
+
+async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
+    let img = find_image(c, &a.image).await?;
+    let resolved = oci::resolve(c, &img.target.clone().unwrap_or_default()).await?;
+    let top = resolved
+        .chain_ids()
+        .last()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("image {} has no layers", img.name))?;
+    let img_cfg = ImageConfig::from_image(&resolved.config);
+
+    let list = list_all(c).await?;
+    let id = new_id();
+    let name = match &a.name {
+        Some(n) => {
+            let n = n.trim_start_matches('/');
+            if !valid_name(n) {
+                anyhow::bail!(
+                    "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                );
+            }
+            check_name_free(&list, n, "")?;
+            n.to_string()
+        }
+        None => generate_name(&list, &id),
+    };
+    let mut opts = Options {
+        id: id.clone(),
+        namespace: c.namespace.clone(),
+        args: a.command.clone(),
+        entrypoint: a.entrypoint.clone(),
+        env: user_env(a)?,
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        hostname: a.hostname.clone(),
+        tty: a.tty,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        memory: a.memory.as_deref().map(spec::parse_memory).transpose()?,
+        cpus: a.cpus.as_deref().map(spec::parse_cpus).transpose()?,
+        pids_limit: a.pids_limit,
+        init: None,
+    };
+    if a.init {
+        opts.init = Some(find_init()?);
+    }
+    // Fail on flags before touching anything.
+    let all_caps = spec::host_capabilities();
+    spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
+        spec::SpecError::UnknownUser(_) | spec::SpecError::UnknownGroup(_) => Ok(Value::Null),
+        e => Err(e),
+    })?;
+    let log = log_root(c)
+        .await
+        .join(&c.namespace)
+        .join(format!("{id}.log"));
+
+    let resource = format!("snapshots/{SNAPSHOTTER}");
+    let lease = c
+        .create_lease(None, Duration::from_secs(300), &[(&resource, &id)])
+        .await?;
+    let made = async {
+        snapshots::create(
+            c,
+            SNAPSHOTTER,
+            snapshots::Create::Active,
+            &id,
+            Some(top.clone()),
+            Default::default(),
+            Some(&lease),
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == tonic::Code::NotFound {
+                anyhow::anyhow!(
+                    "image {} is not unpacked ({top} missing): pull it again",
+                    img.name
+                )
+            } else {
+                status(e)
+            }
+        })?;
+        let user = a.user.clone().unwrap_or_else(|| img_cfg.user.clone());
+        let accounts = if user.is_empty() {
+            Accounts::default()
+        } else {
+            read_accounts(c, &top, &id, &lease).await?
+        };
+        let spec = spec::build(&img_cfg, &opts, &accounts, &all_caps)?;
+        let config = docker_config(a, &img_cfg, &opts, &spec);
+        let mut labels = HashMap::new();
+        labels.insert(NAME_LABEL.to_string(), name.clone());
+        labels.insert(LOG_LABEL.to_string(), log.display().to_string());
+        let mut extensions = HashMap::new();
+        extensions.insert(
+            DOCKER_EXT.to_string(),
+            prost_types::Any {
+                type_url: DOCKER_EXT_TYPE.to_string(),
+                value: serde_json::to_vec(&config)?,
+            },
+        );
+        let created = containers(c)
+            .create(c.req(pb::CreateContainerRequest {
+                container: Some(pb::Container {
+                    id: id.clone(),
+                    labels: labels.into_iter().collect(),
+                    image: img.name.clone(),
+                    runtime: Some(pb::container::Runtime {
+                        name: RUNTIME.to_string(),
+                        options: None,
+                    }),
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE_URL.to_string(),
+                        value: serde_json::to_vec(&spec)?,
+                    }),
+                    snapshotter: SNAPSHOTTER.to_string(),
+                    snapshot_key: id.clone(),
+                    extensions: extensions.into_iter().collect(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .map_err(status)?
+            .into_inner()
+            .container
+            .unwrap_or_default();
+        anyhow::Ok(created)
+    }
+    .await;
+    if made.is_err() {
+        let _ = SnapshotsClient::new(c.channel.clone())
+            .remove(c.req(spb::RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: id.clone(),
+            }))
+            .await;
+    }
+    end_lease(c, &lease).await;
+    made
+}
+
+/// The docker-level facts kept in the record's [`DOCKER_EXT`] extension.
+fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -> Value {
+    let args: Vec<String> = spec["process"]["args"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (entrypoint, cmd) = match &o.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), o.args.clone()),
+        Some(e) => (vec![e.clone()], o.args.clone()),
+        None => (
+            img.entrypoint.clone(),
+            if o.args.is_empty() {
+                img.cmd.clone()
+            } else {
+                o.args.clone()
+            },
+        ),
+    };
+    let path = args.first().cloned().unwrap_or_default();
+    json!({
+        "Path": path,
+        "Args": args.get(1..).unwrap_or_default(),
+        "Image": a.image,
+        "Config": {
+            "Hostname": spec["hostname"],
+            "User": o.user.clone().unwrap_or_else(|| img.user.clone()),
+            "Tty": a.tty,
+            "OpenStdin": a.interactive,
+            "Env": spec["process"]["env"],
+            "Cmd": cmd,
+            "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
+            "Image": a.image,
+            "WorkingDir": spec["process"]["cwd"],
+            "Labels": {},
+            "StopSignal": if img.stop_signal.is_empty() { "SIGTERM" } else { &img.stop_signal },
+        },
+        "HostConfig": {
+            "AutoRemove": a.rm,
+            "Privileged": a.privileged,
+            "ReadonlyRootfs": a.read_only,
+            "CapAdd": a.cap_add,
+            "CapDrop": a.cap_drop,
+            "Memory": o.memory.unwrap_or(0),
+            "NanoCpus": o.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "PidsLimit": o.pids_limit,
+            "Init": a.init,
+            "NetworkMode": "host",
+            "Runtime": RUNTIME,
+        },
+    })
+}
+
+/// How a task's stdio is wired.
+pub struct TaskIo {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+impl TaskIo {
+    /// Both output streams into the container's log file.
+    pub fn log(ct: &pb::Container) -> TaskIo {
+        let uri = logs::log_path(ct)
+            .map(|p| format!("file://{}?format=cri", p.display()))
+            .unwrap_or_default();
+        TaskIo {
+            stdin: String::new(),
+            stdout: uri.clone(),
+            stderr: uri,
+            terminal: super::spec_of(ct)["process"]["terminal"].as_bool() == Some(true),
+        }
+    }
+}
+
+/// Docker's exit code for a process that could not be started: 127 when the command is
+/// not found, 126 when it cannot be executed.
+fn start_failure_code(message: &str) -> Option<u8> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("executable file not found")
+        || m.contains("no such file or directory")
+        || m.contains("not found in $path")
+    {
+        Some(127)
+    } else if m.contains("permission denied") || m.contains("exec format error") {
+        Some(126)
+    } else {
+        None
+    }
+}
+
+/// Whether a task is alive (running or paused, or created and not yet started).
+pub fn is_live(t: &berth_proto::containerd::v1::types::Process) -> bool {
+    t.status == Status::Running as i32
+        || t.status == Status::Paused as i32
+        || t.status == Status::Pausing as i32
+}
+
+/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
+/// one wired as `io`, starts it and records the start time. A failure to start the process
+/// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
+pub async fn start_task(
+    c: &Client,
+    ct: &pb::Container,
+    io: TaskIo,
+    fail_code: u8,
+) -> anyhow::Result<u32> {
+    let mut api = tasks(c);
+    if let Some(t) = task_of(c, &ct.id).await? {
+        if is_live(&t) {
+            anyhow::bail!("container {} is already running", super::name_of(ct));
+        }
+        api.delete(c.req(tpb::DeleteTaskRequest {
+            container_id: ct.id.clone(),
+        }))
+        .await
+        .map_err(status)?;
+    }
+    let failed = |e: tonic::Status| {
+        let m = e.message().to_string();
+        let code = start_failure_code(&m).unwrap_or(fail_code);
+        Exit::with(
+            code,
+            format!("failed to start container {}: {m}", super::name_of(ct)),
+        )
+    };
+    api.create(c.req(tpb::CreateTaskRequest {
+        container_id: ct.id.clone(),
+        stdin: io.stdin,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        terminal: io.terminal,
+        ..Default::default()
+    }))
+    .await
+    .map_err(failed)?;
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    match api
+        .start(c.req(tpb::StartRequest {
+            container_id: ct.id.clone(),
+            exec_id: String::new(),
+        }))
+        .await
+    {
+        Ok(r) => {
+            set_label(c, &ct.id, STARTED_LABEL, &now).await?;
+            Ok(r.into_inner().pid)
+        }
+        Err(e) => {
+            let _ = api
+                .delete(c.req(tpb::DeleteTaskRequest {
+                    container_id: ct.id.clone(),
+                }))
+                .await;
+            Err(failed(e))
+        }
+    }
+}
+
+/// Sets one label of a container record.
+pub async fn set_label(c: &Client, id: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    containers(c)
+        .update(c.req(pb::UpdateContainerRequest {
+            container: Some(pb::Container {
+                id: id.to_string(),
+                labels: [(key.to_string(), value.to_string())].into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![format!("labels.{key}")],
+            }),
+        }))
+        .await
+        .map_err(status)?;
+    Ok(())
+}
+
+/// Removes a container: its task (killed first when `force`; a live one is refused
+/// otherwise), its record, its snapshot and its log file.
+pub async fn remove(c: &Client, ct: &pb::Container, force: bool) -> anyhow::Result<()> {
+    let mut api = tasks(c);
+    if let Some(t) = task_of(c, &ct.id).await? {
+        if is_live(&t) || t.status == Status::Created as i32 {
+            if !force {
+                anyhow::bail!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    ct.id
+                );
+            }
+            super::lifecycle::kill_and_wait(c, &ct.id, 9, Duration::from_secs(10)).await?;
+        }
+        match api
+            .delete(c.req(tpb::DeleteTaskRequest {
+                container_id: ct.id.clone(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(status(e)),
+        }
+    }
+    match containers(c)
+        .delete(c.req(pb::DeleteContainerRequest { id: ct.id.clone() }))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::NotFound => {}
+        Err(e) => return Err(status(e)),
+    }
+    if !ct.snapshot_key.is_empty() {
+        match SnapshotsClient::new(c.channel.clone())
+            .remove(c.req(spb::RemoveSnapshotRequest {
+                snapshotter: ct.snapshotter.clone(),
+                key: ct.snapshot_key.clone(),
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::NotFound => {}
+            Err(e) => return Err(status(e)),
+        }
+    }
+    if let Some(log) = logs::log_path(ct) {
+        match std::fs::remove_file(&log) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("remove log {}: {e}", log.display())),
+        }
+    }
+    Ok(())
+}
+
+/// `berth create`: prints the new container's id.
+pub async fn create_cmd(c: &Client, a: CreateArgs) -> anyhow::Result<()> {
+    let ct = create(c, &a).await?;
+    println!("{}", ct.id);
+    Ok(())
+}
+
+/// `berth run`.
+pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
+    let ct = create(c, &a.create).await?;
+    if a.detach {
+        if let Err(e) = start_task(c, &ct, TaskIo::log(&ct), 125).await {
+            if a.create.rm {
+                let _ = remove(c, &ct, true).await;
+            }
+            return Err(e);
+        }
+        println!("{}", ct.id);
+        return Ok(());
+    }
+    let result = if a.create.interactive || a.create.tty {
+        super::lifecycle::run_attached(c, &ct, a.create.interactive).await
+    } else {
+        foreground(c, &ct).await
+    };
+    if a.create.rm {
+        remove(c, &ct, true).await?;
+    }
+    match result? {
+        0 => Ok(()),
+        code => Err(Exit::code(code)),
+    }
+}
+
+/// Starts the container with its output in the log file and shows that output until the
+/// container exits; returns its exit status.
+async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
+    let log = logs::log_path(ct).unwrap_or_default();
+    let follower = logs::Follower::at_end(&log);
+    start_task(c, ct, TaskIo::log(ct), 125).await?;
+    let mut printer = logs::Printer::new(false);
+    let follow = logs::follow_until_exit(c, &ct.id, follower, &mut printer);
+    tokio::pin!(follow);
+    // As Docker's sig-proxy: ^C and SIGTERM go to the container, which decides to exit.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let sig = tokio::select! {
+            r = &mut follow => return r,
+            Some(()) = int.recv() => 2,
+            Some(()) = term.recv() => 15,
+        };
+        if let Err(e) = super::lifecycle::kill(c, &ct.id, sig).await {
+            eprintln!("forward signal {sig} to {}: {}", ct.id, e.message());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_like_docker() {
+        assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(normalize("me/app:1"), "docker.io/me/app:1");
+        assert_eq!(
+            normalize("127.0.0.1:5000/busybox"),
+            "127.0.0.1:5000/busybox:latest"
+        );
+        assert_eq!(normalize("localhost/x@sha256:ab"), "localhost/x@sha256:ab");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web"));
+        assert!(valid_name("a.b-c_1"));
+        assert!(!valid_name("w"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("we b"));
+        let list = vec![pb::Container {
+            id: "x".into(),
+            labels: [(NAME_LABEL.to_string(), "web".to_string())].into(),
+            ..Default::default()
+        }];
+        let e = check_name_free(&list, "web", "").unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "Conflict. The container name \"/web\" is already in use by container \"x\""
+            ),
+            "{e}"
+        );
+        assert!(check_name_free(&list, "web", "x").is_ok());
+        assert!(check_name_free(&list, "db", "").is_ok());
+        let n = generate_name(&list, &new_id());
+        assert!(n.contains('_'), "{n}");
+    }
+
+    #[test]
+    fn exit_codes_of_failed_starts() {
+        assert_eq!(
+            start_failure_code(
+                "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
+            ),
+            Some(127)
+        );
+        assert_eq!(
+            start_failure_code("exec: \"/etc\": permission denied"),
+            Some(126)
+        );
+        assert_eq!(start_failure_code("cgroup: something"), None);
+    }
+}
