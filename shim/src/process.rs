@@ -70,6 +70,9 @@ struct Inner {
     status: Status,
     pid: u32,
     io: ProcessIo,
+    /// CloseIO came before the process's stdio existed (a client whose stdin ended
+    /// between Exec and Start): closed as soon as it is set up.
+    stdin_closed: bool,
 }
 
 /// One process: `exec_id` is empty for the container's init.
@@ -94,6 +97,7 @@ impl Process {
                 status: Status::Created,
                 pid: 0,
                 io: ProcessIo::default(),
+                stdin_closed: false,
             }),
             exit: watch::channel(None).0,
         }
@@ -142,6 +146,9 @@ impl Process {
         let mut i = self.lock();
         i.pid = pid;
         i.io = io;
+        if i.stdin_closed {
+            i.io.close_stdin();
+        }
     }
 
     /// Moves to `to` unless the process stopped meanwhile.
@@ -153,7 +160,9 @@ impl Process {
     }
 
     pub fn close_stdin(&self) {
-        self.lock().io.close_stdin();
+        let mut i = self.lock();
+        i.stdin_closed = true;
+        i.io.close_stdin();
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {

@@ -185,11 +185,11 @@ fn tasks_exec_top_stats_cp() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     let out = env.berth(&["exec", "c1", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out));
-    // -i: our stdin goes to the command. (Not `cat` to our EOF: the shim does not close an
-    // exec's stdin on CloseIO yet; real ctr hangs the same way.)
+    // -i: our stdin goes to the command, and its end closes the command's stdin (CloseIO,
+    // which may arrive before the exec has started).
     let mut child = Command::new(berth_tests::bin("berth"))
         .args(["--address", &env.d.address.display().to_string()])
-        .args(["exec", "-i", "c1", "head", "-n", "1"])
+        .args(["exec", "-i", "c1", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -197,6 +197,18 @@ fn tasks_exec_top_stats_cp() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped\n");
+    assert_eq!(out.status.code(), Some(0));
+    // The same with the real ctr: `cat` ends at our end of input.
+    let mut child = Command::new(berth_tests::system_bin("ctr"))
+        .args(["-a", &env.d.address.display().to_string()])
+        .args(["tasks", "exec", "--exec-id", "cat1", "c1", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ctr tasks exec");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"via ctr\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via ctr\n");
 
     // top: ps -ef rows of the container's processes only.
     let out = ok(&env.berth(&["top", "c1"]), "top");
