@@ -56,6 +56,9 @@ pub struct CreateArgs {
     /// The container's name (unique in the namespace).
     #[arg(long)]
     pub name: Option<String>,
+    /// The runtime (shim) to run it with, from berthd's `runtimes` table.
+    #[arg(long, default_value = RUNTIME)]
+    pub runtime: String,
     /// Environment variables (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
@@ -470,7 +473,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
                     labels: labels.into_iter().collect(),
                     image: img.name.clone(),
                     runtime: Some(pb::container::Runtime {
-                        name: RUNTIME.to_string(),
+                        name: a.runtime.clone(),
                         options: None,
                     }),
                     spec: Some(prost_types::Any {
