@@ -318,3 +318,143 @@ fn dead_shims_are_cleaned_up() {
         ok(&env.ctr(&["containers", "rm", id]), "containers rm");
     }
 }
+
+/// A SIGTERM restart (`systemctl restart`) leaves the containers running; a bundle left
+/// half-made by a crash during Create is removed at start-up; List filters, Metrics and the
+/// runtime plugin's exports.
+#[test]
+fn graceful_restart_filters_and_half_made_bundles() {
+    let mut env = Env::start("live-restore-term");
+    let (pid1, shim1) = env.run_detached("b1", &["sleep", "1000"]);
+    let (pid2, _) = env.run_detached("b2", &["sleep", "1000"]);
+    ok(
+        &env.ctr(&["tasks", "kill", "-s", "SIGKILL", "b2"]),
+        "kill b2",
+    );
+    env.wait_status("b2", Some("STOPPED"));
+    wait_dead(pid2, Duration::from_secs(10), "b2's process");
+
+    // What berthd leaves when it dies during Create: a bundle without a shim address.
+    let half = env.d.state.join("tasks").join(env.ns).join("half");
+    std::fs::create_dir_all(half.join("rootfs")).expect("half-made bundle");
+    std::fs::write(half.join("config.json"), berth_tests::minimal_spec()).expect("config");
+
+    env.d.restart();
+    assert!(
+        is_alive(pid1) && is_alive(shim1),
+        "b1 did not survive SIGTERM"
+    );
+    assert!(!half.exists(), "the half-made bundle is still there");
+    env.wait_status("b1", Some("RUNNING"));
+    env.wait_status("b2", Some("STOPPED"));
+    ok(
+        &env.ctr(&["tasks", "exec", "--exec-id", "e1", "b1", "true"]),
+        "exec after restart",
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let ch = env.d.channel().await;
+        let mut c = tpb::tasks_client::TasksClient::new(ch.clone());
+        let list = |filter: &str| {
+            let mut c = c.clone();
+            let req = in_ns(
+                env.ns,
+                tpb::ListTasksRequest {
+                    filter: filter.to_string(),
+                },
+            );
+            async move {
+                let mut ids: Vec<String> = c
+                    .list(req)
+                    .await
+                    .expect("List")
+                    .into_inner()
+                    .tasks
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        assert_eq!(list("").await, ["b1", "b2"]);
+        assert_eq!(list("status==running").await, ["b1"]);
+        assert_eq!(list("status==stopped").await, ["b2"]);
+        assert_eq!(list("id==b2").await, ["b2"]);
+        assert_eq!(list("container_id==b1").await, ["b1"]);
+        assert_eq!(
+            list("runtime==io.containerd.runc.v2,status==running").await,
+            ["b1"]
+        );
+        assert!(list("runtime==io.example.none").await.is_empty());
+        let bad = c
+            .list(in_ns(
+                env.ns,
+                tpb::ListTasksRequest {
+                    filter: "status==".into(),
+                },
+            ))
+            .await
+            .expect_err("a bad filter");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+
+        // Metrics of a missing task: none (the client then finds the task NotFound).
+        let m = c
+            .metrics(in_ns(
+                env.ns,
+                tpb::MetricsRequest {
+                    filters: vec!["id==nope".into()],
+                },
+            ))
+            .await
+            .expect("Metrics")
+            .into_inner();
+        assert!(m.metrics.is_empty(), "{m:?}");
+        let err = c
+            .get(in_ns(
+                env.ns,
+                tpb::GetRequest {
+                    container_id: "nope".into(),
+                    exec_id: String::new(),
+                },
+            ))
+            .await
+            .expect_err("Get of a missing task");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+        use berth_proto::containerd::services::introspection::v1 as ipb;
+        let mut i = ipb::introspection_client::IntrospectionClient::new(ch);
+        let plugins = i
+            .plugins(ipb::PluginsRequest {
+                filters: vec!["type==io.containerd.runtime.v2,id==task".into()],
+            })
+            .await
+            .expect("Plugins")
+            .into_inner()
+            .plugins;
+        assert_eq!(plugins.len(), 1, "{plugins:?}");
+        let exports = &plugins[0].exports;
+        let root = env.d.root.join("runtime");
+        assert_eq!(exports.get("root"), Some(&root.display().to_string()));
+        assert!(root.is_dir());
+        assert_eq!(
+            exports.get("state"),
+            Some(&env.d.state.join("tasks").display().to_string())
+        );
+    });
+    let out = env.ctr(&["tasks", "metrics", "nope"]);
+    assert!(!out.status.success());
+
+    for id in ["b1", "b2"] {
+        let _ = env.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+        env.wait_status(id, Some("STOPPED"));
+        ok(&env.ctr(&["tasks", "rm", id]), "tasks rm");
+        ok(&env.ctr(&["containers", "rm", id]), "containers rm");
+    }
+    wait_dead(shim1, Duration::from_secs(10), "b1's shim");
+    env.assert_clean();
+}

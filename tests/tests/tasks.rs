@@ -260,7 +260,7 @@ fn ctr_runs_containers_through_berthd() {
 /// berthd drives containerd's own shim when the runtimes table says so.
 #[test]
 fn berthd_drives_containerd_shim_runc_v2() {
-    let env = Env::with(Daemon::start_with_config(
+    let mut env = Env::with(Daemon::start_with_config(
         "[runtimes.\"io.containerd.runc.v2\"]\nshim = \"containerd-shim-runc-v2\"\nruntime = \"runc\"\n",
     ));
     let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
@@ -283,6 +283,11 @@ fn berthd_drives_containerd_shim_runc_v2() {
         "{}",
         exe.display()
     );
+    // Live restore with containerd's shim: berthd dies, comes back and finds it again.
+    env.d.kill9();
+    env.d.restart();
+    env.wait_status("c3", "RUNNING");
+    assert_eq!(shim_of(pid), shim);
     let out = ok(
         &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c3", "ls", "/"]),
         "exec ls",
