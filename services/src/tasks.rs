@@ -43,6 +43,8 @@ use crate::types::AnyValue;
 
 /// How long start-up waits for one shim to answer before it counts as dead.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long start-up waits, once more, for a shim that is slow but whose process lives.
+const SLOW_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one `shim delete` may take.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The exit status reported for a task whose shim is gone and could not say (containerd's).
@@ -577,18 +579,22 @@ impl Tasks {
             tracing::info!("removed the bundle of a task whose creation did not finish");
             return Restored::Cleaned;
         }
-        let probe = tokio::time::timeout(PROBE_TIMEOUT, probe(&address, ns, id, saved_pid)).await;
-        let (shim, shim_pid, pidfd, state) = match probe {
+        let mut probed =
+            tokio::time::timeout(PROBE_TIMEOUT, probe(&address, ns, id, saved_pid)).await;
+        if probed.is_err() && saved_pid.is_some_and(process_exists) {
+            // Slow, not dead: cleaning up would kill its container. One longer wait.
+            tracing::warn!("the task's shim is slow to answer; waiting longer");
+            probed =
+                tokio::time::timeout(SLOW_PROBE_TIMEOUT, probe(&address, ns, id, saved_pid)).await;
+        }
+        let (shim, shim_pid, pidfd, state) = match probed {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "the task's shim does not answer");
                 return self.clean_up_bundle(ns, id, bundle, config, None).await;
             }
             Err(_) => {
-                tracing::warn!(
-                    seconds = PROBE_TIMEOUT.as_secs(),
-                    "the task's shim did not answer in time; treating it as dead"
-                );
+                tracing::warn!("the task's shim did not answer in time; treating it as dead");
                 return self.clean_up_bundle(ns, id, bundle, config, None).await;
             }
         };
@@ -710,6 +716,15 @@ fn scan_bundles(root: &Path) -> Result<Vec<(String, String, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// Whether a process `pid` exists (and is not a zombie).
+fn process_exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z")
+    })
 }
 
 /// A pidfd of `pid`; None when the process is gone or pidfds are not supported.
@@ -868,6 +883,39 @@ mod tests {
         let a = a.expect("options");
         assert_eq!(a.type_url, RUNC_OPTIONS);
         Options::parse_from_bytes(&a.value).expect("decode")
+    }
+
+    #[test]
+    fn saved_task_round_trip_and_bundle_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("tasks");
+        let bundle = root.join("ns1").join("t1");
+        std::fs::create_dir_all(&bundle).expect("bundle");
+        assert_eq!(SavedTask::load(&bundle).expect("load"), None);
+        let saved = SavedTask {
+            runtime: "io.containerd.runc.v2".into(),
+            config: runtime(Some("/r")),
+            shim_pid: Some(42),
+        };
+        saved.save(&bundle).expect("save");
+        assert_eq!(SavedTask::load(&bundle).expect("load"), Some(saved));
+        std::fs::write(bundle.join(SavedTask::FILE), b"{").expect("corrupt");
+        assert!(matches!(
+            SavedTask::load(&bundle),
+            Err(Error::Corrupt { .. })
+        ));
+
+        // A hidden leftover goes; a stray file is not a bundle.
+        std::fs::create_dir_all(root.join("ns1").join(".t0-deleting")).expect("hidden");
+        std::fs::write(root.join("ns1").join("stray"), b"").expect("stray");
+        let found = scan_bundles(&root).expect("scan");
+        assert_eq!(found, vec![("ns1".into(), "t1".into(), bundle)]);
+        assert!(!root.join("ns1").join(".t0-deleting").exists());
+        assert!(
+            scan_bundles(&dir.path().join("none"))
+                .expect("scan")
+                .is_empty()
+        );
     }
 
     #[test]
