@@ -58,10 +58,14 @@ pub const DIFFER: &str = "io.containerd.differ.v1";
 pub const SERVICE: &str = "io.containerd.service.v1";
 pub const RUNTIME: &str = "io.containerd.runtime.v2";
 
-/// The plugins of this daemon, given where its metadata lives and which snapshotters
-/// loaded (one that failed to open is not reported, as containerd skips it).
+/// The plugins of this daemon, given where its metadata lives, the runtime's directories
+/// (`runtime_root` for files kept with a task, e.g. logs; `bundles` for task bundles) and
+/// which snapshotters loaded (one that failed to open is not reported, as containerd skips
+/// it).
 pub fn daemon_plugins<'a>(
     root: &std::path::Path,
+    runtime_root: &std::path::Path,
+    bundles: &std::path::Path,
     snapshotters: impl IntoIterator<Item = &'a str>,
 ) -> Vec<PluginInfo> {
     let snapshotters: Vec<PluginInfo> = snapshotters
@@ -92,7 +96,10 @@ pub fn daemon_plugins<'a>(
         PluginInfo::new(GRPC, "transfer").requires(&[CONTENT, METADATA, LEASE]),
         PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
-        PluginInfo::new(RUNTIME, "task").requires(&[EVENT, METADATA]),
+        PluginInfo::new(RUNTIME, "task")
+            .requires(&[EVENT, METADATA])
+            .export("root", runtime_root.display().to_string())
+            .export("state", bundles.display().to_string()),
         PluginInfo::new(SERVICE, "tasks-service").requires(&[RUNTIME, METADATA]),
         PluginInfo::new(GRPC, "tasks").requires(&[SERVICE]),
     ];

@@ -13,6 +13,7 @@ use berth_proto::ttrpc::ttrpc;
 
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
+use crate::tasks::Exit;
 
 /// The gRPC metadata key a shim reads the namespace from.
 const NAMESPACE_KEY: &str = "containerd-namespace";
@@ -76,6 +77,9 @@ impl RuntimeManager {
             .arg(&self.grpc_address)
             .args(["-publish-binary", &publish_binary, "start"])
             .current_dir(bundle)
+            // Its own process group: a signal to berthd's group (a terminal's ^C) never
+            // reaches a shim, even one that does not leave the group itself.
+            .process_group(0)
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
             .stdin(std::process::Stdio::null())
             .output()
@@ -117,7 +121,7 @@ impl RuntimeManager {
         namespace: &str,
         id: &str,
         bundle: &Path,
-    ) -> Result<api::DeleteResponse> {
+    ) -> Result<Exit> {
         use berth_proto::ttrpc::protobuf::Message;
         let out = tokio::process::Command::new(&runtime.shim)
             .args(["-namespace", namespace, "-id", id, "-address"])
@@ -126,6 +130,7 @@ impl RuntimeManager {
             .arg(bundle)
             .arg("delete")
             .current_dir(bundle)
+            .process_group(0)
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
             .stdin(std::process::Stdio::null())
             .output()
@@ -144,12 +149,28 @@ impl RuntimeManager {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        api::DeleteResponse::parse_from_bytes(&out.stdout).map_err(|e| {
-            Error::Internal(format!(
-                "shim {:?} delete for task {id}: bad response: {e}",
-                runtime.shim
-            ))
-        })
+        api::DeleteResponse::parse_from_bytes(&out.stdout)
+            .map(|r| Exit::from(&r))
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "shim {:?} delete for task {id}: bad response: {e}",
+                    runtime.shim
+                ))
+            })
+    }
+}
+
+impl From<&api::DeleteResponse> for Exit {
+    fn from(r: &api::DeleteResponse) -> Self {
+        Exit {
+            pid: r.pid,
+            status: r.exit_status,
+            exited_at: r.exited_at.as_ref().and_then(|t| {
+                let nanos = u32::try_from(t.nanos).ok()?;
+                let secs = u64::try_from(t.seconds).ok()?;
+                Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+            }),
+        }
     }
 }
 
@@ -169,13 +190,16 @@ impl Drop for LogForwarder {
     }
 }
 
-/// Makes the `<bundle>/log` FIFO the shim writes its log to and forwards its lines to the
-/// daemon's log. Opened read-write so it never reads end-of-file between shim writers.
-fn forward_log(bundle: &Path, namespace: &str, id: &str) -> Result<LogForwarder> {
+/// Makes the `<bundle>/log` FIFO the shim writes its log to (or, after a restart of berthd,
+/// opens it again) and forwards its lines to the daemon's log. Opened read-write so it never
+/// reads end-of-file between shim writers.
+pub(crate) fn forward_log(bundle: &Path, namespace: &str, id: &str) -> Result<LogForwarder> {
     use tokio::io::AsyncBufReadExt;
     let path = bundle.join("log");
-    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| Error::io("create log fifo", &path, e.into()))?;
+    match nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(Error::io("create log fifo", &path, e.into())),
+    }
     let rx = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(&path)
@@ -279,6 +303,25 @@ impl Shim {
             address: address.to_string(),
             log: None,
         })
+    }
+
+    /// Keeps the forwarder of the shim's log running as long as this connection lives.
+    pub fn set_log(&mut self, log: LogForwarder) {
+        self.log = Some(Arc::new(log));
+    }
+
+    /// The shim's own pid and the pid of the task's init process (the shim v2 Connect).
+    pub async fn pids_of(&self, id: &str) -> Result<(u32, u32)> {
+        let req = api::ConnectRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .connect(self.context(), &req)
+            .await
+            .map_err(|e| shim_error(&self.id, "connect", e))?;
+        Ok((r.shim_pid, r.task_pid))
     }
 
     /// Whether the shim still accepts connections on its address.

@@ -178,6 +178,11 @@ impl Daemon {
             &config.state,
             exchange.clone(),
         );
+        // Before anything is served: the tasks a previous run left are reconnected to their
+        // shims, or cleaned up after.
+        tasks.restore().await;
+        let runtime_root = config.root.join("runtime");
+        create_dir(&runtime_root, 0o711)?;
         let services = Services {
             exchange,
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
@@ -192,6 +197,8 @@ impl Daemon {
             lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(
                 &config.root,
+                &runtime_root,
+                tasks.bundles_dir(),
                 snapshotters.names(),
             )),
             server_uuid,

@@ -1,8 +1,9 @@
 //! berthd's Tasks service driven by the real `ctr`, with containerd-shim-berth-v2 as the
 //! default runtime's shim.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{busybox_image, pack_layout};
@@ -259,7 +260,7 @@ fn ctr_runs_containers_through_berthd() {
 /// berthd drives containerd's own shim when the runtimes table says so.
 #[test]
 fn berthd_drives_containerd_shim_runc_v2() {
-    let env = Env::with(Daemon::start_with_config(
+    let mut env = Env::with(Daemon::start_with_config(
         "[runtimes.\"io.containerd.runc.v2\"]\nshim = \"containerd-shim-runc-v2\"\nruntime = \"runc\"\n",
     ));
     let out = ok(&env.run(&["--rm"], "c1", &["echo", "hello"]), "run echo");
@@ -282,6 +283,11 @@ fn berthd_drives_containerd_shim_runc_v2() {
         "{}",
         exe.display()
     );
+    // Live restore with containerd's shim: berthd dies, comes back and finds it again.
+    env.d.kill9();
+    env.d.restart();
+    env.wait_status("c3", "RUNNING");
+    assert_eq!(shim_of(pid), shim);
     let out = ok(
         &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c3", "ls", "/"]),
         "exec ls",
@@ -294,4 +300,46 @@ fn berthd_drives_containerd_shim_runc_v2() {
     wait_gone(shim);
     let mounts = mounts_under(env.d.dir.path());
     assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+}
+
+/// `ctr run -t` against berthd, under a pty (`script`): what is typed is echoed and run.
+#[test]
+fn run_with_a_terminal_echoes_input() {
+    let env = Env::start();
+    let line = format!(
+        "{} -a {} run -t --rm --fifo-dir {} {IMAGE} c1 sh",
+        berth_tests::system_bin("ctr").display(),
+        env.d.address.display(),
+        env.fifo.display()
+    );
+    let mut child = Command::new(berth_tests::system_bin("script"))
+        .args(["-qfec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::sleep(Duration::from_secs(1));
+    stdin.write_all(b"echo typed-$((40+2))\n").expect("type");
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"exit 7\n").expect("type exit");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ctr run -t did not end");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("script output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("typed-42"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(env.task_row("c1").is_none());
 }

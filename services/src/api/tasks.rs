@@ -18,7 +18,7 @@ use super::snapshots::mount_from_wire;
 use super::{any_from_wire, namespace_required};
 use crate::error::Error;
 use crate::filters::{Adaptor, Filter};
-use crate::tasks::{CreateOptions, Tasks};
+use crate::tasks::{CreateOptions, Exit, Task, Tasks};
 
 pub struct TasksApi(pub Tasks);
 
@@ -64,22 +64,44 @@ fn process_from_state(container_id: &str, s: api::StateResponse) -> Process {
     }
 }
 
-fn delete_response(id: &str, r: api::DeleteResponse) -> pb::DeleteResponse {
+fn delete_response(id: &str, exit: Exit) -> pb::DeleteResponse {
     pb::DeleteResponse {
         id: id.to_string(),
-        pid: r.pid,
-        exit_status: r.exit_status,
-        exited_at: ts_from_pb(&r.exited_at),
+        pid: exit.pid,
+        exit_status: exit.status,
+        exited_at: exit.exited_at.map(prost_types::Timestamp::from),
     }
 }
 
-struct TaskFields<'a>(&'a str, &'a str);
+/// The name of a process status in filters, as containerd spells it.
+fn status_name(status: i32) -> &'static str {
+    use berth_proto::containerd::v1::types::Status;
+    match Status::try_from(status).unwrap_or(Status::Unknown) {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Stopped => "stopped",
+        Status::Paused => "paused",
+        Status::Pausing => "pausing",
+        Status::Unknown => "unknown",
+    }
+}
+
+/// The fields task filters can name: `id` (and `container_id`), `namespace`, `runtime`,
+/// and, once the task's state is known, `pid` and `status`.
+struct TaskFields<'a> {
+    task: &'a Task,
+    process: Option<&'a Process>,
+}
 
 impl Adaptor for TaskFields<'_> {
     fn field(&self, path: &[String]) -> Option<String> {
+        let t = self.task;
         match path.first().map(String::as_str)? {
-            "id" | "container_id" => Some(self.0.to_string()),
-            "runtime" => Some(self.1.to_string()),
+            "id" | "container_id" => Some(t.id.clone()),
+            "namespace" => Some(t.namespace.clone()),
+            "runtime" => Some(t.runtime.clone()),
+            "pid" => self.process.map(|p| p.pid.to_string()),
+            "status" => self.process.map(|p| status_name(p.status).to_string()),
             _ => None,
         }
     }
@@ -148,7 +170,10 @@ impl TasksRpc for TasksApi {
                 ..Default::default()
             })
             .await?;
-        Ok(Response::new(delete_response(&r.exec_id, resp)))
+        Ok(Response::new(delete_response(
+            &r.exec_id,
+            Exit::from(&resp),
+        )))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Res<pb::GetResponse> {
@@ -174,12 +199,10 @@ impl TasksRpc for TasksApi {
 
     async fn list(&self, req: Request<pb::ListTasksRequest>) -> Res<pb::ListTasksResponse> {
         let ns = namespace_required(req.metadata())?;
+        // containerd 1.6 ignores the filter; berthd applies it (an empty one matches all).
         let filter = Filter::parse(&req.into_inner().filter)?;
         let mut tasks = Vec::new();
         for t in self.0.list(&ns) {
-            if !filter.matches(&TaskFields(&t.id, &t.runtime)) {
-                continue;
-            }
             let state = t
                 .shim
                 .state(api::StateRequest {
@@ -188,7 +211,16 @@ impl TasksRpc for TasksApi {
                 })
                 .await;
             match state {
-                Ok(s) => tasks.push(process_from_state(&t.id, s)),
+                Ok(s) => {
+                    let p = process_from_state(&t.id, s);
+                    let fields = TaskFields {
+                        task: &t,
+                        process: Some(&p),
+                    };
+                    if filter.matches(&fields) {
+                        tasks.push(p);
+                    }
+                }
                 Err(e) => match self.0.check_shim(&t, e).await {
                     e if e.is_not_found() => {}
                     e => return Err(e.into()),
@@ -347,18 +379,31 @@ impl TasksRpc for TasksApi {
         let filter = Filter::parse_all(&req.into_inner().filters)?;
         let mut metrics = Vec::new();
         for t in self.0.list(&ns) {
-            if !filter.matches(&TaskFields(&t.id, &t.runtime)) {
+            let fields = TaskFields {
+                task: &t,
+                process: None,
+            };
+            if !filter.matches(&fields) {
                 continue;
             }
+            let collected = std::time::SystemTime::now();
             let stats = t
                 .shim
                 .stats(api::StatsRequest {
                     id: t.id.clone(),
                     ..Default::default()
                 })
-                .await?;
+                .await;
+            let stats = match stats {
+                Ok(s) => s,
+                Err(e) => match self.0.check_shim(&t, e).await {
+                    // Deleted meanwhile, or its shim died: as containerd, no metric for it.
+                    e if e.is_not_found() => continue,
+                    e => return Err(e.into()),
+                },
+            };
             metrics.push(Metric {
-                timestamp: Some(std::time::SystemTime::now().into()),
+                timestamp: Some(collected.into()),
                 id: t.id.clone(),
                 data: stats.stats.as_ref().map(any_from_pb),
             });
