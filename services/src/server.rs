@@ -234,6 +234,15 @@ impl Daemon {
         ));
         // Whatever a crash or an earlier run left unreferenced goes soon after start.
         s.gc.schedule();
+        // Subscribed before the ttrpc server takes the exits shims kept while we were down.
+        let autoremove = crate::autoremove::AutoRemover {
+            exchange: s.exchange.clone(),
+            tasks: s.tasks.clone(),
+            containers: s.containers.clone(),
+            gc: s.gc.clone(),
+            runtime_root: self.config.root.join("runtime"),
+        }
+        .spawn(stop_rx.clone());
 
         let mut ttrpc_server = berth_proto::ttrpc::ttrpc::r#async::Server::new()
             .add_listener(ttrpc_listener.into())
@@ -348,6 +357,7 @@ impl Daemon {
             tracing::warn!(error = %e, "ttrpc shutdown");
         }
         let _ = expiry.await;
+        let _ = autoremove.await;
         remove_socket(&grpc_path);
         remove_socket(&ttrpc_path);
         tracing::info!("berthd stopped");

@@ -415,3 +415,41 @@ fn foreground_run_forwards_signals() {
     assert!(String::from_utf8_lossy(&seen).contains("got INT"));
     assert_eq!(env.ok(&["ps", "-a", "-q"]).trim(), "", "--rm removed it");
 }
+
+/// `run -d --rm`: berthd removes the container (record, task, snapshot, log file) when it
+/// exits, with no client around.
+#[test]
+fn detached_rm_is_removed_by_the_daemon() {
+    let env = Env::start();
+    let snapshots_before = env.snapshot_count();
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            "auto",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; echo bye",
+        ])
+        .trim()
+        .to_string();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "auto"])).expect("inspect JSON");
+    let log = inspect[0]["LogPath"].as_str().expect("LogPath").to_string();
+    assert!(std::path::Path::new(&log).exists(), "{log}");
+    assert_eq!(inspect[0]["HostConfig"]["AutoRemove"], true);
+    env.wait_for("the daemon to remove it", || {
+        !env.ok(&["ps", "-a", "-q", "--no-trunc"]).contains(&id)
+    });
+    env.wait_for("its log file to go", || {
+        !std::path::Path::new(&log).exists()
+    });
+    let tasks = ok(&env.d.ctr(&["tasks", "ls"]), "ctr tasks ls");
+    assert!(!tasks.contains(&id), "{tasks}");
+    env.wait_for("its snapshot to be collected", || {
+        env.snapshot_count() == snapshots_before
+    });
+}

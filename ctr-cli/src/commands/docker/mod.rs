@@ -7,7 +7,9 @@
 //!   (`file://<path>?format=cri` for both stdout and stderr), read by `berth logs`.
 //!
 //! - [`STARTED_LABEL`]: when its task was last started (RFC 3339), for `ps`' "Up 3 minutes"
-//!   and inspect's `State.StartedAt` (the task API reports no start time).
+//!   and inspect's `State.StartedAt` (the task API reports no start time);
+//! - [`AUTO_REMOVE_LABEL`] (`run --rm`): berthd itself removes the container (task, record,
+//!   log file) when its task exits, so `run -d --rm` needs no client to stay around.
 //!
 //! The docker-level facts that `inspect` shows and `start`/`stop` need later (the image as
 //! the user named it, Path/Args, Config, HostConfig, StopSignal) live in the record's
@@ -47,6 +49,8 @@ pub const LOG_LABEL: &str = "berth/log-path";
 
 /// The label holding when the container's task was last started (RFC 3339, nanoseconds).
 pub const STARTED_LABEL: &str = "berth/started-at";
+/// Set to "true" on containers that berthd removes when their task exits.
+pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

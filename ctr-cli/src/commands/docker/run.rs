@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 
 use super::spec::{self, Accounts, ImageConfig, Options};
 use super::{
-    DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL, containers, list_all,
-    logs, new_id, task_of, tasks,
+    AUTO_REMOVE_LABEL, DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL,
+    containers, list_all, logs, new_id, task_of, tasks,
 };
 use crate::client::{Client, status};
 use crate::commands::containers::SPEC_TYPE_URL;
@@ -754,6 +754,11 @@ pub async fn create_cmd(c: &Client, a: CreateArgs) -> anyhow::Result<()> {
 pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     let ct = create(c, &a.create).await?;
     if a.detach {
+        // Nobody stays to remove it: berthd does, when its task exits. (A foreground run
+        // removes it itself, after it has the exit status.)
+        if a.create.rm {
+            set_label(c, &ct.id, AUTO_REMOVE_LABEL, "true").await?;
+        }
         if let Err(e) = start_task(c, &ct, TaskIo::log(&ct), 125).await {
             if a.create.rm {
                 let _ = remove(c, &ct, true).await;

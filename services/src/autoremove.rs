@@ -1,0 +1,163 @@
+//! Containers that remove themselves: `berth run -d --rm` labels its container
+//! [`AUTO_REMOVE_LABEL`]` = "true"`, and when that container's init process exits berthd
+//! deletes its task and its record (the snapshot goes with the next collection) and the log
+//! file its [`LOG_LABEL`] names, if that file is in the daemon's runtime directory. No client
+//! has to stay around, as with Docker's daemon.
+//!
+//! The exit arrives as the shim's `/tasks/exit` event: shims keep an exit until berthd has
+//! taken it, so one that happened while berthd was down is acted on after the restart.
+
+use std::path::{Path, PathBuf};
+
+use berth_proto::containerd::events::TaskExit;
+use prost::Message;
+
+use crate::containers::Containers;
+use crate::events::{EventFields, Exchange};
+use crate::filters::Filter;
+use crate::gc::Collector;
+use crate::tasks::Tasks;
+use crate::types::AnyValue;
+
+/// Set to "true" on containers berthd removes when their task exits.
+pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
+/// The container's log file (written by its shim), removed with it.
+pub const LOG_LABEL: &str = "berth/log-path";
+
+struct NoFields;
+
+impl EventFields for NoFields {
+    fn field(&self, _: &AnyValue, _: &[String]) -> Option<String> {
+        None
+    }
+}
+
+/// What removes auto-remove containers.
+pub struct AutoRemover {
+    pub exchange: Exchange,
+    pub tasks: Tasks,
+    pub containers: Containers,
+    pub gc: Collector,
+    /// Log files are only removed from under here.
+    pub runtime_root: PathBuf,
+}
+
+impl AutoRemover {
+    /// Subscribes at once (so no exit published from now on is missed) and handles the
+    /// exits in a task of its own until `stop` turns true.
+    pub fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let events = match Filter::parse_all(&["topic==\"/tasks/exit\"".to_string()]) {
+            Ok(f) => Some(self.exchange.subscribe(f)),
+            Err(e) => {
+                tracing::error!(error = %e, "auto-remove: bad event filter");
+                None
+            }
+        };
+        tokio::spawn(async move {
+            if let Some(events) = events {
+                self.run(events, stop).await;
+            }
+        })
+    }
+
+    async fn run(
+        self,
+        mut events: crate::events::Subscription,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let envelope = tokio::select! {
+                e = events.next(&NoFields) => match e {
+                    Some(e) => e,
+                    None => return,
+                },
+                _ = stop.changed() => return,
+            };
+            let Some(exit) = envelope
+                .event
+                .as_ref()
+                .and_then(|a| TaskExit::decode(a.value.as_slice()).ok())
+            else {
+                continue;
+            };
+            // Only the init process's exit ends the container (an exec's id differs).
+            if exit.id != exit.container_id || exit.container_id.is_empty() {
+                continue;
+            }
+            let (ns, id) = (envelope.namespace.clone(), exit.container_id.clone());
+            let remover = self.clone_parts();
+            // One container's clean-up never holds up the next event.
+            tokio::spawn(async move { remover.remove(&ns, &id).await });
+        }
+    }
+
+    fn clone_parts(&self) -> AutoRemover {
+        AutoRemover {
+            exchange: self.exchange.clone(),
+            tasks: self.tasks.clone(),
+            containers: self.containers.clone(),
+            gc: self.gc.clone(),
+            runtime_root: self.runtime_root.clone(),
+        }
+    }
+
+    async fn remove(&self, ns: &str, id: &str) {
+        let Ok(container) = self.containers.get(ns, id).await else {
+            return;
+        };
+        if container.labels.get(AUTO_REMOVE_LABEL).map(String::as_str) != Some("true") {
+            return;
+        }
+        tracing::info!(namespace = %ns, id = %id, "auto-remove: the container's task exited");
+        if let Err(e) = self.tasks.delete(ns, id).await
+            && !matches!(e, crate::error::Error::NotFound(_))
+        {
+            tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: delete task");
+            return;
+        }
+        match self.containers.delete(ns, id).await {
+            Ok(()) => {
+                crate::api::publish(
+                    &self.exchange,
+                    ns,
+                    "/containers/delete",
+                    &berth_proto::containerd::events::ContainerDelete { id: id.to_string() },
+                );
+                self.gc.schedule();
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: delete container");
+                return;
+            }
+        }
+        if let Some(log) = container.labels.get(LOG_LABEL)
+            && let Some(path) = inside(&self.runtime_root, Path::new(log))
+        {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+    }
+}
+
+/// `path` if it lies under `root` (no `..`, absolute), else None: a label must not make the
+/// daemon delete files elsewhere.
+fn inside(root: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return None;
+    }
+    path.starts_with(root).then(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_files_only_under_the_runtime_root() {
+        let root = Path::new("/var/lib/berth/runtime");
+        assert!(inside(root, Path::new("/var/lib/berth/runtime/default/x.log")).is_some());
+        assert!(inside(root, Path::new("/var/lib/berth/runtime/../meta.redb")).is_none());
+        assert!(inside(root, Path::new("/etc/passwd")).is_none());
+        assert!(inside(root, Path::new("runtime/x.log")).is_none());
+    }
+}
