@@ -105,7 +105,10 @@ impl RuntimeManager {
                 runtime.shim
             )));
         }
-        write_file_atomic(&bundle.join("address"), address.as_bytes())?;
+        let (path, data) = (bundle.join("address"), address.clone().into_bytes());
+        tokio::task::spawn_blocking(move || write_file_atomic(&path, &data))
+            .await
+            .map_err(|e| Error::Internal(format!("write the shim address of task {id}: {e}")))??;
         let mut shim = Shim::connect(&address, namespace, id).await?;
         shim.log = Some(Arc::new(log));
         Ok(shim)

@@ -324,24 +324,31 @@ impl Tasks {
                 bundle.display()
             )));
         }
-        let rootfs_dir = bundle.join("rootfs");
-        std::fs::create_dir_all(&rootfs_dir)
-            .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
         let mut saved = SavedTask {
             runtime: runtime_name.to_string(),
             config: runtime.clone(),
             shim_pid: None,
         };
-        let written = crate::runtime::write_file_atomic(&bundle.join("config.json"), &spec.value)
-            .and_then(|()| saved.save(&bundle));
+        // Directories, config.json and runtime.json (fsynced): on the blocking pool.
+        let written = {
+            let (bundle, saved, spec) = (bundle.clone(), saved.clone(), spec.value.clone());
+            blocking(move || {
+                let rootfs_dir = bundle.join("rootfs");
+                std::fs::create_dir_all(&rootfs_dir)
+                    .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
+                crate::runtime::write_file_atomic(&bundle.join("config.json"), &spec)?;
+                saved.save(&bundle)
+            })
+            .await
+        };
         if let Err(e) = written {
-            remove_bundle(&bundle);
+            remove_bundle(&bundle).await;
             return Err(e);
         }
         let shim = match self.manager.start_shim(runtime, ns, id, &bundle).await {
             Ok(s) => s,
             Err(e) => {
-                remove_bundle(&bundle);
+                remove_bundle(&bundle).await;
                 return Err(e);
             }
         };
@@ -356,9 +363,10 @@ impl Tasks {
         };
         if shim_pid.is_some() {
             saved.shim_pid = shim_pid;
-            if let Err(e) = saved.save(&bundle) {
+            let (b, sv) = (bundle.clone(), saved.clone());
+            if let Err(e) = blocking(move || sv.save(&b)).await {
                 shutdown(&shim).await;
-                remove_bundle(&bundle);
+                remove_bundle(&bundle).await;
                 return Err(e);
             }
         }
@@ -385,7 +393,7 @@ impl Tasks {
             Ok(r) => r.pid,
             Err(e) => {
                 shutdown(&shim).await;
-                remove_bundle(&bundle);
+                remove_bundle(&bundle).await;
                 return Err(e);
             }
         };
@@ -438,7 +446,7 @@ impl Tasks {
         *deleted = true;
         self.remove_from_table(&task);
         shutdown(&task.shim).await;
-        remove_bundle(&task.bundle);
+        remove_bundle(&task.bundle).await;
         Ok(exit)
     }
 
@@ -489,7 +497,7 @@ impl Tasks {
             .clean_up_dead(ns, id, &task.runtime_config, &task.bundle)
             .await;
         *deleted = true;
-        remove_bundle(&task.bundle);
+        remove_bundle(&task.bundle).await;
         self.remove_from_table(task);
         tracing::info!(
             namespace = ns,
@@ -575,7 +583,7 @@ impl Tasks {
             {
                 tracing::debug!(error = %e, "shim delete of a half-made task");
             }
-            remove_bundle(bundle);
+            remove_bundle(bundle).await;
             tracing::info!("removed the bundle of a task whose creation did not finish");
             return Restored::Cleaned;
         }
@@ -644,7 +652,7 @@ impl Tasks {
             shutdown(&shim).await;
         }
         let exit = self.clean_up_dead(ns, id, &config, bundle).await;
-        remove_bundle(bundle);
+        remove_bundle(bundle).await;
         tracing::info!(
             exit_status = exit.status,
             "cleaned up a task whose shim is gone"
@@ -709,7 +717,7 @@ fn scan_bundles(root: &Path) -> Result<Vec<(String, String, PathBuf)>> {
                 entry.file_name().to_string_lossy().into_owned(),
             );
             if id.starts_with('.') {
-                remove_bundle(&entry.path());
+                remove_bundle_now(&entry.path());
                 continue;
             }
             out.push((ns, id, entry.path()));
@@ -838,9 +846,24 @@ async fn shutdown(shim: &Shim) {
         .await;
 }
 
+/// Runs blocking file work (fsync, directory trees) on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
+}
+
+/// [`remove_bundle_now`] on the blocking pool (unmount and recursive removal block).
+async fn remove_bundle(bundle: &Path) {
+    let bundle = bundle.to_path_buf();
+    if let Err(e) = tokio::task::spawn_blocking(move || remove_bundle_now(&bundle)).await {
+        tracing::warn!(error = %e, "remove task bundle");
+    }
+}
+
 /// Removes a bundle, never reaching through a rootfs that is still mounted: a mounted
 /// rootfs is unmounted first, and removed only as an empty directory.
-fn remove_bundle(bundle: &Path) {
+fn remove_bundle_now(bundle: &Path) {
     let rootfs = bundle.join("rootfs");
     if is_mount_point(&rootfs)
         && let Err(e) = berth_snapshotter::mount::unmount(&rootfs)
