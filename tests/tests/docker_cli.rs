@@ -223,6 +223,28 @@ fn detached_container_lifecycle() {
         })
     });
 
+    // exec into it; cp a page in (httpd serves it) and a file out.
+    let ps = env.ok(&["exec", "web", "ps"]);
+    assert!(ps.contains("httpd -f -p"), "{ps}");
+    let page = env._work.path().join("hello.html");
+    std::fs::write(&page, "hello from cp\n").expect("page");
+    env.ok(&["cp", &page.display().to_string(), "web:/hello.html"]);
+    let got = env.ok(&[
+        "exec",
+        "web",
+        "wget",
+        "-qO-",
+        &format!("http://127.0.0.1:{port}/hello.html"),
+    ]);
+    assert_eq!(got, "hello from cp\n");
+    let out_file = env._work.path().join("passwd.out");
+    env.ok(&["cp", "web:/etc/passwd", &out_file.display().to_string()]);
+    assert!(
+        std::fs::read_to_string(&out_file)
+            .expect("copied out")
+            .starts_with("root:")
+    );
+
     let row = env.ps_row(false, "web").expect("web in ps");
     assert!(row.starts_with(&id[..12]), "{row}");
     assert!(row.contains(" Up "), "{row}");
