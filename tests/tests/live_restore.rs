@@ -313,8 +313,43 @@ fn dead_shims_are_cleaned_up() {
         containers.contains(&"a1".to_string()) && containers.contains(&"a2".to_string()),
         "{containers:?}"
     );
+
+    // A shim that dies after its container exited: `shim delete` reports the real exit
+    // status the shim saved (init.exit), not a made-up 137.
+    let mut cmd = std::process::Command::new(system_bin("ctr"));
+    cmd.arg("-a")
+        .arg(&env.d.address)
+        .args(["-n", env.ns, "events"]);
+    let events = Background::spawn(cmd);
+    let (pid3, shim3) = env.run_detached(
+        "a3",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    signal(pid3, Signal::SIGTERM);
+    env.wait_status("a3", Some("STOPPED"));
+    signal(shim3, Signal::SIGKILL);
+    env.wait_status("a3", None);
+    let text = events.wait_for(&["/tasks/delete"], Duration::from_secs(10));
+    let exits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/tasks/exit") && l.contains("\"a3\""))
+        .collect();
+    assert_eq!(
+        exits.len(),
+        2,
+        "the shim's exit, then berthd's after shim delete:\n{text}"
+    );
+    assert!(
+        exits.iter().all(|l| l.contains("\"exit_status\":7")),
+        "{text}"
+    );
+
     env.assert_clean();
-    for id in ["a1", "a2"] {
+    for id in ["a1", "a2", "a3"] {
         ok(&env.ctr(&["containers", "rm", id]), "containers rm");
     }
 }
