@@ -370,7 +370,12 @@ impl Archives {
                 continue;
             };
             match self.content.info(namespace, &d).await {
-                Ok(info) if u64::try_from(info.size).ok() == Some(*size) => continue,
+                // Already here: not read from the archive, but held in the import's lease
+                // (a collection may be about to take it) — or read after all if one just did.
+                Ok(info) if u64::try_from(info.size).ok() == Some(*size) => match &opts.lease {
+                    Some(l) if !self.content.hold(namespace, l, &d).await? => {}
+                    _ => continue,
+                },
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
@@ -883,14 +888,20 @@ impl Archives {
         let digest = sha256_digest(&data);
         let size = i64::try_from(data.len()).map_err(|_| Error::invalid("blob too large"))?;
         let reference = format!("import-{}-{digest}", uuid::Uuid::new_v4().simple());
-        let mut w = match self
-            .content
-            .writer(namespace, &reference, size, &digest)
-            .await
-        {
-            Ok(w) => w,
-            Err(Error::AlreadyExists(_)) => return Ok((digest, size)),
-            Err(e) => return Err(e),
+        let mut w = loop {
+            match self
+                .content
+                .writer(namespace, &reference, size, &digest)
+                .await
+            {
+                Ok(w) => break w,
+                // Already here: held in the lease (or written again if just collected).
+                Err(Error::AlreadyExists(_)) => match &lease {
+                    Some(l) if !self.content.hold(namespace, l, &digest).await? => {}
+                    _ => return Ok((digest, size)),
+                },
+                Err(e) => return Err(e),
+            }
         };
         if w.offset() != 0 {
             w.truncate().await?;
@@ -1410,19 +1421,26 @@ impl Ingest<'_> {
                     None => 0,
                 };
                 let exp = expected.as_deref().unwrap_or("");
-                let writer = match self
-                    .content
-                    .writer(self.namespace, &reference, total, exp)
-                    .await
-                {
-                    Ok(mut w) => {
-                        if w.offset() != 0 {
-                            w.truncate().await?;
+                let writer = loop {
+                    match self
+                        .content
+                        .writer(self.namespace, &reference, total, exp)
+                        .await
+                    {
+                        Ok(mut w) => {
+                            if w.offset() != 0 {
+                                w.truncate().await?;
+                            }
+                            break Some(w);
                         }
-                        Some(w)
+                        // Already here: held in the lease (or, if a collection took it
+                        // meanwhile, written after all).
+                        Err(Error::AlreadyExists(_)) => match &self.lease {
+                            Some(l) if !self.content.hold(self.namespace, l, exp).await? => {}
+                            _ => break None,
+                        },
+                        Err(e) => return Err(e.context(&self.context(&name))),
                     }
-                    Err(Error::AlreadyExists(_)) => None,
-                    Err(e) => return Err(e.context(&self.context(&name))),
                 };
                 self.current = Some(Current {
                     name,

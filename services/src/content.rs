@@ -495,31 +495,56 @@ impl ContentStore {
     }
 
     /// Records an existing blob file (already verified and in `blobs/`) in a namespace.
+    /// A blob the namespace already has is AlreadyExists — and is still added to `lease`,
+    /// as containerd does, so that the caller's lease holds it either way.
     async fn record(&self, namespace: &str, info: Info, lease: Option<String>) -> Result<Info> {
         let ns = namespace.to_string();
-        self.inner
+        let digest = info.digest.clone();
+        let recorded = self
+            .inner
             .store
             .update(move |txn| {
                 metadata::ensure_namespace(txn, &ns)?;
-                {
+                let exists = {
                     let t = txn.open_table(CONTENT).ctx("open content")?;
-                    if t.get((ns.as_str(), info.digest.as_str()))
+                    t.get((ns.as_str(), info.digest.as_str()))
                         .ctx("read content")?
                         .is_some()
-                    {
-                        return Err(Error::already_exists(format!("content {}", info.digest)));
-                    }
+                };
+                if !exists {
+                    let mut t = txn.open_table(CONTENT).ctx("open content")?;
+                    t.insert(
+                        (ns.as_str(), info.digest.as_str()),
+                        info.encode_to_vec().as_slice(),
+                    )
+                    .ctx("write content")?;
                 }
-                let mut t = txn.open_table(CONTENT).ctx("open content")?;
-                t.insert(
-                    (ns.as_str(), info.digest.as_str()),
-                    info.encode_to_vec().as_slice(),
-                )
-                .ctx("write content")?;
                 if let Some(lease) = lease {
                     add_to_lease(txn, &ns, &lease, "content", &info.digest)?;
                 }
-                Ok(info)
+                Ok((!exists).then_some(info))
+            })
+            .await?;
+        recorded.ok_or_else(|| Error::already_exists(format!("content {digest}")))
+    }
+
+    /// Adds a blob the namespace has to `lease`, in one transaction with the check: false
+    /// when the namespace no longer has it (a collection took it meanwhile: write it again).
+    pub async fn hold(&self, namespace: &str, lease: &str, digest: &str) -> Result<bool> {
+        let (ns, lease, digest) = (namespace.to_string(), lease.to_string(), digest.to_string());
+        self.inner
+            .store
+            .update(move |txn| {
+                let exists = {
+                    let t = txn.open_table(CONTENT).ctx("open content")?;
+                    t.get((ns.as_str(), digest.as_str()))
+                        .ctx("read content")?
+                        .is_some()
+                };
+                if exists {
+                    add_to_lease(txn, &ns, &lease, "content", &digest)?;
+                }
+                Ok(exists)
             })
             .await
     }
