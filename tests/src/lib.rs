@@ -268,6 +268,60 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        clean_up_after(self.dir.path());
+    }
+}
+
+/// The safety net of a test that failed before removing its containers: every shim started
+/// for a daemon under `dir` (its `-address` lies there) has its container deleted with
+/// `runc delete --force` (container processes, runc state and cgroups go) and is killed;
+/// then whatever is still mounted under `dir` is unmounted, deepest first.
+pub fn clean_up_after(dir: &Path) {
+    let needle = dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
+        if !is_shim || !args.iter().any(|a| a.starts_with(&needle)) {
+            continue;
+        }
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        if let (Some(ns), Some(id)) = (flag("-namespace"), flag("-id")) {
+            let roots = [
+                dir.join("state").join("runc").join(&ns),
+                Path::new("/run/berth/runc").join(&ns),
+                Path::new("/run/containerd/runc").join(&ns),
+            ];
+            for root in roots.iter().filter(|r| r.join(&id).exists()) {
+                let _ = Command::new(system_bin("runc"))
+                    .arg("--root")
+                    .arg(root)
+                    .args(["delete", "--force", &id])
+                    .output();
+            }
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&needle))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).output();
     }
 }
 
@@ -506,15 +560,19 @@ impl Drop for Containerd {
         if let Some(mut child) = self.child.take() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            let mut exited = false;
+            while !exited && Instant::now() < deadline {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                if !exited {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+        clean_up_after(self.dir.path());
     }
 }
 

@@ -340,3 +340,23 @@ fn run_with_a_terminal_echoes_input() {
     assert_eq!(out.status.code(), Some(7), "{text}");
     assert!(env.task_row("c1").is_none());
 }
+
+/// The harness's safety net: a test that fails before removing its container leaves no
+/// shim, container process or mount behind once its daemon is dropped.
+#[test]
+fn a_dropped_daemon_leaves_no_shim_or_mount() {
+    let env = Env::start();
+    ok(&env.run(&["-d"], "leak1", &["sleep", "1000"]), "run -d");
+    env.wait_status("leak1", "RUNNING");
+    let pid: u32 = env
+        .task_row("leak1")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of leak1");
+    let shim = shim_of(pid);
+    let dir = env.d.dir.path().to_path_buf();
+    assert!(!mounts_under(&dir).is_empty(), "the rootfs is mounted");
+    drop(env);
+    wait_gone(shim);
+    wait_gone(pid);
+    assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
+}
