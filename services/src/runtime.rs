@@ -71,25 +71,9 @@ impl RuntimeManager {
         bundle: &Path,
     ) -> Result<Shim> {
         let log = forward_log(bundle, namespace, id)?;
-        let publish_binary = publish_binary();
-        let out = tokio::process::Command::new(&runtime.shim)
-            .args(["-namespace", namespace, "-id", id, "-address"])
-            .arg(&self.grpc_address)
-            .args(["-publish-binary", &publish_binary, "start"])
-            .current_dir(bundle)
-            // Its own process group: a signal to berthd's group (a terminal's ^C) never
-            // reaches a shim, even one that does not leave the group itself.
-            .process_group(0)
-            .env("TTRPC_ADDRESS", &self.ttrpc_address)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "start shim {:?} for task {id} in namespace {namespace}: {e}",
-                    runtime.shim
-                ))
-            })?;
+        let out = self
+            .run_shim(runtime, namespace, id, bundle, &["start"])
+            .await?;
         if !out.status.success() {
             return Err(Error::Unavailable(format!(
                 "shim {:?} for task {id} failed to start ({}): {}",
@@ -126,24 +110,16 @@ impl RuntimeManager {
         bundle: &Path,
     ) -> Result<Exit> {
         use berth_proto::ttrpc::protobuf::Message;
-        let out = tokio::process::Command::new(&runtime.shim)
-            .args(["-namespace", namespace, "-id", id, "-address"])
-            .arg(&self.grpc_address)
-            .args(["-publish-binary", &publish_binary(), "-bundle"])
-            .arg(bundle)
-            .arg("delete")
-            .current_dir(bundle)
-            .process_group(0)
-            .env("TTRPC_ADDRESS", &self.ttrpc_address)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "run shim {:?} delete for task {id} in namespace {namespace}: {e}",
-                    runtime.shim
-                ))
-            })?;
+        let bundle_arg = bundle.display().to_string();
+        let out = self
+            .run_shim(
+                runtime,
+                namespace,
+                id,
+                bundle,
+                &["-bundle", &bundle_arg, "delete"],
+            )
+            .await?;
         if !out.status.success() {
             return Err(Error::Internal(format!(
                 "shim {:?} delete for task {id} failed ({}): {}",
@@ -158,6 +134,38 @@ impl RuntimeManager {
                 Error::Internal(format!(
                     "shim {:?} delete for task {id}: bad response: {e}",
                     runtime.shim
+                ))
+            })
+    }
+
+    /// Runs the shim binary with the shim v2 flags, `tail` (the action and its flags) in
+    /// `bundle`, and returns its output.
+    async fn run_shim(
+        &self,
+        runtime: &RuntimeConfig,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        tail: &[&str],
+    ) -> Result<std::process::Output> {
+        tokio::process::Command::new(&runtime.shim)
+            .args(["-namespace", namespace, "-id", id, "-address"])
+            .arg(&self.grpc_address)
+            .args(["-publish-binary", &publish_binary()])
+            .args(tail)
+            .current_dir(bundle)
+            // Its own process group: a signal to berthd's group (a terminal's ^C) never
+            // reaches a shim, even one that does not leave the group itself.
+            .process_group(0)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "run shim {:?} {} for task {id} in namespace {namespace}: {e}",
+                    runtime.shim,
+                    tail.last().copied().unwrap_or_default()
                 ))
             })
     }

@@ -42,3 +42,24 @@ pub use layout::{
 };
 pub use registry::{HttpResponse, Registry, free_port};
 pub use rootfs::{Expected, RootfsExpect};
+
+/// The name [`import_busybox`] gives the busybox fixture.
+pub const BUSYBOX_REF: &str = "example.com/busybox:latest";
+
+/// Builds the busybox fixture under `work` and imports it as [`BUSYBOX_REF`] with the real
+/// `ctr`, run through `ctr` (bound to a daemon and namespace by the caller).
+pub fn import_busybox(work: &std::path::Path, ctr: impl Fn(&[&str]) -> std::process::Output) {
+    let img = busybox_image(&work.join("layout"), "latest");
+    let archive = work.join("busybox.tar");
+    pack_layout(&img.layout, &archive);
+    crate::ok(
+        &ctr(&[
+            "images",
+            "import",
+            "--base-name",
+            "example.com/busybox",
+            &archive.display().to_string(),
+        ]),
+        "ctr images import",
+    );
+}

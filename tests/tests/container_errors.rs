@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::import_busybox;
 use berth_tests::{Daemon, fails, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -19,19 +19,7 @@ impl Env {
     fn start() -> Env {
         let d = Daemon::start();
         let work = tempfile::tempdir().expect("tempdir");
-        let img = busybox_image(&work.path().join("layout"), "latest");
-        let archive = work.path().join("busybox.tar");
-        pack_layout(&img.layout, &archive);
-        ok(
-            &d.berth(&[
-                "load",
-                "--base-name",
-                "example.com/busybox",
-                "-i",
-                &archive.display().to_string(),
-            ]),
-            "berth load",
-        );
+        import_busybox(work.path(), |a| d.ctr(a));
         Env { d, _work: work }
     }
 

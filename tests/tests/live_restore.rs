@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::containerd::services::tasks::v1 as tpb;
 use berth_proto::containerd::v1::types::Status;
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::import_busybox;
 use berth_tests::{
     Background, Daemon, group_and_session, in_ns, is_alive, mounts_under, ok, parent_pid,
     system_bin, wait_dead,
@@ -32,9 +32,6 @@ impl Env {
     fn start(ns: &'static str) -> Env {
         let d = Daemon::start();
         let work = tempfile::tempdir().expect("tempdir");
-        let img = busybox_image(&work.path().join("layout"), "latest");
-        let archive = work.path().join("busybox.tar");
-        pack_layout(&img.layout, &archive);
         let env = Env {
             d,
             ns,
@@ -43,16 +40,7 @@ impl Env {
             pids: Vec::new(),
             _work: work,
         };
-        ok(
-            &env.ctr(&[
-                "images",
-                "import",
-                "--base-name",
-                "example.com/busybox",
-                &archive.display().to_string(),
-            ]),
-            "ctr images import",
-        );
+        import_busybox(env._work.path(), |a| env.ctr(a));
         env
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::import_busybox;
 use berth_tests::{Background, Containerd, bin, fails, ok, rss_kib, system_bin};
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -37,24 +37,12 @@ impl Env {
         let shim = bin("containerd-shim-berth-v2");
         let ctd = Containerd::start_with_path("/tmp", shim.parent());
         let work = tempfile::tempdir().expect("tempdir");
-        let img = busybox_image(&work.path().join("layout"), "latest");
-        let archive = work.path().join("busybox.tar");
-        pack_layout(&img.layout, &archive);
         let env = Env {
             ctd,
             fifo: work.path().join("fifo"),
             _work: work,
         };
-        ok(
-            &env.ctr(&[
-                "images",
-                "import",
-                "--base-name",
-                "example.com/busybox",
-                &archive.display().to_string(),
-            ]),
-            "ctr images import",
-        );
+        import_busybox(env._work.path(), |a| env.ctr(a));
         env
     }
 

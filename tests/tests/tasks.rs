@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::import_busybox;
 use berth_tests::{Background, Daemon, fails, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -24,19 +24,7 @@ impl Env {
 
     fn with(d: Daemon) -> Env {
         let work = tempfile::tempdir().expect("tempdir");
-        let img = busybox_image(&work.path().join("layout"), "latest");
-        let archive = work.path().join("busybox.tar");
-        pack_layout(&img.layout, &archive);
-        ok(
-            &d.ctr(&[
-                "images",
-                "import",
-                "--base-name",
-                "example.com/busybox",
-                &archive.display().to_string(),
-            ]),
-            "ctr images import",
-        );
+        import_busybox(work.path(), |a| d.ctr(a));
         Env {
             d,
             fifo: work.path().join("fifo"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::import_busybox;
 use berth_tests::{Daemon, fails, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -20,19 +20,7 @@ impl Env {
     fn start() -> Env {
         let d = Daemon::start();
         let work = tempfile::tempdir().expect("tempdir");
-        let img = busybox_image(&work.path().join("layout"), "latest");
-        let archive = work.path().join("busybox.tar");
-        pack_layout(&img.layout, &archive);
-        ok(
-            &d.ctr(&[
-                "images",
-                "import",
-                "--base-name",
-                "example.com/busybox",
-                &archive.display().to_string(),
-            ]),
-            "ctr images import",
-        );
+        import_busybox(work.path(), |a| d.ctr(a));
         Env {
             d,
             fifo: work.path().join("fifo"),
