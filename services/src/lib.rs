@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod authority;
 pub mod autoremove;
 pub mod config;
 pub mod containers;

@@ -106,9 +106,12 @@ impl Namespaces {
             .await
     }
 
-    /// Applies a label update and returns the namespace as stored.
+    /// Applies a label update and returns the namespace as stored. A namespace that does not
+    /// exist is created with the update's labels, as containerd's store does (its client
+    /// labels a fresh namespace this way before anything else is in it).
     #[tracing::instrument(level = "debug", skip(self, update))]
     pub async fn update(&self, name: &str, update: LabelUpdate) -> Result<Namespace> {
+        identifiers::validate(name)?;
         match &update {
             LabelUpdate::Replace(labels) => validate_labels(labels)?,
             LabelUpdate::Keys(keys) => {
@@ -121,7 +124,14 @@ impl Namespaces {
         let name = name.to_string();
         self.store
             .update(move |txn| {
-                let mut ns = read(txn, &name)?;
+                let mut ns = match read(txn, &name) {
+                    Ok(ns) => ns,
+                    Err(Error::NotFound(_)) => Namespace {
+                        name: name.clone(),
+                        labels: BTreeMap::new(),
+                    },
+                    Err(e) => return Err(e),
+                };
                 match update {
                     LabelUpdate::Replace(labels) => ns.labels = labels,
                     LabelUpdate::Keys(keys) => {

@@ -43,22 +43,50 @@ impl RuntimeManager {
     }
 
     /// The runtime called `name` (the default runtime for an empty name).
+    ///
+    /// A name in the `runtimes` table uses its entry. Any other name resolves as containerd
+    /// resolves it: `io.containerd.<name>.<version>` is the shim binary
+    /// `containerd-shim-<name>-<version>` on `PATH`, an absolute path is the shim binary
+    /// itself, and the legacy `io.containerd.runtime.v1.linux` runs on the default runtime
+    /// (its `RuncOptions` are translated, see [`crate::tasks`]). A shim binary that does not
+    /// exist is NotFound.
     pub fn resolve(&self, name: &str) -> Result<(String, RuntimeConfig)> {
         let name = if name.is_empty() {
             self.default_runtime.as_str()
         } else {
             name
         };
-        self.runtimes
-            .get(name)
-            .map(|r| (name.to_string(), r.clone()))
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.runtimes.keys().map(String::as_str).collect();
-                Error::not_found(format!(
-                    "runtime {name:?} is not configured (configured runtimes: {})",
-                    known.join(", ")
-                ))
-            })
+        if let Some(r) = self.runtimes.get(name) {
+            return Ok((name.to_string(), r.clone()));
+        }
+        if name == LEGACY_LINUX_RUNTIME
+            && let Some(r) = self.runtimes.get(&self.default_runtime)
+        {
+            return Ok((name.to_string(), r.clone()));
+        }
+        let shim = shim_binary_name(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "runtime {name:?} is not a runtime name (io.containerd.<name>.<version> or an absolute path)"
+            ))
+        })?;
+        if find_binary(&shim).is_none() {
+            return Err(Error::not_found(format!(
+                "runtime {name:?} binary not installed {shim:?}"
+            )));
+        }
+        let default = self
+            .runtimes
+            .get(&self.default_runtime)
+            .cloned()
+            .unwrap_or_default();
+        Ok((
+            name.to_string(),
+            RuntimeConfig {
+                shim,
+                runtime: default.runtime,
+                runtime_root: default.runtime_root,
+            },
+        ))
     }
 
     /// Runs `<shim> ... start` in `bundle`, records the address it prints in
@@ -69,10 +97,11 @@ impl RuntimeManager {
         namespace: &str,
         id: &str,
         bundle: &Path,
+        options: Option<Vec<u8>>,
     ) -> Result<Shim> {
         let log = forward_log(bundle, namespace, id)?;
         let out = self
-            .run_shim(runtime, namespace, id, bundle, &["start"])
+            .run_shim(runtime, namespace, id, bundle, &["start"], options)
             .await?;
         if !out.status.success() {
             return Err(Error::Unavailable(format!(
@@ -118,6 +147,7 @@ impl RuntimeManager {
                 id,
                 bundle,
                 &["-bundle", &bundle_arg, "delete"],
+                None,
             )
             .await?;
         if !out.status.success() {
@@ -139,7 +169,8 @@ impl RuntimeManager {
     }
 
     /// Runs the shim binary with the shim v2 flags, `tail` (the action and its flags) in
-    /// `bundle`, and returns its output.
+    /// `bundle`, with `stdin` (the task's runtime options, a protobuf `Any`, as containerd
+    /// 1.x hands them to `start`) on its standard input, and returns its output.
     async fn run_shim(
         &self,
         runtime: &RuntimeConfig,
@@ -147,8 +178,17 @@ impl RuntimeManager {
         id: &str,
         bundle: &Path,
         tail: &[&str],
+        stdin: Option<Vec<u8>>,
     ) -> Result<std::process::Output> {
-        tokio::process::Command::new(&runtime.shim)
+        use tokio::io::AsyncWriteExt;
+        let fail = |e: std::io::Error| {
+            Error::Unavailable(format!(
+                "run shim {:?} {} for task {id} in namespace {namespace}: {e}",
+                runtime.shim,
+                tail.last().copied().unwrap_or_default()
+            ))
+        };
+        let mut child = tokio::process::Command::new(&runtime.shim)
             .args(["-namespace", namespace, "-id", id, "-address"])
             .arg(&self.grpc_address)
             .args(["-publish-binary", &publish_binary()])
@@ -158,16 +198,20 @@ impl RuntimeManager {
             // reaches a shim, even one that does not leave the group itself.
             .process_group(0)
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "run shim {:?} {} for task {id} in namespace {namespace}: {e}",
-                    runtime.shim,
-                    tail.last().copied().unwrap_or_default()
-                ))
+            .stdin(if stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
             })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(fail)?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A shim that does not read its stdin closes it: not an error.
+            let _ = pipe.write_all(&data).await;
+        }
+        child.wait_with_output().await.map_err(fail)
     }
 }
 
@@ -183,6 +227,41 @@ impl From<&api::DeleteResponse> for Exit {
             }),
         }
     }
+}
+
+/// containerd 1.x's v1 runtime name; its tasks run on the default (v2) runtime here.
+pub const LEGACY_LINUX_RUNTIME: &str = "io.containerd.runtime.v1.linux";
+
+/// The shim binary of a runtime name, as containerd derives it: the name itself when it is
+/// an absolute path, else `containerd-shim-<name>-<version>` from its last two dotted
+/// parts. None for a name that has no such parts.
+fn shim_binary_name(runtime: &str) -> Option<String> {
+    if Path::new(runtime).is_absolute() {
+        return Some(runtime.to_string());
+    }
+    let parts: Vec<&str> = runtime.split('.').collect();
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || p.contains('/')) {
+        return None;
+    }
+    let (name, version) = (parts[parts.len() - 2], parts[parts.len() - 1]);
+    Some(format!("containerd-shim-{name}-{version}"))
+}
+
+/// The file a command name runs: itself when it has a slash, else the first executable of
+/// that name on `PATH`.
+fn find_binary(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| executable(p))
 }
 
 /// What shims are told to run to publish events: this daemon's own binary.
@@ -348,5 +427,66 @@ impl Shim {
         let mut ctx = ttrpc::context::Context::default();
         ctx.add(NAMESPACE_KEY.to_string(), self.namespace.clone());
         ctx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_binary_names_as_containerd_derives_them() {
+        assert_eq!(
+            shim_binary_name("io.containerd.runc.v2").as_deref(),
+            Some("containerd-shim-runc-v2")
+        );
+        assert_eq!(
+            shim_binary_name("io.containerd.kata.v2").as_deref(),
+            Some("containerd-shim-kata-v2")
+        );
+        assert_eq!(
+            shim_binary_name("/opt/shims/my-shim").as_deref(),
+            Some("/opt/shims/my-shim")
+        );
+        assert_eq!(shim_binary_name("runc"), None);
+        assert_eq!(shim_binary_name("io..v2"), None);
+        assert_eq!(shim_binary_name("a/b.v2"), None);
+    }
+
+    #[test]
+    fn unknown_runtimes_resolve_to_shims_on_path() {
+        let mut runtimes = BTreeMap::new();
+        runtimes.insert(
+            "io.containerd.runc.v2".to_string(),
+            RuntimeConfig::default(),
+        );
+        let m = RuntimeManager::new(
+            runtimes,
+            "io.containerd.runc.v2",
+            Path::new("/s/b.sock"),
+            Path::new("/s/b.sock.ttrpc"),
+        );
+        let (name, rt) = m.resolve("").expect("default");
+        assert_eq!(
+            (name.as_str(), rt.shim.as_str()),
+            ("io.containerd.runc.v2", "containerd-shim-berth-v2")
+        );
+        // /bin/sh exists everywhere: an absolute path names the shim itself.
+        let (_, rt) = m.resolve("/bin/sh").expect("absolute");
+        assert_eq!(rt.shim, "/bin/sh");
+        assert_eq!(rt.runtime, "runc");
+        assert!(matches!(
+            m.resolve("io.containerd.nosuchshim.v9"),
+            Err(Error::NotFound(m)) if m.contains("containerd-shim-nosuchshim-v9")
+        ));
+        assert!(matches!(
+            m.resolve("nodots"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let (name, rt) = m.resolve(LEGACY_LINUX_RUNTIME).expect("legacy");
+        assert_eq!(
+            (name.as_str(), rt.shim.as_str()),
+            (LEGACY_LINUX_RUNTIME, "containerd-shim-berth-v2")
+        );
     }
 }

@@ -22,7 +22,9 @@ use berth_proto::containerd::services::streaming::v1::streaming_server::Streamin
 use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::grpc::health::v1::health_server::HealthServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::{self, Services};
@@ -33,6 +35,22 @@ use crate::metadata::Store;
 
 /// gRPC messages up to this size are accepted (containerd's default).
 pub const MAX_MESSAGE: usize = 16 << 20;
+/// The gRPC services berthd serves (their health is that of the daemon).
+const SERVED: &[&str] = &[
+    "containerd.services.version.v1.Version",
+    "containerd.services.namespaces.v1.Namespaces",
+    "containerd.services.introspection.v1.Introspection",
+    "containerd.services.containers.v1.Containers",
+    "containerd.services.content.v1.Content",
+    "containerd.services.images.v1.Images",
+    "containerd.services.leases.v1.Leases",
+    "containerd.services.snapshots.v1.Snapshots",
+    "containerd.services.diff.v1.Diff",
+    "containerd.services.streaming.v1.Streaming",
+    "containerd.services.transfer.v1.Transfer",
+    "containerd.services.tasks.v1.Tasks",
+    "containerd.services.events.v1.Events",
+];
 /// How long in-flight calls get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -255,7 +273,12 @@ impl Daemon {
         })?;
 
         let mut grpc_stop = stop_rx.clone();
+        let health = api::health::HealthApi::new(
+            stop_rx.clone(),
+            SERVED.iter().map(|s| s.to_string()).collect(),
+        );
         let router = tonic::transport::Server::builder()
+            .add_service(HealthServer::new(health))
             .add_service(
                 VersionServer::new(api::version::VersionApi).max_decoding_message_size(MAX_MESSAGE),
             )
@@ -306,12 +329,12 @@ impl Daemon {
                 EventsServer::new(api::events::EventsApi(s.exchange.clone()))
                     .max_decoding_message_size(MAX_MESSAGE),
             );
-        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-            UnixListenerStream::new(grpc_listener),
-            async move {
-                let _ = grpc_stop.wait_for(|v| *v).await;
-            },
-        ));
+        // gRPC C-core clients send the socket path as :authority: repaired per connection.
+        let incoming = UnixListenerStream::new(grpc_listener)
+            .map(|conn| conn.map(crate::authority::AuthorityFix::new));
+        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = grpc_stop.wait_for(|v| *v).await;
+        }));
         tracing::info!(
             address = %grpc_path.display(),
             ttrpc = %ttrpc_path.display(),

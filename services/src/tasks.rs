@@ -345,7 +345,20 @@ impl Tasks {
             remove_bundle(&bundle).await;
             return Err(e);
         }
-        let shim = match self.manager.start_shim(runtime, ns, id, &bundle).await {
+        let stdin = match options.as_ref().map(|o| o.write_to_bytes()).transpose() {
+            Ok(v) => v,
+            Err(e) => {
+                remove_bundle(&bundle).await;
+                return Err(Error::Internal(format!(
+                    "encode the runtime options of task {id}: {e}"
+                )));
+            }
+        };
+        let shim = match self
+            .manager
+            .start_shim(runtime, ns, id, &bundle, stdin)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 remove_bundle(&bundle).await;
@@ -797,6 +810,20 @@ const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 /// filled from the runtime's config: its OCI runtime, and its root (by default
 /// `<state>/runc`, so that each daemon has its own runc state). Options of another type
 /// pass unchanged.
+/// The options type of containerd 1.x's v1 linux runtime (`runctypes.RuncOptions`).
+const LEGACY_RUNC_OPTIONS: &str = "containerd.linux.runc.RuncOptions";
+
+/// `containerd.linux.runc.RuncOptions`: what the legacy options say about the runtime.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LegacyRuncOptions {
+    #[prost(string, tag = "1")]
+    runtime: String,
+    #[prost(string, tag = "2")]
+    runtime_root: String,
+    #[prost(bool, tag = "4")]
+    systemd_cgroup: bool,
+}
+
 fn runc_options(
     given: Option<AnyValue>,
     runtime: &RuntimeConfig,
@@ -806,6 +833,18 @@ fn runc_options(
     let mut opts = match given {
         Some(a) if a.type_url.ends_with(RUNC_OPTIONS) => Options::parse_from_bytes(&a.value)
             .map_err(|e| Error::invalid(format!("runc options: {e}")))?,
+        Some(a) if a.type_url.ends_with(LEGACY_RUNC_OPTIONS) => {
+            let legacy = <LegacyRuncOptions as prost::Message>::decode(a.value.as_slice())
+                .map_err(|e| {
+                    Error::invalid(format!("runc options ({LEGACY_RUNC_OPTIONS}): {e}"))
+                })?;
+            Options {
+                binary_name: legacy.runtime,
+                root: legacy.runtime_root,
+                systemd_cgroup: legacy.systemd_cgroup,
+                ..Default::default()
+            }
+        }
         Some(a) => {
             return Ok(Some(PbAny {
                 type_url: a.type_url,

@@ -96,6 +96,54 @@ impl Cgroup {
     }
 }
 
+/// Moves process `pid` into cgroup `path` (as runc's options `ShimCgroup` name it): on
+/// cgroup v1 (and the hybrid layout) into that path of every v1 hierarchy where it
+/// exists, on a pure v2 host into the one directory. The cgroup must exist already.
+pub fn join(pid: u32, path: &str) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(ShimError::io("read /proc/self/mountinfo"))?;
+    let dirs = join_dirs(&mounts, path);
+    if dirs.is_empty() {
+        return Err(ShimError::NotFound(format!("cgroup {path}")));
+    }
+    for dir in dirs {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(ShimError::io(format!("join cgroup {}", procs.display())))?;
+    }
+    Ok(())
+}
+
+/// The existing directories of cgroup `path` that [`join`] writes to.
+fn join_dirs(mountinfo: &str, path: &str) -> Vec<PathBuf> {
+    let mut v1 = Vec::new();
+    let mut v2 = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split_whitespace().collect();
+        let (Some(root), Some(point), Some(fstype)) =
+            (left.get(3), left.get(4), right.split_whitespace().next())
+        else {
+            continue;
+        };
+        let dir = under(Path::new(&unescape(point)), &unescape(root), path);
+        match fstype {
+            "cgroup" if !v1.contains(&dir) => v1.push(dir),
+            "cgroup2" => {
+                v2.get_or_insert(dir);
+            }
+            _ => {}
+        }
+    }
+    if v1.is_empty() {
+        v1.extend(v2);
+    }
+    v1.retain(|d| d.is_dir());
+    v1
+}
+
 /// The cgroup named by `/proc/<pid>/cgroup` text, under the mounts of `mountinfo` text.
 /// v1 when the process has any v1 controller, else v2.
 pub fn resolve(proc_cgroup: &str, mountinfo: &str) -> Option<Cgroup> {
@@ -882,5 +930,42 @@ mod tests {
         assert_eq!(m.memory.usage, 4096);
         let gone = Cgroup::V2(dir.path().join("gone")).metrics();
         assert!(matches!(gone, Err(ShimError::NotFound(_))));
+    }
+}
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    #[test]
+    fn join_dirs_v1_hierarchies_where_the_path_exists() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let r = root.path().display().to_string();
+        for d in ["pids/shims", "memory/shims", "unified/shims"] {
+            std::fs::create_dir_all(root.path().join(d)).expect("mkdir");
+        }
+        std::fs::create_dir_all(root.path().join("cpu")).expect("mkdir");
+        let mountinfo = format!(
+            "30 25 0:26 / {r}/pids rw - cgroup cgroup rw,pids\n\
+             31 25 0:27 / {r}/memory rw - cgroup cgroup rw,memory\n\
+             32 25 0:28 / {r}/cpu rw - cgroup cgroup rw,cpu\n\
+             33 25 0:29 / {r}/unified rw - cgroup2 cgroup2 rw\n\
+             34 25 0:30 / /proc rw - proc proc rw\n"
+        );
+        let dirs = join_dirs(&mountinfo, "/shims");
+        assert_eq!(
+            dirs,
+            vec![
+                root.path().join("pids/shims"),
+                root.path().join("memory/shims")
+            ]
+        );
+        // A pure v2 host: the one hierarchy.
+        let v2 = format!("33 25 0:29 / {r}/unified rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            join_dirs(&v2, "shims"),
+            vec![root.path().join("unified/shims")]
+        );
+        assert!(join_dirs(&mountinfo, "/missing").is_empty());
     }
 }

@@ -96,7 +96,18 @@ impl Inner {
 
     /// Waits for `process` to exit, records it and tells the daemon. For a container's
     /// init, `bundle` is where its exit is saved (before the daemon hears of it).
-    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32, bundle: Option<PathBuf>) {
+    ///
+    /// `sweep` is the init's runtime when the container shares a PID namespace: once its
+    /// init is gone, whatever else runs in the container is killed (through the runtime's
+    /// `kill --all`, which walks the container's cgroup), as containerd's shim does, so no
+    /// process outlives the exit and holds its output open.
+    fn watch_exit(
+        self: &Arc<Self>,
+        process: Arc<Process>,
+        pid: u32,
+        bundle: Option<PathBuf>,
+        sweep: Option<Runc>,
+    ) {
         let exited = self.reaper.wait(pid as i32);
         let inner = self.clone();
         tokio::spawn(async move {
@@ -104,6 +115,13 @@ impl Inner {
                 status: 255,
                 at: SystemTime::now(),
             });
+            if let Some(runc) = sweep
+                && let Err(e) = runc
+                    .kill(&process.container_id, Signal::SIGKILL as u32, true)
+                    .await
+            {
+                log::warn!("kill the processes left in {}: {e}", process.describe());
+            }
             if let Some(bundle) = bundle {
                 let saved = SavedExit {
                     pid,
@@ -286,7 +304,8 @@ impl TaskService {
         };
         let init = Arc::new(Process::new(&req.id, "", stdio.clone(), Vec::new()));
         init.set_created(pid, io);
-        inner.watch_exit(init.clone(), pid, Some(bundle.clone()));
+        let sweep = shares_pid_namespace(&bundle).then(|| runc.clone());
+        inner.watch_exit(init.clone(), pid, Some(bundle.clone()), sweep);
         let cgroup = Cgroup::of_pid(pid)
             .inspect_err(|e| log::warn!("no cgroup for container {}: {e}", req.id))
             .ok();
@@ -376,7 +395,7 @@ impl TaskService {
         let (pid, io) = launched?;
         p.set_created(pid, io);
         p.set_status(Status::Running);
-        inner.watch_exit(p.clone(), pid, None);
+        inner.watch_exit(p.clone(), pid, None, None);
         let event = TaskExecStarted {
             container_id: c.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -514,8 +533,15 @@ impl TaskService {
     async fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
         let c = self.inner.container(&req.id)?;
         c.init.check("exec in", Status::can_exec)?;
-        let spec = req.spec.as_ref().map(|a| a.value.clone()).ok_or_else(|| {
-            ShimError::InvalidArgument(format!("exec {}: no process spec", req.exec_id))
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .ok_or_else(|| {
+                ShimError::InvalidArgument(format!("exec {}: no process spec", req.exec_id))
+            })?;
+        let spec = exec_spec(spec, req.terminal).map_err(|e| {
+            ShimError::InvalidArgument(format!("exec {}: process spec: {e}", req.exec_id))
         })?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -582,6 +608,40 @@ impl TaskService {
             ..Default::default()
         })
     }
+}
+
+/// Whether the bundle's container has no PID namespace of its own (it shares the host's or
+/// joins another's): then its init's exit does not end its other processes.
+fn shares_pid_namespace(bundle: &Path) -> bool {
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return true;
+    };
+    let own = spec
+        .pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .is_some_and(|list| {
+            list.iter().any(|ns| {
+                ns.get("type").and_then(|t| t.as_str()) == Some("pid")
+                    && ns
+                        .get("path")
+                        .and_then(|p| p.as_str())
+                        .is_none_or(str::is_empty)
+            })
+        });
+    !own
+}
+
+/// The process spec runc execs: the client's, with `terminal` set from the request (the
+/// request decides whether a console socket is passed; runc refuses the two disagreeing).
+fn exec_spec(spec: &[u8], terminal: bool) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_slice(spec)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("terminal".into(), serde_json::Value::Bool(terminal));
+    }
+    serde_json::to_vec(&value)
 }
 
 async fn unmount(rootfs: &Path) {
@@ -780,5 +840,40 @@ impl Task for TaskService {
             self.inner.exit.signal();
         }
         Ok(api::Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn exec_spec_takes_terminal_from_the_request() {
+        let spec = br#"{"args":["sh"],"cwd":"/","terminal":false}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&exec_spec(spec, true).unwrap()).unwrap();
+        assert_eq!(out["terminal"], true);
+        assert_eq!(out["args"][0], "sh");
+        let out: serde_json::Value = serde_json::from_slice(
+            &exec_spec(br#"{"args":["sh"],"terminal":true}"#, false).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["terminal"], false);
+        assert!(exec_spec(b"not json", false).is_err());
+    }
+
+    #[test]
+    fn kill_all_on_exit_only_without_an_own_pid_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |json: &str| std::fs::write(dir.path().join("config.json"), json).unwrap();
+        write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#);
+        assert!(!shares_pid_namespace(dir.path()));
+        write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
+        assert!(shares_pid_namespace(dir.path()));
+        write(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
+        assert!(shares_pid_namespace(dir.path()));
+        write(r#"{}"#);
+        assert!(shares_pid_namespace(dir.path()));
     }
 }

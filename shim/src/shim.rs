@@ -55,6 +55,27 @@ fn other(e: impl std::fmt::Display) -> Error {
     Error::Other(e.to_string())
 }
 
+/// The `ShimCgroup` of the runc options the daemon wrote to `start`'s stdin (a protobuf
+/// `Any`, as containerd 1.x writes it). Anything else there — nothing, containerd 2.x's
+/// bootstrap parameters, a terminal — names no cgroup.
+fn shim_cgroup() -> Option<String> {
+    use containerd_shim_protos::protobuf::Message;
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::shim::oci::Options;
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return None;
+    }
+    let mut data = Vec::new();
+    std::io::stdin().read_to_end(&mut data).ok()?;
+    let any = Any::parse_from_bytes(&data).ok()?;
+    if !any.type_url.ends_with("containerd.runc.v1.Options") {
+        return None;
+    }
+    let opts = Options::parse_from_bytes(&any.value).ok()?;
+    Some(opts.shim_cgroup).filter(|c| !c.is_empty())
+}
+
 /// The group this container's shim serves: the sandbox's id when an annotation names
 /// one, else the container's own id.
 fn grouping(bundle: &Path, id: &str) -> String {
@@ -135,6 +156,14 @@ impl Shim for BerthShim {
             cmd.arg("-debug");
         }
         let mut child = cmd.spawn().map_err(other)?;
+        if let Some(cgroup) = shim_cgroup() {
+            // Before it serves: every process the shim starts lands there too.
+            if let Err(e) = crate::cgroups::join(child.id(), &cgroup) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(other(format!("failed to join cgroup {cgroup}: {e}")));
+            }
+        }
         // The shim closes its stdout once it serves (or found its group's shim serving).
         let mut out = Vec::new();
         if let Some(mut stdout) = child.stdout.take() {

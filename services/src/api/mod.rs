@@ -6,6 +6,7 @@ pub mod containers;
 pub mod content;
 pub mod diff;
 pub mod events;
+pub mod health;
 pub mod images;
 pub mod introspection;
 pub mod leases;
