@@ -11,6 +11,10 @@ use crate::metadata::{
 };
 use crate::{identifiers, labels};
 
+/// The namespace label that names its default snapshotter (containerd's client sets it on
+/// a namespace it creates; requests that name no snapshotter use it).
+pub const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
+
 /// A namespace and its labels. Stored as the `namespaces` table's record.
 #[derive(Clone, PartialEq, Message)]
 pub struct Namespace {

@@ -50,6 +50,8 @@ pub const KNOWN: [&str; 2] = ["overlayfs", "native"];
 pub struct Snapshotters {
     by_name: Arc<BTreeMap<String, Arc<dyn Snapshotter>>>,
     default: String,
+    /// The daemon's metadata, for namespaces' default snapshotters (None in the proxy).
+    store: Option<Store>,
 }
 
 impl Snapshotters {
@@ -72,6 +74,7 @@ impl Snapshotters {
         Snapshotters {
             by_name: Arc::new(by_name),
             default: default.to_string(),
+            store: Some(store.clone()),
         }
     }
 
@@ -90,12 +93,50 @@ impl Snapshotters {
         Ok(Snapshotters {
             by_name: Arc::new(by_name),
             default: name.to_string(),
+            store: None,
         })
     }
 
     /// The name a request's `snapshotter` field stands for (the default for an empty one).
     pub fn resolve<'a>(&'a self, name: &'a str) -> &'a str {
         if name.is_empty() { &self.default } else { name }
+    }
+
+    /// The snapshotter a request in namespace `ns` means: the one it names; when it names
+    /// none, the one the namespace's `containerd.io/defaults/snapshotter` label names (the
+    /// label containerd's client reads), else the daemon's default.
+    pub async fn name_for(&self, ns: &str, requested: &str) -> Result<String> {
+        if !requested.is_empty() {
+            self.get(requested)?;
+            return Ok(requested.to_string());
+        }
+        let Some(store) = &self.store else {
+            return Ok(self.default.clone());
+        };
+        let labelled = match crate::namespaces::Namespaces::new(store.clone())
+            .get(ns)
+            .await
+        {
+            Ok(n) => n
+                .labels
+                .get(crate::namespaces::DEFAULT_SNAPSHOTTER_LABEL)
+                .cloned()
+                .filter(|s| !s.is_empty()),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match labelled {
+            Some(name) => {
+                self.get(&name).map_err(|_| {
+                    Error::invalid(format!(
+                        "namespace {ns} names snapshotter {name:?} as its default ({}), which is not loaded",
+                        crate::namespaces::DEFAULT_SNAPSHOTTER_LABEL
+                    ))
+                })?;
+                Ok(name)
+            }
+            None => Ok(self.default.clone()),
+        }
     }
 
     /// The snapshotter used when a request names none.

@@ -157,7 +157,11 @@ impl Unpacker {
     #[tracing::instrument(skip(self, req), fields(namespace = %req.namespace, config = %req.config.digest, snapshotter = %req.snapshotter))]
     pub async fn unpack(&self, req: UnpackRequest<'_>) -> Result<Unpacked> {
         let start = Instant::now();
-        let sn = self.snapshotters.get(req.snapshotter)?;
+        let name = self
+            .snapshotters
+            .name_for(req.namespace, req.snapshotter)
+            .await?;
+        let sn = self.snapshotters.get(&name)?;
         let name = sn.name().to_string();
         let ns = req.namespace.to_string();
 

@@ -34,7 +34,10 @@ use crate::commands::containers::SPEC_TYPE_URL;
 use crate::commands::snapshots;
 use crate::oci;
 
+/// The snapshotter containers are made on, unless their namespace names another.
 pub const SNAPSHOTTER: &str = "overlayfs";
+/// The namespace label that names its default snapshotter (as containerd's client reads it).
+const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
 pub const RUNTIME: &str = "io.containerd.runc.v2";
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
@@ -293,6 +296,7 @@ async fn log_root(c: &Client) -> PathBuf {
 /// top snapshot mounted here for a moment.
 async fn read_accounts(
     c: &Client,
+    snapshotter: &str,
     parent: &str,
     id: &str,
     lease: &str,
@@ -300,7 +304,7 @@ async fn read_accounts(
     let key = format!("{id}-accounts");
     let mounts = snapshots::create(
         c,
-        SNAPSHOTTER,
+        snapshotter,
         snapshots::Create::View,
         &key,
         Some(parent.to_string()),
@@ -335,7 +339,7 @@ async fn read_accounts(
     let _ = std::fs::remove_dir(&dir);
     let _ = SnapshotsClient::new(c.channel.clone())
         .remove(c.req(spb::RemoveSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
+            snapshotter: snapshotter.into(),
             key,
         }))
         .await;
@@ -364,6 +368,28 @@ pub async fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container>
         })
 }
 
+/// The snapshotter of the client's namespace: the one its
+/// `containerd.io/defaults/snapshotter` label names, else [`SNAPSHOTTER`].
+async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
+    use berth_proto::containerd::services::namespaces::v1 as nspb;
+    use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
+    let got = NamespacesClient::new(c.channel.clone())
+        .get(c.req(nspb::GetNamespaceRequest {
+            name: c.namespace.clone(),
+        }))
+        .await;
+    let labelled = match got {
+        Ok(r) => r
+            .into_inner()
+            .namespace
+            .and_then(|n| n.labels.get(DEFAULT_SNAPSHOTTER_LABEL).cloned())
+            .filter(|s| !s.is_empty()),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => return Err(s.into()),
+    };
+    Ok(labelled.unwrap_or_else(|| SNAPSHOTTER.to_string()))
+}
+
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
     let img = find_image(c, &a.image).await?;
     let resolved = oci::resolve(c, &img.target.clone().unwrap_or_default()).await?;
@@ -373,6 +399,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("image {} has no layers", img.name))?;
     let img_cfg = ImageConfig::from_image(&resolved.config);
+    let snapshotter = namespace_snapshotter(c).await?;
 
     let list = list_all(c).await?;
     let id = new_id();
@@ -422,14 +449,14 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         .join(&c.namespace)
         .join(format!("{id}.log"));
 
-    let resource = format!("snapshots/{SNAPSHOTTER}");
+    let resource = format!("snapshots/{snapshotter}");
     let lease = c
         .create_lease(None, Duration::from_secs(300), &[(&resource, &id)])
         .await?;
     let made = async {
         snapshots::create(
             c,
-            SNAPSHOTTER,
+            &snapshotter,
             snapshots::Create::Active,
             &id,
             Some(top.clone()),
@@ -451,7 +478,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         let accounts = if user.is_empty() {
             Accounts::default()
         } else {
-            read_accounts(c, &top, &id, &lease).await?
+            read_accounts(c, &snapshotter, &top, &id, &lease).await?
         };
         let spec = spec::build(&img_cfg, &opts, &accounts, &all_caps)?;
         let config = docker_config(a, &img_cfg, &opts, &spec);
@@ -480,7 +507,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
                         type_url: SPEC_TYPE_URL.to_string(),
                         value: serde_json::to_vec(&spec)?,
                     }),
-                    snapshotter: SNAPSHOTTER.to_string(),
+                    snapshotter: snapshotter.clone(),
                     snapshot_key: id.clone(),
                     extensions: extensions.into_iter().collect(),
                     ..Default::default()
@@ -497,7 +524,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
     if made.is_err() {
         let _ = SnapshotsClient::new(c.channel.clone())
             .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
+                snapshotter: snapshotter.clone(),
                 key: id.clone(),
             }))
             .await;
