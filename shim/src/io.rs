@@ -42,9 +42,39 @@ pub struct ProcessIo {
     console: Option<Arc<AsyncFd<OwnedFd>>>,
     /// The logging binary of a `binary://` URI, when there is one.
     pub logger_pid: Option<u32>,
+    /// The read end of the logger's readiness pipe (its fd 5), until it said ready.
+    logger_ready: Option<OwnedFd>,
 }
 
+/// How long a `binary://` logger may take to say it is ready.
+const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl ProcessIo {
+    /// Waits until the `binary://` logger is ready to read the container's output: it
+    /// closes (or writes to) its fd 5, as containerd's logging binaries do.
+    pub async fn logger_ready(&mut self) -> Result<()> {
+        let Some(fd) = self.logger_ready.take() else {
+            return Ok(());
+        };
+        let mut rx =
+            pipe::Receiver::from_owned_fd(fd).map_err(ShimError::io("logger ready pipe"))?;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(LOGGER_READY_TIMEOUT, rx.read(&mut byte)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ShimError::Io {
+                context: "read from the logging binary's ready pipe".into(),
+                source: e,
+            }),
+            Err(_) => Err(ShimError::Io {
+                context: "logging binary".into(),
+                source: std::io::Error::other(format!(
+                    "not ready within {}s (it must close fd 5 once it reads fds 3 and 4)",
+                    LOGGER_READY_TIMEOUT.as_secs()
+                )),
+            }),
+        }
+    }
+
     /// Closes the process's stdin (after forwarding what the client already wrote).
     pub fn close_stdin(&mut self) {
         if let Some(n) = self.stdin_close.take() {
@@ -216,18 +246,49 @@ fn parse_output(uri: &str) -> Result<Output> {
     }
     if let Some(rest) = uri.strip_prefix("binary://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let args = query
-            .split('&')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect();
+        let bad =
+            |what: &str| ShimError::InvalidArgument(format!("logging URI {uri:?}: bad {what}"));
+        let path = percent_decode(path, false).ok_or_else(|| bad("path"))?;
+        // As Go's url.Query: decoded keys and values, the first value of each key.
+        let mut args: Vec<(String, String)> = Vec::new();
+        for kv in query.split(['&', ';']).filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let k = percent_decode(k, true).ok_or_else(|| bad("query"))?;
+            let v = percent_decode(v, true).ok_or_else(|| bad("query"))?;
+            if !args.iter().any(|(have, _)| *have == k) {
+                args.push((k, v));
+            }
+        }
         return Ok(Output::Binary(PathBuf::from(path), args));
     }
     let path = uri.strip_prefix("fifo://").unwrap_or(uri);
     Ok(Output::Writer(Box::new(fifo_sender(path)?)))
+}
+
+/// `%XX`-decodes a URI component (and `+` as a space in a query); None when an escape is
+/// malformed or the result is not UTF-8.
+fn percent_decode(s: &str, query: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' if query => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Opens a CRI log for appending (0640), creating its directory (0755) when missing.
@@ -428,21 +489,17 @@ pub fn setup_pipes(
     }
     if let Some((bin, args)) = logger {
         let [out, err] = logger_fds;
-        io.logger_pid = Some(spawn_logger(
-            &bin,
-            &args,
-            out,
-            err,
-            container_id,
-            namespace,
-        )?);
+        let (pid, ready) = spawn_logger(&bin, &args, out, err, container_id, namespace)?;
+        io.logger_pid = Some(pid);
+        io.logger_ready = Some(ready);
     }
     Ok((child, io))
 }
 
-/// Starts a `binary://` logger as containerd does: the container's stdout on the
-/// logger's fd 3, stderr on fd 4, `CONTAINER_ID` / `CONTAINER_NAMESPACE` in its
-/// environment. (containerd also passes a readiness pipe on fd 5; we do not wait for it.)
+/// Starts a `binary://` logger as containerd does: each query key and its value as two
+/// arguments, the container's stdout on the logger's fd 3, stderr on fd 4, the write end
+/// of a readiness pipe on fd 5, and only `CONTAINER_ID` / `CONTAINER_NAMESPACE` in its
+/// environment. Returns its pid and the readiness pipe's read end.
 fn spawn_logger(
     bin: &Path,
     args: &[(String, String)],
@@ -450,42 +507,55 @@ fn spawn_logger(
     stderr: Option<OwnedFd>,
     container_id: &str,
     namespace: &str,
-) -> Result<u32> {
+) -> Result<(u32, OwnedFd)> {
     let mut cmd = Command::new(bin);
     for (k, v) in args {
-        if v.is_empty() {
-            cmd.arg(k);
-        } else {
-            cmd.arg(format!("{k}={v}"));
-        }
+        cmd.arg(k).arg(v);
     }
-    cmd.env("CONTAINER_ID", container_id)
+    cmd.env_clear()
+        .env("CONTAINER_ID", container_id)
         .env("CONTAINER_NAMESPACE", namespace)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    let (ready_r, ready_w) = pipe()?;
     let fds = [
         stdout.as_ref().map(|f| f.as_raw_fd()),
         stderr.as_ref().map(|f| f.as_raw_fd()),
+        Some(ready_w.as_raw_fd()),
     ];
     install_fds(&mut cmd, fds);
     let child = cmd
         .spawn()
         .map_err(ShimError::io(format!("start logger {}", bin.display())))?;
-    // Our copies of the pipes' read ends close here; the logger holds its own.
-    drop((stdout, stderr));
-    Ok(child.id())
+    // Our copies of the pipes' logger ends close here; the logger holds its own.
+    drop((stdout, stderr, ready_w));
+    Ok((child.id(), ready_r))
 }
 
 #[allow(unsafe_code)]
-fn install_fds(cmd: &mut Command, fds: [Option<RawFd>; 2]) {
+fn install_fds(cmd: &mut Command, fds: [Option<RawFd>; 3]) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2, which
-    // is async-signal-safe, on descriptors that are open in the child (inherited from us,
-    // kept alive by the caller until after spawn).
+    const FIRST: RawFd = 3;
+    const END: RawFd = FIRST + 3;
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl and
+    // dup2, which are async-signal-safe, on descriptors that are open in the child
+    // (inherited from us, kept alive by the caller until after spawn).
     unsafe {
         cmd.pre_exec(move || {
-            for (target, fd) in (3..).zip(fds) {
+            // A source that sits on one of the target numbers moves out of the way first,
+            // so that placing one descriptor never closes another still to be placed.
+            let mut fds = fds;
+            for fd in fds.iter_mut().flatten() {
+                if (FIRST..END).contains(fd) {
+                    let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, END);
+                    if moved < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    *fd = moved;
+                }
+            }
+            for (target, fd) in (FIRST..).zip(fds) {
                 if let Some(fd) = fd
                     && libc::dup2(fd, target) < 0
                 {
@@ -615,6 +685,23 @@ mod tests {
             }
             _ => panic!("not binary"),
         }
+        // Keys and values decoded as Go's url.Query does; a repeated key keeps its first.
+        match parse_output("binary:///opt/my%20logger?log=%2Ftmp%2Fx.log&tag=a+b&log=2")
+            .expect("binary")
+        {
+            Output::Binary(p, args) => {
+                assert_eq!(p, Path::new("/opt/my logger"));
+                assert_eq!(
+                    args,
+                    [
+                        ("log".into(), "/tmp/x.log".into()),
+                        ("tag".into(), "a b".into())
+                    ]
+                );
+            }
+            _ => panic!("not binary"),
+        }
+        assert!(parse_output("binary:///l?x=%zz").is_err());
         match parse_output("file:///var/log/c/x.log?format=cri").expect("cri") {
             Output::Cri(p) => assert_eq!(p, Path::new("/var/log/c/x.log")),
             _ => panic!("not cri"),

@@ -14,9 +14,10 @@ use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::shim::oci::{Options, ProcessDetails};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext};
@@ -32,6 +33,9 @@ use crate::oom::OomWatch;
 use crate::process::{Process, SavedExit, Status};
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{ChildStdio, Runc, RuntimeConfig};
+
+/// The type of the `Info` of an exec's entry in Pids.
+const PROCESS_DETAILS: &str = "containerd.runc.v1.ProcessDetails";
 
 /// How long runc may take to hand over a pty master.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,7 +194,8 @@ impl Inner {
             let io = io::setup_console(master, stdio)?;
             Ok((read_pid(pid_file)?, io))
         } else {
-            let (child, io) = io::setup_pipes(stdio, container_id, &self.namespace)?;
+            let (child, mut io) = io::setup_pipes(stdio, container_id, &self.namespace)?;
+            io.logger_ready().await?;
             // `child` moves into runc; our copies of the container's ends close after it.
             launch(None, child).await?;
             Ok((read_pid(pid_file)?, io))
@@ -570,17 +575,37 @@ impl TaskService {
         Ok(())
     }
 
+    /// The container's processes; an exec's entry says which exec it is
+    /// (`containerd.runc.v1.ProcessDetails`), as containerd's shim answers.
     async fn pids(&self, id: &str) -> Result<api::PidsResponse> {
         let c = self.inner.container(id)?;
         let pids = c.runc.ps(id).await?;
-        Ok(api::PidsResponse {
-            processes: pids
-                .into_iter()
-                .map(|pid| ProcessInfo {
-                    pid,
+        let execs: HashMap<u32, String> = lock(&c.execs)
+            .values()
+            .filter(|p| p.pid() != 0)
+            .map(|p| (p.pid(), p.exec_id.clone()))
+            .collect();
+        let mut processes = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let mut info = ProcessInfo {
+                pid,
+                ..Default::default()
+            };
+            if let Some(exec_id) = execs.get(&pid) {
+                let details = ProcessDetails {
+                    exec_id: exec_id.clone(),
                     ..Default::default()
-                })
-                .collect(),
+                };
+                info.info = MessageField::some(Any {
+                    type_url: PROCESS_DETAILS.to_string(),
+                    value: details.write_to_bytes()?,
+                    ..Default::default()
+                });
+            }
+            processes.push(info);
+        }
+        Ok(api::PidsResponse {
+            processes,
             ..Default::default()
         })
     }

@@ -60,6 +60,8 @@ pub struct Daemon {
     extra_args: Vec<String>,
     /// The config file's text (empty: the embedded defaults).
     config: String,
+    /// A directory put first on berthd's `PATH` (before the shim's own directory).
+    path_first: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -86,7 +88,22 @@ impl Daemon {
         Self::start_full(base, extra_args, "")
     }
 
+    /// Like [`Daemon::start`], with `dir` put first on berthd's `PATH` (where it looks for
+    /// `containerd-shim-<name>-v2` binaries), ahead of our shim's directory.
+    pub fn start_with_path(dir: &Path) -> Daemon {
+        Self::start_spawned("/tmp", &[], "", Some(dir.to_path_buf()))
+    }
+
     fn start_full(base: &str, extra_args: &[&str], config: &str) -> Daemon {
+        Self::start_spawned(base, extra_args, config, None)
+    }
+
+    fn start_spawned(
+        base: &str,
+        extra_args: &[&str],
+        config: &str,
+        path_first: Option<PathBuf>,
+    ) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir_in(base)
@@ -104,6 +121,7 @@ impl Daemon {
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             config: config.to_string(),
+            path_first,
         };
         d.spawn();
         d
@@ -126,6 +144,14 @@ impl Daemon {
         if let Some(dir) = bin("containerd-shim-berth-v2").parent() {
             let path = std::env::var("PATH").unwrap_or_default();
             cmd.env("PATH", format!("{}:{path}", dir.display()));
+        }
+        if let Some(first) = &self.path_first {
+            let path = std::env::var("PATH").unwrap_or_default();
+            let shim_dir = bin("containerd-shim-berth-v2")
+                .parent()
+                .map(|d| format!("{}:", d.display()))
+                .unwrap_or_default();
+            cmd.env("PATH", format!("{}:{shim_dir}{path}", first.display()));
         }
         cmd
     }
