@@ -246,6 +246,25 @@ impl Daemon {
         child.wait().expect("reap berthd");
     }
 
+    /// Kills berthd with SIGKILL and starts it again on the same paths without waiting for
+    /// it to serve (for measuring how soon it does).
+    pub fn crash_and_spawn(&mut self) {
+        self.kill9();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+    }
+
     /// Starts berthd again on the same root, state and socket.
     pub fn restart(&mut self) {
         if self.child.is_some() {
@@ -490,6 +509,8 @@ pub struct Containerd {
     pub dir: tempfile::TempDir,
     pub address: PathBuf,
     pub log: PathBuf,
+    /// containerd's `PATH`, when a directory is put first on it.
+    path: Option<String>,
 }
 
 impl Containerd {
@@ -537,26 +558,18 @@ impl Containerd {
             ),
         )
         .expect("write containerd config");
-        let f = File::create(&log).expect("log");
-        let mut cmd = Command::new(system_bin("containerd"));
-        if let Some(dir) = path_first {
+        let path = path_first.map(|dir| {
             let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", dir.display()));
-        }
-        let child = cmd
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().expect("dup"))
-            .stderr(f)
-            .spawn()
-            .expect("spawn containerd");
+            format!("{}:{path}", dir.display())
+        });
         let mut c = Containerd {
-            child: Some(child),
+            child: None,
             dir,
             address,
             log,
+            path,
         };
+        c.spawn();
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(&c.address).is_err() {
             if let Some(child) = c.child.as_mut()
@@ -574,6 +587,37 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(20));
         }
         c
+    }
+
+    fn spawn(&mut self) {
+        let f = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let mut cmd = Command::new(system_bin("containerd"));
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
+        let child = cmd
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn containerd");
+        self.child = Some(child);
+    }
+
+    /// Kills containerd with SIGKILL and starts it again on the same paths without
+    /// waiting for it to serve.
+    pub fn crash_and_spawn(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     pub fn pid(&self) -> u32 {

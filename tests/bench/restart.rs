@@ -1,0 +1,181 @@
+//! Restart with live containers: berthd + containerd-shim-berth-v2 against real containerd
+//! 1.6 + containerd-shim-runc-v2 in the same run, both roots and states on tmpfs.
+//!
+//! Each daemon gets LIVE containers (`ctr run -d … sleep`), is killed with SIGKILL and
+//! started again, ROUNDS times. Measured from the new process's spawn:
+//! - until its socket answers a Version call;
+//! - until `Tasks.List` reports every container's task RUNNING (all shims reconnected).
+//!
+//! Figures are printed with berth/containerd ratios, never asserted.
+//! Run: `cargo build --release --workspace && cargo bench -p berth-tests --bench restart`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use berth_proto::containerd::services::tasks::v1::ListTasksRequest;
+use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
+use berth_proto::containerd::services::version::v1::version_client::VersionClient;
+use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::{Containerd, Daemon, in_ns, ok, system_bin};
+
+const IMAGE: &str = "example.com/busybox:latest";
+const NS: &str = "bench";
+const LIVE: usize = 100;
+const ROUNDS: usize = 3;
+
+fn ctr(address: &Path, args: &[&str]) -> Output {
+    Command::new(system_bin("ctr"))
+        .arg("-a")
+        .arg(address)
+        .args(["-n", NS])
+        .args(args)
+        .output()
+        .expect("run ctr")
+}
+
+fn prepare(address: &Path, archive: &Path) {
+    ok(
+        &ctr(
+            address,
+            &[
+                "images",
+                "import",
+                "--base-name",
+                "example.com/busybox",
+                &archive.display().to_string(),
+            ],
+        ),
+        "ctr images import",
+    );
+    for i in 0..LIVE {
+        let id = format!("live-{i}");
+        ok(
+            &ctr(address, &["run", "-d", IMAGE, &id, "sleep", "100000"]),
+            "ctr run -d",
+        );
+    }
+}
+
+/// Polls until the socket answers Version, then until every task is RUNNING; returns both
+/// times from `start`.
+async fn wait_serving(address: &Path, start: Instant) -> (Duration, Duration) {
+    let deadline = start + Duration::from_secs(60);
+    let (channel, answered) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "{} never answered",
+            address.display()
+        );
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            let channel = berth_tests::channel(address).await;
+            if VersionClient::new(channel.clone())
+                .version(())
+                .await
+                .is_ok()
+            {
+                break (channel, start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    loop {
+        assert!(Instant::now() < deadline, "tasks never all running");
+        let list = TasksClient::new(channel.clone())
+            .list(in_ns(NS, ListTasksRequest::default()))
+            .await;
+        if let Ok(list) = list {
+            // containerd.v1.types.Status RUNNING = 2.
+            let running = list
+                .into_inner()
+                .tasks
+                .iter()
+                .filter(|t| t.status == 2)
+                .count();
+            if running == LIVE {
+                return (answered, start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn remove_all(address: &Path) {
+    for i in 0..LIVE {
+        let id = format!("live-{i}");
+        let _ = ctr(address, &["tasks", "rm", "-f", &id]);
+        let _ = ctr(address, &["containers", "rm", &id]);
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let work = tempfile::Builder::new()
+        .prefix("berth-bench-")
+        .tempdir_in("/dev/shm")
+        .expect("tmpfs dir");
+    let img = busybox_image(&work.path().join("layout"), "latest");
+    let archive = work.path().join("busybox.tar");
+    pack_layout(&img.layout, &archive);
+
+    let mut figures: Vec<(&str, Vec<Duration>, Vec<Duration>)> = Vec::new();
+
+    let mut d = Daemon::start_in("/dev/shm");
+    let address: PathBuf = d.address.clone();
+    prepare(&address, &archive);
+    let (mut sock, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        d.crash_and_spawn();
+        let (s, a) = rt.block_on(wait_serving(&address, start));
+        sock.push(s);
+        all.push(a);
+    }
+    figures.push(("berthd", sock, all));
+    remove_all(&address);
+    drop(d);
+
+    let mut c = Containerd::start_in("/dev/shm");
+    let address = c.address.clone();
+    prepare(&address, &archive);
+    let (mut sock, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        c.crash_and_spawn();
+        let (s, a) = rt.block_on(wait_serving(&address, start));
+        sock.push(s);
+        all.push(a);
+    }
+    figures.push(("containerd", sock, all));
+    remove_all(&address);
+    drop(c);
+
+    println!(
+        "kill -9 and restart with {LIVE} live containers; median of {ROUNDS}; roots on /dev/shm"
+    );
+    let (b, k) = (&figures[0], &figures[1]);
+    for (label, bi, ki) in [
+        ("socket answers Version", &b.1, &k.1),
+        ("every task RUNNING again", &b.2, &k.2),
+    ] {
+        let (bm, km) = (median(bi.clone()), median(ki.clone()));
+        println!(
+            "{label:<28} berthd {:>8.1} ms   containerd {:>8.1} ms   ratio {:.2}",
+            ms(bm),
+            ms(km),
+            ms(bm) / ms(km)
+        );
+    }
+}
