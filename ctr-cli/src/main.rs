@@ -431,7 +431,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime sets to "ignore": output
+/// into a pipe whose reader went away (`berth images | head -1`) ends the CLI quietly, as
+/// it ends `docker` and other command-line tools, instead of a panic in `println!`.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL installs
+    // no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse_from(docker_argv(std::env::args_os().collect()));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

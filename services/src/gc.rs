@@ -563,10 +563,19 @@ impl Worker {
             while let Ok(r) = rx.try_recv() {
                 take(r, &mut waiters);
             }
-            let result = self.collect_once().await.map_err(|e| {
-                tracing::error!(error = %e, "garbage collection failed");
-                e.to_string()
-            });
+            // Each collection runs as a task of its own: one that panics fails its waiters
+            // and the next collection runs as usual; the worker never dies with it.
+            let worker = self.clone();
+            let result = match tokio::spawn(async move { worker.collect_once().await }).await {
+                Ok(r) => r.map_err(|e| {
+                    tracing::error!(error = %e, "garbage collection failed");
+                    e.to_string()
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, "garbage collection panicked");
+                    Err(format!("garbage collection panicked: {e}"))
+                }
+            };
             for w in waiters {
                 let _ = w.send(result.clone());
             }

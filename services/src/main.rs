@@ -60,13 +60,27 @@ enum ConfigCommand {
     Dump,
 }
 
+/// Writes `text` to stdout; a reader that went away (`berthd config default | head`) is
+/// not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("log level {:?}", config.log.level))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A log that cannot be written (a full disk, a reader that went away) loses lines; it
+    // never takes the daemon down: no write error is reported back to the stream that failed.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
@@ -109,14 +123,14 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Config {
             what: ConfigCommand::Default,
         }) => {
-            print!("{}", Config::default().to_toml()?);
+            print_out(&Config::default().to_toml()?)?;
             return Ok(());
         }
         Some(Command::Config {
             what: ConfigCommand::Dump,
         }) => {
             let config = Config::load(cli.config.as_deref(), &overrides)?;
-            print!("{}", config.to_toml()?);
+            print_out(&config.to_toml()?)?;
             return Ok(());
         }
         None => {}

@@ -1,0 +1,260 @@
+//! What a fault, load and hostile-input probe broke, each reproduced.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{BUSYBOX_REF, import_busybox};
+use berth_tests::{bin, clean_up_after, ok, system_bin};
+
+/// berthd on temp paths with its stdout and stderr going where the test says.
+struct Berthd {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Berthd {
+    fn new() -> Berthd {
+        Berthd {
+            dir: tempfile::Builder::new()
+                .prefix("berth-hard-")
+                .tempdir_in("/tmp")
+                .expect("tempdir"),
+            child: None,
+        }
+    }
+
+    fn address(&self) -> PathBuf {
+        self.dir.path().join("state/berth.sock")
+    }
+
+    fn spawn(&mut self, stdout: Stdio, stderr: Stdio) {
+        let shim_dir = bin("containerd-shim-berth-v2")
+            .parent()
+            .expect("bin dir")
+            .to_path_buf();
+        let path = std::env::var("PATH").unwrap_or_default();
+        let child = Command::new(bin("berthd"))
+            .arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--state")
+            .arg(self.dir.path().join("state"))
+            .arg("--address")
+            .arg(self.address())
+            .args(["--log-level", "debug"])
+            .env("PATH", format!("{}:{path}", shim_dir.display()))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("berthd exited during start-up: {status}");
+            }
+            if std::os::unix::net::UnixStream::connect(self.address()).is_ok()
+                && self.ctr(&["version"]).status.success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "berthd did not serve within 20s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new(system_bin("ctr"))
+            .arg("--address")
+            .arg(self.address())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    /// SIGTERM; the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "berthd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        clean_up_after(self.dir.path());
+    }
+}
+
+fn dev_full() -> Stdio {
+    Stdio::from(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full"),
+    )
+}
+
+/// The write end of a pipe whose reader is already gone (journald restarted).
+fn widowed_pipe() -> Stdio {
+    let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe().expect("pipe");
+    drop(r);
+    Stdio::from(w)
+}
+
+fn content_count(d: &Berthd, ns: &str) -> usize {
+    ok(&d.ctr(&["-n", ns, "content", "ls", "-q"]), "content ls")
+        .lines()
+        .count()
+}
+
+/// Item 3: a log that cannot be written never takes berthd down, nor any part of it.
+#[test]
+fn berthd_survives_a_log_it_cannot_write() {
+    for (what, make) in [
+        ("/dev/full", dev_full as fn() -> Stdio),
+        ("a pipe without a reader", widowed_pipe),
+    ] {
+        let mut d = Berthd::new();
+        d.spawn(make(), make());
+        let work = tempfile::tempdir().expect("tempdir");
+        import_busybox(work.path(), |a| {
+            let mut args = vec!["-n", "logs"];
+            args.extend_from_slice(a);
+            d.ctr(&args)
+        });
+        // Requests that log errors are answered with the error, not a reset.
+        let missing = d.ctr(&["-n", "logs", "containers", "info", "nosuch"]);
+        assert!(!missing.status.success());
+        assert!(
+            String::from_utf8_lossy(&missing.stderr).contains("not found"),
+            "{what}: {}",
+            String::from_utf8_lossy(&missing.stderr)
+        );
+        // A live task, kept across a restart with the same broken log.
+        let fifo = work.path().join("fifo");
+        let fifo = fifo.display().to_string();
+        ok(
+            &d.ctr(&[
+                "-n",
+                "logs",
+                "run",
+                "-d",
+                "--fifo-dir",
+                &fifo,
+                BUSYBOX_REF,
+                "live",
+                "sleep",
+                "300",
+            ]),
+            "ctr run -d",
+        );
+        let status = d.stop();
+        assert!(
+            status.success(),
+            "{what}: SIGTERM ended berthd with {status}"
+        );
+        d.spawn(make(), make());
+        let tasks = ok(&d.ctr(&["-n", "logs", "tasks", "ls"]), "tasks ls");
+        assert!(
+            tasks
+                .lines()
+                .any(|l| l.starts_with("live") && l.contains("RUNNING")),
+            "{what}: {tasks}"
+        );
+        ok(
+            &d.ctr(&["-n", "logs", "tasks", "kill", "-s", "KILL", "live"]),
+            "kill",
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok(&d.ctr(&["-n", "logs", "tasks", "ls"]), "tasks ls").contains("STOPPED") {
+            assert!(Instant::now() < deadline, "{what}: task did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok(&d.ctr(&["-n", "logs", "tasks", "rm", "live"]), "tasks rm");
+        ok(
+            &d.ctr(&["-n", "logs", "containers", "rm", "live"]),
+            "containers rm",
+        );
+        // The garbage collector still runs: the image's blobs go with it.
+        assert!(content_count(&d, "logs") > 0);
+        ok(
+            &d.ctr(&["-n", "logs", "images", "rm", "--sync", BUSYBOX_REF]),
+            "images rm --sync",
+        );
+        assert_eq!(content_count(&d, "logs"), 0, "{what}: blobs not collected");
+        assert!(d.alive(), "{what}: berthd died");
+        let status = d.stop();
+        assert!(
+            status.success(),
+            "{what}: SIGTERM ended berthd with {status}"
+        );
+    }
+}
+
+/// Item 3 (CLI): `berth … | head` ends quietly when the reader goes away.
+#[test]
+fn cli_output_into_a_closed_pipe_is_no_panic() {
+    let mut d = Berthd::new();
+    d.spawn(Stdio::null(), Stdio::null());
+    for i in 0..200 {
+        ok(
+            &d.ctr(&["namespaces", "create", &format!("ns{i}")]),
+            "create",
+        );
+    }
+    let out = Command::new(bin("berth"))
+        .arg("--address")
+        .arg(d.address())
+        .args(["namespaces", "ls"])
+        .stdout(widowed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run berth");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "berth ended with {} on a closed pipe: {stderr}",
+        out.status
+    );
+    // berthd's own printing too.
+    let out = Command::new(bin("berthd"))
+        .args(["config", "default"])
+        .stdout(widowed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run berthd config default");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "{} {stderr}",
+        out.status
+    );
+}
