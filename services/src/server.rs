@@ -100,6 +100,39 @@ impl RootLock {
     }
 }
 
+/// Makes `path` (and missing parents) a directory with exactly `mode`, changing the mode
+/// of one that exists already (a root or state left by an older berthd).
+fn ensure_dir_mode(path: &Path, mode: u32) -> Result<()> {
+    create_dir(path, mode)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("set directory mode", path, e))
+}
+
+/// Keeps what belongs to containers out of other users' reach (the class of containerd's
+/// CVE-2021-41103): root and state are only traversable (0711, for the sockets); every
+/// directory below them that leads to container data, images, snapshots, bundles, runc
+/// state or shim sockets is 0700. (The metadata database, whose specs hold secrets, is made
+/// 0600 once opened.)
+fn secure_layout(config: &Config) -> Result<()> {
+    ensure_dir_mode(&config.root, 0o711)?;
+    ensure_dir_mode(&config.state, 0o711)?;
+    for dir in [
+        config.root.join("content"),
+        config.root.join("snapshots"),
+        config.root.join("runtime"),
+        config.state.join("tasks"),
+        config.state.join("runc"),
+    ] {
+        ensure_dir_mode(&dir, 0o700)?;
+    }
+    // Shims bind their sockets under `s/` next to the daemon's socket.
+    if let Some(dir) = config.grpc.address.parent() {
+        create_dir(dir, 0o711)?;
+        ensure_dir_mode(&dir.join("s"), 0o700)?;
+    }
+    Ok(())
+}
+
 fn create_dir(path: &Path, mode: u32) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -150,10 +183,14 @@ impl Daemon {
         create_dir(&config.root, 0o711)?;
         create_dir(&config.state, 0o711)?;
         let lock = RootLock::acquire(&config.root)?;
+        secure_layout(&config)?;
         let db_path = config.root.join("meta.redb");
         let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
             .await
             .map_err(|e| Error::Internal(format!("open metadata: {e}")))??;
+        let db = config.root.join("meta.redb");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("set file mode", &db, e))?;
         let uuid_store = store.clone();
         let uuid = tokio::task::spawn_blocking(move || {
             uuid_store.meta_get_or_init("server.uuid", || {
@@ -200,7 +237,6 @@ impl Daemon {
         // shims, or cleaned up after.
         tasks.restore().await;
         let runtime_root = config.root.join("runtime");
-        create_dir(&runtime_root, 0o711)?;
         let services = Services {
             exchange,
             namespaces: crate::namespaces::Namespaces::new(store.clone()),

@@ -137,6 +137,17 @@ impl Shim for BerthShim {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, Error> {
         let group = grouping(&self.bundle, &opts.id);
         let address = socket_address(&opts.address, &opts.namespace, &group);
+        // The sockets' directory is for the daemon alone (a shim answers whoever connects).
+        if let Some(dir) = Path::new(address.trim_start_matches("unix://")).parent()
+            && !dir.exists()
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(other)?;
+        }
         let exe = std::env::current_exe().map_err(other)?;
         let mut cmd = Command::new(exe);
         cmd.args([

@@ -258,3 +258,140 @@ fn cli_output_into_a_closed_pipe_is_no_panic() {
         out.status
     );
 }
+
+/// A real unprivileged user, made for one test and removed after it.
+struct User(String);
+
+impl User {
+    fn create() -> User {
+        let name = format!("berthu{}", std::process::id() % 100_000);
+        let _ = Command::new("userdel").arg(&name).output();
+        ok(
+            &Command::new("useradd")
+                .args(["--no-create-home", "--shell", "/bin/sh", &name])
+                .output()
+                .expect("useradd"),
+            "useradd",
+        );
+        User(name)
+    }
+
+    /// Runs `sh -c script` as this user; whether it succeeded.
+    fn can(&self, script: &str) -> bool {
+        Command::new("runuser")
+            .args(["-u", &self.0, "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("runuser")
+            .success()
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.0).output();
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Item 1: an unprivileged local user reaches no container's data (containerd's
+/// CVE-2021-41103 class): no ids, no config.json, no rootfs, no snapshots, no metadata.
+#[test]
+fn unprivileged_users_reach_no_container_data() {
+    let mut d = berth_tests::Daemon::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    import_busybox(work.path(), |a| d.ctr(a));
+    let fifo = work.path().join("fifo").display().to_string();
+    ok(
+        &d.ctr(&[
+            "run",
+            "-d",
+            "--fifo-dir",
+            &fifo,
+            "--env",
+            "SECRET_TOKEN=hunter2",
+            BUSYBOX_REF,
+            "sec",
+            "sleep",
+            "300",
+        ]),
+        "ctr run -d",
+    );
+    let user = User::create();
+    let bundle = d.state.join("tasks/default/sec");
+    let rootfs = bundle.join("rootfs");
+    assert!(rootfs.join("tmp").is_dir(), "the rootfs is mounted");
+    let p = |p: &std::path::Path| p.display().to_string();
+    // The root and the state stay traversable (sockets); nothing below them is open.
+    assert!(user.can(&format!("test -x {}", p(&d.state))));
+    for (what, script) in [
+        ("list task ids", format!("ls {}", p(&d.state.join("tasks")))),
+        (
+            "list the namespace's tasks",
+            format!("ls {}", p(&d.state.join("tasks/default"))),
+        ),
+        (
+            "read config.json",
+            format!("cat {}", p(&bundle.join("config.json"))),
+        ),
+        (
+            "write into the rootfs",
+            format!("touch {}", p(&rootfs.join("tmp/pwned"))),
+        ),
+        ("list the rootfs", format!("ls {}", p(&rootfs))),
+        (
+            "list snapshots",
+            format!("ls {}", p(&d.root.join("snapshots/overlayfs/snapshots"))),
+        ),
+        (
+            "list content",
+            format!("ls {}", p(&d.root.join("content/blobs/sha256"))),
+        ),
+        (
+            "read the metadata",
+            format!("cat {}", p(&d.root.join("meta.redb"))),
+        ),
+        (
+            "list runc state",
+            format!("ls {}", p(&d.state.join("runc"))),
+        ),
+        ("list shim sockets", format!("ls {}", p(&d.state.join("s")))),
+        ("read the root", format!("ls {}", p(&d.root))),
+    ] {
+        assert!(
+            !user.can(&script),
+            "an unprivileged user can {what}: {script}"
+        );
+    }
+    assert_eq!(mode(&d.state.join("tasks")), 0o700);
+    assert_eq!(mode(&d.root.join("meta.redb")), 0o600);
+
+    // A root or state left open by an older berthd is closed at the next start.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [d.state.join("tasks"), d.root.join("snapshots")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    d.restart();
+    assert_eq!(mode(&d.state.join("tasks")), 0o700);
+    assert_eq!(mode(&d.root.join("snapshots")), 0o700);
+    let tasks = ok(&d.ctr(&["tasks", "ls"]), "tasks ls");
+    assert!(tasks.contains("RUNNING"), "{tasks}");
+    ok(&d.ctr(&["tasks", "kill", "-s", "KILL", "sec"]), "kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok(&d.ctr(&["tasks", "ls"]), "tasks ls").contains("STOPPED") {
+        assert!(Instant::now() < deadline, "task did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&d.ctr(&["tasks", "rm", "sec"]), "tasks rm");
+    ok(&d.ctr(&["containers", "rm", "sec"]), "containers rm");
+}
