@@ -51,6 +51,10 @@ const SERVED: &[&str] = &[
     "containerd.services.tasks.v1.Tasks",
     "containerd.services.events.v1.Events",
 ];
+/// Streams a client may reset before they are accepted, at once, on one connection. The
+/// socket is the daemon's own (root, or the group it is given): this bounds memory, it is
+/// no defence against remote clients.
+const MAX_PENDING_RESETS: usize = 1 << 20;
 /// How long in-flight calls get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -314,6 +318,10 @@ impl Daemon {
             SERVED.iter().map(|s| s.to_string()).collect(),
         );
         let router = tonic::transport::Server::builder()
+            // Clients that open many short streams and cancel some before they are taken
+            // (ctr pulling thousands of layers) are served as grpc-go serves them: the
+            // HTTP/2 stack's default of 20 such streams would close the connection.
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .add_service(HealthServer::new(health))
             .add_service(
                 VersionServer::new(api::version::VersionApi).max_decoding_message_size(MAX_MESSAGE),

@@ -395,3 +395,88 @@ fn unprivileged_users_reach_no_container_data() {
     ok(&d.ctr(&["tasks", "rm", "sec"]), "tasks rm");
     ok(&d.ctr(&["containers", "rm", "sec"]), "containers rm");
 }
+
+/// Item 7: many short streams that the client resets before berthd took them (as a pull of
+/// thousands of layers through ctr does) do not make berthd drop the connection. Spoken
+/// as raw HTTP/2 frames: a burst of HEADERS + RST_STREAM pairs, then one real call.
+#[test]
+fn streams_reset_early_do_not_close_the_connection() {
+    use std::io::{Read, Write};
+    let d = berth_tests::Daemon::start();
+    let mut sock = std::os::unix::net::UnixStream::connect(&d.address).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut f = vec![len[1], len[2], len[3], kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    // HPACK "literal without indexing, new name", no Huffman: enough for a request.
+    fn headers(path: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            out.push(0);
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+            out.push(v.len() as u8);
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+    const HEADERS: u8 = 1;
+    const RST_STREAM: u8 = 3;
+    const GOAWAY: u8 = 7;
+    const END_HEADERS: u8 = 4;
+    const END_STREAM: u8 = 1;
+    let path = "/containerd.services.version.v1.Version/Version";
+    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    burst.extend(frame(4, 0, 0, &[]));
+    let mut stream = 1u32;
+    for _ in 0..500 {
+        burst.extend(frame(HEADERS, END_HEADERS, stream, &headers(path)));
+        burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes())); // CANCEL
+        stream += 2;
+    }
+    // Then one real call: an empty Version request.
+    burst.extend(frame(HEADERS, END_HEADERS, stream, &headers(path)));
+    burst.extend(frame(0, END_STREAM, stream, &[0, 0, 0, 0, 0]));
+    sock.write_all(&burst).expect("send");
+
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no answer to the call");
+        let n = sock.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "berthd closed the connection:\n{}", d.log_text());
+        got.extend_from_slice(&buf[..n]);
+        // Walk the frames: GOAWAY fails, a HEADERS answer on the last stream passes.
+        let mut rest = got.as_slice();
+        let mut answered = false;
+        while rest.len() >= 9 {
+            let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+            if rest.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+            assert_ne!(rest[3], GOAWAY, "berthd sent GOAWAY:\n{}", d.log_text());
+            if rest[3] == HEADERS && id == stream {
+                answered = true;
+            }
+            rest = &rest[9 + len..];
+        }
+        if answered {
+            break;
+        }
+    }
+}
