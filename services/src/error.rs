@@ -119,10 +119,37 @@ impl Error {
     }
 }
 
-/// The class of a snapshotter error: bad layers are the caller's input.
+/// Whether an I/O error says the disk (or the quota) is full.
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+        )
+}
+
+/// Whether a database error's text says the disk is full (redb keeps only the text).
+fn says_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
+}
+
+/// The class of a snapshotter error: bad layers are the caller's input; a full disk is
+/// ResourceExhausted, whatever step found it.
 fn snapshotter_code(e: &berth_snapshotter::SnapshotterError) -> tonic::Code {
     use berth_snapshotter::SnapshotterError as S;
     use tonic::Code;
+    let no_space = match e {
+        S::Io { source, .. }
+        | S::Write { source, .. }
+        | S::Tar { source, .. }
+        | S::Decompress { source, .. } => is_no_space(source),
+        S::Database { message, .. } => says_no_space(message),
+        _ => false,
+    };
+    if no_space {
+        return Code::ResourceExhausted;
+    }
     match e {
         S::NotFound(_) => Code::NotFound,
         S::AlreadyExists(_) => Code::AlreadyExists,
@@ -153,6 +180,8 @@ impl From<Error> for tonic::Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::NotImplemented(_) => Code::Unimplemented,
             Error::OutOfRange(_) => Code::OutOfRange,
+            Error::Io { source, .. } if is_no_space(source) => Code::ResourceExhausted,
+            Error::Database { message, .. } if says_no_space(message) => Code::ResourceExhausted,
             Error::Database { .. }
             | Error::Io { .. }
             | Error::Corrupt { .. }

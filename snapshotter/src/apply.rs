@@ -115,6 +115,8 @@ pub fn apply_layer(
         opts,
         unpacked: HashSet::new(),
         dir_times: Vec::new(),
+        room: free_bytes(target),
+        claimed: 0,
     };
     let outcome = applier.run(&mut hashing).and_then(|()| {
         // The digest covers the whole stream: the end-of-archive blocks and any padding too.
@@ -156,6 +158,17 @@ struct Applier<'a> {
     unpacked: HashSet<PathBuf>,
     /// Directory mtimes, set once every entry is in place.
     dir_times: Vec<(PathBuf, FileTime)>,
+    /// Bytes the target's filesystem had free when the layer began (None: unknown).
+    room: Option<u64>,
+    /// File bytes this layer has claimed so far.
+    claimed: u64,
+}
+
+/// Free bytes (for an unprivileged writer's view, as root has the same) on `dir`'s
+/// filesystem.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
 }
 
 fn tar_err(entry: Option<&str>) -> impl FnOnce(io::Error) -> SnapshotterError + '_ {
@@ -237,7 +250,27 @@ impl Applier<'_> {
 
         use tar::EntryType as T;
         match kind {
-            T::Regular | T::Continuous | T::GNUSparse => {
+            T::Regular | T::Continuous => {
+                // A file larger than the room left fails before a byte is written, so a
+                // layer never fills the disk it is applied to.
+                let size = entry.size();
+                self.claimed = self.claimed.saturating_add(size);
+                if let Some(room) = self.room
+                    && self.claimed > room
+                {
+                    return Err(SnapshotterError::Io {
+                        op: "write",
+                        path: path.clone(),
+                        source: io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            format!(
+                                "layer entry {name:?} of {size} bytes: the layer needs {} bytes, \
+                                 {room} are free",
+                                self.claimed
+                            ),
+                        ),
+                    });
+                }
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -301,6 +334,14 @@ impl Applier<'_> {
                     makedev(major.into(), minor.into()),
                 )
                 .map_err(|e| SnapshotterError::nix("mknod", &path, e))?;
+            }
+            // A GNU sparse file stands for far more bytes than it carries: refused, as
+            // containerd refuses it (a 2 KB layer must not fill a disk with zeros).
+            T::GNUSparse => {
+                return Err(invalid(
+                    &name,
+                    "unhandled tar header type 83 (GNU sparse file)",
+                ));
             }
             other => {
                 return Err(invalid(

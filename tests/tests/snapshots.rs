@@ -1083,3 +1083,156 @@ async fn list_snapshots(
     }
     out
 }
+
+/// A tmpfs of `size` mounted on a temp dir for one test; unmounted when dropped (after
+/// whatever was started on it is gone).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-disk-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        ok(
+            &Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("mount"),
+            "mount tmpfs",
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 path")
+    }
+
+    fn free(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(self.dir.path()).expect("statvfs");
+        st.blocks_available() * st.fragment_size()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        berth_tests::clean_up_after(self.dir.path());
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn octal(field: &mut [u8], value: u64) {
+    let text = format!("{value:0width$o}", width = field.len() - 1);
+    field[..text.len()].copy_from_slice(text.as_bytes());
+    field[text.len()..].fill(0);
+}
+
+/// A tar with one GNU sparse entry ('S') that stands for `real` bytes and carries 512.
+fn sparse_tar(real: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_gnu_mut().expect("gnu").name[..6].copy_from_slice(b"sparse");
+    h.set_mode(0o644);
+    h.set_mtime(1_600_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(512);
+    {
+        let gnu = h.as_gnu_mut().expect("gnu");
+        octal(&mut gnu.realsize, real);
+        octal(&mut gnu.sparse[0].offset, real - 512);
+        octal(&mut gnu.sparse[0].numbytes, 512);
+    }
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(&[b'x'; 512]);
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+/// Hardening, item 5: a 2 KB layer must not fill a disk. A GNU sparse entry is refused
+/// (as containerd refuses it); a layer that would expand past the free space fails with
+/// ResourceExhausted before it writes the file; the disk keeps its room.
+#[tokio::test]
+async fn layers_that_would_fill_the_disk_are_refused() {
+    let disk = SmallDisk::mount("96m");
+    let d = Daemon::start_in(disk.path());
+    let ch = d.channel().await;
+    let mut snaps = SnapshotsClient::new(ch.clone());
+    let mut diff = DiffClient::new(ch.clone());
+    let ns = "fill";
+    let mounts = snaps
+        .prepare(in_ns(
+            ns,
+            spb::PrepareSnapshotRequest {
+                snapshotter: String::new(),
+                key: "target".into(),
+                parent: String::new(),
+                labels: gc_root(),
+            },
+        ))
+        .await
+        .expect("prepare")
+        .into_inner()
+        .mounts;
+    let apply = |desc: Descriptor| dpb::ApplyRequest {
+        diff: Some(desc),
+        mounts: mounts.clone(),
+        payloads: Default::default(),
+        sync_fs: false,
+    };
+
+    let sparse = sparse_tar(4 << 30);
+    assert!(sparse.len() <= 2048);
+    put_blob(ch.clone(), ns, &sparse).await;
+    let before = disk.free();
+    assert_status(
+        diff.apply(in_ns(ns, apply(descriptor(TAR, &sparse)))).await,
+        Code::InvalidArgument,
+        &["unhandled tar header type 83"],
+    );
+
+    // 256 MiB of zeros, a few hundred KB gzipped: more than the disk has.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    {
+        let mut b = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(256 << 20);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append_data(&mut h, "zeros", std::io::repeat(0).take(256 << 20))
+            .expect("append");
+        b.finish().expect("finish");
+    }
+    let bomb = gz.finish().expect("gzip");
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    put_blob(ch.clone(), ns, &bomb).await;
+    assert_status(
+        diff.apply(in_ns(ns, apply(descriptor(TAR_GZIP, &bomb))))
+            .await,
+        Code::ResourceExhausted,
+        &["zeros", "free"],
+    );
+    let after = disk.free();
+    assert!(
+        after + (4 << 20) >= before,
+        "the refused layers took {} bytes of the disk",
+        before.saturating_sub(after)
+    );
+    // A layer that fits still applies.
+    let good = raw_tar("hello.txt", b"hello\n");
+    put_blob(ch.clone(), ns, &good).await;
+    diff.apply(in_ns(ns, apply(descriptor(TAR, &good))))
+        .await
+        .expect("a small layer applies");
+    drop(d);
+}
