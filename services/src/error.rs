@@ -191,8 +191,30 @@ impl From<Error> for tonic::Status {
         if code == Code::Internal {
             tracing::error!(error = %err, "internal error");
         }
-        tonic::Status::new(code, err.to_string())
+        tonic::Status::new(code, capped(err.to_string()))
     }
+}
+
+/// Longest status message sent: a message echoes the client's input (a name, a mount
+/// option, a label), and one over the HTTP/2 header limit (16 KB) would reach the client
+/// as RESOURCE_EXHAUSTED instead of the error.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
+/// `message`, cut to [`MAX_STATUS_MESSAGE`] bytes (on a character boundary) with a note of
+/// how much was left out.
+fn capped(message: String) -> String {
+    if message.len() <= MAX_STATUS_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes not shown)",
+        &message[..end],
+        message.len() - end
+    )
 }
 
 impl Error {
@@ -213,5 +235,22 @@ impl Error {
             code,
             status.message(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_capped() {
+        let status =
+            tonic::Status::from(Error::invalid(format!("bad option {}", "é".repeat(60_000))));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().len() < MAX_STATUS_MESSAGE + 64);
+        assert!(status.message().starts_with("bad option é"));
+        assert!(status.message().ends_with("more bytes not shown)"));
+        let short = tonic::Status::from(Error::invalid("short"));
+        assert_eq!(short.message(), "short");
     }
 }

@@ -1236,3 +1236,58 @@ async fn layers_that_would_fill_the_disk_are_refused() {
         .expect("a small layer applies");
     drop(d);
 }
+
+/// Hardening, item 10: an error that echoes a huge input (a 100 KB name or option)
+/// reaches the client as that error, cut short, not as RESOURCE_EXHAUSTED from an oversized
+/// header.
+#[tokio::test]
+async fn huge_input_is_not_echoed_whole() {
+    let d = Daemon::start();
+    let ch = d.channel().await;
+    let ns = "huge";
+    let key = format!("k{}", "x".repeat(100 * 1024));
+    let err = SnapshotsClient::new(ch.clone())
+        .stat(in_ns(
+            ns,
+            spb::StatSnapshotRequest {
+                snapshotter: String::new(),
+                key,
+            },
+        ))
+        .await
+        .expect_err("no such snapshot");
+    assert_eq!(err.code(), Code::NotFound, "{}", &err.message()[..200]);
+    assert!(err.message().len() <= 8192, "{} bytes", err.message().len());
+    assert!(
+        err.message().contains("more bytes not shown"),
+        "{}",
+        err.message()
+    );
+
+    let good = raw_tar("hello.txt", b"hello\n");
+    put_blob(ch.clone(), ns, &good).await;
+    let err = DiffClient::new(ch.clone())
+        .apply(in_ns(
+            ns,
+            dpb::ApplyRequest {
+                diff: Some(descriptor(TAR, &good)),
+                mounts: vec![Mount {
+                    r#type: "bind".into(),
+                    source: format!("/nonexistent/{}", "y".repeat(100 * 1024)),
+                    target: String::new(),
+                    options: vec!["rbind".into()],
+                }],
+                payloads: Default::default(),
+                sync_fs: false,
+            },
+        ))
+        .await
+        .expect_err("a mount that cannot work");
+    assert_ne!(
+        err.code(),
+        Code::ResourceExhausted,
+        "{}",
+        &err.message()[..200]
+    );
+    assert!(err.message().len() <= 8192, "{} bytes", err.message().len());
+}
