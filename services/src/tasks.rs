@@ -22,7 +22,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
@@ -319,10 +318,16 @@ impl Tasks {
         let options = runc_options(given, runtime, &self.state)?;
         let bundle = self.root.join(ns).join(id);
         if bundle.exists() {
-            return Err(Error::already_exists(format!(
-                "bundle {} of task {id}",
-                bundle.display()
-            )));
+            // No task holds it (this create reserved the id): the leftover of a create that
+            // never finished. It goes, mounts and all, so the id is never wedged.
+            tracing::warn!(namespace = ns, id, bundle = %bundle.display(), "removing a leftover bundle");
+            remove_bundle(&bundle).await;
+            if bundle.exists() {
+                return Err(Error::already_exists(format!(
+                    "bundle {} of task {id} (a leftover that could not be removed)",
+                    bundle.display()
+                )));
+            }
         }
         let mut saved = SavedTask {
             runtime: runtime_name.to_string(),
@@ -900,32 +905,27 @@ async fn remove_bundle(bundle: &Path) {
     }
 }
 
-/// Removes a bundle, never reaching through a rootfs that is still mounted: a mounted
-/// rootfs is unmounted first, and removed only as an empty directory.
+/// Removes a bundle, never reaching through anything still mounted in it: every mount
+/// below the bundle (the rootfs, and what runc mounted on it when the container shared the
+/// host's mount namespace) is unmounted first, found in the mount table, and the tree is
+/// removed only once the table shows nothing mounted below it.
 fn remove_bundle_now(bundle: &Path) {
     let rootfs = bundle.join("rootfs");
-    if is_mount_point(&rootfs)
-        && let Err(e) = berth_snapshotter::mount::unmount(&rootfs)
-    {
-        tracing::warn!(rootfs = %rootfs.display(), error = %e, "unmount task rootfs");
+    if let Err(e) = berth_snapshotter::mount::unmount_all_below(bundle) {
+        tracing::warn!(bundle = %bundle.display(), error = %e, "unmount in task bundle");
         return;
     }
-    if let Err(e) = std::fs::remove_dir(&rootfs)
+    // Nothing is mounted below the bundle any more (checked, not assumed): removing the
+    // tree can only remove the bundle's own files.
+    if !berth_snapshotter::mount::mounts_at_or_below(bundle).is_empty() {
+        tracing::warn!(bundle = %bundle.display(), rootfs = %rootfs.display(), "still mounted in task bundle; kept");
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(bundle)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        tracing::warn!(rootfs = %rootfs.display(), error = %e, "remove task rootfs");
-        return;
-    }
-    if let Err(e) = std::fs::remove_dir_all(bundle) {
         tracing::warn!(bundle = %bundle.display(), error = %e, "remove task bundle");
     }
-}
-
-fn is_mount_point(dir: &Path) -> bool {
-    let (Ok(a), Some(Ok(b))) = (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) else {
-        return false;
-    };
-    a.dev() != b.dev() || a.ino() == b.ino()
 }
 
 #[cfg(test)]

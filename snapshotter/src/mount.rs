@@ -281,6 +281,42 @@ fn common_dir(dirs: &[&Path]) -> Option<PathBuf> {
     Some(common.iter().collect())
 }
 
+/// The mount points at or below `dir` in this process's mount table, deepest first. The
+/// mount table, not a device comparison, is the truth: a bind mount of the same filesystem
+/// has the same device as its parent directory.
+pub fn mounts_at_or_below(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mount_points_below(&table, dir)
+}
+
+fn mount_points_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Unmounts every mount at or below `dir`, deepest first (see [`unmount`] for each).
+pub fn unmount_all_below(dir: &Path) -> Result<()> {
+    for point in mounts_at_or_below(dir) {
+        unmount(&point)?;
+    }
+    Ok(())
+}
+
 /// Unmounts `target` and anything stacked on it.
 ///
 /// A busy mount is retried for about a second, then detached (`MNT_DETACH`). A `target`
@@ -469,5 +505,35 @@ mod tests {
             None
         );
         assert_eq!(apply_target(&[]), None);
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_below_a_dir_deepest_first() {
+        let table = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+40 22 8:1 /var/lib/x /run/b/tasks/ns/id/rootfs rw - ext4 /dev/sda1 rw
+41 40 0:5 / /run/b/tasks/ns/id/rootfs/dev rw - tmpfs tmpfs rw
+42 41 0:6 / /run/b/tasks/ns/id/rootfs/dev/pts rw - devpts devpts rw
+43 22 0:7 / /run/b/tasks/ns/id2/rootfs rw - overlay overlay rw
+44 22 0:8 / /run/b/tasks/ns/with\\040space rw - tmpfs tmpfs rw
+";
+        let got = mount_points_below(table, Path::new("/run/b/tasks/ns/id"));
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("/run/b/tasks/ns/id/rootfs/dev/pts"),
+                PathBuf::from("/run/b/tasks/ns/id/rootfs/dev"),
+                PathBuf::from("/run/b/tasks/ns/id/rootfs"),
+            ]
+        );
+        assert_eq!(
+            mount_points_below(table, Path::new("/run/b/tasks/ns/with space")),
+            vec![PathBuf::from("/run/b/tasks/ns/with space")]
+        );
     }
 }
