@@ -649,17 +649,37 @@ impl WriterState {
         }
         let mut total = total;
         let stored_total = read_i64(&dir.join("total"));
-        if total == 0 {
+        let stored_expected = fs::read_to_string(dir.join("expected")).unwrap_or_default();
+        let mut expected = expected.to_string();
+        // An ingest left by a writer that claimed another size or digest (a registry that
+        // lied about a layer, a client that gave up) cannot be resumed by this one: it
+        // starts over rather than refusing every later writer of the ref.
+        let other_total = total != 0 && stored_total != 0 && stored_total != total;
+        let other_digest =
+            !expected.is_empty() && !stored_expected.is_empty() && stored_expected != expected;
+        if resumed && (other_total || other_digest) {
+            tracing::info!(
+                namespace,
+                reference,
+                total,
+                stored_total,
+                expected = %expected,
+                stored_expected = %stored_expected,
+                "ingest was started for another size or digest: starting over"
+            );
+            file.set_len(0)
+                .map_err(|e| Error::io("truncate ingest data", &data, e))?;
+            hasher = Sha256::new();
+            offset = 0;
+            let now = metadata::now_nanos().to_string();
+            write_small(&dir.join("startedat"), &now)?;
+            write_small(&dir.join("updatedat"), &now)?;
+        } else if total == 0 {
             total = stored_total;
-        } else if stored_total != 0 && stored_total != total {
-            return Err(Error::invalid(format!(
-                "provided total differs from status: {total} != {stored_total}"
-            )));
         }
         write_small(&dir.join("total"), &total.to_string())?;
-        let mut expected = expected.to_string();
         if expected.is_empty() {
-            expected = fs::read_to_string(dir.join("expected")).unwrap_or_default();
+            expected = stored_expected;
         }
         write_small(&dir.join("expected"), &expected)?;
         Ok(WriterState {
@@ -872,6 +892,45 @@ mod tests {
 
     fn sha(data: &[u8]) -> String {
         format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    }
+
+    /// Hardening, item 4: an ingest begun for a size (or digest) that was a lie does not
+    /// refuse the next writer of the ref forever: that writer starts over.
+    #[tokio::test]
+    async fn an_ingest_for_another_size_or_digest_starts_over() {
+        let (_d, cs) = store().await;
+        let data = b"the real layer".to_vec();
+        let dg = sha(&data);
+        let mut w = cs
+            .writer("ns", "layer-x", 1_000_000_000_000_000, &dg)
+            .await
+            .expect("writer");
+        w.write(b"short".to_vec()).await.expect("write");
+        drop(w);
+        let mut w = cs
+            .writer("ns", "layer-x", data.len() as i64, &dg)
+            .await
+            .expect("a writer with the true size");
+        assert_eq!(w.offset(), 0);
+        w.write(data.clone()).await.expect("write");
+        let info = w
+            .commit(0, "", BTreeMap::new(), None)
+            .await
+            .expect("commit");
+        assert_eq!((info.digest, info.size), (dg, data.len() as i64));
+
+        let mut w = cs
+            .writer("ns", "layer-y", 0, &sha(b"one"))
+            .await
+            .expect("writer");
+        w.write(b"on".to_vec()).await.expect("write");
+        drop(w);
+        let w = cs
+            .writer("ns", "layer-y", 0, &sha(b"two"))
+            .await
+            .expect("writer");
+        assert_eq!(w.offset(), 0);
+        assert_eq!(w.status().expected, sha(b"two"));
     }
 
     #[tokio::test]
