@@ -42,6 +42,11 @@ impl RuntimeManager {
         }
     }
 
+    /// The daemon address shims of this daemon are started with (`-address`).
+    pub fn grpc_address(&self) -> &Path {
+        &self.grpc_address
+    }
+
     /// The runtime called `name` (the default runtime for an empty name).
     ///
     /// A name in the `runtimes` table uses its entry. Any other name resolves as containerd
@@ -428,6 +433,44 @@ impl Shim {
         ctx.add(NAMESPACE_KEY.to_string(), self.namespace.clone());
         ctx
     }
+}
+
+/// The shim processes running for the daemon at `address` (their `-address` flag), as
+/// (pid, namespace, id) from the process table.
+pub fn shims_of(address: &Path) -> Vec<(i32, String, String)> {
+    let address = address.display().to_string();
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.first().is_some_and(|a| a.contains("containerd-shim")) {
+            continue;
+        }
+        let flag = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        if flag("-address").as_deref() != Some(address.as_str()) {
+            continue;
+        }
+        if let (Some(ns), Some(id)) = (flag("-namespace"), flag("-id")) {
+            found.push((pid, ns, id));
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -549,6 +549,7 @@ impl Tasks {
             }
         };
         if bundles.is_empty() {
+            self.end_orphan_shims();
             return;
         }
         let results = futures::future::join_all(
@@ -557,12 +558,29 @@ impl Tasks {
                 .map(|(ns, id, bundle)| async move { self.restore_one(&ns, &id, &bundle).await }),
         )
         .await;
+        self.end_orphan_shims();
         let running = results.iter().filter(|r| **r == Restored::Running).count();
         tracing::info!(
             restored = running,
             cleaned = results.len() - running,
             "task bundles of the previous run handled"
         );
+    }
+
+    /// Ends the shims of this daemon that serve no task it knows: what a crash in the middle
+    /// of a create leaves (a shim started, its bundle then removed as half-made).
+    fn end_orphan_shims(&self) {
+        let known: HashSet<(String, String)> = self.table().tasks.keys().cloned().collect();
+        for (pid, ns, id) in crate::runtime::shims_of(self.manager.grpc_address()) {
+            if known.contains(&key(&ns, &id)) || pid == std::process::id() as i32 {
+                continue;
+            }
+            tracing::warn!(namespace = %ns, id = %id, pid, "ending a shim that serves no task");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
     #[tracing::instrument(skip(self, bundle), fields(namespace = ns, id = id))]

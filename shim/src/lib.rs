@@ -20,6 +20,7 @@ pub mod crilog;
 pub mod error;
 pub mod events;
 pub mod io;
+pub mod logger;
 pub mod oom;
 pub mod process;
 pub mod reaper;

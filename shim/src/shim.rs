@@ -47,6 +47,8 @@ pub fn config() -> Config {
     Config {
         no_reaper: true,
         no_sub_reaper: true,
+        // Ours (crate::logger) never blocks on a log FIFO nobody reads.
+        no_setup_logger: true,
         ..Config::default()
     }
 }
@@ -113,6 +115,7 @@ impl Shim for BerthShim {
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         if args.action.is_empty() {
+            crate::logger::init(args.debug);
             // Serving: leave the caller's session, so its end does not reach us, and
             // adopt the container processes runc leaves behind.
             let _ = nix::unistd::setsid();

@@ -168,7 +168,7 @@ struct Applier<'a> {
 /// filesystem.
 fn free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    Some(st.blocks_available().saturating_mul(st.fragment_size()))
 }
 
 fn tar_err(entry: Option<&str>) -> impl FnOnce(io::Error) -> SnapshotterError + '_ {

@@ -587,3 +587,77 @@ fn a_container_without_namespaces_leaves_no_mounts_and_no_wedged_id() {
     assert_eq!(mounts_below(&bundle), Vec::<String>::new());
     ok(&d.ctr(&["containers", "rm", "nons"]), "containers rm");
 }
+
+/// Shim processes with `-id id` in their command line.
+fn shim_pids(id: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.contains("containerd-shim"))
+            && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Item 6: a shim whose daemon died before it read the shim's log FIFO (kill -9 during
+/// `ctr run -d`) neither hangs in open(2) forever nor lingers: its `start` returns, and the
+/// daemon's next start ends the shim, which serves no task.
+#[test]
+fn a_shim_left_by_a_crash_is_ended_at_restart() {
+    let mut d = berth_tests::Daemon::start();
+    let bundle = tempfile::tempdir().expect("bundle");
+    let id = format!("orphan{}", std::process::id());
+    std::fs::write(bundle.path().join("config.json"), "{}").expect("config");
+    // The log FIFO as berthd makes it, but nobody reads it: berthd is "gone".
+    nix::unistd::mkfifo(
+        &bundle.path().join("log"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    let mut start = Command::new(bin("containerd-shim-berth-v2"))
+        .args(["-namespace", "default", "-id", &id, "-address"])
+        .arg(&d.address)
+        .args(["-publish-binary", "/bin/true", "start"])
+        .current_dir(bundle.path())
+        .env("TTRPC_ADDRESS", d.state.join("berth.sock.ttrpc"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shim start");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while start.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = start.kill();
+            for pid in shim_pids(&id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("shim start hangs on a log FIFO nobody reads");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!shim_pids(&id).is_empty(), "the shim serves");
+    d.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_pids(&id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "berthd's restart left the orphan shim running:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
