@@ -166,7 +166,8 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     assert_eq!(before, after, "a snapshot was left");
     assert_eq!(ok(&env.berth(&["ps", "-a", "-q"]), "ps").trim(), "");
 
-    // A runtime berthd does not know: a clear error naming it, nothing left.
+    // A runtime whose shim is not installed: a clear error naming both (containerd's
+    // words), nothing left.
     let out = env.berth(&[
         "run",
         "--name",
@@ -178,7 +179,8 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     ]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     assert!(
-        text(&out).contains("io.example.nope.v1") && text(&out).contains("not configured"),
+        text(&out).contains("io.example.nope.v1")
+            && text(&out).contains("binary not installed \"containerd-shim-nope-v1\""),
         "{}",
         text(&out)
     );
