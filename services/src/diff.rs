@@ -269,6 +269,16 @@ pub struct Differ {
     leases: Leases,
 }
 
+/// Sets its flag when dropped (with the request future that owns it).
+#[derive(Default)]
+struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Differ {
     pub fn new(content: ContentStore, leases: Leases) -> Differ {
         Differ { content, leases }
@@ -292,6 +302,10 @@ impl Differ {
         }
         let (file, _) = self.content.open_blob(namespace, &desc.digest).await?;
         let digest = desc.digest.clone();
+        // Dropped with this future when the client goes away: the apply stops at its next
+        // entry instead of working on for nobody.
+        let cancel = CancelOnDrop::default();
+        let flag = cancel.0.clone();
         let stats = tokio::task::spawn_blocking(move || {
             let reader = io::BufReader::new(file);
             match apply_target(&mounts) {
@@ -301,6 +315,7 @@ impl Differ {
                     &dir,
                     &ApplyOptions {
                         overlay_whiteouts: overlay,
+                        cancel: Some(flag),
                     },
                 ),
                 None => with_temp_mount(&mounts, |root| {
@@ -310,6 +325,7 @@ impl Differ {
                         root,
                         &ApplyOptions {
                             overlay_whiteouts: false,
+                            cancel: Some(flag),
                         },
                     )
                 }),
@@ -318,6 +334,7 @@ impl Differ {
         .await
         .map_err(|e| Error::Internal(format!("apply layer task: {e}")))?
         .map_err(|e| layer_error(&digest, e))?;
+        drop(cancel);
         Ok(Descriptor {
             media_type: MEDIA_TYPE_LAYER.to_string(),
             digest: stats.diff_id,

@@ -159,6 +159,7 @@ fn snapshotter_code(e: &berth_snapshotter::SnapshotterError) -> tonic::Code {
         | S::Decompress { .. }
         | S::Tar { .. } => Code::InvalidArgument,
         S::FailedPrecondition(_) => Code::FailedPrecondition,
+        S::Cancelled(_) => Code::Cancelled,
         S::NotImplemented(_) | S::CompressionNotImplemented(_) => Code::Unimplemented,
         S::Database { .. }
         | S::Corrupt { .. }
@@ -251,6 +252,6 @@ mod tests {
         assert!(status.message().starts_with("bad option é"));
         assert!(status.message().ends_with("more bytes not shown)"));
         let short = tonic::Status::from(Error::invalid("short"));
-        assert_eq!(short.message(), "short");
+        assert_eq!(short.message(), Error::invalid("short").to_string());
     }
 }

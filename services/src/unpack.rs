@@ -511,6 +511,7 @@ fn apply_step(
             &dir,
             &ApplyOptions {
                 overlay_whiteouts: overlay || overlay_layer,
+                ..Default::default()
             },
         ),
         None => berth_snapshotter::mount::with_temp_mount(&mounts, |dir| {
@@ -520,6 +521,7 @@ fn apply_step(
                 dir,
                 &ApplyOptions {
                     overlay_whiteouts: false,
+                    ..Default::default()
                 },
             )
         }),

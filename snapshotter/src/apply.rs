@@ -60,6 +60,9 @@ pub struct ApplyOptions {
     /// and opaque markers `trusted.overlay.opaque=y`. `false` ("native"): the target holds the
     /// full lower tree, and whited-out paths (and opaque dirs' older contents) are deleted.
     pub overlay_whiteouts: bool,
+    /// Set by the caller when the work is no longer wanted (its client went away): the
+    /// apply stops at the next entry with [`SnapshotterError::Cancelled`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What applying a layer read.
@@ -115,6 +118,7 @@ pub fn apply_layer(
         opts,
         unpacked: HashSet::new(),
         dir_times: Vec::new(),
+        last_parent: None,
         room: free_bytes(target),
         claimed: 0,
     };
@@ -158,6 +162,10 @@ struct Applier<'a> {
     unpacked: HashSet<PathBuf>,
     /// Directory mtimes, set once every entry is in place.
     dir_times: Vec<(PathBuf, FileTime)>,
+    /// The parent directory the last entry resolved to, by its entry components: the next
+    /// entry in the same directory (or below it) starts from there. Dropped whenever an
+    /// entry removes or replaces anything.
+    last_parent: Option<(Vec<std::ffi::OsString>, PathBuf)>,
     /// Bytes the target's filesystem had free when the layer began (None: unknown).
     room: Option<u64>,
     /// File bytes this layer has claimed so far.
@@ -208,10 +216,34 @@ impl Applier<'_> {
         let mut archive = tar::Archive::new(reader);
         let entries = archive.entries().map_err(tar_err(None))?;
         for entry in entries {
+            if self
+                .opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Err(SnapshotterError::Cancelled(format!(
+                    "apply onto {}",
+                    self.root.display()
+                )));
+            }
             let mut entry = entry.map_err(tar_err(None))?;
             self.entry(&mut entry)?;
         }
         Ok(())
+    }
+
+    /// The host directory of an entry's parent components, from the last one when it is a
+    /// prefix of them.
+    fn resolve_parent(&mut self, parents: &[std::ffi::OsString], name: &str) -> Result<PathBuf> {
+        let resolved = match &self.last_parent {
+            Some((comps, dir)) if parents.starts_with(comps) => {
+                crate::secure::resolve_from(self.root, dir.clone(), &parents[comps.len()..], name)?
+            }
+            _ => resolve_in_root(self.root, parents, name)?,
+        };
+        self.last_parent = Some((parents.to_vec(), resolved.clone()));
+        Ok(resolved)
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
@@ -222,12 +254,14 @@ impl Applier<'_> {
             // The layer root itself ("./"): the target's own metadata is the snapshotter's.
             return Ok(());
         };
-        let parent = resolve_in_root(self.root, parents, &name)?;
+        let parent = self.resolve_parent(parents, &name)?;
         let base_str = base.to_str().unwrap_or("");
         if base_str == OPAQUE_WHITEOUT {
+            self.last_parent = None;
             return self.opaque(&parent, &name);
         }
         if let Some(hidden) = base_str.strip_prefix(WHITEOUT_PREFIX) {
+            self.last_parent = None;
             return self.whiteout(&parent, hidden, entry.header(), &name);
         }
         self.ensure_dir(&parent, &name)?;
@@ -245,6 +279,7 @@ impl Applier<'_> {
         if let Ok(existing) = fs::symlink_metadata(&path)
             && !(existing.is_dir() && kind.is_dir())
         {
+            self.last_parent = None;
             remove_any(&path)?;
         }
 

@@ -58,6 +58,9 @@ pub enum SnapshotterError {
     /// An entry the applier refuses for another reason (bad name, unsupported type...).
     #[error("layer entry {entry:?}: {reason}")]
     InvalidEntry { entry: String, reason: String },
+    /// The caller gave the work up (its client went away).
+    #[error("{0}: cancelled")]
+    Cancelled(String),
     /// A filesystem operation on `path` failed.
     #[error("{op} {}: {source}", .path.display())]
     Io {

@@ -121,12 +121,14 @@ fn tmp() -> tempfile::TempDir {
 fn overlay() -> ApplyOptions {
     ApplyOptions {
         overlay_whiteouts: true,
+        ..Default::default()
     }
 }
 
 fn native() -> ApplyOptions {
     ApplyOptions {
         overlay_whiteouts: false,
+        ..Default::default()
     }
 }
 
@@ -820,4 +822,68 @@ fn interoperates_with_gnu_tar() {
         .expect("run tar -x");
     assert!(st.success());
     assert_eq!(describe(&extracted), describe(&src));
+}
+
+/// Entries resolve from the previous entry's directory, but a directory that a later
+/// entry of the same layer turns into a symlink is still followed safely (inside the
+/// target), never through a stale resolution.
+#[test]
+fn a_directory_replaced_by_a_symlink_mid_layer_is_resolved_again() {
+    let outer = tmp();
+    let root = outer.path().join("root");
+    let outside = outer.path().join("outside");
+    fs::create_dir_all(&root).expect("root");
+    fs::create_dir_all(&outside).expect("outside");
+    let abs = outside.to_str().expect("utf8");
+    let layer = Layer::new()
+        .dir("a", 0o755)
+        .dir("a/b", 0o755)
+        .file("a/b/one", b"1")
+        .symlink("a/b", abs)
+        .file("a/b/two", b"2")
+        .bytes();
+    apply(&layer, &root, &native()).expect("apply");
+    assert!(
+        !outside.join("two").exists(),
+        "written through the old resolution"
+    );
+    assert_eq!(
+        fs::read(root.join(abs.trim_start_matches('/')).join("two")).expect("inside"),
+        b"2"
+    );
+
+    // Deep trees: every entry of a directory costs one step, whatever the depth.
+    let mut deep = Layer::new();
+    let mut path = String::new();
+    for i in 0..300 {
+        if !path.is_empty() {
+            path.push('/');
+        }
+        path.push_str(&format!("d{i}"));
+        deep = deep.dir(&path, 0o755);
+    }
+    for f in 0..50 {
+        deep = deep.file(&format!("{path}/f{f}"), b"x");
+    }
+    let target = outer.path().join("deep");
+    fs::create_dir_all(&target).expect("deep");
+    apply(&deep.bytes(), &target, &native()).expect("deep apply");
+    assert!(target.join(&path).join("f49").exists());
+}
+
+#[test]
+fn a_cancelled_apply_stops() {
+    let root = tmp();
+    let mut layer = Layer::new();
+    for f in 0..10 {
+        layer = layer.file(&format!("f{f}"), b"x");
+    }
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = ApplyOptions {
+        overlay_whiteouts: false,
+        cancel: Some(flag),
+    };
+    let err = apply(&layer.bytes(), root.path(), &opts).expect_err("cancelled");
+    assert!(matches!(err, SnapshotterError::Cancelled(_)), "{err}");
+    assert!(!root.path().join("f0").exists());
 }

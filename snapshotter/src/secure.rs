@@ -42,9 +42,23 @@ pub(crate) fn resolve_in_root(
     components: &[OsString],
     entry: &str,
 ) -> Result<PathBuf> {
+    resolve_from(root, root.to_path_buf(), components, entry)
+}
+
+/// [`resolve_in_root`] of `components` below `start`, a path already resolved inside
+/// `root` (so a layer's entries in one directory cost one step each, not their depth).
+pub(crate) fn resolve_from(
+    root: &Path,
+    start: PathBuf,
+    components: &[OsString],
+    entry: &str,
+) -> Result<PathBuf> {
     let mut pending: VecDeque<OsString> = components.iter().cloned().collect();
-    let mut resolved = root.to_path_buf();
-    let mut depth = 0usize;
+    let mut depth = start
+        .strip_prefix(root)
+        .map(|rel| rel.components().count())
+        .unwrap_or(0);
+    let mut resolved = start;
     let mut links = 0usize;
     let escape = |reason: String| SnapshotterError::PathEscape {
         entry: entry.to_owned(),

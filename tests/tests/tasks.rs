@@ -220,7 +220,7 @@ fn ctr_runs_containers_through_berthd() {
     );
     ok(&env.ctr(&["containers", "rm", "c5"]), "containers rm c5");
 
-    // A runtime nobody configured: a clear error, nothing left behind.
+    // A runtime whose shim is not installed: containerd's error, nothing left behind.
     let err = fails(
         &env.run(
             &["--rm", "--runtime", "io.example.nope.v1"],
@@ -230,7 +230,10 @@ fn ctr_runs_containers_through_berthd() {
         "run with an unknown runtime",
     );
     assert!(err.contains("io.example.nope.v1"), "{err}");
-    assert!(err.contains("not configured"), "{err}");
+    assert!(
+        err.contains("binary not installed \"containerd-shim-nope-v1\""),
+        "{err}"
+    );
     let _ = env.ctr(&["containers", "rm", "c4"]);
 
     let tasks_dir = env.d.state.join("tasks").join("default");
