@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use berth_proto::containerd::services::tasks::v1::ListTasksRequest;
 use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::services::version::v1::version_client::VersionClient;
-use berth_tests::fixtures::{busybox_image, pack_layout};
+use berth_tests::fixtures::{BUSYBOX_REF as IMAGE, import_busybox};
 use berth_tests::{Containerd, Daemon, in_ns, ok, system_bin};
 
-const IMAGE: &str = "example.com/busybox:latest";
 const NS: &str = "bench";
 const LIVE: usize = 100;
 const ROUNDS: usize = 3;
@@ -34,20 +33,10 @@ fn ctr(address: &Path, args: &[&str]) -> Output {
         .expect("run ctr")
 }
 
-fn prepare(address: &Path, archive: &Path) {
-    ok(
-        &ctr(
-            address,
-            &[
-                "images",
-                "import",
-                "--base-name",
-                "example.com/busybox",
-                &archive.display().to_string(),
-            ],
-        ),
-        "ctr images import",
-    );
+/// Imports the busybox fixture and starts LIVE containers on the daemon at `address`.
+fn prepare(address: &Path, work: &Path) {
+    std::fs::create_dir_all(work).expect("work dir");
+    import_busybox(work, |a| ctr(address, a));
     for i in 0..LIVE {
         let id = format!("live-{i}");
         ok(
@@ -126,15 +115,12 @@ fn main() {
         .prefix("berth-bench-")
         .tempdir_in("/dev/shm")
         .expect("tmpfs dir");
-    let img = busybox_image(&work.path().join("layout"), "latest");
-    let archive = work.path().join("busybox.tar");
-    pack_layout(&img.layout, &archive);
 
     let mut figures: Vec<(&str, Vec<Duration>, Vec<Duration>)> = Vec::new();
 
     let mut d = Daemon::start_in("/dev/shm");
     let address: PathBuf = d.address.clone();
-    prepare(&address, &archive);
+    prepare(&address, &work.path().join("berthd"));
     let (mut sock, mut all) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let start = Instant::now();
@@ -149,7 +135,7 @@ fn main() {
 
     let mut c = Containerd::start_in("/dev/shm");
     let address = c.address.clone();
-    prepare(&address, &archive);
+    prepare(&address, &work.path().join("containerd"));
     let (mut sock, mut all) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let start = Instant::now();

@@ -157,6 +157,12 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_ready();
+    }
+
+    /// Starts the berthd process (its output appended to the log) without waiting for it.
+    fn spawn_process(&mut self) {
         // An empty config file: berthd runs on its embedded defaults plus our flags.
         std::fs::write(self.dir.path().join("no-config.toml"), &self.config).expect("write config");
         let log = File::options()
@@ -172,7 +178,6 @@ impl Daemon {
             .spawn()
             .expect("spawn berthd");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Runs berthd with the same paths in the foreground (for tests of start-up failures).
@@ -250,19 +255,7 @@ impl Daemon {
     /// it to serve (for measuring how soon it does).
     pub fn crash_and_spawn(&mut self) {
         self.kill9();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn berthd");
-        self.child = Some(child);
+        self.spawn_process();
     }
 
     /// Starts berthd again on the same root, state and socket.
@@ -317,12 +310,9 @@ impl Drop for Daemon {
     }
 }
 
-/// The safety net of a test that failed before removing its containers: every shim started
-/// for a daemon under `dir` (its `-address` lies there) has its container deleted with
-/// `runc delete --force` (container processes, runc state and cgroups go) and is killed;
-/// then whatever is still mounted under `dir` is unmounted, deepest first.
-pub fn clean_up_after(dir: &Path) {
-    let needle = dir.display().to_string();
+/// Every running shim process (`containerd-shim*`): its pid and its arguments.
+pub fn shim_processes() -> Vec<(i32, Vec<String>)> {
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -332,8 +322,21 @@ pub fn clean_up_after(dir: &Path) {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_shim = args.first().is_some_and(|a| a.contains("containerd-shim"));
-        if !is_shim || !args.iter().any(|a| a.starts_with(&needle)) {
+        if args.first().is_some_and(|a| a.contains("containerd-shim")) {
+            found.push((pid, args));
+        }
+    }
+    found
+}
+
+/// The safety net of a test that failed before removing its containers: every shim started
+/// for a daemon under `dir` (its `-address` lies there) has its container deleted with
+/// `runc delete --force` (container processes, runc state and cgroups go) and is killed;
+/// then whatever is still mounted under `dir` is unmounted, deepest first.
+pub fn clean_up_after(dir: &Path) {
+    let needle = dir.display().to_string();
+    for (pid, args) in shim_processes() {
+        if !args.iter().any(|a| a.starts_with(&needle)) {
             continue;
         }
         let flag = |name: &str| {

@@ -590,23 +590,11 @@ fn a_container_without_namespaces_leaves_no_mounts_and_no_wedged_id() {
 
 /// Shim processes with `-id id` in their command line.
 fn shim_pids(id: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.contains("containerd-shim"))
-            && args.windows(2).any(|w| w[0] == "-id" && w[1] == id)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    berth_tests::shim_processes()
+        .into_iter()
+        .filter(|(_, args)| args.windows(2).any(|w| w[0] == "-id" && w[1] == id))
+        .map(|(pid, _)| pid as u32)
+        .collect()
 }
 
 /// Item 6: a shim whose daemon died before it read the shim's log FIFO (kill -9 during
