@@ -29,10 +29,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_snapshotter::SharedDb;
 use prost::Message;
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
-};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::{Error, Result};
 
@@ -64,7 +63,7 @@ impl<T, E: std::fmt::Display> DbContext<T> for std::result::Result<T, E> {
 /// The handle to the metadata database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<SharedDb>,
     path: PathBuf,
 }
 
@@ -73,9 +72,9 @@ impl Store {
     /// Blocking: call it at start-up, before serving.
     pub fn open(path: &Path) -> Result<Store> {
         let db =
-            Database::create(path).map_err(|e| Error::db(format!("open {}", path.display()), e))?;
+            SharedDb::open(path).map_err(|e| Error::db(format!("open {}", path.display()), e))?;
         let store = Store {
-            db: Arc::new(db),
+            db,
             path: path.to_path_buf(),
         };
         store.migrate()?;
@@ -87,7 +86,7 @@ impl Store {
     }
 
     /// The database itself, for the snapshotters that keep their tables in it.
-    pub fn database(&self) -> Arc<Database> {
+    pub fn database(&self) -> Arc<SharedDb> {
         self.db.clone()
     }
 

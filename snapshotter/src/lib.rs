@@ -14,6 +14,7 @@
 //! Everything here is blocking; the daemon runs it on its blocking pool.
 
 pub mod apply;
+pub mod db;
 pub mod diff;
 pub mod error;
 mod hashio;
@@ -26,6 +27,7 @@ pub mod snapshots;
 pub mod store;
 
 pub use apply::{ApplyOptions, ApplyStats, Compression, apply_layer};
+pub use db::SharedDb;
 pub use diff::{DiffStats, diff};
 pub use error::{Result, SnapshotterError};
 pub use snapshots::{GC_ROOT_LABEL, Info, Kind, Mount, Snapshotter, Usage};
@@ -50,7 +52,7 @@ pub const SNAPSHOTTERS: &[&str] = &["overlayfs", "native"];
 /// makes sure the snapshot tables exist. Any other name is InvalidArgument.
 pub fn open(
     name: &str,
-    db: std::sync::Arc<redb::Database>,
+    db: std::sync::Arc<db::SharedDb>,
     root: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn Snapshotter>> {
     match name {

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableTable, Table};
+
+use crate::db::SharedDb;
 
 use crate::error::{Result, SnapshotterError};
 use crate::metastore::{self, SNAPSHOT_IDS, SNAPSHOTS, SnapshotRecord, kind_to_i32};
@@ -57,7 +59,7 @@ pub trait Backend: Send + Sync + 'static {
 /// A snapshotter: records in the shared redb database, directories under `root`, and a
 /// [`Backend`] for the layout.
 pub struct Store<B> {
-    db: Arc<Database>,
+    db: Arc<SharedDb>,
     root: PathBuf,
     backend: B,
 }
@@ -65,14 +67,14 @@ pub struct Store<B> {
 impl<B: Backend + Default> Store<B> {
     /// Opens the snapshotter on `root` (creating `snapshots/` and `tmp/`, clearing what a
     /// crash left in `tmp/`) with its tables in `db`.
-    pub fn open(db: Arc<Database>, root: &Path) -> Result<Self> {
+    pub fn open(db: Arc<SharedDb>, root: &Path) -> Result<Self> {
         Self::with_backend(db, root, B::default())
     }
 }
 
 impl<B: Backend> Store<B> {
     /// [`Store::open`] with an explicit backend value.
-    pub fn with_backend(db: Arc<Database>, root: &Path, backend: B) -> Result<Self> {
+    pub fn with_backend(db: Arc<SharedDb>, root: &Path, backend: B) -> Result<Self> {
         let store = Self {
             db,
             root: root.to_path_buf(),

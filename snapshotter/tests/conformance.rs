@@ -19,7 +19,7 @@ const NS: &str = "testsuite";
 
 struct Env {
     dir: tempfile::TempDir,
-    db: Arc<redb::Database>,
+    db: Arc<berth_snapshotter::SharedDb>,
     sn: Arc<dyn Snapshotter>,
     name: &'static str,
 }
@@ -31,7 +31,8 @@ impl Env {
             .prefix(&format!("berth-snap-{name}-"))
             .tempdir_in("/var/tmp")
             .expect("tempdir");
-        let db = Arc::new(redb::Database::create(dir.path().join("meta.redb")).expect("create db"));
+        let db =
+            berth_snapshotter::SharedDb::open(&dir.path().join("meta.redb")).expect("create db");
         let sn = berth_snapshotter::open(name, db.clone(), &dir.path().join("root")).expect("open");
         Env { dir, db, sn, name }
     }

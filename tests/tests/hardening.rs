@@ -649,3 +649,94 @@ fn a_shim_left_by_a_crash_is_ended_at_restart() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Item 2: a full disk fails the writes that meet it with RESOURCE_EXHAUSTED, and once
+/// space is freed the next writes work again (the database is reopened by itself).
+#[test]
+fn metadata_writes_recover_after_the_disk_was_full() {
+    use berth_proto::containerd::services::namespaces::v1 as npb;
+    use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
+    use std::io::Write;
+
+    let disk = tempfile::Builder::new()
+        .prefix("berth-full-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    ok(
+        &Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+            .arg(disk.path())
+            .output()
+            .expect("mount"),
+        "mount tmpfs",
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            clean_up_after(&self.0);
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+    let _unmount = Unmount(disk.path().to_path_buf());
+    let d = berth_tests::Daemon::start_in(disk.path().to_str().expect("utf-8"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut api = NamespacesClient::new(d.channel().await);
+        let create = |i: usize| npb::CreateNamespaceRequest {
+            namespace: Some(npb::Namespace {
+                name: format!("ns{i}"),
+                labels: (0..8)
+                    .map(|k| (format!("k{k}"), "v".repeat(4000)))
+                    .collect(),
+            }),
+        };
+        // Fill the disk with a plain file, leaving the database no room to grow.
+        let filler = disk.path().join("filler");
+        {
+            let mut f = std::fs::File::create(&filler).expect("filler");
+            let block = vec![0u8; 1 << 20];
+            while f.write_all(&block).is_ok() {}
+            let _ = f.sync_all();
+        }
+        let mut refused = None;
+        for i in 0..2000 {
+            if let Err(status) = api.create(create(i)).await {
+                refused = Some(status);
+                break;
+            }
+        }
+        let status = refused.expect("a write on a full disk failed");
+        assert_eq!(
+            status.code(),
+            tonic::Code::ResourceExhausted,
+            "{}",
+            status.message()
+        );
+        // Space again: writes work without a restart.
+        std::fs::remove_file(&filler).expect("free the space");
+        api.create(create(100_000)).await.unwrap_or_else(|s| {
+            panic!(
+                "write after freeing space: {}\n{}",
+                s.message(),
+                d.log_text()
+            )
+        });
+        let listed = api
+            .list(npb::ListNamespacesRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .namespaces;
+        assert!(listed.iter().any(|n| n.name == "ns100000"));
+        assert!(
+            d.log_text()
+                .contains("reopening the metadata database after an I/O error"),
+            "the failed commit did not poison the database, so this test tested nothing:\n{}",
+            d.log_text()
+        );
+    });
+    drop(d);
+}
