@@ -102,6 +102,18 @@ impl Error {
         }
     }
 
+    /// Whether this says the disk (or the quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => is_no_space(source),
+            Error::Database { message, .. } => says_no_space(message),
+            Error::Snapshotter(e) | Error::Layer { source: e, .. } => {
+                snapshotter_code(e) == tonic::Code::ResourceExhausted
+            }
+            _ => false,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,

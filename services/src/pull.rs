@@ -533,11 +533,26 @@ impl Puller {
     /// Fetches one config or layer into the content store, resuming a partial ingest.
     #[tracing::instrument(level = "debug", skip(self, job, desc), fields(digest = %desc.digest))]
     async fn fetch_blob(&self, job: &Job<'_>, desc: &Descriptor) -> Result<()> {
-        let Some(mut w) = self.open_writer(job, desc).await? else {
+        let Some(w) = self.open_writer(job, desc).await? else {
             self.mark_existing(job, desc, BTreeMap::new()).await?;
             job.report(desc, desc.size, ProgressState::Exists).await;
             return Ok(());
         };
+        let result = self.fetch_into(job, desc, w).await;
+        if let Err(e) = &result
+            && e.is_no_space()
+        {
+            // A partial blob on a full disk is what keeps it full: it goes (the next pull
+            // starts that blob over). Any other failure keeps it for a resumed pull.
+            if let Err(abort) = self.content.abort(job.namespace, &ref_key(desc)).await {
+                tracing::debug!(digest = %desc.digest, error = %abort, "abort the ingest of a blob that met a full disk");
+            }
+        }
+        result
+    }
+
+    /// Downloads `desc` through `w` (resuming at its offset) and commits it.
+    async fn fetch_into(&self, job: &Job<'_>, desc: &Descriptor, mut w: Writer) -> Result<()> {
         let size = u64::try_from(desc.size).unwrap_or(0);
         let mut offset = u64::try_from(w.offset()).unwrap_or(0);
         if desc.size > 0 && offset > size {

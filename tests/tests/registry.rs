@@ -525,3 +525,61 @@ fn registry_serving_a_corrupt_blob_is_refused() {
     assert!(history.starts_with("IMAGE"), "{history}");
     assert!(history.contains(&bb.config.hex()[..12]), "{history}");
 }
+
+/// Hardening, item 4: a pull that fails on a full disk gives the space back (its partial
+/// blob goes); once there is room, the same pull works.
+#[test]
+fn a_pull_that_fills_the_disk_leaves_no_partial_blob() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", 40);
+    let reg = Registry::start();
+    reg.push_layout(&multi.image.layout, "big/full:v1");
+    let r = reg.reference("big/full:v1");
+
+    let disk = tempfile::Builder::new()
+        .prefix("berth-pulldisk-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    ok(
+        &Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+            .arg(disk.path())
+            .output()
+            .expect("mount"),
+        "mount tmpfs",
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            berth_tests::clean_up_after(&self.0);
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+    let _unmount = Unmount(disk.path().to_path_buf());
+    let free = || {
+        let st = nix::sys::statvfs::statvfs(disk.path()).expect("statvfs");
+        st.blocks_available() * st.fragment_size()
+    };
+    let d = Daemon::start_in(disk.path().to_str().expect("utf-8"));
+    let before = free();
+    let failed = d.berth(&["pull", &r]);
+    assert!(
+        !failed.status.success(),
+        "a 40 MiB layer fit on a 32 MiB disk"
+    );
+    let active = ok(&d.ctr(&["content", "active"]), "ctr content active");
+    assert_eq!(
+        active.lines().filter(|l| !l.starts_with("REF")).count(),
+        0,
+        "partial blobs left:\n{active}"
+    );
+    assert!(
+        free() + (4 << 20) >= before,
+        "the failed pull keeps {} bytes of the disk",
+        before.saturating_sub(free())
+    );
+    drop(d);
+}
