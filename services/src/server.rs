@@ -115,8 +115,8 @@ fn ensure_dir_mode(path: &Path, mode: u32) -> Result<()> {
 /// Keeps what belongs to containers out of other users' reach (the class of containerd's
 /// CVE-2021-41103): root and state are only traversable (0711, for the sockets); every
 /// directory below them that leads to container data, images, snapshots, bundles, runc
-/// state or shim sockets is 0700. (The metadata database, whose specs hold secrets, is made
-/// 0600 once opened.)
+/// state, shim sockets or archives in transfer is 0700. (The metadata database, whose specs
+/// hold secrets, is made 0600 once opened.)
 fn secure_layout(config: &Config) -> Result<()> {
     ensure_dir_mode(&config.root, 0o711)?;
     ensure_dir_mode(&config.state, 0o711)?;
@@ -126,6 +126,8 @@ fn secure_layout(config: &Config) -> Result<()> {
         config.root.join("runtime"),
         config.state.join("tasks"),
         config.state.join("runc"),
+        // Archives being imported or exported (private images) pass through here.
+        config.state.join("transfer"),
     ] {
         ensure_dir_mode(&dir, 0o700)?;
     }

@@ -366,6 +366,10 @@ fn unprivileged_users_reach_no_container_data() {
             format!("ls {}", p(&d.state.join("runc"))),
         ),
         ("list shim sockets", format!("ls {}", p(&d.state.join("s")))),
+        (
+            "list transfer files",
+            format!("ls {}", p(&d.state.join("transfer"))),
+        ),
         ("read the root", format!("ls {}", p(&d.root))),
     ] {
         assert!(
