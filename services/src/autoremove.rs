@@ -117,7 +117,7 @@ impl AutoRemover {
         }
         match self.containers.delete(ns, id).await {
             Ok(()) => {
-                crate::api::publish(
+                crate::events::publish(
                     &self.exchange,
                     ns,
                     "/containers/delete",

@@ -181,6 +181,24 @@ impl Subscription {
     }
 }
 
+/// Packs an event message the way containerd's typeurl does: the type URL is the message's
+/// full protobuf name (`containerd.events.ContainerCreate`).
+pub fn event_any<M: prost::Name>(m: &M) -> AnyValue {
+    AnyValue {
+        type_url: M::full_name(),
+        value: m.encode_to_vec(),
+    }
+}
+
+/// Publishes a daemon event; a failure is logged, never returned (the change already
+/// happened, as in containerd). The core publishes its own events through this; the
+/// adapters reach it as `api::publish`.
+pub fn publish<M: prost::Name>(exchange: &Exchange, namespace: &str, topic: &str, m: &M) {
+    if let Err(e) = exchange.publish(namespace, topic, event_any(m)) {
+        tracing::warn!(%namespace, %topic, error = %e, "publish event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

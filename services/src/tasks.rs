@@ -799,7 +799,7 @@ impl Tasks {
     fn publish_dead_shim_exit(&self, ns: &str, id: &str, exit: &Exit) {
         use berth_proto::containerd::events::{TaskDelete, TaskExit};
         let exited_at = exit.exited_at.map(prost_types::Timestamp::from);
-        crate::api::publish(
+        crate::events::publish(
             &self.exchange,
             ns,
             "/tasks/exit",
@@ -811,7 +811,7 @@ impl Tasks {
                 exited_at,
             },
         );
-        crate::api::publish(
+        crate::events::publish(
             &self.exchange,
             ns,
             "/tasks/delete",

@@ -33,6 +33,12 @@ pub(crate) fn clean_entry_path(name: &Path, entry: &str) -> Result<Vec<OsString>
     Ok(out)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Path components looked up by this thread (tests count the work, not its time).
+    pub(crate) static LOOKUPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Resolves `components` (already cleaned) under `root`, following every symlink met on
 /// the way as if `root` were the filesystem root: absolute link targets restart at `root`,
 /// and a `..` that would climb above `root` is refused. Components that do not exist yet
@@ -80,6 +86,8 @@ pub(crate) fn resolve_from(
             continue;
         }
         let candidate = resolved.join(&c);
+        #[cfg(test)]
+        LOOKUPS.with(|n| n.set(n.get() + 1));
         match fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;

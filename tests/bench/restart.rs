@@ -106,6 +106,27 @@ fn remove_all(address: &Path) {
     }
 }
 
+/// Prepares the daemon at `address`, then ROUNDS times: `crash` (kill -9 and spawn again)
+/// and the two waits. Returns the times to a serving socket and to every task RUNNING.
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    address: &Path,
+    work: &Path,
+    mut crash: impl FnMut(),
+) -> (Vec<Duration>, Vec<Duration>) {
+    prepare(address, work);
+    let (mut sock, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        crash();
+        let (s, a) = rt.block_on(wait_serving(address, start));
+        sock.push(s);
+        all.push(a);
+    }
+    remove_all(address);
+    (sock, all)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -116,45 +137,27 @@ fn main() {
         .tempdir_in("/dev/shm")
         .expect("tmpfs dir");
 
-    let mut figures: Vec<(&str, Vec<Duration>, Vec<Duration>)> = Vec::new();
-
     let mut d = Daemon::start_in("/dev/shm");
     let address: PathBuf = d.address.clone();
-    prepare(&address, &work.path().join("berthd"));
-    let (mut sock, mut all) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        d.crash_and_spawn();
-        let (s, a) = rt.block_on(wait_serving(&address, start));
-        sock.push(s);
-        all.push(a);
-    }
-    figures.push(("berthd", sock, all));
-    remove_all(&address);
+    let berthd = measure(&rt, &address, &work.path().join("berthd"), || {
+        d.crash_and_spawn()
+    });
     drop(d);
-
     let mut c = Containerd::start_in("/dev/shm");
     let address = c.address.clone();
-    prepare(&address, &work.path().join("containerd"));
-    let (mut sock, mut all) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        c.crash_and_spawn();
-        let (s, a) = rt.block_on(wait_serving(&address, start));
-        sock.push(s);
-        all.push(a);
-    }
-    figures.push(("containerd", sock, all));
-    remove_all(&address);
+    let containerd = measure(&rt, &address, &work.path().join("containerd"), || {
+        c.crash_and_spawn()
+    });
     drop(c);
+    let figures = [berthd, containerd];
 
     println!(
         "kill -9 and restart with {LIVE} live containers; median of {ROUNDS}; roots on /dev/shm"
     );
     let (b, k) = (&figures[0], &figures[1]);
     for (label, bi, ki) in [
-        ("socket answers Version", &b.1, &k.1),
-        ("every task RUNNING again", &b.2, &k.2),
+        ("socket answers Version", &b.0, &k.0),
+        ("every task RUNNING again", &b.1, &k.1),
     ] {
         let (bm, km) = (median(bi.clone()), median(ki.clone()));
         println!(

@@ -711,3 +711,52 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .filter(|m| m.starts_with(&prefix))
         .collect()
 }
+
+/// A tmpfs of a given size mounted on a temp dir for one test (the disk-full tests); on
+/// drop, whatever was started on it is cleaned up and it is unmounted.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-disk-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        ok(
+            &Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .output()
+                .expect("mount"),
+            "mount tmpfs",
+        );
+        SmallDisk { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The mount point as a `&str` (for [`Daemon::start_in`]).
+    pub fn base(&self) -> &str {
+        self.dir.path().to_str().expect("utf-8 path")
+    }
+
+    /// Bytes free on it.
+    pub fn free(&self) -> u64 {
+        let st = nix::sys::statvfs::statvfs(self.dir.path()).expect("statvfs");
+        st.blocks_available() * st.fragment_size()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        clean_up_after(self.dir.path());
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .output();
+    }
+}

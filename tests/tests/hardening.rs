@@ -662,27 +662,8 @@ fn metadata_writes_recover_after_the_disk_was_full() {
     use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
     use std::io::Write;
 
-    let disk = tempfile::Builder::new()
-        .prefix("berth-full-")
-        .tempdir_in("/tmp")
-        .expect("tempdir");
-    ok(
-        &Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-            .arg(disk.path())
-            .output()
-            .expect("mount"),
-        "mount tmpfs",
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            clean_up_after(&self.0);
-            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-        }
-    }
-    let _unmount = Unmount(disk.path().to_path_buf());
-    let d = berth_tests::Daemon::start_in(disk.path().to_str().expect("utf-8"));
+    let disk = berth_tests::SmallDisk::mount("48m");
+    let d = berth_tests::Daemon::start_in(disk.base());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -539,31 +539,9 @@ fn a_pull_that_fills_the_disk_leaves_no_partial_blob() {
     reg.push_layout(&multi.image.layout, "big/full:v1");
     let r = reg.reference("big/full:v1");
 
-    let disk = tempfile::Builder::new()
-        .prefix("berth-pulldisk-")
-        .tempdir_in("/tmp")
-        .expect("tmp");
-    ok(
-        &Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
-            .arg(disk.path())
-            .output()
-            .expect("mount"),
-        "mount tmpfs",
-    );
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            berth_tests::clean_up_after(&self.0);
-            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-        }
-    }
-    let _unmount = Unmount(disk.path().to_path_buf());
-    let free = || {
-        let st = nix::sys::statvfs::statvfs(disk.path()).expect("statvfs");
-        st.blocks_available() * st.fragment_size()
-    };
-    let d = Daemon::start_in(disk.path().to_str().expect("utf-8"));
+    let disk = berth_tests::SmallDisk::mount("32m");
+    let free = || disk.free();
+    let d = Daemon::start_in(disk.base());
     let before = free();
     let failed = d.berth(&["pull", &r]);
     assert!(

@@ -22,7 +22,7 @@ use berth_proto::containerd::services::snapshots::v1 as spb;
 use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::containerd::types::{Descriptor, Mount};
 use berth_tests::fixtures::{BuiltImage, Registry, busybox_image, multilayer_image, sha256_digest};
-use berth_tests::{Background, Containerd, Daemon, bin, fails, in_ns, ok, system_bin};
+use berth_tests::{Background, Containerd, Daemon, SmallDisk, bin, fails, in_ns, ok, system_bin};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::Code;
@@ -1084,49 +1084,6 @@ async fn list_snapshots(
     out
 }
 
-/// A tmpfs of `size` mounted on a temp dir for one test; unmounted when dropped (after
-/// whatever was started on it is gone).
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-disk-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        ok(
-            &Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .output()
-                .expect("mount"),
-            "mount tmpfs",
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &str {
-        self.dir.path().to_str().expect("utf-8 path")
-    }
-
-    fn free(&self) -> u64 {
-        let st = nix::sys::statvfs::statvfs(self.dir.path()).expect("statvfs");
-        st.blocks_available() * st.fragment_size()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        berth_tests::clean_up_after(self.dir.path());
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 fn octal(field: &mut [u8], value: u64) {
     let text = format!("{value:0width$o}", width = field.len() - 1);
     field[..text.len()].copy_from_slice(text.as_bytes());
@@ -1162,7 +1119,7 @@ fn sparse_tar(real: u64) -> Vec<u8> {
 #[tokio::test]
 async fn layers_that_would_fill_the_disk_are_refused() {
     let disk = SmallDisk::mount("96m");
-    let d = Daemon::start_in(disk.path());
+    let d = Daemon::start_in(disk.base());
     let ch = d.channel().await;
     let mut snaps = SnapshotsClient::new(ch.clone());
     let mut diff = DiffClient::new(ch.clone());

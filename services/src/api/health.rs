@@ -56,7 +56,7 @@ impl Health for HealthApi {
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
         let service = req.into_inner().service;
         if !self.known(&service) {
-            return Err(Status::not_found(format!("unknown service {service}")));
+            return Err(crate::error::Error::not_found(format!("service {service}")).into());
         }
         Ok(Response::new(answer(Self::status(*self.stopping.borrow()))))
     }

@@ -24,6 +24,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 use crate::events::{EventFields, Exchange};
+pub use crate::events::{event_any, publish};
 use crate::identifiers;
 use crate::types::AnyValue;
 
@@ -81,23 +82,6 @@ pub fn any_to_wire(a: AnyValue) -> prost_types::Any {
     prost_types::Any {
         type_url: a.type_url,
         value: a.value,
-    }
-}
-
-/// Packs an event message the way containerd's typeurl does: the type URL is the message's
-/// full protobuf name (`containerd.events.ContainerCreate`).
-pub fn event_any<M: prost::Name>(m: &M) -> AnyValue {
-    AnyValue {
-        type_url: M::full_name(),
-        value: m.encode_to_vec(),
-    }
-}
-
-/// Publishes a daemon event; a failure is logged, never returned (the change already
-/// happened, as in containerd).
-pub fn publish<M: prost::Name>(exchange: &Exchange, namespace: &str, topic: &str, m: &M) {
-    if let Err(e) = exchange.publish(namespace, topic, event_any(m)) {
-        tracing::warn!(%namespace, %topic, error = %e, "publish event");
     }
 }
 
