@@ -891,7 +891,7 @@ impl Archives {
         let mut w = loop {
             match self
                 .content
-                .writer(namespace, &reference, size, &digest)
+                .writer(namespace, &reference, size, &digest, lease.as_deref())
                 .await
             {
                 Ok(w) => break w,
@@ -1424,7 +1424,13 @@ impl Ingest<'_> {
                 let writer = loop {
                     match self
                         .content
-                        .writer(self.namespace, &reference, total, exp)
+                        .writer(
+                            self.namespace,
+                            &reference,
+                            total,
+                            exp,
+                            self.lease.as_deref(),
+                        )
                         .await
                     {
                         Ok(mut w) => {
@@ -2058,7 +2064,12 @@ mod tests {
     fn env() -> Env {
         let dir = tempfile::tempdir().expect("tmp");
         let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let content = ContentStore::open(dir.path(), meta.clone()).expect("content");
+        let content = ContentStore::open(
+            dir.path(),
+            meta.clone(),
+            crate::content::DEFAULT_INGEST_EXPIRY,
+        )
+        .expect("content");
         let images = Images::new(meta);
         let archives = Archives::new(content.clone(), images.clone());
         Env {
@@ -2076,7 +2087,11 @@ mod tests {
 
         async fn put(&self, data: &[u8]) -> String {
             let d = sha256_digest(data);
-            match self.content.writer(NS, &format!("test-{d}"), 0, &d).await {
+            match self
+                .content
+                .writer(NS, &format!("test-{d}"), 0, &d, None)
+                .await
+            {
                 Ok(mut w) => {
                     w.write(data.to_vec()).await.expect("write");
                     w.commit(data.len() as i64, &d, BTreeMap::new(), None)

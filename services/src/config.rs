@@ -33,6 +33,36 @@ pub struct Config {
     /// Runtime name (as in `Container.runtime.name`) → how to run it.
     pub runtimes: BTreeMap<String, RuntimeConfig>,
     pub registry: RegistryConfig,
+    pub content: ContentConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentConfig {
+    /// How long an abandoned ingest is kept: one no lease holds, untouched for this long, is
+    /// removed; a failed pull keeps its lease (ingests and fetched blobs, for a resumed
+    /// pull) this long. A duration such as "1h" or "90s".
+    pub ingest_expiry: String,
+}
+
+impl ContentConfig {
+    /// [`ContentConfig::ingest_expiry`] as a duration.
+    pub fn ingest_expiry(&self) -> Result<std::time::Duration> {
+        humantime::parse_duration(&self.ingest_expiry).map_err(|e| {
+            Error::invalid(format!(
+                "config content.ingest_expiry {:?} is not a duration (e.g. \"1h\"): {e}",
+                self.ingest_expiry
+            ))
+        })
+    }
+}
+
+impl Default for ContentConfig {
+    fn default() -> Self {
+        ContentConfig {
+            ingest_expiry: "1h".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +130,7 @@ impl Default for Config {
             default_runtime: "io.containerd.runc.v2".to_string(),
             runtimes,
             registry: RegistryConfig::default(),
+            content: ContentConfig::default(),
         }
     }
 }
@@ -248,6 +279,7 @@ impl Config {
         if self.default_snapshotter.is_empty() {
             return Err(Error::invalid("config default_snapshotter must be set"));
         }
+        self.content.ingest_expiry()?;
         Ok(())
     }
 
@@ -320,6 +352,10 @@ mod tests {
         let mut c = Config::default();
         c.log.level = "berth=notalevel".into();
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.content.ingest_expiry = "soon".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("content.ingest_expiry"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!     ├── ref                   "<namespace>\n<ref>"
 //!     ├── startedat, updatedat  Unix nanoseconds
 //!     ├── total                 expected size (0 when unknown)
-//!     └── expected              expected digest ("" when unknown)
+//!     ├── expected              expected digest ("" when unknown)
+//!     └── lease                 the lease of the writer that last opened it (absent: none)
 //! ```
 //!
 //! Which namespaces hold a blob, with its labels and times, lives in the metadata store's
@@ -19,13 +20,19 @@
 //!
 //! One writer per ref at a time: a second `writer()` for a ref in use is Unavailable, as in
 //! containerd, so clients retry. All file work runs on the blocking pool.
+//!
+//! An ingest has an owner, as in containerd: a writer opened under a lease adds the ingest to
+//! it (resource type `ingests`), and the ingest lives as long as that lease holds it. An
+//! ingest no lease holds is abandoned once untouched for the store's ingest expiry. The
+//! garbage collector removes both kinds ([`ContentStore::sweep_ingests`]); an ingest being
+//! written is never removed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
@@ -92,6 +99,20 @@ struct Inner {
     /// present can't lose it to a removal that checked the records just before the commit
     /// recorded it. Commits of different blobs don't wait for each other.
     blob_gates: Vec<tokio::sync::Mutex<()>>,
+    /// How long an ingest no lease holds may stay untouched.
+    ingest_expiry: Duration,
+}
+
+/// The default [`ContentStore::ingest_expiry`] (berthd's `content.ingest_expiry`).
+pub const DEFAULT_INGEST_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// What [`ContentStore::sweep_ingests`] did.
+#[derive(Debug, Default)]
+pub(crate) struct IngestSweep {
+    /// `(namespace, ref)` of the ingests removed.
+    pub removed: Vec<(String, String)>,
+    /// When the next ingest no lease holds will have been untouched too long.
+    pub next_expiry: Option<SystemTime>,
 }
 
 /// How many gates the blobs are spread over.
@@ -158,8 +179,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl ContentStore {
-    /// Opens the store under `<root>/content`, creating its directories.
-    pub fn open(root: &Path, store: Store) -> Result<ContentStore> {
+    /// Opens the store under `<root>/content`, creating its directories. An ingest no lease
+    /// holds is removed once untouched for `ingest_expiry`.
+    pub fn open(root: &Path, store: Store, ingest_expiry: Duration) -> Result<ContentStore> {
         let root = root.join("content");
         for d in [root.join("blobs").join("sha256"), root.join("ingest")] {
             fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
@@ -172,8 +194,15 @@ impl ContentStore {
                 blob_gates: (0..BLOB_GATES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                ingest_expiry,
             }),
         })
+    }
+
+    /// How long an ingest no lease holds may stay untouched; also how long a failed pull
+    /// keeps what it fetched for a resumed pull.
+    pub fn ingest_expiry(&self) -> Duration {
+        self.inner.ingest_expiry
     }
 
     /// Where a committed blob lives.
@@ -414,40 +443,126 @@ impl ContentStore {
 
     /// Drops an ingest and its data.
     pub async fn abort(&self, namespace: &str, reference: &str) -> Result<()> {
-        let key = format!("{namespace}\0{reference}");
-        if self.is_locked(&key) {
-            return Err(Error::Unavailable(format!(
-                "ref {reference} is being written"
-            )));
-        }
+        let guard = self.lock_ref(namespace, reference)?;
         let dir = self.ingest_dir(namespace, reference);
         let r = reference.to_string();
-        blocking(move || match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::not_found(format!("ingest ref {r:?}")))
+        blocking(move || {
+            let _guard = guard;
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::not_found(format!("ingest ref {r:?}")))
+                }
+                Err(e) => Err(Error::io("remove ingest", &dir, e)),
             }
-            Err(e) => Err(Error::io("remove ingest", &dir, e)),
         })
         .await
     }
 
-    fn is_locked(&self, key: &str) -> bool {
-        self.inner
+    /// Takes the one-writer lock of a ref; Unavailable while someone holds it.
+    fn lock_ref(&self, namespace: &str, reference: &str) -> Result<LockGuard> {
+        let key = format!("{namespace}\0{reference}");
+        let mut locks = self
+            .inner
             .locks
             .lock()
-            .map(|l| l.contains_key(key))
-            .unwrap_or(false)
+            .map_err(|_| Error::Internal("content lock table poisoned".into()))?;
+        if let Some((since, at)) = locks.get(&key) {
+            return Err(Error::Unavailable(format!(
+                "ref {reference} locked for {:?} (since {})",
+                since.elapsed(),
+                humantime::format_rfc3339_seconds(*at)
+            )));
+        }
+        locks.insert(key.clone(), (Instant::now(), SystemTime::now()));
+        Ok(LockGuard {
+            store: self.clone(),
+            key,
+        })
+    }
+
+    /// Removes the abandoned ingests of every namespace and says when the next one no lease
+    /// holds will expire. An ingest is abandoned when
+    /// - its `lease` names a lease that no longer holds it (`held` has `(namespace, lease,
+    ///   ref)` for the ingests of every live lease) — unless it was touched at or after
+    ///   `began` (when the caller read `held`: a writer under a newer lease), or
+    /// - no lease holds it and it was untouched for the ingest expiry.
+    ///
+    /// An ingest with a live writer is never removed. A directory a crash left half-made (no
+    /// `ref`) goes once older than the expiry. A removal that fails is logged and retried by
+    /// the next sweep.
+    pub(crate) async fn sweep_ingests(
+        &self,
+        held: HashSet<(String, String, String)>,
+        began: SystemTime,
+    ) -> Result<IngestSweep> {
+        let store = self.clone();
+        let base = self.inner.root.join("ingest");
+        let expiry = self.inner.ingest_expiry;
+        blocking(move || {
+            let now = SystemTime::now();
+            let mut out = IngestSweep::default();
+            let entries = fs::read_dir(&base).map_err(|e| Error::io("list ingests", &base, e))?;
+            let remove = |dir: &Path| match fs::remove_dir_all(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "could not remove an abandoned ingest");
+                    false
+                }
+            };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                let modified = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(now);
+                let who = read_small(&dir.join("ref")).ok();
+                let Some((ns, r)) = who.as_deref().and_then(|w| w.split_once('\n')) else {
+                    if modified + expiry <= now {
+                        remove(&dir);
+                    }
+                    continue;
+                };
+                let Ok(_guard) = store.lock_ref(ns, r) else {
+                    continue;
+                };
+                let touched = match read_i64(&dir.join("updatedat")) {
+                    n if n > 0 => SystemTime::UNIX_EPOCH + Duration::from_nanos(n.unsigned_abs()),
+                    _ => modified,
+                };
+                let lease = fs::read_to_string(dir.join("lease")).ok();
+                let abandoned = match lease {
+                    Some(l) => {
+                        touched < began && !held.contains(&(ns.to_string(), l, r.to_string()))
+                    }
+                    None => {
+                        let at = touched + expiry;
+                        if at > now {
+                            out.next_expiry = Some(out.next_expiry.map_or(at, |n| n.min(at)));
+                        }
+                        at <= now
+                    }
+                };
+                if abandoned && remove(&dir) {
+                    out.removed.push((ns.to_string(), r.to_string()));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Opens (or resumes) the writer for `reference`. `total` and `expected` may be unknown
-    /// (0 / ""). A blob the namespace already holds under `expected` is AlreadyExists.
+    /// (0 / ""). A blob the namespace already holds under `expected` is AlreadyExists. With a
+    /// `lease` (which must exist), the lease holds the ingest from now on.
     pub async fn writer(
         &self,
         namespace: &str,
         reference: &str,
         total: i64,
         expected: &str,
+        lease: Option<&str>,
     ) -> Result<Writer> {
         if reference.is_empty() {
             return Err(Error::invalid("ref must not be empty"));
@@ -458,33 +573,28 @@ impl ContentStore {
                 return Err(Error::already_exists(format!("content {expected}")));
             }
         }
-        let key = format!("{namespace}\0{reference}");
-        {
-            let mut locks = self
-                .inner
-                .locks
-                .lock()
-                .map_err(|_| Error::Internal("content lock table poisoned".into()))?;
-            if let Some((since, at)) = locks.get(&key) {
-                return Err(Error::Unavailable(format!(
-                    "ref {reference} locked for {:?} (since {})",
-                    since.elapsed(),
-                    humantime::format_rfc3339_seconds(*at)
-                )));
-            }
-            locks.insert(key.clone(), (Instant::now(), std::time::SystemTime::now()));
+        let guard = self.lock_ref(namespace, reference)?;
+        if let Some(lease) = lease {
+            let (ns, l, r) = (
+                namespace.to_string(),
+                lease.to_string(),
+                reference.to_string(),
+            );
+            self.inner
+                .store
+                .update(move |txn| add_to_lease(txn, &ns, &l, "ingests", &r))
+                .await?;
         }
-        let guard = LockGuard {
-            store: self.clone(),
-            key,
-        };
         let dir = self.ingest_dir(namespace, reference);
-        let (ns, r, exp) = (
+        let (ns, r, exp, lease) = (
             namespace.to_string(),
             reference.to_string(),
             expected.to_string(),
+            lease.map(str::to_string),
         );
-        let state = blocking(move || WriterState::open(dir, &ns, &r, total, &exp)).await?;
+        let state =
+            blocking(move || WriterState::open(dir, &ns, &r, total, &exp, lease.as_deref()))
+                .await?;
         Ok(Writer {
             store: self.clone(),
             namespace: namespace.to_string(),
@@ -616,15 +726,26 @@ impl WriterState {
         reference: &str,
         total: i64,
         expected: &str,
+        lease: Option<&str>,
     ) -> Result<WriterState> {
         let data = dir.join("data");
         let resumed = data.exists();
+        let now = metadata::now_nanos().to_string();
         if !resumed {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create ingest", &dir, e))?;
             write_small(&dir.join("ref"), &format!("{namespace}\n{reference}"))?;
-            let now = metadata::now_nanos().to_string();
             write_small(&dir.join("startedat"), &now)?;
-            write_small(&dir.join("updatedat"), &now)?;
+        }
+        // Opening counts as a touch: an abandoned ingest's clock starts again.
+        write_small(&dir.join("updatedat"), &now)?;
+        let lease_file = dir.join("lease");
+        match lease {
+            Some(l) => write_small(&lease_file, l)?,
+            None => match fs::remove_file(&lease_file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove ingest lease", &lease_file, e)),
+            },
         }
         let mut file = OpenOptions::new()
             .create(true)
@@ -886,7 +1007,8 @@ mod tests {
     async fn store() -> (tempfile::TempDir, ContentStore) {
         let dir = tempfile::tempdir().expect("tmp");
         let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let cs = ContentStore::open(dir.path(), meta).expect("content");
+        let cs = ContentStore::open(dir.path(), meta, crate::content::DEFAULT_INGEST_EXPIRY)
+            .expect("content");
         (dir, cs)
     }
 
@@ -902,13 +1024,13 @@ mod tests {
         let data = b"the real layer".to_vec();
         let dg = sha(&data);
         let mut w = cs
-            .writer("ns", "layer-x", 1_000_000_000_000_000, &dg)
+            .writer("ns", "layer-x", 1_000_000_000_000_000, &dg, None)
             .await
             .expect("writer");
         w.write(b"short".to_vec()).await.expect("write");
         drop(w);
         let mut w = cs
-            .writer("ns", "layer-x", data.len() as i64, &dg)
+            .writer("ns", "layer-x", data.len() as i64, &dg, None)
             .await
             .expect("a writer with the true size");
         assert_eq!(w.offset(), 0);
@@ -920,13 +1042,13 @@ mod tests {
         assert_eq!((info.digest, info.size), (dg, data.len() as i64));
 
         let mut w = cs
-            .writer("ns", "layer-y", 0, &sha(b"one"))
+            .writer("ns", "layer-y", 0, &sha(b"one"), None)
             .await
             .expect("writer");
         w.write(b"on".to_vec()).await.expect("write");
         drop(w);
         let w = cs
-            .writer("ns", "layer-y", 0, &sha(b"two"))
+            .writer("ns", "layer-y", 0, &sha(b"two"), None)
             .await
             .expect("writer");
         assert_eq!(w.offset(), 0);
@@ -939,11 +1061,15 @@ mod tests {
         let data = b"hello, berth content".to_vec();
         let dg = sha(&data);
         let mut w = cs
-            .writer("ns", "r1", data.len() as i64, &dg)
+            .writer("ns", "r1", data.len() as i64, &dg, None)
             .await
             .expect("writer");
         // One writer per ref.
-        let busy = cs.writer("ns", "r1", 0, "").await.err().expect("locked");
+        let busy = cs
+            .writer("ns", "r1", 0, "", None)
+            .await
+            .err()
+            .expect("locked");
         assert!(matches!(busy, Error::Unavailable(_)), "{busy}");
         w.write(data[..5].to_vec()).await.expect("write");
         drop(w);
@@ -951,7 +1077,7 @@ mod tests {
         assert_eq!(st.offset, 5);
         assert_eq!(st.expected, dg);
         // Resume where it stopped.
-        let mut w = cs.writer("ns", "r1", 0, "").await.expect("resume");
+        let mut w = cs.writer("ns", "r1", 0, "", None).await.expect("resume");
         assert_eq!(w.offset(), 5);
         w.write(data[5..].to_vec()).await.expect("write");
         let info = w
@@ -968,7 +1094,11 @@ mod tests {
         assert_eq!(size, data.len() as i64);
         // Another namespace does not see it until it writes it too.
         assert!(cs.info("other", &dg).await.unwrap_err().is_not_found());
-        let dup = cs.writer("ns", "r2", 0, &dg).await.err().expect("exists");
+        let dup = cs
+            .writer("ns", "r2", 0, &dg, None)
+            .await
+            .err()
+            .expect("exists");
         assert!(matches!(dup, Error::AlreadyExists(_)));
     }
 
@@ -976,7 +1106,10 @@ mod tests {
     async fn digest_mismatch_leaves_nothing() {
         let (_d, cs) = store().await;
         let wrong = sha(b"something else");
-        let mut w = cs.writer("ns", "bad", 0, &wrong).await.expect("writer");
+        let mut w = cs
+            .writer("ns", "bad", 0, &wrong, None)
+            .await
+            .expect("writer");
         w.write(b"actual bytes".to_vec()).await.expect("write");
         let err = w
             .commit(0, "", BTreeMap::new(), None)
@@ -1006,7 +1139,7 @@ mod tests {
         let data = b"shared".to_vec();
         let dg = sha(&data);
         for ns in ["a", "b"] {
-            let mut w = cs.writer(ns, "r", 0, "").await.expect("writer");
+            let mut w = cs.writer(ns, "r", 0, "", None).await.expect("writer");
             w.write(data.clone()).await.expect("write");
             w.commit(6, &dg, BTreeMap::new(), None)
                 .await

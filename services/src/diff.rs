@@ -415,7 +415,7 @@ impl Differ {
         let digest = produced.digest.clone();
         let committed = match self
             .content
-            .writer(namespace, reference, size, &digest)
+            .writer(namespace, reference, size, &digest, lease.as_deref())
             .await
         {
             Ok(mut w) => {

@@ -55,6 +55,8 @@ pub const FLAT_LABEL: &str = "containerd.io/gc.flat";
 pub const DEBOUNCE: Duration = Duration::from_millis(75);
 /// The longest a scheduled collection waits while requests keep coming.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
+/// How soon a timed collection (an ingest expiring) is tried again after one failed.
+const RETRY: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------
 // The graph and its marking
@@ -322,6 +324,8 @@ pub struct Stats {
     pub content_records: usize,
     /// Expired leases removed.
     pub leases: usize,
+    /// Abandoned ingests removed (their lease is gone, or none held them and they expired).
+    pub ingests: usize,
 }
 
 /// What the sweep transaction removed.
@@ -330,6 +334,8 @@ struct Swept {
     content: Vec<(String, String)>,
     snapshots: Vec<(String, String, String)>,
     leases: Vec<(String, String)>,
+    /// `(namespace, lease, ref)` of the ingests the live leases hold.
+    held_ingests: HashSet<(String, String, String)>,
 }
 
 /// Reads the whole graph inside the collection's transaction. `ingest_expected` gives the
@@ -445,6 +451,17 @@ fn sweep(
             swept.leases.push((ns.clone(), id.clone()));
         }
     }
+    let expired: HashSet<&(String, String)> = marked.expired_leases.iter().collect();
+    for lease in &graph.leases {
+        if expired.contains(&(lease.namespace.clone(), lease.id.clone())) {
+            continue;
+        }
+        for r in lease.resources.iter().filter(|r| r.kind == "ingests") {
+            swept
+                .held_ingests
+                .insert((lease.namespace.clone(), lease.id.clone(), r.id.clone()));
+        }
+    }
     {
         let mut t = txn.open_table(CONTENT).ctx("open content")?;
         for (ns, digest) in graph.content.keys() {
@@ -535,7 +552,25 @@ impl Collector {
 
 impl Worker {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(first) = rx.recv().await {
+        // When the next ingest no lease holds expires: a collection runs then by itself.
+        let mut next_expiry: Option<SystemTime> = None;
+        loop {
+            let first = match next_expiry {
+                Some(at) => {
+                    let wait = at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default()
+                        .saturating_add(Duration::from_millis(10));
+                    tokio::select! {
+                        r = rx.recv() => r,
+                        _ = tokio::time::sleep(wait) => Some(Request::Schedule),
+                    }
+                }
+                None => rx.recv().await,
+            };
+            let Some(first) = first else {
+                return;
+            };
             let mut waiters = Vec::new();
             let mut now = false;
             let take = |r: Request, waiters: &mut Vec<_>| match r {
@@ -567,11 +602,17 @@ impl Worker {
             // and the next collection runs as usual; the worker never dies with it.
             let worker = self.clone();
             let result = match tokio::spawn(async move { worker.collect_once().await }).await {
-                Ok(r) => r.map_err(|e| {
+                Ok(Ok((stats, next))) => {
+                    next_expiry = next;
+                    Ok(stats)
+                }
+                Ok(Err(e)) => {
+                    next_expiry = next_expiry.map(|_| SystemTime::now() + RETRY);
                     tracing::error!(error = %e, "garbage collection failed");
-                    e.to_string()
-                }),
+                    Err(e.to_string())
+                }
                 Err(e) => {
+                    next_expiry = next_expiry.map(|_| SystemTime::now() + RETRY);
                     tracing::error!(error = %e, "garbage collection panicked");
                     Err(format!("garbage collection panicked: {e}"))
                 }
@@ -585,9 +626,11 @@ impl Worker {
         }
     }
 
-    /// One collection: mark and sweep in one transaction, then the files.
-    async fn collect_once(&self) -> Result<Stats> {
+    /// One collection: mark and sweep in one transaction, then the files. Also returns when
+    /// the next ingest no lease holds expires.
+    async fn collect_once(&self) -> Result<(Stats, Option<SystemTime>)> {
         let start = Instant::now();
+        let began = SystemTime::now();
         let content = self.content.clone();
         let swept = self
             .store
@@ -609,6 +652,10 @@ impl Worker {
         } else {
             self.content.remove_unheld_blobs(candidates).await?
         };
+        let ingests = self
+            .content
+            .sweep_ingests(swept.held_ingests, began)
+            .await?;
 
         let mut cleanup_errors = Vec::new();
         let names: Vec<String> = self.snapshotters.names().map(str::to_string).collect();
@@ -624,6 +671,7 @@ impl Worker {
             snapshots: swept.snapshots.len(),
             content_records: swept.content.len(),
             leases: swept.leases.len(),
+            ingests: ingests.removed.len(),
         };
         let took = start.elapsed();
         if stats == Stats::default() {
@@ -641,11 +689,15 @@ impl Worker {
             for (ns, ss, key) in &swept.snapshots {
                 tracing::debug!(namespace = %ns, snapshotter = %ss, key = %key, "gc: snapshot removed");
             }
+            for (ns, r) in &ingests.removed {
+                tracing::info!(namespace = %ns, reference = %r, "gc: abandoned ingest removed");
+            }
             tracing::info!(
                 blobs = stats.content,
                 content_records = stats.content_records,
                 snapshots = stats.snapshots,
                 leases = stats.leases,
+                ingests = stats.ingests,
                 mark_sweep_ms = marked_at.as_millis() as u64,
                 duration_ms = took.as_millis() as u64,
                 "garbage collected"
@@ -653,7 +705,7 @@ impl Worker {
         }
         match cleanup_errors.into_iter().next() {
             Some(e) => Err(e),
-            None => Ok(stats),
+            None => Ok((stats, ingests.next_expiry)),
         }
     }
 }
@@ -1000,14 +1052,19 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let cs = ContentStore::open(dir.path(), store.clone()).expect("content");
+        let cs = ContentStore::open(
+            dir.path(),
+            store.clone(),
+            crate::content::DEFAULT_INGEST_EXPIRY,
+        )
+        .expect("content");
         let images = Images::new(store.clone());
         let leases = crate::leases::Leases::new(store.clone());
         let write = |data: &'static [u8], l: BTreeMap<String, String>, lease: Option<String>| {
             let cs = cs.clone();
             async move {
                 let mut w = cs
-                    .writer("ns", &format!("w-{}", data.len()), 0, "")
+                    .writer("ns", &format!("w-{}", data.len()), 0, "", None)
                     .await
                     .expect("writer");
                 w.write(data.to_vec()).await.expect("write");
@@ -1077,7 +1134,8 @@ mod tests {
                 content: 2,
                 snapshots: 1,
                 content_records: 2,
-                leases: 1
+                leases: 1,
+                ingests: 0,
             }
         );
         for d in [&top, &child] {
@@ -1121,5 +1179,87 @@ mod tests {
         let stats = gc.collect().await.expect("collect");
         assert_eq!(stats, Stats::default(), "nothing left to collect");
         assert!(!cs.blob_path(&child).expect("path").exists());
+    }
+
+    /// Ingests have owners: one under a lease lives while the lease does and goes at the next
+    /// collection after it; one no lease holds goes once untouched for the expiry, by a
+    /// collection the collector runs on its own at that time; one being written stays.
+    #[tokio::test]
+    async fn abandoned_ingests_are_collected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("meta.redb")).expect("db");
+        let expiry = Duration::from_millis(600);
+        let cs = ContentStore::open(dir.path(), store.clone(), expiry).expect("content");
+        let leases = crate::leases::Leases::new(store.clone());
+        for id in ["pull", "live"] {
+            leases
+                .create("ns", id.into(), BTreeMap::new())
+                .await
+                .expect("lease");
+        }
+        let ingest = |r: &'static str, lease: Option<&'static str>| {
+            let cs = cs.clone();
+            async move {
+                let mut w = cs
+                    .writer("ns", r, 1 << 20, "", lease)
+                    .await
+                    .expect("writer");
+                w.write(b"partial".to_vec()).await.expect("write");
+            }
+        };
+        ingest("by-pull", Some("pull")).await;
+        ingest("by-live", Some("live")).await;
+        ingest("unleased", None).await;
+        let mut busy = cs.writer("ns", "busy", 0, "", None).await.expect("writer");
+        busy.write(b"x".to_vec()).await.expect("write");
+        // The lease lists the ingest among its resources, as containerd's does.
+        let held: Vec<String> = leases
+            .list_resources("ns", "pull")
+            .await
+            .expect("resources")
+            .into_iter()
+            .map(|r| format!("{}/{}", r.kind, r.id))
+            .collect();
+        assert_eq!(held, vec!["ingests/by-pull".to_string()]);
+        let refs = || async {
+            let mut r: Vec<String> = cs
+                .list_statuses("ns", crate::filters::Filter::always())
+                .await
+                .expect("statuses")
+                .into_iter()
+                .map(|s| s.reference)
+                .collect();
+            r.sort();
+            r
+        };
+
+        let snapshotters = Snapshotters::open(dir.path(), &store, "overlayfs");
+        let gc = Collector::new(store.clone(), cs.clone(), snapshotters);
+        assert_eq!(gc.collect().await.expect("collect").ingests, 0);
+        assert_eq!(refs().await, ["busy", "by-live", "by-pull", "unleased"]);
+
+        // The pull's lease ends: its ingest goes with the next collection.
+        leases.delete("ns", "pull").await.expect("delete");
+        assert_eq!(gc.collect().await.expect("collect").ingests, 1);
+        assert_eq!(refs().await, ["busy", "by-live", "unleased"]);
+
+        // The unleased one expires and is collected without being asked; the one being
+        // written stays however old it is.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while refs().await.contains(&"unleased".to_string()) {
+            assert!(Instant::now() < deadline, "expired ingest not collected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(expiry).await;
+        gc.collect().await.expect("collect");
+        assert_eq!(refs().await, ["busy", "by-live"]);
+        drop(busy);
+        tokio::time::sleep(expiry).await;
+        gc.collect().await.expect("collect");
+        assert_eq!(
+            refs().await,
+            ["by-live"],
+            "a leased ingest never expires by age"
+        );
     }
 }

@@ -143,11 +143,16 @@ pub(crate) fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) ->
 #[derive(Clone)]
 pub struct Leases {
     store: Store,
+    /// Wakes the expiry sweep when a lease gets an expiry it may not know of yet.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Leases {
     pub fn new(store: Store) -> Self {
-        Leases { store }
+        Leases {
+            store,
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip(self, labels))]
@@ -198,6 +203,39 @@ impl Leases {
                 Ok(lease)
             })
             .await
+            .inspect(|lease| {
+                if lease.expires_at().is_some() {
+                    self.wake.notify_one();
+                }
+            })
+    }
+
+    /// Gives a lease an expiry `after` from now (replacing any it had), so that what it
+    /// holds is kept that long and then collected: a failed pull keeps its ingests and
+    /// blobs for a resumed pull this way.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn expire_after(&self, namespace: &str, id: &str, after: Duration) -> Result<()> {
+        let (namespace, id) = (namespace.to_string(), id.to_string());
+        let at = humantime::format_rfc3339_seconds(SystemTime::now() + after).to_string();
+        self.store
+            .update(move |txn| {
+                let mut t = txn.open_table(LEASES).ctx("open leases")?;
+                let mut lease: Lease =
+                    match t.get((namespace.as_str(), id.as_str())).ctx("read lease")? {
+                        Some(v) => metadata::decode("lease", &id, v.value())?,
+                        None => return Err(Error::not_found(format!("lease {id:?}"))),
+                    };
+                lease.labels.insert(EXPIRE_LABEL.to_string(), at);
+                t.insert(
+                    (namespace.as_str(), id.as_str()),
+                    lease.encode_to_vec().as_slice(),
+                )
+                .ctx("write lease")?;
+                Ok(())
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -376,12 +414,11 @@ impl Leases {
             .await
     }
 
-    /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when woken by
-    /// `wake` (a lease was created), and at least once a minute. Asks `gc` for a collection
-    /// when leases expired.
+    /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when a lease
+    /// gets an expiry, and at least once a minute. Asks `gc` for a collection when leases
+    /// expired.
     pub async fn run_expiry(
         self,
-        wake: std::sync::Arc<tokio::sync::Notify>,
         gc: crate::gc::Collector,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -406,7 +443,7 @@ impl Leases {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -1,8 +1,11 @@
 //! Pull: resolve a reference at its registry, fetch the manifest or index, pick the
 //! platform(s), fetch config and layers into the content store and record the image.
 //!
-//! - Everything runs under a lease (with a `containerd.io/gc.expire` label, deleted at the
-//!   end) so garbage collection leaves in-flight content alone.
+//! - Everything runs under a lease (with a `containerd.io/gc.expire` label) so garbage
+//!   collection leaves in-flight content alone; the lease holds each blob's ingest too. It
+//!   is deleted when the pull succeeds or meets a full disk. A pull that fails otherwise
+//!   leaves it to expire after the content store's ingest expiry: what was fetched (blobs
+//!   and partial ingests) stays that long for a resumed pull, then is collected.
 //! - Each blob is written through `ContentStore::writer` under containerd's ingest ref
 //!   (`manifest-<digest>`, `index-<digest>`, `config-<digest>`, `layer-<digest>`), so an
 //!   interrupted pull resumes: the writer reports what is already there and the registry is
@@ -248,8 +251,23 @@ impl Puller {
             progress: &progress,
         };
         let result = self.pull_leased(&job, &root, want.as_ref(), &opts).await;
-        if own_lease && let Err(e) = self.leases.delete(namespace, &lease).await {
-            tracing::warn!(lease = %lease, error = %e, "could not delete the pull's lease; it expires by itself");
+        if own_lease {
+            let kept = match &result {
+                Err(e) if !e.is_no_space() => {
+                    let keep = self.content.ingest_expiry();
+                    self.leases
+                        .expire_after(namespace, &lease, keep)
+                        .await
+                        .inspect(|()| {
+                            tracing::info!(lease = %lease, keep = %humantime::format_duration(keep), "pull failed: what it fetched is kept for a resumed pull")
+                        })
+                        .is_ok()
+                }
+                _ => false,
+            };
+            if !kept && let Err(e) = self.leases.delete(namespace, &lease).await {
+                tracing::warn!(lease = %lease, error = %e, "could not delete the pull's lease; it expires by itself");
+            }
         }
         let image = result?;
         tracing::info!(image = %image.name, digest = %root.digest, "pulled");
@@ -450,7 +468,13 @@ impl Puller {
         loop {
             match self
                 .content
-                .writer(job.namespace, &key, desc.size, &desc.digest)
+                .writer(
+                    job.namespace,
+                    &key,
+                    desc.size,
+                    &desc.digest,
+                    Some(job.lease),
+                )
                 .await
             {
                 Ok(w) => return Ok(Some(w)),
@@ -1073,7 +1097,7 @@ mod tests {
         // An earlier pull stopped half-way through the layer.
         let mut w = env
             .content
-            .writer("default", &ref_key(&desc), desc.size, &layer)
+            .writer("default", &ref_key(&desc), desc.size, &layer, None)
             .await
             .expect("writer");
         w.write(layer_bytes[..half].to_vec()).await.expect("write");
@@ -1114,7 +1138,7 @@ mod tests {
         let env = testutil::Env::new();
         let mut w = env
             .content
-            .writer("default", &ref_key(&desc), desc.size, &layer)
+            .writer("default", &ref_key(&desc), desc.size, &layer, None)
             .await
             .expect("writer");
         w.write(vec![0u8; half]).await.expect("write");
@@ -1338,7 +1362,7 @@ mod tests {
         };
         let mut w = env
             .content
-            .writer("default", &ref_key(&desc), desc.size, &layer)
+            .writer("default", &ref_key(&desc), desc.size, &layer, None)
             .await
             .expect("writer");
         w.write(layer_bytes[..layer_bytes.len() / 2].to_vec())

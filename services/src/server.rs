@@ -210,7 +210,11 @@ impl Daemon {
             key: "server.uuid".into(),
             message: e.to_string(),
         })?;
-        let content = crate::content::ContentStore::open(&config.root, store.clone())?;
+        let content = crate::content::ContentStore::open(
+            &config.root,
+            store.clone(),
+            config.content.ingest_expiry()?,
+        )?;
         let images = crate::images::Images::new(store.clone());
         let snapshot_store = store.clone();
         let snapshot_root = config.root.clone();
@@ -254,7 +258,6 @@ impl Daemon {
             registry_hosts: config.registry.config_path.clone(),
             state: config.state.clone(),
             leases: crate::leases::Leases::new(store.clone()),
-            lease_created: Arc::new(tokio::sync::Notify::new()),
             plugins: Arc::new(crate::plugins::daemon_plugins(
                 &config.root,
                 &runtime_root,
@@ -287,11 +290,7 @@ impl Daemon {
         let s = self.services.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-        let expiry = tokio::spawn(s.leases.clone().run_expiry(
-            s.lease_created.clone(),
-            s.gc.clone(),
-            stop_rx.clone(),
-        ));
+        let expiry = tokio::spawn(s.leases.clone().run_expiry(s.gc.clone(), stop_rx.clone()));
         // Whatever a crash or an earlier run left unreferenced goes soon after start.
         s.gc.schedule();
         // Subscribed before the ttrpc server takes the exits shims kept while we were down.

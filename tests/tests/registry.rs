@@ -334,20 +334,130 @@ fn interrupted_pull_resumes_without_refetching() {
     let d = Daemon::start();
     let r = reg.reference("big/multi:v1");
 
+    let big = interrupt_pull(&d, &auth, &mut reg, &r, &multi.image);
+    let committed = ok(&berth(&d, &auth, &["content", "ls", "-q"]), "content ls");
+
+    reg.restart();
+    let retry = berth(&d, &auth, &["pull", &r]);
+    ok(&retry, "retried pull");
+    let log = stderr(&retry);
+    // Blobs that finished before the interruption are not fetched again...
+    for digest in committed.lines().filter(|l| !l.is_empty()) {
+        let short = &digest.trim_start_matches("sha256:")[..12];
+        assert!(
+            !log.contains(&format!("{short}: downloading")),
+            "{short} was downloaded again:\n{log}"
+        );
+    }
+    // ... and the big layer resumes at the offset it had reached.
+    let short = &big.trim_start_matches("sha256:")[..12];
+    let resumed_at = log
+        .lines()
+        .find(|l| l.starts_with(&format!("{short}: downloading (")))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|r| r.split('/').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        resumed_at.is_some_and(|n| n > 4 << 20),
+        "{short} did not resume past 4 MiB:\n{log}"
+    );
+    let images = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
+    assert!(images.contains(&multi.image.manifest.digest), "{images}");
+}
+
+/// A failed pull leaves what it fetched to its lease, which keeps it for the configured
+/// ingest expiry (for a resumed pull) and then lets it go: the garbage collector takes the
+/// partial ingest, the blobs and the lease. An ingest no lease holds (`ctr content ingest`
+/// cut short) goes once untouched that long. Before ingests had owners, both stayed forever.
+#[test]
+fn a_failed_pulls_leftovers_are_collected_after_the_ingest_expiry() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", 48);
+    let mut reg = Registry::start();
+    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let d = Daemon::start_with_config("[content]\ningest_expiry = \"3s\"\n");
+    let r = reg.reference("big/multi:v1");
+    let big = interrupt_pull(&d, &auth, &mut reg, &r, &multi.image);
+
+    let active = ok(&d.ctr(&["content", "active"]), "content active");
+    assert!(active.contains(&format!("layer-{big}")), "{active}");
+    let leases = ok(&d.ctr(&["leases", "ls"]), "leases ls");
+    assert!(leases.contains("berth-pull-"), "{leases}");
+    assert!(leases.contains("containerd.io/gc.expire"), "{leases}");
+    // An unleased ingest: the client gives up after 10 of 1000 bytes.
+    let ten = work.path().join("ten");
+    std::fs::write(&ten, b"0123456789").expect("write");
+    let cut = Command::new(berth_tests::system_bin("ctr"))
+        .arg("--address")
+        .arg(&d.address)
+        .args(["content", "ingest", "--expected-size", "1000", "cut-short"])
+        .stdin(std::fs::File::open(&ten).expect("open"))
+        .output()
+        .expect("ctr content ingest");
+    assert!(!cut.status.success(), "a short ingest committed");
+    let active = ok(&d.ctr(&["content", "active"]), "content active");
+    assert!(active.contains("cut-short"), "{active}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = ok(&d.ctr(&["content", "active"]), "content active");
+        let leases = ok(&d.ctr(&["leases", "ls", "-q"]), "leases ls");
+        let blobs = ok(&d.ctr(&["content", "ls", "-q"]), "content ls");
+        if active.lines().count() <= 1 && leases.trim().is_empty() && blobs.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left after the expiry:\nactive:\n{active}\nleases:\n{leases}\nblobs:\n{blobs}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let used: u64 = walkdir(&d.root.join("content/ingest"));
+    assert_eq!(used, 0, "ingest directory still holds data");
+    let log = d.log_text();
+    assert!(log.contains("abandoned ingest removed"), "{log}");
+}
+
+/// Bytes of the regular files under `dir`.
+fn walkdir(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_dir() {
+            total += walkdir(&e.path());
+        } else {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// Starts `berth pull r` and kills the registry once the image's biggest layer is partly
+/// (over 4 MiB) downloaded; the pull must fail. Returns that layer's digest.
+fn interrupt_pull(
+    d: &Daemon,
+    auth: &Path,
+    reg: &mut Registry,
+    r: &str,
+    image: &berth_tests::fixtures::BuiltImage,
+) -> String {
     // Start a pull and stop the registry once the big layer is partly downloaded.
     let mut child = Command::new(bin("berth"))
         .arg("-a")
         .arg(&d.address)
-        .args(["pull", &r])
-        .env("BERTH_AUTH_FILE", &auth)
+        .args(["pull", r])
+        .env("BERTH_AUTH_FILE", auth)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pull");
     // The big layer's ingest (berth names layer ingests "layer-<digest>", one directory per
     // sha256("<namespace>\0<ref>")).
-    let big = multi
-        .image
+    let big = image
         .layers
         .iter()
         .max_by_key(|l| l.descriptor.size)
@@ -379,34 +489,7 @@ fn interrupted_pull_resumes_without_refetching() {
     reg.kill9();
     let first = child.wait_with_output().expect("wait");
     assert!(!first.status.success(), "the pull survived a dead registry");
-    let committed = ok(&berth(&d, &auth, &["content", "ls", "-q"]), "content ls");
-
-    reg.restart();
-    let retry = berth(&d, &auth, &["pull", &r]);
-    ok(&retry, "retried pull");
-    let log = stderr(&retry);
-    // Blobs that finished before the interruption are not fetched again...
-    for digest in committed.lines().filter(|l| !l.is_empty()) {
-        let short = &digest.trim_start_matches("sha256:")[..12];
-        assert!(
-            !log.contains(&format!("{short}: downloading")),
-            "{short} was downloaded again:\n{log}"
-        );
-    }
-    // ... and the big layer resumes at the offset it had reached.
-    let short = &big.trim_start_matches("sha256:")[..12];
-    let resumed_at = log
-        .lines()
-        .find(|l| l.starts_with(&format!("{short}: downloading (")))
-        .and_then(|l| l.split('(').nth(1))
-        .and_then(|r| r.split('/').next())
-        .and_then(|n| n.parse::<u64>().ok());
-    assert!(
-        resumed_at.is_some_and(|n| n > 4 << 20),
-        "{short} did not resume past 4 MiB:\n{log}"
-    );
-    let images = ok(&berth(&d, &auth, &["images", "--digests"]), "images");
-    assert!(images.contains(&multi.image.manifest.digest), "{images}");
+    big
 }
 
 #[test]

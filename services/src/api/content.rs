@@ -241,7 +241,10 @@ async fn write_session(
     }
     let mut total = req.total;
     let mut expected = req.expected.clone();
-    let mut w = s.content.writer(ns, &req.r#ref, total, &expected).await?;
+    let mut w = s
+        .content
+        .writer(ns, &req.r#ref, total, &expected, lease.as_deref())
+        .await?;
     loop {
         let action = WriteAction::try_from(req.action)
             .map_err(|_| Error::invalid(format!("unknown write action {}", req.action)))?;

@@ -50,9 +50,6 @@ impl Leases for LeasesApi {
             req.id
         };
         let lease = self.0.leases.create(&ns, id, req.labels).await?;
-        if lease.expires_at().is_some() {
-            self.0.lease_created.notify_one();
-        }
         Ok(Response::new(pb::CreateResponse {
             lease: Some(lease.into()),
         }))

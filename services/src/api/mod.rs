@@ -147,7 +147,6 @@ pub struct Services {
     /// The daemon's runtime state directory.
     pub state: std::path::PathBuf,
     pub leases: crate::leases::Leases,
-    pub lease_created: std::sync::Arc<tokio::sync::Notify>,
     pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,
     pub server_uuid: String,
     pub snapshotters: crate::snapshots::Snapshotters,

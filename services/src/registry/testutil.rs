@@ -410,7 +410,12 @@ impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().expect("tmp");
         let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let content = ContentStore::open(dir.path(), meta.clone()).expect("content");
+        let content = ContentStore::open(
+            dir.path(),
+            meta.clone(),
+            crate::content::DEFAULT_INGEST_EXPIRY,
+        )
+        .expect("content");
         Env {
             content,
             images: Images::new(meta.clone()),
