@@ -18,6 +18,7 @@ pub mod identifiers;
 pub mod images;
 pub mod labels;
 pub mod leases;
+pub mod memory;
 pub mod metadata;
 pub mod namespaces;
 pub mod plugins;

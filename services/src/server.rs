@@ -291,6 +291,7 @@ impl Daemon {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
         let expiry = tokio::spawn(s.leases.clone().run_expiry(s.gc.clone(), stop_rx.clone()));
+        let give_back = tokio::spawn(crate::memory::run(stop_rx.clone()));
         // Whatever a crash or an earlier run left unreferenced goes soon after start.
         s.gc.schedule();
         // Subscribed before the ttrpc server takes the exits shims kept while we were down.
@@ -425,6 +426,7 @@ impl Daemon {
             tracing::warn!(error = %e, "ttrpc shutdown");
         }
         let _ = expiry.await;
+        let _ = give_back.await;
         let _ = autoremove.await;
         remove_socket(&grpc_path);
         remove_socket(&ttrpc_path);
