@@ -119,6 +119,7 @@ pub fn apply_layer(
         unpacked: HashSet::new(),
         dir_times: Vec::new(),
         last_parent: None,
+        proc_fd: Path::new("/proc/self/fd").is_dir(),
         room: free_bytes(target),
         claimed: 0,
     };
@@ -155,6 +156,47 @@ pub fn apply_layer(
     Ok(ApplyStats { diff_id, size })
 }
 
+/// The parent directory of the last entry, and a handle on it once it exists.
+///
+/// Every file operation of an entry goes through `/proc/self/fd/<handle>/<name>`: the
+/// kernel jumps to the directory through the handle and walks one component, where the
+/// host path would cost it a walk of the entry's whole depth for each of the entry's ten or
+/// so system calls (1,000 files at depth 1,000 took 40 s of CPU that way).
+struct LastParent {
+    /// Its components in the layer.
+    comps: Vec<std::ffi::OsString>,
+    /// Its path on the host (for messages, records and directory times).
+    host: PathBuf,
+    /// An `O_PATH` handle on it and the short path that names it.
+    handle: Option<(std::os::fd::OwnedFd, PathBuf)>,
+}
+
+impl LastParent {
+    /// The path to do file operations in this directory through.
+    fn at(&self) -> &Path {
+        self.handle.as_ref().map_or(&self.host, |(_, p)| p)
+    }
+}
+
+/// Opens an `O_PATH` handle on a directory and the `/proc/self/fd` path that names it.
+fn dir_handle(path: &Path) -> Option<(std::os::fd::OwnedFd, PathBuf)> {
+    use std::os::fd::AsRawFd;
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Some((fd, short))
+}
+
+/// Paths to a parent directory longer than this go through a handle on it ([`LastParent`]).
+pub(crate) const HANDLE_PATH_BYTES: usize = 256;
+
 struct Applier<'a> {
     root: &'a Path,
     opts: &'a ApplyOptions,
@@ -162,10 +204,12 @@ struct Applier<'a> {
     unpacked: HashSet<PathBuf>,
     /// Directory mtimes, set once every entry is in place.
     dir_times: Vec<(PathBuf, FileTime)>,
-    /// The parent directory the last entry resolved to, by its entry components: the next
-    /// entry in the same directory (or below it) starts from there. Dropped whenever an
-    /// entry removes or replaces anything.
-    last_parent: Option<(Vec<std::ffi::OsString>, PathBuf)>,
+    /// The parent directory the last entry resolved to: the next entry in the same
+    /// directory (or below it) starts from there. Dropped whenever an entry removes or
+    /// replaces anything.
+    last_parent: Option<LastParent>,
+    /// Whether `/proc/self/fd` can name directory handles (it can wherever /proc is mounted).
+    proc_fd: bool,
     /// Bytes the target's filesystem had free when the layer began (None: unknown).
     room: Option<u64>,
     /// File bytes this layer has claimed so far.
@@ -194,11 +238,16 @@ fn invalid(entry: &str, reason: impl Into<String>) -> SnapshotterError {
 }
 
 fn remove_any(path: &Path) -> Result<()> {
-    match fs::symlink_metadata(path) {
+    remove_any_at(path, path)
+}
+
+/// [`remove_any`] of `at`, which names `shown` (what messages say).
+fn remove_any_at(at: &Path, shown: &Path) -> Result<()> {
+    match fs::symlink_metadata(at) {
         Ok(m) if m.is_dir() => {
-            fs::remove_dir_all(path).map_err(|e| SnapshotterError::io("remove dir", path, e))
+            fs::remove_dir_all(at).map_err(|e| SnapshotterError::io("remove dir", shown, e))
         }
-        Ok(_) => fs::remove_file(path).map_err(|e| SnapshotterError::io("remove", path, e)),
+        Ok(_) => fs::remove_file(at).map_err(|e| SnapshotterError::io("remove", shown, e)),
         Err(e)
             if matches!(
                 e.kind(),
@@ -207,7 +256,7 @@ fn remove_any(path: &Path) -> Result<()> {
         {
             Ok(())
         }
-        Err(e) => Err(SnapshotterError::io("lstat", path, e)),
+        Err(e) => Err(SnapshotterError::io("lstat", shown, e)),
     }
 }
 
@@ -234,16 +283,56 @@ impl Applier<'_> {
     }
 
     /// The host directory of an entry's parent components, from the last one when it is a
-    /// prefix of them.
+    /// prefix of them; it becomes the last parent (with a handle on it if it exists).
     fn resolve_parent(&mut self, parents: &[std::ffi::OsString], name: &str) -> Result<PathBuf> {
-        let resolved = match &self.last_parent {
-            Some((comps, dir)) if parents.starts_with(comps) => {
-                crate::secure::resolve_from(self.root, dir.clone(), &parents[comps.len()..], name)?
-            }
-            _ => resolve_in_root(self.root, parents, name)?,
+        if let Some(last) = &self.last_parent
+            && last.comps == parents
+        {
+            return Ok(last.host.clone());
+        }
+        let (host, probe) = match &self.last_parent {
+            Some(last) if parents.starts_with(&last.comps) => crate::secure::resolve_from(
+                self.root,
+                last.host.clone(),
+                last.handle.as_ref().map(|(_, p)| p.clone()),
+                &parents[last.comps.len()..],
+                name,
+            )?,
+            _ => (resolve_in_root(self.root, parents, name)?, None),
         };
-        self.last_parent = Some((parents.to_vec(), resolved.clone()));
-        Ok(resolved)
+        // The new handle is opened through the old one, before the old one is closed.
+        let handle = if self.wants_handle(&host) {
+            dir_handle(probe.as_ref().unwrap_or(&host))
+        } else {
+            None
+        };
+        self.last_parent = Some(LastParent {
+            comps: parents.to_vec(),
+            host: host.clone(),
+            handle,
+        });
+        Ok(host)
+    }
+
+    /// The path to do file operations in the last parent through (see [`LastParent`]),
+    /// taking a handle on it if it has none yet (it did not exist when resolved).
+    fn parent_at(&mut self) -> Option<PathBuf> {
+        let wanted = self
+            .last_parent
+            .as_ref()
+            .is_some_and(|l| l.handle.is_none() && self.wants_handle(&l.host));
+        let last = self.last_parent.as_mut()?;
+        if wanted {
+            last.handle = dir_handle(&last.host);
+        }
+        Some(last.at().to_path_buf())
+    }
+
+    /// Whether operations in `dir` should go through a handle: when its path is long
+    /// enough that the kernel's walk of it costs more than the `/proc` lookups (a shallow
+    /// tree, as in real images, is quicker by its path: 15% on 10,000 files at depth 10).
+    fn wants_handle(&self, dir: &Path) -> bool {
+        self.proc_fd && dir.as_os_str().len() > HANDLE_PATH_BYTES
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
@@ -264,8 +353,23 @@ impl Applier<'_> {
             self.last_parent = None;
             return self.whiteout(&parent, hidden, entry.header(), &name);
         }
-        self.ensure_dir(&parent, &name)?;
+        // A parent with a handle exists and is a directory (the handle is O_DIRECTORY).
+        if self
+            .last_parent
+            .as_ref()
+            .is_none_or(|l| l.handle.is_none())
+        {
+            self.ensure_dir(&parent, &name)?;
+        }
         let path = parent.join(base);
+        // `at` names the same file as `path`, through the parent's handle: every system
+        // call below uses it; messages and records use `path`. The handle stays open until
+        // this entry is done (`_hold` keeps it when the cache is dropped).
+        let at = self
+            .parent_at()
+            .unwrap_or_else(|| parent.clone())
+            .join(base);
+        let mut _hold: Option<LastParent> = None;
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().map_err(tar_err(Some(&name)))? & 0o7777;
@@ -276,11 +380,11 @@ impl Applier<'_> {
         let xattrs = pax_xattrs(entry, &name)?;
 
         // Replace whatever is there, unless a directory meets a directory.
-        if let Ok(existing) = fs::symlink_metadata(&path)
+        if let Ok(existing) = fs::symlink_metadata(&at)
             && !(existing.is_dir() && kind.is_dir())
         {
-            self.last_parent = None;
-            remove_any(&path)?;
+            _hold = self.last_parent.take();
+            remove_any_at(&at, &path)?;
         }
 
         use tar::EntryType as T;
@@ -310,13 +414,13 @@ impl Applier<'_> {
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .open(&path)
+                    .open(&at)
                     .map_err(|e| SnapshotterError::io("create", &path, e))?;
                 io::copy(entry, &mut file).map_err(tar_err(Some(&name)))?;
             }
             T::Directory => {
-                if fs::symlink_metadata(&path).is_err() {
-                    fs::create_dir(&path).map_err(|e| SnapshotterError::io("mkdir", &path, e))?;
+                if fs::symlink_metadata(&at).is_err() {
+                    fs::create_dir(&at).map_err(|e| SnapshotterError::io("mkdir", &path, e))?;
                 }
             }
             T::Symlink => {
@@ -324,7 +428,7 @@ impl Applier<'_> {
                     .link_name()
                     .map_err(tar_err(Some(&name)))?
                     .ok_or_else(|| invalid(&name, "symlink without a target"))?;
-                std::os::unix::fs::symlink(&link, &path)
+                std::os::unix::fs::symlink(&link, &at)
                     .map_err(|e| SnapshotterError::io("symlink", &path, e))?;
             }
             T::Link => {
@@ -339,7 +443,7 @@ impl Applier<'_> {
                     return Err(invalid(&name, "hard link to the layer root"));
                 };
                 let source = resolve_in_root(self.root, lparents, &name)?.join(lbase);
-                fs::hard_link(&source, &path).map_err(|e| SnapshotterError::Io {
+                fs::hard_link(&source, &at).map_err(|e| SnapshotterError::Io {
                     op: "hard link",
                     path: path.clone(),
                     source: io::Error::new(
@@ -363,7 +467,7 @@ impl Applier<'_> {
                     .map_err(tar_err(Some(&name)))?
                     .unwrap_or(0);
                 mknod(
-                    &path,
+                    &at,
                     sflag,
                     Mode::from_bits_truncate(0o600),
                     makedev(major.into(), minor.into()),
@@ -387,18 +491,18 @@ impl Applier<'_> {
         }
 
         // Owner first: chown clears setuid/setgid and security.capability.
-        std::os::unix::fs::lchown(&path, Some(uid as u32), Some(gid as u32))
+        std::os::unix::fs::lchown(&at, Some(uid as u32), Some(gid as u32))
             .map_err(|e| SnapshotterError::io("lchown", &path, e))?;
-        let is_symlink = fs::symlink_metadata(&path)
+        let is_symlink = fs::symlink_metadata(&at)
             .map_err(|e| SnapshotterError::io("lstat", &path, e))?
             .file_type()
             .is_symlink();
         if !is_symlink {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            fs::set_permissions(&at, fs::Permissions::from_mode(mode))
                 .map_err(|e| SnapshotterError::io("chmod", &path, e))?;
         }
         for (key, value) in &xattrs {
-            if let Err(e) = xattr::set(&path, key, value) {
+            if let Err(e) = xattr::set(&at, key, value) {
                 // As containerd: a filesystem without xattrs, or a security.* the kernel
                 // will not take, is a warning, not a failed pull.
                 let errno = e.raw_os_error();
@@ -419,7 +523,7 @@ impl Applier<'_> {
         match kind {
             T::Directory => self.dir_times.push((path.clone(), mtime)),
             T::Link => {}
-            _ => filetime::set_symlink_file_times(&path, mtime, mtime)
+            _ => filetime::set_symlink_file_times(&at, mtime, mtime)
                 .map_err(|e| SnapshotterError::io("set times", &path, e))?,
         }
         self.unpacked.insert(path);
@@ -490,10 +594,69 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Sets the directories' times, last created first, once every entry is in place (as
+    /// containerd does). One handle walks from directory to directory by names and `..`,
+    /// never through a symlink, and each time is set on a name in its parent without
+    /// following it: a directory that a later entry removed or put behind a symlink is
+    /// skipped, no time lands outside the target, and no step costs a directory's depth.
     fn finish(&mut self) -> Result<()> {
+        use nix::errno::Errno;
+        use nix::fcntl::{OFlag, open, openat};
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        use std::ffi::{OsStr, OsString};
+        use std::os::fd::{AsFd, OwnedFd};
+
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let root = open(self.root, flags, Mode::empty())
+            .map_err(|e| SnapshotterError::nix("open", self.root, e))?;
+        // Where the handle is: its components below the root, and the handle (None: root).
+        let mut at: Vec<OsString> = Vec::new();
+        let mut handle: Option<OwnedFd> = None;
         for (path, mtime) in self.dir_times.iter().rev() {
-            filetime::set_symlink_file_times(path, *mtime, *mtime)
-                .map_err(|e| SnapshotterError::io("set times", path, e))?;
+            let Ok(rel) = path.strip_prefix(self.root) else {
+                continue;
+            };
+            let want: Vec<&OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+            let Some((name, parent)) = want.split_last() else {
+                continue;
+            };
+            let common = at
+                .iter()
+                .zip(parent)
+                .take_while(|(a, b)| a.as_os_str() == **b)
+                .count();
+            while at.len() > common {
+                let dir = handle.as_ref().map_or(root.as_fd(), |h| h.as_fd());
+                let up = openat(dir, "..", flags, Mode::empty())
+                    .map_err(|e| SnapshotterError::nix("open ..", path, e))?;
+                at.pop();
+                handle = (!at.is_empty()).then_some(up);
+            }
+            let mut reached = true;
+            for c in &parent[common..] {
+                let dir = handle.as_ref().map_or(root.as_fd(), |h| h.as_fd());
+                match openat(dir, *c, flags, Mode::empty()) {
+                    Ok(next) => {
+                        handle = Some(next);
+                        at.push(c.to_os_string());
+                    }
+                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
+                        reached = false;
+                        break;
+                    }
+                    Err(e) => return Err(SnapshotterError::nix("open", path, e)),
+                }
+            }
+            if !reached {
+                continue;
+            }
+            let dir = handle.as_ref().map_or(root.as_fd(), |h| h.as_fd());
+            let t = TimeSpec::new(mtime.unix_seconds(), i64::from(mtime.nanoseconds()));
+            match utimensat(dir, *name, &t, &t, UtimensatFlags::NoFollowSymlink) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(SnapshotterError::nix("set times", path, e)),
+            }
         }
         Ok(())
     }

@@ -875,6 +875,63 @@ fn a_directory_replaced_by_a_symlink_mid_layer_is_resolved_again() {
     assert!(lookups < 1_000, "{lookups} path lookups for 350 entries");
 }
 
+/// The same, below a prefix deep enough that entries go through a handle on their parent
+/// (paths over 256 bytes): the handle never outlives a replacement, nothing is written
+/// through a stale directory, and the directory times land where they belong.
+#[test]
+fn deep_entries_through_handles_stay_inside_and_get_their_times() {
+    let outer = tmp();
+    let root = outer.path().join("root");
+    let outside = outer.path().join("outside");
+    fs::create_dir_all(&root).expect("root");
+    fs::create_dir_all(outside.join("b")).expect("outside");
+    let abs = outside.to_str().expect("utf8");
+    let mut layer = Layer::new();
+    let mut prefix = String::new();
+    for i in 0..80 {
+        prefix.push_str(&format!("level{i:02}/"));
+        layer = layer.dir(&prefix, 0o755);
+    }
+    assert!(prefix.len() > 2 * super::apply::HANDLE_PATH_BYTES);
+    let p = |rest: &str| format!("{prefix}{rest}");
+    let layer = layer
+        .dir(&p("a"), 0o755)
+        .dir(&p("a/b"), 0o755)
+        .file(&p("a/b/one"), b"1")
+        // The parent of later entries becomes a symlink out of the target...
+        .symlink(&p("a/b"), abs)
+        .file(&p("a/b/two"), b"2")
+        // ... and so does an ancestor of a directory whose time is set at the end.
+        .dir(&p("c"), 0o755)
+        .dir(&p("c/b"), 0o755)
+        .symlink(&p("c"), abs)
+        .file(&p("f1"), b"x")
+        .file(&p("f2"), b"y")
+        .bytes();
+    let outside_time = filetime::FileTime::from_unix_time(1_000_000, 0);
+    filetime::set_file_mtime(outside.join("b"), outside_time).expect("set time");
+    apply(&layer, &root, &native()).expect("apply");
+    assert!(
+        !outside.join("two").exists(),
+        "written through a stale handle"
+    );
+    assert_eq!(
+        fs::read(root.join(abs.trim_start_matches('/')).join("two")).expect("inside"),
+        b"2"
+    );
+    assert_eq!(fs::read(root.join(p("f2"))).expect("f2"), b"y");
+    let mtime = |path: &Path| {
+        filetime::FileTime::from_last_modification_time(&fs::symlink_metadata(path).expect("stat"))
+    };
+    assert_eq!(
+        mtime(&outside.join("b")),
+        outside_time,
+        "a time set outside"
+    );
+    assert_eq!(mtime(&root.join(&prefix)).unix_seconds(), MTIME as i64);
+    assert_eq!(mtime(&root.join("level00")).unix_seconds(), MTIME as i64);
+}
+
 #[test]
 fn a_cancelled_apply_stops() {
     let root = tmp();

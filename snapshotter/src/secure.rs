@@ -48,17 +48,22 @@ pub(crate) fn resolve_in_root(
     components: &[OsString],
     entry: &str,
 ) -> Result<PathBuf> {
-    resolve_from(root, root.to_path_buf(), components, entry)
+    resolve_from(root, root.to_path_buf(), None, components, entry).map(|(p, _)| p)
 }
 
 /// [`resolve_in_root`] of `components` below `start`, a path already resolved inside
 /// `root` (so a layer's entries in one directory cost one step each, not their depth).
+/// `probe` is a short path naming the same directory as `start` (`/proc/self/fd/<n>` of a
+/// handle on it): lookups go through it, so the kernel walks a few components instead of
+/// the whole depth. The result's second part is the short path of the result, kept while
+/// it can be (no symlink or `..` on the way).
 pub(crate) fn resolve_from(
     root: &Path,
     start: PathBuf,
+    mut probe: Option<PathBuf>,
     components: &[OsString],
     entry: &str,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Option<PathBuf>)> {
     let mut pending: VecDeque<OsString> = components.iter().cloned().collect();
     let mut depth = start
         .strip_prefix(root)
@@ -80,15 +85,18 @@ pub(crate) fn resolve_from(
             }
             resolved.pop();
             depth -= 1;
+            probe = None;
             continue;
         }
         if c == OsStr::new(".") || c.is_empty() {
             continue;
         }
         let candidate = resolved.join(&c);
+        let probe_candidate = probe.as_ref().map(|p| p.join(&c));
+        let looked_up = probe_candidate.as_ref().unwrap_or(&candidate);
         #[cfg(test)]
         LOOKUPS.with(|n| n.set(n.get() + 1));
-        match fs::symlink_metadata(&candidate) {
+        match fs::symlink_metadata(looked_up) {
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -97,8 +105,9 @@ pub(crate) fn resolve_from(
                         candidate.display()
                     )));
                 }
-                let target = fs::read_link(&candidate)
+                let target = fs::read_link(looked_up)
                     .map_err(|e| SnapshotterError::io("readlink", &candidate, e))?;
+                probe = None;
                 if target.is_absolute() {
                     resolved = root.to_path_buf();
                     depth = 0;
@@ -117,16 +126,18 @@ pub(crate) fn resolve_from(
             }
             Ok(_) => {
                 resolved = candidate;
+                probe = probe_candidate;
                 depth += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 resolved = candidate;
+                probe = probe_candidate;
                 depth += 1;
             }
             Err(e) => return Err(SnapshotterError::io("lstat", &candidate, e)),
         }
     }
-    Ok(resolved)
+    Ok((resolved, probe))
 }
 
 #[cfg(test)]
