@@ -16,6 +16,11 @@ use crate::{digest, labels};
 /// The label that sets a lease's expiry.
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
+/// The id prefix of the lease a pull makes for itself.
+pub const PULL_LEASE_PREFIX: &str = "berth-pull-";
+/// The id prefix of the lease an import makes for itself.
+pub const IMPORT_LEASE_PREFIX: &str = "berth-import-";
+
 /// A lease. Stored as the `leases` table's record.
 #[derive(Clone, PartialEq, Message)]
 pub struct Lease {
@@ -412,6 +417,51 @@ impl Leases {
                 Ok((due, next))
             })
             .await
+    }
+
+    /// At start: the leases berthd made for its own pulls and imports that a previous run
+    /// left (it was killed mid-way) belong to work that died with it. Each is given `keep`
+    /// to live from now (unless it ends sooner), so that what it fetched stays for a resumed
+    /// pull that long and is then collected, as after a failed pull. Returns their ids.
+    pub async fn expire_leftovers(&self, keep: Duration) -> Result<Vec<(String, String)>> {
+        let now = SystemTime::now();
+        let at = now + keep;
+        let label = humantime::format_rfc3339_seconds(at).to_string();
+        let changed = self
+            .store
+            .update(move |txn| {
+                let mut t = txn.open_table(LEASES).ctx("open leases")?;
+                let mut due = Vec::new();
+                for item in t.iter().ctx("scan leases")? {
+                    let (k, v) = item.ctx("read lease")?;
+                    let (ns, id) = k.value();
+                    if !(id.starts_with(PULL_LEASE_PREFIX) || id.starts_with(IMPORT_LEASE_PREFIX)) {
+                        continue;
+                    }
+                    let mut lease: Lease = metadata::decode("lease", id, v.value())?;
+                    if lease.expires_at().is_some_and(|e| e <= at) {
+                        continue;
+                    }
+                    lease.labels.insert(EXPIRE_LABEL.to_string(), label.clone());
+                    due.push((ns.to_string(), lease));
+                }
+                for (ns, lease) in &due {
+                    t.insert(
+                        (ns.as_str(), lease.id.as_str()),
+                        lease.encode_to_vec().as_slice(),
+                    )
+                    .ctx("write lease")?;
+                }
+                Ok(due
+                    .into_iter()
+                    .map(|(ns, l)| (ns, l.id))
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        if !changed.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(changed)
     }
 
     /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when a lease

@@ -275,7 +275,11 @@ impl Puller {
     }
 
     async fn start_lease(&self, namespace: &str) -> Result<String> {
-        let id = format!("berth-pull-{}", uuid::Uuid::new_v4().simple());
+        let id = format!(
+            "{}{}",
+            leases::PULL_LEASE_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
         let mut labels = BTreeMap::new();
         labels.insert(
             leases::EXPIRE_LABEL.to_string(),

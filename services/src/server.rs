@@ -270,6 +270,12 @@ impl Daemon {
             store,
             tasks,
         };
+        // Pulls and imports do not outlive the process: what a killed run's left is kept
+        // for a resumed pull as long as a failed pull's, then collected.
+        let keep = config.content.ingest_expiry()?;
+        for (namespace, id) in services.leases.expire_leftovers(keep).await? {
+            tracing::info!(%namespace, lease = %id, keep = %humantime::format_duration(keep), "lease of a pull or import the previous run left: expires soon");
+        }
         Ok(Daemon {
             config,
             services,

@@ -354,11 +354,7 @@ impl Applier<'_> {
             return self.whiteout(&parent, hidden, entry.header(), &name);
         }
         // A parent with a handle exists and is a directory (the handle is O_DIRECTORY).
-        if self
-            .last_parent
-            .as_ref()
-            .is_none_or(|l| l.handle.is_none())
-        {
+        if self.last_parent.as_ref().is_none_or(|l| l.handle.is_none()) {
             self.ensure_dir(&parent, &name)?;
         }
         let path = parent.join(base);

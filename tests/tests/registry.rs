@@ -402,6 +402,14 @@ fn a_failed_pulls_leftovers_are_collected_after_the_ingest_expiry() {
     let active = ok(&d.ctr(&["content", "active"]), "content active");
     assert!(active.contains("cut-short"), "{active}");
 
+    wait_until_all_collected(&d);
+    let log = d.log_text();
+    assert!(log.contains("abandoned ingest removed"), "{log}");
+}
+
+/// Waits (up to a minute) until berthd holds no ingest, lease or blob, and checks that the
+/// ingest directory holds no data.
+fn wait_until_all_collected(d: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let active = ok(&d.ctr(&["content", "active"]), "content active");
@@ -418,8 +426,53 @@ fn a_failed_pulls_leftovers_are_collected_after_the_ingest_expiry() {
     }
     let used: u64 = walkdir(&d.root.join("content/ingest"));
     assert_eq!(used, 0, "ingest directory still holds data");
+}
+
+/// A pull that dies with berthd (kill -9 mid-layer) leaves its lease, which nobody will
+/// delete: the next start gives it the ingest expiry, after which the partial ingest, the
+/// blobs and the lease are collected.
+#[test]
+fn a_pull_killed_with_berthd_is_collected_after_the_restart() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", 48);
+    let reg = Registry::start();
+    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let mut d = Daemon::start_with_config("[content]\ningest_expiry = \"3s\"\n");
+    let r = reg.reference("big/multi:v1");
+    let mut child = Command::new(bin("berth"))
+        .arg("-a")
+        .arg(&d.address)
+        .args(["pull", &r])
+        .env("BERTH_AUTH_FILE", &auth)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pull");
+    let ingest = d.root.join("content/ingest");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while walkdir(&ingest) < 4 << 20 {
+        assert!(Instant::now() < deadline, "no partial download appeared");
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the pull finished before berthd could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    d.kill9();
+    let _ = child.wait();
+    d.restart();
+    let leases = ok(&d.ctr(&["leases", "ls"]), "leases ls");
+    assert!(leases.contains("berth-pull-"), "{leases}");
+    wait_until_all_collected(&d);
     let log = d.log_text();
-    assert!(log.contains("abandoned ingest removed"), "{log}");
+    assert!(
+        log.contains("lease of a pull or import the previous run left"),
+        "{log}"
+    );
 }
 
 /// Bytes of the regular files under `dir`.

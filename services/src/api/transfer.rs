@@ -338,7 +338,11 @@ impl TransferApi {
                 None,
             ),
             None => {
-                let id = format!("berth-import-{}", uuid::Uuid::new_v4().simple());
+                let id = format!(
+                    "{}{}",
+                    crate::leases::IMPORT_LEASE_PREFIX,
+                    uuid::Uuid::new_v4().simple()
+                );
                 let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
                 let labels = std::collections::BTreeMap::from([(
                     crate::leases::EXPIRE_LABEL.to_string(),
