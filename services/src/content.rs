@@ -569,7 +569,14 @@ impl ContentStore {
         }
         if !expected.is_empty() {
             digest::validate(expected)?;
-            if self.info(namespace, expected).await.is_ok() {
+            // A blob the namespace has is AlreadyExists, and (as in containerd) held by the
+            // writer's lease in the same transaction as the check: a client that skips the
+            // download relies on the blob staying while its lease lives.
+            let exists = match lease {
+                Some(l) => self.hold(namespace, l, expected).await?,
+                None => self.info(namespace, expected).await.is_ok(),
+            };
+            if exists {
                 return Err(Error::already_exists(format!("content {expected}")));
             }
         }
@@ -1053,6 +1060,42 @@ mod tests {
             .expect("writer");
         assert_eq!(w.offset(), 0);
         assert_eq!(w.status().expected, sha(b"two"));
+    }
+
+    /// A writer for a blob the namespace has answers AlreadyExists and holds the blob in
+    /// its lease, as containerd's does: found by the soak, where a client-side pull skipped
+    /// a blob that another client's image removal then had collected under it.
+    #[tokio::test]
+    async fn an_existing_blob_is_held_by_the_writers_lease() {
+        let (_d, cs) = store().await;
+        let data = b"shared layer".to_vec();
+        let dg = sha(&data);
+        let mut w = cs.writer("ns", "a", 0, &dg, None).await.expect("writer");
+        w.write(data).await.expect("write");
+        w.commit(0, "", BTreeMap::new(), None)
+            .await
+            .expect("commit");
+        let leases = crate::leases::Leases::new(cs.inner.store.clone());
+        leases
+            .create("ns", "pull".into(), BTreeMap::new())
+            .await
+            .expect("lease");
+        let err = cs
+            .writer("ns", "b", 0, &dg, Some("pull"))
+            .await
+            .err()
+            .expect("exists");
+        assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+        let held: Vec<String> = leases
+            .list_resources("ns", "pull")
+            .await
+            .expect("resources")
+            .into_iter()
+            .map(|r| format!("{}/{}", r.kind, r.id))
+            .collect();
+        assert_eq!(held, vec![format!("content/{dg}")]);
+        let missing = cs.writer("ns", "c", 0, &dg, Some("nope")).await.err();
+        assert!(matches!(missing, Some(Error::NotFound(_))), "{missing:?}");
     }
 
     #[tokio::test]
