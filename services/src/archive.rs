@@ -69,24 +69,16 @@ const INDEX_FILE: &str = "index.json";
 const DOCKER_MANIFEST_FILE: &str = "manifest.json";
 const LAYOUT_VERSION: &str = "1.0.0";
 
-const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const MT_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const MT_DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
-const MT_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-const MT_DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+use crate::registry::media::{
+    DOCKER_CONFIG as MT_DOCKER_CONFIG, DOCKER_LAYER as MT_DOCKER_LAYER,
+    DOCKER_LAYER_GZIP as MT_DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD as MT_DOCKER_LAYER_ZSTD,
+    DOCKER_LIST as MT_DOCKER_LIST, DOCKER_MANIFEST as MT_DOCKER_MANIFEST,
+    DOCKER_SCHEMA1 as MT_DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED as MT_DOCKER_SCHEMA1_SIGNED,
+    OCI_CONFIG as MT_OCI_CONFIG, OCI_INDEX as MT_OCI_INDEX, OCI_MANIFEST as MT_OCI_MANIFEST,
+};
 
 const LABEL_UNCOMPRESSED: &str = "containerd.io/uncompressed";
 const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source.";
-const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
-const GC_MANIFEST: &str = "containerd.io/gc.ref.content.m.";
-const GC_LAYER: &str = "containerd.io/gc.ref.content.l.";
-const GC_OTHER: &str = "containerd.io/gc.ref.content.";
 
 /// The largest JSON document read from an archive or the content store (containerd's
 /// importer limit).
@@ -1189,13 +1181,13 @@ enum Compression {
     Zstd,
 }
 
+/// How a member starting with `head` is compressed (by its magic, as the layer applier
+/// tells).
 fn detect_compression(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
+    match berth_snapshotter::Compression::detect(head) {
+        berth_snapshotter::Compression::Gzip => Compression::Gzip,
+        berth_snapshotter::Compression::Zstd => Compression::Zstd,
+        _ => Compression::None,
     }
 }
 
@@ -1915,58 +1907,13 @@ fn kind(media_type: &str) -> Kind {
     }
 }
 
-fn is_layer(media_type: &str) -> bool {
-    if media_type.starts_with("application/vnd.oci.image.layer.") {
-        return true;
-    }
-    let base = media_type.split('+').next().unwrap_or_default();
-    matches!(
-        base,
-        MT_DOCKER_LAYER
-            | MT_DOCKER_LAYER_GZIP
-            | MT_DOCKER_LAYER_ZSTD
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-            | "application/vnd.erofs.layer.v1"
-    )
-}
-
-fn is_known_config(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        MT_DOCKER_CONFIG
-            | MT_OCI_CONFIG
-            | "application/vnd.containerd.container.criu.checkpoint.criu.tar"
-            | "application/vnd.containerd.container.checkpoint.config.v1+proto"
-    )
-}
-
-/// containerd's `SetChildrenLabels` with `ChildGCLabels`: one label per child, keyed by
-/// its kind and numbered per kind (`...m.0`, `...l.3`; the config key is unnumbered).
+/// containerd's `SetChildrenLabels` with `ChildGCLabels` ([`media::child_gc_labels`]).
 fn gc_labels(children: &[&JsonDescriptor]) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for child in children {
-        let mt = child.media_type.as_str();
-        let key = if is_known_config(mt) {
-            GC_CONFIG
-        } else if kind(mt) == Kind::Manifest {
-            GC_MANIFEST
-        } else if is_layer(mt) {
-            GC_LAYER
-        } else {
-            GC_OTHER
-        };
-        let n = counts.entry(key).or_insert(0);
-        let full = if *n > 0 || key.ends_with('.') {
-            format!("{key}{n}")
-        } else {
-            key.to_string()
-        };
-        *n += 1;
-        labels.insert(full, child.digest.clone());
-    }
-    labels
+    media::child_gc_labels(
+        children
+            .iter()
+            .map(|c| (c.media_type.as_str(), c.digest.as_str())),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2049,6 +1996,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GC_CONFIG: &str = "containerd.io/gc.ref.content.config";
+    const GC_MANIFEST: &str = "containerd.io/gc.ref.content.m.";
     use crate::filters::Filter;
     use crate::metadata::Store;
 

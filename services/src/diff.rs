@@ -28,14 +28,11 @@ use crate::error::{Error, Result};
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
 
-pub const MEDIA_TYPE_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-const MEDIA_TYPE_LAYER_NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const DOCKER_LAYER_FOREIGN_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+use crate::registry::media;
+pub use crate::registry::media::{
+    OCI_LAYER as MEDIA_TYPE_LAYER, OCI_LAYER_GZIP as MEDIA_TYPE_LAYER_GZIP,
+    OCI_LAYER_ZSTD as MEDIA_TYPE_LAYER_ZSTD,
+};
 
 /// The content label that records a compressed layer's uncompressed digest (diff ID).
 pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
@@ -47,26 +44,10 @@ fn unsupported(media_type: &str) -> Error {
     Error::NotImplemented(format!("unsupported diff media type: {media_type}"))
 }
 
-/// How a layer of `media_type` is compressed (containerd's `DiffCompression`): OCI layers
-/// by their `+gzip`/`+zstd` suffix, Docker's gzip types as gzip, Docker's plain types by
-/// sniffing (they are often compressed anyway). Wrapped types (`+encrypted`) and anything
-/// that is not a layer are NotImplemented.
+/// How a layer of `media_type` is compressed ([`media::layer_compression`]); wrapped types
+/// (`+encrypted`) and anything that is not a layer are NotImplemented, as in containerd.
 pub fn layer_compression(media_type: &str) -> Result<Compression> {
-    let mut parts = media_type.split('+');
-    let base = parts.next().unwrap_or_default();
-    let mut ext: Vec<&str> = parts.collect();
-    ext.sort_unstable();
-    match base {
-        DOCKER_LAYER | DOCKER_LAYER_FOREIGN if ext.is_empty() => Ok(Compression::Auto),
-        DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN_GZIP if ext.is_empty() => Ok(Compression::Gzip),
-        MEDIA_TYPE_LAYER | MEDIA_TYPE_LAYER_NONDIST => match ext.as_slice() {
-            [] => Ok(Compression::Uncompressed),
-            ["gzip"] => Ok(Compression::Gzip),
-            ["zstd"] => Ok(Compression::Zstd),
-            _ => Err(unsupported(media_type)),
-        },
-        _ => Err(unsupported(media_type)),
-    }
+    media::layer_compression(media_type).ok_or_else(|| unsupported(media_type))
 }
 
 /// How a produced layer is compressed.
@@ -490,9 +471,9 @@ mod tests {
             c("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
             Ok(Compression::Gzip)
         );
-        assert_eq!(c(DOCKER_LAYER_GZIP), Ok(Compression::Gzip));
-        assert_eq!(c(DOCKER_LAYER_FOREIGN_GZIP), Ok(Compression::Gzip));
-        assert_eq!(c(DOCKER_LAYER), Ok(Compression::Auto));
+        assert_eq!(c(media::DOCKER_LAYER_GZIP), Ok(Compression::Gzip));
+        assert_eq!(c(media::DOCKER_LAYER_FOREIGN_GZIP), Ok(Compression::Gzip));
+        assert_eq!(c(media::DOCKER_LAYER), Ok(Compression::Auto));
         for bad in [
             "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
             "application/vnd.oci.image.manifest.v1+json",

@@ -15,7 +15,11 @@
 //!   is done while little is held free, so the idle daemon pays one `mallinfo2` call per
 //!   interval.
 //!
-//! With both, the daemon is back within 3 MB of its idle size seconds after the requests.
+//! With both, the daemon is back at 24-40 MB (from 21 MB idle; the rest is the metadata
+//! database's page cache, now full) seconds after the requests.
+//! The test is `big_label_requests_give_their_memory_back` (tests/tests/bad_input.rs): the
+//! allocator's free memory is shared by the whole process, so only a daemon of its own
+//! measures it reliably.
 
 use std::time::Duration;
 
@@ -87,23 +91,5 @@ pub async fn run(mut shutdown: tokio::sync::watch::Receiver<bool>) {
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "memory give-back task failed"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn freed_memory_is_given_back() {
-        // Many small allocations, freed: the allocator holds them free until trimmed.
-        let chunks: Vec<Vec<u8>> = (0..8_000).map(|i| vec![i as u8; 4000]).collect();
-        drop(chunks);
-        let held = free_held();
-        if held >= THRESHOLD {
-            assert!(give_back().is_some());
-            assert!(free_held() < held, "nothing returned");
-        }
-        assert!(give_back().is_none(), "trimmed twice");
     }
 }

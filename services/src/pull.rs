@@ -40,7 +40,7 @@ pub use crate::registry::{Progress as PullProgress, ProgressState as PullState};
 /// The label prefix that records where a blob came from.
 pub const DISTRIBUTION_SOURCE_PREFIX: &str = "containerd.io/distribution.source.";
 /// The label prefix of garbage-collection references to other content.
-pub const GC_REF_CONTENT_PREFIX: &str = "containerd.io/gc.ref.content.";
+pub use crate::registry::media::GC_REF_CONTENT_PREFIX;
 /// How long the pull's lease lives if berthd dies before deleting it.
 const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Blobs fetched at once unless told otherwise.
@@ -139,45 +139,25 @@ pub fn append_source(existing: Option<&str>, repo: &str) -> String {
 /// containerd's ingest ref for a descriptor (`remotes.MakeRefKey`).
 pub fn ref_key(desc: &Descriptor) -> String {
     let mt = desc.media_type.as_str();
+    // containerd's `remotes.MakeRefKey`.
     let kind = match mt {
         media::OCI_MANIFEST | media::DOCKER_MANIFEST => "manifest",
         media::OCI_INDEX | media::DOCKER_LIST => "index",
-        media::OCI_CONFIG | media::DOCKER_CONFIG => "config",
-        _ if mt.contains("layer") || mt.contains("rootfs") => "layer",
+        _ if media::is_layer(mt) => "layer",
+        _ if media::is_known_config(mt) => "config",
         _ => "unknown",
     };
     format!("{kind}-{}", desc.digest)
 }
 
-/// The labels that make an index or manifest hold its children for garbage collection,
-/// as containerd's `ChildGCLabels` + `SetChildrenMappedLabels` name them: `m.<i>` for
-/// manifests, `config` for a config, `l.<i>` for layers, `<i>` for anything else, with one
-/// counter per key.
+/// The labels that make an index or manifest hold its children (see
+/// [`media::child_gc_labels`]).
 pub fn children_labels(children: &[Descriptor]) -> BTreeMap<String, String> {
-    let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut out = BTreeMap::new();
-    for c in children {
-        let mt = c.media_type.as_str();
-        let key = match mt {
-            media::OCI_CONFIG | media::DOCKER_CONFIG => "config",
-            media::OCI_MANIFEST | media::DOCKER_MANIFEST => "m.",
-            _ if mt.starts_with("application/vnd.oci.image.layer.")
-                || mt.starts_with("application/vnd.docker.image.rootfs.") =>
-            {
-                "l."
-            }
-            _ => "",
-        };
-        let n = counters.entry(key).or_insert(0);
-        let name = if key.is_empty() || key.ends_with('.') || *n > 0 {
-            format!("{GC_REF_CONTENT_PREFIX}{key}{n}")
-        } else {
-            format!("{GC_REF_CONTENT_PREFIX}{key}")
-        };
-        *n += 1;
-        out.insert(name, c.digest.clone());
-    }
-    out
+    media::child_gc_labels(
+        children
+            .iter()
+            .map(|c| (c.media_type.as_str(), c.digest.as_str())),
+    )
 }
 
 impl Puller {

@@ -59,21 +59,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// How a layer blob of `media_type` is compressed; other media types are not layers.
 pub fn compression_of(media_type: &str) -> Option<Compression> {
-    let mt = media_type;
-    let layer = mt.starts_with("application/vnd.oci.image.layer.")
-        || mt.starts_with("application/vnd.docker.image.rootfs.");
-    if !layer {
-        return None;
-    }
-    if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") {
-        Some(Compression::Gzip)
-    } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
-        Some(Compression::Zstd)
-    } else if mt.ends_with(".tar") {
-        Some(Compression::Uncompressed)
-    } else {
-        None
-    }
+    crate::registry::media::layer_compression(media_type)
 }
 
 /// The parts of an image config unpacking reads.
@@ -645,9 +631,18 @@ mod tests {
             c("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
             Some(Gzip)
         );
+        // Docker's plain type is often compressed anyway: sniffed, as containerd does.
         assert_eq!(
             c("application/vnd.docker.image.rootfs.diff.tar"),
-            Some(Uncompressed)
+            Some(Auto)
+        );
+        assert_eq!(
+            c("application/vnd.docker.image.rootfs.diff.tar.zstd"),
+            Some(Zstd)
+        );
+        assert_eq!(
+            c("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
+            None
         );
         assert_eq!(c("application/vnd.oci.image.config.v1+json"), None);
         assert_eq!(

@@ -17,6 +17,107 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const OCI_LAYER_NONDIST: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+pub const DOCKER_LAYER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+pub const DOCKER_LAYER_FOREIGN_GZIP: &str =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/// containerd's checkpoint blobs, which count as configs.
+const CHECKPOINT_CRIU: &str = "application/vnd.containerd.container.criu.checkpoint.criu.tar";
+const CHECKPOINT_CONFIG: &str = "application/vnd.containerd.container.checkpoint.config.v1+proto";
+
+/// The prefix of the garbage-collection labels by which content holds other content.
+pub const GC_REF_CONTENT_PREFIX: &str = "containerd.io/gc.ref.content.";
+
+/// Whether a media type is a layer, as containerd's `IsLayerType`: any OCI layer type, and
+/// Docker's layer types with any `+` suffix stripped.
+pub fn is_layer(media_type: &str) -> bool {
+    if media_type.starts_with("application/vnd.oci.image.layer.") {
+        return true;
+    }
+    let base = media_type.split('+').next().unwrap_or_default();
+    matches!(
+        base,
+        DOCKER_LAYER
+            | DOCKER_LAYER_GZIP
+            | DOCKER_LAYER_ZSTD
+            | DOCKER_LAYER_FOREIGN
+            | DOCKER_LAYER_FOREIGN_GZIP
+            | "application/vnd.erofs.layer.v1"
+    )
+}
+
+/// Whether a media type is an image config, as containerd's `IsKnownConfig` (checkpoint
+/// configs included).
+pub fn is_known_config(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        DOCKER_CONFIG | OCI_CONFIG | CHECKPOINT_CRIU | CHECKPOINT_CONFIG
+    )
+}
+
+/// How a layer of `media_type` is compressed, as containerd's `DiffCompression` (and
+/// Docker's zstd layer type): OCI layers by their `+gzip`/`+zstd` suffix, Docker's gzip
+/// types as gzip, Docker's plain types by sniffing (they are often compressed anyway).
+/// `None` for wrapped types (`+encrypted`) and anything that is not a layer. The one rule
+/// for unpack, Diff.Apply and import.
+pub fn layer_compression(media_type: &str) -> Option<berth_snapshotter::Compression> {
+    use berth_snapshotter::Compression;
+    let mut parts = media_type.split('+');
+    let base = parts.next().unwrap_or_default();
+    let mut ext: Vec<&str> = parts.collect();
+    ext.sort_unstable();
+    match base {
+        DOCKER_LAYER | DOCKER_LAYER_FOREIGN if ext.is_empty() => Some(Compression::Auto),
+        DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN_GZIP if ext.is_empty() => Some(Compression::Gzip),
+        DOCKER_LAYER_ZSTD if ext.is_empty() => Some(Compression::Zstd),
+        OCI_LAYER | OCI_LAYER_NONDIST => match ext.as_slice() {
+            [] => Some(Compression::Uncompressed),
+            ["gzip"] => Some(Compression::Gzip),
+            ["zstd"] => Some(Compression::Zstd),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The labels that make an index or manifest hold its children for garbage collection,
+/// as containerd's `ChildGCLabels` + `SetChildrenMappedLabels` name them: `config` for a
+/// config, `m.<i>` for manifests, `l.<i>` for layers, `<i>` for anything else, numbered per
+/// key (the config's key is unnumbered while it is the only one). The one rule for every
+/// way an image arrives (pull, import), so the same image gets the same labels.
+pub fn child_gc_labels<'a>(
+    children: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<String, String> {
+    let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (media_type, digest) in children {
+        let key = if is_known_config(media_type) {
+            "config"
+        } else if matches!(media_type, OCI_MANIFEST | DOCKER_MANIFEST) {
+            "m."
+        } else if is_layer(media_type) {
+            "l."
+        } else {
+            ""
+        };
+        let n = counters.entry(key).or_insert(0);
+        let name = if key.is_empty() || key.ends_with('.') || *n > 0 {
+            format!("{GC_REF_CONTENT_PREFIX}{key}{n}")
+        } else {
+            format!("{GC_REF_CONTENT_PREFIX}{key}")
+        };
+        *n += 1;
+        out.insert(name, digest.to_string());
+    }
+    out
+}
+
 /// The Accept header for manifest requests: indexes and manifests, OCI and Docker schema 2.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
