@@ -120,7 +120,7 @@ impl AutoRemover {
                 crate::events::publish(
                     &self.exchange,
                     ns,
-                    "/containers/delete",
+                    crate::events::topics::CONTAINER_DELETE,
                     &berth_proto::containerd::events::ContainerDelete { id: id.to_string() },
                 );
                 self.gc.schedule();

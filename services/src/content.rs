@@ -35,12 +35,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
-use crate::metadata::{self, CONTENT, DbContext, LEASE_RESOURCES, LEASES, Store};
+use crate::leases::{self, Resource};
+use crate::metadata::{self, CONTENT, DbContext, Store};
 use crate::{digest, labels};
 
 /// Metadata of a blob in one namespace. Stored as the `content` table's record.
@@ -589,7 +590,7 @@ impl ContentStore {
             );
             self.inner
                 .store
-                .update(move |txn| add_to_lease(txn, &ns, &l, "ingests", &r))
+                .update(move |txn| leases::add_in(txn, &ns, &l, &Resource::ingest(&r)))
                 .await?;
         }
         let dir = self.ingest_dir(namespace, reference);
@@ -637,7 +638,7 @@ impl ContentStore {
                     .ctx("write content")?;
                 }
                 if let Some(lease) = lease {
-                    add_to_lease(txn, &ns, &lease, "content", &info.digest)?;
+                    leases::add_in(txn, &ns, &lease, &Resource::content(&info.digest))?;
                 }
                 Ok((!exists).then_some(info))
             })
@@ -659,32 +660,12 @@ impl ContentStore {
                         .is_some()
                 };
                 if exists {
-                    add_to_lease(txn, &ns, &lease, "content", &digest)?;
+                    leases::add_in(txn, &ns, &lease, &Resource::content(&digest))?;
                 }
                 Ok(exists)
             })
             .await
     }
-}
-
-/// Adds a resource to a lease inside a transaction; a missing lease is NotFound.
-pub(crate) fn add_to_lease(
-    txn: &WriteTransaction,
-    ns: &str,
-    lease: &str,
-    kind: &str,
-    id: &str,
-) -> Result<()> {
-    let leases = txn.open_table(LEASES).ctx("open leases")?;
-    if leases.get((ns, lease)).ctx("read lease")?.is_none() {
-        return Err(Error::not_found(format!("lease {lease:?}")));
-    }
-    let mut r = txn
-        .open_table(LEASE_RESOURCES)
-        .ctx("open lease_resources")?;
-    r.insert((ns, lease, kind, id), ())
-        .ctx("write lease resource")?;
-    Ok(())
 }
 
 fn read_status(dir: &Path, reference: &str) -> Result<Status> {

@@ -442,14 +442,7 @@ impl Differ {
             }
             if let Some(lease) = lease {
                 self.leases
-                    .add_resource(
-                        namespace,
-                        &lease,
-                        Resource {
-                            id: digest.clone(),
-                            kind: "content".into(),
-                        },
-                    )
+                    .add_resource(namespace, &lease, Resource::content(&digest))
                     .await?;
             }
         }

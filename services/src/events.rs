@@ -13,6 +13,26 @@ use crate::filters::{Adaptor, Filter};
 use crate::identifiers;
 use crate::types::AnyValue;
 
+/// The topics berthd itself publishes (shims publish the other `/tasks/...` ones), as
+/// containerd names them.
+pub mod topics {
+    pub const CONTAINER_CREATE: &str = "/containers/create";
+    pub const CONTAINER_UPDATE: &str = "/containers/update";
+    pub const CONTAINER_DELETE: &str = "/containers/delete";
+    pub const IMAGE_CREATE: &str = "/images/create";
+    pub const IMAGE_UPDATE: &str = "/images/update";
+    pub const IMAGE_DELETE: &str = "/images/delete";
+    pub const CONTENT_DELETE: &str = "/content/delete";
+    pub const NAMESPACE_CREATE: &str = "/namespaces/create";
+    pub const NAMESPACE_UPDATE: &str = "/namespaces/update";
+    pub const NAMESPACE_DELETE: &str = "/namespaces/delete";
+    pub const SNAPSHOT_PREPARE: &str = "/snapshot/prepare";
+    pub const SNAPSHOT_COMMIT: &str = "/snapshot/commit";
+    pub const SNAPSHOT_REMOVE: &str = "/snapshot/remove";
+    pub const TASK_EXIT: &str = "/tasks/exit";
+    pub const TASK_DELETE: &str = "/tasks/delete";
+}
+
 /// Events a slow subscriber may lag behind before it starts losing them.
 const QUEUE: usize = 4096;
 

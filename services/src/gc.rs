@@ -226,13 +226,13 @@ pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
         let ns = lease.namespace.as_str();
         for r in &lease.resources {
             match r.kind.as_str() {
-                "content" => queue.push((content_node(ns, &r.id), lease.flat)),
-                "ingests" => {
+                leases::kind::CONTENT => queue.push((content_node(ns, &r.id), lease.flat)),
+                leases::kind::INGESTS => {
                     if let Some(expected) = graph.ingests.get(&(ns.to_string(), r.id.clone())) {
                         queue.push((content_node(ns, expected), lease.flat));
                     }
                 }
-                "images" => {
+                leases::kind::IMAGES => {
                     // Image records are never collected; a leased one holds what it names.
                     for image in graph
                         .images
@@ -243,7 +243,7 @@ pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
                     }
                 }
                 kind => {
-                    if let Some(snapshotter) = kind.strip_prefix("snapshots/") {
+                    if let Some(snapshotter) = kind.strip_prefix(leases::kind::SNAPSHOTS_PREFIX) {
                         queue.push((snapshot_node(ns, snapshotter, &r.id), lease.flat));
                     }
                 }
@@ -456,7 +456,11 @@ fn sweep(
         if expired.contains(&(lease.namespace.clone(), lease.id.clone())) {
             continue;
         }
-        for r in lease.resources.iter().filter(|r| r.kind == "ingests") {
+        for r in lease
+            .resources
+            .iter()
+            .filter(|r| r.kind == leases::kind::INGESTS)
+        {
             swept
                 .held_ingests
                 .insert((lease.namespace.clone(), lease.id.clone(), r.id.clone()));

@@ -152,6 +152,34 @@ impl Images {
             .await
     }
 
+    /// Creates the image, or updates `paths` of the record that exists, as containerd's
+    /// client does after a pull: a record removed between the two (a concurrent `rmi`) is
+    /// created again. Returns the record and whether one existed.
+    pub async fn create_or_update(
+        &self,
+        namespace: &str,
+        image: Image,
+        paths: Vec<String>,
+    ) -> Result<(Image, bool)> {
+        const ATTEMPTS: usize = 8;
+        for _ in 0..ATTEMPTS {
+            match self.create(namespace, image.clone()).await {
+                Ok(i) => return Ok((i, false)),
+                Err(Error::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match self.update(namespace, image.clone(), paths.clone()).await {
+                Ok(i) => return Ok((i, true)),
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "image {:?} was created and removed {ATTEMPTS} times while being recorded; try again",
+            image.name
+        )))
+    }
+
     /// Updates the fields named by `paths` (`labels[.k]`, `target`, `annotations[.k]`; all
     /// three when empty).
     #[tracing::instrument(level = "debug", skip(self, image), fields(name = %image.name))]
@@ -254,5 +282,47 @@ impl Images {
                 Ok(())
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str, digest: char) -> Image {
+        Image {
+            name: name.to_string(),
+            target: Some(Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: format!("sha256:{}", digest.to_string().repeat(64)),
+                size: 10,
+                annotations: BTreeMap::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn create_or_update_creates_then_updates_the_target() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let images = Images::new(Store::open(&dir.path().join("meta.redb")).expect("db"));
+        let target = vec!["target".to_string()];
+        let (_, existed) = images
+            .create_or_update("ns", image("a", '1'), target.clone())
+            .await
+            .expect("create");
+        assert!(!existed);
+        let (i, existed) = images
+            .create_or_update("ns", image("a", '2'), target.clone())
+            .await
+            .expect("update");
+        assert!(existed);
+        assert_eq!(i.target().digest, format!("sha256:{}", "2".repeat(64)));
+        images.delete("ns", "a", None).await.expect("delete");
+        let (_, existed) = images
+            .create_or_update("ns", image("a", '3'), target)
+            .await
+            .expect("created again");
+        assert!(!existed);
     }
 }

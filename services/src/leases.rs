@@ -61,15 +61,67 @@ impl Lease {
     }
 }
 
+/// The resource types a lease holds.
+pub mod kind {
+    pub const CONTENT: &str = "content";
+    pub const INGESTS: &str = "ingests";
+    pub const IMAGES: &str = "images";
+    /// Followed by the snapshotter's name.
+    pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
+}
+
+impl Resource {
+    /// A blob of the namespace, by digest.
+    pub fn content(digest: &str) -> Resource {
+        Resource {
+            id: digest.to_string(),
+            kind: kind::CONTENT.to_string(),
+        }
+    }
+
+    /// An ingest (a partial write), by ref.
+    pub fn ingest(reference: &str) -> Resource {
+        Resource {
+            id: reference.to_string(),
+            kind: kind::INGESTS.to_string(),
+        }
+    }
+
+    /// A snapshot of a snapshotter, by key.
+    pub fn snapshot(snapshotter: &str, key: &str) -> Resource {
+        Resource {
+            id: key.to_string(),
+            kind: format!("{}{snapshotter}", kind::SNAPSHOTS_PREFIX),
+        }
+    }
+}
+
+/// Adds a resource to a lease inside a transaction; a missing lease is NotFound. For the
+/// cores that hold what they write in the caller's lease in the same transaction.
+pub(crate) fn add_in(
+    txn: &WriteTransaction,
+    namespace: &str,
+    lease: &str,
+    r: &Resource,
+) -> Result<()> {
+    require_lease(txn, namespace, lease)?;
+    let mut t = txn
+        .open_table(LEASE_RESOURCES)
+        .ctx("open lease_resources")?;
+    t.insert((namespace, lease, r.kind.as_str(), r.id.as_str()), ())
+        .ctx("write lease resource")?;
+    Ok(())
+}
+
 /// Checks a resource and returns its normalised form.
 fn check_resource(r: &Resource) -> Result<Resource> {
     let parts: Vec<&str> = r.kind.split('/').collect();
     match parts[0] {
-        "content" | "ingests" | "images" => {
+        kind::CONTENT | kind::INGESTS | kind::IMAGES => {
             if parts.len() != 1 {
                 return Err(Error::invalid(format!("invalid resource type {}", r.kind)));
             }
-            if parts[0] == "content" {
+            if parts[0] == kind::CONTENT {
                 digest::validate(&r.id).map_err(|e| match e {
                     Error::InvalidArgument(m) => Error::invalid(format!(
                         "invalid content resource id {}: {}",

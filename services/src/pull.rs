@@ -392,15 +392,10 @@ impl Puller {
         if opts.content_only {
             return Ok(image);
         }
-        match self.images.create(job.namespace, image.clone()).await {
-            Ok(i) => Ok(i),
-            Err(Error::AlreadyExists(_)) => {
-                self.images
-                    .update(job.namespace, image, vec!["target".to_string()])
-                    .await
-            }
-            Err(e) => Err(e),
-        }
+        self.images
+            .create_or_update(job.namespace, image, vec!["target".to_string()])
+            .await
+            .map(|(i, _)| i)
     }
 
     async fn fetch_all(
@@ -480,14 +475,7 @@ impl Puller {
         extra: BTreeMap<String, String>,
     ) -> Result<()> {
         self.leases
-            .add_resource(
-                job.namespace,
-                job.lease,
-                Resource {
-                    id: desc.digest.clone(),
-                    kind: "content".into(),
-                },
-            )
+            .add_resource(job.namespace, job.lease, Resource::content(&desc.digest))
             .await?;
         let info = self.content.info(job.namespace, &desc.digest).await?;
         let key = job.source_key();

@@ -541,7 +541,8 @@ impl Tasks {
     /// cleans up after each that does not. Every bundle is handled concurrently and in
     /// bounded time, so a hung shim cannot hold up start-up.
     pub async fn restore(&self) {
-        let bundles = match scan_bundles(&self.root) {
+        let root = self.root.clone();
+        let bundles = match blocking(move || scan_bundles(&root)).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot scan task bundles; no task restored");
@@ -549,7 +550,7 @@ impl Tasks {
             }
         };
         if bundles.is_empty() {
-            self.end_orphan_shims();
+            self.end_orphan_shims().await;
             return;
         }
         let results = futures::future::join_all(
@@ -558,7 +559,7 @@ impl Tasks {
                 .map(|(ns, id, bundle)| async move { self.restore_one(&ns, &id, &bundle).await }),
         )
         .await;
-        self.end_orphan_shims();
+        self.end_orphan_shims().await;
         let running = results.iter().filter(|r| **r == Restored::Running).count();
         tracing::info!(
             restored = running,
@@ -569,9 +570,14 @@ impl Tasks {
 
     /// Ends the shims of this daemon that serve no task it knows: what a crash in the middle
     /// of a create leaves (a shim started, its bundle then removed as half-made).
-    fn end_orphan_shims(&self) {
+    async fn end_orphan_shims(&self) {
         let known: HashSet<(String, String)> = self.table().tasks.keys().cloned().collect();
-        for (pid, ns, id) in crate::runtime::shims_of(self.manager.grpc_address()) {
+        // The scan reads /proc: on the blocking pool.
+        let address = self.manager.grpc_address().to_path_buf();
+        let shims = blocking(move || Ok(crate::runtime::shims_of(&address)))
+            .await
+            .unwrap_or_default();
+        for (pid, ns, id) in shims {
             if known.contains(&key(&ns, &id)) || pid == std::process::id() as i32 {
                 continue;
             }
@@ -585,7 +591,20 @@ impl Tasks {
 
     #[tracing::instrument(skip(self, bundle), fields(namespace = ns, id = id))]
     async fn restore_one(&self, ns: &str, id: &str, bundle: &Path) -> Restored {
-        let saved = match SavedTask::load(bundle) {
+        // The bundle's small files, read on the blocking pool.
+        let dir = bundle.to_path_buf();
+        let read = blocking(move || {
+            let address = std::fs::read_to_string(dir.join("address"))
+                .map(|a| a.trim().to_string())
+                .unwrap_or_default();
+            Ok((SavedTask::load(&dir), address))
+        })
+        .await;
+        let (saved, address) = match read {
+            Ok(r) => r,
+            Err(e) => (Err(e), String::new()),
+        };
+        let saved = match saved {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable runtime record; using the container's runtime");
@@ -605,9 +624,6 @@ impl Tasks {
                 }
             }
         };
-        let address = std::fs::read_to_string(bundle.join("address"))
-            .map(|a| a.trim().to_string())
-            .unwrap_or_default();
         if address.is_empty() {
             // berthd died while creating it: no shim ever served this task.
             if let Err(e) = tokio::time::timeout(
@@ -802,7 +818,7 @@ impl Tasks {
         crate::events::publish(
             &self.exchange,
             ns,
-            "/tasks/exit",
+            crate::events::topics::TASK_EXIT,
             &TaskExit {
                 container_id: id.to_string(),
                 id: id.to_string(),
@@ -814,7 +830,7 @@ impl Tasks {
         crate::events::publish(
             &self.exchange,
             ns,
-            "/tasks/delete",
+            crate::events::topics::TASK_DELETE,
             &TaskDelete {
                 container_id: id.to_string(),
                 pid: exit.pid,

@@ -176,7 +176,6 @@ impl Unpacker {
             })?);
         }
         let chain = chain_ids(&diff_ids);
-        let kind = format!("snapshots/{name}");
 
         // Hold the whole chain before looking at it: a collection can't take an existing
         // layer between the Stat below and the Prepare on top of it.
@@ -184,13 +183,7 @@ impl Unpacker {
             .add_resources(
                 req.namespace,
                 req.lease,
-                chain
-                    .iter()
-                    .map(|c| Resource {
-                        id: c.clone(),
-                        kind: kind.clone(),
-                    })
-                    .collect(),
+                chain.iter().map(|c| Resource::snapshot(&name, c)).collect(),
             )
             .await?;
 
@@ -236,10 +229,7 @@ impl Unpacker {
                     req.lease,
                     steps
                         .iter()
-                        .map(|s| Resource {
-                            id: s.key.clone(),
-                            kind: kind.clone(),
-                        })
+                        .map(|s| Resource::snapshot(&name, &s.key))
                         .collect(),
                 )
                 .await?;

@@ -139,7 +139,7 @@ impl Containers for ContainersApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/containers/create",
+            crate::events::topics::CONTAINER_CREATE,
             &ContainerCreate {
                 id: created.id.clone(),
                 image: created.image.clone(),
@@ -168,7 +168,7 @@ impl Containers for ContainersApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/containers/update",
+            crate::events::topics::CONTAINER_UPDATE,
             &ContainerUpdate {
                 id: updated.id.clone(),
                 image: updated.image.clone(),
@@ -191,7 +191,7 @@ impl Containers for ContainersApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/containers/delete",
+            crate::events::topics::CONTAINER_DELETE,
             &ContainerDelete { id },
         );
         // Its snapshot (and what its labels held) may be garbage now.

@@ -116,7 +116,7 @@ impl Content for ContentApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/content/delete",
+            crate::events::topics::CONTENT_DELETE,
             &ContentDelete { digest },
         );
         // What its labels referred to may be garbage now.

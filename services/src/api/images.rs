@@ -96,7 +96,7 @@ impl Images for ImagesApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/images/create",
+            crate::events::topics::IMAGE_CREATE,
             &pb::ImageCreate {
                 name: created.name.clone(),
                 labels: created.labels.clone(),
@@ -121,7 +121,7 @@ impl Images for ImagesApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/images/update",
+            crate::events::topics::IMAGE_UPDATE,
             &pb::ImageUpdate {
                 name: updated.name.clone(),
                 labels: updated.labels.clone(),
@@ -142,7 +142,7 @@ impl Images for ImagesApi {
         publish(
             &self.0.exchange,
             &ns,
-            "/images/delete",
+            crate::events::topics::IMAGE_DELETE,
             &pb::ImageDelete { name: req.name },
         );
         // `sync`: answer once what the image held is collected.

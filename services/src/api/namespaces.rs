@@ -61,7 +61,7 @@ impl Namespaces for NamespacesApi {
         publish(
             &self.0.exchange,
             &ns.name,
-            "/namespaces/create",
+            crate::events::topics::NAMESPACE_CREATE,
             &NamespaceCreate {
                 name: ns.name.clone(),
                 labels: ns.labels.clone(),
@@ -113,7 +113,7 @@ impl Namespaces for NamespacesApi {
         publish(
             &self.0.exchange,
             &name,
-            "/namespaces/delete",
+            crate::events::topics::NAMESPACE_DELETE,
             &NamespaceDelete { name: name.clone() },
         );
         Ok(Response::new(()))
@@ -138,7 +138,7 @@ impl NamespacesApi {
         publish(
             &self.0.exchange,
             &ns.name,
-            "/namespaces/update",
+            crate::events::topics::NAMESPACE_UPDATE,
             &NamespaceUpdate {
                 name: ns.name.clone(),
                 labels: ns.labels.clone(),

@@ -199,10 +199,7 @@ impl SnapshotsApi {
         let (Some(hooks), Some(lease)) = (&self.hooks, lease(md)) else {
             return Ok(None);
         };
-        let resource = Resource {
-            id: key.to_string(),
-            kind: format!("snapshots/{snapshotter}"),
-        };
+        let resource = Resource::snapshot(snapshotter, key);
         hooks
             .leases
             .add_resource(ns, &lease, resource.clone())
@@ -220,10 +217,7 @@ impl SnapshotsApi {
         let (Some(hooks), Some(lease)) = (&self.hooks, lease(md)) else {
             return;
         };
-        let resource = Resource {
-            id: key.to_string(),
-            kind: format!("snapshots/{snapshotter}"),
-        };
+        let resource = Resource::snapshot(snapshotter, key);
         if let Err(e) = hooks.leases.delete_resource(ns, &lease, resource).await
             && !e.is_not_found()
         {
@@ -290,7 +284,7 @@ impl SnapshotsApi {
                 if !view {
                     self.publish(
                         &ns,
-                        "/snapshot/prepare",
+                        crate::events::topics::SNAPSHOT_PREPARE,
                         &SnapshotPrepare {
                             key,
                             parent,
@@ -393,7 +387,7 @@ impl Snapshots for SnapshotsApi {
         self.unhold(&md, &ns, &name, &r.key).await;
         self.publish(
             &ns,
-            "/snapshot/commit",
+            crate::events::topics::SNAPSHOT_COMMIT,
             &SnapshotCommit {
                 key: r.key,
                 name: r.name,
@@ -418,7 +412,7 @@ impl Snapshots for SnapshotsApi {
         self.unhold(&md, &ns, &name, &r.key).await;
         self.publish(
             &ns,
-            "/snapshot/remove",
+            crate::events::topics::SNAPSHOT_REMOVE,
             &SnapshotRemove {
                 key: r.key,
                 snapshotter: name,

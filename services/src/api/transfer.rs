@@ -177,17 +177,11 @@ impl TransferApi {
                 target: image.target.clone(),
                 ..Default::default()
             };
-            let existed = match self.0.images.create(ns, record.clone()).await {
-                Ok(_) => false,
-                Err(Error::AlreadyExists(_)) => {
-                    self.0
-                        .images
-                        .update(ns, record, vec!["target".into()])
-                        .await?;
-                    true
-                }
-                Err(e) => return Err(e),
-            };
+            let (_, existed) = self
+                .0
+                .images
+                .create_or_update(ns, record, vec!["target".into()])
+                .await?;
             publish_image(&self.0, ns, name, &image.labels, existed);
         }
         Ok(())
@@ -487,7 +481,7 @@ fn publish_image(
         publish(
             &s.exchange,
             ns,
-            "/images/update",
+            crate::events::topics::IMAGE_UPDATE,
             &ipb::ImageUpdate {
                 name: name.to_string(),
                 labels: labels.clone(),
@@ -497,7 +491,7 @@ fn publish_image(
         publish(
             &s.exchange,
             ns,
-            "/images/create",
+            crate::events::topics::IMAGE_CREATE,
             &ipb::ImageCreate {
                 name: name.to_string(),
                 labels: labels.clone(),
