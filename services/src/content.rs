@@ -520,8 +520,11 @@ impl ContentStore {
                     .unwrap_or(now);
                 let who = read_small(&dir.join("ref")).ok();
                 let Some((ns, r)) = who.as_deref().and_then(|w| w.split_once('\n')) else {
-                    if modified + expiry <= now {
+                    let at = modified + expiry;
+                    if at <= now {
                         remove(&dir);
+                    } else {
+                        out.next_expiry = Some(out.next_expiry.map_or(at, |n| n.min(at)));
                     }
                     continue;
                 };
