@@ -599,6 +599,9 @@ fn main() {
     }
     drop(t);
     drop(d);
+    // The killer and the clients have ended: this is the last handle, and dropping it stops
+    // berthd and cleans up after it (process::exit below would skip that).
+    drop(daemon);
     if !lost.is_empty() || !leaks.is_empty() {
         std::process::exit(1);
     }
