@@ -357,8 +357,14 @@ fn ctr_pull_unpack_mount_and_snapshot_commands() {
     assert!(!info.contains("color"), "{info}");
     ok(&d.ctr(&["snapshots", "rm", "v1"]), "rm v1");
     ok(&d.ctr(&["snapshots", "rm", "c1"]), "rm c1");
+    // Wait for the last event itself (the removal of c1), not just its topic: the removal
+    // of v1 has the same topic and may be all that was printed yet.
     let seen = events.wait_for(
-        &["/snapshot/prepare", "/snapshot/commit", "/snapshot/remove"],
+        &[
+            "/snapshot/prepare",
+            "/snapshot/commit",
+            "/snapshot/remove {\"key\":\"c1\"",
+        ],
         Duration::from_secs(10),
     );
     // ctr 1.6's event types predate the `snapshotter` field; bad_input_over_grpc checks it.
