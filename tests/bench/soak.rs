@@ -337,7 +337,7 @@ fn files_under(dir: &Path) -> usize {
     n
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let secs = env_u64("SOAK_SECS", 1800);
     let clients = env_u64("SOAK_CLIENTS", 20) as usize;
     let kill_every = env_u64("SOAK_KILL_SECS", 120).max(2);
@@ -597,12 +597,10 @@ fn main() {
     for l in &leaks {
         println!("  {l}");
     }
-    drop(t);
-    drop(d);
-    // The killer and the clients have ended: this is the last handle, and dropping it stops
-    // berthd and cleans up after it (process::exit below would skip that).
-    drop(daemon);
+    // Returned, not process::exit: berthd, the registry and the work directory are
+    // stopped and removed by their drops either way.
     if !lost.is_empty() || !leaks.is_empty() {
-        std::process::exit(1);
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }
