@@ -1075,7 +1075,7 @@ mod tests {
             .await
             .expect("resources")
             .into_iter()
-            .map(|r| format!("{}/{}", r.kind, r.id))
+            .map(|r| r.to_string())
             .collect();
         assert_eq!(held, vec![format!("content/{dg}")]);
         let missing = cs.writer("ns", "c", 0, &dg, Some("nope")).await.err();

@@ -1222,7 +1222,7 @@ mod tests {
             .await
             .expect("resources")
             .into_iter()
-            .map(|r| format!("{}/{}", r.kind, r.id))
+            .map(|r| r.to_string())
             .collect();
         assert_eq!(held, vec!["ingests/by-pull".to_string()]);
         let refs = || async {

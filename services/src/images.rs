@@ -325,4 +325,35 @@ mod tests {
             .expect("created again");
         assert!(!existed);
     }
+
+    /// A removal landing between the create (AlreadyExists) and the update (NotFound) is
+    /// met by creating again: with another task removing the record over and over, every
+    /// create_or_update succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn create_or_update_survives_concurrent_removals() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let images = Images::new(Store::open(&dir.path().join("meta.redb")).expect("db"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let remover = {
+            let (images, stop) = (images.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = images.delete("ns", "a", None).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut recreated = 0;
+        for i in 0..400 {
+            let digest = if i % 2 == 0 { '1' } else { '2' };
+            let (_, existed) = images
+                .create_or_update("ns", image("a", digest), vec!["target".to_string()])
+                .await
+                .expect("create_or_update under concurrent removals");
+            recreated += usize::from(!existed);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        remover.await.expect("remover");
+        assert!(recreated > 0, "the removals never raced the records");
+    }
 }

@@ -70,6 +70,13 @@ pub mod kind {
     pub const SNAPSHOTS_PREFIX: &str = "snapshots/";
 }
 
+impl std::fmt::Display for Resource {
+    /// `<type>/<id>`, as `ctr leases ls` shows resources.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.id)
+    }
+}
+
 impl Resource {
     /// A blob of the namespace, by digest.
     pub fn content(digest: &str) -> Resource {
@@ -110,6 +117,24 @@ pub(crate) fn add_in(
         .ctx("open lease_resources")?;
     t.insert((namespace, lease, r.kind.as_str(), r.id.as_str()), ())
         .ctx("write lease resource")?;
+    Ok(())
+}
+
+/// Sets a lease's expiry label to `at` and stores it, inside a transaction.
+fn put_expiry(
+    t: &mut redb::Table<(&str, &str), &[u8]>,
+    namespace: &str,
+    lease: &mut Lease,
+    at: &str,
+) -> Result<()> {
+    lease
+        .labels
+        .insert(EXPIRE_LABEL.to_string(), at.to_string());
+    t.insert(
+        (namespace, lease.id.as_str()),
+        lease.encode_to_vec().as_slice(),
+    )
+    .ctx("write lease")?;
     Ok(())
 }
 
@@ -282,13 +307,7 @@ impl Leases {
                         Some(v) => metadata::decode("lease", &id, v.value())?,
                         None => return Err(Error::not_found(format!("lease {id:?}"))),
                     };
-                lease.labels.insert(EXPIRE_LABEL.to_string(), at);
-                t.insert(
-                    (namespace.as_str(), id.as_str()),
-                    lease.encode_to_vec().as_slice(),
-                )
-                .ctx("write lease")?;
-                Ok(())
+                put_expiry(&mut t, &namespace, &mut lease, &at)
             })
             .await?;
         self.wake.notify_one();
@@ -326,27 +345,7 @@ impl Leases {
 
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn add_resource(&self, namespace: &str, lease: &str, r: Resource) -> Result<()> {
-        let (namespace, lease) = (namespace.to_string(), lease.to_string());
-        self.store
-            .update(move |txn| {
-                require_lease(txn, &namespace, &lease)?;
-                let r = check_resource(&r)?;
-                let mut t = txn
-                    .open_table(LEASE_RESOURCES)
-                    .ctx("open lease_resources")?;
-                t.insert(
-                    (
-                        namespace.as_str(),
-                        lease.as_str(),
-                        r.kind.as_str(),
-                        r.id.as_str(),
-                    ),
-                    (),
-                )
-                .ctx("write lease resource")?;
-                Ok(())
-            })
-            .await
+        self.add_resources(namespace, lease, vec![r]).await
     }
 
     /// Adds several resources to a lease in one transaction.
@@ -361,21 +360,8 @@ impl Leases {
         self.store
             .update(move |txn| {
                 require_lease(txn, &namespace, &lease)?;
-                let mut t = txn
-                    .open_table(LEASE_RESOURCES)
-                    .ctx("open lease_resources")?;
                 for r in &resources {
-                    let r = check_resource(r)?;
-                    t.insert(
-                        (
-                            namespace.as_str(),
-                            lease.as_str(),
-                            r.kind.as_str(),
-                            r.id.as_str(),
-                        ),
-                        (),
-                    )
-                    .ctx("write lease resource")?;
+                    add_in(txn, &namespace, &lease, &check_resource(r)?)?;
                 }
                 Ok(())
             })
@@ -490,19 +476,14 @@ impl Leases {
                     if !(id.starts_with(PULL_LEASE_PREFIX) || id.starts_with(IMPORT_LEASE_PREFIX)) {
                         continue;
                     }
-                    let mut lease: Lease = metadata::decode("lease", id, v.value())?;
+                    let lease: Lease = metadata::decode("lease", id, v.value())?;
                     if lease.expires_at().is_some_and(|e| e <= at) {
                         continue;
                     }
-                    lease.labels.insert(EXPIRE_LABEL.to_string(), label.clone());
                     due.push((ns.to_string(), lease));
                 }
-                for (ns, lease) in &due {
-                    t.insert(
-                        (ns.as_str(), lease.id.as_str()),
-                        lease.encode_to_vec().as_slice(),
-                    )
-                    .ctx("write lease")?;
+                for (ns, lease) in &mut due {
+                    put_expiry(&mut t, ns, lease, &label)?;
                 }
                 Ok(due
                     .into_iter()

@@ -178,9 +178,17 @@ impl LastParent {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Directory handles opened by this thread (tests check the deep path is taken).
+    pub(crate) static HANDLES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Opens an `O_PATH` handle on a directory and the `/proc/self/fd` path that names it.
 fn dir_handle(path: &Path) -> Option<(std::os::fd::OwnedFd, PathBuf)> {
     use std::os::fd::AsRawFd;
+    #[cfg(test)]
+    HANDLES.with(|n| n.set(n.get() + 1));
     let fd = nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_PATH

@@ -910,7 +910,11 @@ fn deep_entries_through_handles_stay_inside_and_get_their_times() {
         .bytes();
     let outside_time = filetime::FileTime::from_unix_time(1_000_000, 0);
     filetime::set_file_mtime(outside.join("b"), outside_time).expect("set time");
+    super::apply::HANDLES.with(|n| n.set(0));
     apply(&layer, &root, &native()).expect("apply");
+    // The entries below the prefix went through handles (one per parent, not per entry).
+    let handles = super::apply::HANDLES.with(|n| n.get());
+    assert!((10..100).contains(&handles), "{handles} directory handles");
     assert!(
         !outside.join("two").exists(),
         "written through a stale handle"

@@ -316,15 +316,6 @@ fn fd_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn mounts_under(dirs: &[&Path]) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| dirs.iter().any(|d| Path::new(m).starts_with(d)))
-        .map(str::to_string)
-        .collect()
-}
-
 fn files_under(dir: &Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -453,7 +444,8 @@ fn main() -> std::process::ExitCode {
     let leaks = loop {
         let _ = shared.ctr(&["content", "prune", "references"]);
         let mut leaks: Vec<String> = Vec::new();
-        let mounts = mounts_under(&[&root, &state]);
+        let mut mounts = berth_tests::mounts_under(&root);
+        mounts.extend(berth_tests::mounts_under(&state));
         if !mounts.is_empty() {
             leaks.push(format!(
                 "{} mounts: {:?}",

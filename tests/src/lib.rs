@@ -701,14 +701,14 @@ pub fn wait_dead(pid: u32, timeout: Duration, what: &str) {
     }
 }
 
-/// The mount points at or under `dir`, from this process's mountinfo.
+/// The mount points at or under `dir` (by path components, so `/a/bc` is not under
+/// `/a/b`), from this process's mountinfo.
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&prefix))
+        .filter(|m| Path::new(m).starts_with(dir))
         .collect()
 }
 

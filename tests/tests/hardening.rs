@@ -485,16 +485,6 @@ fn streams_reset_early_do_not_close_the_connection() {
     }
 }
 
-/// Mount points at or below `dir` in the host's mount table.
-fn mounts_below(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| std::path::Path::new(m).starts_with(dir))
-        .collect()
-}
-
 /// Item 9: a spec without `linux.namespaces` puts runc's mounts in the host's mount
 /// namespace; deleting the task unmounts them all, and a bundle left with mounts in it
 /// never wedges the container id.
@@ -563,12 +553,12 @@ fn a_container_without_namespaces_leaves_no_mounts_and_no_wedged_id() {
         "start a task without namespaces",
     );
     assert!(
-        mounts_below(&bundle).len() > 1,
+        berth_tests::mounts_under(&bundle).len() > 1,
         "runc's mounts are in the host namespace: {:?}",
-        mounts_below(&bundle)
+        berth_tests::mounts_under(&bundle)
     );
     stop("nons");
-    assert_eq!(mounts_below(&bundle), Vec::<String>::new());
+    assert_eq!(berth_tests::mounts_under(&bundle), Vec::<String>::new());
     assert!(!bundle.exists(), "bundle {} left", bundle.display());
 
     // A leftover bundle with mounts in it (what a crash at the wrong moment leaves): the
@@ -588,7 +578,7 @@ fn a_container_without_namespaces_leaves_no_mounts_and_no_wedged_id() {
         "task start again",
     );
     stop("nons");
-    assert_eq!(mounts_below(&bundle), Vec::<String>::new());
+    assert_eq!(berth_tests::mounts_under(&bundle), Vec::<String>::new());
     ok(&d.ctr(&["containers", "rm", "nons"]), "containers rm");
 }
 

@@ -323,14 +323,7 @@ fn save_rmi_load_round_trip_and_docker_archive() {
 
 #[test]
 fn interrupted_pull_resumes_without_refetching() {
-    let work = tempfile::Builder::new()
-        .prefix("berth-reg-")
-        .tempdir_in("/tmp")
-        .expect("tmp");
-    let auth = work.path().join("auth.json");
-    let multi = multilayer_image(&work.path().join("ml"), "v1", 96);
-    let mut reg = Registry::start();
-    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let (_work, auth, multi, mut reg) = big_image_in_registry(96);
     let d = Daemon::start();
     let r = reg.reference("big/multi:v1");
 
@@ -371,14 +364,7 @@ fn interrupted_pull_resumes_without_refetching() {
 /// cut short) goes once untouched that long. Before ingests had owners, both stayed forever.
 #[test]
 fn a_failed_pulls_leftovers_are_collected_after_the_ingest_expiry() {
-    let work = tempfile::Builder::new()
-        .prefix("berth-reg-")
-        .tempdir_in("/tmp")
-        .expect("tmp");
-    let auth = work.path().join("auth.json");
-    let multi = multilayer_image(&work.path().join("ml"), "v1", 48);
-    let mut reg = Registry::start();
-    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let (work, auth, multi, mut reg) = big_image_in_registry(48);
     let d = Daemon::start_with_config("[content]\ningest_expiry = \"3s\"\n");
     let r = reg.reference("big/multi:v1");
     let big = interrupt_pull(&d, &auth, &mut reg, &r, &multi.image);
@@ -405,6 +391,27 @@ fn a_failed_pulls_leftovers_are_collected_after_the_ingest_expiry() {
     wait_until_all_collected(&d);
     let log = d.log_text();
     assert!(log.contains("abandoned ingest removed"), "{log}");
+}
+
+/// A work dir (with the credentials file's path), the multi-layer image with a big layer
+/// of `big_mb` MiB, and a registry serving it as `big/multi:v1`.
+fn big_image_in_registry(
+    big_mb: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    berth_tests::fixtures::MultilayerImage,
+    Registry,
+) {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let multi = multilayer_image(&work.path().join("ml"), "v1", big_mb);
+    let reg = Registry::start();
+    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    (work, auth, multi, reg)
 }
 
 /// Waits (up to a minute) until berthd holds no ingest, lease or blob, and its ingest
@@ -441,14 +448,7 @@ fn wait_until_all_collected(d: &Daemon) {
 /// blobs and the lease are collected.
 #[test]
 fn a_pull_killed_with_berthd_is_collected_after_the_restart() {
-    let work = tempfile::Builder::new()
-        .prefix("berth-reg-")
-        .tempdir_in("/tmp")
-        .expect("tmp");
-    let auth = work.path().join("auth.json");
-    let multi = multilayer_image(&work.path().join("ml"), "v1", 48);
-    let reg = Registry::start();
-    reg.push_layout(&multi.image.layout, "big/multi:v1");
+    let (_work, auth, _multi, reg) = big_image_in_registry(48);
     let mut d = Daemon::start_with_config("[content]\ningest_expiry = \"3s\"\n");
     let r = reg.reference("big/multi:v1");
     let mut child = Command::new(bin("berth"))

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::import_busybox;
-use berth_tests::{Background, Daemon, fails, ok};
+use berth_tests::{Background, Daemon, fails, mounts_under, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
 
@@ -94,16 +94,6 @@ fn wait_gone(pid: u32) {
         assert!(Instant::now() < deadline, "shim {pid} is still running");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(&prefix))
-        .collect()
 }
 
 #[test]
