@@ -1,34 +1,15 @@
-//! berthd: the core (metadata, namespaces, containers, leases, events) and the gRPC/ttrpc
-//! services that expose it. The binary in `main.rs` only parses flags and sets up logging.
+//! berthd's front doors: the containerd v1 gRPC and ttrpc adapters (`api`), the server that
+//! mounts them on one socket (`server`), and the plugin list Introspection reports. The
+//! domains and their rules live in `berth-core`; its modules are re-exported here under
+//! their own names so that `crate::content`, `crate::tasks`… read the same in both crates.
+
+pub use berth_core::{
+    archive, autoremove, config, containers, content, diff, digest, error, events, filters, gc,
+    identifiers, images, labels, leases, memory, metadata, namespaces, pull, push, registry,
+    runtime, snapshots, streams, tasks, types, unpack,
+};
 
 pub mod api;
-pub mod archive;
 pub mod authority;
-pub mod autoremove;
-pub mod config;
-pub mod containers;
-pub mod content;
-pub mod diff;
-pub mod digest;
-pub mod error;
-pub mod events;
-pub mod filters;
-pub mod gc;
-pub mod identifiers;
-pub mod images;
-pub mod labels;
-pub mod leases;
-pub mod memory;
-pub mod metadata;
-pub mod namespaces;
 pub mod plugins;
-pub mod pull;
-pub mod push;
-pub mod registry;
-pub mod runtime;
 pub mod server;
-pub mod snapshots;
-pub mod streams;
-pub mod tasks;
-pub mod types;
-pub mod unpack;

@@ -1,5 +1,6 @@
 //! `containerd.services.containers.v1.Containers`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use std::pin::Pin;
 
 use berth_proto::containerd::events::{
@@ -10,13 +11,15 @@ use berth_proto::containerd::services::containers::v1::containers_server::Contai
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::Convert;
 use super::{Services, any_from_wire, any_to_wire, namespace_required, publish, to_timestamp};
 use crate::containers::{Container, Runtime};
 use crate::error::Error;
 use crate::filters::Filter;
 
-impl From<pb::Container> for Container {
-    fn from(c: pb::Container) -> Self {
+impl Convert<Container> for pb::Container {
+    fn convert(self) -> Container {
+        let c = self;
         Container {
             id: c.id,
             labels: c.labels,
@@ -40,8 +43,9 @@ impl From<pb::Container> for Container {
     }
 }
 
-impl From<Container> for pb::Container {
-    fn from(c: Container) -> Self {
+impl Convert<pb::Container> for Container {
+    fn convert(self) -> pb::Container {
+        let c = self;
         pb::Container {
             id: c.id,
             labels: c.labels,
@@ -74,9 +78,9 @@ impl ContainersApi {
         &self,
         req: Request<pb::ListContainersRequest>,
     ) -> Result<Vec<Container>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
-        Ok(self.0.containers.list(&ns, filter).await?)
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
+        self.0.containers.list(&ns, filter).await.or_status()
     }
 }
 
@@ -86,14 +90,14 @@ impl Containers for ContainersApi {
         &self,
         req: Request<pb::GetContainerRequest>,
     ) -> Result<Response<pb::GetContainerResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let id = req.into_inner().id;
         if id.is_empty() {
-            return Err(Error::invalid("container id must be set").into());
+            return Err(Error::invalid("container id must be set").into_status());
         }
-        let c = self.0.containers.get(&ns, &id).await?;
+        let c = self.0.containers.get(&ns, &id).await.or_status()?;
         Ok(Response::new(pb::GetContainerResponse {
-            container: Some(c.into()),
+            container: Some(c.convert()),
         }))
     }
 
@@ -103,7 +107,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let list = self.list_all(req).await?;
         Ok(Response::new(pb::ListContainersResponse {
-            containers: list.into_iter().map(Into::into).collect(),
+            containers: list.into_iter().map(Convert::convert).collect(),
         }))
     }
 
@@ -116,7 +120,7 @@ impl Containers for ContainersApi {
         let list = self.list_all(req).await?;
         let items = list.into_iter().map(|c| {
             Ok(pb::ListContainerMessage {
-                container: Some(c.into()),
+                container: Some(c.convert()),
             })
         });
         Ok(Response::new(Box::pin(futures::stream::iter(items))))
@@ -126,12 +130,18 @@ impl Containers for ContainersApi {
         &self,
         req: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::CreateContainerResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let c = req
             .into_inner()
             .container
-            .ok_or_else(|| Error::invalid("container must be set"))?;
-        let created = self.0.containers.create(&ns, c.into()).await?;
+            .ok_or_else(|| Error::invalid("container must be set"))
+            .or_status()?;
+        let created = self
+            .0
+            .containers
+            .create(&ns, c.convert())
+            .await
+            .or_status()?;
         let runtime = created.runtime.clone().map(|r| container_create::Runtime {
             name: r.name,
             options: r.options.map(any_to_wire),
@@ -147,7 +157,7 @@ impl Containers for ContainersApi {
             },
         );
         Ok(Response::new(pb::CreateContainerResponse {
-            container: Some(created.into()),
+            container: Some(created.convert()),
         }))
     }
 
@@ -155,16 +165,22 @@ impl Containers for ContainersApi {
         &self,
         req: Request<pb::UpdateContainerRequest>,
     ) -> Result<Response<pb::UpdateContainerResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         let c = req
             .container
-            .ok_or_else(|| Error::invalid("container must be set"))?;
+            .ok_or_else(|| Error::invalid("container must be set"))
+            .or_status()?;
         if c.id.is_empty() {
-            return Err(Error::invalid("Container.ID required").into());
+            return Err(Error::invalid("Container.ID required").into_status());
         }
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let updated = self.0.containers.update(&ns, c.into(), paths).await?;
+        let updated = self
+            .0
+            .containers
+            .update(&ns, c.convert(), paths)
+            .await
+            .or_status()?;
         publish(
             &self.0.exchange,
             &ns,
@@ -177,7 +193,7 @@ impl Containers for ContainersApi {
             },
         );
         Ok(Response::new(pb::UpdateContainerResponse {
-            container: Some(updated.into()),
+            container: Some(updated.convert()),
         }))
     }
 
@@ -185,9 +201,9 @@ impl Containers for ContainersApi {
         &self,
         req: Request<pb::DeleteContainerRequest>,
     ) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let id = req.into_inner().id;
-        self.0.containers.delete(&ns, &id).await?;
+        self.0.containers.delete(&ns, &id).await.or_status()?;
         publish(
             &self.0.exchange,
             &ns,

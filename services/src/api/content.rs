@@ -1,5 +1,6 @@
 //! `containerd.services.content.v1.Content`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
 
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::Convert;
 use super::{Services, lease, namespace_required, publish, to_timestamp};
 use crate::content::{Info, Status as IngestStatus};
 use crate::error::Error;
@@ -20,8 +22,9 @@ use crate::filters::Filter;
 /// Bytes per `Read` response message.
 const READ_CHUNK: usize = 1 << 20;
 
-impl From<Info> for pb::Info {
-    fn from(i: Info) -> Self {
+impl Convert<pb::Info> for Info {
+    fn convert(self) -> pb::Info {
+        let i = self;
         pb::Info {
             digest: i.digest,
             size: i.size,
@@ -32,8 +35,9 @@ impl From<Info> for pb::Info {
     }
 }
 
-impl From<IngestStatus> for pb::Status {
-    fn from(s: IngestStatus) -> Self {
+impl Convert<pb::Status> for IngestStatus {
+    fn convert(self) -> pb::Status {
+        let s = self;
         pb::Status {
             started_at: Some(to_timestamp(s.started_at)),
             updated_at: Some(to_timestamp(s.updated_at)),
@@ -55,10 +59,15 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::InfoRequest>,
     ) -> Result<Response<pb::InfoResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let info = self.0.content.info(&ns, &req.into_inner().digest).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let info = self
+            .0
+            .content
+            .info(&ns, &req.into_inner().digest)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::InfoResponse {
-            info: Some(info.into()),
+            info: Some(info.convert()),
         }))
     }
 
@@ -66,9 +75,12 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::UpdateResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
-        let info = req.info.ok_or_else(|| Error::invalid("info must be set"))?;
+        let info = req
+            .info
+            .ok_or_else(|| Error::invalid("info must be set"))
+            .or_status()?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let updated = self
             .0
@@ -82,9 +94,10 @@ impl Content for ContentApi {
                 },
                 paths,
             )
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::UpdateResponse {
-            info: Some(updated.into()),
+            info: Some(updated.convert()),
         }))
     }
 
@@ -94,15 +107,15 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::ListContentRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
-        let infos = self.0.content.list(&ns, filter).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
+        let infos = self.0.content.list(&ns, filter).await.or_status()?;
         // Batches, as containerd sends them, so huge stores do not make one huge message.
         let batches: Vec<Result<pb::ListContentResponse, Status>> = infos
             .chunks(100)
             .map(|c| {
                 Ok(pb::ListContentResponse {
-                    info: c.iter().cloned().map(Into::into).collect(),
+                    info: c.iter().cloned().map(Convert::convert).collect(),
                 })
             })
             .collect();
@@ -110,9 +123,9 @@ impl Content for ContentApi {
     }
 
     async fn delete(&self, req: Request<pb::DeleteContentRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let digest = req.into_inner().digest;
-        self.0.content.delete(&ns, &digest).await?;
+        self.0.content.delete(&ns, &digest).await.or_status()?;
         publish(
             &self.0.exchange,
             &ns,
@@ -130,15 +143,20 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::ReadContentRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
-        let (mut file, size) = self.0.content.open_blob(&ns, &req.digest).await?;
+        let (mut file, size) = self
+            .0
+            .content
+            .open_blob(&ns, &req.digest)
+            .await
+            .or_status()?;
         if req.offset < 0 || req.offset > size {
             return Err(Error::OutOfRange(format!(
                 "read offset {} beyond size {size} of {}",
                 req.offset, req.digest
             ))
-            .into());
+            .into_status());
         }
         let end = if req.size > 0 {
             (req.offset + req.size).min(size)
@@ -150,7 +168,7 @@ impl Content for ContentApi {
         let start = req.offset;
         tokio::task::spawn_blocking(move || {
             if let Err(e) = file.seek(SeekFrom::Start(start as u64)) {
-                let _ = tx.blocking_send(Err(Error::io("seek blob", &digest, e).into()));
+                let _ = tx.blocking_send(Err(Error::io("seek blob", &digest, e).into_status()));
                 return;
             }
             let mut offset = start;
@@ -160,7 +178,7 @@ impl Content for ContentApi {
                     .min(READ_CHUNK);
                 let mut buf = vec![0u8; want];
                 if let Err(e) = file.read_exact(&mut buf) {
-                    let _ = tx.blocking_send(Err(Error::io("read blob", &digest, e).into()));
+                    let _ = tx.blocking_send(Err(Error::io("read blob", &digest, e).into_status()));
                     return;
                 }
                 if tx
@@ -179,10 +197,15 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let st = self.0.content.status(&ns, &req.into_inner().r#ref).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let st = self
+            .0
+            .content
+            .status(&ns, &req.into_inner().r#ref)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::StatusResponse {
-            status: Some(st.into()),
+            status: Some(st.convert()),
         }))
     }
 
@@ -190,11 +213,16 @@ impl Content for ContentApi {
         &self,
         req: Request<pb::ListStatusesRequest>,
     ) -> Result<Response<pb::ListStatusesResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
-        let list = self.0.content.list_statuses(&ns, filter).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
+        let list = self
+            .0
+            .content
+            .list_statuses(&ns, filter)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::ListStatusesResponse {
-            statuses: list.into_iter().map(Into::into).collect(),
+            statuses: list.into_iter().map(Convert::convert).collect(),
         }))
     }
 
@@ -204,7 +232,7 @@ impl Content for ContentApi {
         &self,
         req: Request<Streaming<pb::WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let lease = lease(req.metadata());
         let mut input = req.into_inner();
         let (tx, rx) = mpsc::channel::<Result<pb::WriteContentResponse, Status>>(4);
@@ -218,8 +246,12 @@ impl Content for ContentApi {
     }
 
     async fn abort(&self, req: Request<pb::AbortRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        self.0.content.abort(&ns, &req.into_inner().r#ref).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        self.0
+            .content
+            .abort(&ns, &req.into_inner().r#ref)
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 }
@@ -237,17 +269,19 @@ async fn write_session(
         return Ok(());
     };
     if req.r#ref.is_empty() {
-        return Err(Error::invalid("first message must have a reference").into());
+        return Err(Error::invalid("first message must have a reference").into_status());
     }
     let mut total = req.total;
     let mut expected = req.expected.clone();
     let mut w = s
         .content
         .writer(ns, &req.r#ref, total, &expected, lease.as_deref())
-        .await?;
+        .await
+        .or_status()?;
     loop {
         let action = WriteAction::try_from(req.action)
-            .map_err(|_| Error::invalid(format!("unknown write action {}", req.action)))?;
+            .map_err(|_| Error::invalid(format!("unknown write action {}", req.action)))
+            .or_status()?;
         let ws = w.status();
         let mut msg = pb::WriteContentResponse {
             action: req.action,
@@ -262,7 +296,7 @@ async fn write_session(
                 return Err(Error::already_exists(format!(
                     "blob with expected digest {expected} exists"
                 ))
-                .into());
+                .into_status());
             }
         }
         if req.total > 0 {
@@ -281,20 +315,23 @@ async fn write_session(
                         "write @{} must occur at current offset {}",
                         req.offset, ws.offset
                     ))
-                    .into());
+                    .into_status());
                 }
                 if req.offset == 0 && ws.offset > 0 {
-                    w.truncate().await?;
+                    w.truncate().await.or_status()?;
                     msg.offset = 0;
                 }
                 if !req.data.is_empty() {
                     let n = req.data.len() as i64;
-                    w.write(std::mem::take(&mut req.data)).await?;
+                    w.write(std::mem::take(&mut req.data)).await.or_status()?;
                     msg.offset += n;
                 }
                 if action == WriteAction::Commit {
                     let labels = std::mem::take(&mut req.labels);
-                    let info = w.commit(total, &expected, labels, lease).await?;
+                    let info = w
+                        .commit(total, &expected, labels, lease)
+                        .await
+                        .or_status()?;
                     msg.digest = info.digest;
                     msg.offset = info.size;
                     let _ = tx.send(Ok(msg)).await;

@@ -1,5 +1,7 @@
 //! `containerd.services.diff.v1.Diff`.
 
+use super::Convert;
+use crate::api::status::OrStatus;
 use berth_proto::containerd::services::diff::v1 as pb;
 use berth_proto::containerd::services::diff::v1::diff_server::Diff;
 use tonic::{Request, Response, Status};
@@ -29,17 +31,18 @@ impl Diff for DiffApi {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
         // Payloads configure stream processors (decryption); there are none to configure.
         let desc: Descriptor = r
             .diff
-            .ok_or_else(|| Error::invalid("diff descriptor must be set"))?
-            .into();
+            .ok_or_else(|| Error::invalid("diff descriptor must be set"))
+            .or_status()?
+            .convert();
         let mounts = r.mounts.into_iter().map(mount_from_wire).collect();
-        let applied = self.differ.apply(&ns, &desc, mounts).await?;
+        let applied = self.differ.apply(&ns, &desc, mounts).await.or_status()?;
         Ok(Response::new(pb::ApplyResponse {
-            applied: Some(applied.into()),
+            applied: Some(applied.convert()),
         }))
     }
 
@@ -47,10 +50,12 @@ impl Diff for DiffApi {
         &self,
         req: Request<pb::DiffRequest>,
     ) -> Result<Response<pb::DiffResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let lease = lease(req.metadata());
         let r = req.into_inner();
-        labels::validate_all(&r.labels).map_err(|e| e.context("info.Labels"))?;
+        labels::validate_all(&r.labels)
+            .map_err(|e| e.context("info.Labels"))
+            .or_status()?;
         let request = DiffRequest {
             left: r.left.into_iter().map(mount_from_wire).collect(),
             right: r.right.into_iter().map(mount_from_wire).collect(),
@@ -58,9 +63,9 @@ impl Diff for DiffApi {
             reference: r.r#ref,
             labels: r.labels,
         };
-        let desc = self.differ.diff(&ns, request, lease).await?;
+        let desc = self.differ.diff(&ns, request, lease).await.or_status()?;
         Ok(Response::new(pb::DiffResponse {
-            diff: Some(desc.into()),
+            diff: Some(desc.convert()),
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! `containerd.services.events.v1.Events` over gRPC, and the ttrpc
 //! `containerd.services.events.ttrpc.v1.Events/Forward` that shims call.
 
+use crate::api::status::OrStatus;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use berth_proto::ttrpc::ttrpc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::Convert;
 use super::{
     ReflectFields, any_from_wire, any_to_wire, namespace_required, system_time_to_timestamp,
     timestamp_to_system_time,
@@ -22,8 +24,9 @@ use crate::events::{Envelope, Exchange};
 use crate::filters::Filter;
 use crate::types::AnyValue;
 
-impl From<Envelope> for WireEnvelope {
-    fn from(e: Envelope) -> Self {
+impl Convert<WireEnvelope> for Envelope {
+    fn convert(self) -> WireEnvelope {
+        let e = self;
         WireEnvelope {
             timestamp: Some(system_time_to_timestamp(e.timestamp)),
             namespace: e.namespace,
@@ -33,8 +36,9 @@ impl From<Envelope> for WireEnvelope {
     }
 }
 
-impl From<WireEnvelope> for Envelope {
-    fn from(e: WireEnvelope) -> Self {
+impl Convert<Envelope> for WireEnvelope {
+    fn convert(self) -> Envelope {
+        let e = self;
         Envelope {
             timestamp: e
                 .timestamp
@@ -55,12 +59,15 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<WireEnvelope, Status>> + Sen
 #[tonic::async_trait]
 impl Events for EventsApi {
     async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         let event = req
             .event
-            .ok_or_else(|| Error::invalid("event must be set"))?;
-        self.0.publish(&ns, &req.topic, any_from_wire(event))?;
+            .ok_or_else(|| Error::invalid("event must be set"))
+            .or_status()?;
+        self.0
+            .publish(&ns, &req.topic, any_from_wire(event))
+            .or_status()?;
         Ok(Response::new(()))
     }
 
@@ -68,8 +75,9 @@ impl Events for EventsApi {
         let envelope = req
             .into_inner()
             .envelope
-            .ok_or_else(|| Error::invalid("envelope must be set"))?;
-        self.0.forward(envelope.into())?;
+            .ok_or_else(|| Error::invalid("envelope must be set"))
+            .or_status()?;
+        self.0.forward(envelope.convert()).or_status()?;
         Ok(Response::new(()))
     }
 
@@ -79,11 +87,11 @@ impl Events for EventsApi {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
         let sub = self.0.subscribe(filter);
         let stream = futures::stream::unfold(sub, |mut sub| async move {
             let e = sub.next(&ReflectFields).await?;
-            Some((Ok(WireEnvelope::from(e)), sub))
+            Some((Ok(e.convert()), sub))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -126,10 +134,10 @@ impl berth_proto::ttrpc::shim_async::Events for TtrpcEvents {
             .envelope
             .into_option()
             .ok_or_else(|| Error::invalid("envelope must be set"))
-            .map_err(Error::into_ttrpc)?;
+            .map_err(crate::api::status::ttrpc_status)?;
         self.0
             .forward(envelope_from_ttrpc(envelope))
-            .map_err(Error::into_ttrpc)?;
+            .map_err(crate::api::status::ttrpc_status)?;
         Ok(berth_proto::ttrpc::api::Empty::new())
     }
 }

@@ -6,6 +6,7 @@
 //! name is NotFound from Check and SERVICE_UNKNOWN from Watch, as gRPC's own health server
 //! answers.
 
+use crate::api::status::IntoStatus;
 use std::pin::Pin;
 
 use berth_proto::grpc::health::v1 as pb;
@@ -56,7 +57,7 @@ impl Health for HealthApi {
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
         let service = req.into_inner().service;
         if !self.known(&service) {
-            return Err(crate::error::Error::not_found(format!("service {service}")).into());
+            return Err(crate::error::Error::not_found(format!("service {service}")).into_status());
         }
         Ok(Response::new(answer(Self::status(*self.stopping.borrow()))))
     }

@@ -1,17 +1,20 @@
 //! `containerd.services.images.v1.Images`.
 
+use crate::api::status::OrStatus;
 use berth_proto::containerd::services::images::v1 as pb;
 use berth_proto::containerd::services::images::v1::images_server::Images;
 use berth_proto::containerd::types::Descriptor as WireDescriptor;
 use tonic::{Request, Response, Status};
 
+use super::Convert;
 use super::{Services, namespace_required, publish, to_timestamp};
 use crate::error::Error;
 use crate::filters::Filter;
 use crate::images::{Descriptor, Image};
 
-impl From<WireDescriptor> for Descriptor {
-    fn from(d: WireDescriptor) -> Self {
+impl Convert<Descriptor> for WireDescriptor {
+    fn convert(self) -> Descriptor {
+        let d = self;
         Descriptor {
             media_type: d.media_type,
             digest: d.digest,
@@ -21,8 +24,9 @@ impl From<WireDescriptor> for Descriptor {
     }
 }
 
-impl From<Descriptor> for WireDescriptor {
-    fn from(d: Descriptor) -> Self {
+impl Convert<WireDescriptor> for Descriptor {
+    fn convert(self) -> WireDescriptor {
+        let d = self;
         WireDescriptor {
             media_type: d.media_type,
             digest: d.digest,
@@ -32,24 +36,26 @@ impl From<Descriptor> for WireDescriptor {
     }
 }
 
-impl From<pb::Image> for Image {
-    fn from(i: pb::Image) -> Self {
+impl Convert<Image> for pb::Image {
+    fn convert(self) -> Image {
+        let i = self;
         Image {
             name: i.name,
             labels: i.labels,
-            target: i.target.map(Into::into),
+            target: i.target.map(Convert::convert),
             created_at: 0,
             updated_at: 0,
         }
     }
 }
 
-impl From<Image> for pb::Image {
-    fn from(i: Image) -> Self {
+impl Convert<pb::Image> for Image {
+    fn convert(self) -> pb::Image {
+        let i = self;
         pb::Image {
             name: i.name,
             labels: i.labels,
-            target: i.target.map(Into::into),
+            target: i.target.map(Convert::convert),
             created_at: Some(to_timestamp(i.created_at)),
             updated_at: Some(to_timestamp(i.updated_at)),
         }
@@ -64,10 +70,15 @@ impl Images for ImagesApi {
         &self,
         req: Request<pb::GetImageRequest>,
     ) -> Result<Response<pb::GetImageResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let image = self.0.images.get(&ns, &req.into_inner().name).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let image = self
+            .0
+            .images
+            .get(&ns, &req.into_inner().name)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::GetImageResponse {
-            image: Some(image.into()),
+            image: Some(image.convert()),
         }))
     }
 
@@ -75,11 +86,11 @@ impl Images for ImagesApi {
         &self,
         req: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
-        let images = self.0.images.list(&ns, filter).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
+        let images = self.0.images.list(&ns, filter).await.or_status()?;
         Ok(Response::new(pb::ListImagesResponse {
-            images: images.into_iter().map(Into::into).collect(),
+            images: images.into_iter().map(Convert::convert).collect(),
         }))
     }
 
@@ -87,12 +98,18 @@ impl Images for ImagesApi {
         &self,
         req: Request<pb::CreateImageRequest>,
     ) -> Result<Response<pb::CreateImageResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let image = req
             .into_inner()
             .image
-            .ok_or_else(|| Error::invalid("image must be set"))?;
-        let created = self.0.images.create(&ns, image.into()).await?;
+            .ok_or_else(|| Error::invalid("image must be set"))
+            .or_status()?;
+        let created = self
+            .0
+            .images
+            .create(&ns, image.convert())
+            .await
+            .or_status()?;
         publish(
             &self.0.exchange,
             &ns,
@@ -103,7 +120,7 @@ impl Images for ImagesApi {
             },
         );
         Ok(Response::new(pb::CreateImageResponse {
-            image: Some(created.into()),
+            image: Some(created.convert()),
         }))
     }
 
@@ -111,13 +128,19 @@ impl Images for ImagesApi {
         &self,
         req: Request<pb::UpdateImageRequest>,
     ) -> Result<Response<pb::UpdateImageResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         let image = req
             .image
-            .ok_or_else(|| Error::invalid("image must be set"))?;
+            .ok_or_else(|| Error::invalid("image must be set"))
+            .or_status()?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let updated = self.0.images.update(&ns, image.into(), paths).await?;
+        let updated = self
+            .0
+            .images
+            .update(&ns, image.convert(), paths)
+            .await
+            .or_status()?;
         publish(
             &self.0.exchange,
             &ns,
@@ -128,17 +151,18 @@ impl Images for ImagesApi {
             },
         );
         Ok(Response::new(pb::UpdateImageResponse {
-            image: Some(updated.into()),
+            image: Some(updated.convert()),
         }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteImageRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         self.0
             .images
             .delete(&ns, &req.name, req.target.map(|t| t.digest))
-            .await?;
+            .await
+            .or_status()?;
         publish(
             &self.0.exchange,
             &ns,
@@ -147,7 +171,7 @@ impl Images for ImagesApi {
         );
         // `sync`: answer once what the image held is collected.
         if req.sync {
-            self.0.gc.collect().await?;
+            self.0.gc.collect().await.or_status()?;
         } else {
             self.0.gc.schedule();
         }

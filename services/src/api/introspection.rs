@@ -1,5 +1,6 @@
 //! `containerd.services.introspection.v1.Introspection`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use berth_proto::containerd::services::introspection::v1 as pb;
 use berth_proto::containerd::services::introspection::v1::introspection_server::Introspection;
 use tonic::{Request, Response, Status};
@@ -39,7 +40,7 @@ impl Introspection for IntrospectionApi {
         &self,
         req: Request<pb::PluginsRequest>,
     ) -> Result<Response<pb::PluginsResponse>, Status> {
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
         let plugins = self
             .0
             .plugins
@@ -73,13 +74,14 @@ impl Introspection for IntrospectionApi {
             .plugins
             .iter()
             .find(|p| p.id == id && kind.is_none_or(|k| k == p.kind))
-            .ok_or_else(|| Error::not_found(format!("plugin {:?}", req.id)))?;
+            .ok_or_else(|| Error::not_found(format!("plugin {:?}", req.id)))
+            .or_status()?;
         if req.options.is_some() {
             return Err(Error::NotImplemented(format!(
                 "plugin {:?} takes no info options",
                 req.id
             ))
-            .into());
+            .into_status());
         }
         Ok(Response::new(pb::PluginInfoResponse {
             plugin: Some(plugin.into()),

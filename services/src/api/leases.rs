@@ -1,16 +1,19 @@
 //! `containerd.services.leases.v1.Leases`.
 
+use crate::api::status::OrStatus;
 use berth_proto::containerd::services::leases::v1 as pb;
 use berth_proto::containerd::services::leases::v1::leases_server::Leases;
 use tonic::{Request, Response, Status};
 
+use super::Convert;
 use super::{Services, namespace_required, to_timestamp};
 use crate::error::Error;
 use crate::filters::Filter;
 use crate::leases::{Lease, Resource};
 
-impl From<Lease> for pb::Lease {
-    fn from(l: Lease) -> Self {
+impl Convert<pb::Lease> for Lease {
+    fn convert(self) -> pb::Lease {
+        let l = self;
         pb::Lease {
             id: l.id,
             created_at: Some(to_timestamp(l.created_at)),
@@ -42,26 +45,31 @@ impl Leases for LeasesApi {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         let id = if req.id.is_empty() {
             generate_id()
         } else {
             req.id
         };
-        let lease = self.0.leases.create(&ns, id, req.labels).await?;
+        let lease = self
+            .0
+            .leases
+            .create(&ns, id, req.labels)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::CreateResponse {
-            lease: Some(lease.into()),
+            lease: Some(lease.convert()),
         }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
-        self.0.leases.delete(&ns, &req.id).await?;
+        self.0.leases.delete(&ns, &req.id).await.or_status()?;
         // `sync`: answer once what the lease held is collected.
         if req.sync {
-            self.0.gc.collect().await?;
+            self.0.gc.collect().await.or_status()?;
         } else {
             self.0.gc.schedule();
         }
@@ -72,11 +80,11 @@ impl Leases for LeasesApi {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
-        let leases = self.0.leases.list(&ns, filter).await?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
+        let leases = self.0.leases.list(&ns, filter).await.or_status()?;
         Ok(Response::new(pb::ListResponse {
-            leases: leases.into_iter().map(Into::into).collect(),
+            leases: leases.into_iter().map(Convert::convert).collect(),
         }))
     }
 
@@ -84,12 +92,13 @@ impl Leases for LeasesApi {
         &self,
         req: Request<pb::AddResourceRequest>,
     ) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         self.0
             .leases
-            .add_resource(&ns, &req.id, resource(req.resource)?)
-            .await?;
+            .add_resource(&ns, &req.id, resource(req.resource).or_status()?)
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
@@ -97,12 +106,13 @@ impl Leases for LeasesApi {
         &self,
         req: Request<pb::DeleteResourceRequest>,
     ) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
         self.0
             .leases
-            .delete_resource(&ns, &req.id, resource(req.resource)?)
-            .await?;
+            .delete_resource(&ns, &req.id, resource(req.resource).or_status()?)
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
@@ -110,12 +120,13 @@ impl Leases for LeasesApi {
         &self,
         req: Request<pb::ListResourcesRequest>,
     ) -> Result<Response<pb::ListResourcesResponse>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let resources = self
             .0
             .leases
             .list_resources(&ns, &req.into_inner().id)
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::ListResourcesResponse {
             resources: resources
                 .into_iter()

@@ -1,6 +1,6 @@
 //! The gRPC adapters: one module per containerd service. Each validates the request,
 //! converts wire types to core types, calls the core, publishes the event containerd would,
-//! and converts back. Errors become statuses only through `From<Error> for Status`.
+//! and converts back. Errors become statuses only through `status::status`.
 
 pub mod containers;
 pub mod content;
@@ -12,6 +12,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod status;
 pub mod streaming;
 pub mod tasks;
 pub mod transfer;
@@ -152,6 +153,12 @@ pub struct Services {
     pub snapshotters: crate::snapshots::Snapshotters,
     pub gc: crate::gc::Collector,
     pub tasks: crate::tasks::Tasks,
+}
+
+/// A conversion between a core type and its wire message, in either direction. (`From`
+/// cannot be written here: both types belong to other crates.)
+pub trait Convert<T> {
+    fn convert(self) -> T;
 }
 
 #[cfg(test)]

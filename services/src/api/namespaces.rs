@@ -1,16 +1,19 @@
 //! `containerd.services.namespaces.v1.Namespaces`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use berth_proto::containerd::services::namespaces::v1 as pb;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::Namespaces;
 use tonic::{Request, Response, Status};
 
+use super::Convert;
 use super::{Services, publish};
 use crate::error::Error;
 use crate::namespaces::{LabelUpdate, Namespace};
 
-impl From<Namespace> for pb::Namespace {
-    fn from(n: Namespace) -> Self {
+impl Convert<pb::Namespace> for Namespace {
+    fn convert(self) -> pb::Namespace {
+        let n = self;
         pb::Namespace {
             name: n.name,
             labels: n.labels,
@@ -26,9 +29,14 @@ impl Namespaces for NamespacesApi {
         &self,
         req: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::GetNamespaceResponse>, Status> {
-        let ns = self.0.namespaces.get(&req.into_inner().name).await?;
+        let ns = self
+            .0
+            .namespaces
+            .get(&req.into_inner().name)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::GetNamespaceResponse {
-            namespace: Some(ns.into()),
+            namespace: Some(ns.convert()),
         }))
     }
 
@@ -36,9 +44,9 @@ impl Namespaces for NamespacesApi {
         &self,
         _req: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        let list = self.0.namespaces.list().await?;
+        let list = self.0.namespaces.list().await.or_status()?;
         Ok(Response::new(pb::ListNamespacesResponse {
-            namespaces: list.into_iter().map(Into::into).collect(),
+            namespaces: list.into_iter().map(Convert::convert).collect(),
         }))
     }
 
@@ -49,7 +57,8 @@ impl Namespaces for NamespacesApi {
         let n = req
             .into_inner()
             .namespace
-            .ok_or_else(|| Error::invalid("namespace must be set"))?;
+            .ok_or_else(|| Error::invalid("namespace must be set"))
+            .or_status()?;
         let ns = self
             .0
             .namespaces
@@ -57,7 +66,8 @@ impl Namespaces for NamespacesApi {
                 name: n.name,
                 labels: n.labels,
             })
-            .await?;
+            .await
+            .or_status()?;
         publish(
             &self.0.exchange,
             &ns.name,
@@ -68,7 +78,7 @@ impl Namespaces for NamespacesApi {
             },
         );
         Ok(Response::new(pb::CreateNamespaceResponse {
-            namespace: Some(ns.into()),
+            namespace: Some(ns.convert()),
         }))
     }
 
@@ -79,7 +89,8 @@ impl Namespaces for NamespacesApi {
         let req = req.into_inner();
         let n = req
             .namespace
-            .ok_or_else(|| Error::invalid("namespace must be set"))?;
+            .ok_or_else(|| Error::invalid("namespace must be set"))
+            .or_status()?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let update = if paths.is_empty() {
             LabelUpdate::Replace(n.labels.clone())
@@ -95,12 +106,17 @@ impl Namespaces for NamespacesApi {
                         "cannot update {path:?} field on namespace {:?}",
                         n.name
                     ))
-                    .into());
+                    .into_status());
                 }
             }
             LabelUpdate::Keys(keys)
         };
-        let ns = self.0.namespaces.update(&n.name, update).await?;
+        let ns = self
+            .0
+            .namespaces
+            .update(&n.name, update)
+            .await
+            .or_status()?;
         self.updated(ns)
     }
 
@@ -109,7 +125,7 @@ impl Namespaces for NamespacesApi {
         req: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<()>, Status> {
         let name = req.into_inner().name;
-        self.0.namespaces.delete(&name).await?;
+        self.0.namespaces.delete(&name).await.or_status()?;
         publish(
             &self.0.exchange,
             &name,
@@ -130,7 +146,8 @@ impl NamespacesApi {
             .0
             .namespaces
             .update(&name, LabelUpdate::Replace(labels))
-            .await?;
+            .await
+            .or_status()?;
         self.updated(ns)
     }
 
@@ -145,7 +162,7 @@ impl NamespacesApi {
             },
         );
         Ok(Response::new(pb::UpdateNamespaceResponse {
-            namespace: Some(ns.into()),
+            namespace: Some(ns.convert()),
         }))
     }
 }

@@ -7,6 +7,7 @@
 //! ([`SnapshotsApi::proxy`]) has none of these: containerd, its client, keeps leases, events
 //! and GC itself, and a request without a namespace header uses `default`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
@@ -313,7 +314,8 @@ impl Snapshots for SnapshotsApi {
         let (md, _, r) = req.into_parts();
         let mounts = self
             .create(&md, r.snapshotter, r.key, r.parent, r.labels, false)
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::PrepareSnapshotResponse {
             mounts: mounts_to_wire(mounts),
         }))
@@ -326,7 +328,8 @@ impl Snapshots for SnapshotsApi {
         let (md, _, r) = req.into_parts();
         let mounts = self
             .create(&md, r.snapshotter, r.key, r.parent, r.labels, true)
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::ViewSnapshotResponse {
             mounts: mounts_to_wire(mounts),
         }))
@@ -336,15 +339,16 @@ impl Snapshots for SnapshotsApi {
         &self,
         req: Request<pb::MountsRequest>,
     ) -> Result<Response<pb::MountsResponse>, Status> {
-        let ns = self.namespace(req.metadata())?;
+        let ns = self.namespace(req.metadata()).or_status()?;
         let r = req.into_inner();
         let key = r.key;
         let mounts = self
             .snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, move |s| {
                 s.mounts(&ns, &key)
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::MountsResponse {
             mounts: mounts_to_wire(mounts),
         }))
@@ -355,12 +359,12 @@ impl Snapshots for SnapshotsApi {
         req: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let (md, _, r) = req.into_parts();
-        let ns = self.namespace(&md)?;
-        non_empty("name", &r.name)?;
-        non_empty("key", &r.key)?;
-        validate_labels(&r.labels)?;
-        let name = self.snapshotter(&r.snapshotter)?;
-        let hold = self.hold(&md, &ns, &name, &r.name).await?;
+        let ns = self.namespace(&md).or_status()?;
+        non_empty("name", &r.name).or_status()?;
+        non_empty("key", &r.key).or_status()?;
+        validate_labels(&r.labels).or_status()?;
+        let name = self.snapshotter(&r.snapshotter).or_status()?;
+        let hold = self.hold(&md, &ns, &name, &r.name).await.or_status()?;
         let (ns2, target, key, parent, labels) = (
             ns.clone(),
             r.name.clone(),
@@ -382,7 +386,7 @@ impl Snapshots for SnapshotsApi {
             if let Some(h) = hold {
                 h.release_after(&e).await;
             }
-            return Err(e.into());
+            return Err(e.into_status());
         }
         self.unhold(&md, &ns, &name, &r.key).await;
         self.publish(
@@ -402,13 +406,14 @@ impl Snapshots for SnapshotsApi {
         req: Request<pb::RemoveSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let (md, _, r) = req.into_parts();
-        let ns = self.namespace(&md)?;
-        non_empty("key", &r.key)?;
-        let name = self.snapshotter(&r.snapshotter)?;
+        let ns = self.namespace(&md).or_status()?;
+        non_empty("key", &r.key).or_status()?;
+        let name = self.snapshotter(&r.snapshotter).or_status()?;
         let (ns2, key) = (ns.clone(), r.key.clone());
         self.snapshotters
             .run(&name, move |s| s.remove(&ns2, &key))
-            .await?;
+            .await
+            .or_status()?;
         self.unhold(&md, &ns, &name, &r.key).await;
         self.publish(
             &ns,
@@ -428,15 +433,16 @@ impl Snapshots for SnapshotsApi {
         &self,
         req: Request<pb::StatSnapshotRequest>,
     ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
-        let ns = self.namespace(req.metadata())?;
+        let ns = self.namespace(req.metadata()).or_status()?;
         let r = req.into_inner();
         let key = r.key;
         let info = self
             .snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, move |s| {
                 s.stat(&ns, &key)
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::StatSnapshotResponse {
             info: Some(info_to_wire(info)),
         }))
@@ -446,19 +452,23 @@ impl Snapshots for SnapshotsApi {
         &self,
         req: Request<pb::UpdateSnapshotRequest>,
     ) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
-        let ns = self.namespace(req.metadata())?;
+        let ns = self.namespace(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Error::invalid("info must be set"))?;
-        non_empty("info.Name", &info.name)?;
-        validate_labels(&info.labels)?;
+        let info = r
+            .info
+            .ok_or_else(|| Error::invalid("info must be set"))
+            .or_status()?;
+        non_empty("info.Name", &info.name).or_status()?;
+        validate_labels(&info.labels).or_status()?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let info = info_from_wire(info);
         let updated = self
             .snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, move |s| {
                 s.update(&ns, info, &paths)
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::UpdateSnapshotResponse {
             info: Some(info_to_wire(updated)),
         }))
@@ -470,15 +480,16 @@ impl Snapshots for SnapshotsApi {
         &self,
         req: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        let ns = self.namespace(req.metadata())?;
+        let ns = self.namespace(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let filter = Filter::parse_all(&r.filters)?;
+        let filter = Filter::parse_all(&r.filters).or_status()?;
         let infos = self
             .snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, move |s| {
                 snapshots::list_filtered(s, &ns, &filter)
             })
-            .await?;
+            .await
+            .or_status()?;
         let batches: Vec<Result<pb::ListSnapshotsResponse, Status>> = infos
             .chunks(LIST_BATCH)
             .map(|c| {
@@ -494,15 +505,16 @@ impl Snapshots for SnapshotsApi {
         &self,
         req: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
-        let ns = self.namespace(req.metadata())?;
+        let ns = self.namespace(req.metadata()).or_status()?;
         let r = req.into_inner();
         let key = r.key;
         let usage = self
             .snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, move |s| {
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, move |s| {
                 s.usage(&ns, &key)
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::UsageResponse {
             size: usage.size,
             inodes: usage.inodes,
@@ -513,8 +525,11 @@ impl Snapshots for SnapshotsApi {
         // Cleanup spans every namespace: no namespace is needed.
         let r = req.into_inner();
         self.snapshotters
-            .run(&self.snapshotter(&r.snapshotter)?, |s| s.cleanup())
-            .await?;
+            .run(&self.snapshotter(&r.snapshotter).or_status()?, |s| {
+                s.cleanup()
+            })
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 }

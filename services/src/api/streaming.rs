@@ -1,5 +1,6 @@
 //! `containerd.services.streaming.v1.Streaming`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use std::pin::Pin;
 
 use berth_proto::containerd::services::streaming::v1::StreamInit;
@@ -25,12 +26,13 @@ impl Streaming for StreamingApi {
         &self,
         req: Request<Incoming<prost_types::Any>>,
     ) -> Result<Response<AnyStream>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let mut input = req.into_inner();
         let first = input
             .message()
             .await?
-            .ok_or_else(|| Error::invalid("stream closed before StreamInit"))?;
+            .ok_or_else(|| Error::invalid("stream closed before StreamInit"))
+            .or_status()?;
         if !first
             .type_url
             .ends_with("containerd.services.streaming.v1.StreamInit")
@@ -39,11 +41,12 @@ impl Streaming for StreamingApi {
                 "first stream message must be StreamInit, got {}",
                 first.type_url
             ))
-            .into());
+            .into_status());
         }
         let init = StreamInit::decode(first.value.as_slice())
-            .map_err(|e| Error::invalid(format!("decode StreamInit: {e}")))?;
-        let endpoint = self.0.streams.register(&ns, &init.id)?;
+            .map_err(|e| Error::invalid(format!("decode StreamInit: {e}")))
+            .or_status()?;
+        let endpoint = self.0.streams.register(&ns, &init.id).or_status()?;
         tracing::debug!(namespace = %ns, stream = %init.id, "stream registered");
 
         // Client → daemon: forward until the client closes its side.

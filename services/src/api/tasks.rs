@@ -4,6 +4,7 @@
 //! No task event is published here: the shim publishes `/tasks/*` itself through the
 //! daemon's ttrpc `Events/Forward`.
 
+use crate::api::status::{IntoStatus, OrStatus};
 use berth_proto::containerd::services::tasks::v1 as pb;
 use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks as TasksRpc;
 use berth_proto::containerd::types::Metric;
@@ -112,7 +113,7 @@ type Res<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl TasksRpc for TasksApi {
     async fn create(&self, req: Request<pb::CreateTaskRequest>) -> Res<pb::CreateTaskResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
         let opts = CreateOptions {
             rootfs: r.rootfs.into_iter().map(mount_from_wire).collect(),
@@ -123,7 +124,11 @@ impl TasksRpc for TasksApi {
             options: r.options.map(any_from_wire),
             checkpoint: r.checkpoint.is_some(),
         };
-        let (_, pid) = self.0.create(&ns, &r.container_id, opts).await?;
+        let (_, pid) = self
+            .0
+            .create(&ns, &r.container_id, opts)
+            .await
+            .or_status()?;
         Ok(Response::new(pb::CreateTaskResponse {
             container_id: r.container_id,
             pid,
@@ -131,9 +136,9 @@ impl TasksRpc for TasksApi {
     }
 
     async fn start(&self, req: Request<pb::StartRequest>) -> Res<pb::StartResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         let resp = t
             .shim
             .start(api::StartRequest {
@@ -141,14 +146,15 @@ impl TasksRpc for TasksApi {
                 exec_id: r.exec_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(pb::StartResponse { pid: resp.pid }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteTaskRequest>) -> Res<pb::DeleteResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let resp = self.0.delete(&ns, &r.container_id).await?;
+        let resp = self.0.delete(&ns, &r.container_id).await.or_status()?;
         Ok(Response::new(delete_response(&r.container_id, resp)))
     }
 
@@ -156,12 +162,12 @@ impl TasksRpc for TasksApi {
         &self,
         req: Request<pb::DeleteProcessRequest>,
     ) -> Res<pb::DeleteResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
         if r.exec_id.is_empty() {
-            return Err(Error::invalid("exec id must be set to delete a process").into());
+            return Err(Error::invalid("exec id must be set to delete a process").into_status());
         }
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         let resp = t
             .shim
             .delete(api::DeleteRequest {
@@ -169,7 +175,8 @@ impl TasksRpc for TasksApi {
                 exec_id: r.exec_id.clone(),
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(delete_response(
             &r.exec_id,
             Exit::from(&resp),
@@ -177,9 +184,9 @@ impl TasksRpc for TasksApi {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Res<pb::GetResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         let state = match t
             .shim
             .state(api::StateRequest {
@@ -190,7 +197,7 @@ impl TasksRpc for TasksApi {
             .await
         {
             Ok(s) => s,
-            Err(e) => return Err(self.0.check_shim(&t, e).await.into()),
+            Err(e) => return Err(self.0.check_shim(&t, e).await.into_status()),
         };
         Ok(Response::new(pb::GetResponse {
             process: Some(process_from_state(&r.container_id, state)),
@@ -198,9 +205,9 @@ impl TasksRpc for TasksApi {
     }
 
     async fn list(&self, req: Request<pb::ListTasksRequest>) -> Res<pb::ListTasksResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         // containerd 1.6 ignores the filter; berthd applies it (an empty one matches all).
-        let filter = Filter::parse(&req.into_inner().filter)?;
+        let filter = Filter::parse(&req.into_inner().filter).or_status()?;
         let mut tasks = Vec::new();
         for t in self.0.list(&ns) {
             let state = t
@@ -223,7 +230,7 @@ impl TasksRpc for TasksApi {
                 }
                 Err(e) => match self.0.check_shim(&t, e).await {
                     e if e.is_not_found() => {}
-                    e => return Err(e.into()),
+                    e => return Err(e.into_status()),
                 },
             }
         }
@@ -231,9 +238,9 @@ impl TasksRpc for TasksApi {
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .kill(api::KillRequest {
                 id: r.container_id,
@@ -242,17 +249,18 @@ impl TasksRpc for TasksApi {
                 all: r.all,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn exec(&self, req: Request<pb::ExecProcessRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
         if r.exec_id.is_empty() {
-            return Err(Error::invalid("exec id must not be empty").into());
+            return Err(Error::invalid("exec id must not be empty").into_status());
         }
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .exec(api::ExecProcessRequest {
                 id: r.container_id,
@@ -264,14 +272,15 @@ impl TasksRpc for TasksApi {
                 spec: r.spec.map(any_to_pb).into(),
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn resize_pty(&self, req: Request<pb::ResizePtyRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .resize_pty(api::ResizePtyRequest {
                 id: r.container_id,
@@ -280,14 +289,15 @@ impl TasksRpc for TasksApi {
                 height: r.height,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn close_io(&self, req: Request<pb::CloseIoRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .close_io(api::CloseIORequest {
                 id: r.container_id,
@@ -295,47 +305,51 @@ impl TasksRpc for TasksApi {
                 stdin: r.stdin,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn pause(&self, req: Request<pb::PauseTaskRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .pause(api::PauseRequest {
                 id: r.container_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn resume(&self, req: Request<pb::ResumeTaskRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .resume(api::ResumeRequest {
                 id: r.container_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn list_pids(&self, req: Request<pb::ListPidsRequest>) -> Res<pb::ListPidsResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         let resp = t
             .shim
             .pids(api::PidsRequest {
                 id: r.container_id,
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         let processes = resp
             .processes
             .iter()
@@ -356,13 +370,13 @@ impl TasksRpc for TasksApi {
             "checkpoint of task {}: berthd does not checkpoint tasks",
             r.container_id
         ))
-        .into())
+        .into_status())
     }
 
     async fn update(&self, req: Request<pb::UpdateTaskRequest>) -> Res<()> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         t.shim
             .update(api::UpdateTaskRequest {
                 id: r.container_id,
@@ -370,13 +384,14 @@ impl TasksRpc for TasksApi {
                 annotations: r.annotations.into_iter().collect(),
                 ..Default::default()
             })
-            .await?;
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 
     async fn metrics(&self, req: Request<pb::MetricsRequest>) -> Res<pb::MetricsResponse> {
-        let ns = namespace_required(req.metadata())?;
-        let filter = Filter::parse_all(&req.into_inner().filters)?;
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
         let mut metrics = Vec::new();
         for t in self.0.list(&ns) {
             let fields = TaskFields {
@@ -399,7 +414,7 @@ impl TasksRpc for TasksApi {
                 Err(e) => match self.0.check_shim(&t, e).await {
                     // Deleted meanwhile, or its shim died: as containerd, no metric for it.
                     e if e.is_not_found() => continue,
-                    e => return Err(e.into()),
+                    e => return Err(e.into_status()),
                 },
             };
             metrics.push(Metric {
@@ -412,9 +427,9 @@ impl TasksRpc for TasksApi {
     }
 
     async fn wait(&self, req: Request<pb::WaitRequest>) -> Res<pb::WaitResponse> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id)?;
+        let t = self.0.get(&ns, &r.container_id).or_status()?;
         let resp = match t
             .shim
             .wait(api::WaitRequest {
@@ -425,7 +440,7 @@ impl TasksRpc for TasksApi {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Err(self.0.check_shim(&t, e).await.into()),
+            Err(e) => return Err(self.0.check_shim(&t, e).await.into_status()),
         };
         Ok(Response::new(pb::WaitResponse {
             exit_status: resp.exit_status,

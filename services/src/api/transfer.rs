@@ -3,6 +3,8 @@
 //! archive stream). Progress, credentials and archive bytes travel on streams the client
 //! opened through the Streaming service and names in the request.
 
+use super::Convert;
+use crate::api::status::OrStatus;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -375,7 +377,7 @@ impl TransferApi {
                     .send(event_any(&tt::Progress {
                         event: "saved".into(),
                         name: image.name.clone(),
-                        desc: image.target.clone().map(Into::into),
+                        desc: image.target.clone().map(Convert::convert),
                         ..Default::default()
                     }))
                     .await;
@@ -591,25 +593,27 @@ async fn send_file(mut s: Stream, path: &Path) -> Result<()> {
 #[tonic::async_trait]
 impl Transfer for TransferApi {
     async fn transfer(&self, req: Request<pb::TransferRequest>) -> Result<Response<()>, Status> {
-        let ns = namespace_required(req.metadata())?;
+        let ns = namespace_required(req.metadata()).or_status()?;
         let lease = lease(req.metadata());
         let req = req.into_inner();
         let src = req
             .source
-            .ok_or_else(|| Error::invalid("transfer source must be set"))?;
+            .ok_or_else(|| Error::invalid("transfer source must be set"))
+            .or_status()?;
         let dst = req
             .destination
-            .ok_or_else(|| Error::invalid("transfer destination must be set"))?;
+            .ok_or_else(|| Error::invalid("transfer destination must be set"))
+            .or_status()?;
         let progress_id = req.options.map(|o| o.progress_stream).unwrap_or_default();
-        let progress = self.stream(&ns, &progress_id).await?;
+        let progress = self.stream(&ns, &progress_id).await.or_status()?;
         let (s, d) = (name_of(&src).to_string(), name_of(&dst).to_string());
         let result = match (s.as_str(), d.as_str()) {
             ("containerd.types.transfer.OCIRegistry", "containerd.types.transfer.ImageStore") => {
                 self.pull(
                     &ns,
                     lease,
-                    decode(&src, "source")?,
-                    decode(&dst, "destination")?,
+                    decode(&src, "source").or_status()?,
+                    decode(&dst, "destination").or_status()?,
                     progress,
                 )
                 .await
@@ -617,8 +621,8 @@ impl Transfer for TransferApi {
             ("containerd.types.transfer.ImageStore", "containerd.types.transfer.OCIRegistry") => {
                 self.push(
                     &ns,
-                    decode(&src, "source")?,
-                    decode(&dst, "destination")?,
+                    decode(&src, "source").or_status()?,
+                    decode(&dst, "destination").or_status()?,
                     progress,
                 )
                 .await
@@ -630,8 +634,8 @@ impl Transfer for TransferApi {
                 self.import(
                     &ns,
                     lease,
-                    decode(&src, "source")?,
-                    decode(&dst, "destination")?,
+                    decode(&src, "source").or_status()?,
+                    decode(&dst, "destination").or_status()?,
                     progress,
                 )
                 .await
@@ -640,14 +644,49 @@ impl Transfer for TransferApi {
                 "containerd.types.transfer.ImageStore",
                 "containerd.types.transfer.ImageExportStream",
             ) => {
-                self.export(&ns, decode(&src, "source")?, decode(&dst, "destination")?)
-                    .await
+                self.export(
+                    &ns,
+                    decode(&src, "source").or_status()?,
+                    decode(&dst, "destination").or_status()?,
+                )
+                .await
             }
             _ => Err(Error::NotImplemented(format!(
                 "transfer from {s} to {d} is not supported"
             ))),
         };
-        result?;
+        result.or_status()?;
         Ok(Response::new(()))
     }
+}
+
+/// The futures of pull, push and the registry client must be `Send` for any lifetimes, as
+/// gRPC handlers (`#[tonic::async_trait]`) require. Compiled, never called.
+#[cfg(test)]
+#[allow(dead_code)]
+fn futures_are_send(
+    puller: &crate::pull::Puller,
+    pusher: &crate::push::Pusher,
+    client: &crate::registry::RegistryClient,
+    desc: &crate::images::Descriptor,
+    tx: tokio::sync::mpsc::Sender<crate::registry::Progress>,
+) {
+    fn s<T: Send>(_: T) {}
+    s(puller.pull("ns", "ref", crate::pull::PullOptions::default(), tx.clone()));
+    s(pusher.push(
+        "ns",
+        "img",
+        Some("ref"),
+        crate::push::PushOptions::default(),
+        tx,
+    ));
+    s(client.resolve("repo", "tag"));
+    s(client.fetch_manifest("repo", desc));
+    s(client.fetch_blob("repo", desc, 0));
+    s(client.blob_exists("repo", "sha256:x"));
+    s(client.push_manifest("repo", "tag", "mt", Vec::new()));
+    s(crate::registry::RegistryClient::new(
+        "host",
+        &crate::registry::ClientOptions::default(),
+    ));
 }

@@ -1,4 +1,4 @@
-//! The daemon's error type and its one mapping to gRPC status codes.
+//! The core's error type and its classes (front doors map a class to their status codes).
 //!
 //! Variants follow the classes containerd clients branch on. Each carries a message that
 //! names the object ("container \"web\" in namespace \"default\""); the class suffix
@@ -108,7 +108,7 @@ impl Error {
             Error::Io { source, .. } => is_no_space(source),
             Error::Database { message, .. } => says_no_space(message),
             Error::Snapshotter(e) | Error::Layer { source: e, .. } => {
-                snapshotter_code(e) == tonic::Code::ResourceExhausted
+                snapshotter_class(e) == Class::ResourceExhausted
             }
             _ => false,
         }
@@ -146,11 +146,26 @@ fn says_no_space(message: &str) -> bool {
     message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
+/// The class of an error: what a client branches on. Front doors map it to their own status
+/// codes (gRPC, ttrpc) in one place each; the core never sees a transport type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    NotFound,
+    AlreadyExists,
+    InvalidArgument,
+    FailedPrecondition,
+    Unavailable,
+    Unimplemented,
+    OutOfRange,
+    ResourceExhausted,
+    Cancelled,
+    Internal,
+}
+
 /// The class of a snapshotter error: bad layers are the caller's input; a full disk is
 /// ResourceExhausted, whatever step found it.
-fn snapshotter_code(e: &berth_snapshotter::SnapshotterError) -> tonic::Code {
+fn snapshotter_class(e: &berth_snapshotter::SnapshotterError) -> Class {
     use berth_snapshotter::SnapshotterError as S;
-    use tonic::Code;
     let no_space = match e {
         S::Io { source, .. }
         | S::Write { source, .. }
@@ -160,110 +175,45 @@ fn snapshotter_code(e: &berth_snapshotter::SnapshotterError) -> tonic::Code {
         _ => false,
     };
     if no_space {
-        return Code::ResourceExhausted;
+        return Class::ResourceExhausted;
     }
     match e {
-        S::NotFound(_) => Code::NotFound,
-        S::AlreadyExists(_) => Code::AlreadyExists,
+        S::NotFound(_) => Class::NotFound,
+        S::AlreadyExists(_) => Class::AlreadyExists,
         S::InvalidArgument(_)
         | S::PathEscape { .. }
         | S::InvalidEntry { .. }
         | S::Decompress { .. }
-        | S::Tar { .. } => Code::InvalidArgument,
-        S::FailedPrecondition(_) => Code::FailedPrecondition,
-        S::Cancelled(_) => Code::Cancelled,
-        S::NotImplemented(_) | S::CompressionNotImplemented(_) => Code::Unimplemented,
+        | S::Tar { .. } => Class::InvalidArgument,
+        S::FailedPrecondition(_) => Class::FailedPrecondition,
+        S::Cancelled(_) => Class::Cancelled,
+        S::NotImplemented(_) | S::CompressionNotImplemented(_) => Class::Unimplemented,
         S::Database { .. }
         | S::Corrupt { .. }
         | S::Mount { .. }
         | S::Io { .. }
-        | S::Write { .. } => Code::Internal,
+        | S::Write { .. } => Class::Internal,
     }
-}
-
-/// The one place where berthd errors become gRPC statuses.
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        use tonic::Code;
-        let code = match &err {
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::NotImplemented(_) => Code::Unimplemented,
-            Error::OutOfRange(_) => Code::OutOfRange,
-            Error::Io { source, .. } if is_no_space(source) => Code::ResourceExhausted,
-            Error::Database { message, .. } if says_no_space(message) => Code::ResourceExhausted,
-            Error::Database { .. }
-            | Error::Io { .. }
-            | Error::Corrupt { .. }
-            | Error::Internal(_) => Code::Internal,
-            Error::Snapshotter(e) | Error::Layer { source: e, .. } => snapshotter_code(e),
-        };
-        if code == Code::Internal {
-            tracing::error!(error = %err, "internal error");
-        }
-        tonic::Status::new(code, capped(err.to_string()))
-    }
-}
-
-/// Longest status message sent: a message echoes the client's input (a name, a mount
-/// option, a label), and one over the HTTP/2 header limit (16 KB) would reach the client
-/// as RESOURCE_EXHAUSTED instead of the error.
-const MAX_STATUS_MESSAGE: usize = 4096;
-
-/// `message`, cut to [`MAX_STATUS_MESSAGE`] bytes (on a character boundary) with a note of
-/// how much was left out.
-fn capped(message: String) -> String {
-    if message.len() <= MAX_STATUS_MESSAGE {
-        return message;
-    }
-    let mut end = MAX_STATUS_MESSAGE;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}… ({} more bytes not shown)",
-        &message[..end],
-        message.len() - end
-    )
 }
 
 impl Error {
-    /// The one place where berthd errors become ttrpc statuses (for the ttrpc services).
-    pub fn into_ttrpc(self) -> berth_proto::ttrpc::ttrpc::Error {
-        use berth_proto::ttrpc::ttrpc::Code;
-        let status = tonic::Status::from(self);
-        let code = match status.code() {
-            tonic::Code::NotFound => Code::NOT_FOUND,
-            tonic::Code::AlreadyExists => Code::ALREADY_EXISTS,
-            tonic::Code::InvalidArgument => Code::INVALID_ARGUMENT,
-            tonic::Code::FailedPrecondition => Code::FAILED_PRECONDITION,
-            tonic::Code::Unavailable => Code::UNAVAILABLE,
-            tonic::Code::Unimplemented => Code::UNIMPLEMENTED,
-            _ => Code::INTERNAL,
-        };
-        berth_proto::ttrpc::ttrpc::Error::RpcStatus(berth_proto::ttrpc::ttrpc::get_status(
-            code,
-            status.message(),
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_messages_are_capped() {
-        let status =
-            tonic::Status::from(Error::invalid(format!("bad option {}", "é".repeat(60_000))));
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().len() < MAX_STATUS_MESSAGE + 64);
-        assert!(status.message().starts_with("bad option é"));
-        assert!(status.message().ends_with("more bytes not shown)"));
-        let short = tonic::Status::from(Error::invalid("short"));
-        assert_eq!(short.message(), Error::invalid("short").to_string());
+    /// The class of this error (the one rule; front doors map classes to codes).
+    pub fn class(&self) -> Class {
+        match self {
+            Error::NotFound(_) => Class::NotFound,
+            Error::AlreadyExists(_) => Class::AlreadyExists,
+            Error::InvalidArgument(_) => Class::InvalidArgument,
+            Error::FailedPrecondition(_) => Class::FailedPrecondition,
+            Error::Unavailable(_) => Class::Unavailable,
+            Error::NotImplemented(_) => Class::Unimplemented,
+            Error::OutOfRange(_) => Class::OutOfRange,
+            Error::Io { source, .. } if is_no_space(source) => Class::ResourceExhausted,
+            Error::Database { message, .. } if says_no_space(message) => Class::ResourceExhausted,
+            Error::Database { .. }
+            | Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Internal(_) => Class::Internal,
+            Error::Snapshotter(e) | Error::Layer { source: e, .. } => snapshotter_class(e),
+        }
     }
 }

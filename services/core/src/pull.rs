@@ -30,9 +30,7 @@ use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
 use crate::leases::{self, Leases, Resource};
 use crate::registry::media::{self, Kind, Platform};
-use crate::registry::{
-    ClientOptions, Progress, ProgressState, Reference, Registries, RegistryClient,
-};
+use crate::registry::{Progress, ProgressState, Reference, Registries, RegistryClient};
 use crate::unpack::{UnpackRequest, Unpacker};
 
 pub use crate::registry::{Progress as PullProgress, ProgressState as PullState};
@@ -742,33 +740,6 @@ fn select_manifests(
             )))
         }
     }
-}
-
-/// The futures of pull, push and the registry client must be `Send` for any lifetimes, as
-/// gRPC handlers (`#[tonic::async_trait]`) require. Compiled, never called.
-#[allow(dead_code)]
-fn futures_are_send(
-    puller: &Puller,
-    pusher: &crate::push::Pusher,
-    client: &RegistryClient,
-    desc: &Descriptor,
-    tx: mpsc::Sender<Progress>,
-) {
-    fn s<T: Send>(_: T) {}
-    s(puller.pull("ns", "ref", PullOptions::default(), tx.clone()));
-    s(pusher.push(
-        "ns",
-        "img",
-        Some("ref"),
-        crate::push::PushOptions::default(),
-        tx,
-    ));
-    s(client.resolve("repo", "tag"));
-    s(client.fetch_manifest("repo", desc));
-    s(client.fetch_blob("repo", desc, 0));
-    s(client.blob_exists("repo", "sha256:x"));
-    s(client.push_manifest("repo", "tag", "mt", Vec::new()));
-    s(RegistryClient::new("host", &ClientOptions::default()));
 }
 
 #[cfg(test)]

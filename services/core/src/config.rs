@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn deploy_config_is_the_default() {
-        let deployed = include_str!("../../deploy/config.toml");
+        let deployed = include_str!("../../../deploy/config.toml");
         let parsed = Config::from_toml(deployed, Path::new("deploy/config.toml")).expect("parse");
         assert_eq!(
             parsed,
