@@ -341,3 +341,101 @@ fn a_dropped_daemon_leaves_no_shim_or_mount() {
     wait_gone(pid);
     assert!(mounts_under(&dir).is_empty(), "{:?}", mounts_under(&dir));
 }
+
+/// Puts container `id` in pod `sandbox` the way the CRI does: the
+/// `io.kubernetes.cri.sandbox-id` annotation in its spec.
+fn annotate_sandbox(d: &Daemon, id: &str, sandbox: &str) {
+    use berth_proto::containerd::services::containers::v1 as cpb;
+    use cpb::containers_client::ContainersClient;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut ct = ContainersClient::new(d.channel().await);
+        let got = ct
+            .get(berth_tests::in_ns(
+                "default",
+                cpb::GetContainerRequest { id: id.into() },
+            ))
+            .await
+            .expect("get container")
+            .into_inner();
+        let mut container = got.container.expect("container");
+        let spec = container.spec.as_mut().expect("spec");
+        let mut json: serde_json::Value = serde_json::from_slice(&spec.value).expect("spec json");
+        json["annotations"]["io.kubernetes.cri.sandbox-id"] = sandbox.into();
+        spec.value = serde_json::to_vec(&json).expect("encode spec");
+        ct.update(berth_tests::in_ns(
+            "default",
+            cpb::UpdateContainerRequest {
+                container: Some(container),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["spec".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("update container");
+    });
+}
+
+/// The Tasks Start call on an existing task (`ctr tasks start` would create one first).
+fn start_over_grpc(d: &Daemon, id: &str) -> Result<u32, tonic::Status> {
+    use berth_proto::containerd::services::tasks::v1 as tpb;
+    use tpb::tasks_client::TasksClient;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut tasks = TasksClient::new(d.channel().await);
+        let req = tpb::StartRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        let resp = tasks.start(berth_tests::in_ns("default", req)).await?;
+        Ok(resp.into_inner().pid)
+    })
+}
+
+#[test]
+fn a_pod_is_served_by_one_shim_across_restarts() {
+    let mut env = Env::start();
+    for id in ["c4", "c5"] {
+        ok(
+            &env.ctr(&["containers", "create", IMAGE, id, "sleep", "1000"]),
+            "create",
+        );
+        annotate_sandbox(&env.d, id, "c4");
+        ok(&env.ctr(&["tasks", "start", "-d", id]), "start -d");
+        env.wait_status(id, "RUNNING");
+    }
+    let pid = |env: &Env, id: &str| -> u32 {
+        env.task_row(id)
+            .and_then(|r| r.get(1)?.parse().ok())
+            .expect("task pid")
+    };
+    let shim = shim_of(pid(&env, "c4"));
+    assert_eq!(shim_of(pid(&env, "c5")), shim, "one shim serves the pod");
+
+    // The sandbox's task goes first; the shim it was started for serves c5 on, also after
+    // a restart of berthd (which ends the shims that serve no task it knows).
+    ok(&env.ctr(&["tasks", "kill", "-s", "KILL", "c4"]), "kill c4");
+    env.wait_status("c4", "STOPPED");
+    ok(&env.ctr(&["tasks", "rm", "c4"]), "rm c4");
+    env.d.restart();
+    env.wait_status("c5", "RUNNING");
+    assert!(
+        Path::new(&format!("/proc/{shim}")).exists(),
+        "the pod's shim was ended"
+    );
+    assert_eq!(shim_of(pid(&env, "c5")), shim);
+
+    // The daemon's rules: a stopped task does not start again.
+    ok(&env.ctr(&["tasks", "kill", "-s", "KILL", "c5"]), "kill c5");
+    env.wait_status("c5", "STOPPED");
+    let err = start_over_grpc(&env.d, "c5").expect_err("start of a stopped task");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("cannot start container c5 in state stopped"),
+        "{err:?}"
+    );
+    ok(&env.ctr(&["tasks", "rm", "c5"]), "rm c5");
+    wait_gone(shim);
+}

@@ -4,6 +4,9 @@
 //! file its [`LOG_LABEL`] names, if that file is in the daemon's runtime directory. No client
 //! has to stay around, as with Docker's daemon.
 //!
+//! The same watcher tells the task core of every init exit ([`Tasks::observe_exit`]), so the
+//! daemon-side status of tasks is current.
+//!
 //! The exit arrives as the shim's `/tasks/exit` event: shims keep an exit until berthd has
 //! taken it, so one that happened while berthd was down is acted on after the restart.
 
@@ -85,6 +88,8 @@ impl AutoRemover {
                 continue;
             }
             let (ns, id) = (envelope.namespace.clone(), exit.container_id.clone());
+            // The task core learns of the exit here too (its daemon-side status).
+            self.tasks.observe_exit(&ns, &id, exit.pid);
             let remover = self.clone_parts();
             // One container's clean-up never holds up the next event.
             tokio::spawn(async move { remover.remove(&ns, &id).await });

@@ -1,51 +1,25 @@
-//! `containerd.services.tasks.v1.Tasks`: the one place where the daemon's `tasks.v1` (prost)
-//! messages and the shim's `task.v2` (rust-protobuf) messages are mapped into each other.
+//! `containerd.services.tasks.v1.Tasks`: each call converts the request, calls one method
+//! of the task core ([`crate::tasks::Tasks`]) and converts the answer. The core talks to
+//! the shims; no shim type is seen here.
 //!
 //! No task event is published here: the shim publishes `/tasks/*` itself through the
 //! daemon's ttrpc `Events/Forward`.
 
-use crate::api::status::{IntoStatus, OrStatus};
 use berth_proto::containerd::services::tasks::v1 as pb;
 use berth_proto::containerd::services::tasks::v1::tasks_server::Tasks as TasksRpc;
 use berth_proto::containerd::types::Metric;
 use berth_proto::containerd::v1::types::{Process, ProcessInfo};
-use berth_proto::ttrpc::api;
-use berth_proto::ttrpc::protobuf::MessageField;
-use berth_proto::ttrpc::protobuf::well_known_types::any::Any as PbAny;
-use berth_proto::ttrpc::protobuf::well_known_types::timestamp::Timestamp as PbTimestamp;
 use tonic::{Request, Response, Status};
 
 use super::snapshots::mount_from_wire;
-use super::{any_from_wire, namespace_required};
-use crate::error::Error;
-use crate::filters::{Adaptor, Filter};
-use crate::tasks::{CreateOptions, Exit, Task, Tasks};
+use super::{any_from_wire, any_to_wire, namespace_required};
+use crate::api::status::OrStatus;
+use crate::filters::Filter;
+use crate::tasks::{CreateOptions, ExecOptions, Exit, ProcessState, Stdio, Tasks};
 
 pub struct TasksApi(pub Tasks);
 
-fn any_to_pb(a: prost_types::Any) -> PbAny {
-    PbAny {
-        type_url: a.type_url,
-        value: a.value,
-        ..Default::default()
-    }
-}
-
-fn any_from_pb(a: &PbAny) -> prost_types::Any {
-    prost_types::Any {
-        type_url: a.type_url.clone(),
-        value: a.value.clone(),
-    }
-}
-
-fn ts_from_pb(t: &MessageField<PbTimestamp>) -> Option<prost_types::Timestamp> {
-    t.as_ref().map(|t| prost_types::Timestamp {
-        seconds: t.seconds,
-        nanos: t.nanos,
-    })
-}
-
-fn process_from_state(container_id: &str, s: api::StateResponse) -> Process {
+fn process(container_id: &str, s: ProcessState) -> Process {
     Process {
         container_id: container_id.to_string(),
         // The process id: the container's for its init process, else the exec id.
@@ -55,13 +29,13 @@ fn process_from_state(container_id: &str, s: api::StateResponse) -> Process {
             s.exec_id.clone()
         },
         pid: s.pid,
-        status: s.status.value(),
+        status: s.status.code(),
         stdin: s.stdin,
         stdout: s.stdout,
         stderr: s.stderr,
         terminal: s.terminal,
         exit_status: s.exit_status,
-        exited_at: ts_from_pb(&s.exited_at),
+        exited_at: s.exited_at,
     }
 }
 
@@ -74,40 +48,6 @@ fn delete_response(id: &str, exit: Exit) -> pb::DeleteResponse {
     }
 }
 
-/// The name of a process status in filters, as containerd spells it.
-fn status_name(status: i32) -> &'static str {
-    use berth_proto::containerd::v1::types::Status;
-    match Status::try_from(status).unwrap_or(Status::Unknown) {
-        Status::Created => "created",
-        Status::Running => "running",
-        Status::Stopped => "stopped",
-        Status::Paused => "paused",
-        Status::Pausing => "pausing",
-        Status::Unknown => "unknown",
-    }
-}
-
-/// The fields task filters can name: `id` (and `container_id`), `namespace`, `runtime`,
-/// and, once the task's state is known, `pid` and `status`.
-struct TaskFields<'a> {
-    task: &'a Task,
-    process: Option<&'a Process>,
-}
-
-impl Adaptor for TaskFields<'_> {
-    fn field(&self, path: &[String]) -> Option<String> {
-        let t = self.task;
-        match path.first().map(String::as_str)? {
-            "id" | "container_id" => Some(t.id.clone()),
-            "namespace" => Some(t.namespace.clone()),
-            "runtime" => Some(t.runtime.clone()),
-            "pid" => self.process.map(|p| p.pid.to_string()),
-            "status" => self.process.map(|p| status_name(p.status).to_string()),
-            _ => None,
-        }
-    }
-}
-
 type Res<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -117,10 +57,12 @@ impl TasksRpc for TasksApi {
         let r = req.into_inner();
         let opts = CreateOptions {
             rootfs: r.rootfs.into_iter().map(mount_from_wire).collect(),
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            terminal: r.terminal,
+            stdio: Stdio {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                terminal: r.terminal,
+            },
             options: r.options.map(any_from_wire),
             checkpoint: r.checkpoint.is_some(),
         };
@@ -138,24 +80,19 @@ impl TasksRpc for TasksApi {
     async fn start(&self, req: Request<pb::StartRequest>) -> Res<pb::StartResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        let resp = t
-            .shim
-            .start(api::StartRequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                ..Default::default()
-            })
+        let pid = self
+            .0
+            .start(&ns, &r.container_id, &r.exec_id)
             .await
             .or_status()?;
-        Ok(Response::new(pb::StartResponse { pid: resp.pid }))
+        Ok(Response::new(pb::StartResponse { pid }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteTaskRequest>) -> Res<pb::DeleteResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let resp = self.0.delete(&ns, &r.container_id).await.or_status()?;
-        Ok(Response::new(delete_response(&r.container_id, resp)))
+        let exit = self.0.delete(&ns, &r.container_id).await.or_status()?;
+        Ok(Response::new(delete_response(&r.container_id, exit)))
     }
 
     async fn delete_process(
@@ -164,43 +101,24 @@ impl TasksRpc for TasksApi {
     ) -> Res<pb::DeleteResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        if r.exec_id.is_empty() {
-            return Err(Error::invalid("exec id must be set to delete a process").into_status());
-        }
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        let resp = t
-            .shim
-            .delete(api::DeleteRequest {
-                id: r.container_id,
-                exec_id: r.exec_id.clone(),
-                ..Default::default()
-            })
+        let exit = self
+            .0
+            .delete_process(&ns, &r.container_id, &r.exec_id)
             .await
             .or_status()?;
-        Ok(Response::new(delete_response(
-            &r.exec_id,
-            Exit::from(&resp),
-        )))
+        Ok(Response::new(delete_response(&r.exec_id, exit)))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Res<pb::GetResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        let state = match t
-            .shim
-            .state(api::StateRequest {
-                id: r.container_id.clone(),
-                exec_id: r.exec_id,
-                ..Default::default()
-            })
+        let state = self
+            .0
+            .state(&ns, &r.container_id, &r.exec_id)
             .await
-        {
-            Ok(s) => s,
-            Err(e) => return Err(self.0.check_shim(&t, e).await.into_status()),
-        };
+            .or_status()?;
         Ok(Response::new(pb::GetResponse {
-            process: Some(process_from_state(&r.container_id, state)),
+            process: Some(process(&r.container_id, state)),
         }))
     }
 
@@ -208,47 +126,16 @@ impl TasksRpc for TasksApi {
         let ns = namespace_required(req.metadata()).or_status()?;
         // containerd 1.6 ignores the filter; berthd applies it (an empty one matches all).
         let filter = Filter::parse(&req.into_inner().filter).or_status()?;
-        let mut tasks = Vec::new();
-        for t in self.0.list(&ns) {
-            let state = t
-                .shim
-                .state(api::StateRequest {
-                    id: t.id.clone(),
-                    ..Default::default()
-                })
-                .await;
-            match state {
-                Ok(s) => {
-                    let p = process_from_state(&t.id, s);
-                    let fields = TaskFields {
-                        task: &t,
-                        process: Some(&p),
-                    };
-                    if filter.matches(&fields) {
-                        tasks.push(p);
-                    }
-                }
-                Err(e) => match self.0.check_shim(&t, e).await {
-                    e if e.is_not_found() => {}
-                    e => return Err(e.into_status()),
-                },
-            }
-        }
+        let states = self.0.list_states(&ns, &filter).await.or_status()?;
+        let tasks = states.into_iter().map(|(t, s)| process(&t.id, s)).collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 
     async fn kill(&self, req: Request<pb::KillRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .kill(api::KillRequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                signal: r.signal,
-                all: r.all,
-                ..Default::default()
-            })
+        self.0
+            .kill(&ns, &r.container_id, &r.exec_id, r.signal, r.all)
             .await
             .or_status()?;
         Ok(Response::new(()))
@@ -257,21 +144,17 @@ impl TasksRpc for TasksApi {
     async fn exec(&self, req: Request<pb::ExecProcessRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        if r.exec_id.is_empty() {
-            return Err(Error::invalid("exec id must not be empty").into_status());
-        }
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .exec(api::ExecProcessRequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                terminal: r.terminal,
+        let opts = ExecOptions {
+            stdio: Stdio {
                 stdin: r.stdin,
                 stdout: r.stdout,
                 stderr: r.stderr,
-                spec: r.spec.map(any_to_pb).into(),
-                ..Default::default()
-            })
+                terminal: r.terminal,
+            },
+            spec: r.spec.map(any_from_wire),
+        };
+        self.0
+            .exec(&ns, &r.container_id, &r.exec_id, opts)
             .await
             .or_status()?;
         Ok(Response::new(()))
@@ -280,15 +163,8 @@ impl TasksRpc for TasksApi {
     async fn resize_pty(&self, req: Request<pb::ResizePtyRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .resize_pty(api::ResizePtyRequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                width: r.width,
-                height: r.height,
-                ..Default::default()
-            })
+        self.0
+            .resize_pty(&ns, &r.container_id, &r.exec_id, r.width, r.height)
             .await
             .or_status()?;
         Ok(Response::new(()))
@@ -297,14 +173,8 @@ impl TasksRpc for TasksApi {
     async fn close_io(&self, req: Request<pb::CloseIoRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .close_io(api::CloseIORequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                stdin: r.stdin,
-                ..Default::default()
-            })
+        self.0
+            .close_io(&ns, &r.container_id, &r.exec_id, r.stdin)
             .await
             .or_status()?;
         Ok(Response::new(()))
@@ -313,49 +183,26 @@ impl TasksRpc for TasksApi {
     async fn pause(&self, req: Request<pb::PauseTaskRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .pause(api::PauseRequest {
-                id: r.container_id,
-                ..Default::default()
-            })
-            .await
-            .or_status()?;
+        self.0.pause(&ns, &r.container_id).await.or_status()?;
         Ok(Response::new(()))
     }
 
     async fn resume(&self, req: Request<pb::ResumeTaskRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .resume(api::ResumeRequest {
-                id: r.container_id,
-                ..Default::default()
-            })
-            .await
-            .or_status()?;
+        self.0.resume(&ns, &r.container_id).await.or_status()?;
         Ok(Response::new(()))
     }
 
     async fn list_pids(&self, req: Request<pb::ListPidsRequest>) -> Res<pb::ListPidsResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        let resp = t
-            .shim
-            .pids(api::PidsRequest {
-                id: r.container_id,
-                ..Default::default()
-            })
-            .await
-            .or_status()?;
-        let processes = resp
-            .processes
-            .iter()
+        let pids = self.0.pids(&ns, &r.container_id).await.or_status()?;
+        let processes = pids
+            .into_iter()
             .map(|p| ProcessInfo {
                 pid: p.pid,
-                info: p.info.as_ref().map(any_from_pb),
+                info: p.info.map(any_to_wire),
             })
             .collect();
         Ok(Response::new(pb::ListPidsResponse { processes }))
@@ -365,25 +212,22 @@ impl TasksRpc for TasksApi {
         &self,
         req: Request<pb::CheckpointTaskRequest>,
     ) -> Res<pb::CheckpointTaskResponse> {
-        let r = req.into_inner();
-        Err(Error::NotImplemented(format!(
-            "checkpoint of task {}: berthd does not checkpoint tasks",
-            r.container_id
-        ))
-        .into_status())
+        self.0
+            .checkpoint(&req.into_inner().container_id)
+            .or_status()?;
+        Ok(Response::new(pb::CheckpointTaskResponse::default()))
     }
 
     async fn update(&self, req: Request<pb::UpdateTaskRequest>) -> Res<()> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        t.shim
-            .update(api::UpdateTaskRequest {
-                id: r.container_id,
-                resources: r.resources.map(any_to_pb).into(),
-                annotations: r.annotations.into_iter().collect(),
-                ..Default::default()
-            })
+        self.0
+            .update(
+                &ns,
+                &r.container_id,
+                r.resources.map(any_from_wire),
+                r.annotations,
+            )
             .await
             .or_status()?;
         Ok(Response::new(()))
@@ -392,59 +236,29 @@ impl TasksRpc for TasksApi {
     async fn metrics(&self, req: Request<pb::MetricsRequest>) -> Res<pb::MetricsResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let filter = Filter::parse_all(&req.into_inner().filters).or_status()?;
-        let mut metrics = Vec::new();
-        for t in self.0.list(&ns) {
-            let fields = TaskFields {
-                task: &t,
-                process: None,
-            };
-            if !filter.matches(&fields) {
-                continue;
-            }
-            let collected = std::time::SystemTime::now();
-            let stats = t
-                .shim
-                .stats(api::StatsRequest {
-                    id: t.id.clone(),
-                    ..Default::default()
-                })
-                .await;
-            let stats = match stats {
-                Ok(s) => s,
-                Err(e) => match self.0.check_shim(&t, e).await {
-                    // Deleted meanwhile, or its shim died: as containerd, no metric for it.
-                    e if e.is_not_found() => continue,
-                    e => return Err(e.into_status()),
-                },
-            };
-            metrics.push(Metric {
-                timestamp: Some(collected.into()),
-                id: t.id.clone(),
-                data: stats.stats.as_ref().map(any_from_pb),
-            });
-        }
+        let metrics = self.0.metrics(&ns, &filter).await.or_status()?;
+        let metrics = metrics
+            .into_iter()
+            .map(|m| Metric {
+                timestamp: Some(m.collected.into()),
+                id: m.id,
+                data: m.data.map(any_to_wire),
+            })
+            .collect();
         Ok(Response::new(pb::MetricsResponse { metrics }))
     }
 
     async fn wait(&self, req: Request<pb::WaitRequest>) -> Res<pb::WaitResponse> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let r = req.into_inner();
-        let t = self.0.get(&ns, &r.container_id).or_status()?;
-        let resp = match t
-            .shim
-            .wait(api::WaitRequest {
-                id: r.container_id,
-                exec_id: r.exec_id,
-                ..Default::default()
-            })
+        let (exit_status, exited_at) = self
+            .0
+            .wait(&ns, &r.container_id, &r.exec_id)
             .await
-        {
-            Ok(r) => r,
-            Err(e) => return Err(self.0.check_shim(&t, e).await.into_status()),
-        };
+            .or_status()?;
         Ok(Response::new(pb::WaitResponse {
-            exit_status: resp.exit_status,
-            exited_at: ts_from_pb(&resp.exited_at),
+            exit_status,
+            exited_at,
         }))
     }
 }

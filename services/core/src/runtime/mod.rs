@@ -1,22 +1,21 @@
 //! The runtime manager: maps a container's runtime name to a shim binary through the
-//! config's `runtimes` table, starts shims (the shim v2 `start` contract) and talks to them
-//! over ttrpc (`containerd.task.v2.Task`).
+//! config's `runtimes` table and runs shims (the shim v2 `start` and `delete` contract).
+//! [`shim`] is the one client of a running shim's ttrpc task service.
+//!
+//! This is the lower layer of tasks: it knows shims and processes, not the task table.
+
+mod shim;
+
+pub use shim::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, Shim, ShimTask, Stdio};
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use berth_proto::ttrpc::api;
-use berth_proto::ttrpc::shim_async::{Client, TaskClient};
-use berth_proto::ttrpc::ttrpc;
 
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
-use crate::tasks::Exit;
-
-/// The gRPC metadata key a shim reads the namespace from.
-const NAMESPACE_KEY: &str = "containerd-namespace";
 
 /// Knows the configured runtimes and the daemon's addresses that shims are given.
 #[derive(Clone)]
@@ -128,7 +127,7 @@ impl RuntimeManager {
             .await
             .map_err(|e| Error::Internal(format!("write the shim address of task {id}: {e}")))??;
         let mut shim = Shim::connect(&address, namespace, id).await?;
-        shim.log = Some(Arc::new(log));
+        shim.set_log(log);
         Ok(shim)
     }
 }
@@ -164,7 +163,7 @@ impl RuntimeManager {
             )));
         }
         api::DeleteResponse::parse_from_bytes(&out.stdout)
-            .map(|r| Exit::from(&r))
+            .map(|r| shim::exit_of(&r))
             .map_err(|e| {
                 Error::Internal(format!(
                     "shim {:?} delete for task {id}: bad response: {e}",
@@ -217,20 +216,6 @@ impl RuntimeManager {
             let _ = pipe.write_all(&data).await;
         }
         child.wait_with_output().await.map_err(fail)
-    }
-}
-
-impl From<&api::DeleteResponse> for Exit {
-    fn from(r: &api::DeleteResponse) -> Self {
-        Exit {
-            pid: r.pid,
-            status: r.exit_status,
-            exited_at: r.exited_at.as_ref().and_then(|t| {
-                let nanos = u32::try_from(t.nanos).ok()?;
-                let secs = u64::try_from(t.seconds).ok()?;
-                Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
-            }),
-        }
     }
 }
 
@@ -315,124 +300,6 @@ pub(crate) fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).map_err(|e| Error::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
-}
-
-/// A connection to one shim's task service.
-#[derive(Clone)]
-pub struct Shim {
-    client: TaskClient,
-    namespace: String,
-    /// The task this shim was started for (for messages).
-    id: String,
-    pub address: String,
-    log: Option<Arc<LogForwarder>>,
-}
-
-/// Maps a shim's ttrpc error to the daemon's error class, keeping its message.
-fn shim_error(id: &str, what: &str, e: ttrpc::Error) -> Error {
-    use ttrpc::Code;
-    match e {
-        ttrpc::Error::RpcStatus(s) => {
-            let msg = s.message().to_string();
-            let strip = |suffix: &str| msg.strip_suffix(suffix).unwrap_or(&msg).to_string();
-            match s.code() {
-                Code::NOT_FOUND => Error::NotFound(strip(": not found")),
-                Code::ALREADY_EXISTS => Error::AlreadyExists(strip(": already exists")),
-                Code::INVALID_ARGUMENT => Error::InvalidArgument(strip(": invalid argument")),
-                Code::FAILED_PRECONDITION => {
-                    Error::FailedPrecondition(strip(": failed precondition"))
-                }
-                Code::UNAVAILABLE => Error::Unavailable(strip(": unavailable")),
-                Code::UNIMPLEMENTED => Error::NotImplemented(strip(": not implemented")),
-                _ => Error::Internal(format!("{what} of task {id}: {msg}")),
-            }
-        }
-        other => Error::Unavailable(format!("{what} of task {id}: shim: {other}")),
-    }
-}
-
-macro_rules! shim_calls {
-    ($($name:ident($req:ty) -> $resp:ty;)*) => {
-        impl Shim {
-            $(
-                pub async fn $name(&self, req: $req) -> Result<$resp> {
-                    self.client
-                        .$name(self.context(), &req)
-                        .await
-                        .map_err(|e| shim_error(&self.id, stringify!($name), e))
-                }
-            )*
-        }
-    };
-}
-
-shim_calls! {
-    state(api::StateRequest) -> api::StateResponse;
-    create(api::CreateTaskRequest) -> api::CreateTaskResponse;
-    start(api::StartRequest) -> api::StartResponse;
-    delete(api::DeleteRequest) -> api::DeleteResponse;
-    pids(api::PidsRequest) -> api::PidsResponse;
-    pause(api::PauseRequest) -> api::Empty;
-    resume(api::ResumeRequest) -> api::Empty;
-    kill(api::KillRequest) -> api::Empty;
-    exec(api::ExecProcessRequest) -> api::Empty;
-    resize_pty(api::ResizePtyRequest) -> api::Empty;
-    close_io(api::CloseIORequest) -> api::Empty;
-    update(api::UpdateTaskRequest) -> api::Empty;
-    wait(api::WaitRequest) -> api::WaitResponse;
-    stats(api::StatsRequest) -> api::StatsResponse;
-    shutdown(api::ShutdownRequest) -> api::Empty;
-}
-
-impl Shim {
-    pub async fn connect(address: &str, namespace: &str, id: &str) -> Result<Shim> {
-        let client = Client::connect(address).await.map_err(|e| {
-            Error::Unavailable(format!(
-                "connect to the shim of task {id} at {address}: {e}"
-            ))
-        })?;
-        Ok(Shim {
-            client: TaskClient::new(client),
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-            address: address.to_string(),
-            log: None,
-        })
-    }
-
-    /// Keeps the forwarder of the shim's log running as long as this connection lives.
-    pub fn set_log(&mut self, log: LogForwarder) {
-        self.log = Some(Arc::new(log));
-    }
-
-    /// The shim's own pid and the pid of the task's init process (the shim v2 Connect).
-    pub async fn pids_of(&self, id: &str) -> Result<(u32, u32)> {
-        let req = api::ConnectRequest {
-            id: id.to_string(),
-            ..Default::default()
-        };
-        let r = self
-            .client
-            .connect(self.context(), &req)
-            .await
-            .map_err(|e| shim_error(&self.id, "connect", e))?;
-        Ok((r.shim_pid, r.task_pid))
-    }
-
-    /// Whether the shim still accepts connections on its address.
-    pub async fn alive(&self) -> bool {
-        let path = self
-            .address
-            .strip_prefix("unix://")
-            .unwrap_or(&self.address);
-        tokio::net::UnixStream::connect(path).await.is_ok()
-    }
-
-    fn context(&self) -> ttrpc::context::Context {
-        let mut ctx = ttrpc::context::Context::default();
-        ctx.add(NAMESPACE_KEY.to_string(), self.namespace.clone());
-        ctx
-    }
 }
 
 /// The shim processes running for the daemon at `address` (their `-address` flag), as

@@ -1,0 +1,565 @@
+//! The task core: every task operation (create, start, kill, exec, pause, resume, pids,
+//! update, resize, close-io, wait, stats, delete) is a method of [`Tasks`]. Each keeps a
+//! daemon-side status of the task's init process ([`status`]) whose `can_*` rules refuse
+//! what cannot succeed, and each notices a dead shim (the task is cleaned up and is then
+//! NotFound). Shims are reached only through [`crate::runtime::Shim`]; a shim may serve
+//! several tasks (a pod: the tasks whose spec names the same sandbox).
+//!
+//! The map of tasks is locked only briefly (never across an await); each task has its own
+//! lock that serialises its creation and deletion. Bundles live under
+//! `<state>/tasks/<ns>/<id>/`.
+//!
+//! A bundle holds what a restart of berthd needs to find the task again (see
+//! [`SavedTask`]):
+//!
+//! ```text
+//! <state>/tasks/<namespace>/<id>/
+//!     config.json    the OCI spec (written before the shim starts)
+//!     runtime.json   SavedTask: runtime name, its config (shim binary...), the shim's pid
+//!     address        the shim's ttrpc address (written once the shim serves)
+//!     log            FIFO the shim logs to; berthd forwards it to its own log
+//!     rootfs/        mounted by the shim
+//! ```
+//!
+//! At start-up [`Tasks::restore`] reconnects to every shim that answers and cleans up after
+//! every one that does not (`shim delete`, `/tasks/exit` and `/tasks/delete`, bundle
+//! removed). While berthd runs, a watcher on each shim's pidfd does the same clean-up as soon
+//! as the shim dies.
+
+mod bundle;
+mod ops;
+mod restore;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+
+use berth_proto::ttrpc::protobuf::Message;
+use berth_snapshotter::Mount;
+
+use crate::config::RuntimeConfig;
+use crate::containers::Containers;
+use crate::error::{Error, Result};
+use crate::events::Exchange;
+use crate::runtime::{RuntimeManager, Shim, ShimTask};
+use crate::snapshots::Snapshotters;
+use crate::types::AnyValue;
+
+pub use crate::runtime::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, Stdio};
+pub use bundle::SavedTask;
+pub use ops::{Metric, TaskFields};
+pub use status::TaskStatus;
+
+use bundle::{blocking, remove_bundle, runc_options};
+
+/// How long start-up waits for one shim to answer before it counts as dead.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long start-up waits, once more, for a shim that is slow but whose process lives.
+const SLOW_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `shim delete` may take.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// The exit status reported for a task whose shim is gone and could not say (containerd's).
+const UNKNOWN_EXIT: u32 = 255;
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A running (or created, or stopped but not deleted) task.
+pub struct Task {
+    pub id: String,
+    pub namespace: String,
+    pub bundle: PathBuf,
+    pub runtime: String,
+    runtime_config: RuntimeConfig,
+    pub shim: Shim,
+    /// The shim's pid, when it told us.
+    pub shim_pid: Option<u32>,
+    /// What the daemon knows of the init process (see [`status`]).
+    status: Mutex<TaskStatus>,
+    /// Held while the task is being deleted; true once it is.
+    lock: tokio::sync::Mutex<bool>,
+    /// The watcher that cleans up when the shim dies.
+    _watch: Option<AbortOnDrop>,
+}
+
+/// What a Create asks for, apart from the container.
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub rootfs: Vec<Mount>,
+    pub stdio: Stdio,
+    pub options: Option<AnyValue>,
+    pub checkpoint: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    tasks: HashMap<(String, String), Arc<Task>>,
+    creating: HashSet<(String, String)>,
+}
+
+#[derive(Clone)]
+pub struct Tasks {
+    manager: RuntimeManager,
+    containers: Containers,
+    snapshotters: Snapshotters,
+    root: PathBuf,
+    state: PathBuf,
+    exchange: Exchange,
+    table: Arc<Mutex<Table>>,
+}
+
+fn key(ns: &str, id: &str) -> (String, String) {
+    (ns.to_string(), id.to_string())
+}
+
+fn not_found(ns: &str, id: &str) -> Error {
+    Error::not_found(format!("task {id} in namespace {ns}"))
+}
+
+/// The parts of a task before it is put in the table.
+struct NewTask {
+    namespace: String,
+    id: String,
+    bundle: PathBuf,
+    runtime: String,
+    runtime_config: RuntimeConfig,
+    shim: Shim,
+    shim_pid: Option<u32>,
+    /// A pidfd of the shim, to watch.
+    pidfd: Option<OwnedFd>,
+    status: TaskStatus,
+}
+
+/// What start-up did with one bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restored {
+    Running,
+    Cleaned,
+}
+
+impl Tasks {
+    /// `state` is the daemon's state directory; bundles go under `<state>/tasks`.
+    pub fn new(
+        manager: RuntimeManager,
+        containers: Containers,
+        snapshotters: Snapshotters,
+        state: &Path,
+        exchange: Exchange,
+    ) -> Self {
+        Tasks {
+            manager,
+            containers,
+            snapshotters,
+            root: state.join("tasks"),
+            state: state.to_path_buf(),
+            exchange,
+            table: Arc::new(Mutex::new(Table::default())),
+        }
+    }
+
+    /// Where the bundles are: `<state>/tasks`.
+    pub fn bundles_dir(&self) -> &Path {
+        &self.root
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The task `id` in `ns`.
+    pub fn get(&self, ns: &str, id: &str) -> Result<Arc<Task>> {
+        self.table()
+            .tasks
+            .get(&key(ns, id))
+            .cloned()
+            .ok_or_else(|| not_found(ns, id))
+    }
+
+    /// Every task of `ns`, in id order.
+    pub fn list(&self, ns: &str) -> Vec<Arc<Task>> {
+        let mut v: Vec<Arc<Task>> = self
+            .table()
+            .tasks
+            .values()
+            .filter(|t| t.namespace == ns)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Makes the task value, with a watcher on its shim's pidfd when there is one.
+    fn make_task(&self, t: NewTask) -> Arc<Task> {
+        Arc::new_cyclic(|weak: &Weak<Task>| {
+            let watch = t.pidfd.map(|fd| {
+                let (tasks, weak) = (self.clone(), weak.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    if let Err(e) = wait_for_exit(fd).await {
+                        tracing::warn!(error = %e, "cannot watch a shim; a dead shim will be noticed on the next call");
+                        return;
+                    }
+                    if let Some(task) = weak.upgrade() {
+                        tasks.shim_died(&task).await;
+                    }
+                }))
+            });
+            Task {
+                id: t.id,
+                namespace: t.namespace,
+                bundle: t.bundle,
+                runtime: t.runtime,
+                runtime_config: t.runtime_config,
+                shim: t.shim,
+                shim_pid: t.shim_pid,
+                status: Mutex::new(t.status),
+                lock: tokio::sync::Mutex::new(false),
+                _watch: watch,
+            }
+        })
+    }
+
+    /// Creates the task of container `id`: bundle, shim, shim Create. Returns the pid.
+    pub async fn create(
+        &self,
+        ns: &str,
+        id: &str,
+        opts: CreateOptions,
+    ) -> Result<(Arc<Task>, u32)> {
+        if opts.checkpoint {
+            return Err(Error::NotImplemented(format!(
+                "restore of task {id} from a checkpoint: berthd does not checkpoint"
+            )));
+        }
+        let container = self.containers.get(ns, id).await?;
+        let (runtime_name, runtime) = self.manager.resolve(container.runtime_name())?;
+        {
+            let mut table = self.table();
+            let k = key(ns, id);
+            if table.tasks.contains_key(&k) || !table.creating.insert(k) {
+                return Err(Error::already_exists(format!(
+                    "task {id} in namespace {ns}"
+                )));
+            }
+        }
+        let result = self
+            .create_inner(ns, id, &container, &runtime_name, &runtime, opts)
+            .await;
+        let mut table = self.table();
+        table.creating.remove(&key(ns, id));
+        let (task, pid) = result?;
+        table.tasks.insert(key(ns, id), task.clone());
+        Ok((task, pid))
+    }
+
+    async fn create_inner(
+        &self,
+        ns: &str,
+        id: &str,
+        container: &crate::containers::Container,
+        runtime_name: &str,
+        runtime: &RuntimeConfig,
+        opts: CreateOptions,
+    ) -> Result<(Arc<Task>, u32)> {
+        let spec = container
+            .spec
+            .as_ref()
+            .filter(|s| !s.value.is_empty())
+            .ok_or_else(|| Error::invalid(format!("container {id} has no runtime spec")))?;
+        let mut rootfs = opts.rootfs.clone();
+        if rootfs.is_empty() && !container.snapshot_key.is_empty() {
+            let (n, k) = (ns.to_string(), container.snapshot_key.clone());
+            rootfs = self
+                .snapshotters
+                .run(&container.snapshotter, move |s| s.mounts(&n, &k))
+                .await?;
+        }
+        let given = opts
+            .options
+            .clone()
+            .or_else(|| container.runtime.as_ref().and_then(|r| r.options.clone()));
+        let options = runc_options(given, runtime, &self.state)?;
+        let bundle = self.root.join(ns).join(id);
+        if bundle.exists() {
+            // No task holds it (this create reserved the id): the leftover of a create that
+            // never finished. It goes, mounts and all, so the id is never wedged.
+            tracing::warn!(namespace = ns, id, bundle = %bundle.display(), "removing a leftover bundle");
+            remove_bundle(&bundle).await;
+            if bundle.exists() {
+                return Err(Error::already_exists(format!(
+                    "bundle {} of task {id} (a leftover that could not be removed)",
+                    bundle.display()
+                )));
+            }
+        }
+        let mut saved = SavedTask {
+            runtime: runtime_name.to_string(),
+            config: runtime.clone(),
+            shim_pid: None,
+        };
+        // Directories, config.json and runtime.json (fsynced): on the blocking pool.
+        let written = {
+            let (bundle, saved, spec) = (bundle.clone(), saved.clone(), spec.value.clone());
+            blocking(move || {
+                let rootfs_dir = bundle.join("rootfs");
+                std::fs::create_dir_all(&rootfs_dir)
+                    .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
+                crate::runtime::write_file_atomic(&bundle.join("config.json"), &spec)?;
+                saved.save(&bundle)
+            })
+            .await
+        };
+        if let Err(e) = written {
+            remove_bundle(&bundle).await;
+            return Err(e);
+        }
+        let stdin = match options.as_ref().map(|o| o.write_to_bytes()).transpose() {
+            Ok(v) => v,
+            Err(e) => {
+                remove_bundle(&bundle).await;
+                return Err(Error::Internal(format!(
+                    "encode the runtime options of task {id}: {e}"
+                )));
+            }
+        };
+        let shim = match self
+            .manager
+            .start_shim(runtime, ns, id, &bundle, stdin)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                remove_bundle(&bundle).await;
+                return Err(e);
+            }
+        };
+        // The shim's pid, to watch it and to find it again after a restart.
+        let (shim_pid, pidfd) = match shim.pids_of(id).await {
+            Ok((pid, _)) if pid != 0 => (Some(pid), open_pidfd(pid)),
+            Ok(_) => (None, None),
+            Err(e) => {
+                tracing::debug!(namespace = ns, id, error = %e, "shim Connect failed; not watching the shim");
+                (None, None)
+            }
+        };
+        if shim_pid.is_some() {
+            saved.shim_pid = shim_pid;
+            let (b, sv) = (bundle.clone(), saved.clone());
+            if let Err(e) = blocking(move || sv.save(&b)).await {
+                shutdown(&shim).await;
+                remove_bundle(&bundle).await;
+                return Err(e);
+            }
+        }
+        let created = shim
+            .create_task(ShimTask {
+                id: id.to_string(),
+                bundle: bundle.display().to_string(),
+                rootfs,
+                stdio: opts.stdio,
+                options,
+            })
+            .await;
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                shutdown(&shim).await;
+                remove_bundle(&bundle).await;
+                return Err(e);
+            }
+        };
+        let task = self.make_task(NewTask {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            bundle,
+            runtime: runtime_name.to_string(),
+            runtime_config: runtime.clone(),
+            shim,
+            shim_pid,
+            pidfd,
+            status: TaskStatus::created(pid),
+        });
+        Ok((task, pid))
+    }
+
+    /// Passes `err` on, unless it says the shim is unreachable and the shim is indeed gone:
+    /// then the task is cleaned up (`shim delete`, bundle removed) and no longer exists.
+    pub async fn check_shim(&self, task: &Arc<Task>, err: Error) -> Error {
+        if !matches!(err, Error::Unavailable(_)) || task.shim.alive().await {
+            return err;
+        }
+        let (ns, id) = (&task.namespace, &task.id);
+        tracing::warn!(namespace = %ns, id = %id, error = %err, "the task's shim is gone; cleaning up");
+        self.shim_died(task).await;
+        not_found(ns, id)
+    }
+
+    /// Deletes the task: shim Delete, shim Shutdown, bundle removed.
+    pub async fn delete(&self, ns: &str, id: &str) -> Result<Exit> {
+        let task = self.get(ns, id)?;
+        let mut deleted = task.lock.lock().await;
+        if *deleted {
+            return Err(not_found(ns, id));
+        }
+        let exit = match task.shim.delete_process(id, "").await {
+            Ok(exit) => exit,
+            // The shim is gone (crashed, killed): clean up with `shim delete`.
+            Err(Error::Unavailable(m)) if !task.shim.alive().await => {
+                tracing::warn!(namespace = ns, id, error = %m, "shim unreachable; running shim delete");
+                self.clean_up_dead(ns, id, &task.runtime_config, &task.bundle)
+                    .await
+            }
+            Err(e) => return Err(e),
+        };
+        *deleted = true;
+        self.remove_from_table(&task);
+        shutdown(&task.shim).await;
+        remove_bundle(&task.bundle).await;
+        Ok(exit)
+    }
+
+    /// The clean-up after a task whose shim died: `shim delete` (bounded in time), then
+    /// `/tasks/exit` and `/tasks/delete` with the exit it reports (255 when it cannot say).
+    /// The caller removes the task from the table and its bundle.
+    async fn clean_up_dead(
+        &self,
+        ns: &str,
+        id: &str,
+        runtime: &RuntimeConfig,
+        bundle: &Path,
+    ) -> Exit {
+        let deleted = tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            self.manager.delete_shim(runtime, ns, id, bundle),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "shim delete of task {id} in namespace {ns} did not finish within {}s",
+                CLEANUP_TIMEOUT.as_secs()
+            )))
+        });
+        let exit = deleted.unwrap_or_else(|e| {
+            tracing::warn!(namespace = ns, id, error = %e, "shim delete failed");
+            Exit {
+                pid: 0,
+                status: UNKNOWN_EXIT,
+                exited_at: Some(SystemTime::now()),
+            }
+        });
+        // The shim cannot tell anyone any more: the daemon publishes its exit.
+        self.publish_dead_shim_exit(ns, id, &exit);
+        exit
+    }
+
+    /// The watcher's (and a failed call's) reaction to a dead shim: clean up and forget the
+    /// task, unless it was deleted meanwhile.
+    async fn shim_died(&self, task: &Arc<Task>) {
+        let mut deleted = task.lock.lock().await;
+        if *deleted {
+            return;
+        }
+        let (ns, id) = (task.namespace.as_str(), task.id.as_str());
+        tracing::warn!(namespace = ns, id, shim_pid = ?task.shim_pid, "the task's shim died; cleaning up");
+        let exit = self
+            .clean_up_dead(ns, id, &task.runtime_config, &task.bundle)
+            .await;
+        *deleted = true;
+        remove_bundle(&task.bundle).await;
+        self.remove_from_table(task);
+        tracing::info!(
+            namespace = ns,
+            id,
+            exit_status = exit.status,
+            "cleaned up after a dead shim"
+        );
+    }
+
+    /// Removes `task` from the table, if the entry is still this task.
+    fn remove_from_table(&self, task: &Arc<Task>) {
+        let mut table = self.table();
+        let k = key(&task.namespace, &task.id);
+        if table.tasks.get(&k).is_some_and(|t| Arc::ptr_eq(t, task)) {
+            table.tasks.remove(&k);
+        }
+    }
+}
+
+/// Whether a process `pid` exists (and is not a zombie).
+pub(super) fn process_exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A pidfd of `pid`; None when the process is gone or pidfds are not supported.
+pub(super) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|e| tracing::debug!(pid = pid.as_raw_nonzero().get(), error = %e, "pidfd_open"))
+        .ok()
+}
+
+/// Waits until the process of `pidfd` has exited (a pidfd polls readable then).
+async fn wait_for_exit(pidfd: OwnedFd) -> std::io::Result<()> {
+    let fd = register_readable(pidfd)?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
+/// `fd` registered with tokio's reactor for readability.
+#[allow(unsafe_code)]
+fn register_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is an open descriptor that stays open, and always the same
+    // descriptor, until it is dropped; the AsyncFd owns it for its whole lifetime.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+}
+
+impl Tasks {
+    fn publish_dead_shim_exit(&self, ns: &str, id: &str, exit: &Exit) {
+        use berth_proto::containerd::events::{TaskDelete, TaskExit};
+        let exited_at = exit.exited_at.map(prost_types::Timestamp::from);
+        crate::events::publish(
+            &self.exchange,
+            ns,
+            crate::events::topics::TASK_EXIT,
+            &TaskExit {
+                container_id: id.to_string(),
+                id: id.to_string(),
+                pid: exit.pid,
+                exit_status: exit.status,
+                exited_at,
+            },
+        );
+        crate::events::publish(
+            &self.exchange,
+            ns,
+            crate::events::topics::TASK_DELETE,
+            &TaskDelete {
+                container_id: id.to_string(),
+                pid: exit.pid,
+                exit_status: exit.status,
+                exited_at,
+                id: String::new(),
+            },
+        );
+    }
+}
+
+async fn shutdown(shim: &Shim) {
+    shim.shut_down().await;
+}
+
+#[cfg(test)]
+mod tests;
