@@ -11,5 +11,6 @@ pub use berth_core::{
 
 pub mod api;
 pub mod authority;
+pub mod catalog;
 pub mod plugins;
 pub mod server;

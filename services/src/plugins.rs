@@ -58,15 +58,17 @@ pub const DIFFER: &str = "io.containerd.differ.v1";
 pub const SERVICE: &str = "io.containerd.service.v1";
 pub const RUNTIME: &str = "io.containerd.runtime.v2";
 
-/// The plugins of this daemon, given where its metadata lives, the runtime's directories
-/// (`runtime_root` for files kept with a task, e.g. logs; `bundles` for task bundles) and
-/// which snapshotters loaded (one that failed to open is not reported, as containerd skips
-/// it).
+/// The plugins of this daemon: the core's, given where its metadata lives, the runtime's
+/// directories (`runtime_root` for files kept with a task, e.g. logs; `bundles` for task
+/// bundles) and which snapshotters loaded (one that failed to open is not reported, as
+/// containerd skips it); then the gRPC services `grpc` (from the catalog that also builds
+/// the router).
 pub fn daemon_plugins<'a>(
     root: &std::path::Path,
     runtime_root: &std::path::Path,
     bundles: &std::path::Path,
     snapshotters: impl IntoIterator<Item = &'a str>,
+    grpc: Vec<PluginInfo>,
 ) -> Vec<PluginInfo> {
     let snapshotters: Vec<PluginInfo> = snapshotters
         .into_iter()
@@ -85,23 +87,12 @@ pub fn daemon_plugins<'a>(
             .requires(&[CONTENT])
             .export("root", root.display().to_string()),
         PluginInfo::new(LEASE, "manager").requires(&[METADATA]),
-        PluginInfo::new(GRPC, "containers").requires(&[METADATA, EVENT]),
-        PluginInfo::new(GRPC, "content").requires(&[METADATA, EVENT]),
-        PluginInfo::new(GRPC, "images").requires(&[METADATA, EVENT]),
-        PluginInfo::new(GRPC, "events").requires(&[EVENT]),
-        PluginInfo::new(GRPC, "introspection"),
-        PluginInfo::new(GRPC, "leases").requires(&[LEASE]),
-        PluginInfo::new(GRPC, "namespaces").requires(&[METADATA, EVENT]),
-        PluginInfo::new(GRPC, "streaming"),
-        PluginInfo::new(GRPC, "transfer").requires(&[CONTENT, METADATA, LEASE]),
-        PluginInfo::new(GRPC, "version"),
         PluginInfo::new(TTRPC, "events").requires(&[EVENT]),
         PluginInfo::new(RUNTIME, "task")
             .requires(&[EVENT, METADATA])
             .export("root", runtime_root.display().to_string())
             .export("state", bundles.display().to_string()),
         PluginInfo::new(SERVICE, "tasks-service").requires(&[RUNTIME, METADATA]),
-        PluginInfo::new(GRPC, "tasks").requires(&[SERVICE]),
     ];
     if !snapshotters.is_empty() {
         plugins.extend(snapshotters);
@@ -109,9 +100,8 @@ pub fn daemon_plugins<'a>(
             PluginInfo::new(DIFFER, "walking").requires(&[METADATA]),
             PluginInfo::new(SERVICE, "snapshots-service").requires(&[METADATA, EVENT]),
             PluginInfo::new(SERVICE, "diff-service").requires(&[DIFFER]),
-            PluginInfo::new(GRPC, "snapshots").requires(&[SERVICE]),
-            PluginInfo::new(GRPC, "diff").requires(&[SERVICE]),
         ]);
     }
+    plugins.extend(grpc);
     plugins
 }

@@ -9,19 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
-use berth_proto::containerd::services::content::v1::content_server::ContentServer;
-use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
-use berth_proto::containerd::services::events::v1::events_server::EventsServer;
-use berth_proto::containerd::services::images::v1::images_server::ImagesServer;
-use berth_proto::containerd::services::introspection::v1::introspection_server::IntrospectionServer;
-use berth_proto::containerd::services::leases::v1::leases_server::LeasesServer;
-use berth_proto::containerd::services::namespaces::v1::namespaces_server::NamespacesServer;
-use berth_proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer;
-use berth_proto::containerd::services::streaming::v1::streaming_server::StreamingServer;
-use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
-use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
-use berth_proto::containerd::services::version::v1::version_server::VersionServer;
 use berth_proto::grpc::health::v1::health_server::HealthServer;
 use tokio::net::UnixListener;
 use tokio_stream::StreamExt;
@@ -33,24 +20,8 @@ use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::metadata::Store;
 
-/// gRPC messages up to this size are accepted (containerd's default).
-pub const MAX_MESSAGE: usize = 16 << 20;
-/// The gRPC services berthd serves (their health is that of the daemon).
-const SERVED: &[&str] = &[
-    "containerd.services.version.v1.Version",
-    "containerd.services.namespaces.v1.Namespaces",
-    "containerd.services.introspection.v1.Introspection",
-    "containerd.services.containers.v1.Containers",
-    "containerd.services.content.v1.Content",
-    "containerd.services.images.v1.Images",
-    "containerd.services.leases.v1.Leases",
-    "containerd.services.snapshots.v1.Snapshots",
-    "containerd.services.diff.v1.Diff",
-    "containerd.services.streaming.v1.Streaming",
-    "containerd.services.transfer.v1.Transfer",
-    "containerd.services.tasks.v1.Tasks",
-    "containerd.services.events.v1.Events",
-];
+pub use crate::catalog::MAX_MESSAGE;
+
 /// Streams a client may reset before they are accepted, at once, on one connection. The
 /// socket is the daemon's own (root, or the group it is given): this bounds memory, it is
 /// no defence against remote clients.
@@ -246,7 +217,6 @@ impl Daemon {
         // Before anything is served: the tasks a previous run left are reconnected to their
         // shims, or cleaned up after.
         tasks.restore().await;
-        let runtime_root = config.root.join("runtime");
         let services = Services {
             exchange,
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
@@ -258,12 +228,7 @@ impl Daemon {
             registry_hosts: config.registry.config_path.clone(),
             state: config.state.clone(),
             leases: crate::leases::Leases::new(store.clone()),
-            plugins: Arc::new(crate::plugins::daemon_plugins(
-                &config.root,
-                &runtime_root,
-                tasks.bundles_dir(),
-                snapshotters.names(),
-            )),
+            plugins: Arc::new(std::sync::OnceLock::new()),
             server_uuid,
             snapshotters,
             gc,
@@ -321,66 +286,26 @@ impl Daemon {
         })?;
 
         let mut grpc_stop = stop_rx.clone();
+        let catalog = crate::catalog::containerd_services(&s);
+        let _ = s.plugins.set(crate::plugins::daemon_plugins(
+            &self.config.root,
+            &self.config.root.join("runtime"),
+            s.tasks.bundles_dir(),
+            s.snapshotters.names(),
+            catalog.plugins,
+        ));
         let health = api::health::HealthApi::new(
             stop_rx.clone(),
-            SERVED.iter().map(|s| s.to_string()).collect(),
+            catalog.names.iter().map(|s| s.to_string()).collect(),
         );
+        let mut routes = catalog.routes;
+        routes.add_service(HealthServer::new(health));
         let router = tonic::transport::Server::builder()
             // Clients that open many short streams and cancel some before they are taken
             // (ctr pulling thousands of layers) are served as grpc-go serves them: the
             // HTTP/2 stack's default of 20 such streams would close the connection.
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
-            .add_service(HealthServer::new(health))
-            .add_service(
-                VersionServer::new(api::version::VersionApi).max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                NamespacesServer::new(api::namespaces::NamespacesApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                IntrospectionServer::new(api::introspection::IntrospectionApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                ContainersServer::new(api::containers::ContainersApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                ContentServer::new(api::content::ContentApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                ImagesServer::new(api::images::ImagesApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                LeasesServer::new(api::leases::LeasesApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                SnapshotsServer::new(api::snapshots::SnapshotsApi::daemon(&s))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                DiffServer::new(api::diff::DiffApi::new(&s)).max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                StreamingServer::new(api::streaming::StreamingApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                TransferServer::new(api::transfer::TransferApi(s.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                TasksServer::new(api::tasks::TasksApi(s.tasks.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
-                EventsServer::new(api::events::EventsApi(s.exchange.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE),
-            );
+            .add_routes(routes.routes());
         // gRPC C-core clients send the socket path as :authority: repaired per connection.
         let incoming = UnixListenerStream::new(grpc_listener)
             .map(|conn| conn.map(crate::authority::AuthorityFix::new));

@@ -44,7 +44,9 @@ impl Introspection for IntrospectionApi {
         let plugins = self
             .0
             .plugins
-            .iter()
+            .get()
+            .into_iter()
+            .flatten()
             .filter(|p| filter.matches(*p))
             .map(pb::Plugin::from)
             .collect();
@@ -72,7 +74,9 @@ impl Introspection for IntrospectionApi {
         let plugin = self
             .0
             .plugins
-            .iter()
+            .get()
+            .into_iter()
+            .flatten()
             .find(|p| p.id == id && kind.is_none_or(|k| k == p.kind))
             .ok_or_else(|| Error::not_found(format!("plugin {:?}", req.id)))
             .or_status()?;

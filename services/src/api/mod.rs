@@ -148,7 +148,8 @@ pub struct Services {
     /// The daemon's runtime state directory.
     pub state: std::path::PathBuf,
     pub leases: crate::leases::Leases,
-    pub plugins: std::sync::Arc<Vec<crate::plugins::PluginInfo>>,
+    /// What Introspection reports: set once, when the catalog of services is built.
+    pub plugins: std::sync::Arc<std::sync::OnceLock<Vec<crate::plugins::PluginInfo>>>,
     pub server_uuid: String,
     pub snapshotters: crate::snapshots::Snapshotters,
     pub gc: crate::gc::Collector,
