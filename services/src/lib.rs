@@ -6,7 +6,7 @@
 pub use berth_core::{
     archive, autoremove, config, containers, content, diff, digest, error, events, filters, gc,
     identifiers, images, labels, leases, memory, metadata, namespaces, pull, push, registry,
-    runtime, snapshots, streams, tasks, types, unpack,
+    runtime, snapshots, streams, tasks, transfer, types, unpack,
 };
 
 pub mod api;

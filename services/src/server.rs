@@ -217,17 +217,25 @@ impl Daemon {
         // Before anything is served: the tasks a previous run left are reconnected to their
         // shims, or cleaned up after.
         tasks.restore().await;
+        let leases = crate::leases::Leases::new(store.clone());
         let services = Services {
-            exchange,
+            exchange: exchange.clone(),
             namespaces: crate::namespaces::Namespaces::new(store.clone()),
             containers,
             content: content.clone(),
             images: images.clone(),
             streams: crate::streams::Streams::default(),
-            archives: crate::archive::Archives::new(content, images),
-            registry_hosts: config.registry.config_path.clone(),
-            state: config.state.clone(),
-            leases: crate::leases::Leases::new(store.clone()),
+            transfers: crate::transfer::Transfers {
+                content: content.clone(),
+                images: images.clone(),
+                leases: leases.clone(),
+                snapshotters: snapshotters.clone(),
+                archives: crate::archive::Archives::new(content.clone(), images.clone()),
+                exchange: exchange.clone(),
+                registry_hosts: config.registry.config_path.clone(),
+                state: config.state.clone(),
+            },
+            leases,
             plugins: Arc::new(std::sync::OnceLock::new()),
             server_uuid,
             snapshotters,

@@ -142,11 +142,7 @@ pub struct Services {
     pub content: crate::content::ContentStore,
     pub images: crate::images::Images,
     pub streams: crate::streams::Streams,
-    pub archives: crate::archive::Archives,
-    /// The registry hosts directory (containerd's hosts.toml layout).
-    pub registry_hosts: std::path::PathBuf,
-    /// The daemon's runtime state directory.
-    pub state: std::path::PathBuf,
+    pub transfers: crate::transfer::Transfers,
     pub leases: crate::leases::Leases,
     /// What Introspection reports: set once, when the catalog of services is built.
     pub plugins: std::sync::Arc<std::sync::OnceLock<Vec<crate::plugins::PluginInfo>>>,

@@ -1,14 +1,11 @@
 //! `containerd.services.transfer.v1.Transfer`: pull (registry → image store), push (image
 //! store → registry), import (archive stream → image store) and export (image store →
-//! archive stream). Progress, credentials and archive bytes travel on streams the client
+//! archive stream), each one call of the core's [`crate::transfer::Transfers`]. What stays
+//! here is the wire: progress, credentials and archive bytes travel on streams the client
 //! opened through the Streaming service and names in the request.
 
-use super::Convert;
-use crate::api::status::OrStatus;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::services::transfer::v1 as pb;
 use berth_proto::containerd::services::transfer::v1::transfer_server::Transfer;
 use berth_proto::containerd::types::Descriptor as WireDescriptor;
@@ -19,24 +16,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{Services, event_any, lease, namespace_required, publish};
-use crate::archive::{ExportOptions, ImportOptions};
+use super::{Convert, Services, event_any, lease, namespace_required};
+use crate::api::status::OrStatus;
 use crate::error::{Error, Result};
-use crate::images::Image;
-use crate::pull::{PullOptions, Puller};
-use crate::push::{PushOptions, Pusher};
-use crate::registry::auth::{self, Credentials};
+use crate::registry::auth::Credentials;
 use crate::registry::{Progress, Reference};
 use crate::streams::Stream;
+use crate::transfer::{ImportRequest, PullRequest, PushRequest, Transfers, UnpackTarget};
 use crate::types::AnyValue;
-use crate::unpack::Unpacker;
 
 /// The flow-control window the daemon grants when it receives archive bytes.
 const WINDOW: i32 = 64 * 1024;
 /// The most bytes per `Data` message the daemon sends.
 const MAX_DATA: usize = 32 * 1024;
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn decode<M: prost::Name + Default>(a: &prost_types::Any, role: &str) -> Result<M> {
     M::decode(a.value.as_slice())
@@ -55,29 +47,23 @@ fn platform_string(p: &Platform) -> String {
     }
 }
 
-/// A file under the state directory for one transfer, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(state: &Path, what: &str) -> Result<TempFile> {
-        let dir = state.join("transfer");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        Ok(TempFile(
-            dir.join(format!("{what}-{}-{n}", std::process::id())),
-        ))
-    }
+/// A platform the client set (os and architecture both given), as a string.
+fn given_platform(p: Option<&Platform>) -> Option<String> {
+    p.filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+        .map(platform_string)
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn plain_http(resolver: Option<&tt::RegistryResolver>) -> bool {
+    resolver.is_some_and(|r| r.default_scheme == "http")
 }
 
 pub struct TransferApi(pub Services);
 
 impl TransferApi {
+    fn core(&self) -> &Transfers {
+        &self.0.transfers
+    }
+
     async fn stream(&self, ns: &str, id: &str) -> Result<Option<Stream>> {
         if id.is_empty() {
             return Ok(None);
@@ -115,14 +101,14 @@ impl TransferApi {
         (tx, task)
     }
 
-    /// Asks the client, over its auth stream, for credentials to `host`; writes what it
-    /// answers to a private credentials file for this transfer.
+    /// Asks the client, over its auth stream, for credentials to the registry of
+    /// `reference` (containerd's transfer auth dialogue).
     async fn credentials(
         &self,
         ns: &str,
         resolver: Option<&tt::RegistryResolver>,
         reference: &str,
-    ) -> Result<Option<TempFile>> {
+    ) -> Result<Option<Credentials>> {
         let Some(r) = resolver else { return Ok(None) };
         let Some(mut s) = self.stream(ns, &r.auth_stream).await? else {
             return Ok(None);
@@ -147,46 +133,10 @@ impl TransferApi {
         if resp.auth_type != tt::AuthType::Credentials as i32 || resp.username.is_empty() {
             return Ok(None);
         }
-        let file = TempFile::new(&self.0.state, "credentials")?;
-        let creds = Credentials {
+        Ok(Some(Credentials {
             username: resp.username,
             password: resp.secret,
-        };
-        let path = file.0.clone();
-        tokio::task::spawn_blocking(move || auth::store(&path, &host, &creds))
-            .await
-            .map_err(|e| Error::Internal(format!("store credentials: {e}")))??;
-        Ok(Some(file))
-    }
-
-    fn no_credentials(&self) -> PathBuf {
-        self.0.state.join("transfer").join("no-credentials.json")
-    }
-
-    /// Creates or re-points image records under extra names and publishes image events.
-    async fn name_images(
-        &self,
-        ns: &str,
-        image: &Image,
-        extra: &[String],
-        existed: bool,
-    ) -> Result<()> {
-        publish_image(&self.0, ns, &image.name, &image.labels, existed);
-        for name in extra.iter().filter(|n| !n.is_empty() && **n != image.name) {
-            let record = Image {
-                name: name.clone(),
-                labels: image.labels.clone(),
-                target: image.target.clone(),
-                ..Default::default()
-            };
-            let (_, existed) = self
-                .0
-                .images
-                .create_or_update(ns, record, vec!["target".into()])
-                .await?;
-            publish_image(&self.0, ns, name, &image.labels, existed);
-        }
-        Ok(())
+        }))
     }
 
     async fn pull(
@@ -197,66 +147,31 @@ impl TransferApi {
         dst: tt::ImageStore,
         progress: Option<Stream>,
     ) -> Result<()> {
-        let existed = self
-            .0
-            .images
-            .get(ns, &normalized(&src.reference))
-            .await
-            .is_ok();
-        let creds = self
+        let credentials = self
             .credentials(ns, src.resolver.as_ref(), &src.reference)
             .await?;
-        let puller = Puller::new(
-            self.0.content.clone(),
-            self.0.images.clone(),
-            self.0.leases.clone(),
-            self.0.registry_hosts.clone(),
-            creds
-                .as_ref()
-                .map(|c| c.0.clone())
-                .unwrap_or_else(|| self.no_credentials()),
-        )
-        .with_unpacker(Unpacker::new(
-            self.0.content.clone(),
-            self.0.snapshotters.clone(),
-            self.0.leases.clone(),
-        ));
-        // An image store with no name asks for the content only (`berth content fetch`).
-        let content_only = dst.name.is_empty() && dst.extra_references.is_empty();
         // Unpacked as the first unpack configuration says; with none, into the default
         // snapshotter for the pulled platform (berth's `pull` unpacks by default).
         let unpack = dst.unpacks.first();
-        let opts = PullOptions {
+        let req = PullRequest {
+            names: std::iter::once(dst.name.clone())
+                .chain(dst.extra_references.iter().map(|r| r.name.clone()))
+                .collect(),
+            lease,
             platform: dst.platforms.first().map(platform_string),
             all_platforms: dst.all_metadata,
-            plain_http: src
-                .resolver
-                .as_ref()
-                .is_some_and(|r| r.default_scheme == "http"),
-            content_only,
-            unpack: !content_only,
+            plain_http: plain_http(src.resolver.as_ref()),
             snapshotter: unpack
                 .map(|u| u.snapshotter.clone())
                 .filter(|s| !s.is_empty()),
-            unpack_platform: unpack
-                .and_then(|u| u.platform.as_ref())
-                .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
-                .map(platform_string),
-            lease,
-            ..Default::default()
+            unpack_platform: given_platform(unpack.and_then(|u| u.platform.as_ref())),
+            credentials,
+            reference: src.reference,
         };
         let (tx, task) = Self::forward_progress(progress);
-        let result = puller.pull(ns, &src.reference, opts, tx).await;
+        let result = self.core().pull(ns, req, tx).await;
         let _ = task.await;
-        let image = result?;
-        if content_only {
-            return Ok(());
-        }
-        let extra: Vec<String> = std::iter::once(dst.name.clone())
-            .chain(dst.extra_references.iter().map(|r| r.name.clone()))
-            .map(|n| if n.is_empty() { n } else { normalized(&n) })
-            .collect();
-        self.name_images(ns, &image, &extra, existed).await
+        result
     }
 
     async fn push(
@@ -266,30 +181,18 @@ impl TransferApi {
         dst: tt::OciRegistry,
         progress: Option<Stream>,
     ) -> Result<()> {
-        let creds = self
+        let credentials = self
             .credentials(ns, dst.resolver.as_ref(), &dst.reference)
             .await?;
-        let pusher = Pusher::new(
-            self.0.content.clone(),
-            self.0.images.clone(),
-            self.0.registry_hosts.clone(),
-            creds
-                .as_ref()
-                .map(|c| c.0.clone())
-                .unwrap_or_else(|| self.no_credentials()),
-        );
-        let opts = PushOptions {
+        let req = PushRequest {
+            name: src.name,
             platform: src.platforms.first().map(platform_string),
-            plain_http: dst
-                .resolver
-                .as_ref()
-                .is_some_and(|r| r.default_scheme == "http"),
-            ..Default::default()
+            plain_http: plain_http(dst.resolver.as_ref()),
+            credentials,
+            reference: dst.reference,
         };
         let (tx, task) = Self::forward_progress(progress);
-        let result = pusher
-            .push(ns, &src.name, Some(&dst.reference), opts, tx)
-            .await;
+        let result = self.core().push(ns, req, tx).await;
         let _ = task.await;
         result
     }
@@ -306,114 +209,27 @@ impl TransferApi {
             .stream(ns, &src.stream)
             .await?
             .ok_or_else(|| Error::invalid("import needs a data stream"))?;
-        let file = TempFile::new(&self.0.state, "import")?;
-        receive_file(data, &file.0).await?;
-        if let Some(p) = &progress {
-            let _ = p
-                .send(event_any(&tt::Progress {
-                    event: "saved".into(),
-                    name: "archive".into(),
-                    ..Default::default()
-                }))
-                .await;
-        }
-        let opts = ImportOptions {
+        let file = self.core().temp_file("import")?;
+        receive_file(data, file.path()).await?;
+        send_progress(&progress, "archive", None).await;
+        let req = ImportRequest {
             base_name: (!dst.name.is_empty()).then(|| dst.name.clone()),
             platform: dst.platforms.first().map(platform_string),
             labels: dst.labels.clone(),
-            ..Default::default()
+            lease,
+            unpacks: dst
+                .unpacks
+                .iter()
+                .map(|u| UnpackTarget {
+                    snapshotter: u.snapshotter.clone(),
+                    platform: given_platform(u.platform.as_ref()),
+                })
+                .collect(),
         };
-        // The blobs are garbage until the image records exist: hold them in the client's
-        // lease, or in one of our own for the import's duration.
-        let (opts, own_lease) = match lease {
-            Some(l) => (
-                ImportOptions {
-                    lease: Some(l),
-                    ..opts
-                },
-                None,
-            ),
-            None => {
-                let id = format!(
-                    "{}{}",
-                    crate::leases::IMPORT_LEASE_PREFIX,
-                    uuid::Uuid::new_v4().simple()
-                );
-                let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
-                let labels = std::collections::BTreeMap::from([(
-                    crate::leases::EXPIRE_LABEL.to_string(),
-                    humantime::format_rfc3339_seconds(expires).to_string(),
-                )]);
-                self.0.leases.create(ns, id.clone(), labels).await?;
-                (
-                    ImportOptions {
-                        lease: Some(id.clone()),
-                        ..opts
-                    },
-                    Some(id),
-                )
-            }
-        };
-        let lease_id = opts.lease.clone().unwrap_or_default();
-        let imported = match self.0.archives.import(ns, &file.0, opts).await {
-            // Unpacked before the lease that holds the blobs ends, when asked (`berth load`
-            // asks for the default snapshotter, as `docker load` leaves runnable images).
-            Ok(images) if !dst.unpacks.is_empty() => self
-                .unpack_imported(ns, &lease_id, &images, &dst.unpacks)
-                .await
-                .map(|()| images),
-            other => other,
-        };
-        if let Some(id) = own_lease
-            && let Err(e) = self.0.leases.delete(ns, &id).await
-        {
-            tracing::warn!(lease = %id, error = %e, "could not delete the import's lease; it expires by itself");
-        }
-        let images = imported?;
-        for image in &images {
-            publish_image(&self.0, ns, &image.name, &image.labels, false);
-            if let Some(p) = &progress {
-                let _ = p
-                    .send(event_any(&tt::Progress {
-                        event: "saved".into(),
-                        name: image.name.clone(),
-                        desc: image.target.clone().map(Convert::convert),
-                        ..Default::default()
-                    }))
-                    .await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn unpack_imported(
-        &self,
-        ns: &str,
-        lease: &str,
-        images: &[crate::images::Image],
-        unpacks: &[tt::UnpackConfiguration],
-    ) -> Result<()> {
-        let unpacker = Unpacker::new(
-            self.0.content.clone(),
-            self.0.snapshotters.clone(),
-            self.0.leases.clone(),
-        );
-        for u in unpacks {
-            let platform = u
-                .platform
-                .as_ref()
-                .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
-                .map(|p| crate::registry::media::parse_platform(&platform_string(p)))
-                .transpose()?;
-            for image in images {
-                let Some(target) = &image.target else {
-                    continue;
-                };
-                unpacker
-                    .unpack_image(ns, lease, &u.snapshotter, target, platform.as_ref())
-                    .await
-                    .map_err(|e| e.context(&format!("unpacking {}", image.name)))?;
-            }
+        let images = self.core().import(ns, file.path(), req).await?;
+        for image in images {
+            let desc = image.target.map(Convert::convert);
+            send_progress(&progress, &image.name, desc).await;
         }
         Ok(())
     }
@@ -430,18 +246,7 @@ impl TransferApi {
             .ok_or_else(|| Error::invalid("export needs a data stream"))?;
         let names: Vec<String> = std::iter::once(src.name.clone())
             .chain(src.extra_references.iter().map(|r| r.name.clone()))
-            .filter(|n| !n.is_empty())
             .collect();
-        let mut resolved = Vec::new();
-        for n in names {
-            // Accept the stored name or its normalised form.
-            if self.0.images.get(ns, &n).await.is_ok() {
-                resolved.push(n);
-            } else {
-                resolved.push(normalized(&n));
-            }
-        }
-        let file = TempFile::new(&self.0.state, "export")?;
         let platform = if dst.all_platforms {
             None
         } else {
@@ -450,55 +255,24 @@ impl TransferApi {
                 .or(src.platforms.first())
                 .map(platform_string)
         };
-        self.0
-            .archives
-            .export(
-                ns,
-                &resolved,
-                &file.0,
-                ExportOptions {
-                    platform,
-                    ..Default::default()
-                },
-            )
+        let file = self.core().temp_file("export")?;
+        self.core()
+            .export(ns, &names, file.path(), platform)
             .await?;
-        send_file(data, &file.0).await
+        send_file(data, file.path()).await
     }
 }
 
-fn normalized(name: &str) -> String {
-    Reference::parse(name)
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| name.to_string())
-}
-
-fn publish_image(
-    s: &Services,
-    ns: &str,
-    name: &str,
-    labels: &std::collections::BTreeMap<String, String>,
-    existed: bool,
-) {
-    if existed {
-        publish(
-            &s.exchange,
-            ns,
-            crate::events::topics::IMAGE_UPDATE,
-            &ipb::ImageUpdate {
-                name: name.to_string(),
-                labels: labels.clone(),
-            },
-        );
-    } else {
-        publish(
-            &s.exchange,
-            ns,
-            crate::events::topics::IMAGE_CREATE,
-            &ipb::ImageCreate {
-                name: name.to_string(),
-                labels: labels.clone(),
-            },
-        );
+/// A "saved" progress message (an import's archive received, or one image stored).
+async fn send_progress(progress: &Option<Stream>, name: &str, desc: Option<WireDescriptor>) {
+    if let Some(p) = progress {
+        let msg = tt::Progress {
+            event: "saved".into(),
+            name: name.to_string(),
+            desc,
+            ..Default::default()
+        };
+        let _ = p.send(event_any(&msg)).await;
     }
 }
 
