@@ -200,8 +200,8 @@ impl Daemon {
         .await
         .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
         let gc = crate::gc::Collector::new(store.clone(), content.clone(), snapshotters.clone());
-        let containers = crate::containers::Containers::new(store.clone());
         let exchange = Exchange::new();
+        let containers = crate::containers::Containers::new(store.clone(), exchange.clone());
         let tasks = crate::tasks::Tasks::new(
             crate::runtime::RuntimeManager::new(
                 config.runtimes.clone(),

@@ -121,15 +121,7 @@ impl AutoRemover {
             return;
         }
         match self.containers.delete(ns, id).await {
-            Ok(()) => {
-                crate::events::publish(
-                    &self.exchange,
-                    ns,
-                    crate::events::topics::CONTAINER_DELETE,
-                    &berth_proto::containerd::events::ContainerDelete { id: id.to_string() },
-                );
-                self.gc.schedule();
-            }
+            Ok(()) => self.gc.schedule(),
             Err(e) => {
                 tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: delete container");
                 return;

@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
+use berth_proto::containerd::events::{
+    ContainerCreate, ContainerDelete, ContainerUpdate, container_create,
+};
+
 use crate::error::{Error, Result};
+use crate::events::{Exchange, publish, topics};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, CONTAINERS, DbContext, Store};
 use crate::types::AnyValue;
@@ -103,15 +108,64 @@ fn write(txn: &WriteTransaction, namespace: &str, c: &Container) -> Result<()> {
     Ok(())
 }
 
-/// The containers core.
+/// The containers core: records in the metadata store, and the `/containers/*` events
+/// of every change.
 #[derive(Clone)]
 pub struct Containers {
     store: Store,
+    exchange: Exchange,
 }
 
 impl Containers {
-    pub fn new(store: Store) -> Self {
-        Containers { store }
+    pub fn new(store: Store, exchange: Exchange) -> Self {
+        Containers { store, exchange }
+    }
+
+    /// Creates the container and publishes `/containers/create`.
+    pub async fn create(&self, namespace: &str, c: Container) -> Result<Container> {
+        let created = self.create_record(namespace, c).await?;
+        let runtime = created.runtime.clone().map(|r| container_create::Runtime {
+            name: r.name,
+            options: r.options.map(|o| prost_types::Any {
+                type_url: o.type_url,
+                value: o.value,
+            }),
+        });
+        let event = ContainerCreate {
+            id: created.id.clone(),
+            image: created.image.clone(),
+            runtime,
+        };
+        publish(&self.exchange, namespace, topics::CONTAINER_CREATE, &event);
+        Ok(created)
+    }
+
+    /// Updates the fields named by `paths` (all mutable fields when empty) from `c` and
+    /// publishes `/containers/update`.
+    pub async fn update(
+        &self,
+        namespace: &str,
+        c: Container,
+        paths: Vec<String>,
+    ) -> Result<Container> {
+        let updated = self.update_record(namespace, c, paths).await?;
+        let event = ContainerUpdate {
+            id: updated.id.clone(),
+            image: updated.image.clone(),
+            labels: updated.labels.clone(),
+            snapshot_key: updated.snapshot_key.clone(),
+        };
+        publish(&self.exchange, namespace, topics::CONTAINER_UPDATE, &event);
+        Ok(updated)
+    }
+
+    /// Deletes the container and publishes `/containers/delete`. Its snapshot (and what
+    /// its labels held) may be garbage now: the caller schedules a collection.
+    pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
+        self.delete_record(namespace, id).await?;
+        let event = ContainerDelete { id: id.to_string() };
+        publish(&self.exchange, namespace, topics::CONTAINER_DELETE, &event);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -151,7 +205,7 @@ impl Containers {
     }
 
     #[tracing::instrument(level = "debug", skip(self, c), fields(id = %c.id))]
-    pub async fn create(&self, namespace: &str, mut c: Container) -> Result<Container> {
+    async fn create_record(&self, namespace: &str, mut c: Container) -> Result<Container> {
         validate(&c).map_err(|e| e.context("create container failed validation"))?;
         let now = metadata::now_nanos();
         c.created_at = now;
@@ -175,9 +229,8 @@ impl Containers {
             .await
     }
 
-    /// Updates the fields named by `paths` (all mutable fields when empty) from `c`.
     #[tracing::instrument(level = "debug", skip(self, c), fields(id = %c.id))]
-    pub async fn update(
+    async fn update_record(
         &self,
         namespace: &str,
         c: Container,
@@ -263,7 +316,7 @@ impl Containers {
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
+    async fn delete_record(&self, namespace: &str, id: &str) -> Result<()> {
         let (namespace, id) = (namespace.to_string(), id.to_string());
         self.store
             .update(move |txn| {

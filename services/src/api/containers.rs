@@ -3,16 +3,13 @@
 use crate::api::status::{IntoStatus, OrStatus};
 use std::pin::Pin;
 
-use berth_proto::containerd::events::{
-    ContainerCreate, ContainerDelete, ContainerUpdate, container_create,
-};
 use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::services::containers::v1::containers_server::Containers;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Convert;
-use super::{Services, any_from_wire, any_to_wire, namespace_required, publish, to_timestamp};
+use super::{Services, any_from_wire, any_to_wire, namespace_required, to_timestamp};
 use crate::containers::{Container, Runtime};
 use crate::error::Error;
 use crate::filters::Filter;
@@ -142,20 +139,6 @@ impl Containers for ContainersApi {
             .create(&ns, c.convert())
             .await
             .or_status()?;
-        let runtime = created.runtime.clone().map(|r| container_create::Runtime {
-            name: r.name,
-            options: r.options.map(any_to_wire),
-        });
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::CONTAINER_CREATE,
-            &ContainerCreate {
-                id: created.id.clone(),
-                image: created.image.clone(),
-                runtime,
-            },
-        );
         Ok(Response::new(pb::CreateContainerResponse {
             container: Some(created.convert()),
         }))
@@ -181,17 +164,6 @@ impl Containers for ContainersApi {
             .update(&ns, c.convert(), paths)
             .await
             .or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::CONTAINER_UPDATE,
-            &ContainerUpdate {
-                id: updated.id.clone(),
-                image: updated.image.clone(),
-                labels: updated.labels.clone(),
-                snapshot_key: updated.snapshot_key.clone(),
-            },
-        );
         Ok(Response::new(pb::UpdateContainerResponse {
             container: Some(updated.convert()),
         }))
@@ -204,12 +176,6 @@ impl Containers for ContainersApi {
         let ns = namespace_required(req.metadata()).or_status()?;
         let id = req.into_inner().id;
         self.0.containers.delete(&ns, &id).await.or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::CONTAINER_DELETE,
-            &ContainerDelete { id },
-        );
         // Its snapshot (and what its labels held) may be garbage now.
         self.0.gc.schedule();
         Ok(Response::new(()))
