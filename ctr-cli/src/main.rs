@@ -5,8 +5,6 @@ mod commands;
 mod credentials;
 mod oci;
 mod output;
-mod stdio;
-mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

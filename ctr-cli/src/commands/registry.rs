@@ -9,9 +9,9 @@ use berth_proto::containerd::services::transfer::v1::transfer_client::TransferCl
 use berth_proto::containerd::types::Platform;
 use berth_proto::containerd::types::transfer as tt;
 
+use crate::client::transfer::{self, any};
 use crate::client::{Client, status};
 use crate::credentials;
-use crate::transfer::{self, any};
 
 fn platform(p: &str) -> anyhow::Result<Platform> {
     let mut parts = p.split('/');

@@ -7,9 +7,9 @@ use berth_proto::containerd::services::tasks::v1 as pb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 
+use crate::client::stdio;
 use crate::client::{Client, status};
 use crate::commands::tasks::{self, PROCESS_TYPE_URL};
-use crate::stdio;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {

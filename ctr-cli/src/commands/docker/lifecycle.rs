@@ -335,11 +335,11 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
 /// forwarded (and closed at its end) with `-i`. Returns the container's exit status.
 pub async fn run_attached(c: &Client, ct: &pb::Container, stdin: bool) -> anyhow::Result<u32> {
     let tty = super::spec_of(ct)["process"]["terminal"].as_bool() == Some(true);
-    let fifos = crate::stdio::Fifos::new(super::short_id(&ct.id), stdin, tty)?;
-    let mut attached = crate::stdio::Attached::start(&fifos)?;
+    let fifos = crate::client::stdio::Fifos::new(super::short_id(&ct.id), stdin, tty)?;
+    let mut attached = crate::client::stdio::Attached::start(&fifos)?;
     let (i, o, e) = fifos.uris();
     let raw = if tty && stdin {
-        crate::stdio::raw_terminal()?
+        crate::client::stdio::raw_terminal()?
     } else {
         None
     };
@@ -365,11 +365,11 @@ pub async fn run_attached(c: &Client, ct: &pb::Container, stdin: bool) -> anyhow
             .await;
     };
     let _watcher = if tty {
-        if let Some((w, h)) = crate::stdio::terminal_size() {
+        if let Some((w, h)) = crate::client::stdio::terminal_size() {
             resize(c.channel.clone(), c.namespace.clone(), ct.id.clone(), w, h).await;
         }
         let (channel, ns, id) = (c.channel.clone(), c.namespace.clone(), ct.id.clone());
-        Some(crate::stdio::on_resize(move |w, h| {
+        Some(crate::client::stdio::on_resize(move |w, h| {
             tokio::spawn(resize(channel.clone(), ns.clone(), id.clone(), w, h));
         }))
     } else {

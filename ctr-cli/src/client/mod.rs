@@ -1,5 +1,8 @@
 //! The connection to berthd (or containerd): gRPC over a unix socket, with the namespace
-//! header on every call.
+//! header on every call; and the client-side helpers the commands share.
+
+pub mod stdio;
+pub mod transfer;
 
 use std::path::PathBuf;
 
