@@ -12,6 +12,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Status};
 
+use crate::labels;
+
 pub struct Client {
     pub channel: Channel,
     pub namespace: String,
@@ -37,7 +39,7 @@ impl Client {
     pub fn req<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         if let Ok(v) = MetadataValue::try_from(self.namespace.as_str()) {
-            r.metadata_mut().insert("containerd-namespace", v);
+            r.metadata_mut().insert(labels::NAMESPACE_HEADER, v);
         }
         r
     }
@@ -48,7 +50,7 @@ impl Client {
     pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
         let mut r = self.req(msg);
         if let Ok(v) = MetadataValue::try_from(lease) {
-            r.metadata_mut().insert("containerd-lease", v);
+            r.metadata_mut().insert(labels::LEASE_HEADER, v);
         }
         r
     }
@@ -73,7 +75,7 @@ impl Client {
         let mut api = lpb::leases_client::LeasesClient::new(self.channel.clone());
         let expire = std::time::SystemTime::now() + ttl;
         let labels = [(
-            "containerd.io/gc.expire".to_string(),
+            labels::GC_EXPIRE.to_string(),
             humantime::format_rfc3339(expire).to_string(),
         )]
         .into();

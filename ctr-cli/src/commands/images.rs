@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Client, status};
 use crate::commands::snapshots;
+use crate::labels;
 use crate::oci::{self, human_size, repo_tag};
 use crate::output::{self, Format};
 
@@ -324,7 +325,7 @@ async fn mount(
     let key = mount_key(&target)?;
     let mut api = SnapshotsClient::new(c.channel.clone());
     let sn_name = if snapshotter.is_empty() {
-        "overlayfs".to_string()
+        labels::SNAPSHOTTER.to_string()
     } else {
         snapshotter.clone()
     };

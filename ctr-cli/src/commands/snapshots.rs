@@ -15,6 +15,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::{Client, status};
+use crate::labels;
 use crate::oci::human_size;
 use crate::output::{self, Format};
 
@@ -190,7 +191,7 @@ pub async fn mount_local(mounts: &[Mount], target: PathBuf) -> anyhow::Result<()
 fn kept_labels(args: &[String]) -> BTreeMap<String, String> {
     let mut labels = output::parse_labels(args);
     labels
-        .entry(berth_snapshotter::GC_ROOT_LABEL.to_string())
+        .entry(labels::GC_ROOT.to_string())
         .or_insert_with(|| humantime::format_rfc3339(std::time::SystemTime::now()).to_string());
     labels
 }
@@ -520,7 +521,7 @@ async fn diff(
         let mut labels = BTreeMap::new();
         if keep {
             labels.insert(
-                berth_snapshotter::GC_ROOT_LABEL.to_string(),
+                labels::GC_ROOT.to_string(),
                 humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
             );
         }

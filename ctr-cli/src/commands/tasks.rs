@@ -20,22 +20,9 @@ use nix::sys::signal::Signal;
 use tabwriter::TabWriter;
 
 use crate::client::{Client, status};
+use crate::exit::exit_with;
+use crate::labels;
 use crate::output::{self, Format};
-
-/// The type URL of an OCI process spec stored as JSON (an exec's spec).
-pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
-/// The container label holding an image's stop signal (containerd's).
-const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
-
-/// `Ok` for 0, else an exit with the code and no message of ours (the exit status of a
-/// process berth waited for: ctr's `cli.NewExitError("", code)`).
-pub fn exit_with(code: u32) -> anyhow::Result<()> {
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(crate::commands::docker::Exit::code(code))
-    }
-}
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -192,7 +179,7 @@ pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
 
 /// The signal that stops container `ct`: its image's stop signal, else SIGTERM.
 pub fn stop_signal(ct: &cpb::Container) -> anyhow::Result<Signal> {
-    match ct.labels.get(STOP_SIGNAL_LABEL) {
+    match ct.labels.get(labels::STOP_SIGNAL) {
         Some(s) if !s.is_empty() => parse_signal(s),
         _ => Ok(Signal::SIGTERM),
     }
@@ -312,11 +299,11 @@ impl Metrics {
     pub fn decode(any: &prost_types::Any) -> anyhow::Result<Metrics> {
         let name = any.type_url.rsplit('/').next().unwrap_or(&any.type_url);
         match name {
-            "io.containerd.cgroups.v1.Metrics" => Ok(Metrics::V1(Box::new(
+            labels::CGROUPS_V1_METRICS => Ok(Metrics::V1(Box::new(
                 CgroupV1::parse_from_bytes(&any.value)
                     .map_err(|e| anyhow::anyhow!("decode {name}: {e}"))?,
             ))),
-            "io.containerd.cgroups.v2.Metrics" => Ok(Metrics::V2(Box::new(
+            labels::CGROUPS_V2_METRICS => Ok(Metrics::V2(Box::new(
                 CgroupV2::parse_from_bytes(&any.value)
                     .map_err(|e| anyhow::anyhow!("decode {name}: {e}"))?,
             ))),
@@ -979,7 +966,7 @@ mod tests {
         pids.current = 1;
         m.pids = Some(pids).into();
         let any = prost_types::Any {
-            type_url: "io.containerd.cgroups.v1.Metrics".into(),
+            type_url: labels::CGROUPS_V1_METRICS.into(),
             value: m.write_to_bytes().unwrap(),
         };
         let d = Metrics::decode(&any).unwrap();

@@ -9,7 +9,9 @@ use clap::Args;
 
 use crate::client::stdio;
 use crate::client::{Client, status};
-use crate::commands::tasks::{self, PROCESS_TYPE_URL};
+use crate::commands::tasks;
+use crate::exit::{Exit, exit_with};
+use crate::labels;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
@@ -226,7 +228,7 @@ pub async fn run_process(
             stderr,
             terminal: io.tty,
             spec: Some(prost_types::Any {
-                type_url: PROCESS_TYPE_URL.to_string(),
+                type_url: labels::PROCESS_TYPE_URL.to_string(),
                 value: serde_json::to_vec(process)?,
             }),
             exec_id: exec_id.to_string(),
@@ -412,13 +414,10 @@ pub async fn run(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
         log_uri: None,
     };
     match run_process(c, &ct.id, &exec_id, &process, io).await {
-        Ok(code) => tasks::exit_with(code),
+        Ok(code) => exit_with(code),
         Err(e) => match e.downcast_ref::<StartFailed>() {
             Some(StartFailed(msg)) => match start_failure_code(msg) {
-                Some(code) => Err(super::Exit::with(
-                    code,
-                    format!("OCI runtime exec failed: {msg}"),
-                )),
+                Some(code) => Err(Exit::with(code, format!("OCI runtime exec failed: {msg}"))),
                 None => Err(e),
             },
             None => Err(e),

@@ -7,8 +7,9 @@ use berth_proto::containerd::v1::types::{Process, Status};
 use serde_json::{Value, json};
 
 use super::ps::{started_at, state_name, to_time};
-use super::{Exit, docker_config, logs, name_of, resolve, spec_of, task_of};
+use super::{docker_config, logs, name_of, resolve, spec_of, task_of};
 use crate::client::Client;
+use crate::exit::Exit;
 use crate::output;
 
 /// Docker's zero time.
@@ -124,12 +125,11 @@ mod tests {
             image: "docker.io/library/busybox:latest".into(),
             ..Default::default()
         };
-        c.labels
-            .insert(super::super::NAME_LABEL.into(), "web".into());
+        c.labels.insert(crate::labels::NAME.into(), "web".into());
         c.extensions.insert(
-            super::super::DOCKER_EXT.into(),
+            crate::labels::DOCKER_EXT.into(),
             prost_types::Any {
-                type_url: super::super::DOCKER_EXT_TYPE.into(),
+                type_url: crate::labels::DOCKER_EXT_TYPE.into(),
                 value: serde_json::to_vec(&json!({
                     "Path": "httpd", "Args": ["-f"], "Image": "busybox",
                     "Config": {"Cmd": ["httpd", "-f"], "Hostname": "h"},

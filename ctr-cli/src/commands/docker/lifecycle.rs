@@ -7,8 +7,10 @@ use berth_proto::containerd::services::tasks::v1 as tpb;
 use berth_proto::containerd::v1::types::Status;
 
 use super::run::{self, TaskIo, is_live, start_task};
-use super::{Exit, NAME_LABEL, docker_config, list_all, logs, name_of, resolve, task_of, tasks};
+use super::{docker_config, list_all, logs, name_of, resolve, task_of, tasks};
 use crate::client::{Client, status};
+use crate::exit::Exit;
+use crate::labels;
 
 /// Linux signal numbers by name (without `SIG`).
 const SIGNALS: [(&str, u32); 31] = [
@@ -307,12 +309,12 @@ pub async fn wait(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
 pub async fn rename(c: &Client, old: &str, new: &str) -> anyhow::Result<()> {
     let ct = resolve(c, old).await?;
     let new = new.trim_start_matches('/');
-    if name_of(&ct) == new && ct.labels.contains_key(NAME_LABEL) {
+    if name_of(&ct) == new && ct.labels.contains_key(labels::NAME) {
         anyhow::bail!("Renaming a container with the same name as its current name");
     }
     let list = list_all(c).await?;
     run::check_name_free(&list, new, &ct.id)?;
-    run::set_label(c, &ct.id, NAME_LABEL, new).await
+    run::set_label(c, &ct.id, labels::NAME, new).await
 }
 
 /// `berth attach`: shows the container's output from now on until it exits, and ends

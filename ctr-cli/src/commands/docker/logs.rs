@@ -14,8 +14,9 @@ use berth_proto::containerd::services::tasks::v1 as tpb;
 use berth_proto::containerd::v1::types::Status;
 use clap::Args as ClapArgs;
 
-use super::{LOG_LABEL, resolve, task_of, tasks};
+use super::{resolve, task_of, tasks};
 use crate::client::{Client, status};
+use crate::labels;
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -156,11 +157,11 @@ pub fn tail(data: &[u8], n: usize) -> &[u8] {
     data
 }
 
-/// The log file of a container (its [`LOG_LABEL`]).
+/// The log file of a container (its [`labels::LOG_PATH`]).
 pub fn log_path(
     c: &berth_proto::containerd::services::containers::v1::Container,
 ) -> Option<PathBuf> {
-    c.labels.get(LOG_LABEL).map(PathBuf::from)
+    c.labels.get(labels::LOG_PATH).map(PathBuf::from)
 }
 
 /// Reads the bytes appended to a file since the last call, handing out complete lines.

@@ -1,25 +1,6 @@
-//! The docker-style verbs (`run`, `ps`, `logs`, `exec`, ...). A container made by
-//! `berth run` / `berth create` is an ordinary containerd container (so `ctr` sees it too)
-//! whose id is 64 hex digits and whose docker-level facts live in labels:
-//!
-//! - [`NAME_LABEL`]: its name, unique in the namespace (given with `--name`, or generated);
-//! - [`LOG_LABEL`]: the file its output goes to in the CRI log format, written by the shim
-//!   (`file://<path>?format=cri` for both stdout and stderr), read by `berth logs`.
-//!
-//! - [`STARTED_LABEL`]: when its task was last started (RFC 3339), for `ps`' "Up 3 minutes"
-//!   and inspect's `State.StartedAt` (the task API reports no start time);
-//! - [`AUTO_REMOVE_LABEL`] (`run --rm`): berthd itself removes the container (task, record,
-//!   log file) when its task exits, so `run -d --rm` needs no client to stay around.
-//!
-//! The docker-level facts that `inspect` shows and `start`/`stop` need later (the image as
-//! the user named it, Path/Args, Config, HostConfig, StopSignal) live in the record's
-//! `extensions` map under [`DOCKER_EXT`]: an `Any` whose type URL is [`DOCKER_EXT_TYPE`]
-//! and whose value is that JSON object ([`run::DockerConfig`]), written once at create.
-//!
-//! Everything else lives in the record itself (spec, image, snapshot = the container id
-//! in overlayfs) or in its task: a container's task is kept after it exits (so `ps -a`
-//! shows "Exited (N) … ago" from the task's exit status and time, also across berthd
-//! restarts) and replaced by the next `start`; `rm` deletes task, record, snapshot and log.
+//! The docker-style verbs (`run`, `ps`, `logs`, `exec`, ...). How berth keeps a docker-style
+//! container in containerd's records (labels, the docker extension) is told in
+//! [`crate::labels`].
 
 pub mod cp;
 pub mod exec;
@@ -34,6 +15,7 @@ use berth_proto::containerd::services::tasks::v1::tasks_client::TasksClient;
 use berth_proto::containerd::v1::types::Process;
 
 use crate::client::{Client, status};
+use crate::labels;
 
 pub mod inspect;
 pub mod lifecycle;
@@ -41,56 +23,6 @@ pub mod logs;
 pub mod ps;
 pub mod run;
 pub mod spec;
-
-/// The label holding a container's name.
-pub const NAME_LABEL: &str = "berth/name";
-/// The label holding the path of a container's log file (CRI log format).
-pub const LOG_LABEL: &str = "berth/log-path";
-
-/// The label holding when the container's task was last started (RFC 3339, nanoseconds).
-pub const STARTED_LABEL: &str = "berth/started-at";
-/// Set to "true" on containers that berthd removes when their task exits.
-pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
-/// The extension holding the container's docker-level config (see the module docs).
-pub const DOCKER_EXT: &str = "berth/docker";
-/// The type URL of [`DOCKER_EXT`]'s value (JSON).
-pub const DOCKER_EXT_TYPE: &str = "types.berth.dev/docker/v1/Container";
-
-/// An error that ends the CLI with a given exit code (a container's, or Docker's 125 /
-/// 126 / 127); `message` (when not empty) is printed first.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Exit {
-    pub fn code(code: u32) -> anyhow::Error {
-        anyhow::Error::new(Exit {
-            code: u8::try_from(code).unwrap_or(255),
-            message: String::new(),
-        })
-    }
-
-    pub fn with(code: u8, message: impl std::fmt::Display) -> anyhow::Error {
-        anyhow::Error::new(Exit {
-            code,
-            message: message.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.message.is_empty() {
-            write!(f, "exit status {}", self.code)
-        } else {
-            f.write_str(&self.message)
-        }
-    }
-}
-
-impl std::error::Error for Exit {}
 
 pub fn containers(c: &Client) -> ContainersClient<tonic::transport::Channel> {
     ContainersClient::new(c.channel.clone())
@@ -125,11 +57,11 @@ pub async fn list_all(c: &Client) -> anyhow::Result<Vec<pb::Container>> {
         .containers)
 }
 
-/// The docker-level config of a container ([`DOCKER_EXT`]), or Null for a container made
+/// The docker-level config of a container ([`labels::DOCKER_EXT`]), or Null for a container made
 /// otherwise (e.g. by `ctr`).
 pub fn docker_config(c: &pb::Container) -> serde_json::Value {
     c.extensions
-        .get(DOCKER_EXT)
+        .get(labels::DOCKER_EXT)
         .and_then(|a| serde_json::from_slice(&a.value).ok())
         .unwrap_or_default()
 }
@@ -159,7 +91,7 @@ pub fn short_id(id: &str) -> &str {
 /// A container's name (its label), or its short id when it has none.
 pub fn name_of(c: &pb::Container) -> String {
     c.labels
-        .get(NAME_LABEL)
+        .get(labels::NAME)
         .cloned()
         .unwrap_or_else(|| short_id(&c.id).to_string())
 }
@@ -179,7 +111,7 @@ fn pick(list: Vec<pb::Container>, what: &str) -> anyhow::Result<pb::Container> {
     }
     if let Some(c) = list
         .iter()
-        .find(|c| c.labels.get(NAME_LABEL).is_some_and(|n| n == what))
+        .find(|c| c.labels.get(labels::NAME).is_some_and(|n| n == what))
     {
         return Ok(c.clone());
     }
@@ -203,7 +135,7 @@ mod tests {
             ..Default::default()
         };
         if let Some(n) = name {
-            c.labels.insert(NAME_LABEL.into(), n.into());
+            c.labels.insert(labels::NAME.into(), n.into());
         }
         c
     }

@@ -8,8 +8,9 @@ use berth_proto::containerd::services::tasks::v1 as tpb;
 use berth_proto::containerd::v1::types::{Process, Status};
 use clap::Args as ClapArgs;
 
-use super::{STARTED_LABEL, docker_config, list_all, name_of, short_id, spec_of, tasks};
+use super::{docker_config, list_all, name_of, short_id, spec_of, tasks};
 use crate::client::{Client, status};
+use crate::labels;
 use crate::output;
 
 #[derive(ClapArgs, Debug)]
@@ -73,10 +74,10 @@ fn since(t: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(t).unwrap_or_default()
 }
 
-/// When the container's task was last started (its [`STARTED_LABEL`]).
+/// When the container's task was last started (its [`labels::STARTED_AT`]).
 pub fn started_at(c: &pb::Container) -> Option<SystemTime> {
     c.labels
-        .get(STARTED_LABEL)
+        .get(labels::STARTED_AT)
         .and_then(|s| humantime::parse_rfc3339(s).ok())
 }
 

@@ -25,20 +25,12 @@ use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
 use super::spec::{self, Accounts, ImageConfig, Options};
-use super::{
-    AUTO_REMOVE_LABEL, DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL,
-    containers, list_all, logs, new_id, task_of, tasks,
-};
+use super::{containers, list_all, logs, new_id, task_of, tasks};
 use crate::client::{Client, status};
-use crate::commands::containers::SPEC_TYPE_URL;
 use crate::commands::snapshots;
+use crate::exit::Exit;
+use crate::labels;
 use crate::oci;
-
-/// The snapshotter containers are made on, unless their namespace names another.
-pub const SNAPSHOTTER: &str = "overlayfs";
-/// The namespace label that names its default snapshotter (as containerd's client reads it).
-const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
-pub const RUNTIME: &str = "io.containerd.runc.v2";
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
 const INIT_CANDIDATES: [&str; 3] = [
@@ -60,7 +52,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The runtime (shim) to run it with, from berthd's `runtimes` table.
-    #[arg(long, default_value = RUNTIME)]
+    #[arg(long, default_value = labels::RUNC_RUNTIME)]
     pub runtime: String,
     /// Environment variables (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short = 'e', long = "env")]
@@ -187,7 +179,7 @@ fn valid_name(n: &str) -> bool {
 pub fn check_name_free(list: &[pb::Container], name: &str, except: &str) -> anyhow::Result<()> {
     if let Some(other) = list
         .iter()
-        .find(|c| c.id != except && c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
+        .find(|c| c.id != except && c.labels.get(labels::NAME).is_some_and(|n| n == name))
     {
         anyhow::bail!(
             "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
@@ -210,7 +202,7 @@ const NAMES: [&str; 16] = [
 fn generate_name(list: &[pb::Container], id: &str) -> String {
     let taken = |n: &str| {
         list.iter()
-            .any(|c| c.labels.get(NAME_LABEL).is_some_and(|x| x == n))
+            .any(|c| c.labels.get(labels::NAME).is_some_and(|x| x == n))
     };
     let seed = u64::from_str_radix(id.get(..12).unwrap_or("0"), 16).unwrap_or(0);
     let base = format!(
@@ -283,10 +275,10 @@ async fn log_root(c: &Client) -> PathBuf {
             .find(|p| p.r#type == kind && p.id == id)
             .and_then(|p| p.exports.get("root").cloned())
     };
-    if let Some(root) = export("io.containerd.runtime.v2", "task") {
+    if let Some(root) = export(labels::RUNTIME_PLUGIN, "task") {
         return PathBuf::from(root);
     }
-    if let Some(root) = export("io.containerd.metadata.v1", "redb") {
+    if let Some(root) = export(labels::METADATA_PLUGIN, "redb") {
         return Path::new(&root).join("runtime");
     }
     PathBuf::from("/var/lib/berth/runtime")
@@ -369,7 +361,7 @@ pub async fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container>
 }
 
 /// The snapshotter of the client's namespace: the one its
-/// `containerd.io/defaults/snapshotter` label names, else [`SNAPSHOTTER`].
+/// [`labels::DEFAULT_SNAPSHOTTER`] label names, else [`labels::SNAPSHOTTER`].
 async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
     use berth_proto::containerd::services::namespaces::v1 as nspb;
     use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
@@ -382,12 +374,12 @@ async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
         Ok(r) => r
             .into_inner()
             .namespace
-            .and_then(|n| n.labels.get(DEFAULT_SNAPSHOTTER_LABEL).cloned())
+            .and_then(|n| n.labels.get(labels::DEFAULT_SNAPSHOTTER).cloned())
             .filter(|s| !s.is_empty()),
         Err(s) if s.code() == tonic::Code::NotFound => None,
         Err(s) => return Err(s.into()),
     };
-    Ok(labelled.unwrap_or_else(|| SNAPSHOTTER.to_string()))
+    Ok(labelled.unwrap_or_else(|| labels::SNAPSHOTTER.to_string()))
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
@@ -482,14 +474,14 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         };
         let spec = spec::build(&img_cfg, &opts, &accounts, &all_caps)?;
         let config = docker_config(a, &img_cfg, &opts, &spec);
-        let mut labels = HashMap::new();
-        labels.insert(NAME_LABEL.to_string(), name.clone());
-        labels.insert(LOG_LABEL.to_string(), log.display().to_string());
+        let mut record_labels = HashMap::new();
+        record_labels.insert(labels::NAME.to_string(), name.clone());
+        record_labels.insert(labels::LOG_PATH.to_string(), log.display().to_string());
         let mut extensions = HashMap::new();
         extensions.insert(
-            DOCKER_EXT.to_string(),
+            labels::DOCKER_EXT.to_string(),
             prost_types::Any {
-                type_url: DOCKER_EXT_TYPE.to_string(),
+                type_url: labels::DOCKER_EXT_TYPE.to_string(),
                 value: serde_json::to_vec(&config)?,
             },
         );
@@ -497,14 +489,14 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
             .create(c.req(pb::CreateContainerRequest {
                 container: Some(pb::Container {
                     id: id.clone(),
-                    labels: labels.into_iter().collect(),
+                    labels: record_labels.into_iter().collect(),
                     image: img.name.clone(),
                     runtime: Some(pb::container::Runtime {
                         name: a.runtime.clone(),
                         options: None,
                     }),
                     spec: Some(prost_types::Any {
-                        type_url: SPEC_TYPE_URL.to_string(),
+                        type_url: labels::SPEC_TYPE_URL.to_string(),
                         value: serde_json::to_vec(&spec)?,
                     }),
                     snapshotter: snapshotter.clone(),
@@ -533,7 +525,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
     made
 }
 
-/// The docker-level facts kept in the record's [`DOCKER_EXT`] extension.
+/// The docker-level facts kept in the record's [`labels::DOCKER_EXT`] extension.
 fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -> Value {
     let args: Vec<String> = spec["process"]["args"]
         .as_array()
@@ -584,7 +576,7 @@ fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -
             "PidsLimit": o.pids_limit,
             "Init": a.init,
             "NetworkMode": "host",
-            "Runtime": RUNTIME,
+            "Runtime": labels::RUNC_RUNTIME,
         },
     })
 }
@@ -682,7 +674,7 @@ pub async fn start_task(
         .await
     {
         Ok(r) => {
-            set_label(c, &ct.id, STARTED_LABEL, &now).await?;
+            set_label(c, &ct.id, labels::STARTED_AT, &now).await?;
             Ok(r.into_inner().pid)
         }
         Err(e) => {
@@ -784,7 +776,7 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         // Nobody stays to remove it: berthd does, when its task exits. (A foreground run
         // removes it itself, after it has the exit status.)
         if a.create.rm {
-            set_label(c, &ct.id, AUTO_REMOVE_LABEL, "true").await?;
+            set_label(c, &ct.id, labels::AUTO_REMOVE, "true").await?;
         }
         if let Err(e) = start_task(c, &ct, TaskIo::log(&ct), 125).await {
             if a.create.rm {
@@ -858,7 +850,7 @@ mod tests {
         assert!(!valid_name("we b"));
         let list = vec![pb::Container {
             id: "x".into(),
-            labels: [(NAME_LABEL.to_string(), "web".to_string())].into(),
+            labels: [(labels::NAME.to_string(), "web".to_string())].into(),
             ..Default::default()
         }];
         let e = check_name_free(&list, "web", "").unwrap_err().to_string();
