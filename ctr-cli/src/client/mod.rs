@@ -1,8 +1,22 @@
-//! The connection to berthd (or containerd): gRPC over a unix socket, with the namespace
-//! header on every call; and the client-side helpers the commands share.
+//! The client layer: everything the commands do against berthd (or containerd), as typed
+//! operations over one connection. Commands parse flags, call these and print; they never
+//! call each other.
+//!
+//! The connection is gRPC over a unix socket, with the namespace header on every call.
 
+pub mod containers;
+pub mod docker;
+pub mod leases;
+pub mod logs;
+pub mod metrics;
+pub mod process;
+pub mod rootfs;
+pub mod signal;
+pub mod snapshots;
 pub mod stdio;
+pub mod tasks;
 pub mod transfer;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -14,6 +28,7 @@ use tonic::{Request, Status};
 
 use crate::labels;
 
+#[derive(Clone)]
 pub struct Client {
     pub channel: Channel,
     pub namespace: String,
@@ -43,9 +58,7 @@ impl Client {
         }
         r
     }
-}
 
-impl Client {
     /// A request carrying the namespace and lease headers.
     pub fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
         let mut r = self.req(msg);
@@ -62,59 +75,6 @@ impl Client {
             None => self.req(msg),
         }
     }
-
-    /// Creates a lease that expires by itself after `ttl` (if the CLI dies before ending it)
-    /// and holds `resources` (type, id) from the start.
-    pub async fn create_lease(
-        &self,
-        id: Option<String>,
-        ttl: std::time::Duration,
-        resources: &[(&str, &str)],
-    ) -> anyhow::Result<String> {
-        use berth_proto::containerd::services::leases::v1 as lpb;
-        let mut api = lpb::leases_client::LeasesClient::new(self.channel.clone());
-        let expire = std::time::SystemTime::now() + ttl;
-        let labels = [(
-            labels::GC_EXPIRE.to_string(),
-            humantime::format_rfc3339(expire).to_string(),
-        )]
-        .into();
-        let lease = api
-            .create(self.req(lpb::CreateRequest {
-                id: id.unwrap_or_default(),
-                labels,
-            }))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .lease
-            .unwrap_or_default();
-        for (kind, rid) in resources {
-            api.add_resource(self.req(lpb::AddResourceRequest {
-                id: lease.id.clone(),
-                resource: Some(lpb::Resource {
-                    id: rid.to_string(),
-                    r#type: kind.to_string(),
-                }),
-            }))
-            .await
-            .map_err(status)?;
-        }
-        Ok(lease.id)
-    }
-
-    /// Deletes a lease and waits for what it alone held to be collected.
-    pub async fn delete_lease(&self, id: &str) -> anyhow::Result<()> {
-        use berth_proto::containerd::services::leases::v1 as lpb;
-        lpb::leases_client::LeasesClient::new(self.channel.clone())
-            .delete(self.req(lpb::DeleteRequest {
-                id: id.to_string(),
-                sync: true,
-            }))
-            .await
-            .map_err(status)?;
-        Ok(())
-    }
 }
 
 /// Turns a gRPC status into the error the user sees: the daemon's message, which already
@@ -124,5 +84,14 @@ pub fn status(s: Status) -> anyhow::Error {
         anyhow::anyhow!("{:?}", s.code())
     } else {
         anyhow::anyhow!("{}", s.message())
+    }
+}
+
+/// `Ok` for a call whose object was already gone (NotFound), else the call's own result.
+pub fn gone_ok<T>(r: Result<T, Status>) -> anyhow::Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == tonic::Code::NotFound => Ok(()),
+        Err(e) => Err(status(e)),
     }
 }

@@ -17,18 +17,15 @@ use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::introspection::v1 as inpb;
 use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
-use berth_proto::containerd::services::snapshots::v1 as spb;
-use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::containerd::services::tasks::v1 as tpb;
-use berth_proto::containerd::v1::types::Status;
 use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
 use super::spec::{self, Accounts, ImageConfig, Options};
-use super::{containers, list_all, logs, new_id, task_of, tasks};
-use crate::client::{Client, status};
-use crate::commands::snapshots;
-use crate::exit::Exit;
+use crate::client::containers::{self, check_name_free, list_all, log_path, new_id};
+use crate::client::docker::{log_stdio, remove, run_attached, start_task};
+use crate::client::logs::{Follower, Printer, follow_until_exit};
+use crate::client::{Client, snapshots, status, tasks};
+use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
 
@@ -175,20 +172,6 @@ fn valid_name(n: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// Refuses a name another container of the namespace has, with Docker's message.
-pub fn check_name_free(list: &[pb::Container], name: &str, except: &str) -> anyhow::Result<()> {
-    if let Some(other) = list
-        .iter()
-        .find(|c| c.id != except && c.labels.get(labels::NAME).is_some_and(|n| n == name))
-    {
-        anyhow::bail!(
-            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-            other.id
-        );
-    }
-    Ok(())
-}
-
 const ADJECTIVES: [&str; 16] = [
     "admiring", "brave", "clever", "dazzling", "eager", "focused", "gifted", "happy", "jolly",
     "keen", "lucid", "modest", "nifty", "quirky", "serene", "vibrant",
@@ -329,24 +312,8 @@ async fn read_accounts(
     }
     .await;
     let _ = std::fs::remove_dir(&dir);
-    let _ = SnapshotsClient::new(c.channel.clone())
-        .remove(c.req(spb::RemoveSnapshotRequest {
-            snapshotter: snapshotter.into(),
-            key,
-        }))
-        .await;
+    let _ = snapshots::remove(c, snapshotter, &key).await;
     result
-}
-
-/// Ends a lease without waiting for the collector.
-async fn end_lease(c: &Client, id: &str) {
-    use berth_proto::containerd::services::leases::v1 as lpb;
-    let _ = lpb::leases_client::LeasesClient::new(c.channel.clone())
-        .delete(c.req(lpb::DeleteRequest {
-            id: id.to_string(),
-            sync: false,
-        }))
-        .await;
 }
 
 /// Creates the container: snapshot (under a short lease until the record holds it), spec,
@@ -485,7 +452,7 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
                 value: serde_json::to_vec(&config)?,
             },
         );
-        let created = containers(c)
+        let created = containers::api(c)
             .create(c.req(pb::CreateContainerRequest {
                 container: Some(pb::Container {
                     id: id.clone(),
@@ -514,14 +481,9 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
     }
     .await;
     if made.is_err() {
-        let _ = SnapshotsClient::new(c.channel.clone())
-            .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter: snapshotter.clone(),
-                key: id.clone(),
-            }))
-            .await;
+        let _ = snapshots::remove(c, &snapshotter, &id).await;
     }
-    end_lease(c, &lease).await;
+    c.end_lease(&lease).await;
     made
 }
 
@@ -581,187 +543,6 @@ fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -
     })
 }
 
-/// How a task's stdio is wired.
-pub struct TaskIo {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub terminal: bool,
-}
-
-impl TaskIo {
-    /// Both output streams into the container's log file.
-    pub fn log(ct: &pb::Container) -> TaskIo {
-        let uri = logs::log_path(ct)
-            .map(|p| format!("file://{}?format=cri", p.display()))
-            .unwrap_or_default();
-        TaskIo {
-            stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
-            terminal: super::spec_of(ct)["process"]["terminal"].as_bool() == Some(true),
-        }
-    }
-}
-
-/// Docker's exit code for a process that could not be started: 127 when the command is
-/// not found, 126 when it cannot be executed.
-fn start_failure_code(message: &str) -> Option<u8> {
-    let m = message.to_ascii_lowercase();
-    if m.contains("executable file not found")
-        || m.contains("no such file or directory")
-        || m.contains("not found in $path")
-    {
-        Some(127)
-    } else if m.contains("permission denied") || m.contains("exec format error") {
-        Some(126)
-    } else {
-        None
-    }
-}
-
-/// Whether a task is alive (running or paused, or created and not yet started).
-pub fn is_live(t: &berth_proto::containerd::v1::types::Process) -> bool {
-    t.status == Status::Running as i32
-        || t.status == Status::Paused as i32
-        || t.status == Status::Pausing as i32
-}
-
-/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
-/// one wired as `io`, starts it and records the start time. A failure to start the process
-/// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
-pub async fn start_task(
-    c: &Client,
-    ct: &pb::Container,
-    io: TaskIo,
-    fail_code: u8,
-) -> anyhow::Result<u32> {
-    let mut api = tasks(c);
-    if let Some(t) = task_of(c, &ct.id).await? {
-        if is_live(&t) {
-            anyhow::bail!("container {} is already running", super::name_of(ct));
-        }
-        api.delete(c.req(tpb::DeleteTaskRequest {
-            container_id: ct.id.clone(),
-        }))
-        .await
-        .map_err(status)?;
-    }
-    let failed = |e: tonic::Status| {
-        let m = e.message().to_string();
-        let code = start_failure_code(&m).unwrap_or(fail_code);
-        Exit::with(
-            code,
-            format!("failed to start container {}: {m}", super::name_of(ct)),
-        )
-    };
-    api.create(c.req(tpb::CreateTaskRequest {
-        container_id: ct.id.clone(),
-        stdin: io.stdin,
-        stdout: io.stdout,
-        stderr: io.stderr,
-        terminal: io.terminal,
-        ..Default::default()
-    }))
-    .await
-    .map_err(failed)?;
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    match api
-        .start(c.req(tpb::StartRequest {
-            container_id: ct.id.clone(),
-            exec_id: String::new(),
-        }))
-        .await
-    {
-        Ok(r) => {
-            set_label(c, &ct.id, labels::STARTED_AT, &now).await?;
-            Ok(r.into_inner().pid)
-        }
-        Err(e) => {
-            let _ = api
-                .delete(c.req(tpb::DeleteTaskRequest {
-                    container_id: ct.id.clone(),
-                }))
-                .await;
-            Err(failed(e))
-        }
-    }
-}
-
-/// Sets one label of a container record.
-pub async fn set_label(c: &Client, id: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    containers(c)
-        .update(c.req(pb::UpdateContainerRequest {
-            container: Some(pb::Container {
-                id: id.to_string(),
-                labels: [(key.to_string(), value.to_string())].into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec![format!("labels.{key}")],
-            }),
-        }))
-        .await
-        .map_err(status)?;
-    Ok(())
-}
-
-/// Removes a container: its task (killed first when `force`; a live one is refused
-/// otherwise), its record, its snapshot and its log file.
-pub async fn remove(c: &Client, ct: &pb::Container, force: bool) -> anyhow::Result<()> {
-    let mut api = tasks(c);
-    if let Some(t) = task_of(c, &ct.id).await? {
-        if is_live(&t) || t.status == Status::Created as i32 {
-            if !force {
-                anyhow::bail!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    ct.id
-                );
-            }
-            super::lifecycle::kill_and_wait(c, &ct.id, 9, Duration::from_secs(10)).await?;
-        }
-        match api
-            .delete(c.req(tpb::DeleteTaskRequest {
-                container_id: ct.id.clone(),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-    }
-    match containers(c)
-        .delete(c.req(pb::DeleteContainerRequest { id: ct.id.clone() }))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::NotFound => {}
-        Err(e) => return Err(status(e)),
-    }
-    if !ct.snapshot_key.is_empty() {
-        match SnapshotsClient::new(c.channel.clone())
-            .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter: ct.snapshotter.clone(),
-                key: ct.snapshot_key.clone(),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-    }
-    if let Some(log) = logs::log_path(ct) {
-        match std::fs::remove_file(&log) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("remove log {}: {e}", log.display())),
-        }
-    }
-    Ok(())
-}
-
 /// `berth create`: prints the new container's id.
 pub async fn create_cmd(c: &Client, a: CreateArgs) -> anyhow::Result<()> {
     let ct = create(c, &a).await?;
@@ -776,9 +557,9 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         // Nobody stays to remove it: berthd does, when its task exits. (A foreground run
         // removes it itself, after it has the exit status.)
         if a.create.rm {
-            set_label(c, &ct.id, labels::AUTO_REMOVE, "true").await?;
+            containers::set_label(c, &ct.id, labels::AUTO_REMOVE, "true").await?;
         }
-        if let Err(e) = start_task(c, &ct, TaskIo::log(&ct), 125).await {
+        if let Err(e) = start_task(c, &ct, log_stdio(&ct), 125).await {
             if a.create.rm {
                 let _ = remove(c, &ct, true).await;
             }
@@ -788,27 +569,24 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let result = if a.create.interactive || a.create.tty {
-        super::lifecycle::run_attached(c, &ct, a.create.interactive).await
+        run_attached(c, &ct, a.create.interactive).await
     } else {
         foreground(c, &ct).await
     };
     if a.create.rm {
         remove(c, &ct, true).await?;
     }
-    match result? {
-        0 => Ok(()),
-        code => Err(Exit::code(code)),
-    }
+    exit_with(result?)
 }
 
 /// Starts the container with its output in the log file and shows that output until the
 /// container exits; returns its exit status.
 async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
-    let log = logs::log_path(ct).unwrap_or_default();
-    let follower = logs::Follower::at_end(&log);
-    start_task(c, ct, TaskIo::log(ct), 125).await?;
-    let mut printer = logs::Printer::new(false);
-    let follow = logs::follow_until_exit(c, &ct.id, follower, &mut printer);
+    let log = log_path(ct).unwrap_or_default();
+    let follower = Follower::at_end(&log);
+    start_task(c, ct, log_stdio(ct), 125).await?;
+    let mut printer = Printer::new(false);
+    let follow = follow_until_exit(c, &ct.id, follower, &mut printer);
     tokio::pin!(follow);
     // As Docker's sig-proxy: ^C and SIGTERM go to the container, which decides to exit.
     use tokio::signal::unix::{SignalKind, signal};
@@ -820,7 +598,7 @@ async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
             Some(()) = int.recv() => 2,
             Some(()) = term.recv() => 15,
         };
-        if let Err(e) = super::lifecycle::kill(c, &ct.id, sig).await {
+        if let Err(e) = tasks::kill(c, &ct.id, "", sig, false).await {
             eprintln!("forward signal {sig} to {}: {}", ct.id, e.message());
         }
     }
@@ -853,31 +631,7 @@ mod tests {
             labels: [(labels::NAME.to_string(), "web".to_string())].into(),
             ..Default::default()
         }];
-        let e = check_name_free(&list, "web", "").unwrap_err().to_string();
-        assert!(
-            e.starts_with(
-                "Conflict. The container name \"/web\" is already in use by container \"x\""
-            ),
-            "{e}"
-        );
-        assert!(check_name_free(&list, "web", "x").is_ok());
-        assert!(check_name_free(&list, "db", "").is_ok());
         let n = generate_name(&list, &new_id());
         assert!(n.contains('_'), "{n}");
-    }
-
-    #[test]
-    fn exit_codes_of_failed_starts() {
-        assert_eq!(
-            start_failure_code(
-                "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
-            ),
-            Some(127)
-        );
-        assert_eq!(
-            start_failure_code("exec: \"/etc\": permission denied"),
-            Some(126)
-        );
-        assert_eq!(start_failure_code("cgroup: something"), None);
     }
 }
