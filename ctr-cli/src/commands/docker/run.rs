@@ -7,7 +7,7 @@
 //! live and stays in `logs` afterwards); with `-i` or `-t` the process talks to this
 //! terminal through FIFOs instead, and its output is not in `logs`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -349,7 +349,36 @@ async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
     Ok(labelled.unwrap_or_else(|| labels::SNAPSHOTTER.to_string()))
 }
 
+/// What `create` works out before it touches anything: the image, the names, the options
+/// of the spec (checked), where the log goes.
+struct Plan {
+    id: String,
+    name: String,
+    image: String,
+    /// The chain ID of the image's top layer: the container's snapshot's parent.
+    top: String,
+    snapshotter: String,
+    img_cfg: ImageConfig,
+    opts: Options,
+    all_caps: Vec<String>,
+    log: PathBuf,
+}
+
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
+    let plan = plan(c, a).await?;
+    let resource = format!("snapshots/{}", plan.snapshotter);
+    let lease = c
+        .create_lease(None, Duration::from_secs(300), &[(&resource, &plan.id)])
+        .await?;
+    let made = make(c, a, &plan, &lease).await;
+    if made.is_err() {
+        let _ = snapshots::remove(c, &plan.snapshotter, &plan.id).await;
+    }
+    c.end_lease(&lease).await;
+    made
+}
+
+async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     let img = find_image(c, &a.image).await?;
     let resolved = oci::resolve(c, &img.target.clone().unwrap_or_default()).await?;
     let top = resolved
@@ -375,9 +404,35 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         }
         None => generate_name(&list, &id),
     };
+    let opts = options(a, &id, &c.namespace)?;
+    // Fail on flags before touching anything.
+    let all_caps = spec::host_capabilities();
+    spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
+        spec::SpecError::UnknownUser(_) | spec::SpecError::UnknownGroup(_) => Ok(Value::Null),
+        e => Err(e),
+    })?;
+    let log = log_root(c)
+        .await
+        .join(&c.namespace)
+        .join(format!("{id}.log"));
+    Ok(Plan {
+        id,
+        name,
+        image: img.name,
+        top,
+        snapshotter,
+        img_cfg,
+        opts,
+        all_caps,
+        log,
+    })
+}
+
+/// The options of the container's spec, from the flags.
+fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options> {
     let mut opts = Options {
-        id: id.clone(),
-        namespace: c.namespace.clone(),
+        id: id.to_string(),
+        namespace: namespace.to_string(),
         args: a.command.clone(),
         entrypoint: a.entrypoint.clone(),
         env: user_env(a)?,
@@ -397,94 +452,88 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
     if a.init {
         opts.init = Some(find_init()?);
     }
-    // Fail on flags before touching anything.
-    let all_caps = spec::host_capabilities();
-    spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
-        spec::SpecError::UnknownUser(_) | spec::SpecError::UnknownGroup(_) => Ok(Value::Null),
-        e => Err(e),
-    })?;
-    let log = log_root(c)
-        .await
-        .join(&c.namespace)
-        .join(format!("{id}.log"));
+    Ok(opts)
+}
 
-    let resource = format!("snapshots/{snapshotter}");
-    let lease = c
-        .create_lease(None, Duration::from_secs(300), &[(&resource, &id)])
-        .await?;
-    let made = async {
-        snapshots::create(
-            c,
-            &snapshotter,
-            snapshots::Create::Active,
-            &id,
-            Some(top.clone()),
-            Default::default(),
-            Some(&lease),
-        )
-        .await
-        .map_err(|e| {
-            if e.code() == tonic::Code::NotFound {
-                anyhow::anyhow!(
-                    "image {} is not unpacked ({top} missing): pull it again",
-                    img.name
-                )
-            } else {
-                status(e)
-            }
-        })?;
-        let user = a.user.clone().unwrap_or_else(|| img_cfg.user.clone());
-        let accounts = if user.is_empty() {
-            Accounts::default()
+/// Makes the container's snapshot (under `lease`), its spec and its record.
+async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Result<pb::Container> {
+    snapshots::create(
+        c,
+        &p.snapshotter,
+        snapshots::Create::Active,
+        &p.id,
+        Some(p.top.clone()),
+        Default::default(),
+        Some(lease),
+    )
+    .await
+    .map_err(|e| {
+        if e.code() == tonic::Code::NotFound {
+            anyhow::anyhow!(
+                "image {} is not unpacked ({} missing): pull it again",
+                p.image,
+                p.top
+            )
         } else {
-            read_accounts(c, &snapshotter, &top, &id, &lease).await?
-        };
-        let spec = spec::build(&img_cfg, &opts, &accounts, &all_caps)?;
-        let config = docker_config(a, &img_cfg, &opts, &spec);
-        let mut record_labels = HashMap::new();
-        record_labels.insert(labels::NAME.to_string(), name.clone());
-        record_labels.insert(labels::LOG_PATH.to_string(), log.display().to_string());
-        let mut extensions = HashMap::new();
-        extensions.insert(
-            labels::DOCKER_EXT.to_string(),
-            prost_types::Any {
-                type_url: labels::DOCKER_EXT_TYPE.to_string(),
-                value: serde_json::to_vec(&config)?,
-            },
-        );
-        let created = containers::api(c)
-            .create(c.req(pb::CreateContainerRequest {
-                container: Some(pb::Container {
-                    id: id.clone(),
-                    labels: record_labels.into_iter().collect(),
-                    image: img.name.clone(),
-                    runtime: Some(pb::container::Runtime {
-                        name: a.runtime.clone(),
-                        options: None,
-                    }),
-                    spec: Some(prost_types::Any {
-                        type_url: labels::SPEC_TYPE_URL.to_string(),
-                        value: serde_json::to_vec(&spec)?,
-                    }),
-                    snapshotter: snapshotter.clone(),
-                    snapshot_key: id.clone(),
-                    extensions: extensions.into_iter().collect(),
-                    ..Default::default()
+            status(e)
+        }
+    })?;
+    let user = a.user.clone().unwrap_or_else(|| p.img_cfg.user.clone());
+    let accounts = if user.is_empty() {
+        Accounts::default()
+    } else {
+        read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
+    };
+    let spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
+    let config = docker_config(a, &p.img_cfg, &p.opts, &spec);
+    record(c, a, p, &spec, &config).await
+}
+
+/// Creates the container record: its spec, its names and log path as labels, its
+/// docker-level config as an extension.
+async fn record(
+    c: &Client,
+    a: &CreateArgs,
+    p: &Plan,
+    spec: &Value,
+    config: &Value,
+) -> anyhow::Result<pb::Container> {
+    let record_labels = BTreeMap::from([
+        (labels::NAME.to_string(), p.name.clone()),
+        (labels::LOG_PATH.to_string(), p.log.display().to_string()),
+    ]);
+    let extensions = BTreeMap::from([(
+        labels::DOCKER_EXT.to_string(),
+        prost_types::Any {
+            type_url: labels::DOCKER_EXT_TYPE.to_string(),
+            value: serde_json::to_vec(config)?,
+        },
+    )]);
+    Ok(containers::api(c)
+        .create(c.req(pb::CreateContainerRequest {
+            container: Some(pb::Container {
+                id: p.id.clone(),
+                labels: record_labels,
+                image: p.image.clone(),
+                runtime: Some(pb::container::Runtime {
+                    name: a.runtime.clone(),
+                    options: None,
                 }),
-            }))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .container
-            .unwrap_or_default();
-        anyhow::Ok(created)
-    }
-    .await;
-    if made.is_err() {
-        let _ = snapshots::remove(c, &snapshotter, &id).await;
-    }
-    c.end_lease(&lease).await;
-    made
+                spec: Some(prost_types::Any {
+                    type_url: labels::SPEC_TYPE_URL.to_string(),
+                    value: serde_json::to_vec(spec)?,
+                }),
+                snapshotter: p.snapshotter.clone(),
+                snapshot_key: p.id.clone(),
+                extensions,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .container
+        .unwrap_or_default())
 }
 
 /// The docker-level facts kept in the record's [`labels::DOCKER_EXT`] extension.
