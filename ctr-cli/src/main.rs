@@ -3,10 +3,10 @@
 mod client;
 mod commands;
 mod credentials;
+mod exit;
+mod labels;
 mod oci;
 mod output;
-mod stdio;
-mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -458,7 +458,7 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(exit) = e.downcast_ref::<docker::Exit>() {
+            if let Some(exit) = e.downcast_ref::<exit::Exit>() {
                 if !exit.message.is_empty() {
                     eprintln!("berth: {}", exit.message);
                 }

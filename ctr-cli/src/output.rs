@@ -106,6 +106,21 @@ where
     first.map_or(Ok(()), Err)
 }
 
+/// A protobuf timestamp as a time (None when unset or not after 1970).
+pub fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<std::time::SystemTime> {
+    let t = ts?;
+    if t.seconds <= 0 {
+        return None;
+    }
+    Some(
+        UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(t.seconds).unwrap_or(0),
+                u32::try_from(t.nanos).unwrap_or(0),
+            ),
+    )
+}
+
 pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     match ts {
         Some(t) if t.seconds > 0 => {

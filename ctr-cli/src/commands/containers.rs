@@ -9,10 +9,8 @@ use berth_proto::containerd::services::containers::v1::containers_client::Contai
 use clap::Subcommand;
 
 use crate::client::{Client, status};
+use crate::labels;
 use crate::output::{self, Format};
-
-/// The type URL containerd gives an OCI runtime spec stored as JSON.
-pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -23,7 +21,7 @@ pub enum Cmd {
         #[arg(long)]
         spec: PathBuf,
         /// Runtime name.
-        #[arg(long, default_value = "io.containerd.runc.v2")]
+        #[arg(long, default_value = labels::RUNC_RUNTIME)]
         runtime: String,
         /// Image reference to record.
         #[arg(long, default_value = "")]
@@ -115,7 +113,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
                             options: None,
                         }),
                         spec: Some(prost_types::Any {
-                            type_url: SPEC_TYPE_URL.to_string(),
+                            type_url: labels::SPEC_TYPE_URL.to_string(),
                             value: bytes,
                         }),
                         snapshotter,

@@ -220,7 +220,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             all_platforms,
             plain_http,
         } => {
-            crate::commands::registry::fetch(
+            crate::client::transfer::fetch(
                 c,
                 reference,
                 platform,

@@ -6,13 +6,11 @@ use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_proto::containerd::services::snapshots::v1 as spb;
-use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::{Client, status};
-use crate::commands::snapshots;
+use crate::client::{Client, gone_ok, snapshots, status, usage};
+use crate::labels;
 use crate::oci::{self, human_size, repo_tag};
 use crate::output::{self, Format};
 
@@ -322,9 +320,8 @@ async fn mount(
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("image {name} has no layers"))?;
     let key = mount_key(&target)?;
-    let mut api = SnapshotsClient::new(c.channel.clone());
     let sn_name = if snapshotter.is_empty() {
-        "overlayfs".to_string()
+        labels::SNAPSHOTTER.to_string()
     } else {
         snapshotter.clone()
     };
@@ -365,12 +362,7 @@ async fn mount(
         }
     };
     if let Err(e) = snapshots::mount_local(&mounts, target.clone()).await {
-        let _ = api
-            .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter,
-                key: key.clone(),
-            }))
-            .await;
+        let _ = snapshots::remove(c, &snapshotter, &key).await;
         let _ = c.delete_lease(&lease).await;
         return Err(e.context(format!("mount image {name} on {}", target.display())));
     }
@@ -384,18 +376,7 @@ async fn unmount(c: &Client, target: PathBuf, snapshotter: String) -> anyhow::Re
     tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&dir))
         .await?
         .with_context(|| format!("unmount {}", target.display()))?;
-    let mut api = SnapshotsClient::new(c.channel.clone());
-    match api
-        .remove(c.req(spb::RemoveSnapshotRequest {
-            snapshotter,
-            key: key.clone(),
-        }))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::NotFound => {}
-        Err(e) => return Err(status(e)),
-    }
+    gone_ok(snapshots::remove(c, &snapshotter, &key).await)?;
     match c.delete_lease(&key).await {
         Ok(()) => {}
         Err(e) if e.to_string().contains("not found") => {}
@@ -426,7 +407,7 @@ async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
             .into_iter()
             .map(|c| c.image)
             .collect();
-    let before = crate::commands::system::disk_used(c).await?;
+    let before = usage::disk_used(c).await?;
     let mut removed = Vec::new();
     for img in images {
         let dangling = img.name.contains("@sha256:") || img.name.ends_with(":<none>");
@@ -442,7 +423,7 @@ async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
         .map_err(status)?;
         removed.push(img.name);
     }
-    let after = crate::commands::system::disk_used(c).await?;
+    let after = usage::disk_used(c).await?;
     if !removed.is_empty() {
         println!("Deleted Images:");
         for name in &removed {

@@ -7,9 +7,8 @@ use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use clap::Subcommand;
 
 use crate::client::{Client, status};
+use crate::labels;
 use crate::output::{self, Format};
-
-const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -66,7 +65,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             if !expires.is_zero() {
                 let at = SystemTime::now() + expires;
                 labels.insert(
-                    EXPIRE_LABEL.into(),
+                    labels::GC_EXPIRE.into(),
                     humantime::format_rfc3339_seconds(at).to_string(),
                 );
             }

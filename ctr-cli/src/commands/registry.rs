@@ -4,74 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_proto::containerd::services::transfer::v1 as pb;
-use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
-use berth_proto::containerd::types::Platform;
 use berth_proto::containerd::types::transfer as tt;
 
-use crate::client::{Client, status};
+use crate::client::Client;
+use crate::client::transfer::{self, any, auth_stream, fetch, platform, resolver, run_transfer};
 use crate::credentials;
-use crate::transfer::{self, any};
-
-fn platform(p: &str) -> anyhow::Result<Platform> {
-    let mut parts = p.split('/');
-    let os = parts.next().filter(|s| !s.is_empty());
-    let arch = parts.next().filter(|s| !s.is_empty());
-    let (Some(os), Some(arch)) = (os, arch) else {
-        anyhow::bail!("invalid platform {p:?}: want os/arch[/variant], e.g. linux/amd64");
-    };
-    Ok(Platform {
-        os: os.to_string(),
-        architecture: arch.to_string(),
-        variant: parts.next().unwrap_or_default().to_string(),
-        ..Default::default()
-    })
-}
-
-fn resolver(auth_stream: String, plain_http: bool) -> tt::RegistryResolver {
-    tt::RegistryResolver {
-        auth_stream,
-        default_scheme: if plain_http {
-            "http".into()
-        } else {
-            String::new()
-        },
-        ..Default::default()
-    }
-}
-
-async fn run_transfer(
-    c: &Client,
-    source: prost_types::Any,
-    destination: prost_types::Any,
-) -> anyhow::Result<()> {
-    let progress = transfer::open(c).await?;
-    let progress_id = progress.id.clone();
-    let shown = transfer::show_progress(progress);
-    TransferClient::new(c.channel.clone())
-        .transfer(c.req(pb::TransferRequest {
-            source: Some(source),
-            destination: Some(destination),
-            options: Some(pb::TransferOptions {
-                progress_stream: progress_id,
-            }),
-        }))
-        .await
-        .map_err(status)?;
-    let _ = shown.await;
-    Ok(())
-}
-
-async fn auth_stream(c: &Client) -> anyhow::Result<String> {
-    let auth = transfer::open(c).await?;
-    let id = auth.id.clone();
-    let store = credentials::Store::default_location()?;
-    transfer::answer_auth(
-        auth,
-        Box::new(move |host| store.lookup(host).ok().flatten()),
-    );
-    Ok(id)
-}
 
 pub async fn pull(
     c: &Client,
@@ -91,34 +28,6 @@ pub async fn pull(
     .await?;
     println!("{reference}");
     Ok(())
-}
-
-/// Fetches an image's content; with `record`, also creates or updates its image record.
-pub async fn fetch(
-    c: &Client,
-    reference: String,
-    platform_arg: Option<String>,
-    all_platforms: bool,
-    plain_http: bool,
-    record: bool,
-) -> anyhow::Result<()> {
-    let source = tt::OciRegistry {
-        reference: reference.clone(),
-        resolver: Some(resolver(auth_stream(c).await?, plain_http)),
-    };
-    let destination = tt::ImageStore {
-        // No name: the content only.
-        name: if record { reference } else { String::new() },
-        platforms: platform_arg
-            .as_deref()
-            .map(platform)
-            .transpose()?
-            .into_iter()
-            .collect(),
-        all_metadata: all_platforms,
-        ..Default::default()
-    };
-    run_transfer(c, any(&source), any(&destination)).await
 }
 
 pub async fn push(

@@ -14,7 +14,9 @@ use berth_proto::containerd::types::Mount;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use crate::client::snapshots::{Create, create, list, mount_local, usage};
 use crate::client::{Client, status};
+use crate::labels;
 use crate::oci::human_size;
 use crate::output::{self, Format};
 
@@ -110,40 +112,6 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-/// Every snapshot of the namespace matching `filters`.
-pub async fn list(
-    c: &Client,
-    snapshotter: &str,
-    filters: Vec<String>,
-) -> anyhow::Result<Vec<pb::Info>> {
-    let mut api = SnapshotsClient::new(c.channel.clone());
-    let mut stream = api
-        .list(c.req(pb::ListSnapshotsRequest {
-            snapshotter: snapshotter.to_string(),
-            filters,
-        }))
-        .await
-        .map_err(status)?
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(batch) = stream.message().await.map_err(status)? {
-        out.extend(batch.info);
-    }
-    Ok(out)
-}
-
-/// Disk usage of one snapshot.
-pub async fn usage(c: &Client, snapshotter: &str, key: &str) -> anyhow::Result<pb::UsageResponse> {
-    SnapshotsClient::new(c.channel.clone())
-        .usage(c.req(pb::UsageRequest {
-            snapshotter: snapshotter.to_string(),
-            key: key.to_string(),
-        }))
-        .await
-        .map(|r| r.into_inner())
-        .map_err(status)
-}
-
 fn info_json(i: &pb::Info) -> Value {
     json!({
         "Kind": kind_name(i.kind),
@@ -165,32 +133,12 @@ pub fn mount_command(m: &Mount, target: &str) -> String {
     s
 }
 
-/// The wire mounts as the snapshotter library's, for mounting here.
-pub fn to_local(mounts: &[Mount]) -> Vec<berth_snapshotter::Mount> {
-    mounts
-        .iter()
-        .map(|m| berth_snapshotter::Mount {
-            kind: m.r#type.clone(),
-            source: m.source.clone(),
-            options: m.options.clone(),
-        })
-        .collect()
-}
-
-/// Mounts `mounts` onto `target` from this process (the CLI runs as root, like ctr).
-pub async fn mount_local(mounts: &[Mount], target: PathBuf) -> anyhow::Result<()> {
-    let local = to_local(mounts);
-    tokio::task::spawn_blocking(move || berth_snapshotter::mount::mount_all(&local, &target))
-        .await??;
-    Ok(())
-}
-
 /// Labels of a snapshot made by hand: a garbage-collection root, so it stays until
 /// `snapshots rm` (containerd collects unreferenced snapshots made without a lease).
 fn kept_labels(args: &[String]) -> BTreeMap<String, String> {
     let mut labels = output::parse_labels(args);
     labels
-        .entry(berth_snapshotter::GC_ROOT_LABEL.to_string())
+        .entry(labels::GC_ROOT.to_string())
         .or_insert_with(|| humantime::format_rfc3339(std::time::SystemTime::now()).to_string());
     labels
 }
@@ -379,57 +327,6 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which kind of snapshot [`create`] makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Create {
-    Active,
-    View,
-}
-
-/// Prepares an active snapshot or a view (under `lease` when given); returns its mounts.
-pub async fn create(
-    c: &Client,
-    snapshotter: &str,
-    kind: Create,
-    key: &str,
-    parent: Option<String>,
-    labels: BTreeMap<String, String>,
-    lease: Option<&str>,
-) -> Result<Vec<Mount>, tonic::Status> {
-    let mut api = SnapshotsClient::new(c.channel.clone());
-    let (snapshotter, key, parent) = (
-        snapshotter.to_string(),
-        key.to_string(),
-        parent.unwrap_or_default(),
-    );
-    match kind {
-        Create::Active => api
-            .prepare(c.maybe_leased(
-                pb::PrepareSnapshotRequest {
-                    snapshotter,
-                    key,
-                    parent,
-                    labels,
-                },
-                lease,
-            ))
-            .await
-            .map(|r| r.into_inner().mounts),
-        Create::View => api
-            .view(c.maybe_leased(
-                pb::ViewSnapshotRequest {
-                    snapshotter,
-                    key,
-                    parent,
-                    labels,
-                },
-                lease,
-            ))
-            .await
-            .map(|r| r.into_inner().mounts),
-    }
-}
-
 async fn finish_create(
     mounts: &[Mount],
     key: &str,
@@ -520,7 +417,7 @@ async fn diff(
         let mut labels = BTreeMap::new();
         if keep {
             labels.insert(
-                berth_snapshotter::GC_ROOT_LABEL.to_string(),
+                labels::GC_ROOT.to_string(),
                 humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
             );
         }

@@ -11,13 +11,12 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 
-use crate::client::Client;
-use crate::commands::tasks;
+use crate::client::rootfs::{components, resolve_in_root, resolve_parent_in_root, with_root};
+use crate::client::{Client, containers};
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
@@ -52,67 +51,6 @@ fn parse_loc(arg: &str) -> Loc {
         }
         _ => Loc::Local(arg.to_string()),
     }
-}
-
-/// Resolves `path` (as seen inside the container) to a host path under `root`, following
-/// every symlink within `root`: `..` never climbs above it, an absolute link target starts
-/// again at it. Components that do not exist are kept as they are.
-pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
-    let mut resolved = PathBuf::new();
-    let mut pending: Vec<OsString> = components(path);
-    pending.reverse();
-    let mut links = 0;
-    while let Some(c) = pending.pop() {
-        if c == ".." {
-            resolved.pop();
-            continue;
-        }
-        let candidate = root.join(&resolved).join(&c);
-        match fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 255 {
-                    return Err(io::Error::other(format!(
-                        "{}: too many levels of symbolic links",
-                        path.display()
-                    )));
-                }
-                let target = fs::read_link(&candidate)?;
-                if target.is_absolute() {
-                    resolved = PathBuf::new();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            _ => resolved.push(c),
-        }
-    }
-    Ok(root.join(resolved))
-}
-
-/// Like [`resolve_in_root`] for the parent of `path`, the last component left as it is
-/// (not followed when it is a symlink).
-pub fn resolve_parent_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
-    let mut comps = components(path);
-    match comps.pop() {
-        Some(last) if last != ".." => {
-            let parent: PathBuf = comps.iter().collect();
-            Ok(resolve_in_root(root, &parent)?.join(last))
-        }
-        _ => resolve_in_root(root, path),
-    }
-}
-
-/// The normal and `..` components of a path (`.` and the root dropped).
-fn components(p: &Path) -> Vec<OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Where copied entries go: `base` on the host, or (with a root) `base` inside the
@@ -369,43 +307,11 @@ fn copy_in(root: &Path, src: &str, dest: &str, follow: bool, owner: Owner) -> an
     Ok(())
 }
 
-/// Runs `f` on the container's root: `/proc/<pid>/root` of its running task, else its
-/// snapshot mounted on a temporary directory.
-pub async fn with_root<T: Send + 'static>(
-    c: &Client,
-    ct: &berth_proto::containerd::services::containers::v1::Container,
-    f: impl FnOnce(&Path) -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    if let Ok(t) = tasks::get_task(c, &ct.id).await {
-        let live = matches!(
-            TaskStatus::try_from(t.status),
-            Ok(TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing)
-        );
-        if live && t.pid != 0 {
-            let root = PathBuf::from(format!("/proc/{}/root", t.pid));
-            return tokio::task::spawn_blocking(move || f(&root)).await?;
-        }
-    }
-    if ct.snapshot_key.is_empty() {
-        anyhow::bail!("container {} has no running task and no snapshot", ct.id);
-    }
-    let mounts = crate::commands::snapshots::to_local(&tasks::rootfs_mounts(c, ct).await?);
-    tokio::task::spawn_blocking(move || {
-        let mut out = None;
-        berth_snapshotter::mount::with_temp_mount(&mounts, |dir| {
-            out = Some(f(dir));
-            Ok(())
-        })?;
-        out.unwrap_or_else(|| Err(anyhow::anyhow!("mount of the container's rootfs failed")))
-    })
-    .await?
-}
-
 pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
     let (src, dest) = (parse_loc(&a.src), parse_loc(&a.dest));
     match (src, dest) {
         (Loc::Container(cref, path), Loc::Local(dest)) => {
-            let ct = super::resolve(c, &cref).await?;
+            let ct = containers::resolve(c, &cref).await?;
             let follow = a.follow_link;
             with_root(c, &ct, move |root| {
                 copy_out(root, &cref, &path, &dest, follow)
@@ -413,7 +319,7 @@ pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
             .await
         }
         (Loc::Local(src), Loc::Container(cref, path)) => {
-            let ct = super::resolve(c, &cref).await?;
+            let ct = containers::resolve(c, &cref).await?;
             let owner = if a.archive { Owner::Keep } else { Owner::Root };
             let follow = a.follow_link;
             with_root(c, &ct, move |root| {
@@ -443,36 +349,6 @@ mod tests {
         assert_eq!(parse_loc("/a:b"), Loc::Local("/a:b".into()));
         assert_eq!(parse_loc("./a:b"), Loc::Local("./a:b".into()));
         assert_eq!(parse_loc("file"), Loc::Local("file".into()));
-    }
-
-    #[test]
-    fn symlinks_stay_inside_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(root.join("etc/passwd"), "x").unwrap();
-        std::os::unix::fs::symlink("/", root.join("up")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc", root.join("etc/rel")).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", root.join("pw")).unwrap();
-        assert_eq!(
-            resolve_in_root(root, Path::new("/up/etc/passwd")).unwrap(),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            resolve_in_root(root, Path::new("/etc/rel/passwd")).unwrap(),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            resolve_in_root(root, Path::new("/../../pw")).unwrap(),
-            root.join("etc/passwd")
-        );
-        // The last component is not followed by the parent-only form.
-        assert_eq!(
-            resolve_parent_in_root(root, Path::new("/up/pw")).unwrap(),
-            root.join("pw")
-        );
-        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
-        assert!(resolve_in_root(root, Path::new("/loop/x")).is_err());
     }
 
     #[test]

@@ -6,10 +6,11 @@ use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::{Process, Status};
 use serde_json::{Value, json};
 
-use super::ps::{started_at, state_name, to_time};
-use super::{Exit, docker_config, logs, name_of, resolve, spec_of, task_of};
 use crate::client::Client;
-use crate::output;
+use crate::client::containers::{docker_config, log_path, name_of, resolve, spec_of, started_at};
+use crate::client::tasks::{self, state_name};
+use crate::exit::Exit;
+use crate::output::{self, to_time};
 
 /// Docker's zero time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -79,7 +80,7 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
             "FinishedAt": rfc3339(if exited { task.and_then(|t| to_time(t.exited_at.as_ref())) } else { None }),
         },
         "Image": c.image,
-        "LogPath": logs::log_path(c).map(|p| p.display().to_string()).unwrap_or_default(),
+        "LogPath": log_path(c).map(|p| p.display().to_string()).unwrap_or_default(),
         "Name": format!("/{}", name_of(c)),
         "RestartCount": 0,
         "Driver": c.snapshotter,
@@ -97,7 +98,7 @@ pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
     for name in &names {
         match resolve(c, name).await {
             Ok(ct) => {
-                let t = task_of(c, &ct.id).await?;
+                let t = tasks::find(c, &ct.id).await?;
                 out.push(inspect_json(&ct, t.as_ref()));
             }
             Err(e) => {
@@ -124,12 +125,11 @@ mod tests {
             image: "docker.io/library/busybox:latest".into(),
             ..Default::default()
         };
-        c.labels
-            .insert(super::super::NAME_LABEL.into(), "web".into());
+        c.labels.insert(crate::labels::NAME.into(), "web".into());
         c.extensions.insert(
-            super::super::DOCKER_EXT.into(),
+            crate::labels::DOCKER_EXT.into(),
             prost_types::Any {
-                type_url: super::super::DOCKER_EXT_TYPE.into(),
+                type_url: crate::labels::DOCKER_EXT_TYPE.into(),
                 value: serde_json::to_vec(&json!({
                     "Path": "httpd", "Args": ["-f"], "Image": "busybox",
                     "Config": {"Cmd": ["httpd", "-f"], "Hostname": "h"},

@@ -1,16 +1,16 @@
 //! `berth ps`: the containers of the namespace with Docker's columns and humanized times.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use berth_proto::containerd::services::containers::v1 as pb;
-use berth_proto::containerd::services::tasks::v1 as tpb;
-use berth_proto::containerd::v1::types::{Process, Status};
+use berth_proto::containerd::v1::types::Process;
 use clap::Args as ClapArgs;
 
-use super::{STARTED_LABEL, docker_config, list_all, name_of, short_id, spec_of, tasks};
+use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
+use crate::client::tasks::{self, state_name};
 use crate::client::{Client, status};
-use crate::output;
+use crate::output::{self, to_time};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -55,39 +55,8 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-pub fn to_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    let t = ts?;
-    if t.seconds <= 0 {
-        return None;
-    }
-    Some(
-        UNIX_EPOCH
-            + Duration::new(
-                u64::try_from(t.seconds).unwrap_or(0),
-                u32::try_from(t.nanos).unwrap_or(0),
-            ),
-    )
-}
-
 fn since(t: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(t).unwrap_or_default()
-}
-
-/// When the container's task was last started (its [`STARTED_LABEL`]).
-pub fn started_at(c: &pb::Container) -> Option<SystemTime> {
-    c.labels
-        .get(STARTED_LABEL)
-        .and_then(|s| humantime::parse_rfc3339(s).ok())
-}
-
-/// Docker's lower-case state name.
-pub fn state_name(t: Option<&Process>) -> &'static str {
-    match t.map(|t| t.status) {
-        Some(s) if s == Status::Running as i32 => "running",
-        Some(s) if s == Status::Paused as i32 || s == Status::Pausing as i32 => "paused",
-        Some(s) if s == Status::Stopped as i32 => "exited",
-        _ => "created",
-    }
 }
 
 /// The STATUS column: "Up 3 minutes", "Up 2 hours (Paused)", "Exited (0) 2 seconds ago",
@@ -172,12 +141,9 @@ pub fn image_of(c: &pb::Container) -> String {
 }
 
 pub async fn tasks_by_container(c: &Client) -> anyhow::Result<HashMap<String, Process>> {
-    Ok(tasks(c)
-        .list(c.req(tpb::ListTasksRequest::default()))
+    Ok(tasks::list(c)
         .await
         .map_err(status)?
-        .into_inner()
-        .tasks
         .into_iter()
         .filter(|t| t.id.is_empty() || t.id == t.container_id)
         .map(|t| (t.container_id.clone(), t))
@@ -251,6 +217,8 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_proto::containerd::v1::types::Status;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn durations_read_like_docker() {

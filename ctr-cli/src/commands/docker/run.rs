@@ -7,7 +7,7 @@
 //! live and stays in `logs` afterwards); with `-i` or `-t` the process talks to this
 //! terminal through FIFOs instead, and its output is not in `logs`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,28 +17,17 @@ use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::introspection::v1 as inpb;
 use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
-use berth_proto::containerd::services::snapshots::v1 as spb;
-use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::containerd::services::tasks::v1 as tpb;
-use berth_proto::containerd::v1::types::Status;
 use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
 use super::spec::{self, Accounts, ImageConfig, Options};
-use super::{
-    AUTO_REMOVE_LABEL, DOCKER_EXT, DOCKER_EXT_TYPE, Exit, LOG_LABEL, NAME_LABEL, STARTED_LABEL,
-    containers, list_all, logs, new_id, task_of, tasks,
-};
-use crate::client::{Client, status};
-use crate::commands::containers::SPEC_TYPE_URL;
-use crate::commands::snapshots;
+use crate::client::containers::{self, check_name_free, list_all, log_path, new_id};
+use crate::client::docker::{log_stdio, remove, run_attached, start_task};
+use crate::client::logs::{Follower, Printer, follow_until_exit};
+use crate::client::{Client, snapshots, status, tasks};
+use crate::exit::{Exit, exit_with};
+use crate::labels;
 use crate::oci;
-
-/// The snapshotter containers are made on, unless their namespace names another.
-pub const SNAPSHOTTER: &str = "overlayfs";
-/// The namespace label that names its default snapshotter (as containerd's client reads it).
-const DEFAULT_SNAPSHOTTER_LABEL: &str = "containerd.io/defaults/snapshotter";
-pub const RUNTIME: &str = "io.containerd.runc.v2";
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
 const INIT_CANDIDATES: [&str; 3] = [
@@ -60,7 +49,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// The runtime (shim) to run it with, from berthd's `runtimes` table.
-    #[arg(long, default_value = RUNTIME)]
+    #[arg(long, default_value = labels::RUNC_RUNTIME)]
     pub runtime: String,
     /// Environment variables (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short = 'e', long = "env")]
@@ -183,20 +172,6 @@ fn valid_name(n: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// Refuses a name another container of the namespace has, with Docker's message.
-pub fn check_name_free(list: &[pb::Container], name: &str, except: &str) -> anyhow::Result<()> {
-    if let Some(other) = list
-        .iter()
-        .find(|c| c.id != except && c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
-    {
-        anyhow::bail!(
-            "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-            other.id
-        );
-    }
-    Ok(())
-}
-
 const ADJECTIVES: [&str; 16] = [
     "admiring", "brave", "clever", "dazzling", "eager", "focused", "gifted", "happy", "jolly",
     "keen", "lucid", "modest", "nifty", "quirky", "serene", "vibrant",
@@ -210,7 +185,7 @@ const NAMES: [&str; 16] = [
 fn generate_name(list: &[pb::Container], id: &str) -> String {
     let taken = |n: &str| {
         list.iter()
-            .any(|c| c.labels.get(NAME_LABEL).is_some_and(|x| x == n))
+            .any(|c| c.labels.get(labels::NAME).is_some_and(|x| x == n))
     };
     let seed = u64::from_str_radix(id.get(..12).unwrap_or("0"), 16).unwrap_or(0);
     let base = format!(
@@ -283,10 +258,10 @@ async fn log_root(c: &Client) -> PathBuf {
             .find(|p| p.r#type == kind && p.id == id)
             .and_then(|p| p.exports.get("root").cloned())
     };
-    if let Some(root) = export("io.containerd.runtime.v2", "task") {
+    if let Some(root) = export(labels::RUNTIME_PLUGIN, "task") {
         return PathBuf::from(root);
     }
-    if let Some(root) = export("io.containerd.metadata.v1", "redb") {
+    if let Some(root) = export(labels::METADATA_PLUGIN, "redb") {
         return Path::new(&root).join("runtime");
     }
     PathBuf::from("/var/lib/berth/runtime")
@@ -337,24 +312,8 @@ async fn read_accounts(
     }
     .await;
     let _ = std::fs::remove_dir(&dir);
-    let _ = SnapshotsClient::new(c.channel.clone())
-        .remove(c.req(spb::RemoveSnapshotRequest {
-            snapshotter: snapshotter.into(),
-            key,
-        }))
-        .await;
+    let _ = snapshots::remove(c, snapshotter, &key).await;
     result
-}
-
-/// Ends a lease without waiting for the collector.
-async fn end_lease(c: &Client, id: &str) {
-    use berth_proto::containerd::services::leases::v1 as lpb;
-    let _ = lpb::leases_client::LeasesClient::new(c.channel.clone())
-        .delete(c.req(lpb::DeleteRequest {
-            id: id.to_string(),
-            sync: false,
-        }))
-        .await;
 }
 
 /// Creates the container: snapshot (under a short lease until the record holds it), spec,
@@ -369,7 +328,7 @@ pub async fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container>
 }
 
 /// The snapshotter of the client's namespace: the one its
-/// `containerd.io/defaults/snapshotter` label names, else [`SNAPSHOTTER`].
+/// [`labels::DEFAULT_SNAPSHOTTER`] label names, else [`labels::SNAPSHOTTER`].
 async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
     use berth_proto::containerd::services::namespaces::v1 as nspb;
     use berth_proto::containerd::services::namespaces::v1::namespaces_client::NamespacesClient;
@@ -382,15 +341,44 @@ async fn namespace_snapshotter(c: &Client) -> anyhow::Result<String> {
         Ok(r) => r
             .into_inner()
             .namespace
-            .and_then(|n| n.labels.get(DEFAULT_SNAPSHOTTER_LABEL).cloned())
+            .and_then(|n| n.labels.get(labels::DEFAULT_SNAPSHOTTER).cloned())
             .filter(|s| !s.is_empty()),
         Err(s) if s.code() == tonic::Code::NotFound => None,
         Err(s) => return Err(s.into()),
     };
-    Ok(labelled.unwrap_or_else(|| SNAPSHOTTER.to_string()))
+    Ok(labelled.unwrap_or_else(|| labels::SNAPSHOTTER.to_string()))
+}
+
+/// What `create` works out before it touches anything: the image, the names, the options
+/// of the spec (checked), where the log goes.
+struct Plan {
+    id: String,
+    name: String,
+    image: String,
+    /// The chain ID of the image's top layer: the container's snapshot's parent.
+    top: String,
+    snapshotter: String,
+    img_cfg: ImageConfig,
+    opts: Options,
+    all_caps: Vec<String>,
+    log: PathBuf,
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
+    let plan = plan(c, a).await?;
+    let resource = format!("snapshots/{}", plan.snapshotter);
+    let lease = c
+        .create_lease(None, Duration::from_secs(300), &[(&resource, &plan.id)])
+        .await?;
+    let made = make(c, a, &plan, &lease).await;
+    if made.is_err() {
+        let _ = snapshots::remove(c, &plan.snapshotter, &plan.id).await;
+    }
+    c.end_lease(&lease).await;
+    made
+}
+
+async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     let img = find_image(c, &a.image).await?;
     let resolved = oci::resolve(c, &img.target.clone().unwrap_or_default()).await?;
     let top = resolved
@@ -416,9 +404,35 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
         }
         None => generate_name(&list, &id),
     };
+    let opts = options(a, &id, &c.namespace)?;
+    // Fail on flags before touching anything.
+    let all_caps = spec::host_capabilities();
+    spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
+        spec::SpecError::UnknownUser(_) | spec::SpecError::UnknownGroup(_) => Ok(Value::Null),
+        e => Err(e),
+    })?;
+    let log = log_root(c)
+        .await
+        .join(&c.namespace)
+        .join(format!("{id}.log"));
+    Ok(Plan {
+        id,
+        name,
+        image: img.name,
+        top,
+        snapshotter,
+        img_cfg,
+        opts,
+        all_caps,
+        log,
+    })
+}
+
+/// The options of the container's spec, from the flags.
+fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options> {
     let mut opts = Options {
-        id: id.clone(),
-        namespace: c.namespace.clone(),
+        id: id.to_string(),
+        namespace: namespace.to_string(),
         args: a.command.clone(),
         entrypoint: a.entrypoint.clone(),
         env: user_env(a)?,
@@ -438,102 +452,91 @@ async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Containe
     if a.init {
         opts.init = Some(find_init()?);
     }
-    // Fail on flags before touching anything.
-    let all_caps = spec::host_capabilities();
-    spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
-        spec::SpecError::UnknownUser(_) | spec::SpecError::UnknownGroup(_) => Ok(Value::Null),
-        e => Err(e),
-    })?;
-    let log = log_root(c)
-        .await
-        .join(&c.namespace)
-        .join(format!("{id}.log"));
-
-    let resource = format!("snapshots/{snapshotter}");
-    let lease = c
-        .create_lease(None, Duration::from_secs(300), &[(&resource, &id)])
-        .await?;
-    let made = async {
-        snapshots::create(
-            c,
-            &snapshotter,
-            snapshots::Create::Active,
-            &id,
-            Some(top.clone()),
-            Default::default(),
-            Some(&lease),
-        )
-        .await
-        .map_err(|e| {
-            if e.code() == tonic::Code::NotFound {
-                anyhow::anyhow!(
-                    "image {} is not unpacked ({top} missing): pull it again",
-                    img.name
-                )
-            } else {
-                status(e)
-            }
-        })?;
-        let user = a.user.clone().unwrap_or_else(|| img_cfg.user.clone());
-        let accounts = if user.is_empty() {
-            Accounts::default()
-        } else {
-            read_accounts(c, &snapshotter, &top, &id, &lease).await?
-        };
-        let spec = spec::build(&img_cfg, &opts, &accounts, &all_caps)?;
-        let config = docker_config(a, &img_cfg, &opts, &spec);
-        let mut labels = HashMap::new();
-        labels.insert(NAME_LABEL.to_string(), name.clone());
-        labels.insert(LOG_LABEL.to_string(), log.display().to_string());
-        let mut extensions = HashMap::new();
-        extensions.insert(
-            DOCKER_EXT.to_string(),
-            prost_types::Any {
-                type_url: DOCKER_EXT_TYPE.to_string(),
-                value: serde_json::to_vec(&config)?,
-            },
-        );
-        let created = containers(c)
-            .create(c.req(pb::CreateContainerRequest {
-                container: Some(pb::Container {
-                    id: id.clone(),
-                    labels: labels.into_iter().collect(),
-                    image: img.name.clone(),
-                    runtime: Some(pb::container::Runtime {
-                        name: a.runtime.clone(),
-                        options: None,
-                    }),
-                    spec: Some(prost_types::Any {
-                        type_url: SPEC_TYPE_URL.to_string(),
-                        value: serde_json::to_vec(&spec)?,
-                    }),
-                    snapshotter: snapshotter.clone(),
-                    snapshot_key: id.clone(),
-                    extensions: extensions.into_iter().collect(),
-                    ..Default::default()
-                }),
-            }))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .container
-            .unwrap_or_default();
-        anyhow::Ok(created)
-    }
-    .await;
-    if made.is_err() {
-        let _ = SnapshotsClient::new(c.channel.clone())
-            .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter: snapshotter.clone(),
-                key: id.clone(),
-            }))
-            .await;
-    }
-    end_lease(c, &lease).await;
-    made
+    Ok(opts)
 }
 
-/// The docker-level facts kept in the record's [`DOCKER_EXT`] extension.
+/// Makes the container's snapshot (under `lease`), its spec and its record.
+async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Result<pb::Container> {
+    snapshots::create(
+        c,
+        &p.snapshotter,
+        snapshots::Create::Active,
+        &p.id,
+        Some(p.top.clone()),
+        Default::default(),
+        Some(lease),
+    )
+    .await
+    .map_err(|e| {
+        if e.code() == tonic::Code::NotFound {
+            anyhow::anyhow!(
+                "image {} is not unpacked ({} missing): pull it again",
+                p.image,
+                p.top
+            )
+        } else {
+            status(e)
+        }
+    })?;
+    let user = a.user.clone().unwrap_or_else(|| p.img_cfg.user.clone());
+    let accounts = if user.is_empty() {
+        Accounts::default()
+    } else {
+        read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
+    };
+    let spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
+    let config = docker_config(a, &p.img_cfg, &p.opts, &spec);
+    record(c, a, p, &spec, &config).await
+}
+
+/// Creates the container record: its spec, its names and log path as labels, its
+/// docker-level config as an extension.
+async fn record(
+    c: &Client,
+    a: &CreateArgs,
+    p: &Plan,
+    spec: &Value,
+    config: &Value,
+) -> anyhow::Result<pb::Container> {
+    let record_labels = BTreeMap::from([
+        (labels::NAME.to_string(), p.name.clone()),
+        (labels::LOG_PATH.to_string(), p.log.display().to_string()),
+    ]);
+    let extensions = BTreeMap::from([(
+        labels::DOCKER_EXT.to_string(),
+        prost_types::Any {
+            type_url: labels::DOCKER_EXT_TYPE.to_string(),
+            value: serde_json::to_vec(config)?,
+        },
+    )]);
+    Ok(containers::api(c)
+        .create(c.req(pb::CreateContainerRequest {
+            container: Some(pb::Container {
+                id: p.id.clone(),
+                labels: record_labels,
+                image: p.image.clone(),
+                runtime: Some(pb::container::Runtime {
+                    name: a.runtime.clone(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: labels::SPEC_TYPE_URL.to_string(),
+                    value: serde_json::to_vec(spec)?,
+                }),
+                snapshotter: p.snapshotter.clone(),
+                snapshot_key: p.id.clone(),
+                extensions,
+                ..Default::default()
+            }),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .container
+        .unwrap_or_default())
+}
+
+/// The docker-level facts kept in the record's [`labels::DOCKER_EXT`] extension.
 fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -> Value {
     let args: Vec<String> = spec["process"]["args"]
         .as_array()
@@ -584,190 +587,9 @@ fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -
             "PidsLimit": o.pids_limit,
             "Init": a.init,
             "NetworkMode": "host",
-            "Runtime": RUNTIME,
+            "Runtime": labels::RUNC_RUNTIME,
         },
     })
-}
-
-/// How a task's stdio is wired.
-pub struct TaskIo {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub terminal: bool,
-}
-
-impl TaskIo {
-    /// Both output streams into the container's log file.
-    pub fn log(ct: &pb::Container) -> TaskIo {
-        let uri = logs::log_path(ct)
-            .map(|p| format!("file://{}?format=cri", p.display()))
-            .unwrap_or_default();
-        TaskIo {
-            stdin: String::new(),
-            stdout: uri.clone(),
-            stderr: uri,
-            terminal: super::spec_of(ct)["process"]["terminal"].as_bool() == Some(true),
-        }
-    }
-}
-
-/// Docker's exit code for a process that could not be started: 127 when the command is
-/// not found, 126 when it cannot be executed.
-fn start_failure_code(message: &str) -> Option<u8> {
-    let m = message.to_ascii_lowercase();
-    if m.contains("executable file not found")
-        || m.contains("no such file or directory")
-        || m.contains("not found in $path")
-    {
-        Some(127)
-    } else if m.contains("permission denied") || m.contains("exec format error") {
-        Some(126)
-    } else {
-        None
-    }
-}
-
-/// Whether a task is alive (running or paused, or created and not yet started).
-pub fn is_live(t: &berth_proto::containerd::v1::types::Process) -> bool {
-    t.status == Status::Running as i32
-        || t.status == Status::Paused as i32
-        || t.status == Status::Pausing as i32
-}
-
-/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
-/// one wired as `io`, starts it and records the start time. A failure to start the process
-/// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
-pub async fn start_task(
-    c: &Client,
-    ct: &pb::Container,
-    io: TaskIo,
-    fail_code: u8,
-) -> anyhow::Result<u32> {
-    let mut api = tasks(c);
-    if let Some(t) = task_of(c, &ct.id).await? {
-        if is_live(&t) {
-            anyhow::bail!("container {} is already running", super::name_of(ct));
-        }
-        api.delete(c.req(tpb::DeleteTaskRequest {
-            container_id: ct.id.clone(),
-        }))
-        .await
-        .map_err(status)?;
-    }
-    let failed = |e: tonic::Status| {
-        let m = e.message().to_string();
-        let code = start_failure_code(&m).unwrap_or(fail_code);
-        Exit::with(
-            code,
-            format!("failed to start container {}: {m}", super::name_of(ct)),
-        )
-    };
-    api.create(c.req(tpb::CreateTaskRequest {
-        container_id: ct.id.clone(),
-        stdin: io.stdin,
-        stdout: io.stdout,
-        stderr: io.stderr,
-        terminal: io.terminal,
-        ..Default::default()
-    }))
-    .await
-    .map_err(failed)?;
-    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-    match api
-        .start(c.req(tpb::StartRequest {
-            container_id: ct.id.clone(),
-            exec_id: String::new(),
-        }))
-        .await
-    {
-        Ok(r) => {
-            set_label(c, &ct.id, STARTED_LABEL, &now).await?;
-            Ok(r.into_inner().pid)
-        }
-        Err(e) => {
-            let _ = api
-                .delete(c.req(tpb::DeleteTaskRequest {
-                    container_id: ct.id.clone(),
-                }))
-                .await;
-            Err(failed(e))
-        }
-    }
-}
-
-/// Sets one label of a container record.
-pub async fn set_label(c: &Client, id: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    containers(c)
-        .update(c.req(pb::UpdateContainerRequest {
-            container: Some(pb::Container {
-                id: id.to_string(),
-                labels: [(key.to_string(), value.to_string())].into(),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec![format!("labels.{key}")],
-            }),
-        }))
-        .await
-        .map_err(status)?;
-    Ok(())
-}
-
-/// Removes a container: its task (killed first when `force`; a live one is refused
-/// otherwise), its record, its snapshot and its log file.
-pub async fn remove(c: &Client, ct: &pb::Container, force: bool) -> anyhow::Result<()> {
-    let mut api = tasks(c);
-    if let Some(t) = task_of(c, &ct.id).await? {
-        if is_live(&t) || t.status == Status::Created as i32 {
-            if !force {
-                anyhow::bail!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    ct.id
-                );
-            }
-            super::lifecycle::kill_and_wait(c, &ct.id, 9, Duration::from_secs(10)).await?;
-        }
-        match api
-            .delete(c.req(tpb::DeleteTaskRequest {
-                container_id: ct.id.clone(),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-    }
-    match containers(c)
-        .delete(c.req(pb::DeleteContainerRequest { id: ct.id.clone() }))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::NotFound => {}
-        Err(e) => return Err(status(e)),
-    }
-    if !ct.snapshot_key.is_empty() {
-        match SnapshotsClient::new(c.channel.clone())
-            .remove(c.req(spb::RemoveSnapshotRequest {
-                snapshotter: ct.snapshotter.clone(),
-                key: ct.snapshot_key.clone(),
-            }))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-    }
-    if let Some(log) = logs::log_path(ct) {
-        match std::fs::remove_file(&log) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("remove log {}: {e}", log.display())),
-        }
-    }
-    Ok(())
 }
 
 /// `berth create`: prints the new container's id.
@@ -784,9 +606,9 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         // Nobody stays to remove it: berthd does, when its task exits. (A foreground run
         // removes it itself, after it has the exit status.)
         if a.create.rm {
-            set_label(c, &ct.id, AUTO_REMOVE_LABEL, "true").await?;
+            containers::set_label(c, &ct.id, labels::AUTO_REMOVE, "true").await?;
         }
-        if let Err(e) = start_task(c, &ct, TaskIo::log(&ct), 125).await {
+        if let Err(e) = start_task(c, &ct, log_stdio(&ct), 125).await {
             if a.create.rm {
                 let _ = remove(c, &ct, true).await;
             }
@@ -796,27 +618,24 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let result = if a.create.interactive || a.create.tty {
-        super::lifecycle::run_attached(c, &ct, a.create.interactive).await
+        run_attached(c, &ct, a.create.interactive).await
     } else {
         foreground(c, &ct).await
     };
     if a.create.rm {
         remove(c, &ct, true).await?;
     }
-    match result? {
-        0 => Ok(()),
-        code => Err(Exit::code(code)),
-    }
+    exit_with(result?)
 }
 
 /// Starts the container with its output in the log file and shows that output until the
 /// container exits; returns its exit status.
 async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
-    let log = logs::log_path(ct).unwrap_or_default();
-    let follower = logs::Follower::at_end(&log);
-    start_task(c, ct, TaskIo::log(ct), 125).await?;
-    let mut printer = logs::Printer::new(false);
-    let follow = logs::follow_until_exit(c, &ct.id, follower, &mut printer);
+    let log = log_path(ct).unwrap_or_default();
+    let follower = Follower::at_end(&log);
+    start_task(c, ct, log_stdio(ct), 125).await?;
+    let mut printer = Printer::new(false);
+    let follow = follow_until_exit(c, &ct.id, follower, &mut printer);
     tokio::pin!(follow);
     // As Docker's sig-proxy: ^C and SIGTERM go to the container, which decides to exit.
     use tokio::signal::unix::{SignalKind, signal};
@@ -828,7 +647,7 @@ async fn foreground(c: &Client, ct: &pb::Container) -> anyhow::Result<u32> {
             Some(()) = int.recv() => 2,
             Some(()) = term.recv() => 15,
         };
-        if let Err(e) = super::lifecycle::kill(c, &ct.id, sig).await {
+        if let Err(e) = tasks::kill(c, &ct.id, "", sig, false).await {
             eprintln!("forward signal {sig} to {}: {}", ct.id, e.message());
         }
     }
@@ -858,34 +677,10 @@ mod tests {
         assert!(!valid_name("we b"));
         let list = vec![pb::Container {
             id: "x".into(),
-            labels: [(NAME_LABEL.to_string(), "web".to_string())].into(),
+            labels: [(labels::NAME.to_string(), "web".to_string())].into(),
             ..Default::default()
         }];
-        let e = check_name_free(&list, "web", "").unwrap_err().to_string();
-        assert!(
-            e.starts_with(
-                "Conflict. The container name \"/web\" is already in use by container \"x\""
-            ),
-            "{e}"
-        );
-        assert!(check_name_free(&list, "web", "x").is_ok());
-        assert!(check_name_free(&list, "db", "").is_ok());
         let n = generate_name(&list, &new_id());
         assert!(n.contains('_'), "{n}");
-    }
-
-    #[test]
-    fn exit_codes_of_failed_starts() {
-        assert_eq!(
-            start_failure_code(
-                "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
-            ),
-            Some(127)
-        );
-        assert_eq!(
-            start_failure_code("exec: \"/etc\": permission denied"),
-            Some(126)
-        );
-        assert_eq!(start_failure_code("cgroup: something"), None);
     }
 }

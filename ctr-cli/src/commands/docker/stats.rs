@@ -5,13 +5,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use berth_proto::containerd::services::tasks::v1 as pb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 use tabwriter::TabWriter;
 
-use crate::client::{Client, status};
-use crate::commands::tasks;
+use crate::client::containers::{list_all, name_of, resolve, short_id};
+use crate::client::{Client, status, tasks};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -147,7 +146,7 @@ fn row(t: &Target, prev: &Sample, cur: &Sample, host_mem: u64, no_trunc: bool) -
         if no_trunc {
             t.id.clone()
         } else {
-            super::short_id(&t.id).to_string()
+            short_id(&t.id).to_string()
         },
         t.name.clone(),
         format!("{cpu:.2}%"),
@@ -180,28 +179,18 @@ async fn targets(c: &Client, a: &StatsArgs) -> anyhow::Result<Vec<Target>> {
     if !a.containers.is_empty() {
         let mut out = Vec::new();
         for r in &a.containers {
-            let ct = super::resolve(c, r).await?;
+            let ct = resolve(c, r).await?;
             out.push(Target {
-                name: super::name_of(&ct),
+                name: name_of(&ct),
                 id: ct.id,
             });
         }
         return Ok(out);
     }
-    use berth_proto::containerd::services::containers::v1 as cpb;
-    use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
-    let list = ContainersClient::new(c.channel.clone())
-        .list(c.req(cpb::ListContainersRequest::default()))
+    let list = list_all(c).await?;
+    let running: Vec<String> = tasks::list(c)
         .await
         .map_err(status)?
-        .into_inner()
-        .containers;
-    let running: Vec<String> = tasks::tasks(c)
-        .list(c.req(pb::ListTasksRequest::default()))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .tasks
         .into_iter()
         .filter(|t| TaskStatus::try_from(t.status) == Ok(TaskStatus::Running))
         .map(|t| t.id)
@@ -210,7 +199,7 @@ async fn targets(c: &Client, a: &StatsArgs) -> anyhow::Result<Vec<Target>> {
         .into_iter()
         .filter(|ct| a.all || running.contains(&ct.id))
         .map(|ct| Target {
-            name: super::name_of(&ct),
+            name: name_of(&ct),
             id: ct.id,
         })
         .collect())

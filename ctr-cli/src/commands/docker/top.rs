@@ -3,13 +3,11 @@
 
 use std::io::Write;
 
-use berth_proto::containerd::services::tasks::v1 as pb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 use tabwriter::TabWriter;
 
-use crate::client::{Client, status};
-use crate::commands::tasks;
+use crate::client::{Client, containers, tasks};
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -60,22 +58,16 @@ fn filter_ps(out: &str, pids: &[u32]) -> anyhow::Result<(Vec<String>, Vec<Vec<St
 }
 
 pub async fn run(c: &Client, a: TopArgs) -> anyhow::Result<()> {
-    let ct = super::resolve(c, &a.container).await?;
-    let running = tasks::get_task(c, &ct.id)
+    let ct = containers::resolve(c, &a.container).await?;
+    let running = tasks::get(c, &ct.id)
         .await
         .ok()
         .is_some_and(|t| TaskStatus::try_from(t.status) == Ok(TaskStatus::Running));
     if !running {
         anyhow::bail!("Container {} is not running", ct.id);
     }
-    let pids: Vec<u32> = tasks::tasks(c)
-        .list_pids(c.req(pb::ListPidsRequest {
-            container_id: ct.id.clone(),
-        }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .processes
+    let pids: Vec<u32> = tasks::list_pids(c, &ct.id)
+        .await?
         .iter()
         .map(|p| p.pid)
         .collect();

@@ -1,5 +1,7 @@
 //! The client side of containerd's Transfer protocol: streams opened through the Streaming
 //! service carry progress, credential requests and archive data; a Transfer call names them.
+//! Pulls, pushes, saves and loads are transfers between a registry, the image store and a
+//! stream.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -8,12 +10,16 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_proto::containerd::services::streaming::v1::StreamInit;
 use berth_proto::containerd::services::streaming::v1::streaming_client::StreamingClient;
+use berth_proto::containerd::services::transfer::v1 as pb;
+use berth_proto::containerd::services::transfer::v1::transfer_client::TransferClient;
+use berth_proto::containerd::types::Platform;
 use berth_proto::containerd::types::transfer as tt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::client::{Client, status};
+use super::{Client, status};
+use crate::credentials;
 
 /// Packs a message as containerd's typeurl does.
 pub fn any<M: prost::Name>(m: &M) -> prost_types::Any {
@@ -235,4 +241,98 @@ pub fn receive_file(
         f.sync_all().await?;
         Ok(total)
     })
+}
+
+/// A platform as `os/arch[/variant]` names it.
+pub fn platform(p: &str) -> anyhow::Result<Platform> {
+    let mut parts = p.split('/');
+    let os = parts.next().filter(|s| !s.is_empty());
+    let arch = parts.next().filter(|s| !s.is_empty());
+    let (Some(os), Some(arch)) = (os, arch) else {
+        anyhow::bail!("invalid platform {p:?}: want os/arch[/variant], e.g. linux/amd64");
+    };
+    Ok(Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant: parts.next().unwrap_or_default().to_string(),
+        ..Default::default()
+    })
+}
+
+/// How the daemon reaches a registry: credentials through `auth_stream`, plain HTTP when
+/// asked.
+pub fn resolver(auth_stream: String, plain_http: bool) -> tt::RegistryResolver {
+    tt::RegistryResolver {
+        auth_stream,
+        default_scheme: if plain_http {
+            "http".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    }
+}
+
+/// Runs one transfer from `source` to `destination`, its progress shown here.
+pub async fn run_transfer(
+    c: &Client,
+    source: prost_types::Any,
+    destination: prost_types::Any,
+) -> anyhow::Result<()> {
+    let progress = open(c).await?;
+    let progress_id = progress.id.clone();
+    let shown = show_progress(progress);
+    TransferClient::new(c.channel.clone())
+        .transfer(c.req(pb::TransferRequest {
+            source: Some(source),
+            destination: Some(destination),
+            options: Some(pb::TransferOptions {
+                progress_stream: progress_id,
+            }),
+        }))
+        .await
+        .map_err(status)?;
+    let _ = shown.await;
+    Ok(())
+}
+
+/// Opens a stream that answers the daemon's credential requests from our credential store;
+/// returns its id.
+pub async fn auth_stream(c: &Client) -> anyhow::Result<String> {
+    let auth = open(c).await?;
+    let id = auth.id.clone();
+    let store = credentials::Store::default_location()?;
+    answer_auth(
+        auth,
+        Box::new(move |host| store.lookup(host).ok().flatten()),
+    );
+    Ok(id)
+}
+
+/// Fetches an image's content; with `record`, also creates or updates its image record.
+pub async fn fetch(
+    c: &Client,
+    reference: String,
+    platform_arg: Option<String>,
+    all_platforms: bool,
+    plain_http: bool,
+    record: bool,
+) -> anyhow::Result<()> {
+    let source = tt::OciRegistry {
+        reference: reference.clone(),
+        resolver: Some(resolver(auth_stream(c).await?, plain_http)),
+    };
+    let destination = tt::ImageStore {
+        // No name: the content only.
+        name: if record { reference } else { String::new() },
+        platforms: platform_arg
+            .as_deref()
+            .map(platform)
+            .transpose()?
+            .into_iter()
+            .collect(),
+        all_metadata: all_platforms,
+        ..Default::default()
+    };
+    run_transfer(c, any(&source), any(&destination)).await
 }

@@ -1,0 +1,184 @@
+//! The lifecycle of berth's docker-style containers, shared by `run`, `start`, `stop`,
+//! `restart`, `rm` and `attach`: a task started with its output in the container's log
+//! file (or on this terminal), stopped with the image's stop signal, removed with
+//! everything the container had.
+
+use std::time::Duration;
+
+use berth_proto::containerd::services::containers::v1::Container;
+use berth_proto::containerd::v1::types::Status as TaskStatus;
+
+use super::containers::{self, log_path, name_of, short_id};
+use super::process::{close_stdin_on_eof, follow_size};
+use super::signal::{self, SIGKILL};
+use super::stdio::{self, Attached, Fifos};
+use super::tasks::{self, Stdio, is_live};
+use super::{Client, gone_ok, snapshots, status};
+use crate::exit::Exit;
+use crate::labels;
+
+/// Both output streams into the container's log file.
+pub fn log_stdio(ct: &Container) -> Stdio {
+    let uri = log_path(ct)
+        .map(|p| format!("file://{}?format=cri", p.display()))
+        .unwrap_or_default();
+    Stdio {
+        stdin: String::new(),
+        stdout: uri.clone(),
+        stderr: uri,
+        terminal: containers::has_terminal(ct),
+    }
+}
+
+/// Docker's exit code for a process that could not be started: 127 when the command is
+/// not found, 126 when it cannot be executed.
+fn start_failure_code(message: &str) -> Option<u8> {
+    let m = message.to_ascii_lowercase();
+    if m.contains("executable file not found")
+        || m.contains("no such file or directory")
+        || m.contains("not found in $path")
+    {
+        Some(127)
+    } else if m.contains("permission denied") || m.contains("exec format error") {
+        Some(126)
+    } else {
+        None
+    }
+}
+
+/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
+/// one wired as `io`, starts it and records the start time. A failure to start the process
+/// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
+pub async fn start_task(
+    c: &Client,
+    ct: &Container,
+    io: Stdio,
+    fail_code: u8,
+) -> anyhow::Result<u32> {
+    if let Some(t) = tasks::find(c, &ct.id).await? {
+        if is_live(&t) {
+            anyhow::bail!("container {} is already running", name_of(ct));
+        }
+        tasks::delete(c, &ct.id).await.map_err(status)?;
+    }
+    let failed = |e: tonic::Status| {
+        let m = e.message().to_string();
+        let code = start_failure_code(&m).unwrap_or(fail_code);
+        Exit::with(
+            code,
+            format!("failed to start container {}: {m}", name_of(ct)),
+        )
+    };
+    tasks::create(c, &ct.id, Vec::new(), io)
+        .await
+        .map_err(failed)?;
+    let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+    match tasks::start(c, &ct.id, "").await {
+        Ok(pid) => {
+            containers::set_label(c, &ct.id, labels::STARTED_AT, &now).await?;
+            Ok(pid)
+        }
+        Err(e) => {
+            let _ = tasks::delete(c, &ct.id).await;
+            Err(failed(e))
+        }
+    }
+}
+
+/// Stops a container as Docker does: its stop signal (SIGTERM by default), then SIGKILL
+/// after `timeout`.
+pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Result<()> {
+    let Some(t) = tasks::find(c, &ct.id).await? else {
+        return Ok(());
+    };
+    if !is_live(&t) {
+        return Ok(());
+    }
+    let sig = signal::docker_stop_signal(&containers::docker_config(ct))?;
+    if tasks::kill_and_wait(c, &ct.id, "", sig, Some(timeout))
+        .await?
+        .is_none()
+    {
+        tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(30)))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("container {} did not stop after SIGKILL", ct.id))?;
+    }
+    Ok(())
+}
+
+/// Removes a container: its task (killed first when `force`; a live one is refused
+/// otherwise), its record, its snapshot and its log file.
+pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<()> {
+    if let Some(t) = tasks::find(c, &ct.id).await? {
+        if is_live(&t) || tasks::status_of(&t) == TaskStatus::Created {
+            if !force {
+                anyhow::bail!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    ct.id
+                );
+            }
+            tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(10))).await?;
+        }
+        gone_ok(tasks::delete(c, &ct.id).await)?;
+    }
+    gone_ok(containers::delete(c, &ct.id).await)?;
+    if !ct.snapshot_key.is_empty() {
+        gone_ok(snapshots::remove(c, &ct.snapshotter, &ct.snapshot_key).await)?;
+    }
+    if let Some(log) = log_path(ct) {
+        match std::fs::remove_file(&log) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(anyhow::anyhow!("remove log {}: {e}", log.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the container with its stdio on this terminal (`-i`, `-t`) through FIFOs: the
+/// terminal in raw mode and resized with ours when the container has one, our stdin
+/// forwarded (and closed at its end) with `-i`. Returns the container's exit status.
+pub async fn run_attached(c: &Client, ct: &Container, stdin: bool) -> anyhow::Result<u32> {
+    let tty = containers::has_terminal(ct);
+    let fifos = Fifos::new(short_id(&ct.id), stdin, tty)?;
+    let mut attached = Attached::start(&fifos)?;
+    let (i, o, e) = fifos.uris();
+    let raw = if tty && stdin {
+        stdio::raw_terminal()?
+    } else {
+        None
+    };
+    let io = Stdio {
+        stdin: i,
+        stdout: o,
+        stderr: e,
+        terminal: tty,
+    };
+    start_task(c, ct, io, 125).await?;
+    let _watcher = tty.then(|| follow_size(c, &ct.id, ""));
+    close_stdin_on_eof(c, &ct.id, "", &mut attached);
+    let code = tasks::wait(c, &ct.id, "").await?;
+    let _ = tokio::time::timeout(Duration::from_secs(2), attached.wait_output()).await;
+    drop(raw);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_of_failed_starts() {
+        assert_eq!(
+            start_failure_code(
+                "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
+            ),
+            Some(127)
+        );
+        assert_eq!(
+            start_failure_code("exec: \"/etc\": permission denied"),
+            Some(126)
+        );
+        assert_eq!(start_failure_code("cgroup: something"), None);
+    }
+}

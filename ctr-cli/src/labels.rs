@@ -1,0 +1,79 @@
+//! The names the CLI shares with berthd, containerd and Docker: labels, record extensions,
+//! type URLs, runtime and plugin ids. Every such string of the CLI is written here once.
+//!
+//! A container made by `berth run` / `berth create` is an ordinary containerd container (so
+//! `ctr` sees it too) whose id is 64 hex digits and whose docker-level facts live in labels:
+//!
+//! - [`NAME`]: its name, unique in the namespace (given with `--name`, or generated);
+//! - [`LOG_PATH`]: the file its output goes to in the CRI log format, written by the shim
+//!   (`file://<path>?format=cri` for both stdout and stderr), read by `berth logs`;
+//! - [`STARTED_AT`]: when its task was last started (RFC 3339), for `ps`' "Up 3 minutes"
+//!   and inspect's `State.StartedAt` (the task API reports no start time);
+//! - [`AUTO_REMOVE`] (`run --rm`): berthd itself removes the container (task, record, log
+//!   file) when its task exits, so `run -d --rm` needs no client to stay around.
+//!
+//! The docker-level facts that `inspect` shows and `start`/`stop` need later (the image as
+//! the user named it, Path/Args, Config, HostConfig, StopSignal) live in the record's
+//! `extensions` map under [`DOCKER_EXT`]: an `Any` whose type URL is [`DOCKER_EXT_TYPE`]
+//! and whose value is that JSON object, written once at create.
+//!
+//! Everything else lives in the record itself (spec, image, snapshot = the container id
+//! in overlayfs) or in its task: a container's task is kept after it exits (so `ps -a`
+//! shows "Exited (N) … ago" from the task's exit status and time, also across berthd
+//! restarts) and replaced by the next `start`; `rm` deletes task, record, snapshot and log.
+
+// berth's own container labels. berthd reads AUTO_REMOVE and LOG_PATH too (its
+// `autoremove` module defines the same strings): they are a contract with the daemon.
+
+/// The label holding a container's name.
+pub const NAME: &str = "berth/name";
+/// The label holding the path of a container's log file (CRI log format).
+pub const LOG_PATH: &str = "berth/log-path";
+/// The label holding when the container's task was last started (RFC 3339, nanoseconds).
+pub const STARTED_AT: &str = "berth/started-at";
+/// Set to "true" on containers that berthd removes when their task exits.
+pub const AUTO_REMOVE: &str = "berth/auto-remove";
+/// The extension holding the container's docker-level config (see the module docs).
+pub const DOCKER_EXT: &str = "berth/docker";
+/// The type URL of [`DOCKER_EXT`]'s value (JSON).
+pub const DOCKER_EXT_TYPE: &str = "types.berth.dev/docker/v1/Container";
+
+// containerd's labels.
+
+/// The container label holding an image's stop signal.
+pub const STOP_SIGNAL: &str = "io.containerd.image.config.stop-signal";
+/// The namespace label that names its default snapshotter (as containerd's client reads it).
+pub const DEFAULT_SNAPSHOTTER: &str = "containerd.io/defaults/snapshotter";
+/// When a lease expires (RFC 3339).
+pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
+/// Keeps an object from the garbage collector (the snapshotter crate's constant).
+pub use berth_snapshotter::GC_ROOT_LABEL as GC_ROOT;
+
+// gRPC metadata headers.
+
+/// The header carrying the namespace of a request.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// The header carrying the lease a request works under.
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+// Type URLs of `Any` values.
+
+/// An OCI runtime spec stored as JSON (a container's spec).
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// An OCI process spec stored as JSON (an exec's spec).
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/// A task's cgroup v1 metrics.
+pub const CGROUPS_V1_METRICS: &str = "io.containerd.cgroups.v1.Metrics";
+/// A task's cgroup v2 metrics.
+pub const CGROUPS_V2_METRICS: &str = "io.containerd.cgroups.v2.Metrics";
+
+// Runtimes, snapshotters and plugins.
+
+/// The runtime (shim) containers run with unless told otherwise.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// The snapshotter containers are made on, unless their namespace names another.
+pub const SNAPSHOTTER: &str = "overlayfs";
+/// The plugin type of the task runtime (its `root` export is the log directory's parent).
+pub const RUNTIME_PLUGIN: &str = "io.containerd.runtime.v2";
+/// The plugin type of the metadata store (its `root` export is the daemon's root).
+pub const METADATA_PLUGIN: &str = "io.containerd.metadata.v1";
