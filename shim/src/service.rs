@@ -30,7 +30,7 @@ use crate::error::{Result, ShimError};
 use crate::events::EventQueue;
 use crate::io::{self, ConsoleSocket, ProcessIo, StdioPaths};
 use crate::oom::OomWatch;
-use crate::process::{Process, SavedExit, Status};
+use crate::process::{LiveExec, LiveExecs, Process, SavedExit, Status};
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{ChildStdio, Runc, RuntimeConfig};
 
@@ -47,6 +47,8 @@ struct Container {
     rootfs_mounted: bool,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The execs that started and whose exits were not announced yet.
+    live_execs: LiveExecs,
     /// The init's cgroup, found at create (None when it could not be found).
     cgroup: Option<Cgroup>,
     /// Publishes /tasks/oom while the container lives.
@@ -98,20 +100,10 @@ impl Inner {
         self.events.publish(topic, event);
     }
 
-    /// Waits for `process` to exit, records it and tells the daemon. For a container's
-    /// init, `bundle` is where its exit is saved (before the daemon hears of it).
-    ///
-    /// `sweep` is the init's runtime when the container shares a PID namespace: once its
-    /// init is gone, whatever else runs in the container is killed (through the runtime's
-    /// `kill --all`, which walks the container's cgroup), as containerd's shim does, so no
-    /// process outlives the exit and holds its output open.
-    fn watch_exit(
-        self: &Arc<Self>,
-        process: Arc<Process>,
-        pid: u32,
-        bundle: Option<PathBuf>,
-        sweep: Option<Runc>,
-    ) {
+    /// Waits for `process` to exit, records it and tells the daemon: not before the event
+    /// of the start the exit ends (see [`Process::hold_exit`]), and for a container's init
+    /// not before the exits of its execs (see [`InitExit`]).
+    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32, role: ExitRole) {
         let exited = self.reaper.wait(pid as i32);
         let inner = self.clone();
         tokio::spawn(async move {
@@ -119,27 +111,18 @@ impl Inner {
                 status: 255,
                 at: SystemTime::now(),
             });
-            if let Some(runc) = sweep
-                && let Err(e) = runc
-                    .kill(&process.container_id, Signal::SIGKILL as u32, true)
-                    .await
-            {
-                log::warn!("kill the processes left in {}: {e}", process.describe());
+            if let ExitRole::Init(init) = &role {
+                init.execs.close();
+                init.save(&process, pid, exit).await;
             }
-            if let Some(bundle) = bundle {
-                let saved = SavedExit {
-                    pid,
-                    status: exit.status,
-                    exited_at: exit.at,
-                };
-                // fsync may be slow on a busy disk: off the runtime's one thread.
-                let done = tokio::task::spawn_blocking(move || saved.save(&bundle)).await;
-                match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("save the exit of {}: {e}", process.describe()),
-                    Err(e) => log::error!("save the exit of {}: {e}", process.describe()),
+            process.exit_released().await;
+            let live = match role {
+                ExitRole::Init(init) => {
+                    init.settle(&process).await;
+                    None
                 }
-            }
+                ExitRole::Exec(live) => Some(live),
+            };
             process.set_exited(exit).await;
             let id = if process.exec_id.is_empty() {
                 process.container_id.clone()
@@ -155,6 +138,8 @@ impl Inner {
                 ..Default::default()
             };
             inner.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
+            // Counted until its exit is out: the init's exit waits for it.
+            drop(live);
         });
     }
 
@@ -200,6 +185,55 @@ impl Inner {
             launch(None, child).await?;
             Ok((read_pid(pid_file)?, io))
         }
+    }
+}
+
+/// Whose exit [`Inner::watch_exit`] announces.
+enum ExitRole {
+    Init(InitExit),
+    /// An exec, counted among its container's live execs until its exit is announced.
+    Exec(LiveExec),
+}
+
+/// What comes between a container's init exit and its announcement.
+struct InitExit {
+    /// Where the exit is saved as soon as it is reaped (before the daemon hears of it,
+    /// which may wait for the start's event and the execs' exits).
+    bundle: PathBuf,
+    /// The init's runtime when the container shares a PID namespace: once its init is gone,
+    /// whatever else runs in the container is killed (through the runtime's `kill --all`,
+    /// which walks the container's cgroup), as containerd's shim does, so no process
+    /// outlives the exit and holds its output open.
+    sweep: Option<Runc>,
+    /// The container's execs: their exits are announced before the init's.
+    execs: LiveExecs,
+}
+
+impl InitExit {
+    async fn save(&self, process: &Process, pid: u32, exit: Exit) {
+        let saved = SavedExit {
+            pid,
+            status: exit.status,
+            exited_at: exit.at,
+        };
+        let bundle = self.bundle.clone();
+        // fsync may be slow on a busy disk: off the runtime's one thread.
+        if let Err(e) = blocking("save the exit", move || saved.save(&bundle)).await {
+            log::error!("save the exit of {}: {e}", process.describe());
+        }
+    }
+
+    /// Once the start's event is out: kills what is left (see `sweep`) and waits until the
+    /// execs' exits are announced.
+    async fn settle(self, process: &Process) {
+        if let Some(runc) = self.sweep
+            && let Err(e) = runc
+                .kill(&process.container_id, Signal::SIGKILL as u32, true)
+                .await
+        {
+            log::warn!("kill the processes left in {}: {e}", process.describe());
+        }
+        self.execs.none_live().await;
     }
 }
 
@@ -309,8 +343,15 @@ impl TaskService {
         };
         let init = Arc::new(Process::new(&req.id, "", stdio.clone(), Vec::new()));
         init.set_created(pid, io);
-        let sweep = shares_pid_namespace(&bundle).then(|| runc.clone());
-        inner.watch_exit(init.clone(), pid, Some(bundle.clone()), sweep);
+        // Until TaskCreate is out.
+        let hold = init.hold_exit();
+        let live_execs = LiveExecs::default();
+        let role = ExitRole::Init(InitExit {
+            bundle: bundle.clone(),
+            sweep: shares_pid_namespace(&bundle).then(|| runc.clone()),
+            execs: live_execs.clone(),
+        });
+        inner.watch_exit(init.clone(), pid, role);
         let cgroup = Cgroup::of_pid(pid)
             .inspect_err(|e| log::warn!("no cgroup for container {}: {e}", req.id))
             .ok();
@@ -334,6 +375,7 @@ impl TaskService {
             rootfs_mounted: !mounts.is_empty(),
             init,
             execs: Mutex::new(HashMap::new()),
+            live_execs,
             cgroup,
             _oom: oom,
         });
@@ -354,6 +396,7 @@ impl TaskService {
             ..Default::default()
         };
         inner.publish(topics::TASK_CREATE_EVENT_TOPIC, &event);
+        drop(hold);
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -365,6 +408,9 @@ impl TaskService {
         let c = inner.container(&req.id)?;
         let p = c.process(&req.exec_id)?;
         p.check("start", Status::can_start)?;
+        // An exit reaped meanwhile (`true` exits at once) waits for the start's event; a
+        // failed start releases it.
+        let hold = p.hold_exit();
         if req.exec_id.is_empty() {
             c.runc.start(&c.id).await?;
             p.set_status(Status::Running);
@@ -375,12 +421,14 @@ impl TaskService {
                 ..Default::default()
             };
             inner.publish(topics::TASK_START_EVENT_TOPIC, &event);
+            drop(hold);
             return Ok(api::StartResponse {
                 pid,
                 ..Default::default()
             });
         }
         c.init.check("exec in", Status::can_exec)?;
+        let live = c.live_execs.begin(&c.id)?;
         let spec_file = c.bundle.join(format!(".exec-{}.json", req.exec_id));
         std::fs::write(&spec_file, &p.spec)
             .map_err(ShimError::io(format!("write {}", spec_file.display())))?;
@@ -400,7 +448,7 @@ impl TaskService {
         let (pid, io) = launched?;
         p.set_created(pid, io);
         p.set_status(Status::Running);
-        inner.watch_exit(p.clone(), pid, None, None);
+        inner.watch_exit(p.clone(), pid, ExitRole::Exec(live));
         let event = TaskExecStarted {
             container_id: c.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -408,6 +456,7 @@ impl TaskService {
             ..Default::default()
         };
         inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &event);
+        drop(hold);
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -669,6 +718,17 @@ fn exec_spec(spec: &[u8], terminal: bool) -> std::result::Result<Vec<u8>, serde_
     serde_json::to_vec(&value)
 }
 
+/// Runs blocking work (fsync, mount, unmount) on the runtime's blocking pool, off its one
+/// thread; `what` names it should the work panic.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ShimError::io(what)(std::io::Error::other(e))))
+}
+
 async fn unmount(rootfs: &Path) {
     let path = rootfs.to_path_buf();
     let done = tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&path)).await;
@@ -872,6 +932,102 @@ impl Task for TaskService {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Records what the daemon would get: each event's topic, and an exit's id.
+    struct Recorder(tokio::sync::mpsc::UnboundedSender<String>);
+
+    #[async_trait]
+    impl crate::events::Sink for Recorder {
+        async fn send(
+            &mut self,
+            envelope: &containerd_shim_protos::shim::event::Envelope,
+        ) -> std::result::Result<(), String> {
+            let mut seen = envelope.topic.clone();
+            if seen == topics::TASK_EXIT_EVENT_TOPIC {
+                let exit = TaskExit::parse_from_bytes(&envelope.event.value).unwrap();
+                seen = format!("{seen} {}", exit.id);
+            }
+            let _ = self.0.send(seen);
+            Ok(())
+        }
+    }
+
+    fn service() -> (Arc<Inner>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            namespace: "default".into(),
+            events: EventQueue::start("default", Recorder(tx)),
+            reaper: Reaper::default(),
+            containers: Mutex::new(HashMap::new()),
+            exit: Arc::new(ExitSignal::default()),
+        });
+        (inner, rx)
+    }
+
+    /// Lets every other task of the runtime run its course (none of them waits on time).
+    async fn run_others() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_reaped_during_start_waits_for_the_start_event() {
+        let (inner, mut got) = service();
+        let exec = Arc::new(Process::new("c1", "e1", StdioPaths::default(), Vec::new()));
+        let hold = exec.hold_exit();
+        let live = LiveExecs::default().begin("c1").unwrap();
+        inner.watch_exit(exec.clone(), 4242, ExitRole::Exec(live));
+        inner.reaper.dispatch(4242, 0, SystemTime::now());
+        run_others().await;
+        let started = TaskExecStarted {
+            container_id: "c1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &started);
+        drop(hold);
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exec-started");
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit e1");
+        assert_eq!(exec.status(), Status::Stopped);
+    }
+
+    #[tokio::test]
+    async fn the_init_exit_comes_after_its_execs_exits() {
+        let (inner, mut got) = service();
+        let bundle = tempfile::tempdir().unwrap();
+        let init = Arc::new(Process::new("c1", "", StdioPaths::default(), Vec::new()));
+        let exec = Arc::new(Process::new("c1", "e1", StdioPaths::default(), Vec::new()));
+        let execs = LiveExecs::default();
+        let live = execs.begin("c1").unwrap();
+        let role = ExitRole::Init(InitExit {
+            bundle: bundle.path().to_path_buf(),
+            sweep: None,
+            execs: execs.clone(),
+        });
+        inner.watch_exit(init.clone(), 100, role);
+        // The exec's start is still being announced when both exits are reaped.
+        let hold = exec.hold_exit();
+        inner.watch_exit(exec.clone(), 101, ExitRole::Exec(live));
+        inner.reaper.dispatch(100, 137, SystemTime::now());
+        inner.reaper.dispatch(101, 137, SystemTime::now());
+        // The init's exit is saved at once (on a blocking thread)...
+        let saved = async {
+            while SavedExit::load(bundle.path()).is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), saved)
+            .await
+            .expect("the init's exit was not saved");
+        run_others().await;
+        // ...and no exec starts after it was reaped.
+        assert!(execs.begin("c1").is_err());
+        drop(hold);
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit e1");
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit c1");
+        assert_eq!(init.wait().await.status, 137);
+    }
 
     #[test]
     fn exec_spec_takes_terminal_from_the_request() {
