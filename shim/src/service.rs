@@ -237,6 +237,28 @@ impl InitExit {
     }
 }
 
+/// Saves the runtime's config in the bundle, then mounts the rootfs there when the request
+/// names mounts: blocking work (an fsync, mount(2), perhaps a mount(8) to wait for), run on
+/// the blocking pool.
+fn prepare_bundle(
+    config: &RuntimeConfig,
+    bundle: &Path,
+    id: &str,
+    mounts: &[berth_snapshotter::Mount],
+) -> Result<()> {
+    config.save(bundle)?;
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs)
+        .map_err(ShimError::io(format!("create {}", rootfs.display())))?;
+    berth_snapshotter::mount::mount_all(mounts, &rootfs).map_err(|source| ShimError::Mount {
+        id: id.to_string(),
+        source,
+    })
+}
+
 fn read_pid(path: &Path) -> Result<u32> {
     let text =
         std::fs::read_to_string(path).map_err(ShimError::io(format!("read {}", path.display())))?;
@@ -295,9 +317,6 @@ impl TaskService {
             &inner.namespace,
         );
         let bundle = PathBuf::from(&req.bundle);
-        config.save(&bundle)?;
-        let runc = Runc::new(config, &bundle, inner.reaper.clone());
-
         let rootfs = bundle.join("rootfs");
         let mounts: Vec<berth_snapshotter::Mount> = req
             .rootfs
@@ -308,16 +327,13 @@ impl TaskService {
                 options: m.options.clone(),
             })
             .collect();
-        if !mounts.is_empty() {
-            std::fs::create_dir_all(&rootfs)
-                .map_err(ShimError::io(format!("create {}", rootfs.display())))?;
-            berth_snapshotter::mount::mount_all(&mounts, &rootfs).map_err(|source| {
-                ShimError::Mount {
-                    id: req.id.clone(),
-                    source,
-                }
-            })?;
-        }
+        let mounted = !mounts.is_empty();
+        let runc = Runc::new(config.clone(), &bundle, inner.reaper.clone());
+        let (id, dir) = (req.id.clone(), bundle.clone());
+        blocking("prepare the bundle", move || {
+            prepare_bundle(&config, &dir, &id, &mounts)
+        })
+        .await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -335,7 +351,7 @@ impl TaskService {
             Ok(v) => v,
             Err(e) => {
                 let _ = runc.delete(&req.id, true).await;
-                if !mounts.is_empty() {
+                if mounted {
                     unmount(&rootfs).await;
                 }
                 return Err(e);
@@ -372,7 +388,7 @@ impl TaskService {
             id: req.id.clone(),
             bundle: bundle.clone(),
             runc,
-            rootfs_mounted: !mounts.is_empty(),
+            rootfs_mounted: mounted,
             init,
             execs: Mutex::new(HashMap::new()),
             live_execs,
@@ -729,7 +745,9 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ShimError::io(what)(std::io::Error::other(e))))
 }
 
-async fn unmount(rootfs: &Path) {
+/// Unmounts a container's rootfs on the blocking pool (a busy mount is retried for a
+/// while); a failure is logged.
+pub(crate) async fn unmount(rootfs: &Path) {
     let path = rootfs.to_path_buf();
     let done = tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&path)).await;
     if let Ok(Err(e)) = done {
