@@ -143,6 +143,41 @@ impl Inner {
         });
     }
 
+    /// Refuses a create request without an id, for a container the shim has, or restoring
+    /// a checkpoint.
+    fn check_create(&self, req: &api::CreateTaskRequest) -> Result<()> {
+        if req.id.is_empty() {
+            return Err(ShimError::InvalidArgument(
+                "container id must not be empty".into(),
+            ));
+        }
+        if lock(&self.containers).contains_key(&req.id) {
+            return Err(ShimError::AlreadyExists(format!("container {}", req.id)));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented(format!(
+                "restore of container {} from a checkpoint: containerd-shim-berth-v2 does not checkpoint",
+                req.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes /tasks/oom for container `id` while the returned watch lives.
+    fn watch_oom(&self, cgroup: &Cgroup, id: &str) -> Option<OomWatch> {
+        let (events, container_id) = (self.events.clone(), id.to_string());
+        let on_oom = move || {
+            let event = TaskOOM {
+                container_id: container_id.clone(),
+                ..Default::default()
+            };
+            events.publish(topics::TASK_OOM_EVENT_TOPIC, &event);
+        };
+        crate::oom::watch(cgroup, on_oom)
+            .inspect_err(|e| log::warn!("no OOM events for container {id}: {e}"))
+            .ok()
+    }
+
     /// Sets up stdio, runs `launch` (runc create / exec) with it, and returns the new
     /// process's pid from `pid_file` and the shim's side of its stdio.
     async fn launch<F, Fut>(
@@ -237,6 +272,51 @@ impl InitExit {
     }
 }
 
+fn create_event(req: &api::CreateTaskRequest, stdio: StdioPaths, pid: u32) -> TaskCreate {
+    TaskCreate {
+        container_id: req.id.clone(),
+        bundle: req.bundle.clone(),
+        rootfs: req.rootfs.clone(),
+        io: MessageField::some(TaskIO {
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
+            terminal: stdio.terminal,
+            ..Default::default()
+        }),
+        checkpoint: req.checkpoint.clone(),
+        pid,
+        ..Default::default()
+    }
+}
+
+/// The runtime a create request asks for (its runc options, when it has them).
+fn runtime_config(req: &api::CreateTaskRequest, namespace: &str) -> Result<RuntimeConfig> {
+    let options = match req.options.as_ref() {
+        Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
+            Options::parse_from_bytes(&any.value)?
+        }
+        _ => Options::default(),
+    };
+    Ok(RuntimeConfig::new(
+        &options.binary_name,
+        &options.root,
+        options.systemd_cgroup,
+        namespace,
+    ))
+}
+
+fn rootfs_mounts(req: &api::CreateTaskRequest) -> Vec<berth_snapshotter::Mount> {
+    req.rootfs
+        .iter()
+        .map(|m| berth_snapshotter::Mount {
+            kind: m.type_.clone(),
+            source: m.source.clone(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
+
 /// Saves the runtime's config in the bundle, then mounts the rootfs there when the request
 /// names mounts: blocking work (an fsync, mount(2), perhaps a mount(8) to wait for), run on
 /// the blocking pool.
@@ -290,43 +370,11 @@ impl TaskService {
 
     async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         let inner = &self.inner;
-        if req.id.is_empty() {
-            return Err(ShimError::InvalidArgument(
-                "container id must not be empty".into(),
-            ));
-        }
-        if lock(&inner.containers).contains_key(&req.id) {
-            return Err(ShimError::AlreadyExists(format!("container {}", req.id)));
-        }
-        if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unimplemented(format!(
-                "restore of container {} from a checkpoint: containerd-shim-berth-v2 does not checkpoint",
-                req.id
-            )));
-        }
-        let options = match req.options.as_ref() {
-            Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
-                Options::parse_from_bytes(&any.value)?
-            }
-            _ => Options::default(),
-        };
-        let config = RuntimeConfig::new(
-            &options.binary_name,
-            &options.root,
-            options.systemd_cgroup,
-            &inner.namespace,
-        );
+        inner.check_create(&req)?;
+        let config = runtime_config(&req, &inner.namespace)?;
         let bundle = PathBuf::from(&req.bundle);
         let rootfs = bundle.join("rootfs");
-        let mounts: Vec<berth_snapshotter::Mount> = req
-            .rootfs
-            .iter()
-            .map(|m| berth_snapshotter::Mount {
-                kind: m.type_.clone(),
-                source: m.source.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
+        let mounts = rootfs_mounts(&req);
         let mounted = !mounts.is_empty();
         let runc = Runc::new(config.clone(), &bundle, inner.reaper.clone());
         let (id, dir) = (req.id.clone(), bundle.clone());
@@ -371,19 +419,7 @@ impl TaskService {
         let cgroup = Cgroup::of_pid(pid)
             .inspect_err(|e| log::warn!("no cgroup for container {}: {e}", req.id))
             .ok();
-        let oom = cgroup.as_ref().and_then(|cg| {
-            let (events, id) = (inner.events.clone(), req.id.clone());
-            let on_oom = move || {
-                let event = TaskOOM {
-                    container_id: id.clone(),
-                    ..Default::default()
-                };
-                events.publish(topics::TASK_OOM_EVENT_TOPIC, &event);
-            };
-            crate::oom::watch(cg, on_oom)
-                .inspect_err(|e| log::warn!("no OOM events for container {}: {e}", req.id))
-                .ok()
-        });
+        let oom = cgroup.as_ref().and_then(|cg| inner.watch_oom(cg, &req.id));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -396,22 +432,10 @@ impl TaskService {
             _oom: oom,
         });
         lock(&inner.containers).insert(req.id.clone(), container);
-        let event = TaskCreate {
-            container_id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            io: MessageField::some(TaskIO {
-                stdin: stdio.stdin,
-                stdout: stdio.stdout,
-                stderr: stdio.stderr,
-                terminal: stdio.terminal,
-                ..Default::default()
-            }),
-            checkpoint: req.checkpoint.clone(),
-            pid,
-            ..Default::default()
-        };
-        inner.publish(topics::TASK_CREATE_EVENT_TOPIC, &event);
+        inner.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            &create_event(&req, stdio, pid),
+        );
         drop(hold);
         Ok(api::CreateTaskResponse {
             pid,
