@@ -13,7 +13,9 @@
 //! - [`crilog`]: the CRI log record format (`file://...?format=cri`);
 //! - [`error`]: the one error type and its ttrpc codes.
 //!
-//! One current-thread tokio runtime runs everything: no thread per container.
+//! One current-thread tokio runtime runs everything: no thread per container. Work that
+//! blocks in the kernel (fsync, mount, unmount) goes to the runtime's blocking pool, whose
+//! threads end once idle (tokio's default: after 10 s).
 
 pub mod cgroups;
 pub mod crilog;

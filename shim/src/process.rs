@@ -1,4 +1,11 @@
-//! Processes (a container's init and its execs): their state machine and exit.
+//! Processes (a container's init and its execs): their state machine and exit, and the
+//! rules for the order in which exits are announced (as containerd's runc shim keeps them):
+//!
+//! - a process's exit is announced only after the event of the start it ends (TaskCreate,
+//!   TaskStart, TaskExecStarted): an exit reaped while a start is being announced waits
+//!   for that start's [`ExitHold`] to drop;
+//! - a container's init exit is announced only after the exits of all its execs that
+//!   started ([`LiveExecs`]), and once the init is reaped no new exec starts.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -84,6 +91,19 @@ pub struct Process {
     pub spec: Vec<u8>,
     inner: Mutex<Inner>,
     exit: watch::Sender<Option<Exit>>,
+    /// How many [`ExitHold`]s of this process are alive.
+    holds: watch::Sender<usize>,
+}
+
+/// While alive, the exit of its process is not announced: taken before a start (runc
+/// create, start or exec) and dropped once that start's event is published — or the
+/// start failed, so that the exit is not held forever.
+pub struct ExitHold(watch::Sender<usize>);
+
+impl Drop for ExitHold {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Process {
@@ -100,6 +120,7 @@ impl Process {
                 stdin_closed: false,
             }),
             exit: watch::channel(None).0,
+            holds: watch::channel(0).0,
         }
     }
 
@@ -169,6 +190,18 @@ impl Process {
         self.lock().io.resize(width, height)
     }
 
+    /// Holds the announcement of this process's exit until the returned guard drops.
+    pub fn hold_exit(&self) -> ExitHold {
+        self.holds.send_modify(|n| *n += 1);
+        ExitHold(self.holds.clone())
+    }
+
+    /// Resolves once no [`ExitHold`] of this process is alive.
+    pub async fn exit_released(&self) {
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = self.holds.subscribe().wait_for(|n| *n == 0).await;
+    }
+
     /// Records the exit once the output has drained (bounded).
     pub async fn set_exited(&self, exit: Exit) {
         let mut io = std::mem::take(&mut self.lock().io);
@@ -189,6 +222,68 @@ impl Process {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct ExecCount {
+    /// Execs whose start began and whose exit was not announced yet.
+    live: usize,
+    /// The init was reaped: no exec starts any more.
+    closed: bool,
+}
+
+/// A container's execs that started and whose exits were not announced yet: its init's
+/// exit is announced after theirs. Cheap to clone (all clones count the same execs).
+#[derive(Clone)]
+pub struct LiveExecs(watch::Sender<ExecCount>);
+
+/// One exec counted by [`LiveExecs`], from its start until its exit was announced (or its
+/// start failed): dropping it ends the count.
+pub struct LiveExec(watch::Sender<ExecCount>);
+
+impl Drop for LiveExec {
+    fn drop(&mut self) {
+        self.0.send_modify(|c| c.live = c.live.saturating_sub(1));
+    }
+}
+
+impl Default for LiveExecs {
+    fn default() -> Self {
+        LiveExecs(watch::channel(ExecCount::default()).0)
+    }
+}
+
+impl LiveExecs {
+    /// Counts an exec that is about to start in `container`; fails with FailedPrecondition
+    /// once the container's init was reaped.
+    pub fn begin(&self, container: &str) -> Result<LiveExec> {
+        let mut closed = false;
+        self.0.send_modify(|c| {
+            closed = c.closed;
+            if !c.closed {
+                c.live += 1;
+            }
+        });
+        if closed {
+            return Err(ShimError::FailedPrecondition {
+                op: "exec in",
+                what: format!("container {container}"),
+                state: Status::Stopped.name(),
+            });
+        }
+        Ok(LiveExec(self.0.clone()))
+    }
+
+    /// The init was reaped: no exec starts from now on.
+    pub fn close(&self) {
+        self.0.send_modify(|c| c.closed = true);
+    }
+
+    /// Resolves once every exec counted has had its exit announced (or failed to start).
+    pub async fn none_live(&self) {
+        // `self` holds a sender: waiting cannot fail.
+        let _ = self.0.subscribe().wait_for(|c| c.live == 0).await;
     }
 }
 
@@ -248,6 +343,48 @@ mod tests {
         p.set_status(Status::Running);
         assert_eq!(p.status(), Status::Stopped);
         assert_eq!(p.wait().await, exit);
+    }
+
+    /// Whether `f` is ready when polled once now.
+    fn ready<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
+
+    #[tokio::test]
+    async fn exit_held_until_every_hold_drops() {
+        let p = Process::new("c1", "", StdioPaths::default(), Vec::new());
+        assert!(ready(std::pin::pin!(p.exit_released())));
+        let create = p.hold_exit();
+        let start = p.hold_exit();
+        let mut released = std::pin::pin!(p.exit_released());
+        assert!(!ready(released.as_mut()));
+        drop(create);
+        assert!(!ready(released.as_mut()));
+        drop(start);
+        assert!(ready(released.as_mut()));
+    }
+
+    #[tokio::test]
+    async fn init_waits_for_live_execs_and_closes_the_door() {
+        let execs = LiveExecs::default();
+        let e1 = execs.begin("c1").expect("exec e1");
+        let e2 = execs.clone().begin("c1").expect("exec e2");
+        execs.close();
+        let e = execs
+            .begin("c1")
+            .err()
+            .expect("exec after the init was reaped");
+        assert_eq!(
+            e.to_string(),
+            "cannot exec in container c1 in state stopped"
+        );
+        let mut settled = std::pin::pin!(execs.none_live());
+        assert!(!ready(settled.as_mut()));
+        drop(e2);
+        assert!(!ready(settled.as_mut()));
+        drop(e1);
+        assert!(ready(settled.as_mut()));
     }
 
     #[test]

@@ -86,7 +86,8 @@ impl Reaper {
         }
     }
 
-    fn dispatch(&self, pid: i32, status: u32, at: SystemTime) {
+    /// Hands the exit of `pid` to its waiters, or keeps it for a while.
+    pub(crate) fn dispatch(&self, pid: i32, status: u32, at: SystemTime) {
         let exit = Exit { status, at };
         let mut t = self.lock();
         match t.waiters.remove(&pid) {

@@ -30,7 +30,7 @@ use crate::error::{Result, ShimError};
 use crate::events::EventQueue;
 use crate::io::{self, ConsoleSocket, ProcessIo, StdioPaths};
 use crate::oom::OomWatch;
-use crate::process::{Process, SavedExit, Status};
+use crate::process::{LiveExec, LiveExecs, Process, SavedExit, Status};
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{ChildStdio, Runc, RuntimeConfig};
 
@@ -47,6 +47,8 @@ struct Container {
     rootfs_mounted: bool,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The execs that started and whose exits were not announced yet.
+    live_execs: LiveExecs,
     /// The init's cgroup, found at create (None when it could not be found).
     cgroup: Option<Cgroup>,
     /// Publishes /tasks/oom while the container lives.
@@ -98,20 +100,10 @@ impl Inner {
         self.events.publish(topic, event);
     }
 
-    /// Waits for `process` to exit, records it and tells the daemon. For a container's
-    /// init, `bundle` is where its exit is saved (before the daemon hears of it).
-    ///
-    /// `sweep` is the init's runtime when the container shares a PID namespace: once its
-    /// init is gone, whatever else runs in the container is killed (through the runtime's
-    /// `kill --all`, which walks the container's cgroup), as containerd's shim does, so no
-    /// process outlives the exit and holds its output open.
-    fn watch_exit(
-        self: &Arc<Self>,
-        process: Arc<Process>,
-        pid: u32,
-        bundle: Option<PathBuf>,
-        sweep: Option<Runc>,
-    ) {
+    /// Waits for `process` to exit, records it and tells the daemon: not before the event
+    /// of the start the exit ends (see [`Process::hold_exit`]), and for a container's init
+    /// not before the exits of its execs (see [`InitExit`]).
+    fn watch_exit(self: &Arc<Self>, process: Arc<Process>, pid: u32, role: ExitRole) {
         let exited = self.reaper.wait(pid as i32);
         let inner = self.clone();
         tokio::spawn(async move {
@@ -119,27 +111,18 @@ impl Inner {
                 status: 255,
                 at: SystemTime::now(),
             });
-            if let Some(runc) = sweep
-                && let Err(e) = runc
-                    .kill(&process.container_id, Signal::SIGKILL as u32, true)
-                    .await
-            {
-                log::warn!("kill the processes left in {}: {e}", process.describe());
+            if let ExitRole::Init(init) = &role {
+                init.execs.close();
+                init.save(&process, pid, exit).await;
             }
-            if let Some(bundle) = bundle {
-                let saved = SavedExit {
-                    pid,
-                    status: exit.status,
-                    exited_at: exit.at,
-                };
-                // fsync may be slow on a busy disk: off the runtime's one thread.
-                let done = tokio::task::spawn_blocking(move || saved.save(&bundle)).await;
-                match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => log::error!("save the exit of {}: {e}", process.describe()),
-                    Err(e) => log::error!("save the exit of {}: {e}", process.describe()),
+            process.exit_released().await;
+            let live = match role {
+                ExitRole::Init(init) => {
+                    init.settle(&process).await;
+                    None
                 }
-            }
+                ExitRole::Exec(live) => Some(live),
+            };
             process.set_exited(exit).await;
             let id = if process.exec_id.is_empty() {
                 process.container_id.clone()
@@ -155,7 +138,44 @@ impl Inner {
                 ..Default::default()
             };
             inner.publish(topics::TASK_EXIT_EVENT_TOPIC, &event);
+            // Counted until its exit is out: the init's exit waits for it.
+            drop(live);
         });
+    }
+
+    /// Refuses a create request without an id, for a container the shim has, or restoring
+    /// a checkpoint.
+    fn check_create(&self, req: &api::CreateTaskRequest) -> Result<()> {
+        if req.id.is_empty() {
+            return Err(ShimError::InvalidArgument(
+                "container id must not be empty".into(),
+            ));
+        }
+        if lock(&self.containers).contains_key(&req.id) {
+            return Err(ShimError::AlreadyExists(format!("container {}", req.id)));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented(format!(
+                "restore of container {} from a checkpoint: containerd-shim-berth-v2 does not checkpoint",
+                req.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Publishes /tasks/oom for container `id` while the returned watch lives.
+    fn watch_oom(&self, cgroup: &Cgroup, id: &str) -> Option<OomWatch> {
+        let (events, container_id) = (self.events.clone(), id.to_string());
+        let on_oom = move || {
+            let event = TaskOOM {
+                container_id: container_id.clone(),
+                ..Default::default()
+            };
+            events.publish(topics::TASK_OOM_EVENT_TOPIC, &event);
+        };
+        crate::oom::watch(cgroup, on_oom)
+            .inspect_err(|e| log::warn!("no OOM events for container {id}: {e}"))
+            .ok()
     }
 
     /// Sets up stdio, runs `launch` (runc create / exec) with it, and returns the new
@@ -203,6 +223,122 @@ impl Inner {
     }
 }
 
+/// Whose exit [`Inner::watch_exit`] announces.
+enum ExitRole {
+    Init(InitExit),
+    /// An exec, counted among its container's live execs until its exit is announced.
+    Exec(LiveExec),
+}
+
+/// What comes between a container's init exit and its announcement.
+struct InitExit {
+    /// Where the exit is saved as soon as it is reaped (before the daemon hears of it,
+    /// which may wait for the start's event and the execs' exits).
+    bundle: PathBuf,
+    /// The init's runtime when the container shares a PID namespace: once its init is gone,
+    /// whatever else runs in the container is killed (through the runtime's `kill --all`,
+    /// which walks the container's cgroup), as containerd's shim does, so no process
+    /// outlives the exit and holds its output open.
+    sweep: Option<Runc>,
+    /// The container's execs: their exits are announced before the init's.
+    execs: LiveExecs,
+}
+
+impl InitExit {
+    async fn save(&self, process: &Process, pid: u32, exit: Exit) {
+        let saved = SavedExit {
+            pid,
+            status: exit.status,
+            exited_at: exit.at,
+        };
+        let bundle = self.bundle.clone();
+        // fsync may be slow on a busy disk: off the runtime's one thread.
+        if let Err(e) = blocking("save the exit", move || saved.save(&bundle)).await {
+            log::error!("save the exit of {}: {e}", process.describe());
+        }
+    }
+
+    /// Once the start's event is out: kills what is left (see `sweep`) and waits until the
+    /// execs' exits are announced.
+    async fn settle(self, process: &Process) {
+        if let Some(runc) = self.sweep
+            && let Err(e) = runc
+                .kill(&process.container_id, Signal::SIGKILL as u32, true)
+                .await
+        {
+            log::warn!("kill the processes left in {}: {e}", process.describe());
+        }
+        self.execs.none_live().await;
+    }
+}
+
+fn create_event(req: &api::CreateTaskRequest, stdio: StdioPaths, pid: u32) -> TaskCreate {
+    TaskCreate {
+        container_id: req.id.clone(),
+        bundle: req.bundle.clone(),
+        rootfs: req.rootfs.clone(),
+        io: MessageField::some(TaskIO {
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
+            terminal: stdio.terminal,
+            ..Default::default()
+        }),
+        checkpoint: req.checkpoint.clone(),
+        pid,
+        ..Default::default()
+    }
+}
+
+/// The runtime a create request asks for (its runc options, when it has them).
+fn runtime_config(req: &api::CreateTaskRequest, namespace: &str) -> Result<RuntimeConfig> {
+    let options = match req.options.as_ref() {
+        Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
+            Options::parse_from_bytes(&any.value)?
+        }
+        _ => Options::default(),
+    };
+    Ok(RuntimeConfig::new(
+        &options.binary_name,
+        &options.root,
+        options.systemd_cgroup,
+        namespace,
+    ))
+}
+
+fn rootfs_mounts(req: &api::CreateTaskRequest) -> Vec<berth_snapshotter::Mount> {
+    req.rootfs
+        .iter()
+        .map(|m| berth_snapshotter::Mount {
+            kind: m.type_.clone(),
+            source: m.source.clone(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
+
+/// Saves the runtime's config in the bundle, then mounts the rootfs there when the request
+/// names mounts: blocking work (an fsync, mount(2), perhaps a mount(8) to wait for), run on
+/// the blocking pool.
+fn prepare_bundle(
+    config: &RuntimeConfig,
+    bundle: &Path,
+    id: &str,
+    mounts: &[berth_snapshotter::Mount],
+) -> Result<()> {
+    config.save(bundle)?;
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs)
+        .map_err(ShimError::io(format!("create {}", rootfs.display())))?;
+    berth_snapshotter::mount::mount_all(mounts, &rootfs).map_err(|source| ShimError::Mount {
+        id: id.to_string(),
+        source,
+    })
+}
+
 fn read_pid(path: &Path) -> Result<u32> {
     let text =
         std::fs::read_to_string(path).map_err(ShimError::io(format!("read {}", path.display())))?;
@@ -234,56 +370,18 @@ impl TaskService {
 
     async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         let inner = &self.inner;
-        if req.id.is_empty() {
-            return Err(ShimError::InvalidArgument(
-                "container id must not be empty".into(),
-            ));
-        }
-        if lock(&inner.containers).contains_key(&req.id) {
-            return Err(ShimError::AlreadyExists(format!("container {}", req.id)));
-        }
-        if !req.checkpoint.is_empty() {
-            return Err(ShimError::Unimplemented(format!(
-                "restore of container {} from a checkpoint: containerd-shim-berth-v2 does not checkpoint",
-                req.id
-            )));
-        }
-        let options = match req.options.as_ref() {
-            Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
-                Options::parse_from_bytes(&any.value)?
-            }
-            _ => Options::default(),
-        };
-        let config = RuntimeConfig::new(
-            &options.binary_name,
-            &options.root,
-            options.systemd_cgroup,
-            &inner.namespace,
-        );
+        inner.check_create(&req)?;
+        let config = runtime_config(&req, &inner.namespace)?;
         let bundle = PathBuf::from(&req.bundle);
-        config.save(&bundle)?;
-        let runc = Runc::new(config, &bundle, inner.reaper.clone());
-
         let rootfs = bundle.join("rootfs");
-        let mounts: Vec<berth_snapshotter::Mount> = req
-            .rootfs
-            .iter()
-            .map(|m| berth_snapshotter::Mount {
-                kind: m.type_.clone(),
-                source: m.source.clone(),
-                options: m.options.clone(),
-            })
-            .collect();
-        if !mounts.is_empty() {
-            std::fs::create_dir_all(&rootfs)
-                .map_err(ShimError::io(format!("create {}", rootfs.display())))?;
-            berth_snapshotter::mount::mount_all(&mounts, &rootfs).map_err(|source| {
-                ShimError::Mount {
-                    id: req.id.clone(),
-                    source,
-                }
-            })?;
-        }
+        let mounts = rootfs_mounts(&req);
+        let mounted = !mounts.is_empty();
+        let runc = Runc::new(config.clone(), &bundle, inner.reaper.clone());
+        let (id, dir) = (req.id.clone(), bundle.clone());
+        blocking("prepare the bundle", move || {
+            prepare_bundle(&config, &dir, &id, &mounts)
+        })
+        .await?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -301,7 +399,7 @@ impl TaskService {
             Ok(v) => v,
             Err(e) => {
                 let _ = runc.delete(&req.id, true).await;
-                if !mounts.is_empty() {
+                if mounted {
                     unmount(&rootfs).await;
                 }
                 return Err(e);
@@ -309,51 +407,36 @@ impl TaskService {
         };
         let init = Arc::new(Process::new(&req.id, "", stdio.clone(), Vec::new()));
         init.set_created(pid, io);
-        let sweep = shares_pid_namespace(&bundle).then(|| runc.clone());
-        inner.watch_exit(init.clone(), pid, Some(bundle.clone()), sweep);
+        // Until TaskCreate is out.
+        let hold = init.hold_exit();
+        let live_execs = LiveExecs::default();
+        let role = ExitRole::Init(InitExit {
+            bundle: bundle.clone(),
+            sweep: shares_pid_namespace(&bundle).then(|| runc.clone()),
+            execs: live_execs.clone(),
+        });
+        inner.watch_exit(init.clone(), pid, role);
         let cgroup = Cgroup::of_pid(pid)
             .inspect_err(|e| log::warn!("no cgroup for container {}: {e}", req.id))
             .ok();
-        let oom = cgroup.as_ref().and_then(|cg| {
-            let (events, id) = (inner.events.clone(), req.id.clone());
-            let on_oom = move || {
-                let event = TaskOOM {
-                    container_id: id.clone(),
-                    ..Default::default()
-                };
-                events.publish(topics::TASK_OOM_EVENT_TOPIC, &event);
-            };
-            crate::oom::watch(cg, on_oom)
-                .inspect_err(|e| log::warn!("no OOM events for container {}: {e}", req.id))
-                .ok()
-        });
+        let oom = cgroup.as_ref().and_then(|cg| inner.watch_oom(cg, &req.id));
         let container = Arc::new(Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
             runc,
-            rootfs_mounted: !mounts.is_empty(),
+            rootfs_mounted: mounted,
             init,
             execs: Mutex::new(HashMap::new()),
+            live_execs,
             cgroup,
             _oom: oom,
         });
         lock(&inner.containers).insert(req.id.clone(), container);
-        let event = TaskCreate {
-            container_id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            io: MessageField::some(TaskIO {
-                stdin: stdio.stdin,
-                stdout: stdio.stdout,
-                stderr: stdio.stderr,
-                terminal: stdio.terminal,
-                ..Default::default()
-            }),
-            checkpoint: req.checkpoint.clone(),
-            pid,
-            ..Default::default()
-        };
-        inner.publish(topics::TASK_CREATE_EVENT_TOPIC, &event);
+        inner.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            &create_event(&req, stdio, pid),
+        );
+        drop(hold);
         Ok(api::CreateTaskResponse {
             pid,
             ..Default::default()
@@ -365,6 +448,9 @@ impl TaskService {
         let c = inner.container(&req.id)?;
         let p = c.process(&req.exec_id)?;
         p.check("start", Status::can_start)?;
+        // An exit reaped meanwhile (`true` exits at once) waits for the start's event; a
+        // failed start releases it.
+        let hold = p.hold_exit();
         if req.exec_id.is_empty() {
             c.runc.start(&c.id).await?;
             p.set_status(Status::Running);
@@ -375,12 +461,14 @@ impl TaskService {
                 ..Default::default()
             };
             inner.publish(topics::TASK_START_EVENT_TOPIC, &event);
+            drop(hold);
             return Ok(api::StartResponse {
                 pid,
                 ..Default::default()
             });
         }
         c.init.check("exec in", Status::can_exec)?;
+        let live = c.live_execs.begin(&c.id)?;
         let spec_file = c.bundle.join(format!(".exec-{}.json", req.exec_id));
         std::fs::write(&spec_file, &p.spec)
             .map_err(ShimError::io(format!("write {}", spec_file.display())))?;
@@ -400,7 +488,7 @@ impl TaskService {
         let (pid, io) = launched?;
         p.set_created(pid, io);
         p.set_status(Status::Running);
-        inner.watch_exit(p.clone(), pid, None, None);
+        inner.watch_exit(p.clone(), pid, ExitRole::Exec(live));
         let event = TaskExecStarted {
             container_id: c.id.clone(),
             exec_id: req.exec_id.clone(),
@@ -408,6 +496,7 @@ impl TaskService {
             ..Default::default()
         };
         inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &event);
+        drop(hold);
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -669,7 +758,20 @@ fn exec_spec(spec: &[u8], terminal: bool) -> std::result::Result<Vec<u8>, serde_
     serde_json::to_vec(&value)
 }
 
-async fn unmount(rootfs: &Path) {
+/// Runs blocking work (fsync, mount, unmount) on the runtime's blocking pool, off its one
+/// thread; `what` names it should the work panic.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ShimError::io(what)(std::io::Error::other(e))))
+}
+
+/// Unmounts a container's rootfs on the blocking pool (a busy mount is retried for a
+/// while); a failure is logged.
+pub(crate) async fn unmount(rootfs: &Path) {
     let path = rootfs.to_path_buf();
     let done = tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&path)).await;
     if let Ok(Err(e)) = done {
@@ -872,6 +974,102 @@ impl Task for TaskService {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Records what the daemon would get: each event's topic, and an exit's id.
+    struct Recorder(tokio::sync::mpsc::UnboundedSender<String>);
+
+    #[async_trait]
+    impl crate::events::Sink for Recorder {
+        async fn send(
+            &mut self,
+            envelope: &containerd_shim_protos::shim::event::Envelope,
+        ) -> std::result::Result<(), String> {
+            let mut seen = envelope.topic.clone();
+            if seen == topics::TASK_EXIT_EVENT_TOPIC {
+                let exit = TaskExit::parse_from_bytes(&envelope.event.value).unwrap();
+                seen = format!("{seen} {}", exit.id);
+            }
+            let _ = self.0.send(seen);
+            Ok(())
+        }
+    }
+
+    fn service() -> (Arc<Inner>, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            namespace: "default".into(),
+            events: EventQueue::start("default", Recorder(tx)),
+            reaper: Reaper::default(),
+            containers: Mutex::new(HashMap::new()),
+            exit: Arc::new(ExitSignal::default()),
+        });
+        (inner, rx)
+    }
+
+    /// Lets every other task of the runtime run its course (none of them waits on time).
+    async fn run_others() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_reaped_during_start_waits_for_the_start_event() {
+        let (inner, mut got) = service();
+        let exec = Arc::new(Process::new("c1", "e1", StdioPaths::default(), Vec::new()));
+        let hold = exec.hold_exit();
+        let live = LiveExecs::default().begin("c1").unwrap();
+        inner.watch_exit(exec.clone(), 4242, ExitRole::Exec(live));
+        inner.reaper.dispatch(4242, 0, SystemTime::now());
+        run_others().await;
+        let started = TaskExecStarted {
+            container_id: "c1".into(),
+            exec_id: "e1".into(),
+            ..Default::default()
+        };
+        inner.publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &started);
+        drop(hold);
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exec-started");
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit e1");
+        assert_eq!(exec.status(), Status::Stopped);
+    }
+
+    #[tokio::test]
+    async fn the_init_exit_comes_after_its_execs_exits() {
+        let (inner, mut got) = service();
+        let bundle = tempfile::tempdir().unwrap();
+        let init = Arc::new(Process::new("c1", "", StdioPaths::default(), Vec::new()));
+        let exec = Arc::new(Process::new("c1", "e1", StdioPaths::default(), Vec::new()));
+        let execs = LiveExecs::default();
+        let live = execs.begin("c1").unwrap();
+        let role = ExitRole::Init(InitExit {
+            bundle: bundle.path().to_path_buf(),
+            sweep: None,
+            execs: execs.clone(),
+        });
+        inner.watch_exit(init.clone(), 100, role);
+        // The exec's start is still being announced when both exits are reaped.
+        let hold = exec.hold_exit();
+        inner.watch_exit(exec.clone(), 101, ExitRole::Exec(live));
+        inner.reaper.dispatch(100, 137, SystemTime::now());
+        inner.reaper.dispatch(101, 137, SystemTime::now());
+        // The init's exit is saved at once (on a blocking thread)...
+        let saved = async {
+            while SavedExit::load(bundle.path()).is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), saved)
+            .await
+            .expect("the init's exit was not saved");
+        run_others().await;
+        // ...and no exec starts after it was reaped.
+        assert!(execs.begin("c1").is_err());
+        drop(hold);
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit e1");
+        assert_eq!(got.recv().await.unwrap(), "/tasks/exit c1");
+        assert_eq!(init.wait().await.status, 137);
+    }
 
     #[test]
     fn exec_spec_takes_terminal_from_the_request() {

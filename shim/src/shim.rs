@@ -205,10 +205,8 @@ impl Shim for BerthShim {
             log::warn!("delete {}: {e}", self.id);
         }
         let rootfs = self.bundle.join("rootfs");
-        if rootfs.exists()
-            && let Err(e) = berth_snapshotter::mount::unmount(&rootfs)
-        {
-            log::warn!("unmount {}: {e}", rootfs.display());
+        if rootfs.exists() {
+            crate::service::unmount(&rootfs).await;
         }
         // The shim saved the init's real exit when it saw it; without that, the container
         // was killed along with its shim (runc's SIGKILL: 137).

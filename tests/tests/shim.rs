@@ -409,3 +409,160 @@ fn cri_log_uri_writes_cri_records() {
     ok(&env.ctr(&["tasks", "rm", "cri1"]), "tasks rm");
     ok(&env.ctr(&["containers", "rm", "cri1"]), "containers rm");
 }
+
+/// `ctr events` in the background, subscribed (it subscribes asynchronously: namespaces are
+/// created until it has seen one).
+fn subscribed_events(env: &Env) -> Background {
+    let mut cmd = env.ctr_cmd(&["events"]);
+    cmd.stdin(Stdio::null());
+    let events = Background::spawn(cmd);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    while !events.text().contains("/namespaces/create") {
+        assert!(
+            Instant::now() < deadline,
+            "ctr events saw nothing:\n{}",
+            events.text()
+        );
+        ok(
+            &env.ctr(&["namespaces", "create", &format!("warmup{n}")]),
+            "namespaces create",
+        );
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    events
+}
+
+/// Waits (bounded) until one line of `events` contains every needle.
+fn wait_for_line(events: &Background, needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events
+        .text()
+        .lines()
+        .any(|l| needles.iter().all(|n| l.contains(n)))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no event with {needles:?}:\n{}",
+            events.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `/tasks/...` events `ctr events` printed, in order: (topic, event as JSON).
+fn task_events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.lines()
+        .filter_map(|line| {
+            let topic = line.split_whitespace().find(|w| w.starts_with("/tasks/"))?;
+            let event = serde_json::from_str(line.get(line.find('{')?..)?).ok()?;
+            Some((topic.to_string(), event))
+        })
+        .collect()
+}
+
+/// The topics of the events about container `id` (and, with `exec`, about that exec only:
+/// its events and its exit), in order.
+fn topics_of(events: &[(String, serde_json::Value)], id: &str, exec: Option<&str>) -> Vec<String> {
+    events
+        .iter()
+        .filter(|(_, e)| e["container_id"] == id)
+        .filter(|(_, e)| exec.is_none_or(|x| e["exec_id"] == x || e["id"] == x))
+        .map(|(topic, _)| topic.clone())
+        .collect()
+}
+
+#[test]
+fn exits_are_published_after_their_starts() {
+    let env = Env::start();
+    let events = subscribed_events(&env);
+    // `true` exits at once, often before runc start returns: its exit must still come
+    // after its start, every time.
+    let ids: Vec<String> = (0..30)
+        .map(|i| format!("order{}-{i}", std::process::id()))
+        .collect();
+    for id in &ids {
+        ok(&env.run(&["--rm"], id, &["true"]), "run --rm true");
+    }
+    let last = format!("\"container_id\":\"{}\"", ids[ids.len() - 1]);
+    wait_for_line(&events, &["/tasks/delete", &last]);
+    let all = task_events(&events.text());
+    for id in &ids {
+        assert_eq!(
+            topics_of(&all, id, None),
+            [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "events of {id}:\n{}",
+            events.text()
+        );
+    }
+}
+
+#[test]
+fn exec_exits_are_published_after_exec_started_and_before_the_init_exit() {
+    let env = Env::start();
+    let events = subscribed_events(&env);
+    let id = format!("execorder{}", std::process::id());
+    ok(&env.run(&["-d"], &id, &["sleep", "1000"]), "run -d");
+    env.wait_status(&id, "RUNNING");
+    let fifo = env.fifo.display().to_string();
+    let quick: Vec<String> = (0..20).map(|i| format!("quick{i}")).collect();
+    for exec in &quick {
+        let args = ["tasks", "exec", "--fifo-dir", &fifo, "--exec-id", exec];
+        ok(&env.ctr(&[&args[..], &[&id, "true"]].concat()), "exec true");
+    }
+    let slow: Vec<String> = (0..3).map(|i| format!("slow{i}")).collect();
+    for exec in &slow {
+        let args = [
+            "tasks",
+            "exec",
+            "-d",
+            "--fifo-dir",
+            &fifo,
+            "--exec-id",
+            exec,
+        ];
+        ok(
+            &env.ctr(&[&args[..], &[&id, "sleep", "1000"]].concat()),
+            "exec -d sleep",
+        );
+    }
+    // The init's end kills the execs (its PID namespace goes): their exits come first.
+    ok(
+        &env.ctr(&["tasks", "kill", "-s", "SIGKILL", &id]),
+        "tasks kill",
+    );
+    let init_exit = format!("\"id\":\"{id}\"");
+    wait_for_line(&events, &["/tasks/exit", &init_exit]);
+    let all = task_events(&events.text());
+    for exec in &quick {
+        assert_eq!(
+            topics_of(&all, &id, Some(exec)),
+            ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"],
+            "events of exec {exec}:\n{}",
+            events.text()
+        );
+    }
+    let exits: Vec<&str> = all
+        .iter()
+        .filter(|(topic, e)| topic == "/tasks/exit" && e["container_id"] == id.as_str())
+        .filter_map(|(_, e)| e["id"].as_str())
+        .filter(|x| !x.starts_with("quick"))
+        .collect();
+    let (init, execs) = exits.split_last().expect("no exits");
+    let mut execs = execs.to_vec();
+    execs.sort_unstable();
+    assert_eq!(
+        (*init, execs),
+        (id.as_str(), slow.iter().map(String::as_str).collect()),
+        "exits, the init's last:\n{}",
+        events.text()
+    );
+    ok(&env.ctr(&["tasks", "rm", &id]), "tasks rm");
+    ok(&env.ctr(&["containers", "rm", &id]), "containers rm");
+}
