@@ -31,5 +31,6 @@ pub mod runtime;
 pub mod snapshots;
 pub mod streams;
 pub mod tasks;
+pub mod transfer;
 pub mod types;
 pub mod unpack;

@@ -403,7 +403,7 @@ impl TransferApi {
                 .platform
                 .as_ref()
                 .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
-                .map(|p| crate::registry::media::parse_platform(&platform_string(p)))
+                .map(|p| berth_oci::image::parse_platform(&platform_string(p)))
                 .transpose()?;
             for image in images {
                 let Some(target) = &image.target else {
