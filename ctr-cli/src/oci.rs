@@ -1,15 +1,14 @@
 //! Reading images from the daemon's content store: blobs, manifests, configs, platform
-//! selection. Used by the image commands to show sizes, ids and history.
+//! selection. Used by the image commands to show sizes, ids and history. The image format
+//! itself (media types, indexes, platforms, chain IDs) is `berth_oci::image`'s.
 
+use berth_oci::image::{self as oci, MediaType};
 use berth_proto::containerd::services::content::v1 as cpb;
 use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use berth_proto::containerd::types::Descriptor;
 use serde_json::Value;
 
 use crate::client::{Client, status};
-
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The whole blob `digest`.
 pub async fn read_blob(c: &Client, digest: &str) -> anyhow::Result<Vec<u8>> {
@@ -33,21 +32,6 @@ pub async fn read_blob(c: &Client, digest: &str) -> anyhow::Result<Vec<u8>> {
 pub async fn read_json(c: &Client, digest: &str) -> anyhow::Result<Value> {
     let bytes = read_blob(c, digest).await?;
     serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("blob {digest} is not JSON: {e}"))
-}
-
-/// The host platform in OCI terms.
-pub fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    ("linux", arch)
 }
 
 /// A resolved single-platform image: its manifest and config.
@@ -82,25 +66,8 @@ impl Resolved {
 
     /// The chain IDs of the layers: the names of the image's snapshots, bottom first.
     pub fn chain_ids(&self) -> Vec<String> {
-        chain_ids(&self.diff_ids())
+        oci::chain_ids(&self.diff_ids())
     }
-}
-
-/// chainID(0) = diffID(0); chainID(n) = sha256(chainID(n-1) + " " + diffID(n)).
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    use sha2::Digest;
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(sha2::Sha256::digest(format!("{prev} {d}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
 }
 
 /// Follows an index to the host platform's manifest and reads the config.
@@ -109,24 +76,24 @@ pub async fn resolve(c: &Client, target: &Descriptor) -> anyhow::Result<Resolved
     let mut media = target.media_type.clone();
     let mut manifest = read_json(c, &digest).await?;
     for _ in 0..4 {
-        let is_index = media == OCI_INDEX
-            || media == DOCKER_LIST
+        let is_index = MediaType::from(&media).is_index()
             || (manifest.get("manifests").is_some() && manifest.get("layers").is_none());
         if !is_index {
             break;
         }
-        let (os, arch) = host_platform();
-        let entries = manifest["manifests"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let chosen = entries
+        let index: oci::Index = serde_json::from_value(manifest)
+            .map_err(|e| anyhow::anyhow!("index {digest} is not valid: {e}"))?;
+        let host = oci::host_platform();
+        let with_platform = index
+            .manifests
             .iter()
-            .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
-            .or_else(|| entries.first())
+            .filter(|m| m.platform.is_some())
+            .map(|m| (m.platform.as_ref(), m));
+        let chosen = oci::best_match(&host, with_platform)
+            .or_else(|| index.manifests.first())
             .ok_or_else(|| anyhow::anyhow!("index {digest} lists no manifests"))?;
-        digest = chosen["digest"].as_str().unwrap_or_default().to_string();
-        media = chosen["mediaType"].as_str().unwrap_or_default().to_string();
+        digest = chosen.digest.clone();
+        media = chosen.media_type.to_string();
         manifest = read_json(c, &digest).await?;
     }
     let config_digest = manifest["config"]["digest"]

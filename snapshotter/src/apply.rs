@@ -20,38 +20,9 @@ use crate::hashio::HashReader;
 use crate::secure::{clean_entry_path, resolve_in_root};
 use crate::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 
-/// How the layer stream is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// Look at the stream's first bytes (gzip and zstd magic; anything else is plain tar).
-    #[default]
-    Auto,
-    Uncompressed,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// The compression a stream starting with `magic` uses.
-    pub fn detect(magic: &[u8]) -> Compression {
-        if magic.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::Uncompressed
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Compression::Auto => "auto",
-            Compression::Uncompressed => "uncompressed",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
+/// How the layer stream is compressed: the image format's one rule (by media type, or
+/// [`Compression::Auto`] to look at the stream's first bytes).
+pub use berth_oci::image::Compression;
 
 /// How whiteouts are applied.
 #[derive(Debug, Clone, Default)]
@@ -145,7 +116,7 @@ pub fn apply_layer(
         Ok(()) => {}
         Err(SnapshotterError::Tar { source, .. }) if corrupt => {
             return Err(SnapshotterError::Decompress {
-                compression: compression.name(),
+                compression: compression.as_str(),
                 source,
             });
         }

@@ -17,9 +17,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use berth_snapshotter::mount::{apply_target, with_temp_mount};
-use berth_snapshotter::{ApplyOptions, Compression, Mount, SnapshotterError};
+use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Mount, SnapshotterError};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -27,15 +29,7 @@ use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
-
-use crate::registry::media;
-pub use crate::registry::media::{
-    OCI_LAYER as MEDIA_TYPE_LAYER, OCI_LAYER_GZIP as MEDIA_TYPE_LAYER_GZIP,
-    OCI_LAYER_ZSTD as MEDIA_TYPE_LAYER_ZSTD,
-};
-
-/// The content label that records a compressed layer's uncompressed digest (diff ID).
-pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+use berth_oci::image::{self as oci, MediaType, UNCOMPRESSED_LABEL};
 
 /// Bytes per content write when storing a produced layer.
 const COPY_CHUNK: usize = 1 << 20;
@@ -44,10 +38,10 @@ fn unsupported(media_type: &str) -> Error {
     Error::NotImplemented(format!("unsupported diff media type: {media_type}"))
 }
 
-/// How a layer of `media_type` is compressed ([`media::layer_compression`]); wrapped types
+/// How a layer of `media_type` is compressed ([`Compression::of_layer`]); wrapped types
 /// (`+encrypted`) and anything that is not a layer are NotImplemented, as in containerd.
 pub fn layer_compression(media_type: &str) -> Result<Compression> {
-    media::layer_compression(media_type).ok_or_else(|| unsupported(media_type))
+    Compression::of_layer(&MediaType::from(media_type)).ok_or_else(|| unsupported(media_type))
 }
 
 /// How a produced layer is compressed.
@@ -61,7 +55,7 @@ enum Output {
 /// The media type of a produced layer (empty: OCI gzip) and how to compress it.
 fn output_compression(media_type: &str) -> Result<(String, Output)> {
     let mt = if media_type.is_empty() {
-        MEDIA_TYPE_LAYER_GZIP
+        oci::OCI_LAYER_GZIP
     } else {
         media_type
     };
@@ -128,6 +122,41 @@ pub fn readonly(mounts: &[Mount]) -> Vec<Mount> {
             }
         })
         .collect()
+}
+
+/// Applies a layer stream onto `mounts`: straight into the upper dir of a writable overlay
+/// mount (overlay whiteouts) or the source of a bind mount (native whiteouts, unless
+/// `overlay_layer` says that directory is an overlay layer of its own), otherwise onto the
+/// mounts mounted on a temporary directory. The one way Diff.Apply and unpack apply.
+pub fn apply_to_mounts(
+    mounts: &[Mount],
+    reader: impl io::Read,
+    compression: Compression,
+    overlay_layer: bool,
+    cancel: Option<Arc<AtomicBool>>,
+) -> berth_snapshotter::Result<ApplyStats> {
+    match apply_target(mounts) {
+        Some((dir, overlay)) => berth_snapshotter::apply_layer(
+            reader,
+            compression,
+            &dir,
+            &ApplyOptions {
+                overlay_whiteouts: overlay || overlay_layer,
+                cancel,
+            },
+        ),
+        None => with_temp_mount(mounts, |root| {
+            berth_snapshotter::apply_layer(
+                reader,
+                compression,
+                root,
+                &ApplyOptions {
+                    overlay_whiteouts: false,
+                    cancel,
+                },
+            )
+        }),
+    }
 }
 
 /// A layer error with the layer's digest in its message, its class kept: a bad layer is the
@@ -252,7 +281,7 @@ pub struct Differ {
 
 /// Sets its flag when dropped (with the request future that owns it).
 #[derive(Default)]
-struct CancelOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -288,36 +317,20 @@ impl Differ {
         let cancel = CancelOnDrop::default();
         let flag = cancel.0.clone();
         let stats = tokio::task::spawn_blocking(move || {
-            let reader = io::BufReader::new(file);
-            match apply_target(&mounts) {
-                Some((dir, overlay)) => berth_snapshotter::apply_layer(
-                    reader,
-                    compression,
-                    &dir,
-                    &ApplyOptions {
-                        overlay_whiteouts: overlay,
-                        cancel: Some(flag),
-                    },
-                ),
-                None => with_temp_mount(&mounts, |root| {
-                    berth_snapshotter::apply_layer(
-                        reader,
-                        compression,
-                        root,
-                        &ApplyOptions {
-                            overlay_whiteouts: false,
-                            cancel: Some(flag),
-                        },
-                    )
-                }),
-            }
+            apply_to_mounts(
+                &mounts,
+                io::BufReader::new(file),
+                compression,
+                false,
+                Some(flag),
+            )
         })
         .await
         .map_err(|e| Error::Internal(format!("apply layer task: {e}")))?
         .map_err(|e| layer_error(&digest, e))?;
         drop(cancel);
         Ok(Descriptor {
-            media_type: MEDIA_TYPE_LAYER.to_string(),
+            media_type: oci::OCI_LAYER.to_string(),
             digest: stats.diff_id,
             size: i64::try_from(stats.size).unwrap_or(i64::MAX),
             annotations: BTreeMap::new(),
@@ -457,16 +470,16 @@ mod tests {
     #[test]
     fn compression_by_media_type() {
         let c = |mt: &str| layer_compression(mt).map_err(|e| e.to_string());
-        assert_eq!(c(MEDIA_TYPE_LAYER), Ok(Compression::Uncompressed));
-        assert_eq!(c(MEDIA_TYPE_LAYER_GZIP), Ok(Compression::Gzip));
-        assert_eq!(c(MEDIA_TYPE_LAYER_ZSTD), Ok(Compression::Zstd));
+        assert_eq!(c(oci::OCI_LAYER), Ok(Compression::Uncompressed));
+        assert_eq!(c(oci::OCI_LAYER_GZIP), Ok(Compression::Gzip));
+        assert_eq!(c(oci::OCI_LAYER_ZSTD), Ok(Compression::Zstd));
         assert_eq!(
             c("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
             Ok(Compression::Gzip)
         );
-        assert_eq!(c(media::DOCKER_LAYER_GZIP), Ok(Compression::Gzip));
-        assert_eq!(c(media::DOCKER_LAYER_FOREIGN_GZIP), Ok(Compression::Gzip));
-        assert_eq!(c(media::DOCKER_LAYER), Ok(Compression::Auto));
+        assert_eq!(c(oci::DOCKER_LAYER_GZIP), Ok(Compression::Gzip));
+        assert_eq!(c(oci::DOCKER_LAYER_FOREIGN_GZIP), Ok(Compression::Gzip));
+        assert_eq!(c(oci::DOCKER_LAYER), Ok(Compression::Auto));
         for bad in [
             "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
             "application/vnd.oci.image.manifest.v1+json",
@@ -484,10 +497,10 @@ mod tests {
     #[test]
     fn output_defaults_to_gzip() {
         let (mt, out) = output_compression("").expect("default");
-        assert_eq!((mt.as_str(), out), (MEDIA_TYPE_LAYER_GZIP, Output::Gzip));
-        let (_, out) = output_compression(MEDIA_TYPE_LAYER).expect("tar");
+        assert_eq!((mt.as_str(), out), (oci::OCI_LAYER_GZIP, Output::Gzip));
+        let (_, out) = output_compression(oci::OCI_LAYER).expect("tar");
         assert_eq!(out, Output::Plain);
-        let (_, out) = output_compression(MEDIA_TYPE_LAYER_ZSTD).expect("zstd");
+        let (_, out) = output_compression(oci::OCI_LAYER_ZSTD).expect("zstd");
         assert_eq!(out, Output::Zstd);
         assert!(output_compression("application/json").is_err());
     }

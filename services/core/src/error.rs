@@ -131,6 +131,20 @@ impl Error {
     }
 }
 
+/// The image format's errors keep their message; the variant gives the class.
+impl From<berth_oci::image::ImageError> for Error {
+    fn from(e: berth_oci::image::ImageError) -> Self {
+        use berth_oci::image::ImageError as I;
+        let message = e.to_string();
+        match e {
+            I::InvalidJson { .. } | I::InvalidPlatform { .. } => Error::InvalidArgument(message),
+            I::Schema1 { .. } | I::UnsupportedManifestType { .. } => {
+                Error::FailedPrecondition(message)
+            }
+        }
+    }
+}
+
 /// Whether an I/O error says the disk (or the quota) is full.
 fn is_no_space(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull

@@ -24,6 +24,30 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl From<&berth_oci::image::Descriptor> for Descriptor {
+    /// The stored shape of a JSON descriptor (URLs and platform are not kept).
+    fn from(d: &berth_oci::image::Descriptor) -> Self {
+        Descriptor {
+            media_type: d.media_type.to_string(),
+            digest: d.digest.clone(),
+            size: d.size,
+            annotations: d.annotations.clone(),
+        }
+    }
+}
+
+impl From<&Descriptor> for berth_oci::image::Descriptor {
+    fn from(d: &Descriptor) -> Self {
+        berth_oci::image::Descriptor {
+            media_type: d.media_type.as_str().into(),
+            digest: d.digest.clone(),
+            size: d.size,
+            annotations: d.annotations.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// An image record. Stored as the `images` table's record.
 #[derive(Clone, PartialEq, Message)]
 pub struct Image {

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod autoremove;
+pub mod blobs;
 pub mod config;
 pub mod containers;
 pub mod content;

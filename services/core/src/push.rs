@@ -12,15 +12,14 @@
 
 use std::path::PathBuf;
 
+use berth_oci::image::{self as oci, Kind, MediaType, Platform};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
-use crate::pull::DEFAULT_CONCURRENCY;
 use crate::registry::client::BlobSource;
-use crate::registry::media::{self, Kind, Platform};
 use crate::registry::{Progress, ProgressState, Reference, Registries, RegistryClient};
 
 /// How to push.
@@ -32,7 +31,7 @@ pub struct PushOptions {
     pub plain_http: bool,
     /// Skip TLS verification (ctr's `--skip-verify`).
     pub skip_verify: bool,
-    /// Blobs uploaded at once; 0 means the pull default.
+    /// Blobs uploaded at once; 0 means [`crate::blobs::DEFAULT_CONCURRENCY`].
     pub max_concurrent_uploads: usize,
 }
 
@@ -53,10 +52,6 @@ struct Plan {
     manifests: Vec<(Descriptor, Vec<u8>)>,
     /// Index children the namespace does not have: (digest, platform).
     missing: Vec<(String, String)>,
-}
-
-fn is_foreign(media_type: &str) -> bool {
-    media_type.contains("foreign") || media_type.contains("nondistributable")
 }
 
 /// Sends a progress report; a receiver that went away only stops the reports.
@@ -114,7 +109,7 @@ impl Pusher {
         let want = opts
             .platform
             .as_deref()
-            .map(media::parse_platform)
+            .map(oci::parse_platform)
             .transpose()?;
         let root = image.target();
         let mut plan = Plan::default();
@@ -141,10 +136,7 @@ impl Pusher {
         for b in &plan.blobs {
             report(&progress, b, 0, ProgressState::Waiting).await;
         }
-        let concurrency = match opts.max_concurrent_uploads {
-            0 => DEFAULT_CONCURRENCY,
-            n => n,
-        };
+        let concurrency = crate::blobs::concurrency(opts.max_concurrent_uploads);
         let repo = target.path();
         // The futures are made first: a closure inside the stream would make the whole
         // push future `Send` only for one lifetime (rust-lang/rust#64552).
@@ -214,15 +206,7 @@ impl Pusher {
     }
 
     async fn read(&self, namespace: &str, desc: &Descriptor) -> Result<Vec<u8>> {
-        let (mut file, _) = self.content.open_blob(namespace, &desc.digest).await?;
-        let data = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut out = Vec::new();
-            file.read_to_end(&mut out).map(|_| out)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("read blob task: {e}")))?
-        .map_err(|e| Error::io("read blob", PathBuf::from(&desc.digest), e))?;
+        let data = crate::blobs::read_blob(&self.content, namespace, &desc.digest).await?;
         crate::registry::client::verify(&data, desc)?;
         Ok(data)
     }
@@ -250,22 +234,18 @@ impl Pusher {
                 .read(namespace, &desc)
                 .await
                 .map_err(|e| e.context(&format!("content of image {image:?} ({})", desc.digest)))?;
-            match media::kind(&desc.media_type)? {
+            match MediaType::from(&desc.media_type).kind()? {
                 Kind::Index => {
-                    let index = media::parse_index(&desc.digest, &data)?;
+                    let index = oci::parse_index(&desc.digest, &data)?;
                     if is_root && let Some(want) = want {
                         // Push only the best match for the platform, as the root.
-                        let best = index
+                        let candidates = index
                             .manifests
                             .iter()
-                            .filter_map(|m| {
-                                m.platform
-                                    .as_ref()
-                                    .and_then(|p| media::match_rank(want, p))
-                                    .map(|r| (r, m))
-                            })
-                            .min_by_key(|(r, _)| *r)
-                            .map(|(_, m)| m.to_descriptor())
+                            .filter(|m| m.platform.is_some())
+                            .map(|m| (m.platform.as_ref(), m));
+                        let best = oci::best_match(want, candidates)
+                            .map(Descriptor::from)
                             .ok_or_else(|| {
                                 Error::not_found(format!(
                                     "no manifest for platform {want} in image {image:?}"
@@ -277,7 +257,7 @@ impl Pusher {
                     }
                     stack.push((desc.clone(), Some(data)));
                     for m in index.manifests.iter().rev() {
-                        let child = m.to_descriptor();
+                        let child = Descriptor::from(m);
                         if self.content.info(namespace, &child.digest).await.is_ok() {
                             stack.push((child, None));
                         } else {
@@ -291,13 +271,12 @@ impl Pusher {
                     }
                 }
                 Kind::Manifest => {
-                    let m = media::parse_manifest(&desc.digest, &data)?;
-                    let mut children = vec![m.config.to_descriptor()];
-                    children.extend(m.layers.iter().map(|l| l.to_descriptor()));
-                    for c in children {
-                        if is_foreign(&c.media_type) {
+                    let m = oci::parse_manifest(&desc.digest, &data)?;
+                    for c in m.children() {
+                        if c.media_type.is_nondistributable() {
                             continue;
                         }
+                        let c = Descriptor::from(c);
                         self.content.info(namespace, &c.digest).await.map_err(|e| {
                             e.context(&format!(
                                 "image {image:?}: blob {} of manifest {}",

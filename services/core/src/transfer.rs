@@ -350,7 +350,7 @@ impl Transfers {
             let platform = u
                 .platform
                 .as_deref()
-                .map(crate::registry::media::parse_platform)
+                .map(berth_oci::image::parse_platform)
                 .transpose()?;
             for image in images {
                 let Some(target) = &image.target else {

@@ -23,57 +23,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Kind, Snapshotter};
-use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
+use berth_oci::image::{self as oci, Compression, GC_REF_SNAPSHOT_PREFIX, Platform};
+use berth_snapshotter::{ApplyStats, Kind, Snapshotter};
 use tokio::sync::Semaphore;
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::gc::SNAPSHOT_REF_PREFIX;
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
-use crate::registry::media::{self, Platform};
 use crate::snapshots::Snapshotters;
 
 /// Layers applied at once when the snapshotter can rebase.
 pub const PARALLEL: usize = 3;
 /// Read buffer for layer blobs.
 const READ_BUFFER: usize = 1 << 20;
-
-/// The chain IDs of a stack of layers, bottom first.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
-}
-
-/// How a layer blob of `media_type` is compressed; other media types are not layers.
-pub fn compression_of(media_type: &str) -> Option<Compression> {
-    crate::registry::media::layer_compression(media_type)
-}
-
-/// The parts of an image config unpacking reads.
-#[derive(Debug, Deserialize)]
-struct ConfigRootfs {
-    #[serde(default)]
-    rootfs: Rootfs,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Rootfs {
-    #[serde(default)]
-    diff_ids: Vec<String>,
-}
 
 /// What an unpack did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,14 +131,15 @@ impl Unpacker {
         }
         let mut compressions = Vec::with_capacity(req.layers.len());
         for (i, l) in req.layers.iter().enumerate() {
-            compressions.push(compression_of(&l.media_type).ok_or_else(|| {
+            let media_type = oci::MediaType::from(&l.media_type);
+            compressions.push(Compression::of_layer(&media_type).ok_or_else(|| {
                 Error::NotImplemented(format!(
                     "layer {} (#{i}): unsupported layer media type {}",
                     l.digest, l.media_type
                 ))
             })?);
         }
-        let chain = chain_ids(&diff_ids);
+        let chain = oci::chain_ids(&diff_ids);
 
         // Hold the whole chain before looking at it: a collection can't take an existing
         // layer between the Stat below and the Prepare on top of it.
@@ -282,24 +246,18 @@ impl Unpacker {
         target: &Descriptor,
         platform: Option<&Platform>,
     ) -> Result<Unpacked> {
-        let want = platform.cloned().unwrap_or_else(media::host_platform);
+        let want = platform.cloned().unwrap_or_else(oci::host_platform);
         let mut manifest = target.clone();
-        if media::kind(&target.media_type)? == media::Kind::Index {
+        if oci::MediaType::from(&target.media_type).kind()? == oci::Kind::Index {
             let data = self.read_blob(namespace, &target.digest).await?;
-            let index = media::parse_index(&target.digest, &data)?;
-            manifest = index
+            let index = oci::parse_index(&target.digest, &data)?;
+            let candidates = index
                 .manifests
                 .iter()
-                .filter(|m| media::is_manifest_type(&m.media_type))
-                .filter_map(|m| {
-                    let rank = match &m.platform {
-                        Some(have) => media::match_rank(&want, have)?,
-                        None => u32::MAX - 1,
-                    };
-                    Some((rank, m))
-                })
-                .min_by_key(|(rank, _)| *rank)
-                .map(|(_, m)| m.to_descriptor())
+                .filter(|m| m.media_type.is_manifest_or_index())
+                .map(|m| (m.platform.as_ref(), m));
+            manifest = oci::best_match(&want, candidates)
+                .map(Descriptor::from)
                 .ok_or_else(|| {
                     Error::not_found(format!(
                         "no manifest for platform {want} in index {}",
@@ -308,43 +266,26 @@ impl Unpacker {
                 })?;
         }
         let data = self.read_blob(namespace, &manifest.digest).await?;
-        let parsed = media::parse_manifest(&manifest.digest, &data)?;
-        let layers: Vec<Descriptor> = parsed.layers.iter().map(|l| l.to_descriptor()).collect();
+        let parsed = oci::parse_manifest(&manifest.digest, &data)?;
+        let layers: Vec<Descriptor> = parsed.layers.iter().map(Descriptor::from).collect();
         self.unpack(UnpackRequest {
             namespace,
             lease,
             snapshotter,
-            config: &parsed.config.to_descriptor(),
+            config: &Descriptor::from(&parsed.config),
             layers: &layers,
         })
         .await
     }
 
     async fn read_blob(&self, namespace: &str, digest: &str) -> Result<Vec<u8>> {
-        let (mut file, _) = self.content.open_blob(namespace, digest).await?;
-        let d = digest.to_string();
-        blocking(move || {
-            use std::io::Read;
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)
-                .map_err(|e| Error::io("read blob", &d, e))?;
-            Ok(data)
-        })
-        .await
+        crate::blobs::read_blob(&self.content, namespace, digest).await
     }
 
     async fn diff_ids(&self, namespace: &str, config: &Descriptor) -> Result<Vec<String>> {
-        let (mut file, _) = self.content.open_blob(namespace, &config.digest).await?;
-        let digest = config.digest.clone();
-        let parsed: ConfigRootfs = blocking(move || {
-            use std::io::Read;
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)
-                .map_err(|e| Error::io("read image config", &digest, e))?;
-            serde_json::from_slice(&data)
-                .map_err(|e| Error::invalid(format!("image config {digest}: {e}")))
-        })
-        .await?;
+        let data = self.read_blob(namespace, &config.digest).await?;
+        let parsed: oci::ImageConfig = serde_json::from_slice(&data)
+            .map_err(|e| Error::invalid(format!("image config {}: {e}", config.digest)))?;
         Ok(parsed.rootfs.diff_ids)
     }
 
@@ -443,7 +384,7 @@ impl Unpacker {
         snapshotter: &str,
         top: &str,
     ) -> Result<()> {
-        let key = format!("{SNAPSHOT_REF_PREFIX}{snapshotter}");
+        let key = format!("{GC_REF_SNAPSHOT_PREFIX}{snapshotter}");
         let mut info = self.content.info(namespace, &config.digest).await?;
         if info.labels.get(&key).map(String::as_str) == Some(top) {
             return Ok(());
@@ -480,28 +421,8 @@ fn apply_step(
         c.push(step.key.clone());
     }
     let reader = BufReader::with_capacity(READ_BUFFER, blob);
-    let applied = match berth_snapshotter::mount::apply_target(&mounts) {
-        Some((dir, overlay)) => berth_snapshotter::apply_layer(
-            reader,
-            step.compression,
-            &dir,
-            &ApplyOptions {
-                overlay_whiteouts: overlay || overlay_layer,
-                ..Default::default()
-            },
-        ),
-        None => berth_snapshotter::mount::with_temp_mount(&mounts, |dir| {
-            berth_snapshotter::apply_layer(
-                reader,
-                step.compression,
-                dir,
-                &ApplyOptions {
-                    overlay_whiteouts: false,
-                    ..Default::default()
-                },
-            )
-        }),
-    };
+    let applied =
+        crate::diff::apply_to_mounts(&mounts, reader, step.compression, overlay_layer, None);
     let stats = applied.map_err(|source| Error::Layer {
         layer: format!("{} (#{})", step.layer.digest, step.index),
         source,
@@ -574,70 +495,5 @@ async fn remove_active(sn: &Arc<dyn Snapshotter>, ns: &str, created: &Created) {
                 tracing::warn!(key = %key, error = %e, "could not remove the active snapshot of a failed unpack")
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sha(s: &str) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(s.as_bytes())))
-    }
-
-    #[test]
-    fn chain_ids_follow_the_oci_definition() {
-        assert!(chain_ids(&[]).is_empty());
-        let a = sha("a");
-        let b = sha("b");
-        let c = sha("c");
-        let ids = chain_ids(&[a.clone(), b.clone(), c.clone()]);
-        assert_eq!(ids[0], a);
-        let ab = sha(&format!("{a} {b}"));
-        assert_eq!(ids[1], ab);
-        assert_eq!(ids[2], sha(&format!("{ab} {c}")));
-        assert!(ids.iter().all(|i| i.len() == "sha256:".len() + 64));
-    }
-
-    #[test]
-    fn compression_by_media_type() {
-        use Compression::*;
-        let c = compression_of;
-        assert_eq!(
-            c("application/vnd.oci.image.layer.v1.tar"),
-            Some(Uncompressed)
-        );
-        assert_eq!(c("application/vnd.oci.image.layer.v1.tar+gzip"), Some(Gzip));
-        assert_eq!(c("application/vnd.oci.image.layer.v1.tar+zstd"), Some(Zstd));
-        assert_eq!(
-            c("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"),
-            Some(Gzip)
-        );
-        assert_eq!(
-            c("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Some(Gzip)
-        );
-        assert_eq!(
-            c("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"),
-            Some(Gzip)
-        );
-        // Docker's plain type is often compressed anyway: sniffed, as containerd does.
-        assert_eq!(
-            c("application/vnd.docker.image.rootfs.diff.tar"),
-            Some(Auto)
-        );
-        assert_eq!(
-            c("application/vnd.docker.image.rootfs.diff.tar.zstd"),
-            Some(Zstd)
-        );
-        assert_eq!(
-            c("application/vnd.oci.image.layer.v1.tar+gzip+encrypted"),
-            None
-        );
-        assert_eq!(c("application/vnd.oci.image.config.v1+json"), None);
-        assert_eq!(
-            c("application/vnd.cncf.helm.chart.content.v1.tar+gzip"),
-            None
-        );
     }
 }

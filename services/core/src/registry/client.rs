@@ -17,10 +17,10 @@ use tokio::io::AsyncReadExt;
 
 use super::auth::{self, Authorizer};
 use super::hosts::{self, Capabilities, Endpoint, HostOptions};
-use super::media;
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::images::Descriptor;
+use berth_oci::image as media;
 
 const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 /// How much of an error body is read to find the registry's message.

@@ -16,7 +16,6 @@ use crate::images::Descriptor;
 pub mod auth;
 pub mod client;
 pub mod hosts;
-pub mod media;
 pub mod reference;
 #[cfg(test)]
 pub(crate) mod testutil;

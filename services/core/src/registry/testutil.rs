@@ -15,7 +15,7 @@ use crate::metadata::Store;
 use crate::pull::Puller;
 use crate::push::Pusher;
 
-use super::media;
+use berth_oci::image as media;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

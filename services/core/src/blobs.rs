@@ -1,0 +1,33 @@
+//! What moving images in and out of the content store shares — pull, push, unpack and
+//! image archives: how many blobs travel at once, and reading a whole (small) blob.
+
+use std::io::Read;
+
+use crate::content::ContentStore;
+use crate::error::{Error, Result};
+
+/// Blobs fetched (pull) or uploaded (push) at once unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 3;
+
+/// `n`, or [`DEFAULT_CONCURRENCY`] for 0 (a request that did not say).
+pub fn concurrency(n: usize) -> usize {
+    match n {
+        0 => DEFAULT_CONCURRENCY,
+        n => n,
+    }
+}
+
+/// The whole blob `digest` of the namespace (a manifest, an index, a config), read on the
+/// blocking pool.
+pub async fn read_blob(content: &ContentStore, namespace: &str, digest: &str) -> Result<Vec<u8>> {
+    let (mut file, _) = content.open_blob(namespace, digest).await?;
+    let d = digest.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        file.read_to_end(&mut out)
+            .map_err(|e| Error::io("read blob", &d, e))?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("read blob task: {e}")))?
+}
