@@ -221,6 +221,13 @@ pub(crate) fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) ->
     Ok(existed)
 }
 
+/// Told by the expiry sweep ([`Leases::run_expiry`]) that leases expired and were removed,
+/// so that what they held can be collected: the garbage collector implements it. Leases sit
+/// below the collector, which reads them, so the sweep knows it only through this.
+pub trait OnExpired: Send + 'static {
+    fn leases_expired(&self);
+}
+
 /// The leases core.
 #[derive(Clone)]
 pub struct Leases {
@@ -498,18 +505,18 @@ impl Leases {
     }
 
     /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when a lease
-    /// gets an expiry, and at least once a minute. Asks `gc` for a collection when leases
-    /// expired.
+    /// gets an expiry, and at least once a minute. Tells `on_expired` (the garbage
+    /// collector) when leases expired.
     pub async fn run_expiry(
         self,
-        gc: crate::gc::Collector,
+        on_expired: impl OnExpired,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
             let wait = match self.expire(SystemTime::now()).await {
                 Ok((removed, next)) => {
                     if !removed.is_empty() {
-                        gc.schedule();
+                        on_expired.leases_expired();
                     }
                     for (namespace, id) in removed {
                         tracing::info!(%namespace, lease = %id, "lease expired and was removed");
