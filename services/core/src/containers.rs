@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, CONTAINERS, DbContext, Store};
 use crate::types::AnyValue;
-use crate::{identifiers, labels};
+use crate::{identifiers, labels, namespaces};
 
 /// A container record. Stored as the `containers` table's record.
 #[derive(Clone, PartialEq, Message)]
@@ -159,7 +159,7 @@ impl Containers {
         let namespace = namespace.to_string();
         self.store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &namespace)?;
+                namespaces::ensure(txn, &namespace)?;
                 {
                     let t = txn.open_table(CONTAINERS).ctx("open containers")?;
                     if t.get((namespace.as_str(), c.id.as_str()))

@@ -11,7 +11,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, LEASE_RESOURCES, LEASES, Store};
-use crate::{digest, labels};
+use crate::{digest, labels, namespaces};
 
 /// The label that sets a lease's expiry.
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -276,7 +276,7 @@ impl Leases {
         let namespace = namespace.to_string();
         self.store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &namespace)?;
+                namespaces::ensure(txn, &namespace)?;
                 let mut t = txn.open_table(LEASES).ctx("open leases")?;
                 if t.get((namespace.as_str(), lease.id.as_str()))
                     .ctx("read lease")?

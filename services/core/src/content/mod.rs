@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::leases::{self, Resource};
 use crate::metadata::{self, CONTENT, DbContext, Store};
-use crate::{digest, labels};
+use crate::{digest, labels, namespaces};
 
 mod ingest;
 
@@ -596,7 +596,7 @@ impl ContentStore {
             .inner
             .store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &ns)?;
+                namespaces::ensure(txn, &ns)?;
                 let exists = {
                     let t = txn.open_table(CONTENT).ctx("open content")?;
                     t.get((ns.as_str(), info.digest.as_str()))
