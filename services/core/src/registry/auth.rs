@@ -23,6 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 
+use super::http::{describe_reqwest, registry_message};
 use crate::error::{Error, Result};
 
 /// The key Docker uses for Docker Hub in `config.json`.
@@ -510,13 +511,13 @@ impl Authorizer {
         let resp = req.send().await.map_err(|e| {
             Error::Unavailable(format!(
                 "fetching {what} from {realm}: {}",
-                super::client::describe_reqwest(&e)
+                describe_reqwest(&e)
             ))
         })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            let msg = super::client::registry_message(&body);
+            let msg = registry_message(&body);
             let text = format!(
                 "fetching {what} from {realm} for {endpoint_host}: {status}{}",
                 if msg.is_empty() {
