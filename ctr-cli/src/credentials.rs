@@ -1,12 +1,12 @@
 //! Registry credentials written by `berth login`: a Docker-style `config.json`
 //! (`{"auths": {"host": {"auth": base64("user:password")}}}`, mode 0600, replaced
-//! atomically), read and written by berth's registry code. The CLI answers berthd's
-//! credential requests from it during pulls and pushes.
+//! atomically), in the format berthd reads too (`berth_oci::credentials`). The CLI answers
+//! berthd's credential requests from it during pulls and pushes.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_services::registry::auth::{self, Credentials};
+use berth_oci::credentials::{self, Credentials};
 
 pub struct Store {
     path: PathBuf,
@@ -27,7 +27,7 @@ impl Store {
     }
 
     pub fn lookup(&self, host: &str) -> anyhow::Result<Option<(String, String)>> {
-        let file = auth::load(&self.path)?;
+        let file = credentials::load(&self.path)?;
         Ok(file
             .get(host)
             .map(|c| (c.username.clone(), c.password.clone())))
@@ -38,11 +38,11 @@ impl Store {
             username: user.to_string(),
             password: password.to_string(),
         };
-        Ok(auth::store(&self.path, host, &creds)?)
+        Ok(credentials::store(&self.path, host, &creds)?)
     }
 
     pub fn remove(&self, host: &str) -> anyhow::Result<bool> {
-        Ok(auth::remove(&self.path, host)?)
+        Ok(credentials::remove(&self.path, host)?)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::events::{Exchange, publish, topics};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, CONTAINERS, DbContext, Store};
 use crate::types::AnyValue;
-use crate::{identifiers, labels};
+use crate::{identifiers, labels, namespaces};
 
 /// A container record. Stored as the `containers` table's record.
 #[derive(Clone, PartialEq, Message)]
@@ -213,7 +213,7 @@ impl Containers {
         let namespace = namespace.to_string();
         self.store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &namespace)?;
+                namespaces::ensure(txn, &namespace)?;
                 {
                     let t = txn.open_table(CONTAINERS).ctx("open containers")?;
                     if t.get((namespace.as_str(), c.id.as_str()))

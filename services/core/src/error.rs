@@ -61,6 +61,21 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The credential file's errors keep their text and take the class it names.
+impl From<berth_oci::credentials::CredentialsError> for Error {
+    fn from(e: berth_oci::credentials::CredentialsError) -> Self {
+        use berth_oci::credentials::CredentialsError as C;
+        match e {
+            C::Malformed { path, message } => {
+                Error::InvalidArgument(format!("credentials file {}: {message}", path.display()))
+            }
+            C::InvalidArgument(message) => Error::InvalidArgument(message),
+            C::Io { op, path, source } => Error::Io { op, path, source },
+            C::Encode(message) => Error::Internal(format!("encode credentials: {message}")),
+        }
+    }
+}
+
 impl Error {
     pub fn not_found(msg: impl Into<String>) -> Self {
         Error::NotFound(msg.into())

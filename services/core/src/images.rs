@@ -9,7 +9,7 @@ use redb::ReadableTable;
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, IMAGES, Store};
-use crate::{digest, labels};
+use crate::{digest, labels, namespaces};
 
 /// An OCI descriptor.
 #[derive(Clone, PartialEq, Eq, Message)]
@@ -158,7 +158,7 @@ impl Images {
         let ns = namespace.to_string();
         self.store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &ns)?;
+                namespaces::ensure(txn, &ns)?;
                 let mut t = txn.open_table(IMAGES).ctx("open images")?;
                 if t.get((ns.as_str(), image.name.as_str()))
                     .ctx("read image")?

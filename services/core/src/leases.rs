@@ -11,7 +11,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, LEASE_RESOURCES, LEASES, Store};
-use crate::{digest, labels};
+use crate::{digest, labels, namespaces};
 
 /// The label that sets a lease's expiry.
 pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
@@ -221,6 +221,13 @@ pub(crate) fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) ->
     Ok(existed)
 }
 
+/// Told by the expiry sweep ([`Leases::run_expiry`]) that leases expired and were removed,
+/// so that what they held can be collected: the garbage collector implements it. Leases sit
+/// below the collector, which reads them, so the sweep knows it only through this.
+pub trait OnExpired: Send + 'static {
+    fn leases_expired(&self);
+}
+
 /// The leases core.
 #[derive(Clone)]
 pub struct Leases {
@@ -269,7 +276,7 @@ impl Leases {
         let namespace = namespace.to_string();
         self.store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &namespace)?;
+                namespaces::ensure(txn, &namespace)?;
                 let mut t = txn.open_table(LEASES).ctx("open leases")?;
                 if t.get((namespace.as_str(), lease.id.as_str()))
                     .ctx("read lease")?
@@ -498,18 +505,18 @@ impl Leases {
     }
 
     /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when a lease
-    /// gets an expiry, and at least once a minute. Asks `gc` for a collection when leases
-    /// expired.
+    /// gets an expiry, and at least once a minute. Tells `on_expired` (the garbage
+    /// collector) when leases expired.
     pub async fn run_expiry(
         self,
-        gc: crate::gc::Collector,
+        on_expired: impl OnExpired,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         loop {
             let wait = match self.expire(SystemTime::now()).await {
                 Ok((removed, next)) => {
                     if !removed.is_empty() {
-                        gc.schedule();
+                        on_expired.leases_expired();
                     }
                     for (namespace, id) in removed {
                         tracing::info!(%namespace, lease = %id, "lease expired and was removed");

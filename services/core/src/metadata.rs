@@ -20,7 +20,8 @@
 //! does need one bumps [`SCHEMA_VERSION`] and adds a step to [`Store::migrate`].
 //!
 //! Every namespace that holds anything has a row in `namespaces`: creating an object in a
-//! namespace creates the namespace, as containerd does.
+//! namespace creates the namespace, as containerd does (`namespaces::ensure`, in the same
+//! transaction).
 //!
 //! All database work runs on the blocking thread pool ([`Store::update`], [`Store::view`]);
 //! redb serialises writers and gives readers a consistent snapshot, so there is no lock of
@@ -210,20 +211,6 @@ pub(crate) fn decode<M: Message + Default>(
         key: key.to_string(),
         message: e.to_string(),
     })
-}
-
-/// Records the namespace if it does not exist yet (objects created in a namespace create it).
-pub(crate) fn ensure_namespace(txn: &WriteTransaction, namespace: &str) -> Result<()> {
-    let mut t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
-    if t.get(namespace).ctx("read namespace")?.is_none() {
-        let record = crate::namespaces::Namespace {
-            name: namespace.to_string(),
-            ..Default::default()
-        };
-        t.insert(namespace, record.encode_to_vec().as_slice())
-            .ctx("write namespace")?;
-    }
-    Ok(())
 }
 
 /// Every `(id, record)` of one namespace in a `(namespace, id)` table, in id order.

@@ -50,6 +50,21 @@ fn write(txn: &WriteTransaction, ns: &Namespace) -> Result<()> {
     Ok(())
 }
 
+/// Records the namespace if it does not exist yet, in the caller's transaction: objects
+/// created in a namespace create it.
+pub(crate) fn ensure(txn: &WriteTransaction, namespace: &str) -> Result<()> {
+    let mut t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+    if t.get(namespace).ctx("read namespace")?.is_none() {
+        let record = Namespace {
+            name: namespace.to_string(),
+            ..Default::default()
+        };
+        t.insert(namespace, record.encode_to_vec().as_slice())
+            .ctx("write namespace")?;
+    }
+    Ok(())
+}
+
 fn read(txn: &WriteTransaction, name: &str) -> Result<Namespace> {
     let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
     let v = t.get(name).ctx("read namespace")?;

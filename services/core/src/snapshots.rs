@@ -12,7 +12,8 @@ use berth_snapshotter::{Info, Kind, Snapshotter};
 
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor};
-use crate::metadata::{self, Store};
+use crate::metadata::Store;
+use crate::namespaces;
 
 /// The label that names the committed snapshot an unpack is about to create (its chain ID):
 /// a Prepare carrying it fails with AlreadyExists when that snapshot exists, so a client
@@ -176,9 +177,7 @@ impl Snapshotters {
 /// it, as for every other object.
 pub async fn ensure_namespace(store: &Store, namespace: &str) -> Result<()> {
     let ns = namespace.to_string();
-    store
-        .update(move |txn| metadata::ensure_namespace(txn, &ns))
-        .await
+    store.update(move |txn| namespaces::ensure(txn, &ns)).await
 }
 
 /// Fails with AlreadyExists when the labels of a new snapshot name a target

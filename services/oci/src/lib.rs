@@ -3,4 +3,5 @@
 //! names and the registry credential file. Pure data and rules: no daemon state, no I/O
 //! beyond what a format needs, no transport.
 
+pub mod credentials;
 pub mod image;

@@ -7,6 +7,8 @@
 //! - [`auth`] keeps credentials (a Docker-style `config.json`) and answers the registry's
 //!   `WWW-Authenticate` challenges (bearer tokens, basic).
 //! - [`client`] resolves, fetches and pushes manifests and blobs.
+//! - `http` reads what a registry's HTTP answers say (transport errors, error bodies,
+//!   headers), for `client` and `auth` alike.
 //!
 //! The pull and push flows that use them live in `crate::pull` and `crate::push`.
 //! Nothing here knows about gRPC; errors are `crate::error::Error`.
@@ -16,6 +18,7 @@ use crate::images::Descriptor;
 pub mod auth;
 pub mod client;
 pub mod hosts;
+mod http;
 pub mod reference;
 #[cfg(test)]
 pub(crate) mod testutil;

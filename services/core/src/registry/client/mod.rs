@@ -17,6 +17,10 @@ use tokio::io::AsyncReadExt;
 
 use super::auth::{self, Authorizer};
 use super::hosts::{self, Capabilities, Endpoint, HostOptions};
+use super::http::{
+    content_type, describe_reqwest, docker_content_digest, header_str, read_limited,
+    registry_message,
+};
 use crate::digest;
 use crate::error::{Error, Result};
 use crate::images::Descriptor;
@@ -217,103 +221,8 @@ pub struct RegistryClient {
     auth: Authorizer,
 }
 
-/// Describes a reqwest error with its causes (the top level alone says little).
-pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
-
-/// The messages of a distribution error body (`{"errors":[{"code","message"}]}`), Docker's
-/// way: `unauthorized: authentication required`. Other bodies are returned trimmed and cut.
-pub(crate) fn registry_message(body: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct One {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-        #[serde(default)]
-        detail: serde_json::Value,
-    }
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<One>,
-    }
-    if let Ok(e) = serde_json::from_str::<Errors>(body) {
-        let parts: Vec<String> = e
-            .errors
-            .iter()
-            .map(|o| {
-                let code = o.code.to_ascii_lowercase().replace('_', " ");
-                let mut msg = o.message.clone();
-                if msg.is_empty()
-                    && let serde_json::Value::String(d) = &o.detail
-                {
-                    msg = d.clone();
-                }
-                match (code.is_empty(), msg.is_empty()) {
-                    (false, false) => format!("{code}: {msg}"),
-                    (false, true) => code,
-                    _ => msg,
-                }
-            })
-            .collect();
-        return parts.join("; ");
-    }
-    let t = body.trim();
-    let mut end = t.len().min(200);
-    while !t.is_char_boundary(end) {
-        end -= 1;
-    }
-    t[..end].to_string()
-}
-
-/// Reads at most `limit` bytes of a response body.
-async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(c) = resp
-        .chunk()
-        .await
-        .map_err(|e| Error::Unavailable(format!("reading response: {}", describe_reqwest(&e))))?
-    {
-        if out.len() + c.len() > limit {
-            return Err(Error::precondition(format!(
-                "response body larger than {limit} bytes"
-            )));
-        }
-        out.extend_from_slice(&c);
-    }
-    Ok(out)
-}
-
 fn sha256_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn content_type(h: &HeaderMap) -> Option<String> {
-    header_str(h, header::CONTENT_TYPE).map(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    })
 }
 
 /// A media type that names no manifest kind (some registries answer `application/json`).
@@ -322,10 +231,6 @@ fn is_generic(mt: &str) -> bool {
         mt,
         "" | "application/json" | "text/plain" | "application/octet-stream"
     )
-}
-
-fn docker_content_digest(h: &HeaderMap) -> Option<String> {
-    header_str(h, header::HeaderName::from_static("docker-content-digest"))
 }
 
 fn pull_scope(repo: &str) -> Vec<String> {
@@ -979,91 +884,4 @@ fn build_http(ep: &Endpoint, cas: &[Vec<u8>]) -> Result<reqwest::Client> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_messages() {
-        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":[{"Type":"repository"}]}]}"#;
-        assert_eq!(
-            registry_message(body),
-            "unauthorized: authentication required"
-        );
-        let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"},{"code":"X","detail":"d"}]}"#;
-        assert_eq!(
-            registry_message(body),
-            "manifest unknown: manifest unknown; x: d"
-        );
-        assert_eq!(
-            registry_message("  <html>oops</html>\n"),
-            "<html>oops</html>"
-        );
-        assert_eq!(registry_message(""), "");
-    }
-
-    #[test]
-    fn verify_names_both_digests() {
-        let data = b"{}";
-        let good = Descriptor {
-            media_type: media::OCI_MANIFEST.into(),
-            digest: sha256_of(data),
-            size: 2,
-            annotations: Default::default(),
-        };
-        assert!(verify(data, &good).is_ok());
-        let other = sha256_of(b"other");
-        let bad = Descriptor {
-            digest: other.clone(),
-            ..good.clone()
-        };
-        let err = verify(data, &bad).expect_err("mismatch").to_string();
-        assert!(err.contains(&other) && err.contains(&good.digest), "{err}");
-        let short = Descriptor {
-            size: 3,
-            ..good.clone()
-        };
-        assert!(verify(data, &short).is_err());
-    }
-
-    #[tokio::test]
-    async fn endpoint_urls() {
-        let dir = tempfile::tempdir().expect("tmp");
-        std::fs::create_dir_all(dir.path().join("docker.io")).expect("mkdir");
-        std::fs::write(
-            dir.path().join("docker.io/hosts.toml"),
-            "[host.\"http://127.0.0.1:1/mirror\"]\ncapabilities = [\"pull\", \"resolve\"]\n",
-        )
-        .expect("write");
-        let c = RegistryClient::new(
-            "docker.io",
-            &ClientOptions {
-                hosts_dir: Some(dir.path().to_path_buf()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("client");
-        let urls: Vec<String> = c
-            .endpoints
-            .iter()
-            .map(|e| {
-                e.url("docker.io", "library/busybox", "manifests/latest")
-                    .map(|u| u.to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
-        assert_eq!(
-            urls,
-            [
-                "http://127.0.0.1:1/mirror/v2/library/busybox/manifests/latest?ns=docker.io",
-                "https://registry-1.docker.io/v2/library/busybox/manifests/latest",
-            ]
-        );
-        // The mirror cannot push, and the server is not reachable from here: push picks the
-        // server, without trying the mirror.
-        assert_eq!(
-            c.push_endpoint().map(|e| e.host()).ok().as_deref(),
-            Some("registry-1.docker.io")
-        );
-    }
-}
+mod tests;

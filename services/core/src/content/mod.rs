@@ -26,10 +26,11 @@
 //! ingest no lease holds is abandoned once untouched for the store's ingest expiry. The
 //! garbage collector removes both kinds ([`ContentStore::sweep_ingests`]); an ingest being
 //! written is never removed.
+//!
+//! This module is the store and its writers; the files of one ingest are `ingest`'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -42,7 +43,12 @@ use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::leases::{self, Resource};
 use crate::metadata::{self, CONTENT, DbContext, Store};
-use crate::{digest, labels};
+use crate::{digest, labels, namespaces};
+
+mod ingest;
+
+pub use ingest::Status;
+use ingest::{WriterState, read_i64, read_small, read_status};
 
 /// Metadata of a blob in one namespace. Stored as the `content` table's record.
 #[derive(Clone, PartialEq, Message)]
@@ -65,26 +71,6 @@ impl Adaptor for Info {
             "digest" => (!self.digest.is_empty()).then(|| self.digest.clone()),
             "size" => Some(self.size.to_string()),
             "labels" => filters::map_field(&self.labels, &path[1..]),
-            _ => None,
-        }
-    }
-}
-
-/// The state of an ingest.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Status {
-    pub reference: String,
-    pub offset: i64,
-    pub total: i64,
-    pub expected: String,
-    pub started_at: i64,
-    pub updated_at: i64,
-}
-
-impl Adaptor for Status {
-    fn field(&self, path: &[String]) -> Option<String> {
-        match path.first().map(String::as_str)? {
-            "ref" => Some(self.reference.clone()),
             _ => None,
         }
     }
@@ -156,21 +142,6 @@ fn hex_of(d: &str) -> Result<&str> {
             "digest algorithm of {d}: only sha256 is stored"
         ))),
     }
-}
-
-fn write_small(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|e| Error::io("write", path, e))
-}
-
-fn read_small(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|e| Error::io("read", path, e))
-}
-
-fn read_i64(path: &Path) -> i64 {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -625,7 +596,7 @@ impl ContentStore {
             .inner
             .store
             .update(move |txn| {
-                metadata::ensure_namespace(txn, &ns)?;
+                namespaces::ensure(txn, &ns)?;
                 let exists = {
                     let t = txn.open_table(CONTENT).ctx("open content")?;
                     t.get((ns.as_str(), info.digest.as_str()))
@@ -671,21 +642,6 @@ impl ContentStore {
     }
 }
 
-fn read_status(dir: &Path, reference: &str) -> Result<Status> {
-    let data = dir.join("data");
-    let offset = fs::metadata(&data)
-        .map_err(|e| Error::io("stat ingest", &data, e))?
-        .len();
-    Ok(Status {
-        reference: reference.to_string(),
-        offset: i64::try_from(offset).unwrap_or(i64::MAX),
-        total: read_i64(&dir.join("total")),
-        expected: fs::read_to_string(dir.join("expected")).unwrap_or_default(),
-        started_at: read_i64(&dir.join("startedat")),
-        updated_at: read_i64(&dir.join("updatedat")),
-    })
-}
-
 struct LockGuard {
     store: ContentStore,
     key: String,
@@ -696,154 +652,6 @@ impl Drop for LockGuard {
         if let Ok(mut locks) = self.store.inner.locks.lock() {
             locks.remove(&self.key);
         }
-    }
-}
-
-/// The file side of a writer; moved onto the blocking pool for each operation.
-struct WriterState {
-    dir: PathBuf,
-    file: File,
-    hasher: Sha256,
-    offset: u64,
-    total: i64,
-    expected: String,
-    started_at: i64,
-}
-
-impl WriterState {
-    fn open(
-        dir: PathBuf,
-        namespace: &str,
-        reference: &str,
-        total: i64,
-        expected: &str,
-        lease: Option<&str>,
-    ) -> Result<WriterState> {
-        let data = dir.join("data");
-        let resumed = data.exists();
-        let now = metadata::now_nanos().to_string();
-        if !resumed {
-            fs::create_dir_all(&dir).map_err(|e| Error::io("create ingest", &dir, e))?;
-            write_small(&dir.join("ref"), &format!("{namespace}\n{reference}"))?;
-            write_small(&dir.join("startedat"), &now)?;
-        }
-        // Opening counts as a touch: an abandoned ingest's clock starts again.
-        write_small(&dir.join("updatedat"), &now)?;
-        let lease_file = dir.join("lease");
-        match lease {
-            Some(l) => write_small(&lease_file, l)?,
-            None => match fs::remove_file(&lease_file) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove ingest lease", &lease_file, e)),
-            },
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&data)
-            .map_err(|e| Error::io("open ingest data", &data, e))?;
-        // Resume: re-hash what is already there.
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut offset = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| Error::io("read ingest data", &data, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            offset += n as u64;
-        }
-        let mut total = total;
-        let stored_total = read_i64(&dir.join("total"));
-        let stored_expected = fs::read_to_string(dir.join("expected")).unwrap_or_default();
-        let mut expected = expected.to_string();
-        // An ingest left by a writer that claimed another size or digest (a registry that
-        // lied about a layer, a client that gave up) cannot be resumed by this one: it
-        // starts over rather than refusing every later writer of the ref.
-        let other_total = total != 0 && stored_total != 0 && stored_total != total;
-        let other_digest =
-            !expected.is_empty() && !stored_expected.is_empty() && stored_expected != expected;
-        if resumed && (other_total || other_digest) {
-            tracing::info!(
-                namespace,
-                reference,
-                total,
-                stored_total,
-                expected = %expected,
-                stored_expected = %stored_expected,
-                "ingest was started for another size or digest: starting over"
-            );
-            file.set_len(0)
-                .map_err(|e| Error::io("truncate ingest data", &data, e))?;
-            hasher = Sha256::new();
-            offset = 0;
-            let now = metadata::now_nanos().to_string();
-            write_small(&dir.join("startedat"), &now)?;
-            write_small(&dir.join("updatedat"), &now)?;
-        } else if total == 0 {
-            total = stored_total;
-        }
-        write_small(&dir.join("total"), &total.to_string())?;
-        if expected.is_empty() {
-            expected = stored_expected;
-        }
-        write_small(&dir.join("expected"), &expected)?;
-        Ok(WriterState {
-            started_at: read_i64(&dir.join("startedat")),
-            dir,
-            file,
-            hasher,
-            offset,
-            total,
-            expected,
-        })
-    }
-
-    fn status(&self, reference: &str) -> Status {
-        Status {
-            reference: reference.to_string(),
-            offset: i64::try_from(self.offset).unwrap_or(i64::MAX),
-            total: self.total,
-            expected: self.expected.clone(),
-            started_at: self.started_at,
-            updated_at: read_i64(&self.dir.join("updatedat")),
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) -> Result<()> {
-        let path = self.dir.join("data");
-        self.file
-            .seek(SeekFrom::Start(self.offset))
-            .map_err(|e| Error::io("seek ingest", &path, e))?;
-        self.file
-            .write_all(data)
-            .map_err(|e| Error::io("write ingest", &path, e))?;
-        self.hasher.update(data);
-        self.offset += data.len() as u64;
-        write_small(
-            &self.dir.join("updatedat"),
-            &metadata::now_nanos().to_string(),
-        )
-    }
-
-    fn truncate(&mut self) -> Result<()> {
-        let path = self.dir.join("data");
-        self.file
-            .set_len(0)
-            .map_err(|e| Error::io("truncate ingest", &path, e))?;
-        self.hasher = Sha256::new();
-        self.offset = 0;
-        Ok(())
-    }
-
-    fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
     }
 }
 
@@ -992,191 +800,4 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn store() -> (tempfile::TempDir, ContentStore) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let cs = ContentStore::open(dir.path(), meta, crate::content::DEFAULT_INGEST_EXPIRY)
-            .expect("content");
-        (dir, cs)
-    }
-
-    fn sha(data: &[u8]) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(data)))
-    }
-
-    /// Hardening, item 4: an ingest begun for a size (or digest) that was a lie does not
-    /// refuse the next writer of the ref forever: that writer starts over.
-    #[tokio::test]
-    async fn an_ingest_for_another_size_or_digest_starts_over() {
-        let (_d, cs) = store().await;
-        let data = b"the real layer".to_vec();
-        let dg = sha(&data);
-        let mut w = cs
-            .writer("ns", "layer-x", 1_000_000_000_000_000, &dg, None)
-            .await
-            .expect("writer");
-        w.write(b"short".to_vec()).await.expect("write");
-        drop(w);
-        let mut w = cs
-            .writer("ns", "layer-x", data.len() as i64, &dg, None)
-            .await
-            .expect("a writer with the true size");
-        assert_eq!(w.offset(), 0);
-        w.write(data.clone()).await.expect("write");
-        let info = w
-            .commit(0, "", BTreeMap::new(), None)
-            .await
-            .expect("commit");
-        assert_eq!((info.digest, info.size), (dg, data.len() as i64));
-
-        let mut w = cs
-            .writer("ns", "layer-y", 0, &sha(b"one"), None)
-            .await
-            .expect("writer");
-        w.write(b"on".to_vec()).await.expect("write");
-        drop(w);
-        let w = cs
-            .writer("ns", "layer-y", 0, &sha(b"two"), None)
-            .await
-            .expect("writer");
-        assert_eq!(w.offset(), 0);
-        assert_eq!(w.status().expected, sha(b"two"));
-    }
-
-    /// A writer for a blob the namespace has answers AlreadyExists and holds the blob in
-    /// its lease, as containerd's does: found by the soak, where a client-side pull skipped
-    /// a blob that another client's image removal then had collected under it.
-    #[tokio::test]
-    async fn an_existing_blob_is_held_by_the_writers_lease() {
-        let (_d, cs) = store().await;
-        let data = b"shared layer".to_vec();
-        let dg = sha(&data);
-        let mut w = cs.writer("ns", "a", 0, &dg, None).await.expect("writer");
-        w.write(data).await.expect("write");
-        w.commit(0, "", BTreeMap::new(), None)
-            .await
-            .expect("commit");
-        let leases = crate::leases::Leases::new(cs.inner.store.clone());
-        leases
-            .create("ns", "pull".into(), BTreeMap::new())
-            .await
-            .expect("lease");
-        let err = cs
-            .writer("ns", "b", 0, &dg, Some("pull"))
-            .await
-            .err()
-            .expect("exists");
-        assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
-        let held: Vec<String> = leases
-            .list_resources("ns", "pull")
-            .await
-            .expect("resources")
-            .into_iter()
-            .map(|r| r.to_string())
-            .collect();
-        assert_eq!(held, vec![format!("content/{dg}")]);
-        let missing = cs.writer("ns", "c", 0, &dg, Some("nope")).await.err();
-        assert!(matches!(missing, Some(Error::NotFound(_))), "{missing:?}");
-    }
-
-    #[tokio::test]
-    async fn write_resume_commit_read() {
-        let (_d, cs) = store().await;
-        let data = b"hello, berth content".to_vec();
-        let dg = sha(&data);
-        let mut w = cs
-            .writer("ns", "r1", data.len() as i64, &dg, None)
-            .await
-            .expect("writer");
-        // One writer per ref.
-        let busy = cs
-            .writer("ns", "r1", 0, "", None)
-            .await
-            .err()
-            .expect("locked");
-        assert!(matches!(busy, Error::Unavailable(_)), "{busy}");
-        w.write(data[..5].to_vec()).await.expect("write");
-        drop(w);
-        let st = cs.status("ns", "r1").await.expect("status");
-        assert_eq!(st.offset, 5);
-        assert_eq!(st.expected, dg);
-        // Resume where it stopped.
-        let mut w = cs.writer("ns", "r1", 0, "", None).await.expect("resume");
-        assert_eq!(w.offset(), 5);
-        w.write(data[5..].to_vec()).await.expect("write");
-        let info = w
-            .commit(0, "", BTreeMap::new(), None)
-            .await
-            .expect("commit");
-        assert_eq!(info.digest, dg);
-        assert_eq!(info.size, data.len() as i64);
-        assert!(cs.status("ns", "r1").await.is_err(), "ingest left behind");
-        let (mut f, size) = cs.open_blob("ns", &dg).await.expect("open");
-        let mut back = Vec::new();
-        f.read_to_end(&mut back).expect("read");
-        assert_eq!(back, data);
-        assert_eq!(size, data.len() as i64);
-        // Another namespace does not see it until it writes it too.
-        assert!(cs.info("other", &dg).await.unwrap_err().is_not_found());
-        let dup = cs
-            .writer("ns", "r2", 0, &dg, None)
-            .await
-            .err()
-            .expect("exists");
-        assert!(matches!(dup, Error::AlreadyExists(_)));
-    }
-
-    #[tokio::test]
-    async fn digest_mismatch_leaves_nothing() {
-        let (_d, cs) = store().await;
-        let wrong = sha(b"something else");
-        let mut w = cs
-            .writer("ns", "bad", 0, &wrong, None)
-            .await
-            .expect("writer");
-        w.write(b"actual bytes".to_vec()).await.expect("write");
-        let err = w
-            .commit(0, "", BTreeMap::new(), None)
-            .await
-            .expect_err("mismatch");
-        assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
-        assert!(
-            err.to_string().contains("unexpected commit digest"),
-            "{err}"
-        );
-        assert!(cs.status("ns", "bad").await.is_err());
-        assert!(
-            cs.list("ns", Filter::always())
-                .await
-                .expect("list")
-                .is_empty()
-        );
-        let blobs: Vec<_> = fs::read_dir(cs.inner.root.join("blobs/sha256"))
-            .expect("dir")
-            .collect();
-        assert!(blobs.is_empty());
-    }
-
-    #[tokio::test]
-    async fn shared_blob_survives_until_last_namespace_deletes() {
-        let (_d, cs) = store().await;
-        let data = b"shared".to_vec();
-        let dg = sha(&data);
-        for ns in ["a", "b"] {
-            let mut w = cs.writer(ns, "r", 0, "", None).await.expect("writer");
-            w.write(data.clone()).await.expect("write");
-            w.commit(6, &dg, BTreeMap::new(), None)
-                .await
-                .expect("commit");
-        }
-        let path = cs.blob_path(&dg).expect("path");
-        cs.delete("a", &dg).await.expect("delete a");
-        assert!(path.exists());
-        cs.delete("b", &dg).await.expect("delete b");
-        assert!(!path.exists());
-        assert!(cs.delete("b", &dg).await.unwrap_err().is_not_found());
-    }
-}
+mod tests;
