@@ -2,3 +2,5 @@
 //! each rule is written once: the OCI image format, the OCI runtime spec builder, label
 //! names and the registry credential file. Pure data and rules: no daemon state, no I/O
 //! beyond what a format needs, no transport.
+
+pub mod spec;
