@@ -5,3 +5,4 @@
 
 pub mod credentials;
 pub mod image;
+pub mod spec;

@@ -360,7 +360,7 @@ struct Plan {
     snapshotter: String,
     img_cfg: ImageConfig,
     opts: Options,
-    all_caps: Vec<String>,
+    all_caps: Vec<berth_oci::spec::Capability>,
     log: PathBuf,
 }
 

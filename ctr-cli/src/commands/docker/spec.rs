@@ -1,101 +1,31 @@
-//! The OCI runtime spec of a docker-style container: a pure function of the image's config
-//! and the user's flags.
+//! The OCI runtime spec of a docker-style container: `berth run`'s flags turned into the
+//! plain inputs of [`berth_oci::spec::build`], which writes the spec.
 //!
-//! The base is what containerd's `oci.WithDefaultSpec` + `WithImageConfig` produce (the
-//! default mounts, capabilities, masked and read-only paths, `RLIMIT_NOFILE` 1024, the
-//! pid/ipc/uts/mount namespaces, cgroups path `/<namespace>/<id>`), with Docker's
-//! differences: `noNewPrivileges` is false, `/sys/fs/cgroup` is mounted read-only, the
-//! hostname defaults to the short id, and `HOSTNAME` (and `TERM` with a terminal) is set.
+//! What stays here is what only the CLI knows: the flags' syntax (`-m 512m`, `--cpus 1.5`),
+//! the image config's JSON, Docker's defaults for a container (hostname: the short id;
+//! cgroups path `/<namespace>/<id>`; `noNewPrivileges` false), resolving `-u user[:group]`
+//! against the rootfs' `/etc/passwd` and `/etc/group`, and reading the host's capabilities.
 //!
 //! Networking: there is no network namespace yet, so containers share the host's network
 //! (as `--network host`); per-container networks come with the networks issue.
 
-use serde_json::{Value, json};
-
-/// `PATH` when the image sets none.
-pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Where `--init` puts the init binary inside the container (Docker's path).
-pub const INIT_PATH: &str = "/sbin/docker-init";
-
-/// Linux capability names, by number.
-pub const CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// containerd's (and Docker's) default capability set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+use berth_oci::spec::{self as oci, Capability, ContainerConfig, Resources};
+use serde_json::Value;
 
 /// Why a spec could not be made; each names what the user gave.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SpecError {
-    NoCommand,
     UnknownUser(String),
     UnknownGroup(String),
-    UnknownCapability(String),
     BadMemory(String),
     BadCpus(String),
+    /// The builder refused the inputs (no command, an unknown capability, ...).
+    Spec(oci::SpecError),
 }
 
 impl std::fmt::Display for SpecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SpecError::NoCommand => f.write_str("No command specified"),
             SpecError::UnknownUser(u) => {
                 write!(
                     f,
@@ -108,14 +38,27 @@ impl std::fmt::Display for SpecError {
                     "unable to find group {g}: no matching entries in group file"
                 )
             }
-            SpecError::UnknownCapability(c) => write!(f, "unknown capability: {c:?}"),
             SpecError::BadMemory(m) => write!(f, "invalid memory limit {m:?}: minimum is 6MB"),
             SpecError::BadCpus(c) => write!(f, "invalid --cpus {c:?}: must be a positive number"),
+            SpecError::Spec(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for SpecError {}
+impl std::error::Error for SpecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SpecError::Spec(e) => e.source(),
+            _ => None,
+        }
+    }
+}
+
+impl From<oci::SpecError> for SpecError {
+    fn from(e: oci::SpecError) -> SpecError {
+        SpecError::Spec(e)
+    }
+}
 
 /// The parts of an image config (`config` in the image's JSON) a container runs from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +94,17 @@ impl ImageConfig {
             stop_signal: string(&c["StopSignal"]),
         }
     }
+
+    /// What the spec builder takes of it (the user is resolved here, the stop signal is not
+    /// part of the spec).
+    fn runtime(&self) -> oci::ImageConfig {
+        oci::ImageConfig {
+            entrypoint: self.entrypoint.clone(),
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            working_dir: self.working_dir.clone(),
+        }
+    }
 }
 
 /// The user's flags, as `berth run` / `berth create` take them.
@@ -174,7 +128,7 @@ pub struct Options {
     pub memory: Option<i64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
-    /// The host path of the init binary to bind-mount at [`INIT_PATH`] (`--init`).
+    /// The host path of the init binary to bind-mount at [`oci::INIT_PATH`] (`--init`).
     pub init: Option<String>,
 }
 
@@ -183,40 +137,6 @@ pub struct Options {
 pub struct Accounts {
     pub passwd: String,
     pub group: String,
-}
-
-/// The process a container runs: the image's Entrypoint and Cmd as Docker combines them
-/// with `--entrypoint` and the arguments after the image.
-pub fn command(img: &ImageConfig, o: &Options) -> Result<Vec<String>, SpecError> {
-    let (entrypoint, default_cmd) = match &o.entrypoint {
-        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
-        Some(e) => (vec![e.clone()], Vec::new()),
-        None => (img.entrypoint.clone(), img.cmd.clone()),
-    };
-    let cmd = if o.args.is_empty() {
-        default_cmd
-    } else {
-        o.args.clone()
-    };
-    let all: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if all.is_empty() {
-        return Err(SpecError::NoCommand);
-    }
-    Ok(all)
-}
-
-/// `base` with each `KEY=VALUE` (or bare `KEY`) of `over` replacing the entry of the same
-/// key, or appended.
-pub fn merge_env(base: &[String], over: &[String]) -> Vec<String> {
-    let key = |e: &str| e.split('=').next().unwrap_or(e).to_string();
-    let mut out: Vec<String> = base.to_vec();
-    for e in over {
-        match out.iter_mut().find(|b| key(b) == key(e)) {
-            Some(b) => *b = e.clone(),
-            None => out.push(e.clone()),
-        }
-    }
-    out
 }
 
 /// Resolved user: uid, gid, additional gids.
@@ -297,60 +217,6 @@ pub fn resolve_user(spec: &str, acc: &Accounts) -> Result<User, SpecError> {
     })
 }
 
-/// `CAP_X` for `x`, `X` or `cap_x`; `ALL` stays `ALL`.
-fn cap_name(c: &str) -> Result<String, SpecError> {
-    let up = c.to_ascii_uppercase();
-    if up == "ALL" {
-        return Ok(up);
-    }
-    let full = if up.starts_with("CAP_") {
-        up
-    } else {
-        format!("CAP_{up}")
-    };
-    if CAPS.contains(&full.as_str()) {
-        Ok(full)
-    } else {
-        Err(SpecError::UnknownCapability(c.to_string()))
-    }
-}
-
-/// The capability set after `--privileged`, `--cap-add` and `--cap-drop`, as Docker
-/// computes it; `all` is every capability the host can grant.
-pub fn capabilities(o: &Options, all: &[String]) -> Result<Vec<String>, SpecError> {
-    if o.privileged {
-        return Ok(all.to_vec());
-    }
-    let add = o
-        .cap_add
-        .iter()
-        .map(|c| cap_name(c))
-        .collect::<Result<Vec<_>, _>>()?;
-    let drop = o
-        .cap_drop
-        .iter()
-        .map(|c| cap_name(c))
-        .collect::<Result<Vec<_>, _>>()?;
-    if add.iter().any(|c| c == "ALL") {
-        return Ok(all.iter().filter(|c| !drop.contains(c)).cloned().collect());
-    }
-    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
-        Vec::new()
-    } else {
-        DEFAULT_CAPS
-            .iter()
-            .map(|c| c.to_string())
-            .filter(|c| !drop.contains(c))
-            .collect()
-    };
-    for c in add {
-        if !caps.contains(&c) {
-            caps.push(c);
-        }
-    }
-    Ok(caps)
-}
-
 /// Parses a Docker memory size (`512m`, `1g`, `1048576`, `100MB`): binary units.
 pub fn parse_memory(s: &str) -> Result<i64, SpecError> {
     let bad = || SpecError::BadMemory(s.to_string());
@@ -379,8 +245,58 @@ pub fn parse_cpus(s: &str) -> Result<f64, SpecError> {
     }
 }
 
-fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
-    json!({"destination": dest, "type": kind, "source": source, "options": options})
+/// The CFS period `--cpus` is a quota of.
+const CPU_PERIOD: u64 = 100_000;
+
+/// The spec builder's inputs for the flags `o`, the image `img`, the rootfs' accounts and
+/// every capability the host can grant.
+pub fn container_config(
+    img: &ImageConfig,
+    o: &Options,
+    acc: &Accounts,
+    all_caps: &[Capability],
+) -> Result<ContainerConfig, SpecError> {
+    let user_spec = o.user.clone().unwrap_or_else(|| img.user.clone());
+    let user = resolve_user(&user_spec, acc)?;
+    Ok(ContainerConfig {
+        image: img.runtime(),
+        entrypoint: o.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        args: o.args.clone(),
+        init: o.init.clone(),
+        env: o.env.clone(),
+        cwd: o.workdir.clone(),
+        user: oci::User {
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional,
+        },
+        terminal: o.tty,
+        hostname: Some(
+            o.hostname
+                .clone()
+                .unwrap_or_else(|| super::short_id(&o.id).to_string()),
+        ),
+        readonly_rootfs: o.read_only,
+        privileged: o.privileged,
+        cap_add: o.cap_add.clone(),
+        cap_drop: o.cap_drop.clone(),
+        host_capabilities: all_caps.to_vec(),
+        resources: Resources {
+            memory_limit: o.memory,
+            cpu_quota: o.cpus.map(|c| (c * CPU_PERIOD as f64).round() as i64),
+            cpu_period: o.cpus.map(|_| CPU_PERIOD),
+            pids_limit: o.pids_limit,
+            ..Default::default()
+        },
+        cgroups_path: Some(format!("/{}/{}", o.namespace, o.id)),
+        ..Default::default()
+    })
 }
 
 /// The OCI runtime spec (config.json) of the container, as JSON.
@@ -388,185 +304,14 @@ pub fn build(
     img: &ImageConfig,
     o: &Options,
     acc: &Accounts,
-    all_caps: &[String],
+    all_caps: &[Capability],
 ) -> Result<Value, SpecError> {
-    let mut args = command(img, o)?;
-    if o.init.is_some() {
-        let mut with_init = vec![INIT_PATH.to_string(), "--".to_string()];
-        with_init.append(&mut args);
-        args = with_init;
-    }
-    let hostname = o
-        .hostname
-        .clone()
-        .unwrap_or_else(|| super::short_id(&o.id).to_string());
-    let base_env = if img.env.is_empty() {
-        vec![DEFAULT_PATH.to_string()]
-    } else {
-        img.env.clone()
-    };
-    let mut env = merge_env(&base_env, &o.env);
-    let mut extra = vec![format!("HOSTNAME={hostname}")];
-    if o.tty {
-        extra.push("TERM=xterm".to_string());
-    }
-    for e in extra {
-        let k = e.split('=').next().unwrap_or_default().to_string();
-        if !env.iter().any(|x| x.split('=').next() == Some(k.as_str())) {
-            env.insert(0, e);
-        }
-    }
-    let user_spec = o.user.clone().unwrap_or_else(|| img.user.clone());
-    let user = resolve_user(&user_spec, acc)?;
-    let cwd = o
-        .workdir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .unwrap_or_else(|| {
-            if img.working_dir.is_empty() {
-                "/".to_string()
-            } else {
-                img.working_dir.clone()
-            }
-        });
-    let caps = capabilities(o, all_caps)?;
-
-    let sys_ro: &[&str] = if o.privileged {
-        &["nosuid", "noexec", "nodev"]
-    } else {
-        &["nosuid", "noexec", "nodev", "ro"]
-    };
-    let cgroup_opts: &[&str] = if o.privileged {
-        &["nosuid", "noexec", "nodev", "relatime"]
-    } else {
-        &["nosuid", "noexec", "nodev", "relatime", "ro"]
-    };
-    let mut mounts = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
-        mount("/sys", "sysfs", "sysfs", sys_ro),
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", cgroup_opts),
-        mount(
-            "/run",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-    ];
-    if let Some(init) = &o.init {
-        mounts.push(mount(INIT_PATH, "bind", init, &["rbind", "ro"]));
-    }
-
-    let mut resources = serde_json::Map::new();
-    resources.insert(
-        "devices".into(),
-        json!([{"allow": o.privileged, "access": "rwm"}]),
-    );
-    if let Some(m) = o.memory {
-        resources.insert("memory".into(), json!({"limit": m}));
-    }
-    if let Some(c) = o.cpus {
-        let period: u64 = 100_000;
-        resources.insert(
-            "cpu".into(),
-            json!({"quota": (c * period as f64).round() as i64, "period": period}),
-        );
-    }
-    if let Some(p) = o.pids_limit {
-        resources.insert("pids".into(), json!({"limit": p}));
-    }
-
-    let mut linux = json!({
-        "resources": Value::Object(resources),
-        "cgroupsPath": format!("/{}/{}", o.namespace, o.id),
-        "namespaces": [
-            {"type": "pid"},
-            {"type": "ipc"},
-            {"type": "uts"},
-            {"type": "mount"},
-        ],
-    });
-    if !o.privileged {
-        linux["maskedPaths"] = json!([
-            "/proc/acpi",
-            "/proc/asound",
-            "/proc/kcore",
-            "/proc/keys",
-            "/proc/latency_stats",
-            "/proc/timer_list",
-            "/proc/timer_stats",
-            "/proc/sched_debug",
-            "/sys/firmware",
-            "/proc/scsi",
-        ]);
-        linux["readonlyPaths"] = json!([
-            "/proc/bus",
-            "/proc/fs",
-            "/proc/irq",
-            "/proc/sys",
-            "/proc/sysrq-trigger",
-        ]);
-    }
-
-    let mut process_user = json!({"uid": user.uid, "gid": user.gid});
-    if !user.additional.is_empty() {
-        process_user["additionalGids"] = json!(user.additional);
-    }
-    Ok(json!({
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "terminal": o.tty,
-            "user": process_user,
-            "args": args,
-            "env": env,
-            "cwd": cwd,
-            "capabilities": {
-                "bounding": caps,
-                "effective": caps,
-                "permitted": caps,
-            },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": false,
-        },
-        "root": {"path": "rootfs", "readonly": o.read_only},
-        "hostname": hostname,
-        "mounts": mounts,
-        "linux": linux,
-    }))
+    let config = container_config(img, o, acc, all_caps)?;
+    Ok(oci::to_value(&oci::build(&config)?)?)
 }
 
-/// Every capability this host can grant: the names of the bits of our bounding set.
-pub fn host_capabilities() -> Vec<String> {
+/// Every capability this host can grant: the bits of our bounding set.
+pub fn host_capabilities() -> Vec<Capability> {
     let bounding = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -575,15 +320,13 @@ pub fn host_capabilities() -> Vec<String> {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(u64::MAX);
-    CAPS.iter()
-        .enumerate()
-        .filter(|(i, _)| bounding & (1u64 << i) != 0)
-        .map(|(_, c)| c.to_string())
-        .collect()
+    oci::capabilities_from_mask(bounding)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn opts() -> Options {
@@ -603,22 +346,35 @@ mod tests {
         }}))
     }
 
-    fn all() -> Vec<String> {
-        CAPS.iter().map(|c| c.to_string()).collect()
+    fn all() -> Vec<Capability> {
+        oci::CAPABILITIES.iter().map(|(_, c)| *c).collect()
+    }
+
+    fn accounts() -> Accounts {
+        Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\n".into(),
+            group: "root:x:0:\nwww-data:x:33:\nstaff:x:50:www-data,other\n".into(),
+        }
+    }
+
+    fn args(o: &Options) -> Result<Value, SpecError> {
+        build(&img(), o, &Accounts::default(), &all()).map(|s| s["process"]["args"].clone())
     }
 
     #[test]
     fn entrypoint_and_cmd_combine_as_docker_does() {
         let mut o = opts();
-        assert_eq!(command(&img(), &o).unwrap(), ["/entry", "serve", "--x"]);
+        assert_eq!(args(&o).unwrap(), json!(["/entry", "serve", "--x"]));
         o.args = vec!["run".into()];
-        assert_eq!(command(&img(), &o).unwrap(), ["/entry", "run"]);
+        assert_eq!(args(&o).unwrap(), json!(["/entry", "run"]));
         o.entrypoint = Some("/bin/sh".into());
-        assert_eq!(command(&img(), &o).unwrap(), ["/bin/sh", "run"]);
+        assert_eq!(args(&o).unwrap(), json!(["/bin/sh", "run"]));
         o.args.clear();
-        assert_eq!(command(&img(), &o).unwrap(), ["/bin/sh"]);
+        assert_eq!(args(&o).unwrap(), json!(["/bin/sh"]));
         o.entrypoint = Some(String::new());
-        assert_eq!(command(&img(), &o), Err(SpecError::NoCommand));
+        let err = args(&o).unwrap_err();
+        assert!(matches!(err, SpecError::Spec(oci::SpecError::NoCommand)));
+        assert_eq!(err.to_string(), "No command specified");
     }
 
     #[test]
@@ -706,13 +462,13 @@ mod tests {
         assert_eq!(s["linux"]["resources"]["pids"]["limit"], 20);
         assert_eq!(
             s["process"]["args"],
-            json!([INIT_PATH, "--", "/entry", "serve", "--x"])
+            json!([oci::INIT_PATH, "--", "/entry", "serve", "--x"])
         );
         let init = s["mounts"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|m| m["destination"] == INIT_PATH)
+            .find(|m| m["destination"] == oci::INIT_PATH)
             .unwrap();
         assert_eq!(init["source"], "/usr/bin/tini-static");
     }
@@ -727,7 +483,7 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .len(),
-            CAPS.len()
+            oci::CAPABILITIES.len()
         );
         assert!(s["linux"].get("maskedPaths").is_none());
         assert_eq!(
@@ -737,34 +493,20 @@ mod tests {
     }
 
     #[test]
-    fn cap_add_and_drop() {
+    fn unknown_capability() {
         let mut o = opts();
-        o.cap_add = vec!["net_admin".into()];
-        o.cap_drop = vec!["CAP_CHOWN".into(), "kill".into()];
-        let caps = capabilities(&o, &all()).unwrap();
-        assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
-        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
-        assert!(!caps.contains(&"CAP_KILL".to_string()));
-        assert_eq!(caps.len(), 13);
-        o.cap_add = vec!["CHOWN".into()];
-        o.cap_drop = vec!["ALL".into()];
-        assert_eq!(capabilities(&o, &all()).unwrap(), ["CAP_CHOWN"]);
-        o.cap_add = vec!["ALL".into()];
-        o.cap_drop = vec!["SYS_ADMIN".into()];
-        assert_eq!(capabilities(&o, &all()).unwrap().len(), CAPS.len() - 1);
         o.cap_add = vec!["NOPE".into()];
-        assert_eq!(
-            capabilities(&o, &all()),
-            Err(SpecError::UnknownCapability("NOPE".into()))
-        );
+        let err = build(&img(), &o, &Accounts::default(), &all()).unwrap_err();
+        assert!(matches!(
+            &err,
+            SpecError::Spec(oci::SpecError::UnknownCapability(c)) if c == "NOPE"
+        ));
+        assert_eq!(err.to_string(), "unknown capability: \"NOPE\"");
     }
 
     #[test]
     fn users_resolve_against_the_rootfs() {
-        let acc = Accounts {
-            passwd: "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\n".into(),
-            group: "root:x:0:\nwww-data:x:33:\nstaff:x:50:www-data,other\n".into(),
-        };
+        let acc = accounts();
         let u = |s: &str| resolve_user(s, &acc);
         assert_eq!(
             u("www-data").unwrap(),
@@ -785,8 +527,8 @@ mod tests {
         assert_eq!(u("33:staff").unwrap().gid, 50);
         assert_eq!(u("1000:7").unwrap().gid, 7);
         assert_eq!(u("").unwrap().uid, 0);
-        assert_eq!(u("nobody"), Err(SpecError::UnknownUser("nobody".into())));
-        assert_eq!(u("0:wheel"), Err(SpecError::UnknownGroup("wheel".into())));
+        assert!(matches!(u("nobody"), Err(SpecError::UnknownUser(n)) if n == "nobody"));
+        assert!(matches!(u("0:wheel"), Err(SpecError::UnknownGroup(g)) if g == "wheel"));
     }
 
     #[test]
@@ -798,5 +540,132 @@ mod tests {
         assert!(parse_memory("1k").is_err());
         assert!(parse_memory("lots").is_err());
         assert!(parse_cpus("0").is_err());
+    }
+
+    /// `value` with its capability lists sorted by number (they are sets).
+    fn caps_sorted(mut value: Value) -> Value {
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(list) = value["process"]["capabilities"][set].as_array_mut() {
+                list.sort_by_key(|c| {
+                    oci::CAPABILITIES
+                        .iter()
+                        .position(|(n, _)| c == n)
+                        .unwrap_or(usize::MAX)
+                });
+            }
+        }
+        value
+    }
+
+    const ID: &str = "3f2c8a9b7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a";
+
+    /// `berth run` of container [`ID`] with `f` applied to its flags.
+    fn run(f: impl Fn(&mut Options)) -> Options {
+        let mut o = Options {
+            id: ID.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        f(&mut o);
+        o
+    }
+
+    fn busybox() -> ImageConfig {
+        ImageConfig::from_image(&json!({"config": {"Env": [oci::DEFAULT_PATH], "Cmd": ["sh"]}}))
+    }
+
+    /// Flags about the process, with the name of the spec the CLI wrote for them before
+    /// the builder (berth-oci's test data).
+    fn process_cases() -> Vec<(&'static str, ImageConfig, Options)> {
+        let mut app = img();
+        app.user = "www-data".into();
+        let no_env = ImageConfig {
+            cmd: vec!["/hello".into()],
+            ..Default::default()
+        };
+        vec![
+            ("busybox_default", busybox(), run(|_| {})),
+            ("image_without_env", no_env, run(|_| {})),
+            ("image_user_entrypoint", app.clone(), run(|_| {})),
+            (
+                "user_workdir_env",
+                busybox(),
+                run(|o| {
+                    o.user = Some("www-data".into());
+                    o.workdir = Some("/tmp".into());
+                    o.env = vec!["A=1".into(), "PATH=/x".into(), "HOSTNAME=mine".into()];
+                    o.args = vec!["id".into()];
+                }),
+            ),
+            (
+                "numeric_user",
+                busybox(),
+                run(|o| o.user = Some("1000:50".into())),
+            ),
+            (
+                "hostname_tty",
+                busybox(),
+                run(|o| {
+                    o.hostname = Some("box".into());
+                    o.tty = true;
+                }),
+            ),
+            (
+                "init_entrypoint",
+                app,
+                run(|o| {
+                    o.init = Some("/usr/bin/tini-static".into());
+                    o.entrypoint = Some("/bin/echo".into());
+                    o.args = vec!["hi".into()];
+                }),
+            ),
+        ]
+    }
+
+    /// Flags about privileges and limits, as [`process_cases`].
+    fn limit_cases() -> Vec<(&'static str, ImageConfig, Options)> {
+        let caps = |add: &[&str], drop: &[&str]| {
+            let add: Vec<String> = add.iter().map(|c| c.to_string()).collect();
+            let drop: Vec<String> = drop.iter().map(|c| c.to_string()).collect();
+            run(move |o| {
+                o.cap_add = add.clone();
+                o.cap_drop = drop.clone();
+            })
+        };
+        vec![
+            ("privileged", busybox(), run(|o| o.privileged = true)),
+            (
+                "cap_add_drop",
+                busybox(),
+                caps(&["net_admin", "CAP_SYS_TIME"], &["CHOWN", "kill"]),
+            ),
+            ("cap_drop_all", busybox(), caps(&["chown"], &["ALL"])),
+            ("cap_add_all", busybox(), caps(&["ALL"], &["SYS_ADMIN"])),
+            ("read_only", busybox(), run(|o| o.read_only = true)),
+            (
+                "resources",
+                busybox(),
+                run(|o| {
+                    o.memory = Some(parse_memory("64m").unwrap());
+                    o.cpus = Some(parse_cpus("1.5").unwrap());
+                    o.pids_limit = Some(20);
+                }),
+            ),
+        ]
+    }
+
+    /// The same flags still make the same spec (capability lists are sets).
+    #[test]
+    fn same_specs_as_before_the_builder() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../services/oci/src/spec/testdata"
+        );
+        for (name, image, o) in process_cases().into_iter().chain(limit_cases()) {
+            let text = std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap();
+            let want: Value = serde_json::from_str(&text).unwrap();
+            let got = build(&image, &o, &accounts(), &all()).unwrap();
+            assert_eq!(caps_sorted(got), caps_sorted(want), "{name}");
+        }
     }
 }
