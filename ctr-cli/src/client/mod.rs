@@ -13,6 +13,7 @@ pub mod process;
 pub mod rootfs;
 pub mod signal;
 pub mod snapshots;
+pub mod spec;
 pub mod stdio;
 pub mod tasks;
 pub mod transfer;

@@ -10,9 +10,5 @@ pub mod lifecycle;
 pub mod logs;
 pub mod ps;
 pub mod run;
-pub mod spec;
 pub mod stats;
 pub mod top;
-
-/// For `spec`, which names it through this module.
-pub use crate::client::containers::short_id;

@@ -20,10 +20,10 @@ use berth_proto::containerd::services::introspection::v1::introspection_client::
 use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
-use super::spec::{self, Accounts, ImageConfig, Options};
 use crate::client::containers::{self, check_name_free, list_all, log_path, new_id};
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
+use crate::client::spec::{self, Accounts, ImageConfig, Options};
 use crate::client::{Client, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;

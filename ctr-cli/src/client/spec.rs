@@ -280,7 +280,7 @@ pub fn container_config(
         hostname: Some(
             o.hostname
                 .clone()
-                .unwrap_or_else(|| super::short_id(&o.id).to_string()),
+                .unwrap_or_else(|| crate::client::containers::short_id(&o.id).to_string()),
         ),
         readonly_rootfs: o.read_only,
         privileged: o.privileged,
