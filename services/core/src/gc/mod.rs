@@ -191,8 +191,20 @@ pub fn label_refs(namespace: &str, labels: &BTreeMap<String, String>) -> Vec<Nod
 
 /// Marks everything reachable from the roots of `graph` at time `now`.
 pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
-    // (node, flat): a node reached flat is visited again when reached normally.
-    let mut queue: Vec<(Node, bool)> = Vec::new();
+    let (queue, expired_leases) = roots(graph, now);
+    Marked {
+        nodes: walk(graph, queue),
+        expired_leases,
+    }
+}
+
+/// Nodes to visit, each with whether it was reached flat (through a flat lease): a node
+/// reached flat is visited again when reached normally.
+type Queue = Vec<(Node, bool)>;
+
+/// The roots of `graph` at `now`, and the `(namespace, id)` of the leases that expired.
+fn roots(graph: &Graph, now: SystemTime) -> (Queue, Vec<(String, String)>) {
+    let mut queue = Queue::new();
     let mut expired_leases = Vec::new();
 
     for image in &graph.images {
@@ -223,32 +235,7 @@ pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
             expired_leases.push((lease.namespace.clone(), lease.id.clone()));
             continue;
         }
-        let ns = lease.namespace.as_str();
-        for r in &lease.resources {
-            match r.kind.as_str() {
-                leases::kind::CONTENT => queue.push((content_node(ns, &r.id), lease.flat)),
-                leases::kind::INGESTS => {
-                    if let Some(expected) = graph.ingests.get(&(ns.to_string(), r.id.clone())) {
-                        queue.push((content_node(ns, expected), lease.flat));
-                    }
-                }
-                leases::kind::IMAGES => {
-                    // Image records are never collected; a leased one holds what it names.
-                    for image in graph
-                        .images
-                        .iter()
-                        .filter(|i| i.namespace == ns && i.name == r.id)
-                    {
-                        queue.push((content_node(ns, &image.target), lease.flat));
-                    }
-                }
-                kind => {
-                    if let Some(snapshotter) = kind.strip_prefix(leases::kind::SNAPSHOTS_PREFIX) {
-                        queue.push((snapshot_node(ns, snapshotter, &r.id), lease.flat));
-                    }
-                }
-            }
-        }
+        held_by(graph, lease, &mut queue);
     }
     for ((ns, digest), labels) in &graph.content {
         if labels.contains_key(ROOT_LABEL) {
@@ -260,7 +247,42 @@ pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
             queue.push((snapshot_node(ns, snapshotter, key), false));
         }
     }
+    (queue, expired_leases)
+}
 
+/// Queues what a live lease holds.
+fn held_by(graph: &Graph, lease: &LeaseRoot, queue: &mut Queue) {
+    let ns = lease.namespace.as_str();
+    for r in &lease.resources {
+        match r.kind.as_str() {
+            leases::kind::CONTENT => queue.push((content_node(ns, &r.id), lease.flat)),
+            leases::kind::INGESTS => {
+                if let Some(expected) = graph.ingests.get(&(ns.to_string(), r.id.clone())) {
+                    queue.push((content_node(ns, expected), lease.flat));
+                }
+            }
+            leases::kind::IMAGES => {
+                // Image records are never collected; a leased one holds what it names.
+                for image in graph
+                    .images
+                    .iter()
+                    .filter(|i| i.namespace == ns && i.name == r.id)
+                {
+                    queue.push((content_node(ns, &image.target), lease.flat));
+                }
+            }
+            kind => {
+                if let Some(snapshotter) = kind.strip_prefix(leases::kind::SNAPSHOTS_PREFIX) {
+                    queue.push((snapshot_node(ns, snapshotter, &r.id), lease.flat));
+                }
+            }
+        }
+    }
+}
+
+/// Everything reachable from `queue`: content and snapshot labels are followed (unless
+/// reached flat), and a snapshot holds its parent.
+fn walk(graph: &Graph, mut queue: Queue) -> HashSet<Node> {
     let mut visited: HashSet<(Node, bool)> = HashSet::new();
     let mut nodes: HashSet<Node> = HashSet::new();
     while let Some((node, flat)) = queue.pop() {
@@ -304,10 +326,7 @@ pub fn mark(graph: &Graph, now: SystemTime) -> Marked {
         }
         nodes.insert(node);
     }
-    Marked {
-        nodes,
-        expired_leases,
-    }
+    nodes
 }
 
 // ---------------------------------------------------------------------------------------
@@ -345,96 +364,116 @@ fn load_graph(
     ingest_expected: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Result<Graph> {
     let mut g = Graph::default();
-    {
-        let t = txn.open_table(IMAGES).ctx("open images")?;
-        for item in t.iter().ctx("scan images")? {
-            let (k, v) = item.ctx("read image")?;
-            let (ns, name) = k.value();
-            let image: Image = metadata::decode("image", name, v.value())?;
-            g.images.push(ImageRoot {
-                namespace: ns.to_string(),
-                name: name.to_string(),
-                target: image.target().digest,
-                labels: image.labels,
-            });
-        }
-    }
-    {
-        let t = txn.open_table(CONTAINERS).ctx("open containers")?;
-        for item in t.iter().ctx("scan containers")? {
-            let (k, v) = item.ctx("read container")?;
-            let (ns, id) = k.value();
-            let c: Container = metadata::decode("container", id, v.value())?;
-            g.containers.push(ContainerRoot {
-                namespace: ns.to_string(),
-                snapshotter: c.snapshotter,
-                snapshot_key: c.snapshot_key,
-                labels: c.labels,
-            });
-        }
-    }
-    {
-        let t = txn.open_table(LEASES).ctx("open leases")?;
-        let r = txn
-            .open_table(LEASE_RESOURCES)
-            .ctx("open lease_resources")?;
-        for item in t.iter().ctx("scan leases")? {
-            let (k, v) = item.ctx("read lease")?;
-            let (ns, id) = k.value();
-            let lease: Lease = metadata::decode("lease", id, v.value())?;
-            let mut resources = Vec::new();
-            for item in r.range((ns, id, "", "")..).ctx("scan lease resources")? {
-                let (k, _) = item.ctx("read lease resource")?;
-                let (rns, rlease, kind, rid) = k.value();
-                if rns != ns || rlease != id {
-                    break;
-                }
-                if kind == "ingests"
-                    && let Some(expected) = ingest_expected(ns, rid)
-                {
-                    g.ingests
-                        .insert((ns.to_string(), rid.to_string()), expected);
-                }
-                resources.push(leases::Resource {
-                    id: rid.to_string(),
-                    kind: kind.to_string(),
-                });
-            }
-            g.leases.push(LeaseRoot {
-                namespace: ns.to_string(),
-                id: id.to_string(),
-                expires: lease.expires_at(),
-                flat: lease.labels.contains_key(FLAT_LABEL),
-                resources,
-            });
-        }
-    }
-    {
-        let t = txn.open_table(CONTENT).ctx("open content")?;
-        for item in t.iter().ctx("scan content")? {
-            let (k, v) = item.ctx("read content")?;
-            let (ns, digest) = k.value();
-            let info: content::Info = metadata::decode("content", digest, v.value())?;
-            g.content
-                .insert((ns.to_string(), digest.to_string()), info.labels);
-        }
-    }
-    {
-        let t = txn.open_table(SNAPSHOTS).ctx("open snapshots")?;
-        for item in t.iter().ctx("scan snapshots")? {
-            let (k, v) = item.ctx("read snapshot")?;
-            let (ns, snapshotter, key) = k.value();
-            let rec = berth_snapshotter::metastore::decode(key, v.value())?;
-            g.snapshots.insert(
-                (ns.to_string(), snapshotter.to_string(), key.to_string()),
-                SnapshotEntry {
-                    parent: (!rec.parent.is_empty()).then_some(rec.parent),
-                    labels: rec.labels,
-                },
-            );
-        }
-    }
+    load_images(txn, &mut g)?;
+    load_containers(txn, &mut g)?;
+    load_leases(txn, ingest_expected, &mut g)?;
+    load_content(txn, &mut g)?;
+    load_snapshots(txn, &mut g)?;
     Ok(g)
+}
+
+fn load_images(txn: &WriteTransaction, g: &mut Graph) -> Result<()> {
+    let t = txn.open_table(IMAGES).ctx("open images")?;
+    for item in t.iter().ctx("scan images")? {
+        let (k, v) = item.ctx("read image")?;
+        let (ns, name) = k.value();
+        let image: Image = metadata::decode("image", name, v.value())?;
+        g.images.push(ImageRoot {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            target: image.target().digest,
+            labels: image.labels,
+        });
+    }
+    Ok(())
+}
+
+fn load_containers(txn: &WriteTransaction, g: &mut Graph) -> Result<()> {
+    let t = txn.open_table(CONTAINERS).ctx("open containers")?;
+    for item in t.iter().ctx("scan containers")? {
+        let (k, v) = item.ctx("read container")?;
+        let (ns, id) = k.value();
+        let c: Container = metadata::decode("container", id, v.value())?;
+        g.containers.push(ContainerRoot {
+            namespace: ns.to_string(),
+            snapshotter: c.snapshotter,
+            snapshot_key: c.snapshot_key,
+            labels: c.labels,
+        });
+    }
+    Ok(())
+}
+
+/// The leases with their resources, and the digests their ingests expect.
+fn load_leases(
+    txn: &WriteTransaction,
+    ingest_expected: &dyn Fn(&str, &str) -> Option<String>,
+    g: &mut Graph,
+) -> Result<()> {
+    let t = txn.open_table(LEASES).ctx("open leases")?;
+    let r = txn
+        .open_table(LEASE_RESOURCES)
+        .ctx("open lease_resources")?;
+    for item in t.iter().ctx("scan leases")? {
+        let (k, v) = item.ctx("read lease")?;
+        let (ns, id) = k.value();
+        let lease: Lease = metadata::decode("lease", id, v.value())?;
+        let mut resources = Vec::new();
+        for item in r.range((ns, id, "", "")..).ctx("scan lease resources")? {
+            let (k, _) = item.ctx("read lease resource")?;
+            let (rns, rlease, kind, rid) = k.value();
+            if rns != ns || rlease != id {
+                break;
+            }
+            if kind == "ingests"
+                && let Some(expected) = ingest_expected(ns, rid)
+            {
+                g.ingests
+                    .insert((ns.to_string(), rid.to_string()), expected);
+            }
+            resources.push(leases::Resource {
+                id: rid.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+        g.leases.push(LeaseRoot {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+            expires: lease.expires_at(),
+            flat: lease.labels.contains_key(FLAT_LABEL),
+            resources,
+        });
+    }
+    Ok(())
+}
+
+fn load_content(txn: &WriteTransaction, g: &mut Graph) -> Result<()> {
+    let t = txn.open_table(CONTENT).ctx("open content")?;
+    for item in t.iter().ctx("scan content")? {
+        let (k, v) = item.ctx("read content")?;
+        let (ns, digest) = k.value();
+        let info: content::Info = metadata::decode("content", digest, v.value())?;
+        g.content
+            .insert((ns.to_string(), digest.to_string()), info.labels);
+    }
+    Ok(())
+}
+
+fn load_snapshots(txn: &WriteTransaction, g: &mut Graph) -> Result<()> {
+    let t = txn.open_table(SNAPSHOTS).ctx("open snapshots")?;
+    for item in t.iter().ctx("scan snapshots")? {
+        let (k, v) = item.ctx("read snapshot")?;
+        let (ns, snapshotter, key) = k.value();
+        let rec = berth_snapshotter::metastore::decode(key, v.value())?;
+        g.snapshots.insert(
+            (ns.to_string(), snapshotter.to_string(), key.to_string()),
+            SnapshotEntry {
+                parent: (!rec.parent.is_empty()).then_some(rec.parent),
+                labels: rec.labels,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Marks and deletes, all in `txn`.

@@ -453,44 +453,11 @@ impl RegistryClient {
         let url = ep.url(&self.registry, repo, &format!("manifests/{object}"))?;
         let sep = if by_digest { '@' } else { ':' };
         let what = format!("resolving {}/{repo}{sep}{object}", self.registry);
-        let head = self
-            .send(
-                ep,
-                Method::HEAD,
-                url.clone(),
-                scopes,
-                &Self::accept_manifests(),
-                None,
-            )
-            .await?;
-        if head.status().is_success() {
-            let h = head.headers();
-            let dg = docker_content_digest(h).or_else(|| by_digest.then(|| object.to_string()));
-            let mt = content_type(h).unwrap_or_default();
-            let size = header_str(h, header::CONTENT_LENGTH).and_then(|s| s.parse::<i64>().ok());
-            if let (Some(dg), Some(size)) = (dg, size)
-                && !is_generic(&mt)
-                && size > 0
-            {
-                if by_digest && dg != object {
-                    return Err(Error::precondition(format!(
-                        "{what}: registry {} answered with digest {dg}, expected {object}",
-                        ep.host()
-                    )));
-                }
-                digest::validate(&dg)?;
-                return Ok(Descriptor {
-                    media_type: mt,
-                    digest: dg,
-                    size,
-                    annotations: Default::default(),
-                });
-            }
-        } else if head.status() != StatusCode::METHOD_NOT_ALLOWED
-            && head.status() != StatusCode::NOT_IMPLEMENTED
-            && head.status() != StatusCode::BAD_REQUEST
+        if let Some(desc) = self
+            .resolve_head(ep, url.clone(), object, by_digest, scopes, &what)
+            .await?
         {
-            return Err(self.status_error(ep, head, &what).await);
+            return Ok(desc);
         }
         // HEAD said too little: GET the manifest and hash it.
         let mut resp = self
@@ -531,6 +498,60 @@ impl RegistryClient {
             size: body.len() as i64,
             annotations: Default::default(),
         })
+    }
+
+    /// `resolve_at`'s HEAD of the manifest: its descriptor, or None when the answer
+    /// says too little (no digest or size, a generic media type) or the registry does not
+    /// take HEAD.
+    async fn resolve_head(
+        &self,
+        ep: &Ep,
+        url: Url,
+        object: &str,
+        by_digest: bool,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<Option<Descriptor>> {
+        let head = self
+            .send(
+                ep,
+                Method::HEAD,
+                url,
+                scopes,
+                &Self::accept_manifests(),
+                None,
+            )
+            .await?;
+        if head.status().is_success() {
+            let h = head.headers();
+            let dg = docker_content_digest(h).or_else(|| by_digest.then(|| object.to_string()));
+            let mt = content_type(h).unwrap_or_default();
+            let size = header_str(h, header::CONTENT_LENGTH).and_then(|s| s.parse::<i64>().ok());
+            if let (Some(dg), Some(size)) = (dg, size)
+                && !is_generic(&mt)
+                && size > 0
+            {
+                if by_digest && dg != object {
+                    return Err(Error::precondition(format!(
+                        "{what}: registry {} answered with digest {dg}, expected {object}",
+                        ep.host()
+                    )));
+                }
+                digest::validate(&dg)?;
+                return Ok(Some(Descriptor {
+                    media_type: mt,
+                    digest: dg,
+                    size,
+                    annotations: Default::default(),
+                }));
+            }
+        } else if head.status() != StatusCode::METHOD_NOT_ALLOWED
+            && head.status() != StatusCode::NOT_IMPLEMENTED
+            && head.status() != StatusCode::BAD_REQUEST
+        {
+            return Err(self.status_error(ep, head, what).await);
+        }
+        Ok(None)
     }
 
     /// Fetches a manifest or index by its descriptor and checks size and digest.
