@@ -11,6 +11,5 @@ pub use berth_core::{
 
 pub mod api;
 pub mod authority;
-pub mod catalog;
 pub mod plugins;
 pub mod server;

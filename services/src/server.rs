@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::metadata::Store;
 
-pub use crate::catalog::MAX_MESSAGE;
+pub use crate::api::catalog::MAX_MESSAGE;
 
 /// Streams a client may reset before they are accepted, at once, on one connection. The
 /// socket is the daemon's own (root, or the group it is given): this bounds memory, it is
@@ -294,7 +294,7 @@ impl Daemon {
         })?;
 
         let mut grpc_stop = stop_rx.clone();
-        let catalog = crate::catalog::containerd_services(&s);
+        let catalog = crate::api::catalog::containerd_services(&s);
         let _ = s.plugins.set(crate::plugins::daemon_plugins(
             &self.config.root,
             &self.config.root.join("runtime"),

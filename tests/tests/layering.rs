@@ -300,3 +300,19 @@ fn cli_commands_do_not_import_each_other() {
         }
     }
 }
+
+#[test]
+fn only_the_server_mounts_the_front_doors() {
+    let src = workspace().join("services/src");
+    for (path, text) in sources(&src) {
+        let rel = path.strip_prefix(&src).expect("under src");
+        if rel.starts_with("api") || rel == Path::new("server.rs") {
+            continue;
+        }
+        assert!(
+            !code(&text).contains("crate::api"),
+            "{} imports the gRPC adapters",
+            path.display()
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! converts wire types to core types, calls the core, publishes the event containerd would,
 //! and converts back. Errors become statuses only through `status::status`.
 
+pub mod catalog;
 pub mod containers;
 pub mod content;
 pub mod diff;

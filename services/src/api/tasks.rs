@@ -15,7 +15,7 @@ use super::snapshots::mount_from_wire;
 use super::{any_from_wire, any_to_wire, namespace_required};
 use crate::api::status::OrStatus;
 use crate::filters::Filter;
-use crate::tasks::{CreateOptions, ExecOptions, Exit, ProcessState, Stdio, Tasks};
+use crate::tasks::{CreateOptions, ExecOptions, Exit, ProcessState, ShimTime, Stdio, Tasks};
 
 pub struct TasksApi(pub Tasks);
 
@@ -35,7 +35,14 @@ fn process(container_id: &str, s: ProcessState) -> Process {
         stderr: s.stderr,
         terminal: s.terminal,
         exit_status: s.exit_status,
-        exited_at: s.exited_at,
+        exited_at: s.exited_at.map(timestamp),
+    }
+}
+
+fn timestamp(t: ShimTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
     }
 }
 
@@ -258,7 +265,7 @@ impl TasksRpc for TasksApi {
             .or_status()?;
         Ok(Response::new(pb::WaitResponse {
             exit_status,
-            exited_at,
+            exited_at: exited_at.map(timestamp),
         }))
     }
 }

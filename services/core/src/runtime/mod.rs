@@ -6,7 +6,9 @@
 
 mod shim;
 
-pub use shim::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, Shim, ShimTask, Stdio};
+pub use shim::{
+    ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, Shim, ShimTask, ShimTime, Stdio,
+};
 
 use std::collections::BTreeMap;
 use std::io::Write;

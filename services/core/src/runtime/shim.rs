@@ -79,6 +79,14 @@ impl ProcessStatus {
     }
 }
 
+/// A time as the shim sent it, kept exact: seconds and nanoseconds since the epoch
+/// (seconds may be negative: Go's zero time, from shims written in Go).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimTime {
+    pub seconds: i64,
+    pub nanos: i32,
+}
+
 /// A process as its shim reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessState {
@@ -91,8 +99,7 @@ pub struct ProcessState {
     pub stderr: String,
     pub terminal: bool,
     pub exit_status: u32,
-    /// As the shim sent it (seconds may be negative: Go's zero time).
-    pub exited_at: Option<prost_types::Timestamp>,
+    pub exited_at: Option<ShimTime>,
 }
 
 /// A process's standard streams (FIFO paths or URIs) and whether it has a terminal.
@@ -215,8 +222,8 @@ fn any_from_pb(a: &PbAny) -> AnyValue {
     }
 }
 
-fn timestamp_of(t: &MessageField<PbTimestamp>) -> Option<prost_types::Timestamp> {
-    t.as_ref().map(|t| prost_types::Timestamp {
+fn timestamp_of(t: &MessageField<PbTimestamp>) -> Option<ShimTime> {
+    t.as_ref().map(|t| ShimTime {
         seconds: t.seconds,
         nanos: t.nanos,
     })
@@ -400,11 +407,7 @@ impl Shim {
     }
 
     /// Waits for the process to exit: its exit status and time, as the shim sent them.
-    pub async fn wait_process(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(u32, Option<prost_types::Timestamp>)> {
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<(u32, Option<ShimTime>)> {
         let req = api::WaitRequest {
             id: id.to_string(),
             exec_id: exec_id.to_string(),

@@ -48,7 +48,9 @@ use crate::runtime::{RuntimeManager, Shim, ShimTask};
 use crate::snapshots::Snapshotters;
 use crate::types::AnyValue;
 
-pub use crate::runtime::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, Stdio};
+pub use crate::runtime::{
+    ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, ShimTime, Stdio,
+};
 pub use bundle::SavedTask;
 pub use ops::{Metric, TaskFields};
 pub use status::TaskStatus;

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::filters::{Adaptor, Filter};
-use crate::runtime::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus};
+use crate::runtime::{ExecOptions, Exit, PidInfo, ProcessState, ProcessStatus, ShimTime};
 use crate::types::AnyValue;
 
 use super::status::{Rule, TaskStatus, rules};
@@ -266,12 +266,7 @@ impl Tasks {
     }
 
     /// Waits for the init process or an exec to exit: its status and time.
-    pub async fn wait(
-        &self,
-        ns: &str,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(u32, Option<prost_types::Timestamp>)> {
+    pub async fn wait(&self, ns: &str, id: &str, exec_id: &str) -> Result<(u32, Option<ShimTime>)> {
         let task = self.get(ns, id)?;
         let exec = exec_id.to_string();
         let exit = self

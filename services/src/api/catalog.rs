@@ -18,7 +18,7 @@ use berth_proto::containerd::services::version::v1::version_server::VersionServe
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
-use crate::api::{self, Services};
+use super::{self as api, Services};
 use crate::plugins::{CONTENT, EVENT, GRPC, LEASE, METADATA, PluginInfo, SERVICE};
 
 /// gRPC messages up to this size are accepted (containerd's default).
