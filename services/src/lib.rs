@@ -4,9 +4,9 @@
 //! their own names so that `crate::content`, `crate::tasks`… read the same in both crates.
 
 pub use berth_core::{
-    archive, autoremove, config, containers, content, diff, digest, error, events, filters, gc,
-    identifiers, images, labels, leases, memory, metadata, namespaces, pull, push, registry,
-    runtime, snapshots, streams, tasks, transfer, types, unpack,
+    archive, autoremove, collector, config, containers, content, diff, digest, error, events,
+    filters, gc, identifiers, images, labels, leases, memory, metadata, namespaces, pull, push,
+    registry, runtime, snapshots, streams, tasks, transfer, types, unpack,
 };
 
 pub mod api;

@@ -16,9 +16,13 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::{self, Services};
 use crate::config::Config;
+use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::events::Exchange;
+use crate::images::Images;
+use crate::leases::Leases;
 use crate::metadata::Store;
+use crate::snapshots::{Snapshots, Snapshotters};
 
 pub use crate::api::catalog::MAX_MESSAGE;
 
@@ -155,94 +159,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Creates the directories, takes the root lock and opens the metadata store.
+    /// Creates the directories, takes the root lock, opens the metadata store and builds
+    /// the cores (reconnecting the tasks a previous run left).
     pub async fn open(config: Config) -> Result<Daemon> {
         create_dir(&config.root, 0o711)?;
         create_dir(&config.state, 0o711)?;
         let lock = RootLock::acquire(&config.root)?;
         secure_layout(&config)?;
-        let db_path = config.root.join("meta.redb");
-        let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
-            .await
-            .map_err(|e| Error::Internal(format!("open metadata: {e}")))??;
-        let db = config.root.join("meta.redb");
-        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io("set file mode", &db, e))?;
-        let uuid_store = store.clone();
-        let uuid = tokio::task::spawn_blocking(move || {
-            uuid_store.meta_get_or_init("server.uuid", || {
-                uuid::Uuid::new_v4().to_string().into_bytes()
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("read server uuid: {e}")))??;
-        let server_uuid = String::from_utf8(uuid).map_err(|e| Error::Corrupt {
-            what: "meta",
-            key: "server.uuid".into(),
-            message: e.to_string(),
-        })?;
-        let content = crate::content::ContentStore::open(
-            &config.root,
-            store.clone(),
-            config.content.ingest_expiry()?,
-        )?;
-        let images = crate::images::Images::new(store.clone());
-        let snapshot_store = store.clone();
-        let snapshot_root = config.root.clone();
-        let default_snapshotter = config.default_snapshotter.clone();
-        let snapshotters = tokio::task::spawn_blocking(move || {
-            crate::snapshots::Snapshotters::open(
-                &snapshot_root,
-                &snapshot_store,
-                &default_snapshotter,
-            )
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))?;
-        let gc = crate::gc::Collector::new(store.clone(), content.clone(), snapshotters.clone());
-        let exchange = Exchange::new();
-        let containers = crate::containers::Containers::new(store.clone(), exchange.clone());
-        let tasks = crate::tasks::Tasks::new(
-            crate::runtime::RuntimeManager::new(
-                config.runtimes.clone(),
-                &config.default_runtime,
-                &config.grpc.address,
-                &config.ttrpc_address(),
-            ),
-            containers.clone(),
-            snapshotters.clone(),
-            &config.state,
-            exchange.clone(),
-        );
-        // Before anything is served: the tasks a previous run left are reconnected to their
-        // shims, or cleaned up after.
-        tasks.restore().await;
-        let leases = crate::leases::Leases::new(store.clone());
-        let services = Services {
-            exchange: exchange.clone(),
-            namespaces: crate::namespaces::Namespaces::new(store.clone()),
-            containers,
-            content: content.clone(),
-            images: images.clone(),
-            streams: crate::streams::Streams::default(),
-            transfers: crate::transfer::Transfers {
-                content: content.clone(),
-                images: images.clone(),
-                leases: leases.clone(),
-                snapshotters: snapshotters.clone(),
-                archives: crate::archive::Archives::new(content.clone(), images.clone()),
-                exchange: exchange.clone(),
-                registry_hosts: config.registry.config_path.clone(),
-                state: config.state.clone(),
-            },
-            leases,
-            plugins: Arc::new(std::sync::OnceLock::new()),
-            server_uuid,
-            snapshotters,
-            gc,
-            store,
-            tasks,
-        };
+        let store = open_store(&config.root).await?;
+        let server_uuid = server_uuid(&store).await?;
+        let services = build_services(&config, store, server_uuid).await?;
         // Pulls and imports do not outlive the process: what a killed run's left is kept
         // for a resumed pull as long as a failed pull's, then collected.
         let keep = config.content.ingest_expiry()?;
@@ -261,28 +187,13 @@ impl Daemon {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let grpc_path = self.config.grpc.address.clone();
         let ttrpc_path = self.config.ttrpc_address();
-        let uid = self.config.grpc.uid;
-        let gid = self.config.grpc.gid;
+        let (uid, gid) = (self.config.grpc.uid, self.config.grpc.gid);
         let grpc_listener = bind_socket(&grpc_path, uid, gid).await?;
         let ttrpc_listener = bind_socket(&ttrpc_path, uid, gid).await?;
 
         let s = self.services.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-        let expiry = tokio::spawn(s.leases.clone().run_expiry(s.gc.clone(), stop_rx.clone()));
-        let give_back = tokio::spawn(crate::memory::run(stop_rx.clone()));
-        // Whatever a crash or an earlier run left unreferenced goes soon after start.
-        s.gc.schedule();
-        // Subscribed before the ttrpc server takes the exits shims kept while we were down.
-        let autoremove = crate::autoremove::AutoRemover {
-            exchange: s.exchange.clone(),
-            tasks: s.tasks.clone(),
-            containers: s.containers.clone(),
-            gc: s.gc.clone(),
-            runtime_root: self.config.root.join("runtime"),
-        }
-        .spawn(stop_rx.clone());
-
+        let background = self.spawn_background(&stop_rx);
         let mut ttrpc_server = berth_proto::ttrpc::ttrpc::r#async::Server::new()
             .add_listener(ttrpc_listener.into())
             .register_service(api::events::ttrpc_services(s.exchange.clone()));
@@ -292,9 +203,81 @@ impl Daemon {
                 ttrpc_path.display()
             ))
         })?;
+        let mut grpc = self.spawn_grpc(grpc_listener, &stop_rx);
+        tracing::info!(
+            address = %grpc_path.display(),
+            ttrpc = %ttrpc_path.display(),
+            root = %self.config.root.display(),
+            state = %self.config.state.display(),
+            lock = %self.lock.path().display(),
+            "berthd is serving"
+        );
 
-        let mut grpc_stop = stop_rx.clone();
-        let catalog = crate::api::catalog::containerd_services(&s);
+        let early = tokio::select! {
+            _ = shutdown => None,
+            r = &mut grpc => Some(r),
+        };
+        let _ = stop_tx.send(true);
+        let result = match early {
+            Some(r) => {
+                let _ = ttrpc_server.shutdown().await;
+                Err(match r {
+                    Ok(Ok(())) => Error::Internal("gRPC server stopped unexpectedly".into()),
+                    Ok(Err(e)) => Error::Internal(format!("gRPC server: {e}")),
+                    Err(e) => Error::Internal(format!("gRPC server task: {e}")),
+                })
+            }
+            None => {
+                tracing::info!("shutting down: no new connections, finishing calls in flight");
+                s.exchange.close();
+                drain(grpc).await;
+                if let Err(e) = ttrpc_server.shutdown().await {
+                    tracing::warn!(error = %e, "ttrpc shutdown");
+                }
+                for task in background {
+                    let _ = task.await;
+                }
+                Ok(())
+            }
+        };
+        remove_socket(&grpc_path);
+        remove_socket(&ttrpc_path);
+        if result.is_ok() {
+            tracing::info!("berthd stopped");
+        }
+        result
+    }
+
+    /// The daemon's own work beside serving, until `stop`: lease expiry, giving memory
+    /// back and removing auto-remove
+    /// containers (subscribed before the ttrpc server takes the exits shims kept while
+    /// berthd was down).
+    fn spawn_background(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let s = &self.services;
+        let expiry = tokio::spawn(s.leases.clone().run_expiry(stop.clone()));
+        let give_back = tokio::spawn(crate::memory::run(stop.clone()));
+        let autoremove = crate::autoremove::AutoRemover {
+            exchange: s.exchange.clone(),
+            tasks: s.tasks.clone(),
+            containers: s.containers.clone(),
+            runtime_root: self.config.root.join("runtime"),
+        }
+        .spawn(stop.clone());
+        vec![expiry, give_back, autoremove]
+    }
+
+    /// Starts the gRPC server on `listener`: the service catalog (which also fills the
+    /// Introspection plugin list) and Health, until `stop`.
+    fn spawn_grpc(
+        &self,
+        listener: UnixListener,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>> {
+        let s = &self.services;
+        let catalog = crate::api::catalog::containerd_services(s);
         let _ = s.plugins.set(crate::plugins::daemon_plugins(
             &self.config.root,
             &self.config.root.join("runtime"),
@@ -303,7 +286,7 @@ impl Daemon {
             catalog.plugins,
         ));
         let health = api::health::HealthApi::new(
-            stop_rx.clone(),
+            stop.clone(),
             catalog.names.iter().map(|s| s.to_string()).collect(),
         );
         let mut routes = catalog.routes;
@@ -315,63 +298,139 @@ impl Daemon {
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .add_routes(routes.routes());
         // gRPC C-core clients send the socket path as :authority: repaired per connection.
-        let incoming = UnixListenerStream::new(grpc_listener)
+        let incoming = UnixListenerStream::new(listener)
             .map(|conn| conn.map(crate::authority::AuthorityFix::new));
-        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
-            let _ = grpc_stop.wait_for(|v| *v).await;
-        }));
-        tracing::info!(
-            address = %grpc_path.display(),
-            ttrpc = %ttrpc_path.display(),
-            root = %self.config.root.display(),
-            state = %self.config.state.display(),
-            lock = %self.lock.path().display(),
-            "berthd is serving"
-        );
-
-        let mut grpc = grpc;
-        let early = tokio::select! {
-            _ = shutdown => None,
-            r = &mut grpc => Some(r),
-        };
-        if let Some(r) = early {
-            let _ = stop_tx.send(true);
-            let _ = ttrpc_server.shutdown().await;
-            remove_socket(&grpc_path);
-            remove_socket(&ttrpc_path);
-            return match r {
-                Ok(Ok(())) => Err(Error::Internal("gRPC server stopped unexpectedly".into())),
-                Ok(Err(e)) => Err(Error::Internal(format!("gRPC server: {e}"))),
-                Err(e) => Err(Error::Internal(format!("gRPC server task: {e}"))),
-            };
-        }
-
-        tracing::info!("shutting down: no new connections, finishing calls in flight");
-        let _ = stop_tx.send(true);
-        s.exchange.close();
-        match tokio::time::timeout(DRAIN, &mut grpc).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
-            Err(_) => {
-                tracing::warn!(
-                    seconds = DRAIN.as_secs(),
-                    "calls still running after the drain period; exiting"
-                );
-                grpc.abort();
-            }
-        }
-        if let Err(e) = ttrpc_server.shutdown().await {
-            tracing::warn!(error = %e, "ttrpc shutdown");
-        }
-        let _ = expiry.await;
-        let _ = give_back.await;
-        let _ = autoremove.await;
-        remove_socket(&grpc_path);
-        remove_socket(&ttrpc_path);
-        tracing::info!("berthd stopped");
-        Ok(())
+        let mut stop = stop.clone();
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|v| *v).await;
+        }))
     }
+}
+
+/// Waits for the gRPC server to finish the calls in flight, for at most [`DRAIN`].
+async fn drain(
+    mut grpc: tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+) {
+    match tokio::time::timeout(DRAIN, &mut grpc).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+        Err(_) => {
+            tracing::warn!(
+                seconds = DRAIN.as_secs(),
+                "calls still running after the drain period; exiting"
+            );
+            grpc.abort();
+        }
+    }
+}
+
+/// Opens the metadata store `<root>/meta.redb`, readable by root only.
+async fn open_store(root: &Path) -> Result<Store> {
+    let db = root.join("meta.redb");
+    let path = db.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| Error::Internal(format!("open metadata: {e}")))??;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("set file mode", &db, e))?;
+    Ok(store)
+}
+
+/// The daemon's UUID (Introspection's), made on the first start and kept in the store.
+async fn server_uuid(store: &Store) -> Result<String> {
+    let uuid_store = store.clone();
+    let uuid = tokio::task::spawn_blocking(move || {
+        uuid_store.meta_get_or_init("server.uuid", || {
+            uuid::Uuid::new_v4().to_string().into_bytes()
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("read server uuid: {e}")))??;
+    String::from_utf8(uuid).map_err(|e| Error::Corrupt {
+        what: "meta",
+        key: "server.uuid".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Opens the configured snapshotters (on the blocking pool: they open directories).
+async fn open_snapshotters(config: &Config, store: &Store) -> Result<Snapshotters> {
+    let (store, root) = (store.clone(), config.root.clone());
+    let default = config.default_snapshotter.clone();
+    tokio::task::spawn_blocking(move || Snapshotters::open(&root, &store, &default))
+        .await
+        .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))
+}
+
+/// The cores, wired to each other, the event exchange and the garbage collector; the
+/// tasks a previous run left are reconnected to their shims, or cleaned up after, before
+/// anything is served.
+async fn build_services(config: &Config, store: Store, server_uuid: String) -> Result<Services> {
+    let exchange = Exchange::new();
+    // The domains get the collector's handle first; it runs once what it sweeps is open.
+    let (gc, gc_requests) = crate::collector::channel();
+    let expiry = config.content.ingest_expiry()?;
+    let content = ContentStore::open(&config.root, store.clone(), expiry, exchange.clone(), &gc)?;
+    let images = Images::new(store.clone(), exchange.clone(), gc.clone());
+    let leases = Leases::new(store.clone(), gc.clone());
+    let snapshotters = open_snapshotters(config, &store).await?;
+    crate::gc::spawn(
+        gc_requests,
+        store.clone(),
+        content.clone(),
+        snapshotters.clone(),
+    );
+    let containers =
+        crate::containers::Containers::new(store.clone(), exchange.clone(), gc.clone());
+    let runtimes = crate::runtime::RuntimeManager::new(
+        config.runtimes.clone(),
+        &config.default_runtime,
+        &config.grpc.address,
+        &config.ttrpc_address(),
+    );
+    let tasks = crate::tasks::Tasks::new(
+        runtimes,
+        containers.clone(),
+        snapshotters.clone(),
+        &config.state,
+        exchange.clone(),
+    );
+    tasks.restore().await;
+    // Whatever a crash or an earlier run left unreferenced goes soon after start.
+    gc.schedule();
+    let snapshots = Snapshots::daemon(
+        snapshotters.clone(),
+        store.clone(),
+        leases.clone(),
+        exchange.clone(),
+        gc.clone(),
+    );
+    let transfers = crate::transfer::Transfers {
+        content: content.clone(),
+        images: images.clone(),
+        leases: leases.clone(),
+        snapshotters: snapshotters.clone(),
+        archives: crate::archive::Archives::new(content.clone(), images.clone()),
+        registry_hosts: config.registry.config_path.clone(),
+        state: config.state.clone(),
+    };
+    Ok(Services {
+        namespaces: crate::namespaces::Namespaces::new(store.clone(), exchange.clone()),
+        exchange,
+        containers,
+        content,
+        images,
+        streams: crate::streams::Streams::default(),
+        transfers,
+        leases,
+        plugins: Arc::new(std::sync::OnceLock::new()),
+        server_uuid,
+        snapshotters,
+        snapshots,
+        store,
+        tasks,
+    })
 }
 
 fn remove_socket(path: &Path) {

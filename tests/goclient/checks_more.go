@@ -525,7 +525,9 @@ func checkSnapshotsDirect(ctx context.Context, t *T) error {
 	if err != nil || info.Kind != snapshots.KindCommitted || info.Parent != parent {
 		return fmt.Errorf("Stat committed: %+v %v", info, err)
 	}
-	vm, err := sn.View(ctx, view, committed)
+	// Rooted like the other two: no lease holds these snapshots, and a collection that
+	// another check's deletions scheduled may run at any moment.
+	vm, err := sn.View(ctx, view, committed, snapshots.WithLabels(map[string]string{"containerd.io/gc.root": "gotest"}))
 	if err != nil {
 		return fmt.Errorf("View: %w", err)
 	}

@@ -112,6 +112,39 @@ fn front_doors_do_not_touch_tables_or_shims() {
     }
 }
 
+/// Events and garbage collection are the core's: an adapter neither publishes a daemon
+/// event nor asks for a collection, nor holds leases itself. (The Events service's own job
+/// is publishing what its clients send: it is left out of the `publish` check.)
+#[test]
+fn front_doors_publish_no_events_and_collect_nothing() {
+    let api = workspace().join("services/src/api");
+    for (path, text) in sources(&api) {
+        let code = code(&text);
+        let events_service = path.ends_with("events.rs");
+        if !events_service {
+            assert!(
+                !code.contains("publish("),
+                "{} (a front door) publishes an event",
+                path.display()
+            );
+        }
+        for banned in [
+            "events::publish",
+            "topics::",
+            ".gc.",
+            "Collector",
+            ".leases.add_resource",
+            ".leases.delete_resource",
+        ] {
+            assert!(
+                !code.contains(banned),
+                "{} (a front door) uses {banned}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn the_core_knows_no_transport() {
     let core = workspace().join("services/core/src");

@@ -16,31 +16,20 @@ use berth_proto::containerd::events::TaskExit;
 use prost::Message;
 
 use crate::containers::Containers;
-use crate::events::{EventFields, Exchange};
+use crate::events::{Exchange, NoFields};
 use crate::filters::Filter;
-use crate::gc::Collector;
 use crate::tasks::Tasks;
-use crate::types::AnyValue;
 
 /// Set to "true" on containers berthd removes when their task exits.
 pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
 /// The container's log file (written by its shim), removed with it.
 pub const LOG_LABEL: &str = "berth/log-path";
 
-struct NoFields;
-
-impl EventFields for NoFields {
-    fn field(&self, _: &AnyValue, _: &[String]) -> Option<String> {
-        None
-    }
-}
-
 /// What removes auto-remove containers.
 pub struct AutoRemover {
     pub exchange: Exchange,
     pub tasks: Tasks,
     pub containers: Containers,
-    pub gc: Collector,
     /// Log files are only removed from under here.
     pub runtime_root: PathBuf,
 }
@@ -101,7 +90,6 @@ impl AutoRemover {
             exchange: self.exchange.clone(),
             tasks: self.tasks.clone(),
             containers: self.containers.clone(),
-            gc: self.gc.clone(),
             runtime_root: self.runtime_root.clone(),
         }
     }
@@ -121,7 +109,7 @@ impl AutoRemover {
             return;
         }
         match self.containers.delete(ns, id).await {
-            Ok(()) => self.gc.schedule(),
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: delete container");
                 return;

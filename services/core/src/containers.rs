@@ -10,6 +10,7 @@ use berth_proto::containerd::events::{
     ContainerCreate, ContainerDelete, ContainerUpdate, container_create,
 };
 
+use crate::collector::Collector;
 use crate::error::{Error, Result};
 use crate::events::{Exchange, publish, topics};
 use crate::filters::{self, Adaptor, Filter};
@@ -114,11 +115,16 @@ fn write(txn: &WriteTransaction, namespace: &str, c: &Container) -> Result<()> {
 pub struct Containers {
     store: Store,
     exchange: Exchange,
+    gc: Collector,
 }
 
 impl Containers {
-    pub fn new(store: Store, exchange: Exchange) -> Self {
-        Containers { store, exchange }
+    pub fn new(store: Store, exchange: Exchange, gc: Collector) -> Self {
+        Containers {
+            store,
+            exchange,
+            gc,
+        }
     }
 
     /// Creates the container and publishes `/containers/create`.
@@ -165,6 +171,8 @@ impl Containers {
         self.delete_record(namespace, id).await?;
         let event = ContainerDelete { id: id.to_string() };
         publish(&self.exchange, namespace, topics::CONTAINER_DELETE, &event);
+        // Its snapshot (and what its labels held) may be garbage now.
+        self.gc.schedule();
         Ok(())
     }
 

@@ -50,6 +50,15 @@ pub trait EventFields: Send + Sync {
     fn field(&self, event: &AnyValue, path: &[String]) -> Option<String>;
 }
 
+/// No event fields: for subscribers whose filters name only `namespace` and `topic`.
+pub struct NoFields;
+
+impl EventFields for NoFields {
+    fn field(&self, _: &AnyValue, _: &[String]) -> Option<String> {
+        None
+    }
+}
+
 /// Adapts an envelope to the filter language: `namespace`, `topic`, `event.<field>...`.
 struct EnvelopeAdaptor<'a> {
     envelope: &'a Envelope,
@@ -222,13 +231,6 @@ pub fn publish<M: prost::Name>(exchange: &Exchange, namespace: &str, topic: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct NoFields;
-    impl EventFields for NoFields {
-        fn field(&self, _: &AnyValue, _: &[String]) -> Option<String> {
-            None
-        }
-    }
 
     #[test]
     fn topics() {

@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use prost::Message;
 use redb::ReadableTable;
 
+use berth_proto::containerd::services::images::v1::{ImageCreate, ImageDelete, ImageUpdate};
+
+use crate::collector::Collector;
 use crate::error::{Error, Result};
+use crate::events::{Exchange, publish, topics};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, IMAGES, Store};
 use crate::{digest, labels, namespaces};
@@ -111,15 +115,34 @@ fn validate(image: &Image) -> Result<()> {
     Ok(())
 }
 
-/// The images core.
+/// The images core: its records publish `/images/*` events, and a deletion asks for a
+/// garbage collection of what the image held.
 #[derive(Clone)]
 pub struct Images {
     store: Store,
+    exchange: Exchange,
+    gc: Collector,
 }
 
 impl Images {
-    pub fn new(store: Store) -> Self {
-        Images { store }
+    pub fn new(store: Store, exchange: Exchange, gc: Collector) -> Self {
+        Images {
+            store,
+            exchange,
+            gc,
+        }
+    }
+
+    fn published(&self, namespace: &str, image: Image, created: bool) -> Image {
+        let (name, labels) = (image.name.clone(), image.labels.clone());
+        if created {
+            let event = ImageCreate { name, labels };
+            publish(&self.exchange, namespace, topics::IMAGE_CREATE, &event);
+        } else {
+            let event = ImageUpdate { name, labels };
+            publish(&self.exchange, namespace, topics::IMAGE_UPDATE, &event);
+        }
+        image
     }
 
     pub async fn get(&self, namespace: &str, name: &str) -> Result<Image> {
@@ -156,7 +179,8 @@ impl Images {
         image.created_at = now;
         image.updated_at = now;
         let ns = namespace.to_string();
-        self.store
+        let created = self
+            .store
             .update(move |txn| {
                 namespaces::ensure(txn, &ns)?;
                 let mut t = txn.open_table(IMAGES).ctx("open images")?;
@@ -173,7 +197,8 @@ impl Images {
                 .ctx("write image")?;
                 Ok(image)
             })
-            .await
+            .await?;
+        Ok(self.published(namespace, created, true))
     }
 
     /// Creates the image, or updates `paths` of the record that exists, as containerd's
@@ -212,7 +237,8 @@ impl Images {
             return Err(Error::invalid("image name is required for update"));
         }
         let ns = namespace.to_string();
-        self.store
+        let updated = self
+            .store
             .update(move |txn| {
                 let mut t = txn.open_table(IMAGES).ctx("open images")?;
                 let mut stored: Image = match t
@@ -280,13 +306,30 @@ impl Images {
                 .ctx("write image")?;
                 Ok(stored)
             })
-            .await
+            .await?;
+        Ok(self.published(namespace, updated, false))
     }
 
-    /// Deletes an image; with `target`, only if it still points at that digest.
+    /// Deletes an image; with `target`, only if it still points at that digest. What it
+    /// held is collected before this returns when `sync`, else soon.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn delete(&self, namespace: &str, name: &str, target: Option<String>) -> Result<()> {
-        let (ns, name) = (namespace.to_string(), name.to_string());
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        target: Option<String>,
+        sync: bool,
+    ) -> Result<()> {
+        let (ns, owned) = (namespace.to_string(), name.to_string());
+        self.remove(ns, owned, target).await?;
+        let event = ImageDelete {
+            name: name.to_string(),
+        };
+        publish(&self.exchange, namespace, topics::IMAGE_DELETE, &event);
+        self.gc.after_delete(sync).await
+    }
+
+    async fn remove(&self, ns: String, name: String, target: Option<String>) -> Result<()> {
         self.store
             .update(move |txn| {
                 let mut t = txn.open_table(IMAGES).ctx("open images")?;
@@ -313,6 +356,12 @@ impl Images {
 mod tests {
     use super::*;
 
+    /// Images with a collector that runs nothing (its requests are dropped).
+    fn images_in(dir: &std::path::Path) -> Images {
+        let store = Store::open(&dir.join("meta.redb")).expect("db");
+        Images::new(store, Exchange::new(), crate::collector::channel().0)
+    }
+
     fn image(name: &str, digest: char) -> Image {
         Image {
             name: name.to_string(),
@@ -329,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn create_or_update_creates_then_updates_the_target() {
         let dir = tempfile::tempdir().expect("tmp");
-        let images = Images::new(Store::open(&dir.path().join("meta.redb")).expect("db"));
+        let images = images_in(dir.path());
         let target = vec!["target".to_string()];
         let (_, existed) = images
             .create_or_update("ns", image("a", '1'), target.clone())
@@ -342,7 +391,7 @@ mod tests {
             .expect("update");
         assert!(existed);
         assert_eq!(i.target().digest, format!("sha256:{}", "2".repeat(64)));
-        images.delete("ns", "a", None).await.expect("delete");
+        images.delete("ns", "a", None, false).await.expect("delete");
         let (_, existed) = images
             .create_or_update("ns", image("a", '3'), target)
             .await
@@ -356,13 +405,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn create_or_update_survives_concurrent_removals() {
         let dir = tempfile::tempdir().expect("tmp");
-        let images = Images::new(Store::open(&dir.path().join("meta.redb")).expect("db"));
+        let images = images_in(dir.path());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let remover = {
             let (images, stop) = (images.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = images.delete("ns", "a", None).await;
+                    let _ = images.delete("ns", "a", None, false).await;
                     tokio::task::yield_now().await;
                 }
             })
@@ -379,5 +428,32 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         remover.await.expect("remover");
         assert!(recreated > 0, "the removals never raced the records");
+    }
+
+    /// The core publishes its own events: a front door only calls it.
+    #[tokio::test]
+    async fn changes_publish_image_events() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("meta.redb")).expect("db");
+        let exchange = Exchange::new();
+        let (gc, _requests) = crate::collector::channel();
+        let images = Images::new(store, exchange.clone(), gc);
+        let mut sub = exchange.subscribe(Filter::parse_all::<&str>(&[]).expect("no filter"));
+        images.create("ns", image("a", '1')).await.expect("create");
+        images
+            .update("ns", image("a", '2'), vec!["target".into()])
+            .await
+            .expect("update");
+        images.delete("ns", "a", None, false).await.expect("delete");
+        let mut topics = Vec::new();
+        for _ in 0..3 {
+            let e = sub.next(&crate::events::NoFields).await.expect("event");
+            assert_eq!(e.namespace, "ns");
+            topics.push(e.topic);
+        }
+        assert_eq!(
+            topics,
+            ["/images/create", "/images/update", "/images/delete"]
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
+use crate::collector::Collector;
 use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor, Filter};
 use crate::metadata::{self, DbContext, LEASE_RESOURCES, LEASES, Store};
@@ -221,26 +222,22 @@ pub(crate) fn remove_lease(txn: &WriteTransaction, namespace: &str, id: &str) ->
     Ok(existed)
 }
 
-/// Told by the expiry sweep ([`Leases::run_expiry`]) that leases expired and were removed,
-/// so that what they held can be collected: the garbage collector implements it. Leases sit
-/// below the collector, which reads them, so the sweep knows it only through this.
-pub trait OnExpired: Send + 'static {
-    fn leases_expired(&self);
-}
-
-/// The leases core.
+/// The leases core. A lease that ends (released, or expired) leaves what it held to the
+/// garbage collector, which it asks for a collection.
 #[derive(Clone)]
 pub struct Leases {
     store: Store,
     /// Wakes the expiry sweep when a lease gets an expiry it may not know of yet.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    gc: Collector,
 }
 
 impl Leases {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, gc: Collector) -> Self {
         Leases {
             store,
             wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            gc,
         }
     }
 
@@ -321,6 +318,15 @@ impl Leases {
         Ok(())
     }
 
+    /// Ends a lease for its owner (a client's Delete): deletes it, then collects what it
+    /// held before returning when `sync`, else schedules a collection.
+    pub async fn release(&self, namespace: &str, id: &str, sync: bool) -> Result<()> {
+        self.delete(namespace, id).await?;
+        self.gc.after_delete(sync).await
+    }
+
+    /// Deletes a lease the daemon took for its own work (a pull, an import); what it held
+    /// waits for the next collection.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, namespace: &str, id: &str) -> Result<()> {
         let (namespace, id) = (namespace.to_string(), id.to_string());
@@ -505,18 +511,14 @@ impl Leases {
     }
 
     /// Runs the expiry sweep until `shutdown` fires: at each pending expiry, when a lease
-    /// gets an expiry, and at least once a minute. Tells `on_expired` (the garbage
-    /// collector) when leases expired.
-    pub async fn run_expiry(
-        self,
-        on_expired: impl OnExpired,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// gets an expiry, and at least once a minute. Asks for a collection when leases
+    /// expired.
+    pub async fn run_expiry(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             let wait = match self.expire(SystemTime::now()).await {
                 Ok((removed, next)) => {
                     if !removed.is_empty() {
-                        on_expired.leases_expired();
+                        self.gc.schedule();
                     }
                     for (namespace, id) in removed {
                         tracing::info!(%namespace, lease = %id, "lease expired and was removed");

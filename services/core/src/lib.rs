@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod autoremove;
 pub mod blobs;
+pub mod collector;
 pub mod config;
 pub mod containers;
 pub mod content;

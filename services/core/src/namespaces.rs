@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
+use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
+
 use crate::error::{Error, Result};
+use crate::events::{Exchange, publish, topics};
 use crate::metadata::{
     self, CONTAINERS, CONTENT, DbContext, IMAGES, LEASES, NAMESPACES, SNAPSHOTS, Store,
 };
@@ -33,10 +36,26 @@ pub enum LabelUpdate {
     Keys(Vec<(String, Option<String>)>),
 }
 
-/// The namespaces core.
+/// The namespaces core: its changes publish `/namespaces/*` events.
 #[derive(Clone)]
 pub struct Namespaces {
     store: Store,
+    exchange: Exchange,
+}
+
+/// The namespace `name` as stored.
+pub async fn get(store: &Store, name: &str) -> Result<Namespace> {
+    let name = name.to_string();
+    store
+        .view(move |txn| {
+            let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
+            let v = t.get(name.as_str()).ctx("read namespace")?;
+            match v {
+                Some(v) => metadata::decode("namespace", &name, v.value()),
+                None => Err(Error::not_found(format!("namespace {name:?}"))),
+            }
+        })
+        .await
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
@@ -75,15 +94,16 @@ fn read(txn: &WriteTransaction, name: &str) -> Result<Namespace> {
 }
 
 impl Namespaces {
-    pub fn new(store: Store) -> Self {
-        Namespaces { store }
+    pub fn new(store: Store, exchange: Exchange) -> Self {
+        Namespaces { store, exchange }
     }
 
     #[tracing::instrument(level = "debug", skip(self, ns), fields(namespace = %ns.name))]
     pub async fn create(&self, ns: Namespace) -> Result<Namespace> {
         identifiers::validate(&ns.name)?;
         validate_labels(&ns.labels)?;
-        self.store
+        let ns = self
+            .store
             .update(move |txn| {
                 {
                     let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
@@ -94,21 +114,17 @@ impl Namespaces {
                 write(txn, &ns)?;
                 Ok(ns)
             })
-            .await
+            .await?;
+        let event = NamespaceCreate {
+            name: ns.name.clone(),
+            labels: ns.labels.clone(),
+        };
+        publish(&self.exchange, &ns.name, topics::NAMESPACE_CREATE, &event);
+        Ok(ns)
     }
 
     pub async fn get(&self, name: &str) -> Result<Namespace> {
-        let name = name.to_string();
-        self.store
-            .view(move |txn| {
-                let t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
-                let v = t.get(name.as_str()).ctx("read namespace")?;
-                match v {
-                    Some(v) => metadata::decode("namespace", &name, v.value()),
-                    None => Err(Error::not_found(format!("namespace {name:?}"))),
-                }
-            })
-            .await
+        get(&self.store, name).await
     }
 
     pub async fn list(&self) -> Result<Vec<Namespace>> {
@@ -123,6 +139,35 @@ impl Namespaces {
                 Ok(out)
             })
             .await
+    }
+
+    /// Updates the fields an update mask names (`labels`, `labels.<key>`; all labels when
+    /// `paths` is empty) from `labels`, as containerd's namespaces service reads a mask.
+    pub async fn update_fields(
+        &self,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        paths: &[String],
+    ) -> Result<Namespace> {
+        let mut keys = Vec::new();
+        for path in paths {
+            if let Some(key) = path.strip_prefix("labels.") {
+                keys.push((key.to_string(), labels.get(key).cloned()));
+            } else if path == "labels" {
+                // The whole label set, whatever else the mask names.
+                return self.update(name, LabelUpdate::Replace(labels)).await;
+            } else {
+                return Err(Error::invalid(format!(
+                    "cannot update {path:?} field on namespace {name:?}"
+                )));
+            }
+        }
+        let update = if paths.is_empty() {
+            LabelUpdate::Replace(labels)
+        } else {
+            LabelUpdate::Keys(keys)
+        };
+        self.update(name, update).await
     }
 
     /// Applies a label update and returns the namespace as stored. A namespace that does not
@@ -141,7 +186,8 @@ impl Namespaces {
             }
         }
         let name = name.to_string();
-        self.store
+        let ns = self
+            .store
             .update(move |txn| {
                 let mut ns = match read(txn, &name) {
                     Ok(ns) => ns,
@@ -169,48 +215,59 @@ impl Namespaces {
                 write(txn, &ns)?;
                 Ok(ns)
             })
-            .await
+            .await?;
+        let event = NamespaceUpdate {
+            name: ns.name.clone(),
+            labels: ns.labels.clone(),
+        };
+        publish(&self.exchange, &ns.name, topics::NAMESPACE_UPDATE, &event);
+        Ok(ns)
     }
 
     /// Deletes an empty namespace. A namespace that still holds objects is a
     /// FailedPrecondition naming what it holds, in containerd's words.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let name = name.to_string();
+        let owned = name.to_string();
         self.store
             .update(move |txn| {
-                read(txn, &name)?;
+                read(txn, &owned)?;
                 let mut held: Vec<String> = Vec::new();
                 let images = txn.open_table(IMAGES).ctx("open images")?;
-                if metadata::namespace_has_rows2(&images, &name)? {
+                if metadata::namespace_has_rows2(&images, &owned)? {
                     held.push("images".into());
                 }
                 let content = txn.open_table(CONTENT).ctx("open content")?;
-                if metadata::namespace_has_rows2(&content, &name)? {
+                if metadata::namespace_has_rows2(&content, &owned)? {
                     held.push("blobs".into());
                 }
                 let containers = txn.open_table(CONTAINERS).ctx("open containers")?;
-                if metadata::namespace_has_rows2(&containers, &name)? {
+                if metadata::namespace_has_rows2(&containers, &owned)? {
                     held.push("containers".into());
                 }
                 let snapshots = txn.open_table(SNAPSHOTS).ctx("open snapshots")?;
-                for s in metadata::snapshotters_in_namespace(&snapshots, &name)? {
+                for s in metadata::snapshotters_in_namespace(&snapshots, &owned)? {
                     held.push(format!("snapshots on {s:?} snapshotter"));
                 }
                 let leases = txn.open_table(LEASES).ctx("open leases")?;
-                if metadata::namespace_has_rows2(&leases, &name)? {
+                if metadata::namespace_has_rows2(&leases, &owned)? {
                     held.push("leases".into());
                 }
                 if !held.is_empty() {
                     return Err(Error::precondition(format!(
-                        "namespace {name:?} must be empty, but it still has {}",
+                        "namespace {owned:?} must be empty, but it still has {}",
                         held.join(", ")
                     )));
                 }
                 let mut t = txn.open_table(NAMESPACES).ctx("open namespaces")?;
-                t.remove(name.as_str()).ctx("delete namespace")?;
+                t.remove(owned.as_str()).ctx("delete namespace")?;
                 Ok(())
             })
-            .await
+            .await?;
+        let event = NamespaceDelete {
+            name: name.to_string(),
+        };
+        publish(&self.exchange, name, topics::NAMESPACE_DELETE, &event);
+        Ok(())
     }
 }

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use berth_proto::containerd::services::images::v1 as ipb;
 use tokio::sync::mpsc;
 
 use crate::archive::{Archives, ExportOptions, ImportOptions};
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::events::{Exchange, publish, topics};
 use crate::images::{Image, Images};
 use crate::leases::Leases;
 use crate::pull::{PullOptions, Puller};
@@ -106,7 +104,6 @@ pub struct Transfers {
     pub leases: Leases,
     pub snapshotters: Snapshotters,
     pub archives: Archives,
-    pub exchange: Exchange,
     /// The registry hosts directory (containerd's hosts.toml layout).
     pub registry_hosts: PathBuf,
     /// The daemon's state directory (temporary files go under `transfer/`).
@@ -157,18 +154,13 @@ impl Transfers {
     }
 
     /// Pulls (and unpacks, unless only content is asked for), then records the image
-    /// under `req.names` and publishes the image events.
+    /// under `req.names` too (the image records publish their events).
     pub async fn pull(
         &self,
         ns: &str,
         req: PullRequest,
         progress: mpsc::Sender<Progress>,
     ) -> Result<()> {
-        let existed = self
-            .images
-            .get(ns, &normalized(&req.reference))
-            .await
-            .is_ok();
         let (_file, creds) = self
             .credentials_file(&req.reference, req.credentials.clone())
             .await?;
@@ -207,18 +199,11 @@ impl Transfers {
                 }
             })
             .collect();
-        self.name_image(ns, &image, &names, existed).await
+        self.name_image(ns, &image, &names).await
     }
 
-    /// Publishes the image's event and records it under the other `names` too.
-    async fn name_image(
-        &self,
-        ns: &str,
-        image: &Image,
-        names: &[String],
-        existed: bool,
-    ) -> Result<()> {
-        self.publish_image(ns, &image.name, &image.labels, existed);
+    /// Records the image under the other `names` too.
+    async fn name_image(&self, ns: &str, image: &Image, names: &[String]) -> Result<()> {
         for name in names.iter().filter(|n| !n.is_empty() && **n != image.name) {
             let record = Image {
                 name: name.clone(),
@@ -226,35 +211,11 @@ impl Transfers {
                 target: image.target.clone(),
                 ..Default::default()
             };
-            let (_, existed) = self
-                .images
+            self.images
                 .create_or_update(ns, record, vec!["target".into()])
                 .await?;
-            self.publish_image(ns, name, &image.labels, existed);
         }
         Ok(())
-    }
-
-    fn publish_image(
-        &self,
-        ns: &str,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-        existed: bool,
-    ) {
-        if existed {
-            let event = ipb::ImageUpdate {
-                name: name.to_string(),
-                labels: labels.clone(),
-            };
-            publish(&self.exchange, ns, topics::IMAGE_UPDATE, &event);
-        } else {
-            let event = ipb::ImageCreate {
-                name: name.to_string(),
-                labels: labels.clone(),
-            };
-            publish(&self.exchange, ns, topics::IMAGE_CREATE, &event);
-        }
     }
 
     /// Pushes image `req.name` to `req.reference`.
@@ -285,7 +246,7 @@ impl Transfers {
 
     /// Imports the archive at `file`; unpacks the images when asked, before the lease that
     /// holds their blobs ends. The blobs are held by the caller's lease, or by one of the
-    /// import's own for its duration. Returns the images, their events published.
+    /// import's own for its duration. Returns the images (their records published their events).
     pub async fn import(&self, ns: &str, file: &Path, req: ImportRequest) -> Result<Vec<Image>> {
         let own_lease = match &req.lease {
             Some(_) => None,
@@ -315,11 +276,7 @@ impl Transfers {
         {
             tracing::warn!(lease = %id, error = %e, "could not delete the import's lease; it expires by itself");
         }
-        let images = imported?;
-        for image in &images {
-            self.publish_image(ns, &image.name, &image.labels, false);
-        }
-        Ok(images)
+        imported
     }
 
     /// A lease for one import, expiring by itself should berthd die before it ends it.

@@ -176,8 +176,6 @@ impl Containers for ContainersApi {
         let ns = namespace_required(req.metadata()).or_status()?;
         let id = req.into_inner().id;
         self.0.containers.delete(&ns, &id).await.or_status()?;
-        // Its snapshot (and what its labels held) may be garbage now.
-        self.0.gc.schedule();
         Ok(Response::new(()))
     }
 }

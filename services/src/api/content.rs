@@ -4,9 +4,8 @@ use crate::api::status::{IntoStatus, OrStatus};
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
 
-use berth_proto::containerd::events::ContentDelete;
 use berth_proto::containerd::services::content::v1 as pb;
-use berth_proto::containerd::services::content::v1::WriteAction;
+use berth_proto::containerd::services::content::v1::WriteAction as WireAction;
 use berth_proto::containerd::services::content::v1::content_server::Content;
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -14,8 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Convert;
-use super::{Services, lease, namespace_required, publish, to_timestamp};
-use crate::content::{Info, Status as IngestStatus};
+use super::{Services, lease, namespace_required, to_timestamp};
+use crate::content::{Info, Status as IngestStatus, WriteAction, WriteRequest, WriteSession};
 use crate::error::Error;
 use crate::filters::Filter;
 
@@ -126,14 +125,6 @@ impl Content for ContentApi {
         let ns = namespace_required(req.metadata()).or_status()?;
         let digest = req.into_inner().digest;
         self.0.content.delete(&ns, &digest).await.or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::CONTENT_DELETE,
-            &ContentDelete { digest },
-        );
-        // What its labels referred to may be garbage now.
-        self.0.gc.schedule();
         Ok(Response::new(()))
     }
 
@@ -256,8 +247,8 @@ impl Content for ContentApi {
     }
 }
 
-/// One `Write` session: the first message names the ref; then STAT, WRITE and COMMIT
-/// actions, each answered with the writer's state, exactly as containerd's content service.
+/// One `Write` session over the core's [`WriteSession`]: each request is converted,
+/// served, and answered with the writer's state.
 async fn write_session(
     s: &Services,
     ns: &str,
@@ -268,79 +259,43 @@ async fn write_session(
     let Some(mut req) = input.message().await? else {
         return Ok(());
     };
-    if req.r#ref.is_empty() {
-        return Err(Error::invalid("first message must have a reference").into_status());
-    }
-    let mut total = req.total;
-    let mut expected = req.expected.clone();
-    let mut w = s
-        .content
-        .writer(ns, &req.r#ref, total, &expected, lease.as_deref())
-        .await
-        .or_status()?;
-    loop {
-        let action = WriteAction::try_from(req.action)
-            .map_err(|_| Error::invalid(format!("unknown write action {}", req.action)))
+    let mut session =
+        WriteSession::open(&s.content, ns, &req.r#ref, req.total, &req.expected, lease)
+            .await
             .or_status()?;
-        let ws = w.status();
+    loop {
+        let action = match WireAction::try_from(req.action) {
+            Ok(WireAction::Stat) => WriteAction::Stat,
+            Ok(WireAction::Write) => WriteAction::Write,
+            Ok(WireAction::Commit) => WriteAction::Commit,
+            Err(_) => {
+                let e = Error::invalid(format!("unknown write action {}", req.action));
+                return Err(e.into_status());
+            }
+        };
+        let state = session
+            .step(WriteRequest {
+                action,
+                offset: req.offset,
+                total: req.total,
+                expected: std::mem::take(&mut req.expected),
+                data: std::mem::take(&mut req.data),
+                labels: std::mem::take(&mut req.labels),
+            })
+            .await
+            .or_status()?;
         let mut msg = pb::WriteContentResponse {
             action: req.action,
-            offset: ws.offset,
+            offset: state.offset,
+            digest: state.digest,
             ..Default::default()
         };
-        if !req.expected.is_empty() {
-            expected = req.expected.clone();
-            if s.content.info(ns, &expected).await.is_ok() {
-                drop(w);
-                let _ = s.content.abort(ns, &req.r#ref).await;
-                return Err(Error::already_exists(format!(
-                    "blob with expected digest {expected} exists"
-                ))
-                .into_status());
-            }
+        if action == WriteAction::Stat {
+            msg.started_at = Some(to_timestamp(state.started_at));
+            msg.updated_at = Some(to_timestamp(state.updated_at));
+            msg.total = state.total;
         }
-        if req.total > 0 {
-            total = req.total;
-        }
-        match action {
-            WriteAction::Stat => {
-                msg.digest = w.digest();
-                msg.started_at = Some(to_timestamp(ws.started_at));
-                msg.updated_at = Some(to_timestamp(ws.updated_at));
-                msg.total = total;
-            }
-            WriteAction::Write | WriteAction::Commit => {
-                if req.offset > 0 && req.offset != ws.offset {
-                    return Err(Error::OutOfRange(format!(
-                        "write @{} must occur at current offset {}",
-                        req.offset, ws.offset
-                    ))
-                    .into_status());
-                }
-                if req.offset == 0 && ws.offset > 0 {
-                    w.truncate().await.or_status()?;
-                    msg.offset = 0;
-                }
-                if !req.data.is_empty() {
-                    let n = req.data.len() as i64;
-                    w.write(std::mem::take(&mut req.data)).await.or_status()?;
-                    msg.offset += n;
-                }
-                if action == WriteAction::Commit {
-                    let labels = std::mem::take(&mut req.labels);
-                    let info = w
-                        .commit(total, &expected, labels, lease)
-                        .await
-                        .or_status()?;
-                    msg.digest = info.digest;
-                    msg.offset = info.size;
-                    let _ = tx.send(Ok(msg)).await;
-                    return Ok(());
-                }
-                msg.digest = w.digest();
-            }
-        }
-        if tx.send(Ok(msg)).await.is_err() {
+        if tx.send(Ok(msg)).await.is_err() || state.committed {
             return Ok(());
         }
         match input.message().await? {

@@ -7,7 +7,7 @@ use berth_proto::containerd::types::Descriptor as WireDescriptor;
 use tonic::{Request, Response, Status};
 
 use super::Convert;
-use super::{Services, namespace_required, publish, to_timestamp};
+use super::{Services, namespace_required, to_timestamp};
 use crate::error::Error;
 use crate::filters::Filter;
 use crate::images::{Descriptor, Image};
@@ -110,15 +110,6 @@ impl Images for ImagesApi {
             .create(&ns, image.convert())
             .await
             .or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::IMAGE_CREATE,
-            &pb::ImageCreate {
-                name: created.name.clone(),
-                labels: created.labels.clone(),
-            },
-        );
         Ok(Response::new(pb::CreateImageResponse {
             image: Some(created.convert()),
         }))
@@ -141,15 +132,6 @@ impl Images for ImagesApi {
             .update(&ns, image.convert(), paths)
             .await
             .or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::IMAGE_UPDATE,
-            &pb::ImageUpdate {
-                name: updated.name.clone(),
-                labels: updated.labels.clone(),
-            },
-        );
         Ok(Response::new(pb::UpdateImageResponse {
             image: Some(updated.convert()),
         }))
@@ -158,23 +140,12 @@ impl Images for ImagesApi {
     async fn delete(&self, req: Request<pb::DeleteImageRequest>) -> Result<Response<()>, Status> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
+        let target = req.target.map(|t| t.digest);
         self.0
             .images
-            .delete(&ns, &req.name, req.target.map(|t| t.digest))
+            .delete(&ns, &req.name, target, req.sync)
             .await
             .or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns,
-            crate::events::topics::IMAGE_DELETE,
-            &pb::ImageDelete { name: req.name },
-        );
-        // `sync`: answer once what the image held is collected.
-        if req.sync {
-            self.0.gc.collect().await.or_status()?;
-        } else {
-            self.0.gc.schedule();
-        }
         Ok(Response::new(()))
     }
 }

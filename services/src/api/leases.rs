@@ -66,13 +66,12 @@ impl Leases for LeasesApi {
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = namespace_required(req.metadata()).or_status()?;
         let req = req.into_inner();
-        self.0.leases.delete(&ns, &req.id).await.or_status()?;
         // `sync`: answer once what the lease held is collected.
-        if req.sync {
-            self.0.gc.collect().await.or_status()?;
-        } else {
-            self.0.gc.schedule();
-        }
+        self.0
+            .leases
+            .release(&ns, &req.id, req.sync)
+            .await
+            .or_status()?;
         Ok(Response::new(()))
     }
 

@@ -1,6 +1,7 @@
-//! The gRPC adapters: one module per containerd service. Each validates the request,
-//! converts wire types to core types, calls the core, publishes the event containerd would,
-//! and converts back. Errors become statuses only through `status::status`.
+//! The gRPC adapters: one module per containerd service. Each converts the request's wire
+//! types to core types, calls one core method, and converts the answer back; the core
+//! validates, publishes the events and asks for collections. Errors become statuses only
+//! through `status::status`.
 
 pub mod catalog;
 pub mod containers;
@@ -25,8 +26,8 @@ use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
+pub use crate::events::event_any;
 use crate::events::{EventFields, Exchange};
-pub use crate::events::{event_any, publish};
 use crate::identifiers;
 use crate::types::AnyValue;
 
@@ -149,7 +150,7 @@ pub struct Services {
     pub plugins: std::sync::Arc<std::sync::OnceLock<Vec<crate::plugins::PluginInfo>>>,
     pub server_uuid: String,
     pub snapshotters: crate::snapshots::Snapshotters,
-    pub gc: crate::gc::Collector,
+    pub snapshots: crate::snapshots::Snapshots,
     pub tasks: crate::tasks::Tasks,
 }
 

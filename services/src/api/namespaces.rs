@@ -1,15 +1,13 @@
 //! `containerd.services.namespaces.v1.Namespaces`.
 
-use crate::api::status::{IntoStatus, OrStatus};
-use berth_proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
+use crate::api::status::OrStatus;
 use berth_proto::containerd::services::namespaces::v1 as pb;
 use berth_proto::containerd::services::namespaces::v1::namespaces_server::Namespaces;
 use tonic::{Request, Response, Status};
 
-use super::Convert;
-use super::{Services, publish};
+use super::{Convert, Services};
 use crate::error::Error;
-use crate::namespaces::{LabelUpdate, Namespace};
+use crate::namespaces::Namespace;
 
 impl Convert<pb::Namespace> for Namespace {
     fn convert(self) -> pb::Namespace {
@@ -68,15 +66,6 @@ impl Namespaces for NamespacesApi {
             })
             .await
             .or_status()?;
-        publish(
-            &self.0.exchange,
-            &ns.name,
-            crate::events::topics::NAMESPACE_CREATE,
-            &NamespaceCreate {
-                name: ns.name.clone(),
-                labels: ns.labels.clone(),
-            },
-        );
         Ok(Response::new(pb::CreateNamespaceResponse {
             namespace: Some(ns.convert()),
         }))
@@ -92,32 +81,15 @@ impl Namespaces for NamespacesApi {
             .ok_or_else(|| Error::invalid("namespace must be set"))
             .or_status()?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        let update = if paths.is_empty() {
-            LabelUpdate::Replace(n.labels.clone())
-        } else {
-            let mut keys = Vec::new();
-            for path in &paths {
-                if let Some(key) = path.strip_prefix("labels.") {
-                    keys.push((key.to_string(), n.labels.get(key).cloned()));
-                } else if path == "labels" {
-                    return self.replace(n.name, n.labels).await;
-                } else {
-                    return Err(Error::invalid(format!(
-                        "cannot update {path:?} field on namespace {:?}",
-                        n.name
-                    ))
-                    .into_status());
-                }
-            }
-            LabelUpdate::Keys(keys)
-        };
         let ns = self
             .0
             .namespaces
-            .update(&n.name, update)
+            .update_fields(&n.name, n.labels, &paths)
             .await
             .or_status()?;
-        self.updated(ns)
+        Ok(Response::new(pb::UpdateNamespaceResponse {
+            namespace: Some(ns.convert()),
+        }))
     }
 
     async fn delete(
@@ -126,43 +98,6 @@ impl Namespaces for NamespacesApi {
     ) -> Result<Response<()>, Status> {
         let name = req.into_inner().name;
         self.0.namespaces.delete(&name).await.or_status()?;
-        publish(
-            &self.0.exchange,
-            &name,
-            crate::events::topics::NAMESPACE_DELETE,
-            &NamespaceDelete { name: name.clone() },
-        );
         Ok(Response::new(()))
-    }
-}
-
-impl NamespacesApi {
-    async fn replace(
-        &self,
-        name: String,
-        labels: std::collections::BTreeMap<String, String>,
-    ) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
-        let ns = self
-            .0
-            .namespaces
-            .update(&name, LabelUpdate::Replace(labels))
-            .await
-            .or_status()?;
-        self.updated(ns)
-    }
-
-    fn updated(&self, ns: Namespace) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
-        publish(
-            &self.0.exchange,
-            &ns.name,
-            crate::events::topics::NAMESPACE_UPDATE,
-            &NamespaceUpdate {
-                name: ns.name.clone(),
-                labels: ns.labels.clone(),
-            },
-        );
-        Ok(Response::new(pb::UpdateNamespaceResponse {
-            namespace: Some(ns.convert()),
-        }))
     }
 }

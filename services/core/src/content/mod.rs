@@ -39,16 +39,22 @@ use prost::Message;
 use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 
+use berth_proto::containerd::events::ContentDelete;
+
+use crate::collector::{Collector, WeakCollector};
 use crate::error::{Error, Result};
+use crate::events::{Exchange, publish, topics};
 use crate::filters::{self, Adaptor, Filter};
 use crate::leases::{self, Resource};
 use crate::metadata::{self, CONTENT, DbContext, Store};
 use crate::{digest, labels, namespaces};
 
 mod ingest;
+mod session;
 
 pub use ingest::Status;
 use ingest::{WriterState, read_i64, read_small, read_status};
+pub use session::{WriteAction, WriteRequest, WriteSession, WriteState};
 
 /// Metadata of a blob in one namespace. Stored as the `content` table's record.
 #[derive(Clone, PartialEq, Message)]
@@ -88,6 +94,10 @@ struct Inner {
     blob_gates: Vec<tokio::sync::Mutex<()>>,
     /// How long an ingest no lease holds may stay untouched.
     ingest_expiry: Duration,
+    /// Where deletions are published.
+    exchange: Exchange,
+    /// Asked for a collection after a deletion; weak, as the collector holds this store.
+    gc: WeakCollector,
 }
 
 /// The default [`ContentStore::ingest_expiry`] (berthd's `content.ingest_expiry`).
@@ -152,8 +162,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 impl ContentStore {
     /// Opens the store under `<root>/content`, creating its directories. An ingest no lease
-    /// holds is removed once untouched for `ingest_expiry`.
-    pub fn open(root: &Path, store: Store, ingest_expiry: Duration) -> Result<ContentStore> {
+    /// holds is removed once untouched for `ingest_expiry`. Deletions publish on `exchange`
+    /// and ask `gc` for a collection of what the blob's labels referred to.
+    pub fn open(
+        root: &Path,
+        store: Store,
+        ingest_expiry: Duration,
+        exchange: Exchange,
+        gc: &Collector,
+    ) -> Result<ContentStore> {
         let root = root.join("content");
         for d in [root.join("blobs").join("sha256"), root.join("ingest")] {
             fs::create_dir_all(&d).map_err(|e| Error::io("create directory", &d, e))?;
@@ -167,6 +184,8 @@ impl ContentStore {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 ingest_expiry,
+                exchange,
+                gc: gc.downgrade(),
             }),
         })
     }
@@ -276,7 +295,8 @@ impl ContentStore {
             .await
     }
 
-    /// Removes the blob from the namespace; the file goes when no namespace holds it.
+    /// Removes the blob from the namespace; the file goes when no namespace holds it. What
+    /// its labels referred to may be garbage now: a collection is scheduled.
     pub async fn delete(&self, namespace: &str, digest: &str) -> Result<()> {
         digest::validate(digest)?;
         self.blob_path(digest)?;
@@ -295,6 +315,16 @@ impl ContentStore {
             })
             .await?;
         self.remove_unheld_blobs(vec![digest.to_string()]).await?;
+        let event = ContentDelete {
+            digest: digest.to_string(),
+        };
+        publish(
+            &self.inner.exchange,
+            namespace,
+            topics::CONTENT_DELETE,
+            &event,
+        );
+        self.inner.gc.schedule();
         Ok(())
     }
 

@@ -8,8 +8,14 @@ use super::*;
 async fn store() -> (tempfile::TempDir, ContentStore) {
     let dir = tempfile::tempdir().expect("tmp");
     let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-    let cs = ContentStore::open(dir.path(), meta, crate::content::DEFAULT_INGEST_EXPIRY)
-        .expect("content");
+    let cs = ContentStore::open(
+        dir.path(),
+        meta,
+        crate::content::DEFAULT_INGEST_EXPIRY,
+        crate::events::Exchange::new(),
+        &crate::collector::channel().0,
+    )
+    .expect("content");
     (dir, cs)
 }
 
@@ -69,7 +75,7 @@ async fn an_existing_blob_is_held_by_the_writers_lease() {
     w.commit(0, "", BTreeMap::new(), None)
         .await
         .expect("commit");
-    let leases = crate::leases::Leases::new(cs.inner.store.clone());
+    let leases = crate::leases::Leases::new(cs.inner.store.clone(), crate::collector::channel().0);
     leases
         .create("ns", "pull".into(), BTreeMap::new())
         .await
@@ -188,4 +194,65 @@ async fn shared_blob_survives_until_last_namespace_deletes() {
     cs.delete("b", &dg).await.expect("delete b");
     assert!(!path.exists());
     assert!(cs.delete("b", &dg).await.unwrap_err().is_not_found());
+}
+
+fn request(action: WriteAction, offset: i64, data: &[u8]) -> WriteRequest {
+    WriteRequest {
+        action,
+        offset,
+        total: 0,
+        expected: String::new(),
+        data: data.to_vec(),
+        labels: BTreeMap::new(),
+    }
+}
+
+/// A Write session as containerd's content service runs one: writes at the current
+/// offset, a stat, a commit that ends the session; a write elsewhere is OutOfRange; a
+/// second session for a blob the namespace holds ends with AlreadyExists.
+#[tokio::test]
+async fn a_write_session_writes_stats_and_commits() {
+    let (_d, cs) = store().await;
+    let data = b"hello, session".to_vec();
+    let dg = sha(&data);
+    let mut s = WriteSession::open(&cs, "ns", "ref-1", data.len() as i64, &dg, None)
+        .await
+        .expect("open");
+    let st = s
+        .step(request(WriteAction::Write, 0, &data[..5]))
+        .await
+        .expect("write");
+    assert_eq!(st.offset, 5);
+    let err = s
+        .step(request(WriteAction::Write, 3, b"x"))
+        .await
+        .expect_err("write away from the offset");
+    assert!(matches!(err, Error::OutOfRange(_)), "{err}");
+    let mut s = WriteSession::open(&cs, "ns", "ref-1", data.len() as i64, &dg, None)
+        .await
+        .expect("resume");
+    let st = s
+        .step(request(WriteAction::Stat, 0, b""))
+        .await
+        .expect("stat");
+    assert_eq!(
+        (st.offset, st.total, st.committed),
+        (5, data.len() as i64, false)
+    );
+    let st = s
+        .step(request(WriteAction::Commit, 5, &data[5..]))
+        .await
+        .expect("commit");
+    assert_eq!(
+        (st.offset, st.digest.as_str(), st.committed),
+        (14, dg.as_str(), true)
+    );
+    assert!(s.step(request(WriteAction::Stat, 0, b"")).await.is_err());
+    let mut again = WriteSession::open(&cs, "ns", "ref-2", 0, "", None)
+        .await
+        .expect("open");
+    let mut exists = request(WriteAction::Stat, 0, b"");
+    exists.expected = dg;
+    let err = again.step(exists).await.expect_err("blob exists");
+    assert!(err.is_already_exists(), "{err}");
 }

@@ -30,11 +30,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use redb::{ReadableTable, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::collector::{self, Request, Requests};
+pub use crate::collector::{Collector, Stats};
 use crate::containers::Container;
 use crate::content::{self, ContentStore};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::images::Image;
 use crate::leases::{self, Lease};
 use crate::metadata::{
@@ -332,21 +334,6 @@ fn walk(graph: &Graph, mut queue: Queue) -> HashSet<Node> {
 // ---------------------------------------------------------------------------------------
 // The database side
 
-/// What one collection removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Blob files removed from disk (no namespace held them any more).
-    pub content: usize,
-    /// Snapshot records removed (their directories go with the snapshotters' cleanup).
-    pub snapshots: usize,
-    /// Content records removed from namespaces (a blob may stay for another namespace).
-    pub content_records: usize,
-    /// Expired leases removed.
-    pub leases: usize,
-    /// Abandoned ingests removed (their lease is gone, or none held them and they expired).
-    pub ingests: usize,
-}
-
 /// What the sweep transaction removed.
 #[derive(Debug, Default)]
 struct Swept {
@@ -533,13 +520,6 @@ fn sweep(
 // ---------------------------------------------------------------------------------------
 // Scheduling
 
-enum Request {
-    /// Collect soon (debounced).
-    Schedule,
-    /// Collect now and report.
-    Collect(oneshot::Sender<std::result::Result<Stats, String>>),
-}
-
 /// What a collection works on. Cheap to clone.
 #[derive(Clone)]
 struct Worker {
@@ -548,56 +528,22 @@ struct Worker {
     snapshotters: Snapshotters,
 }
 
-/// Runs collections: scheduled after deletions, or at once (`sync`). Cheap to clone; the
-/// collections stop when the last clone is dropped.
-#[derive(Clone)]
-pub struct Collector {
-    tx: mpsc::UnboundedSender<Request>,
+/// Serves `requests` (the other side of a [`Collector`] from [`collector::channel`]) on the
+/// current tokio runtime: collections run until the last [`Collector`] clone is dropped.
+pub fn spawn(requests: Requests, store: Store, content: ContentStore, snapshotters: Snapshotters) {
+    let worker = Worker {
+        store,
+        content,
+        snapshotters,
+    };
+    tokio::spawn(worker.run(requests.0));
 }
 
-impl Collector {
-    /// Starts the collector's task (on the current tokio runtime).
-    pub fn new(store: Store, content: ContentStore, snapshotters: Snapshotters) -> Collector {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let worker = Worker {
-            store,
-            content,
-            snapshotters,
-        };
-        tokio::spawn(worker.run(rx));
-        Collector { tx }
-    }
-
-    /// Asks for a collection soon (after deletions); returns at once.
-    pub fn schedule(&self) {
-        if self.tx.send(Request::Schedule).is_err() {
-            tracing::debug!("garbage collector stopped; schedule ignored");
-        }
-    }
-
-    /// Collects now (after a collection already running, if any) and returns when done.
-    pub async fn collect(&self) -> Result<Stats> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Collect(tx))
-            .map_err(|_| Error::Unavailable("garbage collector is not running".into()))?;
-        match rx.await {
-            Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(message)) => Err(Error::Internal(format!(
-                "garbage collection failed: {message}"
-            ))),
-            Err(_) => Err(Error::Unavailable(
-                "garbage collector stopped before collecting".into(),
-            )),
-        }
-    }
-}
-
-/// Leases that expired leave what they held to be collected: a collection is scheduled.
-impl leases::OnExpired for Collector {
-    fn leases_expired(&self) {
-        self.schedule();
-    }
+/// A collector serving at once: [`collector::channel`] and [`spawn`] in one step.
+pub fn start(store: Store, content: ContentStore, snapshotters: Snapshotters) -> Collector {
+    let (collector, requests) = collector::channel();
+    spawn(requests, store, content, snapshotters);
+    collector
 }
 
 impl Worker {

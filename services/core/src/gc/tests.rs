@@ -345,10 +345,16 @@ async fn collector_sweeps_the_database_and_the_files() {
         dir.path(),
         store.clone(),
         crate::content::DEFAULT_INGEST_EXPIRY,
+        crate::events::Exchange::new(),
+        &crate::collector::channel().0,
     )
     .expect("content");
-    let images = Images::new(store.clone());
-    let leases = crate::leases::Leases::new(store.clone());
+    let images = Images::new(
+        store.clone(),
+        crate::events::Exchange::new(),
+        crate::collector::channel().0,
+    );
+    let leases = crate::leases::Leases::new(store.clone(), crate::collector::channel().0);
     let write = |data: &'static [u8], l: BTreeMap<String, String>, lease: Option<String>| {
         let cs = cs.clone();
         async move {
@@ -415,7 +421,7 @@ async fn collector_sweeps_the_database_and_the_files() {
         .expect("snapshots");
 
     let snapshotters = Snapshotters::open(dir.path(), &store, "overlayfs");
-    let gc = Collector::new(store.clone(), cs.clone(), snapshotters);
+    let gc = start(store.clone(), cs.clone(), snapshotters);
     let stats = gc.collect().await.expect("collect");
     assert_eq!(
         stats,
@@ -455,7 +461,10 @@ async fn collector_sweeps_the_database_and_the_files() {
     assert_eq!(keys, vec!["kept".to_string()]);
 
     // A scheduled collection after the image goes takes the rest.
-    images.delete("ns", "img", None).await.expect("delete");
+    images
+        .delete("ns", "img", None, false)
+        .await
+        .expect("delete");
     gc.schedule();
     let deadline = Instant::now() + Duration::from_secs(5);
     while cs.blob_path(&top).expect("path").exists() {
@@ -478,8 +487,15 @@ async fn abandoned_ingests_are_collected() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("meta.redb")).expect("db");
     let expiry = Duration::from_millis(600);
-    let cs = ContentStore::open(dir.path(), store.clone(), expiry).expect("content");
-    let leases = crate::leases::Leases::new(store.clone());
+    let cs = ContentStore::open(
+        dir.path(),
+        store.clone(),
+        expiry,
+        crate::events::Exchange::new(),
+        &crate::collector::channel().0,
+    )
+    .expect("content");
+    let leases = crate::leases::Leases::new(store.clone(), crate::collector::channel().0);
     for id in ["pull", "live"] {
         leases
             .create("ns", id.into(), BTreeMap::new())
@@ -523,7 +539,7 @@ async fn abandoned_ingests_are_collected() {
     };
 
     let snapshotters = Snapshotters::open(dir.path(), &store, "overlayfs");
-    let gc = Collector::new(store.clone(), cs.clone(), snapshotters);
+    let gc = start(store.clone(), cs.clone(), snapshotters);
     assert_eq!(gc.collect().await.expect("collect").ingests, 0);
     assert_eq!(refs().await, ["busy", "by-live", "by-pull", "unleased"]);
 

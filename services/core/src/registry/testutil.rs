@@ -414,12 +414,18 @@ impl Env {
             dir.path(),
             meta.clone(),
             crate::content::DEFAULT_INGEST_EXPIRY,
+            crate::events::Exchange::new(),
+            &crate::collector::channel().0,
         )
         .expect("content");
         Env {
             content,
-            images: Images::new(meta.clone()),
-            leases: Leases::new(meta),
+            images: Images::new(
+                meta.clone(),
+                crate::events::Exchange::new(),
+                crate::collector::channel().0,
+            ),
+            leases: Leases::new(meta, crate::collector::channel().0),
             credentials: dir.path().join("auth/config.json"),
             hosts_dir: dir.path().join("certs.d"),
             _dir: dir,

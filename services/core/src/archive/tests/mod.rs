@@ -193,7 +193,10 @@ impl Env {
     /// Deletes every image and every blob of the namespace.
     async fn wipe(&self) {
         for i in self.images.list(NS, Filter::always()).await.expect("list") {
-            self.images.delete(NS, &i.name, None).await.expect("delete");
+            self.images
+                .delete(NS, &i.name, None, false)
+                .await
+                .expect("delete");
         }
         for c in self.content.list(NS, Filter::always()).await.expect("list") {
             self.content.delete(NS, &c.digest).await.expect("delete");

@@ -3,6 +3,7 @@
 //! Each is a [`berth_snapshotter::Snapshotter`] with its directories under
 //! `<root>/snapshots/<name>` and its metadata in the daemon's database. Their calls block
 //! (transactions, directory work), so [`Snapshotters::run`] moves them to the blocking pool.
+//! [`Snapshots`] (in `service.rs`) is the Snapshots API's service over them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,10 @@ use crate::error::{Error, Result};
 use crate::filters::{self, Adaptor};
 use crate::metadata::Store;
 use crate::namespaces;
+
+mod service;
+
+pub use service::{Commit, Create, Snapshots};
 
 /// The label that names the committed snapshot an unpack is about to create (its chain ID):
 /// a Prepare carrying it fails with AlreadyExists when that snapshot exists, so a client
@@ -114,10 +119,7 @@ impl Snapshotters {
         let Some(store) = &self.store else {
             return Ok(self.default.clone());
         };
-        let labelled = match crate::namespaces::Namespaces::new(store.clone())
-            .get(ns)
-            .await
-        {
+        let labelled = match crate::namespaces::get(store, ns).await {
             Ok(n) => n
                 .labels
                 .get(crate::namespaces::DEFAULT_SNAPSHOTTER_LABEL)
