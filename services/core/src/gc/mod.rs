@@ -46,10 +46,12 @@ use crate::snapshots::Snapshotters;
 
 /// Label that makes content or a snapshot a root.
 pub const ROOT_LABEL: &str = berth_snapshotter::GC_ROOT_LABEL;
-/// Label prefix of references to content (`containerd.io/gc.ref.content[.x]`).
+/// Label prefix of references to content: the bare key, and `.x` or `/x` after it (the
+/// image format's child labels are the `.x` ones, `berth_oci::image::GC_REF_CONTENT_PREFIX`).
 pub const CONTENT_REF_LABEL: &str = "containerd.io/gc.ref.content";
-/// Label prefix of references to snapshots (`containerd.io/gc.ref.snapshot.<snapshotter>`).
-pub const SNAPSHOT_REF_PREFIX: &str = "containerd.io/gc.ref.snapshot.";
+/// Label prefix of references to snapshots (`containerd.io/gc.ref.snapshot.<snapshotter>`),
+/// as the image format names it.
+pub use berth_oci::image::GC_REF_SNAPSHOT_PREFIX as SNAPSHOT_REF_PREFIX;
 /// Label that makes a lease hold only its resources, not what they refer to.
 pub const FLAT_LABEL: &str = "containerd.io/gc.flat";
 
