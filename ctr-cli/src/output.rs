@@ -165,26 +165,36 @@ pub fn any_json(a: &prost_types::Any) -> serde_json::Value {
     serde_json::json!({ "type_url": a.type_url, "size": a.value.len() })
 }
 
-/// Docker's human durations ("Less than a second", "3 minutes", "About an hour").
+/// Docker's human durations, as go-units' `HumanDuration` ("Less than a second", "3 minutes",
+/// "About an hour"; hours rounded).
 pub fn human_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let mins = secs / 60;
-    let hours = mins / 60;
-    match () {
-        _ if secs < 1 => "Less than a second".into(),
-        _ if secs == 1 => "1 second".into(),
-        _ if secs < 60 => format!("{secs} seconds"),
-        _ if mins == 1 => "About a minute".into(),
-        _ if mins < 60 => format!("{mins} minutes"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", hours / 24 / 365),
+    let seconds = d.as_secs();
+    let minutes = seconds / 60;
+    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
+    if seconds < 1 {
+        "Less than a second".into()
+    } else if seconds == 1 {
+        "1 second".into()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", seconds / 3600 / 24 / 365)
     }
 }
-
 /// "3 minutes ago" for an RFC 3339 time, or "N/A".
 pub fn ago_rfc3339(text: &str) -> String {
     let parsed = humantime::parse_rfc3339_weak(text.trim_end_matches('Z'))

@@ -31,8 +31,8 @@ pub fn log_stdio(ct: &Container) -> Stdio {
 }
 
 /// Docker's exit code for a process that could not be started: 127 when the command is
-/// not found, 126 when it cannot be executed.
-fn start_failure_code(message: &str) -> Option<u8> {
+/// not found, 126 when it cannot be executed (`run`, `start` and `exec` alike).
+pub fn start_failure_code(message: &str) -> Option<u8> {
     let m = message.to_ascii_lowercase();
     if m.contains("executable file not found")
         || m.contains("no such file or directory")

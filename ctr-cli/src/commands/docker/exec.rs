@@ -4,6 +4,7 @@
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 
+use crate::client::docker::start_failure_code;
 use crate::client::process::{ExecIo, StartFailed, merge_env, process_of, run_process};
 use crate::client::rootfs::resolve_user;
 use crate::client::{Client, containers, tasks};
@@ -33,20 +34,6 @@ pub struct ExecArgs {
     /// The command and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
-}
-
-/// Docker's exit status for a process that could not start: 127 when the command does not
-/// exist, 126 when it cannot be run.
-fn start_failure_code(message: &str) -> Option<u8> {
-    if message.contains("executable file not found")
-        || message.contains("no such file or directory")
-    {
-        Some(127)
-    } else if message.contains("permission denied") {
-        Some(126)
-    } else {
-        None
-    }
 }
 
 pub async fn run(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
@@ -98,23 +85,5 @@ pub async fn run(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
             },
             None => Err(e),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_codes_for_commands_that_cannot_start() {
-        assert_eq!(
-            start_failure_code("exec: \"nope\": executable file not found in $PATH"),
-            Some(127)
-        );
-        assert_eq!(
-            start_failure_code("exec: /etc: permission denied"),
-            Some(126)
-        );
-        assert_eq!(start_failure_code("something else"), None);
     }
 }

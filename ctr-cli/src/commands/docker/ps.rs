@@ -10,7 +10,7 @@ use clap::Args as ClapArgs;
 use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
 use crate::client::tasks::{self, state_name};
 use crate::client::{Client, status};
-use crate::output::{self, to_time};
+use crate::output::{self, human_duration, to_time};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -23,36 +23,6 @@ pub struct Args {
     /// Don't truncate ids and commands.
     #[arg(long)]
     pub no_trunc: bool,
-}
-
-/// Docker's (go-units') `HumanDuration`.
-pub fn human_duration(d: Duration) -> String {
-    let seconds = d.as_secs();
-    let minutes = seconds / 60;
-    let hours = (d.as_secs_f64() / 3600.0).round() as u64;
-    if seconds < 1 {
-        "Less than a second".into()
-    } else if seconds == 1 {
-        "1 second".into()
-    } else if seconds < 60 {
-        format!("{seconds} seconds")
-    } else if minutes == 1 {
-        "About a minute".into()
-    } else if minutes < 60 {
-        format!("{minutes} minutes")
-    } else if hours == 1 {
-        "About an hour".into()
-    } else if hours < 48 {
-        format!("{hours} hours")
-    } else if hours < 24 * 7 * 2 {
-        format!("{} days", hours / 24)
-    } else if hours < 24 * 30 * 2 {
-        format!("{} weeks", hours / 24 / 7)
-    } else if hours < 24 * 365 * 2 {
-        format!("{} months", hours / 24 / 30)
-    } else {
-        format!("{} years", seconds / 3600 / 24 / 365)
-    }
 }
 
 fn since(t: SystemTime, now: SystemTime) -> Duration {
