@@ -89,24 +89,6 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop berthd with SIGKILL");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let overrides = Overrides {
@@ -147,7 +129,9 @@ fn main() -> anyhow::Result<()> {
         .context("start tokio runtime")?;
     runtime.block_on(async move {
         let daemon = Daemon::open(config).await?;
-        daemon.serve(shutdown_signal()).await?;
+        daemon
+            .serve(berth_services::server::shutdown_signal("berthd"))
+            .await?;
         anyhow::Ok(())
     })
 }

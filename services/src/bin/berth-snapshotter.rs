@@ -61,24 +61,6 @@ impl Kind {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
-    }
-}
-
 fn create_root(root: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -120,7 +102,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SnapshotsServer::new(SnapshotsApi::proxy(snapshotters, store))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            berth_services::server::shutdown_signal("berth-snapshotter"),
+        )
         .await;
     if let Err(e) = std::fs::remove_file(&cli.address)
         && e.kind() != std::io::ErrorKind::NotFound
