@@ -5,6 +5,7 @@
 
 use nix::sys::signal::Signal;
 
+use super::rootfs::resolve_user;
 use super::stdio::{self, Attached, Fifos};
 use super::tasks::{self, Stdio};
 use super::{Client, status};
@@ -25,9 +26,55 @@ pub fn process_of(ct: &Container) -> anyhow::Result<serde_json::Value> {
         .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}})))
 }
 
+/// What an exec changes of its container's process.
+pub struct ExecOverrides<'a> {
+    /// The command and its arguments.
+    pub args: &'a [String],
+    pub tty: bool,
+    /// `KEY=VALUE` (or bare `KEY`, from our environment) entries over the container's.
+    pub env: &'a [String],
+    pub cwd: Option<String>,
+    /// A user name or uid[:gid], resolved in the container's root filesystem.
+    pub user: Option<&'a str>,
+    /// Add `TERM=xterm` to a terminal's environment that has no TERM (as `docker exec`).
+    pub default_term: bool,
+}
+
+/// The process an exec runs in container `ct`, whose init process is `pid`: the container's
+/// own process spec with the exec's changes. Every other field of it, known to this CLI or
+/// not, is kept as the container has it.
+pub fn exec_process(
+    ct: &Container,
+    pid: u32,
+    o: ExecOverrides<'_>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut process = process_of(ct)?;
+    process["args"] = serde_json::json!(o.args);
+    process["terminal"] = serde_json::Value::Bool(o.tty);
+    let base: Vec<String> = process
+        .get("env")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default();
+    let mut env = o.env.to_vec();
+    if o.default_term && o.tty && !base.iter().chain(&env).any(|e| e.starts_with("TERM=")) {
+        env.insert(0, "TERM=xterm".into());
+    }
+    if !env.is_empty() {
+        process["env"] = serde_json::json!(merge_env(&base, &env));
+    }
+    if let Some(cwd) = o.cwd.filter(|c| !c.is_empty()) {
+        process["cwd"] = serde_json::Value::String(cwd);
+    }
+    if let Some(user) = o.user.filter(|u| !u.is_empty()) {
+        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
+        process["user"] = resolve_user(&root, user)?;
+    }
+    Ok(process)
+}
+
 /// An exec's environment: `KEY=VALUE` pairs in `env` replace same-key entries of `base`,
 /// a bare `KEY` takes our own environment's value (as docker exec -e does).
-pub fn merge_env(base: &[String], env: &[String]) -> Vec<String> {
+fn merge_env(base: &[String], env: &[String]) -> Vec<String> {
     let mut out: Vec<String> = base.to_vec();
     for e in env {
         let entry = match e.split_once('=') {

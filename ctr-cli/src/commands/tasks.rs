@@ -8,8 +8,7 @@ use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::{Args, Subcommand};
 use tabwriter::TabWriter;
 
-use crate::client::process::{self, ExecIo, TaskIo, merge_env, process_of};
-use crate::client::rootfs::resolve_user;
+use crate::client::process::{self, ExecIo, ExecOverrides, TaskIo, process_of};
 use crate::client::signal::{SIGKILL, label_stop_signal, parse_signal};
 use crate::client::tasks::{self, status_name};
 use crate::client::{Client, containers, snapshots, status};
@@ -364,23 +363,18 @@ async fn delete_task(c: &Client, id: &str, force: bool) -> anyhow::Result<u32> {
 async fn exec_cmd(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
     let ct = containers::get(c, &a.container).await?;
     let task = tasks::get(c, &a.container).await?;
-    let mut process = process_of(&ct)?;
-    if let Some(user) = a.user.as_deref().filter(|u| !u.is_empty()) {
-        let root = std::path::PathBuf::from(format!("/proc/{}/root", task.pid));
-        process["user"] = resolve_user(&root, user)?;
-    }
-    process["terminal"] = serde_json::Value::Bool(a.tty);
-    process["args"] = serde_json::json!(a.args);
-    if let Some(cwd) = a.cwd.filter(|c| !c.is_empty()) {
-        process["cwd"] = serde_json::Value::String(cwd);
-    }
-    if !a.env.is_empty() {
-        let base: Vec<String> = process
-            .get("env")
-            .and_then(|e| serde_json::from_value(e.clone()).ok())
-            .unwrap_or_default();
-        process["env"] = serde_json::json!(merge_env(&base, &a.env));
-    }
+    let process = process::exec_process(
+        &ct,
+        task.pid,
+        ExecOverrides {
+            args: &a.args,
+            tty: a.tty,
+            env: &a.env,
+            cwd: a.cwd,
+            user: a.user.as_deref(),
+            default_term: false,
+        },
+    )?;
     let io = ExecIo {
         stdin: true,
         tty: a.tty,

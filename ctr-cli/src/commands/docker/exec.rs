@@ -5,8 +5,7 @@ use berth_proto::containerd::v1::types::Status as TaskStatus;
 use clap::Args;
 
 use crate::client::docker::start_failure_code;
-use crate::client::process::{ExecIo, StartFailed, merge_env, process_of, run_process};
-use crate::client::rootfs::resolve_user;
+use crate::client::process::{ExecIo, ExecOverrides, StartFailed, exec_process, run_process};
 use crate::client::{Client, containers, tasks};
 use crate::exit::{Exit, exit_with};
 
@@ -50,25 +49,18 @@ pub async fn run(c: &Client, a: ExecArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("Container {} is not running", ct.id),
     }
     let pid = task.map_or(0, |t| t.pid);
-    let mut process = process_of(&ct)?;
-    process["args"] = serde_json::json!(a.cmd);
-    process["terminal"] = serde_json::Value::Bool(a.tty);
-    let base: Vec<String> = process
-        .get("env")
-        .and_then(|e| serde_json::from_value(e.clone()).ok())
-        .unwrap_or_default();
-    let mut env = a.env.clone();
-    if a.tty && !base.iter().chain(&env).any(|e| e.starts_with("TERM=")) {
-        env.insert(0, "TERM=xterm".into());
-    }
-    process["env"] = serde_json::json!(merge_env(&base, &env));
-    if let Some(w) = a.workdir.filter(|w| !w.is_empty()) {
-        process["cwd"] = serde_json::Value::String(w);
-    }
-    if let Some(u) = a.user.as_deref().filter(|u| !u.is_empty()) {
-        let root = std::path::PathBuf::from(format!("/proc/{pid}/root"));
-        process["user"] = resolve_user(&root, u)?;
-    }
+    let process = exec_process(
+        &ct,
+        pid,
+        ExecOverrides {
+            args: &a.cmd,
+            tty: a.tty,
+            env: &a.env,
+            cwd: a.workdir,
+            user: a.user.as_deref(),
+            default_term: true,
+        },
+    )?;
     let exec_id = containers::new_id();
     let io = ExecIo {
         stdin: a.interactive,
