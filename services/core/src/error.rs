@@ -57,6 +57,15 @@ pub enum Error {
         #[source]
         source: berth_snapshotter::SnapshotterError,
     },
+    /// A CNI plugin failed (or could not be run) for a network of a container.
+    #[error("CNI plugin {plugin} {command} for network {network:?} of {container}: {message}")]
+    Cni {
+        plugin: String,
+        command: &'static str,
+        network: String,
+        container: String,
+        message: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -241,7 +250,8 @@ impl Error {
             Error::Database { .. }
             | Error::Io { .. }
             | Error::Corrupt { .. }
-            | Error::Internal(_) => Class::Internal,
+            | Error::Internal(_)
+            | Error::Cni { .. } => Class::Internal,
             Error::Snapshotter(e) | Error::Layer { source: e, .. } => snapshotter_class(e),
         }
     }

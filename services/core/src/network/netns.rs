@@ -1,0 +1,90 @@
+//! Network namespaces that outlive any process, as `ip netns add` makes them: an empty file
+//! with the namespace bind-mounted over it. A container (or a whole pod) joins one by path;
+//! CNI plugins configure it by path; removing it unmounts and unlinks the file.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+use crate::error::{Error, Result};
+use crate::identifiers;
+
+/// Creates the network namespace `name` under `dir` and returns its path. Blocking: run it
+/// on the blocking pool. The namespace is made on a thread of its own, which ends with the
+/// call, so no thread of the daemon is ever left in it.
+pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
+    identifiers::validate(name).map_err(|e| e.context("network namespace name"))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let path = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                Error::already_exists(format!("network namespace {}", path.display()))
+            }
+            _ => Error::io("create network namespace file", &path, e),
+        })?;
+    let target = path.clone();
+    let made = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::Internal(format!("unshare the network namespace: {e}")))?;
+        let tid = nix::unistd::gettid();
+        let own = format!("/proc/self/task/{tid}/ns/net");
+        mount(
+            Some(own.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            Error::Internal(format!(
+                "bind-mount network namespace at {}: {e}",
+                target.display()
+            ))
+        })
+    })
+    .join()
+    .map_err(|_| Error::Internal("network namespace thread panicked".into()))
+    .and_then(|r| r);
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Removes the network namespace at `path`: unmounts and unlinks it. One already gone is
+/// no error (a removal after a crash may find half of it). Blocking.
+pub fn remove(path: &Path) -> Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "unmount network namespace {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove network namespace file", path, e)),
+    }
+}
+
+/// Whether `path` holds a network namespace (a bind mount of one, not a bare file).
+pub fn exists(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(file), Ok(parent)) = (
+        std::fs::metadata(path),
+        std::fs::metadata(path.parent().unwrap_or(Path::new("/"))),
+    ) else {
+        return false;
+    };
+    // A bind-mounted namespace lives on the nsfs filesystem, not on the directory's.
+    file.dev() != parent.dev()
+}

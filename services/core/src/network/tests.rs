@@ -1,0 +1,153 @@
+//! The network core against the real CNI plugins (Debian's containernetworking-plugins):
+//! a namespace made and removed, a bridge network attached and detached with nothing left.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use super::cni::{Attachment, Cni, NetworkList};
+use super::netns;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A /24 of 10.251.0.0/16 and a bridge name of this test run's own, so that parallel runs
+/// do not meet.
+fn unique() -> (String, String) {
+    let n = std::process::id() % 250 + 1;
+    (
+        format!("10.251.{n}.0/24"),
+        format!("bt{n}x{}", std::process::id() % 10_000),
+    )
+}
+
+#[test]
+fn a_namespace_is_made_and_removed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = netns::create(dir.path(), "berth-test-ns").expect("create");
+    assert!(netns::exists(&path));
+    let err = netns::create(dir.path(), "berth-test-ns").expect_err("twice");
+    assert!(err.is_already_exists(), "{err}");
+    // Only a loopback device, down, in a fresh namespace.
+    let links = run(Command::new("nsenter")
+        .arg(format!("--net={}", path.display()))
+        .args(["ip", "-o", "link"]));
+    assert_eq!(links.lines().count(), 1, "{links}");
+    netns::remove(&path).expect("remove");
+    assert!(!path.exists());
+    netns::remove(&path).expect("removing twice is no error");
+}
+
+#[tokio::test]
+async fn a_bridge_network_is_attached_and_detached_leaving_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (subnet, bridge) = unique();
+    let ipam_dir = dir.path().join("ipam");
+    let net = NetworkList::parse(
+        &json!({
+            "cniVersion": "1.0.0",
+            "name": "berth-test",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{ "subnet": subnet }]],
+                        "dataDir": ipam_dir,
+                    }
+                }
+            ]
+        })
+        .to_string(),
+    )
+    .expect("conflist");
+    let path = netns::create(&dir.path().join("netns"), "berth-test-cni").expect("netns");
+    let cni = Cni::new(super::cni::default_bin_dirs());
+    let a = Attachment {
+        container_id: "berth-test-cni".into(),
+        netns: path.clone(),
+        ifname: "eth0".into(),
+        ..Default::default()
+    };
+    let added = cni.add(&net, &a).await;
+    let cleanup = || {
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        let _ = netns::remove(&path);
+    };
+    let added = match added {
+        Ok(r) => r,
+        Err(e) => {
+            cleanup();
+            panic!("CNI ADD: {e}");
+        }
+    };
+    let ip = added.address_of("eth0").expect("an address for eth0");
+    let inside = run(Command::new("nsenter")
+        .arg(format!("--net={}", path.display()))
+        .args(["ip", "-4", "-o", "addr", "show", "eth0"]));
+    assert!(inside.contains(&format!("{ip}/24")), "{inside}");
+    let leases: Vec<_> = std::fs::read_dir(ipam_dir.join("berth-test"))
+        .expect("ipam dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .collect();
+    assert_eq!(leases.len(), 1, "one IPAM lease while attached");
+
+    let deleted = cni.del(&net, &a, Some(&added.raw)).await;
+    let veths = run(Command::new("ip").args(["-o", "link", "show", "master", &bridge]));
+    cleanup();
+    deleted.expect("CNI DEL");
+    assert!(
+        veths.trim().is_empty(),
+        "no veth left on the bridge: {veths}"
+    );
+    let leases = std::fs::read_dir(ipam_dir.join("berth-test"))
+        .expect("ipam dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .count();
+    assert_eq!(leases, 0, "the IPAM lease is released");
+    // DEL again (after a crash, say) is no error.
+    let again = netns::create(&dir.path().join("netns"), "berth-test-cni").expect("netns");
+    cni.del(&net, &a, None).await.expect("second DEL");
+    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+    netns::remove(&again).expect("remove");
+}
+
+#[tokio::test]
+async fn a_failing_plugin_is_reported_with_its_message() {
+    let net = NetworkList::parse(
+        &json!({"cniVersion": "1.0.0", "name": "broken", "plugins": [{"type": "bridge"}]})
+            .to_string(),
+    )
+    .expect("conflist");
+    let cni = Cni::new(super::cni::default_bin_dirs());
+    let a = Attachment {
+        container_id: "c1".into(),
+        netns: "/nonexistent/netns".into(),
+        ifname: "eth0".into(),
+        ..Default::default()
+    };
+    let err = cni.add(&net, &a).await.expect_err("no netns");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("CNI plugin bridge ADD for network \"broken\" of c1: "),
+        "{text}"
+    );
+    let missing = NetworkList::parse(
+        &json!({"cniVersion": "1.0.0", "name": "m", "plugins": [{"type": "nope"}]}).to_string(),
+    )
+    .expect("conflist");
+    let err = cni.add(&missing, &a).await.expect_err("no plugin");
+    assert!(
+        err.to_string().contains("plugin not found in /usr/lib/cni"),
+        "{err}"
+    );
+    assert!(NetworkList::parse(r#"{"cniVersion":"1.0.0","name":"x","plugins":[]}"#).is_err());
+}
