@@ -12,7 +12,8 @@
 //! ├── images           (namespace, name) → image record            (images service)
 //! ├── content          (namespace, digest) → blob record           (content service)
 //! ├── snapshots        (namespace, snapshotter, key) → snapshot    (berth_snapshotter::metastore)
-//! └── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
+//! ├── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
+//! └── network_attachments (namespace, container) → its netns and CNI results (network/)
 //! ```
 //!
 //! Records are prost-encoded structs defined next to the logic that owns them: new fields get
@@ -47,6 +48,8 @@ pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> 
     TableDefinition::new("lease_resources");
 pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
 pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("content");
+pub(crate) const NETWORK_ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("network_attachments");
 /// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
 pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
@@ -131,6 +134,8 @@ impl Store {
             .ctx("create lease_resources")?;
         txn.open_table(IMAGES).ctx("create images")?;
         txn.open_table(CONTENT).ctx("create content")?;
+        txn.open_table(NETWORK_ATTACHMENTS)
+            .ctx("create network_attachments")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
         txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;

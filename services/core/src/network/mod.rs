@@ -1,11 +1,403 @@
-//! The network domain: network namespaces and CNI plugins, shared by CRI pods and `berth
-//! run`. What is here: persistent network namespaces ([`netns`]) and the CNI plugin runner
-//! ([`cni`]) with the real plugin protocol. Still to come (issues 12 and 13): the networks'
-//! records in `metadata`, ADD on task create and DEL on task delete and after a crash, port
-//! mappings and names. `tasks` and `cri` may use this module; it uses neither.
+//! The network domain: a container's (or a pod's) network namespace and its attachments to
+//! CNI networks, shared by CRI pods and `berth run`.
+//!
+//! [`Networks::attach`] records the attachment *before* it makes anything, then makes the
+//! namespace, brings up its loopback and ADDs each network (recording each result), so that
+//! whatever a crash interrupts is known and [`Networks::detach`] (or [`Networks::sweep`] at
+//! start-up) can DEL it and remove the namespace: no netns, veth, iptables rule or IPAM
+//! lease is left behind. The plugins are the real ones ([`cni`]); the namespaces outlive
+//! processes ([`netns`]).
+//!
+//! Still to come (issues 12 and 13): calling attach on task (or sandbox) create and detach on
+//! delete, networks as records of their own (user-defined networks), names and DNS.
 
 pub mod cni;
 pub mod netns;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use prost::Message;
+use redb::ReadableTable;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::metadata::{self, DbContext, NETWORK_ATTACHMENTS, Store};
+use cni::{Attachment, Cni, NetworkList};
+
+/// A bridge network: its own bridge interface and subnet, host-local addresses, NAT to the
+/// outside (unless internal) and port mappings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeNetwork {
+    pub name: String,
+    /// The bridge interface on the host.
+    pub bridge: String,
+    /// IPv4 CIDR (`172.30.0.0/16`).
+    pub subnet: String,
+    /// The bridge's address; the subnet's first address when None.
+    pub gateway: Option<Ipv4Addr>,
+    /// No route to the outside (no masquerade, no default route).
+    pub internal: bool,
+}
+
+impl BridgeNetwork {
+    /// The CNI configuration list of the network: bridge with host-local addresses, then
+    /// portmap (published ports) and firewall (the forwarding rules).
+    pub fn conflist(&self, ipam_dir: &std::path::Path) -> NetworkList {
+        let mut range = json!({ "subnet": self.subnet });
+        if let Some(gw) = self.gateway {
+            range["gateway"] = json!(gw.to_string());
+        }
+        let mut ipam = json!({
+            "type": "host-local",
+            "ranges": [[range]],
+            "dataDir": ipam_dir,
+        });
+        if !self.internal {
+            ipam["routes"] = json!([{ "dst": "0.0.0.0/0" }]);
+        }
+        let plugins = [
+            json!({
+                "type": "bridge",
+                "bridge": self.bridge,
+                "isGateway": true,
+                "ipMasq": !self.internal,
+                "hairpinMode": true,
+                "ipam": ipam,
+            }),
+            json!({
+                "type": "portmap",
+                "capabilities": { "portMappings": true },
+                "snat": true,
+            }),
+            json!({ "type": "firewall" }),
+        ];
+        NetworkList {
+            cni_version: "1.0.0".into(),
+            name: self.name.clone(),
+            plugins: plugins
+                .into_iter()
+                .filter_map(|p| match p {
+                    Value::Object(m) => Some(m),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A published port, as CNI's portmap plugin takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The host address to listen on; all when empty.
+    pub host_ip: String,
+}
+
+/// The record of one container's network namespace and what is attached to it.
+#[derive(Clone, PartialEq, Message)]
+pub struct AttachmentRecord {
+    /// The network namespace's path.
+    #[prost(string, tag = "1")]
+    pub netns: String,
+    #[prost(message, repeated, tag = "2")]
+    pub networks: Vec<NetworkAttachment>,
+    #[prost(int64, tag = "3")]
+    pub created_at: i64,
+}
+
+/// One network attached to a container.
+#[derive(Clone, PartialEq, Message)]
+pub struct NetworkAttachment {
+    #[prost(string, tag = "1")]
+    pub network: String,
+    /// The interface inside the namespace.
+    #[prost(string, tag = "2")]
+    pub ifname: String,
+    /// The network's configuration list as it was used (JSON), for the DEL.
+    #[prost(string, tag = "3")]
+    pub conflist: String,
+    /// The ADD's result (JSON); empty while the ADD has not finished.
+    #[prost(string, tag = "4")]
+    pub result: String,
+    /// The container's address on the network.
+    #[prost(string, tag = "5")]
+    pub address: String,
+    /// The runtime configuration given (published ports), JSON, for the DEL.
+    #[prost(string, tag = "6")]
+    pub runtime_config: String,
+}
+
+/// Where the network domain keeps its things.
+#[derive(Debug, Clone)]
+pub struct NetworkDirs {
+    /// Where the CNI plugin binaries are.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where network namespaces are mounted.
+    pub netns_dir: PathBuf,
+    /// host-local's address leases.
+    pub ipam_dir: PathBuf,
+}
+
+/// The network domain's service. Cheap to clone.
+#[derive(Clone)]
+pub struct Networks {
+    store: Store,
+    cni: Cni,
+    dirs: NetworkDirs,
+}
+
+/// The loopback "network" every namespace gets first.
+fn loopback() -> NetworkList {
+    let mut lo = Map::new();
+    lo.insert("type".into(), Value::String("loopback".into()));
+    NetworkList {
+        cni_version: "1.0.0".into(),
+        name: "berth-loopback".into(),
+        plugins: vec![lo],
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("network task: {e}")))?
+}
+
+impl Networks {
+    pub fn new(store: Store, dirs: NetworkDirs) -> Networks {
+        Networks {
+            store,
+            cni: Cni::new(dirs.cni_bin_dirs.clone()),
+            dirs,
+        }
+    }
+
+    /// The name of the network namespace of container `id` in `namespace`: fixed length,
+    /// whatever the lengths of the two.
+    fn netns_name(namespace: &str, id: &str) -> String {
+        let h = Sha256::digest(format!("{namespace}/{id}").as_bytes());
+        format!("berth-{}", hex::encode(&h[..8]))
+    }
+
+    /// The attachment of container `id`, if it has one.
+    pub async fn get(&self, namespace: &str, id: &str) -> Result<Option<AttachmentRecord>> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.store
+            .view(move |txn| {
+                let t = txn
+                    .open_table(NETWORK_ATTACHMENTS)
+                    .ctx("open network_attachments")?;
+                match t.get((ns.as_str(), id.as_str())).ctx("read attachment")? {
+                    Some(v) => metadata::decode("network attachment", &id, v.value()).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    async fn put(
+        &self,
+        namespace: &str,
+        id: &str,
+        rec: AttachmentRecord,
+        create: bool,
+    ) -> Result<()> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.store
+            .update(move |txn| {
+                let mut t = txn
+                    .open_table(NETWORK_ATTACHMENTS)
+                    .ctx("open network_attachments")?;
+                if create
+                    && t.get((ns.as_str(), id.as_str()))
+                        .ctx("read attachment")?
+                        .is_some()
+                {
+                    return Err(Error::already_exists(format!(
+                        "network attachment of container {id:?} in namespace {ns:?}"
+                    )));
+                }
+                t.insert((ns.as_str(), id.as_str()), rec.encode_to_vec().as_slice())
+                    .ctx("write attachment")?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn forget(&self, namespace: &str, id: &str) -> Result<()> {
+        let (ns, id) = (namespace.to_string(), id.to_string());
+        self.store
+            .update(move |txn| {
+                let mut t = txn
+                    .open_table(NETWORK_ATTACHMENTS)
+                    .ctx("open network_attachments")?;
+                t.remove((ns.as_str(), id.as_str()))
+                    .ctx("delete attachment")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Gives container `id` a network namespace attached to `networks` (interfaces `eth0`,
+    /// `eth1`... in that order; none: only loopback), with `ports` published on the first.
+    /// On failure, what was made is taken down again. Returns the record.
+    pub async fn attach(
+        &self,
+        namespace: &str,
+        id: &str,
+        networks: &[BridgeNetwork],
+        ports: &[PortMapping],
+    ) -> Result<AttachmentRecord> {
+        let netns = self.dirs.netns_dir.join(Self::netns_name(namespace, id));
+        let mut rec = AttachmentRecord {
+            netns: netns.display().to_string(),
+            networks: Vec::new(),
+            created_at: metadata::now_nanos(),
+        };
+        for (i, net) in networks.iter().enumerate() {
+            let conflist = net.conflist(&self.dirs.ipam_dir);
+            let runtime = if i == 0 && !ports.is_empty() {
+                json!({ "portMappings": port_mappings(ports) }).to_string()
+            } else {
+                String::new()
+            };
+            rec.networks.push(NetworkAttachment {
+                network: net.name.clone(),
+                ifname: format!("eth{i}"),
+                conflist: serde_json::to_string(&conflist)
+                    .map_err(|e| Error::Internal(format!("encode conflist: {e}")))?,
+                runtime_config: runtime,
+                ..Default::default()
+            });
+        }
+        // Known before anything exists: a crash from here on leaves a record to clean up.
+        self.put(namespace, id, rec.clone(), true).await?;
+        match self.bring_up(namespace, id, &mut rec).await {
+            Ok(()) => Ok(rec),
+            Err(e) => {
+                if let Err(undo) = self.detach(namespace, id).await {
+                    tracing::warn!(%namespace, %id, error = %undo, "take down a failed network attachment");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(&self, namespace: &str, id: &str, rec: &mut AttachmentRecord) -> Result<()> {
+        let dir = self.dirs.netns_dir.clone();
+        let name = Self::netns_name(namespace, id);
+        blocking(move || netns::create(&dir, &name)).await?;
+        let base = Attachment {
+            container_id: id.to_string(),
+            netns: PathBuf::from(&rec.netns),
+            ifname: "lo".into(),
+            ..Default::default()
+        };
+        self.cni.add(&loopback(), &base).await?;
+        for i in 0..rec.networks.len() {
+            let n = &rec.networks[i];
+            let list = NetworkList::parse(&n.conflist)?;
+            let a = Attachment {
+                ifname: n.ifname.clone(),
+                runtime_config: runtime_config(&n.runtime_config),
+                ..base.clone()
+            };
+            let added = self.cni.add(&list, &a).await?;
+            let n = &mut rec.networks[i];
+            n.address = added.address_of(&n.ifname).unwrap_or_default();
+            n.result = added.raw.to_string();
+            self.put(namespace, id, rec.clone(), false).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes container `id`'s networks down: DEL of each (in reverse order), then the
+    /// namespace and the record. When a DEL fails the record stays, so that a later detach
+    /// or sweep tries again. No attachment is no error.
+    pub async fn detach(&self, namespace: &str, id: &str) -> Result<()> {
+        let Some(rec) = self.get(namespace, id).await? else {
+            return Ok(());
+        };
+        let netns = PathBuf::from(&rec.netns);
+        let mut first: Option<Error> = None;
+        for n in rec.networks.iter().rev() {
+            let list = NetworkList::parse(&n.conflist)?;
+            let a = Attachment {
+                container_id: id.to_string(),
+                netns: netns.clone(),
+                ifname: n.ifname.clone(),
+                runtime_config: runtime_config(&n.runtime_config),
+                ..Default::default()
+            };
+            let added: Option<Value> = serde_json::from_str(&n.result).ok();
+            if let Err(e) = self.cni.del(&list, &a, added.as_ref()).await {
+                first.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        blocking(move || netns::remove(&netns)).await?;
+        self.forget(namespace, id).await
+    }
+
+    /// Detaches every attachment whose container `keep` does not name (after a crash: the
+    /// containers whose tasks are gone). Returns how many were taken down.
+    pub async fn sweep(&self, keep: impl Fn(&str, &str) -> bool) -> Result<usize> {
+        let all: Vec<(String, String)> = self
+            .store
+            .view(|txn| {
+                let t = txn
+                    .open_table(NETWORK_ATTACHMENTS)
+                    .ctx("open network_attachments")?;
+                let mut out = Vec::new();
+                for item in t.iter().ctx("scan network_attachments")? {
+                    let (k, _) = item.ctx("read attachment")?;
+                    let (ns, id) = k.value();
+                    out.push((ns.to_string(), id.to_string()));
+                }
+                Ok(out)
+            })
+            .await?;
+        let mut n = 0;
+        for (ns, id) in all.into_iter().filter(|(ns, id)| !keep(ns, id)) {
+            match self.detach(&ns, &id).await {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!(namespace = %ns, %id, error = %e, "network sweep"),
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn port_mappings(ports: &[PortMapping]) -> Vec<Value> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut m = json!({
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol,
+            });
+            if !p.host_ip.is_empty() {
+                m["hostIP"] = json!(p.host_ip);
+            }
+            m
+        })
+        .collect()
+}
+
+fn runtime_config(text: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -151,3 +151,104 @@ async fn a_failing_plugin_is_reported_with_its_message() {
     );
     assert!(NetworkList::parse(r#"{"cniVersion":"1.0.0","name":"x","plugins":[]}"#).is_err());
 }
+
+fn iptables_save() -> String {
+    run(&mut Command::new("iptables-save"))
+}
+
+/// A container attached to a bridge network with a published port: its address inside its
+/// namespace, the port's DNAT rule on the host; detached, nothing is left — no namespace, no
+/// veth, no rule naming its address, no IPAM lease, no record. A sweep after a "crash" does
+/// the same for an attachment nobody detached.
+#[tokio::test]
+async fn networks_attach_detach_and_sweep_leave_nothing() {
+    use super::{BridgeNetwork, NetworkDirs, Networks, PortMapping};
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = crate::metadata::Store::open(&dir.path().join("meta.redb")).expect("db");
+    let (subnet, bridge) = unique();
+    let subnet = subnet.replace("10.251.", "10.252.");
+    let bridge = format!("{bridge}n");
+    let networks = Networks::new(
+        store,
+        NetworkDirs {
+            cni_bin_dirs: super::cni::default_bin_dirs(),
+            netns_dir: dir.path().join("netns"),
+            ipam_dir: dir.path().join("ipam"),
+        },
+    );
+    let net = BridgeNetwork {
+        name: format!("bt-{}", std::process::id()),
+        bridge: bridge.clone(),
+        subnet,
+        gateway: None,
+        internal: false,
+    };
+    let host_port = 20_000 + (std::process::id() % 20_000) as u16;
+    let ports = [PortMapping {
+        host_port,
+        container_port: 80,
+        protocol: "tcp".into(),
+        host_ip: String::new(),
+    }];
+    let attached = networks
+        .attach("ns", "web", std::slice::from_ref(&net), &ports)
+        .await;
+    let rec = match attached {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+            panic!("attach: {e}");
+        }
+    };
+    let ip = rec.networks[0].address.clone();
+    assert!(!ip.is_empty(), "{rec:?}");
+    let inside = run(Command::new("nsenter")
+        .arg(format!("--net={}", rec.netns))
+        .args(["ip", "-4", "-o", "addr"]));
+    assert!(inside.contains("127.0.0.1/8"), "loopback is up: {inside}");
+    assert!(inside.contains(&format!("{ip}/24")), "{inside}");
+    let rules = iptables_save();
+    assert!(
+        rules.contains(&format!("--dport {host_port}")) && rules.contains(&format!("{ip}:80")),
+        "the port's DNAT rule: {rules}"
+    );
+    let again = networks
+        .attach("ns", "web", std::slice::from_ref(&net), &[])
+        .await;
+    assert!(again.expect_err("attached twice").is_already_exists());
+
+    networks.detach("ns", "web").await.expect("detach");
+    // `alone`: no other container is attached to the bridge.
+    let check_gone = |ip: &str, netns: &str, alone: bool| {
+        assert!(!std::path::Path::new(netns).exists(), "netns {netns} left");
+        let veths = run(Command::new("ip").args(["-o", "link", "show", "master", &bridge]));
+        assert_eq!(veths.lines().count(), usize::from(!alone), "veths: {veths}");
+        let rules = iptables_save();
+        assert!(
+            !rules.contains(&format!("{ip}/32")) && !rules.contains(&format!("{ip}:80")),
+            "rule left for {ip}: {rules}"
+        );
+        let lease = dir.path().join("ipam").join(&net.name).join(ip);
+        assert!(!lease.exists(), "IPAM lease {} left", lease.display());
+    };
+    check_gone(&ip, &rec.netns, true);
+    assert!(networks.get("ns", "web").await.expect("get").is_none());
+    networks.detach("ns", "web").await.expect("detach twice");
+
+    // A "crash": attached, never detached; the sweep keeps what it is told to keep.
+    let a = networks
+        .attach("ns", "a", std::slice::from_ref(&net), &[])
+        .await
+        .expect("attach a");
+    let b = networks
+        .attach("ns", "b", std::slice::from_ref(&net), &[])
+        .await
+        .expect("attach b");
+    let swept = networks.sweep(|_, id| id == "b").await.expect("sweep");
+    assert_eq!(swept, 1);
+    check_gone(&a.networks[0].address, &a.netns, false);
+    assert!(networks.get("ns", "b").await.expect("get").is_some());
+    networks.detach("ns", "b").await.expect("detach b");
+    check_gone(&b.networks[0].address, &b.netns, true);
+    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+}
