@@ -22,6 +22,7 @@ use crate::events::Exchange;
 use crate::images::Images;
 use crate::leases::Leases;
 use crate::metadata::Store;
+use crate::network::{NetworkDirs, Networks};
 use crate::snapshots::{Snapshots, Snapshotters};
 
 pub use crate::api::catalog::MAX_MESSAGE;
@@ -397,6 +398,17 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         exchange.clone(),
     );
     tasks.restore().await;
+    let networks = open_networks(config, &store)?;
+    // Network attachments whose task did not survive (a crash, a reboot) are taken down.
+    let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
+    match networks.sweep(live).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            attachments = n,
+            "took down the networks of tasks that are gone"
+        ),
+        Err(e) => tracing::warn!(error = %e, "network sweep at start-up"),
+    }
     // Whatever a crash or an earlier run left unreferenced goes soon after start.
     gc.schedule();
     let snapshots = Snapshots::daemon(
@@ -428,9 +440,23 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         server_uuid,
         snapshotters,
         snapshots,
+        networks,
         store,
         tasks,
     })
+}
+
+/// The network domain: CNI plugins from the config, namespaces and address leases under the
+/// state directory (they end with a reboot, as the containers do).
+fn open_networks(config: &Config, store: &Store) -> Result<Networks> {
+    let default = crate::network::default_bridge(&config.network)?;
+    tracing::debug!(bridge = %default.bridge, subnet = %default.subnet, "default bridge network");
+    let dirs = NetworkDirs {
+        cni_bin_dirs: config.network.cni_bin_dirs.clone(),
+        netns_dir: config.state.join("netns"),
+        ipam_dir: config.state.join("network").join("ipam"),
+    };
+    Ok(Networks::new(store.clone(), dirs, default))
 }
 
 /// Completes at SIGTERM or SIGINT: the shutdown of a daemon binary (`what`).

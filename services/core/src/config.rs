@@ -34,6 +34,30 @@ pub struct Config {
     pub runtimes: BTreeMap<String, RuntimeConfig>,
     pub registry: RegistryConfig,
     pub content: ContentConfig,
+    pub network: NetworkConfig,
+}
+
+/// Container networking through CNI plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Where the CNI plugin binaries are, searched in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The default bridge network's interface on the host.
+    pub bridge: String,
+    /// The default bridge network's IPv4 subnet; empty: the first of Docker's default pools
+    /// (172.17.0.0/16, 172.18.0.0/16, ...) that overlaps no network the host routes to.
+    pub subnet: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")],
+            bridge: "berth0".to_string(),
+            subnet: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +155,7 @@ impl Default for Config {
             runtimes,
             registry: RegistryConfig::default(),
             content: ContentConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }

@@ -151,6 +151,7 @@ pub struct Services {
     pub server_uuid: String,
     pub snapshotters: crate::snapshots::Snapshotters,
     pub snapshots: crate::snapshots::Snapshots,
+    pub networks: crate::network::Networks,
     pub tasks: crate::tasks::Tasks,
 }
 

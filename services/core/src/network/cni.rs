@@ -328,8 +328,3 @@ fn plugin_error(stdout: &[u8], stderr: &[u8], status: std::process::ExitStatus) 
     let text = String::from_utf8_lossy(if stdout.is_empty() { stderr } else { stdout });
     format!("{status}: {}", text.trim())
 }
-
-/// The plugin directories' default, where Debian's containernetworking-plugins installs.
-pub fn default_bin_dirs() -> Vec<PathBuf> {
-    vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
-}

@@ -13,6 +13,7 @@
 
 pub mod cni;
 pub mod netns;
+pub mod subnet;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use redb::ReadableTable;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::config::NetworkConfig;
 use crate::error::{Error, Result};
 use crate::metadata::{self, DbContext, NETWORK_ATTACHMENTS, Store};
 use cni::{Attachment, Cni, NetworkList};
@@ -149,6 +151,21 @@ pub struct Networks {
     store: Store,
     cni: Cni,
     dirs: NetworkDirs,
+    /// The default bridge network (`bridge`).
+    default: BridgeNetwork,
+}
+
+/// The default bridge network as berthd's config describes it: its subnet the configured
+/// one, or the first of the default pools that overlaps no network the host routes to.
+pub fn default_bridge(config: &NetworkConfig) -> Result<BridgeNetwork> {
+    let subnet = subnet::choose(&config.subnet, &subnet::host_networks())?;
+    Ok(BridgeNetwork {
+        name: "bridge".to_string(),
+        bridge: config.bridge.clone(),
+        subnet: subnet.to_string(),
+        gateway: Some(subnet.first_host()),
+        internal: false,
+    })
 }
 
 /// The loopback "network" every namespace gets first.
@@ -169,12 +186,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Networks {
-    pub fn new(store: Store, dirs: NetworkDirs) -> Networks {
+    pub fn new(store: Store, dirs: NetworkDirs, default: BridgeNetwork) -> Networks {
         Networks {
             store,
             cni: Cni::new(dirs.cni_bin_dirs.clone()),
             dirs,
+            default,
         }
+    }
+
+    /// The default bridge network.
+    pub fn default_network(&self) -> &BridgeNetwork {
+        &self.default
     }
 
     /// The name of the network namespace of container `id` in `namespace`: fixed length,

@@ -68,7 +68,7 @@ async fn a_bridge_network_is_attached_and_detached_leaving_nothing() {
     )
     .expect("conflist");
     let path = netns::create(&dir.path().join("netns"), "berth-test-cni").expect("netns");
-    let cni = Cni::new(super::cni::default_bin_dirs());
+    let cni = Cni::new(crate::config::NetworkConfig::default().cni_bin_dirs);
     let a = Attachment {
         container_id: "berth-test-cni".into(),
         netns: path.clone(),
@@ -127,7 +127,7 @@ async fn a_failing_plugin_is_reported_with_its_message() {
             .to_string(),
     )
     .expect("conflist");
-    let cni = Cni::new(super::cni::default_bin_dirs());
+    let cni = Cni::new(crate::config::NetworkConfig::default().cni_bin_dirs);
     let a = Attachment {
         container_id: "c1".into(),
         netns: "/nonexistent/netns".into(),
@@ -168,14 +168,6 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
     let (subnet, bridge) = unique();
     let subnet = subnet.replace("10.251.", "10.252.");
     let bridge = format!("{bridge}n");
-    let networks = Networks::new(
-        store,
-        NetworkDirs {
-            cni_bin_dirs: super::cni::default_bin_dirs(),
-            netns_dir: dir.path().join("netns"),
-            ipam_dir: dir.path().join("ipam"),
-        },
-    );
     let net = BridgeNetwork {
         name: format!("bt-{}", std::process::id()),
         bridge: bridge.clone(),
@@ -183,6 +175,16 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
         gateway: None,
         internal: false,
     };
+    let networks = Networks::new(
+        store,
+        NetworkDirs {
+            cni_bin_dirs: crate::config::NetworkConfig::default().cni_bin_dirs,
+            netns_dir: dir.path().join("netns"),
+            ipam_dir: dir.path().join("ipam"),
+        },
+        net.clone(),
+    );
+    assert_eq!(networks.default_network(), &net);
     let host_port = 20_000 + (std::process::id() % 20_000) as u16;
     let ports = [PortMapping {
         host_port,
