@@ -33,6 +33,12 @@ pub const LOG_PATH: &str = "berth/log-path";
 pub const STARTED_AT: &str = "berth/started-at";
 /// Set to "true" on containers that berthd removes when their task exits.
 pub const AUTO_REMOVE: &str = "berth/auto-remove";
+/// The network a container asks berthd for: `bridge`, `none` or `host` (berthd attaches it
+/// at task create: its `network` module reads this label).
+pub const NETWORK: &str = "berth/network";
+/// The ports a container publishes, `[ip:]host:container[/proto]` by commas (read by
+/// berthd's `network` module with [`NETWORK`]).
+pub const PORTS: &str = "berth/ports";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

@@ -179,9 +179,9 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum DockerCmd {
     /// Create a container from an image and run it.
-    Run(docker::run::RunArgs),
+    Run(Box<docker::run::RunArgs>),
     /// Create a container from an image (not started).
-    Create(docker::run::CreateArgs),
+    Create(Box<docker::run::CreateArgs>),
     /// Start stopped or created containers.
     Start {
         /// Show the container's output until it exits (`-a` works too).
@@ -256,8 +256,8 @@ enum DockerCmd {
 async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
     use docker::{inspect, lifecycle, logs, ps, run};
     match cmd {
-        DockerCmd::Run(args) => run::run(c, args).await,
-        DockerCmd::Create(args) => run::create_cmd(c, args).await,
+        DockerCmd::Run(args) => run::run(c, *args).await,
+        DockerCmd::Create(args) => run::create_cmd(c, *args).await,
         DockerCmd::Start {
             attach,
             interactive,

@@ -390,15 +390,16 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.grpc.address,
         &config.ttrpc_address(),
     );
+    let networks = open_networks(config, &store)?;
     let tasks = crate::tasks::Tasks::new(
         runtimes,
         containers.clone(),
         snapshotters.clone(),
         &config.state,
         exchange.clone(),
+        networks.clone(),
     );
     tasks.restore().await;
-    let networks = open_networks(config, &store)?;
     // Network attachments whose task did not survive (a crash, a reboot) are taken down.
     let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
     match networks.sweep(live).await {
@@ -455,6 +456,7 @@ fn open_networks(config: &Config, store: &Store) -> Result<Networks> {
         cni_bin_dirs: config.network.cni_bin_dirs.clone(),
         netns_dir: config.state.join("netns"),
         ipam_dir: config.state.join("network").join("ipam"),
+        files_dir: config.state.join("network").join("containers"),
     };
     Ok(Networks::new(store.clone(), dirs, default))
 }

@@ -62,6 +62,92 @@ pub struct Daemon {
     config: String,
     /// A directory put first on berthd's `PATH` (before the shim's own directory).
     path_first: Option<PathBuf>,
+    /// The default bridge network of this daemon alone (its interface and subnet).
+    pub network: TestNetwork,
+}
+
+/// A bridge interface name and a /24 that no other test on this machine holds while this
+/// one lives: a berthd's default bridge network, so that parallel daemons never share one.
+/// Taken by creating `/tmp/berth-test-subnets/<n>`; given back (with the bridge and any
+/// iptables rule left for the subnet) when dropped.
+pub struct TestNetwork {
+    pub bridge: String,
+    pub subnet: String,
+    /// `10.x.y.` — every address of the subnet starts so.
+    pub prefix: String,
+    claim: PathBuf,
+}
+
+impl TestNetwork {
+    pub fn claim() -> TestNetwork {
+        let dir = Path::new("/tmp/berth-test-subnets");
+        std::fs::create_dir_all(dir).expect("subnet claims dir");
+        let start = (std::process::id() as usize * 131) % 10_240;
+        for i in 0..10_240 {
+            let n = (start + i) % 10_240;
+            let claim = dir.join(n.to_string());
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+                .is_ok()
+            {
+                let prefix = format!("10.{}.{}.", 200 + n / 256, n % 256);
+                return TestNetwork {
+                    bridge: format!("bt{n}"),
+                    subnet: format!("{prefix}0/24"),
+                    prefix,
+                    claim,
+                };
+            }
+        }
+        panic!("no free test subnet: /tmp/berth-test-subnets is full");
+    }
+
+    /// berthd's `[network]` config section for this network.
+    pub fn config(&self) -> String {
+        format!(
+            "[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n",
+            self.bridge, self.subnet
+        )
+    }
+
+    /// The iptables rules (`iptables-save` lines) that name this subnet.
+    pub fn iptables_rules(&self) -> Vec<String> {
+        let out = Command::new("iptables-save")
+            .output()
+            .expect("iptables-save");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&self.prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        // The safety net of a test that failed with containers attached.
+        let out = Command::new("iptables-save").output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let mut table = String::new();
+        for line in text.unwrap_or_default().lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if let Some(rule) = line.strip_prefix("-A ")
+                && line.contains(&self.prefix)
+            {
+                let _ = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("iptables -t {table} -D {rule}"))
+                    .output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        let _ = std::fs::remove_file(&self.claim);
+    }
 }
 
 impl Daemon {
@@ -112,6 +198,12 @@ impl Daemon {
         let state = dir.path().join("state");
         let address = state.join("berth.sock");
         let log = dir.path().join("berthd.log");
+        let network = TestNetwork::claim();
+        let config = if config.contains("[network]") {
+            config.to_string()
+        } else {
+            format!("{config}\n{}", network.config())
+        };
         let mut d = Daemon {
             child: None,
             root,
@@ -120,8 +212,9 @@ impl Daemon {
             log,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            config: config.to_string(),
+            config,
             path_first,
+            network,
         };
         d.spawn();
         d

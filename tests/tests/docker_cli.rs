@@ -194,9 +194,13 @@ fn foreground_run_output_exit_codes_and_flags() {
 #[test]
 fn detached_container_lifecycle() {
     let env = Env::start();
+    // Published from the container's own network (the default bridge) to the host.
     let port = free_port();
-    let script = format!("echo started; exec httpd -f -p {port}");
-    let id = env.ok(&["run", "-d", "--name", "web", IMAGE, "sh", "-c", &script]);
+    let publish = format!("{port}:80");
+    let script = "echo started; exec httpd -f -p 80";
+    let id = env.ok(&[
+        "run", "-d", "--name", "web", "-p", &publish, IMAGE, "sh", "-c", script,
+    ]);
     let id = id.trim().to_string();
     assert_eq!(id.len(), 64, "{id}");
     env.wait_for("the log line", || {
@@ -222,7 +226,7 @@ fn detached_container_lifecycle() {
         "web",
         "wget",
         "-qO-",
-        &format!("http://127.0.0.1:{port}/hello.html"),
+        "http://127.0.0.1:80/hello.html",
     ]);
     assert_eq!(got, "hello from cp\n");
     let out_file = env._work.path().join("passwd.out");
@@ -253,7 +257,7 @@ fn detached_container_lifecycle() {
     assert_eq!(c["State"]["Running"], true);
     assert!(c["State"]["Pid"].as_u64().unwrap() > 0, "{c}");
     assert_eq!(c["Path"], "sh");
-    assert_eq!(c["Args"][1], script.as_str());
+    assert_eq!(c["Args"][1], script);
     assert_eq!(c["Config"]["Image"], IMAGE);
     assert_eq!(c["Config"]["Hostname"], &id[..12]);
     assert!(c["Config"]["Env"].to_string().contains("PATH="), "{c}");

@@ -6,8 +6,9 @@
 //! cgroups path `/<namespace>/<id>`; `noNewPrivileges` false), resolving `-u user[:group]`
 //! against the rootfs' `/etc/passwd` and `/etc/group`, and reading the host's capabilities.
 //!
-//! Networking: there is no network namespace yet, so containers share the host's network
-//! (as `--network host`); per-container networks come with the networks issue.
+//! Networking: a container with a network of its own (`--network bridge|none`) gets a
+//! network namespace whose path berthd fills in when it attaches the container at task
+//! create; `--network host` shares the host's.
 
 use berth_oci::spec::{self as oci, Capability, ContainerConfig, Resources};
 use serde_json::Value;
@@ -128,6 +129,8 @@ pub struct Options {
     pub memory: Option<i64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
+    /// A network namespace of its own (its path set by berthd), not the host's.
+    pub own_network: bool,
     /// The host path of the init binary to bind-mount at [`oci::INIT_PATH`] (`--init`).
     pub init: Option<String>,
 }
@@ -295,6 +298,14 @@ pub fn container_config(
             ..Default::default()
         },
         cgroups_path: Some(format!("/{}/{}", o.namespace, o.id)),
+        namespaces: o.own_network.then(|| {
+            let mut all = oci::default_namespaces();
+            all.push(oci::Namespace {
+                kind: oci::LinuxNamespaceType::Network,
+                path: None,
+            });
+            all
+        }),
         ..Default::default()
     })
 }

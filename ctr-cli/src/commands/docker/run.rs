@@ -96,6 +96,12 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// The network: bridge (berthd's default bridge network), host or none.
+    #[arg(long, default_value = "bridge")]
+    pub network: String,
+    /// Publish a container port on the host: [ip:]hostPort:containerPort[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     pub image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -428,6 +434,19 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// Whether `--network NAME` gives the container a network namespace of its own (bridge,
+/// none) rather than the host's.
+fn own_network(name: &str) -> anyhow::Result<bool> {
+    match name {
+        "host" => Ok(false),
+        "bridge" | "none" => Ok(true),
+        other => Err(Exit::with(
+            125,
+            format!("Error response from daemon: network {other} not found"),
+        )),
+    }
+}
+
 /// The options of the container's spec, from the flags.
 fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options> {
     let mut opts = Options {
@@ -448,6 +467,7 @@ fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options>
         cpus: a.cpus.as_deref().map(spec::parse_cpus).transpose()?,
         pids_limit: a.pids_limit,
         init: None,
+        own_network: own_network(&a.network)?,
     };
     if a.init {
         opts.init = Some(find_init()?);
@@ -498,10 +518,14 @@ async fn record(
     spec: &Value,
     config: &Value,
 ) -> anyhow::Result<pb::Container> {
-    let record_labels = BTreeMap::from([
+    let mut record_labels = BTreeMap::from([
         (labels::NAME.to_string(), p.name.clone()),
         (labels::LOG_PATH.to_string(), p.log.display().to_string()),
+        (labels::NETWORK.to_string(), a.network.clone()),
     ]);
+    if !a.publish.is_empty() && a.network != "host" {
+        record_labels.insert(labels::PORTS.to_string(), a.publish.join(","));
+    }
     let extensions = BTreeMap::from([(
         labels::DOCKER_EXT.to_string(),
         prost_types::Any {
@@ -586,7 +610,7 @@ fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -
             "NanoCpus": o.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": o.pids_limit,
             "Init": a.init,
-            "NetworkMode": "host",
+            "NetworkMode": a.network,
             "Runtime": labels::RUNC_RUNTIME,
         },
     })

@@ -8,12 +8,18 @@
 //! lease is left behind. The plugins are the real ones ([`cni`]); the namespaces outlive
 //! processes ([`netns`]).
 //!
-//! Still to come (issues 12 and 13): calling attach on task (or sandbox) create and detach on
-//! delete, networks as records of their own (user-defined networks), names and DNS.
+//! A container joins its network at task create and leaves it at task delete
+//! ([`Networks::join`], [`Networks::leave`], driven by its labels). Still to come (issues 12
+//! and 13): CRI pod sandboxes, networks as records of their own (user-defined networks),
+//! names and DNS.
 
 pub mod cni;
+mod container;
+pub mod files;
 pub mod netns;
 pub mod subnet;
+
+pub use container::{NETWORK_LABEL, PORTS_LABEL};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -143,6 +149,8 @@ pub struct NetworkDirs {
     pub netns_dir: PathBuf,
     /// host-local's address leases.
     pub ipam_dir: PathBuf,
+    /// The containers' managed `/etc` files, a directory each.
+    pub files_dir: PathBuf,
 }
 
 /// The network domain's service. Cheap to clone.
@@ -158,7 +166,7 @@ pub struct Networks {
 /// The default bridge network as berthd's config describes it: its subnet the configured
 /// one, or the first of the default pools that overlaps no network the host routes to.
 pub fn default_bridge(config: &NetworkConfig) -> Result<BridgeNetwork> {
-    let subnet = subnet::choose(&config.subnet, &subnet::host_networks())?;
+    let subnet = subnet::choose(&config.subnet, &subnet::host_networks(&config.bridge))?;
     Ok(BridgeNetwork {
         name: "bridge".to_string(),
         bridge: config.bridge.clone(),
@@ -198,6 +206,11 @@ impl Networks {
     /// The default bridge network.
     pub fn default_network(&self) -> &BridgeNetwork {
         &self.default
+    }
+
+    /// The directory of container `id`'s managed `/etc` files.
+    fn files_dir(&self, namespace: &str, id: &str) -> PathBuf {
+        self.dirs.files_dir.join(Self::netns_name(namespace, id))
     }
 
     /// The name of the network namespace of container `id` in `namespace`: fixed length,
@@ -389,7 +402,7 @@ impl Networks {
             .await?;
         let mut n = 0;
         for (ns, id) in all.into_iter().filter(|(ns, id)| !keep(ns, id)) {
-            match self.detach(&ns, &id).await {
+            match self.leave(&ns, &id).await {
                 Ok(()) => n += 1,
                 Err(e) => tracing::warn!(namespace = %ns, %id, error = %e, "network sweep"),
             }

@@ -57,20 +57,25 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
-/// The networks the host routes to, from `/proc/net/route` (the default route left out).
-pub fn host_networks() -> Vec<Subnet> {
+/// The networks the host routes to, from `/proc/net/route`: the default route left out, and
+/// the routes through interface `own` (the bridge itself, still there from an earlier run:
+/// its subnet is the one to keep, not to avoid).
+pub fn host_networks(own: &str) -> Vec<Subnet> {
     std::fs::read_to_string("/proc/net/route")
-        .map(|t| parse_routes(&t))
+        .map(|t| parse_routes(&t, own))
         .unwrap_or_default()
 }
 
 /// Parses `/proc/net/route`: destination and mask are little-endian hex.
-fn parse_routes(text: &str) -> Vec<Subnet> {
+fn parse_routes(text: &str, own: &str) -> Vec<Subnet> {
     let hex = |s: &str| u32::from_str_radix(s, 16).ok();
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f.first() == Some(&own) {
+                return None;
+            }
             let (dst, m) = (hex(f.get(1)?)?, hex(f.get(7)?)?);
             let prefix = u8::try_from(m.count_ones()).ok()?;
             (prefix > 0).then(|| Subnet::new(Ipv4Addr::from(dst.swap_bytes()), prefix))
@@ -162,7 +167,15 @@ mod tests {
 eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
 eth0\t0000A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
-        let got: Vec<String> = parse_routes(text).iter().map(Subnet::to_string).collect();
+        let got: Vec<String> = parse_routes(text, "berth0")
+            .iter()
+            .map(Subnet::to_string)
+            .collect();
         assert_eq!(got, ["192.168.0.0/24", "172.17.0.0/16"]);
+        let got: Vec<String> = parse_routes(text, "docker0")
+            .iter()
+            .map(Subnet::to_string)
+            .collect();
+        assert_eq!(got, ["192.168.0.0/24"]);
     }
 }

@@ -181,6 +181,7 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
             cni_bin_dirs: crate::config::NetworkConfig::default().cni_bin_dirs,
             netns_dir: dir.path().join("netns"),
             ipam_dir: dir.path().join("ipam"),
+            files_dir: dir.path().join("files"),
         },
         net.clone(),
     );

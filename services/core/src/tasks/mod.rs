@@ -44,6 +44,7 @@ use crate::config::RuntimeConfig;
 use crate::containers::Containers;
 use crate::error::{Error, Result};
 use crate::events::Exchange;
+use crate::network::Networks;
 use crate::runtime::{RuntimeManager, Shim, ShimTask};
 use crate::snapshots::Snapshotters;
 use crate::types::AnyValue;
@@ -113,6 +114,8 @@ pub struct Tasks {
     manager: RuntimeManager,
     containers: Containers,
     snapshotters: Snapshotters,
+    /// Where a task's container joins its network at create and leaves it at delete.
+    networks: Networks,
     root: PathBuf,
     state: PathBuf,
     exchange: Exchange,
@@ -156,11 +159,13 @@ impl Tasks {
         snapshotters: Snapshotters,
         state: &Path,
         exchange: Exchange,
+        networks: Networks,
     ) -> Self {
         Tasks {
             manager,
             containers,
             snapshotters,
+            networks,
             root: state.join("tasks"),
             state: state.to_path_buf(),
             exchange,
@@ -253,13 +258,54 @@ impl Tasks {
             }
         }
         let result = self
-            .create_inner(ns, id, &container, &runtime_name, &runtime, opts)
+            .create_networked(ns, id, container, &runtime_name, &runtime, opts)
             .await;
         let mut table = self.table();
         table.creating.remove(&key(ns, id));
         let (task, pid) = result?;
         table.tasks.insert(key(ns, id), task.clone());
         Ok((task, pid))
+    }
+
+    /// [`Self::create_inner`] with the container's network joined first, as its labels ask
+    /// (and left again when the create fails).
+    async fn create_networked(
+        &self,
+        ns: &str,
+        id: &str,
+        mut container: crate::containers::Container,
+        runtime_name: &str,
+        runtime: &RuntimeConfig,
+        opts: CreateOptions,
+    ) -> Result<(Arc<Task>, u32)> {
+        let joined = match container.spec.as_mut().filter(|s| !s.value.is_empty()) {
+            Some(spec) => {
+                let joined = self
+                    .networks
+                    .join(ns, id, &container.labels, &spec.value)
+                    .await?;
+                if let Some(bytes) = &joined {
+                    spec.value = bytes.clone();
+                }
+                joined.is_some()
+            }
+            None => false,
+        };
+        let result = self
+            .create_inner(ns, id, &container, runtime_name, runtime, opts)
+            .await;
+        if result.is_err() && joined {
+            self.leave_network(ns, id).await;
+        }
+        result
+    }
+
+    /// Takes down the task's network, if it has one; a failure is logged (the attachment
+    /// stays recorded, and the next start-up's sweep tries again).
+    async fn leave_network(&self, ns: &str, id: &str) {
+        if let Err(e) = self.networks.leave(ns, id).await {
+            tracing::warn!(namespace = ns, id, error = %e, "take down the task's network");
+        }
     }
 
     async fn create_inner(
@@ -425,6 +471,7 @@ impl Tasks {
         self.remove_from_table(&task);
         shutdown(&task.shim).await;
         remove_bundle(&task.bundle).await;
+        self.leave_network(ns, id).await;
         Ok(exit)
     }
 
@@ -476,6 +523,7 @@ impl Tasks {
             .await;
         *deleted = true;
         remove_bundle(&task.bundle).await;
+        self.leave_network(ns, id).await;
         self.remove_from_table(task);
         tracing::info!(
             namespace = ns,

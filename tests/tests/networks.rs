@@ -1,0 +1,260 @@
+//! Container networks through berthd's network core and the real CNI plugins: each
+//! `berth run` container on the default bridge gets a network namespace of its own, its
+//! published ports reach it from the host, berth writes its /etc/hosts, /etc/resolv.conf and
+//! /etc/hostname; `--network none` has only loopback, `--network host` the host's network;
+//! and nothing is left behind — after `rm`, and after a kill -9 of berthd whose container
+//! died meanwhile (the start-up sweep). Each berthd has a bridge and subnet of its own.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{free_port, import_busybox};
+use berth_tests::{Daemon, ok};
+
+const IMAGE: &str = "example.com/busybox:latest";
+
+fn start() -> (Daemon, tempfile::TempDir) {
+    let d = Daemon::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    import_busybox(work.path(), |a| d.ctr(a));
+    (d, work)
+}
+
+fn berth(d: &Daemon, args: &[&str]) -> String {
+    ok(&d.berth(args), &format!("berth {args:?}"))
+}
+
+/// The body of `GET /` from 127.0.0.1:`port`, once something answers (or panics).
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1") {
+                return buf.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing answers on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nothing of the daemon's network is left: no namespace, no veth on its bridge, no
+/// iptables rule naming its subnet, no address lease.
+fn assert_nothing_left(d: &Daemon) {
+    let netns = d.state.join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "network namespaces left: {left:?}");
+    let veths = run(Command::new("ip").args(["-o", "link", "show", "master", &d.network.bridge]));
+    assert!(
+        veths.trim().is_empty(),
+        "veths left on {}: {veths}",
+        d.network.bridge
+    );
+    let rules = d.network.iptables_rules();
+    assert!(rules.is_empty(), "iptables rules left: {rules:#?}");
+    let leases = leases(&d.state.join("network/ipam/bridge"));
+    assert!(leases.is_empty(), "address leases left: {leases:?}");
+}
+
+fn leases(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_web_servers_on_port_80_side_by_side() {
+    let (d, _work) = start();
+    let (p1, p2) = (free_port(), free_port());
+    for (name, port) in [("web1", p1), ("web2", p2)] {
+        let script = format!(
+            "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
+        );
+        berth(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-p",
+                &format!("{port}:80"),
+                IMAGE,
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+    }
+    assert_eq!(http_get(p1), "web1\n");
+    assert_eq!(http_get(p2), "web2\n");
+
+    // berth's /etc files: the container's name resolves to its own address; localhost too.
+    let hosts = berth(&d, &["exec", "web1", "cat", "/etc/hosts"]);
+    assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+    let hostname = berth(&d, &["exec", "web1", "hostname"]);
+    let own = hosts
+        .lines()
+        .find(|l| l.ends_with(hostname.trim()))
+        .unwrap_or_else(|| panic!("no line for {hostname} in {hosts}"));
+    assert!(
+        own.starts_with(&d.network.prefix),
+        "{own} is on {}",
+        d.network.subnet
+    );
+    assert_eq!(
+        berth(&d, &["exec", "web1", "cat", "/etc/hostname"]),
+        hostname
+    );
+    let page = berth(&d, &["exec", "web1", "wget", "-qO-", "http://localhost/"]);
+    assert_eq!(page, "web1\n");
+    let resolv = berth(&d, &["exec", "web1", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver "), "{resolv}");
+    assert!(!resolv.contains("nameserver 127."), "{resolv}");
+    // The two reach each other on the bridge.
+    let ip2 = berth(&d, &["exec", "web2", "cat", "/etc/hosts"])
+        .lines()
+        .last()
+        .and_then(|l| l.split('\t').next())
+        .expect("web2's address")
+        .to_string();
+    let page = berth(
+        &d,
+        &["exec", "web1", "wget", "-qO-", &format!("http://{ip2}/")],
+    );
+    assert_eq!(page, "web2\n");
+
+    berth(&d, &["rm", "-f", "web1", "web2"]);
+    assert_nothing_left(&d);
+}
+
+#[test]
+fn none_and_host_networks() {
+    let (d, _work) = start();
+    let links = berth(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "ip",
+            "-o",
+            "link",
+        ],
+    );
+    assert_eq!(links.lines().count(), 1, "only lo: {links}");
+    assert!(links.contains(": lo:"), "{links}");
+    // The host's interface of its default route (other tests add and remove veths meanwhile).
+    let routes = std::fs::read_to_string("/proc/net/route").expect("routes");
+    let uplink = routes
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a default route")
+        .to_string();
+    let links = berth(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            IMAGE,
+            "ip",
+            "-o",
+            "link",
+        ],
+    );
+    assert!(
+        links.contains(&format!(": {uplink}:")),
+        "the host's {uplink}: {links}"
+    );
+    let out = d.berth(&["run", "--rm", "--network", "nope", IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network nope not found"),
+        "{out:?}"
+    );
+    assert_nothing_left(&d);
+}
+
+/// berthd killed with a published container whose task then dies too: the next berthd's
+/// start-up takes its network down. A container that lives through the restart keeps its
+/// port, and its network goes with its `rm`.
+#[test]
+fn networks_survive_restarts_and_leak_nothing_after_a_crash() {
+    let (mut d, _work) = start();
+    let (p1, p2) = (free_port(), free_port());
+    for (name, port) in [("stays", p1), ("dies", p2)] {
+        let script = format!(
+            "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
+        );
+        berth(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "-p",
+                &format!("{port}:80"),
+                IMAGE,
+                "sh",
+                "-c",
+                &script,
+            ],
+        );
+    }
+    assert_eq!(http_get(p2), "dies\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["inspect", "dies"])).expect("inspect JSON");
+    let id = inspect[0]["Id"].as_str().expect("Id").to_string();
+    let pid = inspect[0]["State"]["Pid"].as_i64().expect("Pid");
+    d.kill9();
+    // The container and its shim die while berthd is down (a crash, an OOM kill).
+    let kill = |pid: i32| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    };
+    for (shim, args) in berth_tests::shim_processes() {
+        if args.iter().any(|a| a == &id) {
+            kill(shim);
+        }
+    }
+    kill(i32::try_from(pid).expect("pid"));
+    d.restart();
+    assert_eq!(http_get(p1), "stays\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leases(&d.state.join("network/ipam/bridge")).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead container's network is still up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    berth(&d, &["rm", "-f", "stays", "dies"]);
+    assert_nothing_left(&d);
+}
