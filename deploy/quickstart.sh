@@ -8,9 +8,12 @@ cd "$(dirname "$0")/.."
 here=$PWD
 
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v runc >/dev/null || ! dpkg -s busybox-static >/dev/null 2>&1; then
+# runc runs containers; containernetworking-plugins, iproute2 and iptables give them their
+# networks (the default bridge, published ports).
+if ! command -v runc >/dev/null || ! dpkg -s busybox-static containernetworking-plugins iptables iproute2 >/dev/null 2>&1; then
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends runc busybox-static ca-certificates >/dev/null
+  apt-get install -y -qq --no-install-recommends runc busybox-static ca-certificates \
+    containernetworking-plugins iproute2 iptables >/dev/null
 fi
 cargo build --release --locked -p berth-services -p berth-cli -p berth-shim
 bin=$PWD/target/release
