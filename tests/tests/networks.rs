@@ -258,3 +258,36 @@ fn networks_survive_restarts_and_leak_nothing_after_a_crash() {
     berth(&d, &["rm", "-f", "stays", "dies"]);
     assert_nothing_left(&d);
 }
+
+/// Containers started at once each get their network (the plugins' locks hold), and all of
+/// it goes with them.
+#[test]
+fn parallel_runs_each_get_a_network() {
+    let (d, _work) = start();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| d.berth(&["run", "--rm", IMAGE, "sh", "-c", "ip -4 -o addr show eth0"]))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut addresses = Vec::new();
+    for out in &outs {
+        let text = ok(out, "parallel run");
+        let addr = text
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("no address in {text}"))
+            .to_string();
+        assert!(addr.starts_with(&d.network.prefix), "{addr}");
+        addresses.push(addr);
+    }
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8, "one address each: {addresses:?}");
+    assert_nothing_left(&d);
+}
