@@ -5,6 +5,7 @@
 //! The connection is gRPC over a unix socket, with the namespace header on every call.
 
 pub mod containers;
+pub mod content;
 pub mod docker;
 pub mod leases;
 pub mod logs;

@@ -3,11 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_proto::containerd::services::content::v1 as contentpb;
 use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 
-use super::{Client, containers, snapshots, status, tasks};
+use super::{Client, containers, content, snapshots, status, tasks};
 use crate::oci;
 
 /// What the namespace holds, measured once.
@@ -60,17 +59,11 @@ impl Usage {
 }
 
 pub async fn measure(c: &Client) -> anyhow::Result<Usage> {
-    let mut blobs = BTreeMap::new();
-    let mut stream = contentpb::content_client::ContentClient::new(c.channel.clone())
-        .list(c.req(contentpb::ListContentRequest { filters: vec![] }))
-        .await
-        .map_err(status)?
-        .into_inner();
-    while let Some(batch) = stream.message().await.map_err(status)? {
-        for i in batch.info {
-            blobs.insert(i.digest, i.size);
-        }
-    }
+    let blobs = content::list(c, vec![])
+        .await?
+        .into_iter()
+        .map(|i| (i.digest, i.size))
+        .collect();
     let mut snaps = BTreeMap::new();
     for info in snapshots::list(c, "", vec![]).await? {
         let size = snapshots::usage(c, "", &info.name)
