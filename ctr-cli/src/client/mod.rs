@@ -7,6 +7,7 @@
 pub mod containers;
 pub mod content;
 pub mod docker;
+pub mod images;
 pub mod leases;
 pub mod logs;
 pub mod metrics;

@@ -3,10 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 
-use super::{Client, containers, content, snapshots, status, tasks};
+use super::{Client, containers, content, images, snapshots, status, tasks};
 use crate::oci;
 
 /// What the namespace holds, measured once.
@@ -73,13 +72,7 @@ pub async fn measure(c: &Client) -> anyhow::Result<Usage> {
         snaps.insert(info.name, (info.parent, size));
     }
     let mut images = BTreeMap::new();
-    let list = ipb::images_client::ImagesClient::new(c.channel.clone())
-        .list(c.req(ipb::ListImagesRequest { filters: vec![] }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .images;
-    for img in list {
+    for img in images::list(c, vec![]).await? {
         let target = img.target.unwrap_or_default();
         let mut set = BTreeSet::from([target.digest.clone()]);
         let mut top = None;
