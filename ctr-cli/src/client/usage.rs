@@ -34,6 +34,11 @@ impl Usage {
         out
     }
 
+    /// The size of snapshot `key` (0 when there is none).
+    pub fn snapshot_size(&self, key: &str) -> i64 {
+        self.snapshots.get(key).map(|(_, s)| *s).unwrap_or(0)
+    }
+
     pub fn image_parts(&self, names: &[&String]) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut blobs = BTreeSet::new();
         let mut snaps = BTreeSet::new();
