@@ -8,7 +8,7 @@ use berth_proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use super::{Client, status};
 use crate::labels;
 
-fn api(c: &Client) -> LeasesClient<tonic::transport::Channel> {
+pub fn api(c: &Client) -> LeasesClient<tonic::transport::Channel> {
     LeasesClient::new(c.channel.clone())
 }
 

@@ -5,7 +5,9 @@
 //! The connection is gRPC over a unix socket, with the namespace header on every call.
 
 pub mod containers;
+pub mod content;
 pub mod docker;
+pub mod images;
 pub mod leases;
 pub mod logs;
 pub mod metrics;

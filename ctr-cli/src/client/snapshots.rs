@@ -38,6 +38,33 @@ pub async fn list(
     Ok(out)
 }
 
+/// The record of one snapshot.
+pub async fn stat(c: &Client, snapshotter: &str, key: &str) -> anyhow::Result<pb::Info> {
+    Ok(api(c)
+        .stat(c.req(pb::StatSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.to_string(),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .info
+        .unwrap_or_default())
+}
+
+/// The mounts of an active snapshot or a view.
+pub async fn mounts(c: &Client, snapshotter: &str, key: &str) -> anyhow::Result<Vec<Mount>> {
+    Ok(api(c)
+        .mounts(c.req(pb::MountsRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.to_string(),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .mounts)
+}
+
 /// Disk usage of one snapshot.
 pub async fn usage(c: &Client, snapshotter: &str, key: &str) -> anyhow::Result<pb::UsageResponse> {
     api(c)
@@ -118,15 +145,7 @@ pub async fn rootfs_mounts(c: &Client, ct: &Container) -> anyhow::Result<Vec<Mou
     if ct.snapshot_key.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(api(c)
-        .mounts(c.req(pb::MountsRequest {
-            snapshotter: ct.snapshotter.clone(),
-            key: ct.snapshot_key.clone(),
-        }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .mounts)
+    mounts(c, &ct.snapshotter, &ct.snapshot_key).await
 }
 
 /// The wire mounts as the snapshotter library's, for mounting here.

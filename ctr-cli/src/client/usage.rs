@@ -3,11 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use berth_proto::containerd::services::content::v1 as contentpb;
-use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::v1::types::Status as TaskStatus;
 
-use super::{Client, containers, snapshots, status, tasks};
+use super::{Client, containers, content, images, snapshots, status, tasks};
 use crate::oci;
 
 /// What the namespace holds, measured once.
@@ -36,6 +34,11 @@ impl Usage {
         out
     }
 
+    /// The size of snapshot `key` (0 when there is none).
+    pub fn snapshot_size(&self, key: &str) -> i64 {
+        self.snapshots.get(key).map(|(_, s)| *s).unwrap_or(0)
+    }
+
     pub fn image_parts(&self, names: &[&String]) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut blobs = BTreeSet::new();
         let mut snaps = BTreeSet::new();
@@ -60,17 +63,11 @@ impl Usage {
 }
 
 pub async fn measure(c: &Client) -> anyhow::Result<Usage> {
-    let mut blobs = BTreeMap::new();
-    let mut stream = contentpb::content_client::ContentClient::new(c.channel.clone())
-        .list(c.req(contentpb::ListContentRequest { filters: vec![] }))
-        .await
-        .map_err(status)?
-        .into_inner();
-    while let Some(batch) = stream.message().await.map_err(status)? {
-        for i in batch.info {
-            blobs.insert(i.digest, i.size);
-        }
-    }
+    let blobs = content::list(c, vec![])
+        .await?
+        .into_iter()
+        .map(|i| (i.digest, i.size))
+        .collect();
     let mut snaps = BTreeMap::new();
     for info in snapshots::list(c, "", vec![]).await? {
         let size = snapshots::usage(c, "", &info.name)
@@ -80,13 +77,7 @@ pub async fn measure(c: &Client) -> anyhow::Result<Usage> {
         snaps.insert(info.name, (info.parent, size));
     }
     let mut images = BTreeMap::new();
-    let list = ipb::images_client::ImagesClient::new(c.channel.clone())
-        .list(c.req(ipb::ListImagesRequest { filters: vec![] }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .images;
-    for img in list {
+    for img in images::list(c, vec![]).await? {
         let target = img.target.unwrap_or_default();
         let mut set = BTreeSet::from([target.digest.clone()]);
         let mut top = None;

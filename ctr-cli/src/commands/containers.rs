@@ -1,13 +1,13 @@
 //! `berth containers`: create, ls, info, label, rm (the container records, not tasks).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use berth_proto::containerd::services::containers::v1 as pb;
-use berth_proto::containerd::services::containers::v1::containers_client::ContainersClient;
 use clap::Subcommand;
 
+use crate::client::containers::api;
 use crate::client::{Client, status};
 use crate::labels;
 use crate::output::{self, Format};
@@ -81,7 +81,6 @@ fn info_json(c: &pb::Container) -> serde_json::Value {
 }
 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
-    let mut api = ContainersClient::new(c.channel.clone());
     match cmd {
         Cmd::Create {
             id,
@@ -92,126 +91,150 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             snapshot_key,
             labels,
         } => {
-            let bytes = if spec.as_os_str() == "-" {
-                let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
-                    .context("read spec from stdin")?;
-                b
-            } else {
-                std::fs::read(&spec).with_context(|| format!("read spec {}", spec.display()))?
+            let spec = read_spec(&spec)?;
+            let container = pb::Container {
+                id,
+                labels: output::parse_labels(&labels),
+                image,
+                runtime: Some(pb::container::Runtime {
+                    name: runtime,
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: labels::SPEC_TYPE_URL.to_string(),
+                    value: spec,
+                }),
+                snapshotter,
+                snapshot_key,
+                ..Default::default()
             };
-            serde_json::from_slice::<serde_json::Value>(&bytes)
-                .with_context(|| format!("spec {} is not valid JSON", spec.display()))?;
-            let created = api
-                .create(c.req(pb::CreateContainerRequest {
-                    container: Some(pb::Container {
-                        id,
-                        labels: output::parse_labels(&labels),
-                        image,
-                        runtime: Some(pb::container::Runtime {
-                            name: runtime,
-                            options: None,
-                        }),
-                        spec: Some(prost_types::Any {
-                            type_url: labels::SPEC_TYPE_URL.to_string(),
-                            value: bytes,
-                        }),
-                        snapshotter,
-                        snapshot_key,
-                        ..Default::default()
-                    }),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner();
-            if let Some(c) = created.container {
-                println!("{}", c.id);
-            }
+            create(c, container).await
         }
-        Cmd::Ls { quiet, filters } => {
-            let list = api
-                .list(c.req(pb::ListContainersRequest { filters }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .containers;
-            if quiet {
-                for ct in &list {
-                    println!("{}", ct.id);
-                }
-            } else if format == Format::Json {
-                output::json(&serde_json::Value::Array(
-                    list.iter().map(info_json).collect(),
-                ))?;
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|ct| {
-                        vec![
-                            ct.id.clone(),
-                            if ct.image.is_empty() {
-                                "-".into()
-                            } else {
-                                ct.image.clone()
-                            },
-                            ct.runtime
-                                .as_ref()
-                                .map(|r| r.name.clone())
-                                .unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["CONTAINER", "IMAGE", "RUNTIME"], &rows)?;
-            }
-        }
-        Cmd::Info { id, spec } => {
-            let ct = api
-                .get(c.req(pb::GetContainerRequest { id }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .container
-                .unwrap_or_default();
-            if spec {
-                output::json(&ct.spec.as_ref().map(output::any_json).unwrap_or_default())?;
-            } else {
-                output::json(&info_json(&ct))?;
-            }
-        }
-        Cmd::Label { id, labels } => {
-            let (labels, mask) = output::label_update(&labels);
-            let ct = api
-                .update(c.req(pb::UpdateContainerRequest {
-                    container: Some(pb::Container {
-                        id,
-                        labels,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .container
-                .unwrap_or_default();
-            println!("{}", output::labels(&ct.labels));
-        }
-        Cmd::Rm { ids } => {
-            output::remove_each(
-                ids,
-                |id| {
-                    let mut api = api.clone();
-                    async move {
-                        api.delete(c.req(pb::DeleteContainerRequest { id }))
-                            .await
-                            .map(drop)
-                    }
-                },
-                |id| id.to_string(),
-                |id| format!("failed to delete container {id:?}"),
-            )
-            .await?;
-        }
+        Cmd::Ls { quiet, filters } => ls(c, quiet, filters, format).await,
+        Cmd::Info { id, spec } => info(c, id, spec).await,
+        Cmd::Label { id, labels } => label(c, id, &labels).await,
+        Cmd::Rm { ids } => rm(c, ids).await,
     }
+}
+
+/// The spec file's bytes (stdin for `-`), checked to be JSON.
+fn read_spec(spec: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = if spec.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .context("read spec from stdin")?;
+        b
+    } else {
+        std::fs::read(spec).with_context(|| format!("read spec {}", spec.display()))?
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .with_context(|| format!("spec {} is not valid JSON", spec.display()))?;
+    Ok(bytes)
+}
+
+async fn create(c: &Client, container: pb::Container) -> anyhow::Result<()> {
+    let created = api(c)
+        .create(c.req(pb::CreateContainerRequest {
+            container: Some(container),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner();
+    if let Some(c) = created.container {
+        println!("{}", c.id);
+    }
+    Ok(())
+}
+
+async fn ls(c: &Client, quiet: bool, filters: Vec<String>, format: Format) -> anyhow::Result<()> {
+    let list = api(c)
+        .list(c.req(pb::ListContainersRequest { filters }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .containers;
+    if quiet {
+        for ct in &list {
+            println!("{}", ct.id);
+        }
+    } else if format == Format::Json {
+        output::json(&serde_json::Value::Array(
+            list.iter().map(info_json).collect(),
+        ))?;
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|ct| {
+                vec![
+                    ct.id.clone(),
+                    if ct.image.is_empty() {
+                        "-".into()
+                    } else {
+                        ct.image.clone()
+                    },
+                    ct.runtime
+                        .as_ref()
+                        .map(|r| r.name.clone())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::table(&["CONTAINER", "IMAGE", "RUNTIME"], &rows)?;
+    }
+    Ok(())
+}
+
+/// `containers info`: the record as JSON (only its spec with `--spec`).
+async fn info(c: &Client, id: String, spec: bool) -> anyhow::Result<()> {
+    let ct = api(c)
+        .get(c.req(pb::GetContainerRequest { id }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    if spec {
+        output::json(&ct.spec.as_ref().map(output::any_json).unwrap_or_default())
+    } else {
+        output::json(&info_json(&ct))
+    }
+}
+
+async fn label(c: &Client, id: String, labels: &[String]) -> anyhow::Result<()> {
+    let (labels, mask) = output::label_update(labels);
+    let ct = api(c)
+        .update(c.req(pb::UpdateContainerRequest {
+            container: Some(pb::Container {
+                id,
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    println!("{}", output::labels(&ct.labels));
+    Ok(())
+}
+
+async fn rm(c: &Client, ids: Vec<String>) -> anyhow::Result<()> {
+    let api = api(c);
+    output::remove_each(
+        ids,
+        |id| {
+            let mut api = api.clone();
+            async move {
+                api.delete(c.req(pb::DeleteContainerRequest { id }))
+                    .await
+                    .map(drop)
+            }
+        },
+        |id| id.to_string(),
+        |id| format!("failed to delete container {id:?}"),
+    )
+    .await?;
     Ok(())
 }

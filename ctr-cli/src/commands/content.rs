@@ -4,11 +4,11 @@ use std::io::{Read, Write};
 
 use anyhow::Context;
 use berth_proto::containerd::services::content::v1 as pb;
-use berth_proto::containerd::services::content::v1::content_client::ContentClient;
 use clap::Subcommand;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::client::content::{api, list};
 use crate::client::{Client, status};
 use crate::output::{self, Format};
 
@@ -51,204 +51,224 @@ pub enum Cmd {
 }
 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
-    let mut api = ContentClient::new(c.channel.clone());
     match cmd {
-        Cmd::Ls { quiet, filters } => {
-            let mut stream = api
-                .list(c.req(pb::ListContentRequest { filters }))
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut infos = Vec::new();
-            while let Some(batch) = stream.message().await.map_err(status)? {
-                infos.extend(batch.info);
-            }
-            if quiet {
-                for i in &infos {
-                    println!("{}", i.digest);
-                }
-            } else if format == Format::Json {
-                output::json(&serde_json::Value::Array(
-                    infos
-                        .iter()
-                        .map(|i| {
-                            serde_json::json!({
-                                "digest": i.digest, "size": i.size, "labels": i.labels,
-                                "created_at": output::rfc3339_nanos(i.created_at.as_ref()),
-                            })
-                        })
-                        .collect(),
-                ))?;
-            } else {
-                let rows: Vec<Vec<String>> = infos
-                    .iter()
-                    .map(|i| {
-                        vec![
-                            i.digest.clone(),
-                            crate::oci::human_size(i.size),
-                            output::ago(i.created_at.as_ref()),
-                            output::labels(&i.labels),
-                        ]
-                    })
-                    .collect();
-                output::table(&["DIGEST", "SIZE", "AGE", "LABELS"], &rows)?;
-            }
-        }
-        Cmd::Get { digest } => {
-            let mut stream = api
-                .read(c.req(pb::ReadContentRequest {
-                    digest,
-                    offset: 0,
-                    size: 0,
-                }))
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut out = std::io::stdout().lock();
-            while let Some(chunk) = stream.message().await.map_err(status)? {
-                out.write_all(&chunk.data)?;
-            }
-            out.flush()?;
-        }
-        Cmd::Rm { digests } => {
-            output::remove_each(
-                digests,
-                |digest| {
-                    let mut api = api.clone();
-                    async move {
-                        api.delete(c.req(pb::DeleteContentRequest { digest }))
-                            .await
-                            .map(drop)
-                    }
-                },
-                |digest| digest.to_string(),
-                |digest| format!("unable to delete {digest}"),
-            )
-            .await?;
-        }
-        Cmd::Label { digest, labels } => {
-            let (labels, mask) = output::label_update(&labels);
-            let info = api
-                .update(c.req(pb::UpdateRequest {
-                    info: Some(pb::Info {
-                        digest,
-                        labels,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            println!("{}", output::labels(&info.labels));
-        }
+        Cmd::Ls { quiet, filters } => ls(c, quiet, filters, format).await,
+        Cmd::Get { digest } => get(c, digest).await,
+        Cmd::Rm { digests } => rm(c, digests).await,
+        Cmd::Label { digest, labels } => label(c, digest, &labels).await,
         Cmd::Ingest {
             reference,
             expected_digest,
             expected_size,
-        } => {
-            let mut data = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut data)
-                .context("read stdin")?;
-            let (tx, rx) = mpsc::channel(4);
-            let expected = expected_digest.unwrap_or_default();
-            let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
-            let total = if expected_size > 0 {
-                expected_size
-            } else {
-                data.len() as i64
-            };
-            let reference2 = reference.clone();
-            tokio::spawn(async move {
-                let mut offset = 0i64;
-                let first = pb::WriteContentRequest {
-                    action: pb::WriteAction::Stat as i32,
-                    r#ref: reference2.clone(),
-                    total,
-                    expected: expected.clone(),
-                    ..Default::default()
-                };
-                if tx.send(first).await.is_err() {
-                    return;
-                }
-                for chunk in chunks {
-                    let n = chunk.len() as i64;
-                    let msg = pb::WriteContentRequest {
-                        action: pb::WriteAction::Write as i32,
-                        r#ref: reference2.clone(),
-                        offset,
-                        data: chunk,
-                        ..Default::default()
-                    };
-                    offset += n;
-                    if tx.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-                let _ = tx
-                    .send(pb::WriteContentRequest {
-                        action: pb::WriteAction::Commit as i32,
-                        r#ref: reference2,
-                        total,
-                        offset,
-                        expected,
-                        ..Default::default()
-                    })
-                    .await;
-            });
-            let mut resp = api
-                .write(c.req(ReceiverStream::new(rx)))
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut last = None;
-            while let Some(r) = resp.message().await.map_err(|e| {
-                anyhow::anyhow!("failed commit on ref {reference:?}: {}", e.message())
-            })? {
-                last = Some(r);
-            }
-            if let Some(r) = last {
-                println!("{}", r.digest);
-            }
-        }
+        } => ingest(c, reference, expected_digest, expected_size).await,
         Cmd::Fetch {
             reference,
             platform,
             all_platforms,
             plain_http,
         } => {
-            crate::client::transfer::fetch(
-                c,
-                reference,
-                platform,
-                all_platforms,
-                plain_http,
-                false,
-            )
-            .await?;
-        }
-        Cmd::Active { filters } => {
-            let list = api
-                .list_statuses(c.req(pb::ListStatusesRequest { filters }))
+            crate::client::transfer::fetch(c, reference, platform, all_platforms, plain_http, false)
                 .await
-                .map_err(status)?
-                .into_inner()
-                .statuses;
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.r#ref.clone(),
-                        format!("{}/{}", s.offset, s.total),
-                        output::ago(s.started_at.as_ref()),
-                    ]
-                })
-                .collect();
-            output::table(&["REF", "SIZE", "AGE"], &rows)?;
         }
+        Cmd::Active { filters } => active(c, filters).await,
+    }
+}
+
+async fn ls(c: &Client, quiet: bool, filters: Vec<String>, format: Format) -> anyhow::Result<()> {
+    let infos = list(c, filters).await?;
+    if quiet {
+        for i in &infos {
+            println!("{}", i.digest);
+        }
+    } else if format == Format::Json {
+        output::json(&serde_json::Value::Array(
+            infos
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "digest": i.digest, "size": i.size, "labels": i.labels,
+                        "created_at": output::rfc3339_nanos(i.created_at.as_ref()),
+                    })
+                })
+                .collect(),
+        ))?;
+    } else {
+        let rows: Vec<Vec<String>> = infos
+            .iter()
+            .map(|i| {
+                vec![
+                    i.digest.clone(),
+                    crate::oci::human_size(i.size),
+                    output::ago(i.created_at.as_ref()),
+                    output::labels(&i.labels),
+                ]
+            })
+            .collect();
+        output::table(&["DIGEST", "SIZE", "AGE", "LABELS"], &rows)?;
     }
     Ok(())
+}
+
+/// `content get`: the blob streamed to stdout as it arrives.
+async fn get(c: &Client, digest: String) -> anyhow::Result<()> {
+    let mut stream = api(c)
+        .read(c.req(pb::ReadContentRequest {
+            digest,
+            offset: 0,
+            size: 0,
+        }))
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(status)? {
+        out.write_all(&chunk.data)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn rm(c: &Client, digests: Vec<String>) -> anyhow::Result<()> {
+    let api = api(c);
+    output::remove_each(
+        digests,
+        |digest| {
+            let mut api = api.clone();
+            async move {
+                api.delete(c.req(pb::DeleteContentRequest { digest }))
+                    .await
+                    .map(drop)
+            }
+        },
+        |digest| digest.to_string(),
+        |digest| format!("unable to delete {digest}"),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn label(c: &Client, digest: String, labels: &[String]) -> anyhow::Result<()> {
+    let (labels, mask) = output::label_update(labels);
+    let info = api(c)
+        .update(c.req(pb::UpdateRequest {
+            info: Some(pb::Info {
+                digest,
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    println!("{}", output::labels(&info.labels));
+    Ok(())
+}
+
+/// `content ingest`: stdin is read whole, then written under `reference` (stat, the data in
+/// 1 MiB chunks, commit); the committed digest is printed.
+async fn ingest(
+    c: &Client,
+    reference: String,
+    expected_digest: Option<String>,
+    expected_size: i64,
+) -> anyhow::Result<()> {
+    let mut data = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut data)
+        .context("read stdin")?;
+    let (tx, rx) = mpsc::channel(4);
+    let expected = expected_digest.unwrap_or_default();
+    let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
+    let total = if expected_size > 0 {
+        expected_size
+    } else {
+        data.len() as i64
+    };
+    tokio::spawn(send_writes(tx, reference.clone(), expected, total, chunks));
+    let mut resp = api(c)
+        .write(c.req(ReceiverStream::new(rx)))
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut last = None;
+    while let Some(r) = resp
+        .message()
+        .await
+        .map_err(|e| anyhow::anyhow!("failed commit on ref {reference:?}: {}", e.message()))?
+    {
+        last = Some(r);
+    }
+    if let Some(r) = last {
+        println!("{}", r.digest);
+    }
+    Ok(())
+}
+
+/// The requests of one write session: a stat, each chunk at its offset, the commit. Stops
+/// when the server has gone away.
+async fn send_writes(
+    tx: mpsc::Sender<pb::WriteContentRequest>,
+    reference: String,
+    expected: String,
+    total: i64,
+    chunks: Vec<Vec<u8>>,
+) {
+    let mut offset = 0i64;
+    let first = pb::WriteContentRequest {
+        action: pb::WriteAction::Stat as i32,
+        r#ref: reference.clone(),
+        total,
+        expected: expected.clone(),
+        ..Default::default()
+    };
+    if tx.send(first).await.is_err() {
+        return;
+    }
+    for chunk in chunks {
+        let n = chunk.len() as i64;
+        let msg = pb::WriteContentRequest {
+            action: pb::WriteAction::Write as i32,
+            r#ref: reference.clone(),
+            offset,
+            data: chunk,
+            ..Default::default()
+        };
+        offset += n;
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx
+        .send(pb::WriteContentRequest {
+            action: pb::WriteAction::Commit as i32,
+            r#ref: reference,
+            total,
+            offset,
+            expected,
+            ..Default::default()
+        })
+        .await;
+}
+
+async fn active(c: &Client, filters: Vec<String>) -> anyhow::Result<()> {
+    let list = api(c)
+        .list_statuses(c.req(pb::ListStatusesRequest { filters }))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .statuses;
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.r#ref.clone(),
+                format!("{}/{}", s.offset, s.total),
+                output::ago(s.started_at.as_ref()),
+            ]
+        })
+        .collect();
+    output::table(&["REF", "SIZE", "AGE"], &rows)
 }

@@ -2,14 +2,14 @@
 //! images berthd holds.
 
 use berth_proto::containerd::services::images::v1 as pb;
-use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::{Client, gone_ok, snapshots, status, usage};
+use crate::client::images::{api, get, list};
+use crate::client::{Client, containers, gone_ok, snapshots, status, usage};
 use crate::labels;
 use crate::oci::{self, human_size, repo_tag};
 use crate::output::{self, Format};
@@ -83,20 +83,6 @@ pub struct LsArgs {
     pub filters: Vec<String>,
 }
 
-async fn get(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
-    let mut api = ImagesClient::new(c.channel.clone());
-    let img = api
-        .get(c.req(pb::GetImageRequest {
-            name: name.to_string(),
-        }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .image
-        .unwrap_or_default();
-    Ok(img)
-}
-
 fn short_id(digest: &str) -> String {
     digest
         .trim_start_matches("sha256:")
@@ -106,15 +92,7 @@ fn short_id(digest: &str) -> String {
 }
 
 pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> {
-    let mut api = ImagesClient::new(c.channel.clone());
-    let images = api
-        .list(c.req(pb::ListImagesRequest {
-            filters: args.filters,
-        }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .images;
+    let images = list(c, args.filters).await?;
     if args.quiet {
         for i in &images {
             println!("{}", i.name);
@@ -160,147 +138,167 @@ pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> 
 }
 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
-    let mut api = ImagesClient::new(c.channel.clone());
     match cmd {
-        Cmd::Ls(args) => ls(c, args, format).await?,
-        Cmd::Rm { names, sync } => {
-            output::remove_each(
-                names,
-                |name| {
-                    let mut api = api.clone();
-                    async move {
-                        api.delete(c.req(pb::DeleteImageRequest {
-                            name,
-                            sync,
-                            target: None,
-                        }))
-                        .await
-                        .map(drop)
-                    }
-                },
-                |name| format!("Untagged: {name}"),
-                |name| format!("unable to remove {name}"),
-            )
-            .await?;
-        }
-        Cmd::Tag { source, target } => {
-            let src = get(c, &source).await?;
-            let image = pb::Image {
-                name: target.clone(),
-                labels: src.labels.clone(),
-                target: src.target.clone(),
-                ..Default::default()
-            };
-            match api
-                .create(c.req(pb::CreateImageRequest {
-                    image: Some(image.clone()),
-                    source_date_epoch: None,
-                }))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code() == tonic::Code::AlreadyExists => {
-                    api.update(c.req(pb::UpdateImageRequest {
-                        image: Some(image),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["target".into()],
-                        }),
-                        source_date_epoch: None,
-                    }))
-                    .await
-                    .map_err(status)?;
-                }
-                Err(e) => return Err(status(e)),
-            }
-        }
+        Cmd::Ls(args) => ls(c, args, format).await,
+        Cmd::Rm { names, sync } => rm(c, names, sync).await,
+        Cmd::Tag { source, target } => tag(c, &source, target).await,
         Cmd::Mount {
             name,
             target,
             rw,
             snapshotter,
-        } => mount(c, &name, target, rw, snapshotter).await?,
+        } => mount(c, &name, target, rw, snapshotter).await,
         Cmd::Unmount {
             target,
             snapshotter,
-        } => unmount(c, target, snapshotter).await?,
-        Cmd::Prune { all, force: _ } => prune(c, all).await?,
-        Cmd::Inspect { names } => {
-            let mut out = Vec::new();
-            for name in names {
-                let img = get(c, &name).await?;
-                let target = img.target.clone().unwrap_or_default();
-                let r = oci::resolve(c, &target).await?;
-                let (repo, _) = repo_tag(&img.name);
-                out.push(json!({
-                    "Id": r.config_digest,
-                    "RepoTags": [img.name],
-                    "RepoDigests": [format!("{repo}@{}", target.digest)],
-                    "Created": r.config["created"],
-                    "Author": r.config["author"],
-                    "Architecture": r.config["architecture"],
-                    "Variant": r.config["variant"],
-                    "Os": r.config["os"],
-                    "Config": r.config["config"],
-                    "RootFS": r.config["rootfs"],
-                    "Size": r.size(),
-                    "Manifest": r.manifest_digest,
-                    "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
-                    "Labels": img.labels,
-                }));
+        } => unmount(c, target, snapshotter).await,
+        Cmd::Prune { all, force: _ } => prune(c, all).await,
+        Cmd::Inspect { names } => inspect(c, names).await,
+        Cmd::History { name, no_trunc } => history(c, &name, no_trunc).await,
+    }
+}
+
+async fn rm(c: &Client, names: Vec<String>, sync: bool) -> anyhow::Result<()> {
+    let api = api(c);
+    output::remove_each(
+        names,
+        |name| {
+            let mut api = api.clone();
+            async move {
+                api.delete(c.req(pb::DeleteImageRequest {
+                    name,
+                    sync,
+                    target: None,
+                }))
+                .await
+                .map(drop)
             }
-            output::json(&Value::Array(out))?;
+        },
+        |name| format!("Untagged: {name}"),
+        |name| format!("unable to remove {name}"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `image tag`: a record named `target` for the source's image (its target moved there
+/// when `target` exists already).
+async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
+    let src = get(c, source).await?;
+    let image = pb::Image {
+        name: target,
+        labels: src.labels.clone(),
+        target: src.target.clone(),
+        ..Default::default()
+    };
+    let mut api = api(c);
+    match api
+        .create(c.req(pb::CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            api.update(c.req(pb::UpdateImageRequest {
+                image: Some(image),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["target".into()],
+                }),
+                source_date_epoch: None,
+            }))
+            .await
+            .map_err(status)?;
         }
-        Cmd::History { name, no_trunc } => {
-            let img = get(c, &name).await?;
-            let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
-            let layers = r.manifest["layers"].as_array().cloned().unwrap_or_default();
-            let history = r.config["history"].as_array().cloned().unwrap_or_default();
-            let mut layer_sizes = layers.iter().map(|l| l["size"].as_i64().unwrap_or(0));
-            let mut rows = Vec::new();
-            for (i, h) in history.iter().enumerate().rev() {
-                let _ = i;
-                let empty = h["empty_layer"].as_bool().unwrap_or(false);
-                let size = if empty {
-                    0
-                } else {
-                    layer_sizes.next().unwrap_or(0)
-                };
-                let mut by = h["created_by"].as_str().unwrap_or("").to_string();
-                if !no_trunc && by.chars().count() > 45 {
-                    by = by.chars().take(44).collect::<String>() + "…";
-                }
-                rows.push(vec![
-                    "<missing>".to_string(),
-                    h["created"]
-                        .as_str()
-                        .map(output::ago_rfc3339)
-                        .unwrap_or_else(|| "N/A".into()),
-                    by,
-                    human_size(size),
-                    h["comment"].as_str().unwrap_or("").to_string(),
-                ]);
-            }
-            if rows.is_empty() {
-                for l in layers.iter().rev() {
-                    rows.push(vec![
-                        short_id(l["digest"].as_str().unwrap_or("")),
-                        "N/A".into(),
-                        String::new(),
-                        human_size(l["size"].as_i64().unwrap_or(0)),
-                        String::new(),
-                    ]);
-                }
-            }
-            if let Some(first) = rows.first_mut() {
-                first[0] = short_id(&r.config_digest);
-            }
-            output::table(
-                &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
-                &rows,
-            )?;
-        }
+        Err(e) => return Err(status(e)),
     }
     Ok(())
+}
+
+/// `image inspect`: the images as Docker's inspect shows them, one JSON array.
+async fn inspect(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for name in names {
+        let img = get(c, &name).await?;
+        let target = img.target.clone().unwrap_or_default();
+        let r = oci::resolve(c, &target).await?;
+        let (repo, _) = repo_tag(&img.name);
+        out.push(json!({
+            "Id": r.config_digest,
+            "RepoTags": [img.name],
+            "RepoDigests": [format!("{repo}@{}", target.digest)],
+            "Created": r.config["created"],
+            "Author": r.config["author"],
+            "Architecture": r.config["architecture"],
+            "Variant": r.config["variant"],
+            "Os": r.config["os"],
+            "Config": r.config["config"],
+            "RootFS": r.config["rootfs"],
+            "Size": r.size(),
+            "Manifest": r.manifest_digest,
+            "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
+            "Labels": img.labels,
+        }));
+    }
+    output::json(&Value::Array(out))
+}
+
+/// `image history`: one row per history entry, newest first (sizes from the layers, in
+/// order, for the entries that made one); the layers alone when the config has no history.
+async fn history(c: &Client, name: &str, no_trunc: bool) -> anyhow::Result<()> {
+    let img = get(c, name).await?;
+    let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
+    let layers = r.manifest["layers"].as_array().cloned().unwrap_or_default();
+    let history = r.config["history"].as_array().cloned().unwrap_or_default();
+    let mut rows = history_rows(&history, &layers, no_trunc);
+    if rows.is_empty() {
+        for l in layers.iter().rev() {
+            rows.push(vec![
+                short_id(l["digest"].as_str().unwrap_or("")),
+                "N/A".into(),
+                String::new(),
+                human_size(l["size"].as_i64().unwrap_or(0)),
+                String::new(),
+            ]);
+        }
+    }
+    if let Some(first) = rows.first_mut() {
+        first[0] = short_id(&r.config_digest);
+    }
+    output::table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    )
+}
+
+/// The rows of `image history` from the config's history entries, newest first.
+fn history_rows(history: &[Value], layers: &[Value], no_trunc: bool) -> Vec<Vec<String>> {
+    let mut layer_sizes = layers.iter().map(|l| l["size"].as_i64().unwrap_or(0));
+    let mut rows = Vec::new();
+    for h in history.iter().rev() {
+        let empty = h["empty_layer"].as_bool().unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layer_sizes.next().unwrap_or(0)
+        };
+        let mut by = h["created_by"].as_str().unwrap_or("").to_string();
+        if !no_trunc && by.chars().count() > 45 {
+            by = by.chars().take(44).collect::<String>() + "…";
+        }
+        rows.push(vec![
+            "<missing>".to_string(),
+            h["created"]
+                .as_str()
+                .map(output::ago_rfc3339)
+                .unwrap_or_else(|| "N/A".into()),
+            by,
+            human_size(size),
+            h["comment"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    rows
 }
 
 /// `image mount`: a snapshot on top of the image's top layer under a lease named after the
@@ -389,24 +387,13 @@ async fn unmount(c: &Client, target: PathBuf, snapshotter: String) -> anyhow::Re
 /// `image prune`: removes images (dangling = named by digest only, or -a: every image no
 /// container uses) and waits for the collector, then reports the space it freed.
 async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
-    use berth_proto::containerd::services::containers::v1 as cpb;
-    let mut api = ImagesClient::new(c.channel.clone());
-    let images = api
-        .list(c.req(pb::ListImagesRequest { filters: vec![] }))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .images;
-    let used: std::collections::BTreeSet<String> =
-        cpb::containers_client::ContainersClient::new(c.channel.clone())
-            .list(c.req(cpb::ListContainersRequest { filters: vec![] }))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .containers
-            .into_iter()
-            .map(|c| c.image)
-            .collect();
+    let mut api = api(c);
+    let images = list(c, vec![]).await?;
+    let used: std::collections::BTreeSet<String> = containers::list_all(c)
+        .await?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
     let before = usage::disk_used(c).await?;
     let mut removed = Vec::new();
     for img in images {

@@ -9,12 +9,13 @@ use anyhow::Context;
 use berth_proto::containerd::services::diff::v1 as diffpb;
 use berth_proto::containerd::services::diff::v1::diff_client::DiffClient;
 use berth_proto::containerd::services::snapshots::v1 as pb;
-use berth_proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::containerd::types::Mount;
+use berth_proto::containerd::types::{Descriptor, Mount};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::snapshots::{Create, create, list, mount_local, usage};
+use crate::client::snapshots::{
+    Create, api, create, list, mount_local, mounts, remove, stat, usage,
+};
 use crate::client::{Client, status};
 use crate::labels;
 use crate::oci::human_size;
@@ -151,69 +152,15 @@ fn show_mounts(mounts: &[Mount], target: &str) {
 
 pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
     let sn = args.snapshotter;
-    let mut api = SnapshotsClient::new(c.channel.clone());
     match args.cmd {
-        Cmd::Ls { filters } => {
-            let infos = list(c, &sn, filters).await?;
-            if format == Format::Json {
-                return output::json(&Value::Array(infos.iter().map(info_json).collect()));
-            }
-            let rows: Vec<Vec<String>> = infos
-                .iter()
-                .map(|i| {
-                    vec![
-                        i.name.clone(),
-                        i.parent.clone(),
-                        kind_name(i.kind).to_string(),
-                    ]
-                })
-                .collect();
-            output::table(&["KEY", "PARENT", "KIND"], &rows)?;
-        }
-        Cmd::Info { key } => {
-            let info = api
-                .stat(c.req(pb::StatSnapshotRequest {
-                    snapshotter: sn,
-                    key,
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            output::json(&info_json(&info))?;
-        }
+        Cmd::Ls { filters } => ls(c, &sn, filters, format).await,
+        Cmd::Info { key } => output::json(&info_json(&stat(c, &sn, &key).await?)),
         Cmd::Tree => {
             let infos = list(c, &sn, Vec::new()).await?;
             print!("{}", tree(&infos));
+            Ok(())
         }
-        Cmd::Usage { keys, bytes } => {
-            let keys = if keys.is_empty() {
-                list(c, &sn, Vec::new())
-                    .await?
-                    .into_iter()
-                    .map(|i| i.name)
-                    .collect()
-            } else {
-                keys
-            };
-            let mut rows = Vec::new();
-            let mut json_rows = Vec::new();
-            for key in keys {
-                let u = usage(c, &sn, &key).await?;
-                json_rows.push(json!({"key": key, "size": u.size, "inodes": u.inodes}));
-                let size = if bytes {
-                    u.size.to_string()
-                } else {
-                    human_size(u.size)
-                };
-                rows.push(vec![key, size, u.inodes.to_string()]);
-            }
-            if format == Format::Json {
-                return output::json(&Value::Array(json_rows));
-            }
-            output::table(&["KEY", "SIZE", "INODES"], &rows)?;
-        }
+        Cmd::Usage { keys, bytes } => show_usage(c, &sn, keys, bytes, format).await,
         Cmd::Prepare {
             key,
             parent,
@@ -221,18 +168,8 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
             mounts,
             labels,
         } => {
-            let m = create(
-                c,
-                &sn,
-                Create::Active,
-                &key,
-                parent,
-                kept_labels(&labels),
-                None,
-            )
-            .await
-            .map_err(status)?;
-            finish_create(&m, &key, target, mounts).await?;
+            let m = create_kept(c, &sn, Create::Active, &key, parent, &labels).await?;
+            finish_create(&m, &key, target, mounts).await
         }
         Cmd::View {
             key,
@@ -241,90 +178,100 @@ pub async fn run(c: &Client, args: Args, format: Format) -> anyhow::Result<()> {
             mounts,
             labels,
         } => {
-            let m = create(
-                c,
-                &sn,
-                Create::View,
-                &key,
-                parent,
-                kept_labels(&labels),
-                None,
-            )
-            .await
-            .map_err(status)?;
-            finish_create(&m, &key, target, mounts).await?;
+            let m = create_kept(c, &sn, Create::View, &key, parent, &labels).await?;
+            finish_create(&m, &key, target, mounts).await
         }
-        Cmd::Commit { name, key, labels } => {
-            api.commit(c.req(pb::CommitSnapshotRequest {
-                snapshotter: sn,
-                name,
-                key,
-                labels: output::parse_labels(&labels),
-                parent: String::new(),
-            }))
-            .await
-            .map_err(status)?;
-        }
+        Cmd::Commit { name, key, labels } => commit(c, sn, name, key, &labels).await,
         Cmd::Mounts { target, key } => {
-            let m = api
-                .mounts(c.req(pb::MountsRequest {
-                    snapshotter: sn,
-                    key,
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .mounts;
-            show_mounts(&m, &target);
+            show_mounts(&mounts(c, &sn, &key).await?, &target);
+            Ok(())
         }
         Cmd::Diff {
             a,
             b,
             media_type,
-            output: out,
+            output,
             keep,
-        } => diff(c, &sn, a, b, media_type, out, keep).await?,
-        Cmd::Rm { keys } => {
-            output::remove_each(
-                keys,
-                |key| {
-                    let mut api = api.clone();
-                    let sn = sn.clone();
-                    async move {
-                        api.remove(c.req(pb::RemoveSnapshotRequest {
-                            snapshotter: sn,
-                            key,
-                        }))
-                        .await
-                        .map(drop)
-                    }
-                },
-                |key| key.to_string(),
-                |key| format!("unable to remove snapshot {key}"),
-            )
-            .await?;
+        } => {
+            let job = DiffJob {
+                a,
+                b,
+                media_type,
+                output,
+                keep,
+            };
+            diff(c, &sn, job).await
         }
-        Cmd::Label { key, labels } => {
-            let (labels, mask) = output::label_update(&labels);
-            let info = api
-                .update(c.req(pb::UpdateSnapshotRequest {
-                    snapshotter: sn,
-                    info: Some(pb::Info {
-                        name: key,
-                        labels,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                }))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            println!("{}", output::labels(&info.labels));
-        }
+        Cmd::Rm { keys } => rm(c, &sn, keys).await,
+        Cmd::Label { key, labels } => label(c, sn, key, &labels).await,
     }
-    Ok(())
+}
+
+async fn ls(c: &Client, sn: &str, filters: Vec<String>, format: Format) -> anyhow::Result<()> {
+    let infos = list(c, sn, filters).await?;
+    if format == Format::Json {
+        return output::json(&Value::Array(infos.iter().map(info_json).collect()));
+    }
+    let rows: Vec<Vec<String>> = infos
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.parent.clone(),
+                kind_name(i.kind).to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["KEY", "PARENT", "KIND"], &rows)
+}
+
+/// `snapshots usage`: the size and inodes of each key (every snapshot when none is given).
+async fn show_usage(
+    c: &Client,
+    sn: &str,
+    keys: Vec<String>,
+    bytes: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    let keys = if keys.is_empty() {
+        list(c, sn, Vec::new())
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    } else {
+        keys
+    };
+    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
+    for key in keys {
+        let u = usage(c, sn, &key).await?;
+        json_rows.push(json!({"key": key, "size": u.size, "inodes": u.inodes}));
+        let size = if bytes {
+            u.size.to_string()
+        } else {
+            human_size(u.size)
+        };
+        rows.push(vec![key, size, u.inodes.to_string()]);
+    }
+    if format == Format::Json {
+        return output::json(&Value::Array(json_rows));
+    }
+    output::table(&["KEY", "SIZE", "INODES"], &rows)
+}
+
+/// `snapshots prepare` / `view`: the snapshot, made a garbage-collection root.
+async fn create_kept(
+    c: &Client,
+    sn: &str,
+    kind: Create,
+    key: &str,
+    parent: Option<String>,
+    labels: &[String],
+) -> anyhow::Result<Vec<Mount>> {
+    create(c, sn, kind, key, parent, kept_labels(labels), None)
+        .await
+        .map_err(status)
 }
 
 async fn finish_create(
@@ -344,126 +291,185 @@ async fn finish_create(
     Ok(())
 }
 
-/// `snapshots diff`: views of both sides, the Diff service writes the layer into the
-/// content store under a short lease, and the layer is copied out.
-async fn diff(
+async fn commit(
     c: &Client,
-    sn: &str,
-    a: String,
-    b: Option<String>,
-    media_type: String,
-    out: Option<PathBuf>,
-    keep: bool,
+    sn: String,
+    name: String,
+    key: String,
+    labels: &[String],
 ) -> anyhow::Result<()> {
-    let mut api = SnapshotsClient::new(c.channel.clone());
-    let info_a = api
-        .stat(c.req(pb::StatSnapshotRequest {
-            snapshotter: sn.to_string(),
-            key: a.clone(),
+    api(c)
+        .commit(c.req(pb::CommitSnapshotRequest {
+            snapshotter: sn,
+            name,
+            key,
+            labels: output::parse_labels(labels),
+            parent: String::new(),
+        }))
+        .await
+        .map_err(status)?;
+    Ok(())
+}
+
+async fn rm(c: &Client, sn: &str, keys: Vec<String>) -> anyhow::Result<()> {
+    output::remove_each(
+        keys,
+        |key| async move { remove(c, sn, &key).await },
+        |key| key.to_string(),
+        |key| format!("unable to remove snapshot {key}"),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn label(c: &Client, sn: String, key: String, labels: &[String]) -> anyhow::Result<()> {
+    let (labels, mask) = output::label_update(labels);
+    let info = api(c)
+        .update(c.req(pb::UpdateSnapshotRequest {
+            snapshotter: sn,
+            info: Some(pb::Info {
+                name: key,
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
         }))
         .await
         .map_err(status)?
         .into_inner()
         .info
         .unwrap_or_default();
-    let lower_key = b.unwrap_or_else(|| info_a.parent.clone());
+    println!("{}", output::labels(&info.labels));
+    Ok(())
+}
+
+/// What `snapshots diff` was asked for.
+struct DiffJob {
+    /// The upper side.
+    a: String,
+    /// The lower side (A's parent when not given).
+    b: Option<String>,
+    media_type: String,
+    output: Option<PathBuf>,
+    keep: bool,
+}
+
+/// `snapshots diff`: views of both sides, the Diff service writes the layer into the
+/// content store under a short lease, and the layer is copied out.
+async fn diff(c: &Client, sn: &str, job: DiffJob) -> anyhow::Result<()> {
+    let info_a = stat(c, sn, &job.a).await?;
     let lease = c
         .create_lease(None, std::time::Duration::from_secs(3600), &[])
         .await?;
-    let result = async {
-        let tmp = format!("diff-{}", uuid::Uuid::new_v4().simple());
-        let mut views = Vec::new();
-        let upper = if kind_name(info_a.kind) == "Active" {
-            api.mounts(c.req(pb::MountsRequest {
-                snapshotter: sn.to_string(),
-                key: a.clone(),
-            }))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .mounts
-        } else {
-            let key = format!("{tmp}-upper");
-            views.push(key.clone());
-            create(
-                c,
-                sn,
-                Create::View,
-                &key,
-                Some(a.clone()),
-                BTreeMap::new(),
-                Some(&lease),
-            )
-            .await
-            .map_err(status)?
-        };
-        let lower = if lower_key.is_empty() {
-            Vec::new()
-        } else {
-            let key = format!("{tmp}-lower");
-            views.push(key.clone());
-            create(
-                c,
-                sn,
-                Create::View,
-                &key,
-                Some(lower_key.clone()),
-                BTreeMap::new(),
-                Some(&lease),
-            )
-            .await
-            .map_err(status)?
-        };
-        let mut labels = BTreeMap::new();
-        if keep {
-            labels.insert(
-                labels::GC_ROOT.to_string(),
-                humantime::format_rfc3339(std::time::SystemTime::now()).to_string(),
-            );
-        }
-        let desc = DiffClient::new(c.channel.clone())
-            .diff(c.leased(
-                diffpb::DiffRequest {
-                    left: lower,
-                    right: upper,
-                    media_type,
-                    r#ref: String::new(),
-                    labels,
-                    source_date_epoch: None,
-                },
-                &lease,
-            ))
-            .await
-            .map_err(status)?
-            .into_inner()
-            .diff
-            .unwrap_or_default();
-        for key in views {
-            let _ = api
-                .remove(c.req(pb::RemoveSnapshotRequest {
-                    snapshotter: sn.to_string(),
-                    key,
-                }))
-                .await;
-        }
-        if keep {
-            println!("{} {} {}", desc.digest, desc.size, desc.media_type);
-            return Ok(());
-        }
-        let data = crate::oci::read_blob(c, &desc.digest).await?;
-        match out {
-            Some(path) => {
-                std::fs::write(&path, &data).with_context(|| format!("write {}", path.display()))?
-            }
-            None => std::io::stdout().lock().write_all(&data)?,
-        }
-        anyhow::Ok(())
-    }
-    .await;
+    let result = diff_leased(c, sn, job, &info_a, &lease).await;
     if let Err(e) = c.delete_lease(&lease).await {
         eprintln!("berth: delete lease {lease}: {e:#}");
     }
     result
+}
+
+/// The steps of `snapshots diff` under its lease. The temporary views are removed once the
+/// layer is written (on a failure the lease's end takes them).
+async fn diff_leased(
+    c: &Client,
+    sn: &str,
+    job: DiffJob,
+    info_a: &pb::Info,
+    lease: &str,
+) -> anyhow::Result<()> {
+    let lower_key = job.b.unwrap_or_else(|| info_a.parent.clone());
+    let tmp = format!("diff-{}", uuid::Uuid::new_v4().simple());
+    let mut views = Vec::new();
+    let upper = if kind_name(info_a.kind) == "Active" {
+        mounts(c, sn, &job.a).await?
+    } else {
+        let key = format!("{tmp}-upper");
+        views.push(key.clone());
+        temp_view(c, sn, &key, job.a, lease).await?
+    };
+    let lower = if lower_key.is_empty() {
+        Vec::new()
+    } else {
+        let key = format!("{tmp}-lower");
+        views.push(key.clone());
+        temp_view(c, sn, &key, lower_key, lease).await?
+    };
+    let desc = write_layer(c, lower, upper, job.media_type, job.keep, lease).await?;
+    for key in views {
+        let _ = remove(c, sn, &key).await;
+    }
+    if job.keep {
+        println!("{} {} {}", desc.digest, desc.size, desc.media_type);
+        return Ok(());
+    }
+    copy_out(c, &desc.digest, job.output).await
+}
+
+/// A view of `parent` under the diff's lease.
+async fn temp_view(
+    c: &Client,
+    sn: &str,
+    key: &str,
+    parent: String,
+    lease: &str,
+) -> anyhow::Result<Vec<Mount>> {
+    create(
+        c,
+        sn,
+        Create::View,
+        key,
+        Some(parent),
+        BTreeMap::new(),
+        Some(lease),
+    )
+    .await
+    .map_err(status)
+}
+
+/// The Diff service's layer of `upper` over `lower`, in the content store under `lease`
+/// (and a garbage-collection root with `keep`).
+async fn write_layer(
+    c: &Client,
+    lower: Vec<Mount>,
+    upper: Vec<Mount>,
+    media_type: String,
+    keep: bool,
+    lease: &str,
+) -> anyhow::Result<Descriptor> {
+    let labels = if keep {
+        kept_labels(&[])
+    } else {
+        BTreeMap::new()
+    };
+    Ok(DiffClient::new(c.channel.clone())
+        .diff(c.leased(
+            diffpb::DiffRequest {
+                left: lower,
+                right: upper,
+                media_type,
+                r#ref: String::new(),
+                labels,
+                source_date_epoch: None,
+            },
+            lease,
+        ))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .diff
+        .unwrap_or_default())
+}
+
+/// The layer `digest` written to `out`, or to stdout.
+async fn copy_out(c: &Client, digest: &str, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let data = crate::oci::read_blob(c, digest).await?;
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &data).with_context(|| format!("write {}", path.display()))?
+        }
+        None => std::io::stdout().lock().write_all(&data)?,
+    }
+    Ok(())
 }
 
 /// The snapshots as a forest: each root, then its children indented under it.

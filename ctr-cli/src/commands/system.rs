@@ -1,11 +1,13 @@
 //! `berth system df`: the space images, containers, snapshots and content use, and how much
 //! of it could be reclaimed (what no container uses).
 
+use std::collections::BTreeSet;
+
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::Client;
-use crate::client::usage::measure;
+use crate::client::usage::{Usage, measure};
 use crate::oci::human_size;
 use crate::output::{self, Format};
 
@@ -28,135 +30,174 @@ fn reclaim(size: i64, reclaimable: i64) -> String {
     format!("{} ({pct}%)", human_size(reclaimable))
 }
 
+/// One row of the `system df` summary.
+struct Row {
+    kind: &'static str,
+    total: usize,
+    active: usize,
+    size: i64,
+    reclaimable: i64,
+}
+
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     let Cmd::Df { verbose } = cmd;
     let u = measure(c).await?;
-    let all_images: Vec<&String> = u.images.keys().collect();
-    let used_images: Vec<&String> = u
-        .images
-        .keys()
-        .filter(|n| u.containers.values().any(|(img, _, _)| img == *n))
-        .collect();
-    let (img_blobs, img_snaps) = u.image_parts(&all_images);
-    let (used_blobs, used_snaps) = u.image_parts(&used_images);
-    let images_size = u.size_of(&img_blobs, &img_snaps);
-    let images_reclaim = images_size - u.size_of(&used_blobs, &used_snaps);
-
-    let container_size = |key: &str| u.snapshots.get(key).map(|(_, s)| *s).unwrap_or(0);
-    let containers_size: i64 = u
-        .containers
-        .values()
-        .map(|(_, k, _)| container_size(k))
-        .sum();
-    let running = u.containers.values().filter(|(_, _, r)| *r).count();
-    let containers_reclaim: i64 = u
-        .containers
-        .values()
-        .filter(|(_, _, r)| !*r)
-        .map(|(_, k, _)| container_size(k))
-        .sum();
-
-    let mut live_snaps = img_snaps.clone();
-    for (_, key, _) in u.containers.values() {
-        live_snaps.extend(u.chain(key));
-    }
-    let snaps_size: i64 = u.snapshots.values().map(|(_, s)| *s).sum();
-    let snaps_reclaim: i64 = u
-        .snapshots
-        .iter()
-        .filter(|(k, _)| !live_snaps.contains(*k))
-        .map(|(_, (_, s))| *s)
-        .sum();
-    let blobs_size: i64 = u.blobs.values().sum();
-    let blobs_reclaim: i64 = u
-        .blobs
-        .iter()
-        .filter(|(d, _)| !img_blobs.contains(*d))
-        .map(|(_, s)| *s)
-        .sum();
-
-    let rows = [
-        (
-            "Images",
-            u.images.len(),
-            used_images.len(),
-            images_size,
-            images_reclaim,
-        ),
-        (
-            "Containers",
-            u.containers.len(),
-            running,
-            containers_size,
-            containers_reclaim,
-        ),
-        (
-            "Snapshots",
-            u.snapshots.len(),
-            live_snaps.len(),
-            snaps_size,
-            snaps_reclaim,
-        ),
-        (
-            "Content",
-            u.blobs.len(),
-            img_blobs.len(),
-            blobs_size,
-            blobs_reclaim,
-        ),
-    ];
+    let rows = summary(&u);
     if format == Format::Json {
         let v: Vec<Value> = rows
             .iter()
-            .map(|(t, total, active, size, rec)| {
-                json!({"type": t, "total": total, "active": active, "size": size, "reclaimable": rec})
+            .map(|r| {
+                json!({
+                    "type": r.kind,
+                    "total": r.total,
+                    "active": r.active,
+                    "size": r.size,
+                    "reclaimable": r.reclaimable,
+                })
             })
             .collect();
         return output::json(&Value::Array(v));
     }
     let table: Vec<Vec<String>> = rows
         .iter()
-        .map(|(t, total, active, size, rec)| {
+        .map(|r| {
             vec![
-                t.to_string(),
-                total.to_string(),
-                active.to_string(),
-                human_size(*size),
-                reclaim(*size, *rec),
+                r.kind.to_string(),
+                r.total.to_string(),
+                r.active.to_string(),
+                human_size(r.size),
+                reclaim(r.size, r.reclaimable),
             ]
         })
         .collect();
     output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &table)?;
     if verbose {
         println!();
-        let rows: Vec<Vec<String>> = u
-            .images
-            .iter()
-            .map(|(name, (blobs, top))| {
-                let snaps = top.as_deref().map(|t| u.chain(t)).unwrap_or_default();
-                let users = u.containers.values().filter(|(i, _, _)| i == name).count();
-                vec![
-                    name.clone(),
-                    human_size(u.size_of(blobs, &snaps)),
-                    users.to_string(),
-                ]
-            })
-            .collect();
-        output::table(&["IMAGE", "SIZE", "CONTAINERS"], &rows)?;
+        images_table(&u)?;
         println!();
-        let rows: Vec<Vec<String>> = u
-            .containers
-            .iter()
-            .map(|(id, (image, key, run))| {
-                vec![
-                    id.clone(),
-                    image.clone(),
-                    human_size(container_size(key)),
-                    if *run { "running" } else { "stopped" }.to_string(),
-                ]
-            })
-            .collect();
-        output::table(&["CONTAINER", "IMAGE", "SIZE", "STATUS"], &rows)?;
+        containers_table(&u)?;
     }
     Ok(())
+}
+
+/// The summary: what images, containers, snapshots and content take, and what of it no
+/// container uses.
+fn summary(u: &Usage) -> [Row; 4] {
+    let all_images: Vec<&String> = u.images.keys().collect();
+    let (img_blobs, img_snaps) = u.image_parts(&all_images);
+    [
+        images_row(u, &img_blobs, &img_snaps),
+        containers_row(u),
+        snapshots_row(u, &img_snaps),
+        content_row(u, &img_blobs),
+    ]
+}
+
+/// Images: active are those a container uses; reclaimable what only the others hold.
+fn images_row(u: &Usage, img_blobs: &BTreeSet<String>, img_snaps: &BTreeSet<String>) -> Row {
+    let used_images: Vec<&String> = u
+        .images
+        .keys()
+        .filter(|n| u.containers.values().any(|(img, _, _)| img == *n))
+        .collect();
+    let (used_blobs, used_snaps) = u.image_parts(&used_images);
+    let size = u.size_of(img_blobs, img_snaps);
+    Row {
+        kind: "Images",
+        total: u.images.len(),
+        active: used_images.len(),
+        size,
+        reclaimable: size - u.size_of(&used_blobs, &used_snaps),
+    }
+}
+
+/// Containers: active are the running ones; reclaimable the stopped ones' snapshots.
+fn containers_row(u: &Usage) -> Row {
+    Row {
+        kind: "Containers",
+        total: u.containers.len(),
+        active: u.containers.values().filter(|(_, _, r)| *r).count(),
+        size: u
+            .containers
+            .values()
+            .map(|(_, k, _)| u.snapshot_size(k))
+            .sum(),
+        reclaimable: u
+            .containers
+            .values()
+            .filter(|(_, _, r)| !*r)
+            .map(|(_, k, _)| u.snapshot_size(k))
+            .sum(),
+    }
+}
+
+/// Snapshots: active are those an image or a container stands on.
+fn snapshots_row(u: &Usage, img_snaps: &BTreeSet<String>) -> Row {
+    let mut live_snaps = img_snaps.clone();
+    for (_, key, _) in u.containers.values() {
+        live_snaps.extend(u.chain(key));
+    }
+    Row {
+        kind: "Snapshots",
+        total: u.snapshots.len(),
+        active: live_snaps.len(),
+        size: u.snapshots.values().map(|(_, s)| *s).sum(),
+        reclaimable: u
+            .snapshots
+            .iter()
+            .filter(|(k, _)| !live_snaps.contains(*k))
+            .map(|(_, (_, s))| *s)
+            .sum(),
+    }
+}
+
+/// Content: active are the blobs of images.
+fn content_row(u: &Usage, img_blobs: &BTreeSet<String>) -> Row {
+    Row {
+        kind: "Content",
+        total: u.blobs.len(),
+        active: img_blobs.len(),
+        size: u.blobs.values().sum(),
+        reclaimable: u
+            .blobs
+            .iter()
+            .filter(|(d, _)| !img_blobs.contains(*d))
+            .map(|(_, s)| *s)
+            .sum(),
+    }
+}
+
+/// `df -v`'s images: each one's size and how many containers use it.
+fn images_table(u: &Usage) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = u
+        .images
+        .iter()
+        .map(|(name, (blobs, top))| {
+            let snaps = top.as_deref().map(|t| u.chain(t)).unwrap_or_default();
+            let users = u.containers.values().filter(|(i, _, _)| i == name).count();
+            vec![
+                name.clone(),
+                human_size(u.size_of(blobs, &snaps)),
+                users.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["IMAGE", "SIZE", "CONTAINERS"], &rows)
+}
+
+/// `df -v`'s containers: each one's image, snapshot size and whether it runs.
+fn containers_table(u: &Usage) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = u
+        .containers
+        .iter()
+        .map(|(id, (image, key, run))| {
+            vec![
+                id.clone(),
+                image.clone(),
+                human_size(u.snapshot_size(key)),
+                if *run { "running" } else { "stopped" }.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["CONTAINER", "IMAGE", "SIZE", "STATUS"], &rows)
 }
