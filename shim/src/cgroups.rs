@@ -359,133 +359,158 @@ fn v1_memory_entry(files: &impl Files, module: &str) -> v1::MemoryEntry {
 /// or file leaves its part empty.
 pub fn v1_metrics(files: &impl Files, partitions: &str) -> v1::Metrics {
     let mut m = v1::Metrics::new();
-
-    if files.read("pids", "pids.current").is_some() {
-        m.pids = MessageField::some(v1::PidsStat {
-            current: read_u64(files, "pids", "pids.current", 0),
-            limit: read_u64(files, "pids", "pids.max", 0),
-            ..Default::default()
-        });
-    }
-
-    if let Some(usage) = files.read("cpuacct", "cpuacct.usage") {
-        let stat = keyed(files, "cpuacct", "cpuacct.stat");
-        let ticks = |k: &str| stat.get(k).copied().unwrap_or(0) * NANOS_PER_SEC / CLOCK_TICKS;
-        let per_cpu = files
-            .read("cpuacct", "cpuacct.usage_percpu")
-            .map(|t| {
-                t.split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let throttle = keyed(files, "cpu", "cpu.stat");
-        let get = |k: &str| throttle.get(k).copied().unwrap_or(0);
-        m.cpu = MessageField::some(v1::CPUStat {
-            usage: MessageField::some(v1::CPUUsage {
-                total: parse_u64(usage.trim(), 0),
-                kernel: ticks("system"),
-                user: ticks("user"),
-                per_cpu,
-                ..Default::default()
-            }),
-            throttling: MessageField::some(v1::Throttle {
-                periods: get("nr_periods"),
-                throttled_periods: get("nr_throttled"),
-                throttled_time: get("throttled_time"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-
+    m.pids = v1_pids(files).into();
+    m.cpu = v1_cpu(files).into();
     if let Some(stat) = files.read("memory", "memory.stat") {
-        let raw = flat_keyed(&stat);
-        let g = |k: &str| raw.get(k).copied().unwrap_or(0);
-        m.memory = MessageField::some(v1::MemoryStat {
-            cache: g("cache"),
-            rss: g("rss"),
-            rss_huge: g("rss_huge"),
-            mapped_file: g("mapped_file"),
-            dirty: g("dirty"),
-            writeback: g("writeback"),
-            pg_pg_in: g("pgpgin"),
-            pg_pg_out: g("pgpgout"),
-            pg_fault: g("pgfault"),
-            pg_maj_fault: g("pgmajfault"),
-            inactive_anon: g("inactive_anon"),
-            active_anon: g("active_anon"),
-            inactive_file: g("inactive_file"),
-            active_file: g("active_file"),
-            unevictable: g("unevictable"),
-            hierarchical_memory_limit: g("hierarchical_memory_limit"),
-            hierarchical_swap_limit: g("hierarchical_memsw_limit"),
-            total_cache: g("total_cache"),
-            total_rss: g("total_rss"),
-            total_rss_huge: g("total_rss_huge"),
-            total_mapped_file: g("total_mapped_file"),
-            total_dirty: g("total_dirty"),
-            total_writeback: g("total_writeback"),
-            total_pg_pg_in: g("total_pgpgin"),
-            total_pg_pg_out: g("total_pgpgout"),
-            total_pg_fault: g("total_pgfault"),
-            total_pg_maj_fault: g("total_pgmajfault"),
-            total_inactive_anon: g("total_inactive_anon"),
-            total_active_anon: g("total_active_anon"),
-            total_inactive_file: g("total_inactive_file"),
-            total_active_file: g("total_active_file"),
-            total_unevictable: g("total_unevictable"),
-            usage: MessageField::some(v1_memory_entry(files, "")),
-            swap: MessageField::some(v1_memory_entry(files, "memsw")),
-            kernel: MessageField::some(v1_memory_entry(files, "kmem")),
-            kernel_tcp: MessageField::some(v1_memory_entry(files, "kmem.tcp")),
-            ..Default::default()
-        });
-        let oom = keyed(files, "memory", "memory.oom_control");
-        let g = |k: &str| oom.get(k).copied().unwrap_or(0);
-        m.memory_oom_control = MessageField::some(v1::MemoryOomControl {
-            oom_kill_disable: g("oom_kill_disable"),
-            under_oom: g("under_oom"),
-            oom_kill: g("oom_kill"),
-            ..Default::default()
-        });
+        m.memory = MessageField::some(v1_memory(files, &stat));
+        m.memory_oom_control = MessageField::some(v1_oom_control(files));
     }
+    m.blkio = v1_blkio(files, partitions).into();
+    m.hugetlb = v1_hugetlb(files);
+    m
+}
 
+/// The pids controller's count and limit, if it is there.
+fn v1_pids(files: &impl Files) -> Option<v1::PidsStat> {
+    files.read("pids", "pids.current")?;
+    Some(v1::PidsStat {
+        current: read_u64(files, "pids", "pids.current", 0),
+        limit: read_u64(files, "pids", "pids.max", 0),
+        ..Default::default()
+    })
+}
+
+/// CPU usage (cpuacct, its ticks in nanoseconds) and throttling (cpu), if cpuacct is there.
+fn v1_cpu(files: &impl Files) -> Option<v1::CPUStat> {
+    let usage = files.read("cpuacct", "cpuacct.usage")?;
+    let stat = keyed(files, "cpuacct", "cpuacct.stat");
+    let ticks = |k: &str| stat.get(k).copied().unwrap_or(0) * NANOS_PER_SEC / CLOCK_TICKS;
+    let per_cpu = files
+        .read("cpuacct", "cpuacct.usage_percpu")
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let throttle = keyed(files, "cpu", "cpu.stat");
+    let get = |k: &str| throttle.get(k).copied().unwrap_or(0);
+    Some(v1::CPUStat {
+        usage: MessageField::some(v1::CPUUsage {
+            total: parse_u64(usage.trim(), 0),
+            kernel: ticks("system"),
+            user: ticks("user"),
+            per_cpu,
+            ..Default::default()
+        }),
+        throttling: MessageField::some(v1::Throttle {
+            periods: get("nr_periods"),
+            throttled_periods: get("nr_throttled"),
+            throttled_time: get("throttled_time"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The memory controller's `memory.stat` (given) and its usage, swap and kernel entries.
+fn v1_memory(files: &impl Files, stat: &str) -> v1::MemoryStat {
+    let raw = flat_keyed(stat);
+    let g = |k: &str| raw.get(k).copied().unwrap_or(0);
+    v1::MemoryStat {
+        cache: g("cache"),
+        rss: g("rss"),
+        rss_huge: g("rss_huge"),
+        mapped_file: g("mapped_file"),
+        dirty: g("dirty"),
+        writeback: g("writeback"),
+        pg_pg_in: g("pgpgin"),
+        pg_pg_out: g("pgpgout"),
+        pg_fault: g("pgfault"),
+        pg_maj_fault: g("pgmajfault"),
+        inactive_anon: g("inactive_anon"),
+        active_anon: g("active_anon"),
+        inactive_file: g("inactive_file"),
+        active_file: g("active_file"),
+        unevictable: g("unevictable"),
+        hierarchical_memory_limit: g("hierarchical_memory_limit"),
+        hierarchical_swap_limit: g("hierarchical_memsw_limit"),
+        total_cache: g("total_cache"),
+        total_rss: g("total_rss"),
+        total_rss_huge: g("total_rss_huge"),
+        total_mapped_file: g("total_mapped_file"),
+        total_dirty: g("total_dirty"),
+        total_writeback: g("total_writeback"),
+        total_pg_pg_in: g("total_pgpgin"),
+        total_pg_pg_out: g("total_pgpgout"),
+        total_pg_fault: g("total_pgfault"),
+        total_pg_maj_fault: g("total_pgmajfault"),
+        total_inactive_anon: g("total_inactive_anon"),
+        total_active_anon: g("total_active_anon"),
+        total_inactive_file: g("total_inactive_file"),
+        total_active_file: g("total_active_file"),
+        total_unevictable: g("total_unevictable"),
+        usage: MessageField::some(v1_memory_entry(files, "")),
+        swap: MessageField::some(v1_memory_entry(files, "memsw")),
+        kernel: MessageField::some(v1_memory_entry(files, "kmem")),
+        kernel_tcp: MessageField::some(v1_memory_entry(files, "kmem.tcp")),
+        ..Default::default()
+    }
+}
+
+/// `memory.oom_control`.
+fn v1_oom_control(files: &impl Files) -> v1::MemoryOomControl {
+    let oom = keyed(files, "memory", "memory.oom_control");
+    let g = |k: &str| oom.get(k).copied().unwrap_or(0);
+    v1::MemoryOomControl {
+        oom_kill_disable: g("oom_kill_disable"),
+        under_oom: g("under_oom"),
+        oom_kill: g("oom_kill"),
+        ..Default::default()
+    }
+}
+
+/// Block I/O, if the blkio controller has files: CFQ's statistics where the kernel keeps
+/// them, else the throttle policy's (recursive when there).
+fn v1_blkio(files: &impl Files, partitions: &str) -> Option<v1::BlkIOStat> {
     let blkio_files = files.list("blkio");
-    if !blkio_files.is_empty() {
-        let devs = devices(partitions);
-        let read = |name: &str| {
-            files
-                .read("blkio", &format!("blkio.{name}"))
-                .map(|t| blkio_entries(&t, &devs))
-                .unwrap_or_default()
-        };
-        let mut b = v1::BlkIOStat::new();
-        // CFQ's statistics where the kernel keeps them, else the throttle policy's.
-        if blkio_files
-            .iter()
-            .any(|f| f == "blkio.io_serviced_recursive")
-        {
-            b.sectors_recursive = read("sectors_recursive");
-            b.io_service_bytes_recursive = read("io_service_bytes_recursive");
-            b.io_serviced_recursive = read("io_serviced_recursive");
-            b.io_queued_recursive = read("io_queued_recursive");
-            b.io_service_time_recursive = read("io_service_time_recursive");
-            b.io_wait_time_recursive = read("io_wait_time_recursive");
-            b.io_merged_recursive = read("io_merged_recursive");
-            b.io_time_recursive = read("time_recursive");
-        }
-        if b.io_service_bytes_recursive.is_empty() && b.io_serviced_recursive.is_empty() {
-            let recursive = blkio_files
-                .iter()
-                .any(|f| f == "blkio.throttle.io_serviced_recursive");
-            let suffix = if recursive { "_recursive" } else { "" };
-            b.io_service_bytes_recursive = read(&format!("throttle.io_service_bytes{suffix}"));
-            b.io_serviced_recursive = read(&format!("throttle.io_serviced{suffix}"));
-        }
-        m.blkio = MessageField::some(b);
+    if blkio_files.is_empty() {
+        return None;
     }
+    let devs = devices(partitions);
+    let read = |name: &str| {
+        files
+            .read("blkio", &format!("blkio.{name}"))
+            .map(|t| blkio_entries(&t, &devs))
+            .unwrap_or_default()
+    };
+    let mut b = v1::BlkIOStat::new();
+    if blkio_files
+        .iter()
+        .any(|f| f == "blkio.io_serviced_recursive")
+    {
+        b.sectors_recursive = read("sectors_recursive");
+        b.io_service_bytes_recursive = read("io_service_bytes_recursive");
+        b.io_serviced_recursive = read("io_serviced_recursive");
+        b.io_queued_recursive = read("io_queued_recursive");
+        b.io_service_time_recursive = read("io_service_time_recursive");
+        b.io_wait_time_recursive = read("io_wait_time_recursive");
+        b.io_merged_recursive = read("io_merged_recursive");
+        b.io_time_recursive = read("time_recursive");
+    }
+    if b.io_service_bytes_recursive.is_empty() && b.io_serviced_recursive.is_empty() {
+        let recursive = blkio_files
+            .iter()
+            .any(|f| f == "blkio.throttle.io_serviced_recursive");
+        let suffix = if recursive { "_recursive" } else { "" };
+        b.io_service_bytes_recursive = read(&format!("throttle.io_service_bytes{suffix}"));
+        b.io_serviced_recursive = read(&format!("throttle.io_serviced{suffix}"));
+    }
+    Some(b)
+}
 
+/// One entry per huge page size the hugetlb controller lists, in size-name order.
+fn v1_hugetlb(files: &impl Files) -> Vec<v1::HugetlbStat> {
     let mut sizes: Vec<String> = files
         .list("hugetlb")
         .iter()
@@ -496,7 +521,7 @@ pub fn v1_metrics(files: &impl Files, partitions: &str) -> v1::Metrics {
         })
         .collect();
     sizes.sort();
-    m.hugetlb = sizes
+    sizes
         .into_iter()
         .map(|size| {
             let f = |name: &str| format!("hugetlb.{size}.{name}");
@@ -508,8 +533,7 @@ pub fn v1_metrics(files: &impl Files, partitions: &str) -> v1::Metrics {
                 ..Default::default()
             }
         })
-        .collect();
-    m
+        .collect()
 }
 
 /// One `io.stat` line per device: `maj:min rbytes=.. wbytes=.. rios=.. wios=.. ...`.
@@ -544,69 +568,10 @@ fn io_stat(text: &str) -> Vec<v2::IOEntry> {
 /// cgroup v2 metrics, as containerd's cgroup2 manager gathers them.
 pub fn v2_metrics(files: &impl Files) -> v2::Metrics {
     let mut m = v2::Metrics::new();
-    if files.read("", "pids.current").is_some() {
-        m.pids = MessageField::some(v2::PidsStat {
-            current: read_u64(files, "", "pids.current", 0),
-            limit: read_u64(files, "", "pids.max", 0),
-            ..Default::default()
-        });
-    }
-    let cpu = keyed(files, "", "cpu.stat");
-    let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
-    m.cpu = MessageField::some(v2::CPUStat {
-        usage_usec: c("usage_usec"),
-        user_usec: c("user_usec"),
-        system_usec: c("system_usec"),
-        nr_periods: c("nr_periods"),
-        nr_throttled: c("nr_throttled"),
-        throttled_usec: c("throttled_usec"),
-        nr_bursts: c("nr_bursts"),
-        burst_usec: c("burst_usec"),
-        ..Default::default()
-    });
+    m.pids = v2_pids(files).into();
+    m.cpu = MessageField::some(v2_cpu(files));
     if let Some(stat) = files.read("", "memory.stat") {
-        let raw = flat_keyed(&stat);
-        let g = |k: &str| raw.get(k).copied().unwrap_or(0);
-        m.memory = MessageField::some(v2::MemoryStat {
-            anon: g("anon"),
-            file: g("file"),
-            kernel_stack: g("kernel_stack"),
-            slab: g("slab"),
-            sock: g("sock"),
-            shmem: g("shmem"),
-            file_mapped: g("file_mapped"),
-            file_dirty: g("file_dirty"),
-            file_writeback: g("file_writeback"),
-            anon_thp: g("anon_thp"),
-            inactive_anon: g("inactive_anon"),
-            active_anon: g("active_anon"),
-            inactive_file: g("inactive_file"),
-            active_file: g("active_file"),
-            unevictable: g("unevictable"),
-            slab_reclaimable: g("slab_reclaimable"),
-            slab_unreclaimable: g("slab_unreclaimable"),
-            pgfault: g("pgfault"),
-            pgmajfault: g("pgmajfault"),
-            workingset_refault: g("workingset_refault"),
-            workingset_activate: g("workingset_activate"),
-            workingset_nodereclaim: g("workingset_nodereclaim"),
-            pgrefill: g("pgrefill"),
-            pgscan: g("pgscan"),
-            pgsteal: g("pgsteal"),
-            pgactivate: g("pgactivate"),
-            pgdeactivate: g("pgdeactivate"),
-            pglazyfree: g("pglazyfree"),
-            pglazyfreed: g("pglazyfreed"),
-            thp_fault_alloc: g("thp_fault_alloc"),
-            thp_collapse_alloc: g("thp_collapse_alloc"),
-            usage: read_u64(files, "", "memory.current", 0),
-            usage_limit: read_u64(files, "", "memory.max", u64::MAX),
-            swap_usage: read_u64(files, "", "memory.swap.current", 0),
-            swap_limit: read_u64(files, "", "memory.swap.max", u64::MAX),
-            max_usage: read_u64(files, "", "memory.peak", 0),
-            swap_max_usage: read_u64(files, "", "memory.swap.peak", 0),
-            ..Default::default()
-        });
+        m.memory = MessageField::some(v2_memory(files, &stat));
     }
     if let Some(events) = files.read("", "memory.events") {
         m.memory_events = MessageField::some(memory_events(&events));
@@ -617,6 +582,85 @@ pub fn v2_metrics(files: &impl Files) -> v2::Metrics {
             ..Default::default()
         });
     }
+    m.hugetlb = v2_hugetlb(files);
+    m
+}
+
+/// `pids.current` and `pids.max`, if the pids controller is there.
+fn v2_pids(files: &impl Files) -> Option<v2::PidsStat> {
+    files.read("", "pids.current")?;
+    Some(v2::PidsStat {
+        current: read_u64(files, "", "pids.current", 0),
+        limit: read_u64(files, "", "pids.max", 0),
+        ..Default::default()
+    })
+}
+
+/// `cpu.stat` (zeros where it is missing).
+fn v2_cpu(files: &impl Files) -> v2::CPUStat {
+    let cpu = keyed(files, "", "cpu.stat");
+    let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
+    v2::CPUStat {
+        usage_usec: c("usage_usec"),
+        user_usec: c("user_usec"),
+        system_usec: c("system_usec"),
+        nr_periods: c("nr_periods"),
+        nr_throttled: c("nr_throttled"),
+        throttled_usec: c("throttled_usec"),
+        nr_bursts: c("nr_bursts"),
+        burst_usec: c("burst_usec"),
+        ..Default::default()
+    }
+}
+
+/// `memory.stat` (given) with the usage, swap and peak files beside it.
+fn v2_memory(files: &impl Files, stat: &str) -> v2::MemoryStat {
+    let raw = flat_keyed(stat);
+    let g = |k: &str| raw.get(k).copied().unwrap_or(0);
+    v2::MemoryStat {
+        anon: g("anon"),
+        file: g("file"),
+        kernel_stack: g("kernel_stack"),
+        slab: g("slab"),
+        sock: g("sock"),
+        shmem: g("shmem"),
+        file_mapped: g("file_mapped"),
+        file_dirty: g("file_dirty"),
+        file_writeback: g("file_writeback"),
+        anon_thp: g("anon_thp"),
+        inactive_anon: g("inactive_anon"),
+        active_anon: g("active_anon"),
+        inactive_file: g("inactive_file"),
+        active_file: g("active_file"),
+        unevictable: g("unevictable"),
+        slab_reclaimable: g("slab_reclaimable"),
+        slab_unreclaimable: g("slab_unreclaimable"),
+        pgfault: g("pgfault"),
+        pgmajfault: g("pgmajfault"),
+        workingset_refault: g("workingset_refault"),
+        workingset_activate: g("workingset_activate"),
+        workingset_nodereclaim: g("workingset_nodereclaim"),
+        pgrefill: g("pgrefill"),
+        pgscan: g("pgscan"),
+        pgsteal: g("pgsteal"),
+        pgactivate: g("pgactivate"),
+        pgdeactivate: g("pgdeactivate"),
+        pglazyfree: g("pglazyfree"),
+        pglazyfreed: g("pglazyfreed"),
+        thp_fault_alloc: g("thp_fault_alloc"),
+        thp_collapse_alloc: g("thp_collapse_alloc"),
+        usage: read_u64(files, "", "memory.current", 0),
+        usage_limit: read_u64(files, "", "memory.max", u64::MAX),
+        swap_usage: read_u64(files, "", "memory.swap.current", 0),
+        swap_limit: read_u64(files, "", "memory.swap.max", u64::MAX),
+        max_usage: read_u64(files, "", "memory.peak", 0),
+        swap_max_usage: read_u64(files, "", "memory.swap.peak", 0),
+        ..Default::default()
+    }
+}
+
+/// One entry per huge page size the cgroup lists, in size-name order.
+fn v2_hugetlb(files: &impl Files) -> Vec<v2::HugeTlbStat> {
     let mut sizes: Vec<String> = files
         .list("")
         .iter()
@@ -627,7 +671,7 @@ pub fn v2_metrics(files: &impl Files) -> v2::Metrics {
         })
         .collect();
     sizes.sort();
-    m.hugetlb = sizes
+    sizes
         .into_iter()
         .map(|size| {
             let events = keyed(files, "", &format!("hugetlb.{size}.events"));
@@ -639,8 +683,7 @@ pub fn v2_metrics(files: &impl Files) -> v2::Metrics {
                 ..Default::default()
             }
         })
-        .collect();
-    m
+        .collect()
 }
 
 /// `memory.events` of cgroup v2.

@@ -93,6 +93,56 @@ fn stdio(fd: Option<OwnedFd>) -> Stdio {
     fd.map(Stdio::from).unwrap_or_else(Stdio::null)
 }
 
+/// The command's stdio: the container's (`child_stdio`), or pipes to capture stdout and
+/// stderr, with a piped stdin when there is input to write.
+fn set_stdio(cmd: &mut Command, child_stdio: Option<ChildStdio>, has_input: bool) {
+    match child_stdio {
+        Some(s) => {
+            cmd.stdin(stdio(s.stdin))
+                .stdout(stdio(s.stdout))
+                .stderr(stdio(s.stderr));
+        }
+        None => {
+            cmd.stdin(if has_input {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        }
+    }
+}
+
+/// Writes `input` to the child's piped stdin while reading its piped stdout and stderr to
+/// their ends, all at once (a full pipe cannot stall the child); returns (stdout, stderr),
+/// empty where not piped.
+async fn exchange(child: &mut std::process::Child, input: Option<Vec<u8>>) -> (Vec<u8>, Vec<u8>) {
+    let read = |fd: Option<OwnedFd>| async move {
+        let mut buf = Vec::new();
+        if let Some(fd) = fd
+            && let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd)
+        {
+            let _ = rx.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let stdin = child.stdin.take().map(OwnedFd::from);
+    let write = async move {
+        if let (Some(fd), Some(data)) = (stdin, input)
+            && let Ok(mut tx) = pipe::Sender::from_owned_fd(fd)
+        {
+            let _ = tx.write_all(&data).await;
+        }
+    };
+    let (stdout, stderr, ()) = tokio::join!(
+        read(child.stdout.take().map(OwnedFd::from)),
+        read(child.stderr.take().map(OwnedFd::from)),
+        write
+    );
+    (stdout, stderr)
+}
+
 #[derive(Deserialize)]
 struct LogLine {
     #[serde(default)]
@@ -163,70 +213,43 @@ impl Runc {
         let mut cmd = self.command();
         cmd.args(args);
         let captured = child_stdio.is_none();
-        match child_stdio {
-            Some(s) => {
-                cmd.stdin(stdio(s.stdin))
-                    .stdout(stdio(s.stdout))
-                    .stderr(stdio(s.stderr));
-            }
-            None => {
-                cmd.stdin(if input.is_some() {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            }
-        }
+        set_stdio(&mut cmd, child_stdio, input.is_some());
         let mut child = cmd
             .spawn()
             .map_err(|e| fail(format!("cannot run {}: {e}", self.config.binary)))?;
         // Registered right after the spawn; an exit reaped before this is kept by the reaper.
         let exited = self.reaper.wait(child.id() as i32);
-        let read = |fd: Option<OwnedFd>| async move {
-            let mut buf = Vec::new();
-            if let Some(fd) = fd
-                && let Ok(mut rx) = pipe::Receiver::from_owned_fd(fd)
-            {
-                let _ = rx.read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let stdin = child.stdin.take().map(OwnedFd::from);
-        let write = async move {
-            if let (Some(fd), Some(data)) = (stdin, input)
-                && let Ok(mut tx) = pipe::Sender::from_owned_fd(fd)
-            {
-                let _ = tx.write_all(&data).await;
-            }
-        };
-        let (stdout, stderr, ()) = tokio::join!(
-            read(child.stdout.take().map(OwnedFd::from)),
-            read(child.stderr.take().map(OwnedFd::from)),
-            write
-        );
+        let (stdout, stderr) = exchange(&mut child, input).await;
         let exit = exited
             .await
             .map_err(|_| fail("its exit status was lost".to_string()))?;
         if exit.status != 0 {
-            let mut message = self.log_errors();
-            if captured {
-                let err = String::from_utf8_lossy(&stderr);
-                let err = err.trim();
-                if !err.is_empty() && !message.contains(err) {
-                    if !message.is_empty() {
-                        message.push_str("; ");
-                    }
-                    message.push_str(err);
-                }
-            }
-            if message.is_empty() {
-                message = format!("exit status {}", exit.status);
-            }
-            return Err(fail(message));
+            return Err(fail(self.failure_message(
+                exit.status,
+                captured.then_some(stderr.as_slice()),
+            )));
         }
         Ok(stdout)
+    }
+
+    /// Why a command failed: the error lines runc logged, then its captured stderr (when
+    /// captured and not said already), else its exit status.
+    fn failure_message(&self, status: u32, stderr: Option<&[u8]>) -> String {
+        let mut message = self.log_errors();
+        if let Some(stderr) = stderr {
+            let err = String::from_utf8_lossy(stderr);
+            let err = err.trim();
+            if !err.is_empty() && !message.contains(err) {
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                message.push_str(err);
+            }
+        }
+        if message.is_empty() {
+            message = format!("exit status {status}");
+        }
+        message
     }
 
     pub async fn create(

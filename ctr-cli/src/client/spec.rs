@@ -21,7 +21,7 @@ pub enum SpecError {
     BadMemory(String),
     BadCpus(String),
     /// The builder refused the inputs (no command, an unknown capability, ...).
-    Spec(oci::SpecError),
+    Spec(berth_oci::Error),
 }
 
 impl std::fmt::Display for SpecError {
@@ -55,8 +55,8 @@ impl std::error::Error for SpecError {
     }
 }
 
-impl From<oci::SpecError> for SpecError {
-    fn from(e: oci::SpecError) -> SpecError {
+impl From<berth_oci::Error> for SpecError {
+    fn from(e: berth_oci::Error) -> SpecError {
         SpecError::Spec(e)
     }
 }
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(args(&o).unwrap(), json!(["/bin/sh"]));
         o.entrypoint = Some(String::new());
         let err = args(&o).unwrap_err();
-        assert!(matches!(err, SpecError::Spec(oci::SpecError::NoCommand)));
+        assert!(matches!(err, SpecError::Spec(berth_oci::Error::NoCommand)));
         assert_eq!(err.to_string(), "No command specified");
     }
 
@@ -510,7 +510,7 @@ mod tests {
         let err = build(&img(), &o, &Accounts::default(), &all()).unwrap_err();
         assert!(matches!(
             &err,
-            SpecError::Spec(oci::SpecError::UnknownCapability(c)) if c == "NOPE"
+            SpecError::Spec(berth_oci::Error::UnknownCapability(c)) if c == "NOPE"
         ));
         assert_eq!(err.to_string(), "unknown capability: \"NOPE\"");
     }

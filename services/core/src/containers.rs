@@ -102,6 +102,75 @@ fn validate(c: &Container) -> Result<()> {
     Ok(())
 }
 
+/// The stored container `id`, read in the update's transaction (NotFound if there is none).
+fn read_for_update(txn: &WriteTransaction, namespace: &str, id: &str) -> Result<Container> {
+    let t = txn.open_table(CONTAINERS).ctx("open containers")?;
+    let v = t.get((namespace, id)).ctx("read container")?;
+    match v {
+        Some(v) => metadata::decode("container", id, v.value()),
+        None => Err(Error::not_found(format!("container {id:?}"))),
+    }
+}
+
+/// The fields an update without paths replaces (containerd's): labels, spec, extensions,
+/// image and snapshot key. The snapshotter and the runtime's name may not change then.
+fn default_update_paths(stored: &Container, c: &Container) -> Result<Vec<String>> {
+    if stored.snapshotter != c.snapshotter {
+        return Err(Error::invalid("container.Snapshotter field is immutable"));
+    }
+    if stored.runtime_name() != c.runtime_name() {
+        return Err(Error::invalid("container.Runtime.Name field is immutable"));
+    }
+    Ok(["labels", "spec", "extensions", "image", "snapshotkey"]
+        .map(String::from)
+        .to_vec())
+}
+
+/// Copies the field `path` names from `c` into `updated`: a whole field, or one key of the
+/// labels (`labels.<key>`, removed when empty or absent) or extensions (`extensions.<key>`,
+/// removed when absent). An unknown path is InvalidArgument.
+fn apply_update_path(updated: &mut Container, c: &Container, path: &str) -> Result<()> {
+    if let Some(key) = path.strip_prefix("labels.") {
+        match c.labels.get(key) {
+            Some(v) if !v.is_empty() => {
+                updated.labels.insert(key.to_string(), v.clone());
+            }
+            _ => {
+                updated.labels.remove(key);
+            }
+        }
+        return Ok(());
+    }
+    if let Some(key) = path.strip_prefix("extensions.") {
+        match c.extensions.get(key) {
+            Some(v) => {
+                updated.extensions.insert(key.to_string(), v.clone());
+            }
+            None => {
+                updated.extensions.remove(key);
+            }
+        }
+        return Ok(());
+    }
+    match path {
+        "labels" => updated.labels = c.labels.clone(),
+        "spec" => updated.spec = c.spec.clone(),
+        "extensions" => updated.extensions = c.extensions.clone(),
+        "image" => updated.image = c.image.clone(),
+        "snapshotkey" | "snapshot_key" => updated.snapshot_key = c.snapshot_key.clone(),
+        "snapshotter" => updated.snapshotter = c.snapshotter.clone(),
+        "runtime" => updated.runtime = c.runtime.clone(),
+        "sandbox" | "sandbox_id" => updated.sandbox = c.sandbox.clone(),
+        _ => {
+            return Err(Error::invalid(format!(
+                "cannot update {path:?} field on {:?}",
+                c.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn write(txn: &WriteTransaction, namespace: &str, c: &Container) -> Result<()> {
     let mut t = txn.open_table(CONTAINERS).ctx("open containers")?;
     t.insert((namespace, c.id.as_str()), c.encode_to_vec().as_slice())
@@ -250,70 +319,14 @@ impl Containers {
         let namespace = namespace.to_string();
         self.store
             .update(move |txn| {
-                let mut updated: Container = {
-                    let t = txn.open_table(CONTAINERS).ctx("open containers")?;
-                    let v = t
-                        .get((namespace.as_str(), c.id.as_str()))
-                        .ctx("read container")?;
-                    match v {
-                        Some(v) => metadata::decode("container", &c.id, v.value())?,
-                        None => return Err(Error::not_found(format!("container {:?}", c.id))),
-                    }
-                };
+                let mut updated = read_for_update(txn, &namespace, &c.id)?;
                 let paths = if paths.is_empty() {
-                    if updated.snapshotter != c.snapshotter {
-                        return Err(Error::invalid("container.Snapshotter field is immutable"));
-                    }
-                    if updated.runtime_name() != c.runtime_name() {
-                        return Err(Error::invalid("container.Runtime.Name field is immutable"));
-                    }
-                    ["labels", "spec", "extensions", "image", "snapshotkey"]
-                        .map(String::from)
-                        .to_vec()
+                    default_update_paths(&updated, &c)?
                 } else {
                     paths
                 };
                 for path in &paths {
-                    if let Some(key) = path.strip_prefix("labels.") {
-                        match c.labels.get(key) {
-                            Some(v) if !v.is_empty() => {
-                                updated.labels.insert(key.to_string(), v.clone());
-                            }
-                            _ => {
-                                updated.labels.remove(key);
-                            }
-                        }
-                        continue;
-                    }
-                    if let Some(key) = path.strip_prefix("extensions.") {
-                        match c.extensions.get(key) {
-                            Some(v) => {
-                                updated.extensions.insert(key.to_string(), v.clone());
-                            }
-                            None => {
-                                updated.extensions.remove(key);
-                            }
-                        }
-                        continue;
-                    }
-                    match path.as_str() {
-                        "labels" => updated.labels = c.labels.clone(),
-                        "spec" => updated.spec = c.spec.clone(),
-                        "extensions" => updated.extensions = c.extensions.clone(),
-                        "image" => updated.image = c.image.clone(),
-                        "snapshotkey" | "snapshot_key" => {
-                            updated.snapshot_key = c.snapshot_key.clone()
-                        }
-                        "snapshotter" => updated.snapshotter = c.snapshotter.clone(),
-                        "runtime" => updated.runtime = c.runtime.clone(),
-                        "sandbox" | "sandbox_id" => updated.sandbox = c.sandbox.clone(),
-                        _ => {
-                            return Err(Error::invalid(format!(
-                                "cannot update {path:?} field on {:?}",
-                                c.id
-                            )));
-                        }
-                    }
+                    apply_update_path(&mut updated, &c, path)?;
                 }
                 validate(&updated).map_err(|e| e.context("update failed validation"))?;
                 updated.updated_at = metadata::now_nanos();

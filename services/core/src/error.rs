@@ -70,21 +70,6 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The credential file's errors keep their text and take the class it names.
-impl From<berth_oci::credentials::CredentialsError> for Error {
-    fn from(e: berth_oci::credentials::CredentialsError) -> Self {
-        use berth_oci::credentials::CredentialsError as C;
-        match e {
-            C::Malformed { path, message } => {
-                Error::InvalidArgument(format!("credentials file {}: {message}", path.display()))
-            }
-            C::InvalidArgument(message) => Error::InvalidArgument(message),
-            C::Io { op, path, source } => Error::Io { op, path, source },
-            C::Encode(message) => Error::Internal(format!("encode credentials: {message}")),
-        }
-    }
-}
-
 impl Error {
     pub fn not_found(msg: impl Into<String>) -> Self {
         Error::NotFound(msg.into())
@@ -155,16 +140,31 @@ impl Error {
     }
 }
 
-/// The image format's errors keep their message; the variant gives the class.
-impl From<berth_oci::image::ImageError> for Error {
-    fn from(e: berth_oci::image::ImageError) -> Self {
-        use berth_oci::image::ImageError as I;
+/// berth-oci's errors: the image format's and the runtime spec's keep their message and
+/// take the class their variant names; the credential file's keep their text (without its
+/// class suffix) and take the class it names.
+impl From<berth_oci::Error> for Error {
+    fn from(e: berth_oci::Error) -> Self {
+        use berth_oci::Error as O;
         let message = e.to_string();
         match e {
-            I::InvalidJson { .. } | I::InvalidPlatform { .. } => Error::InvalidArgument(message),
-            I::Schema1 { .. } | I::UnsupportedManifestType { .. } => {
+            O::InvalidJson { .. } | O::InvalidPlatform { .. } => Error::InvalidArgument(message),
+            O::Schema1 { .. } | O::UnsupportedManifestType { .. } => {
                 Error::FailedPrecondition(message)
             }
+            O::MalformedCredentials { path, message } => {
+                Error::InvalidArgument(format!("credentials file {}: {message}", path.display()))
+            }
+            O::InvalidCredentials(message) => Error::InvalidArgument(message),
+            O::Io { op, path, source } => Error::Io { op, path, source },
+            O::EncodeCredentials(message) => {
+                Error::Internal(format!("encode credentials: {message}"))
+            }
+            O::NoCommand
+            | O::UnknownCapability(_)
+            | O::UnknownRlimit(_)
+            | O::InvalidSpec { .. } => Error::InvalidArgument(message),
+            O::EncodeSpec(_) => Error::Internal(message),
         }
     }
 }

@@ -118,68 +118,45 @@ impl Pusher {
         let Some((root, _)) = plan.manifests.last().cloned() else {
             return Err(Error::Internal("push plan without a root".into()));
         };
-        let object = match (target.tag(), target.digest()) {
-            (_, Some(d)) if d != root.digest => {
-                return Err(Error::invalid(format!(
-                    "target {target} names digest {d}, but the content to push is {}",
-                    root.digest
-                )));
-            }
-            (Some(t), _) => t.to_string(),
-            (None, _) => root.digest.clone(),
-        };
+        let object = root_object(&target, &root)?;
 
         let client = self
             .registries
             .client(target.domain(), opts.plain_http, opts.skip_verify)
             .await?;
+        let repo = target.path();
+        self.push_blobs(&client, repo, &plan, &opts, &progress)
+            .await?;
+        push_manifests(&client, repo, &plan, &object, &progress).await?;
+        tracing::info!(target = %target, digest = %root.digest, "pushed");
+        Ok(())
+    }
+
+    /// Uploads the plan's configs and layers, [`PushOptions::max_concurrent_uploads`] at
+    /// once (each reported as waiting first).
+    async fn push_blobs(
+        &self,
+        client: &RegistryClient,
+        repo: &str,
+        plan: &Plan,
+        opts: &PushOptions,
+        progress: &mpsc::Sender<Progress>,
+    ) -> Result<()> {
         for b in &plan.blobs {
-            report(&progress, b, 0, ProgressState::Waiting).await;
+            report(progress, b, 0, ProgressState::Waiting).await;
         }
         let concurrency = crate::blobs::concurrency(opts.max_concurrent_uploads);
-        let repo = target.path();
         // The futures are made first: a closure inside the stream would make the whole
         // push future `Send` only for one lifetime (rust-lang/rust#64552).
         let uploads: Vec<_> = plan
             .blobs
             .iter()
-            .map(|b| self.push_blob(&client, repo, b, &progress))
+            .map(|b| self.push_blob(client, repo, b, progress))
             .collect();
         futures::stream::iter(uploads)
             .buffer_unordered(concurrency)
             .try_collect::<Vec<()>>()
             .await?;
-
-        let last = plan.manifests.len() - 1;
-        for (i, (desc, data)) in plan.manifests.iter().enumerate() {
-            let obj = if i == last {
-                object.clone()
-            } else {
-                desc.digest.clone()
-            };
-            report(&progress, desc, 0, ProgressState::Uploading).await;
-            let pushed = client
-                .push_manifest(repo, &obj, &desc.media_type, data.clone())
-                .await;
-            if let Err(e) = pushed {
-                if i == last && !plan.missing.is_empty() {
-                    let missing: Vec<String> = plan
-                        .missing
-                        .iter()
-                        .map(|(d, p)| format!("{p} ({d})"))
-                        .collect();
-                    return Err(e.context(&format!(
-                        "the namespace lacks {} of the index's manifests: {}; pull all \
-                         platforms first or push one platform",
-                        missing.len(),
-                        missing.join(", ")
-                    )));
-                }
-                return Err(e);
-            }
-            report(&progress, desc, desc.size, ProgressState::Done).await;
-        }
-        tracing::info!(target = %target, digest = %root.digest, "pushed");
         Ok(())
     }
 
@@ -239,54 +216,17 @@ impl Pusher {
                     let index = oci::parse_index(&desc.digest, &data)?;
                     if is_root && let Some(want) = want {
                         // Push only the best match for the platform, as the root.
-                        let candidates = index
-                            .manifests
-                            .iter()
-                            .filter(|m| m.platform.is_some())
-                            .map(|m| (m.platform.as_ref(), m));
-                        let best = oci::best_match(want, candidates)
-                            .map(Descriptor::from)
-                            .ok_or_else(|| {
-                                Error::not_found(format!(
-                                    "no manifest for platform {want} in image {image:?}"
-                                ))
-                            })?;
                         is_root = false;
-                        stack.push((best, None));
+                        stack.push((best_for_platform(&index, want, image)?, None));
                         continue;
                     }
                     stack.push((desc.clone(), Some(data)));
-                    for m in index.manifests.iter().rev() {
-                        let child = Descriptor::from(m);
-                        if self.content.info(namespace, &child.digest).await.is_ok() {
-                            stack.push((child, None));
-                        } else {
-                            let platform = m
-                                .platform
-                                .as_ref()
-                                .map(|p| p.to_string())
-                                .unwrap_or_else(|| "unknown platform".into());
-                            plan.missing.push((child.digest, platform));
-                        }
-                    }
+                    self.queue_index_children(namespace, &index, &mut stack, plan)
+                        .await;
                 }
                 Kind::Manifest => {
-                    let m = oci::parse_manifest(&desc.digest, &data)?;
-                    for c in m.children() {
-                        if c.media_type.is_nondistributable() {
-                            continue;
-                        }
-                        let c = Descriptor::from(c);
-                        self.content.info(namespace, &c.digest).await.map_err(|e| {
-                            e.context(&format!(
-                                "image {image:?}: blob {} of manifest {}",
-                                c.digest, desc.digest
-                            ))
-                        })?;
-                        if !plan.blobs.iter().any(|b| b.digest == c.digest) {
-                            plan.blobs.push(c);
-                        }
-                    }
+                    self.plan_manifest_blobs(namespace, image, &desc, &data, plan)
+                        .await?;
                     stack.push((desc.clone(), Some(data)));
                 }
             }
@@ -294,6 +234,130 @@ impl Pusher {
         }
         Ok(())
     }
+
+    /// Queues the index's manifests the namespace has (so that they pop in index order);
+    /// the others go to `plan.missing` with their platform.
+    async fn queue_index_children(
+        &self,
+        namespace: &str,
+        index: &oci::Index,
+        stack: &mut Vec<(Descriptor, Option<Vec<u8>>)>,
+        plan: &mut Plan,
+    ) {
+        for m in index.manifests.iter().rev() {
+            let child = Descriptor::from(m);
+            if self.content.info(namespace, &child.digest).await.is_ok() {
+                stack.push((child, None));
+            } else {
+                let platform = m
+                    .platform
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "unknown platform".into());
+                plan.missing.push((child.digest, platform));
+            }
+        }
+    }
+
+    /// Adds the manifest's config and distributable layers to the plan's blobs (once
+    /// each); each must be in the namespace.
+    async fn plan_manifest_blobs(
+        &self,
+        namespace: &str,
+        image: &str,
+        desc: &Descriptor,
+        data: &[u8],
+        plan: &mut Plan,
+    ) -> Result<()> {
+        let m = oci::parse_manifest(&desc.digest, data)?;
+        for c in m.children() {
+            if c.media_type.is_nondistributable() {
+                continue;
+            }
+            let c = Descriptor::from(c);
+            self.content.info(namespace, &c.digest).await.map_err(|e| {
+                e.context(&format!(
+                    "image {image:?}: blob {} of manifest {}",
+                    c.digest, desc.digest
+                ))
+            })?;
+            if !plan.blobs.iter().any(|b| b.digest == c.digest) {
+                plan.blobs.push(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The index's manifest that best matches `want` (among those that name a platform).
+fn best_for_platform(index: &oci::Index, want: &Platform, image: &str) -> Result<Descriptor> {
+    let candidates = index
+        .manifests
+        .iter()
+        .filter(|m| m.platform.is_some())
+        .map(|m| (m.platform.as_ref(), m));
+    oci::best_match(want, candidates)
+        .map(Descriptor::from)
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "no manifest for platform {want} in image {image:?}"
+            ))
+        })
+}
+
+/// What the root manifest is pushed as: the target's tag, else its digest. A target that
+/// names another digest than the content's is InvalidArgument.
+fn root_object(target: &Reference, root: &Descriptor) -> Result<String> {
+    match (target.tag(), target.digest()) {
+        (_, Some(d)) if d != root.digest => Err(Error::invalid(format!(
+            "target {target} names digest {d}, but the content to push is {}",
+            root.digest
+        ))),
+        (Some(t), _) => Ok(t.to_string()),
+        (None, _) => Ok(root.digest.clone()),
+    }
+}
+
+/// Pushes the plan's manifests in order, children by digest and the root as `object`. A
+/// refused root of an index the namespace holds only in part says which manifests it lacks.
+async fn push_manifests(
+    client: &RegistryClient,
+    repo: &str,
+    plan: &Plan,
+    object: &str,
+    progress: &mpsc::Sender<Progress>,
+) -> Result<()> {
+    let last = plan.manifests.len() - 1;
+    for (i, (desc, data)) in plan.manifests.iter().enumerate() {
+        let obj = if i == last {
+            object.to_string()
+        } else {
+            desc.digest.clone()
+        };
+        report(progress, desc, 0, ProgressState::Uploading).await;
+        let pushed = client
+            .push_manifest(repo, &obj, &desc.media_type, data.clone())
+            .await;
+        if let Err(e) = pushed {
+            if i == last && !plan.missing.is_empty() {
+                return Err(lacking_manifests(e, &plan.missing));
+            }
+            return Err(e);
+        }
+        report(progress, desc, desc.size, ProgressState::Done).await;
+    }
+    Ok(())
+}
+
+/// `e` with the index's manifests the namespace lacks, (digest, platform) each.
+fn lacking_manifests(e: Error, missing: &[(String, String)]) -> Error {
+    let missing: Vec<String> = missing.iter().map(|(d, p)| format!("{p} ({d})")).collect();
+    e.context(&format!(
+        "the namespace lacks {} of the index's manifests: {}; pull all \
+         platforms first or push one platform",
+        missing.len(),
+        missing.join(", ")
+    ))
 }
 
 #[cfg(test)]

@@ -115,30 +115,7 @@ impl Unpacker {
         let ns = req.namespace.to_string();
 
         let diff_ids = self.diff_ids(req.namespace, req.config).await?;
-        if diff_ids.len() != req.layers.len() {
-            return Err(Error::invalid(format!(
-                "image config {} lists {} diff_ids for the {} layers of its manifest",
-                req.config.digest,
-                diff_ids.len(),
-                req.layers.len()
-            )));
-        }
-        if req.layers.is_empty() {
-            return Err(Error::invalid(format!(
-                "image with config {} has no layers to unpack",
-                req.config.digest
-            )));
-        }
-        let mut compressions = Vec::with_capacity(req.layers.len());
-        for (i, l) in req.layers.iter().enumerate() {
-            let media_type = oci::MediaType::from(&l.media_type);
-            compressions.push(Compression::of_layer(&media_type).ok_or_else(|| {
-                Error::NotImplemented(format!(
-                    "layer {} (#{i}): unsupported layer media type {}",
-                    l.digest, l.media_type
-                ))
-            })?);
-        }
+        let compressions = layer_compressions(&req, &diff_ids)?;
         let chain = oci::chain_ids(&diff_ids);
 
         // Hold the whole chain before looking at it: a collection can't take an existing
@@ -151,66 +128,9 @@ impl Unpacker {
             )
             .await?;
 
-        let mut first_missing = chain.len();
-        for (i, c) in chain.iter().enumerate() {
-            let (s, n, key) = (sn.clone(), ns.clone(), c.clone());
-            match blocking(move || s.stat(&n, &key).map_err(Error::from)).await {
-                Ok(info) if info.kind == Kind::Committed => {}
-                Ok(info) => {
-                    return Err(Error::precondition(format!(
-                        "snapshot {c} of snapshotter {name} exists but is {}, not committed",
-                        info.kind.as_str()
-                    )));
-                }
-                Err(e) if e.is_not_found() => {
-                    first_missing = i;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-
-        let nanos = crate::metadata::now_nanos();
-        let steps: Vec<Step> = (first_missing..chain.len())
-            .map(|i| {
-                let rand = uuid::Uuid::new_v4().simple().to_string();
-                Step {
-                    index: i,
-                    layer: req.layers[i].clone(),
-                    compression: compressions[i],
-                    diff_id: diff_ids[i].clone(),
-                    chain_id: chain[i].clone(),
-                    parent: (i > 0).then(|| chain[i - 1].clone()),
-                    key: format!("extract-{nanos}-{} {}", &rand[..8], chain[i]),
-                }
-            })
-            .collect();
-        let mut bytes = 0;
-        if !steps.is_empty() {
-            self.leases
-                .add_resources(
-                    req.namespace,
-                    req.lease,
-                    steps
-                        .iter()
-                        .map(|s| Resource::snapshot(&name, &s.key))
-                        .collect(),
-                )
-                .await?;
-            let created: Created = Arc::new(Mutex::new(Vec::new()));
-            let result = if sn.can_rebase() {
-                self.apply_parallel(&sn, &ns, &steps, &created).await
-            } else {
-                self.apply_in_order(&sn, &ns, &steps, &created).await
-            };
-            match result {
-                Ok(b) => bytes = b,
-                Err(e) => {
-                    remove_active(&sn, &ns, &created).await;
-                    return Err(e);
-                }
-            }
-        }
+        let first_missing = first_missing(&sn, &ns, &chain).await?;
+        let steps = plan_steps(&req, &compressions, &diff_ids, &chain, first_missing);
+        let bytes = self.apply_steps(&sn, &req, &steps).await?;
 
         let top = chain[chain.len() - 1].clone();
         self.label_config(req.namespace, req.config, &name, &top)
@@ -222,18 +142,43 @@ impl Unpacker {
             bytes,
             elapsed: start.elapsed(),
         };
-        let secs = unpacked.elapsed.as_secs_f64();
-        tracing::info!(
-            snapshotter = %name,
-            chain_id = %unpacked.chain_id,
-            applied = unpacked.applied,
-            skipped = unpacked.skipped,
-            uncompressed_bytes = unpacked.bytes,
-            duration_ms = unpacked.elapsed.as_millis() as u64,
-            mb_per_s = if secs > 0.0 { (unpacked.bytes as f64 / 1e6 / secs) as u64 } else { 0 },
-            "unpacked"
-        );
+        log_unpacked(&name, &unpacked);
         Ok(unpacked)
+    }
+
+    /// Leases the steps' active snapshots, then applies and commits the layers (in
+    /// parallel when the snapshotter can rebase); returns the uncompressed bytes applied.
+    /// On an error the active snapshots created so far are removed.
+    async fn apply_steps(
+        &self,
+        sn: &Arc<dyn Snapshotter>,
+        req: &UnpackRequest<'_>,
+        steps: &[Step],
+    ) -> Result<u64> {
+        if steps.is_empty() {
+            return Ok(0);
+        }
+        let ns = req.namespace;
+        self.leases
+            .add_resources(
+                ns,
+                req.lease,
+                steps
+                    .iter()
+                    .map(|s| Resource::snapshot(sn.name(), &s.key))
+                    .collect(),
+            )
+            .await?;
+        let created: Created = Arc::new(Mutex::new(Vec::new()));
+        let result = if sn.can_rebase() {
+            self.apply_parallel(sn, ns, steps, &created).await
+        } else {
+            self.apply_in_order(sn, ns, steps, &created).await
+        };
+        if result.is_err() {
+            remove_active(sn, ns, &created).await;
+        }
+        result
     }
 
     /// Unpacks a stored image, given its target (an index or a manifest): the manifest
@@ -401,6 +346,97 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("unpack task: {e}")))?
+}
+
+/// Checks that the config lists one diff_id per layer and that there are layers, and
+/// returns each layer's compression (NotImplemented for a media type we can't unpack).
+fn layer_compressions(req: &UnpackRequest<'_>, diff_ids: &[String]) -> Result<Vec<Compression>> {
+    if diff_ids.len() != req.layers.len() {
+        return Err(Error::invalid(format!(
+            "image config {} lists {} diff_ids for the {} layers of its manifest",
+            req.config.digest,
+            diff_ids.len(),
+            req.layers.len()
+        )));
+    }
+    if req.layers.is_empty() {
+        return Err(Error::invalid(format!(
+            "image with config {} has no layers to unpack",
+            req.config.digest
+        )));
+    }
+    let mut compressions = Vec::with_capacity(req.layers.len());
+    for (i, l) in req.layers.iter().enumerate() {
+        let media_type = oci::MediaType::from(&l.media_type);
+        compressions.push(Compression::of_layer(&media_type).ok_or_else(|| {
+            Error::NotImplemented(format!(
+                "layer {} (#{i}): unsupported layer media type {}",
+                l.digest, l.media_type
+            ))
+        })?);
+    }
+    Ok(compressions)
+}
+
+/// The index of the first chain ID the snapshotter does not have (the chain's length when
+/// it has them all). A snapshot there that is not committed is FailedPrecondition.
+async fn first_missing(sn: &Arc<dyn Snapshotter>, ns: &str, chain: &[String]) -> Result<usize> {
+    for (i, c) in chain.iter().enumerate() {
+        let (s, n, key) = (sn.clone(), ns.to_string(), c.clone());
+        match blocking(move || s.stat(&n, &key).map_err(Error::from)).await {
+            Ok(info) if info.kind == Kind::Committed => {}
+            Ok(info) => {
+                return Err(Error::precondition(format!(
+                    "snapshot {c} of snapshotter {} exists but is {}, not committed",
+                    sn.name(),
+                    info.kind.as_str()
+                )));
+            }
+            Err(e) if e.is_not_found() => return Ok(i),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(chain.len())
+}
+
+/// One step per missing layer (from `first_missing` up), each with its own active key
+/// `extract-<nanos>-<rand> <chainID>`.
+fn plan_steps(
+    req: &UnpackRequest<'_>,
+    compressions: &[Compression],
+    diff_ids: &[String],
+    chain: &[String],
+    first_missing: usize,
+) -> Vec<Step> {
+    let nanos = crate::metadata::now_nanos();
+    (first_missing..chain.len())
+        .map(|i| {
+            let rand = uuid::Uuid::new_v4().simple().to_string();
+            Step {
+                index: i,
+                layer: req.layers[i].clone(),
+                compression: compressions[i],
+                diff_id: diff_ids[i].clone(),
+                chain_id: chain[i].clone(),
+                parent: (i > 0).then(|| chain[i - 1].clone()),
+                key: format!("extract-{nanos}-{} {}", &rand[..8], chain[i]),
+            }
+        })
+        .collect()
+}
+
+fn log_unpacked(snapshotter: &str, unpacked: &Unpacked) {
+    let secs = unpacked.elapsed.as_secs_f64();
+    tracing::info!(
+        snapshotter = %snapshotter,
+        chain_id = %unpacked.chain_id,
+        applied = unpacked.applied,
+        skipped = unpacked.skipped,
+        uncompressed_bytes = unpacked.bytes,
+        duration_ms = unpacked.elapsed.as_millis() as u64,
+        mb_per_s = if secs > 0.0 { (unpacked.bytes as f64 / 1e6 / secs) as u64 } else { 0 },
+        "unpacked"
+    );
 }
 
 /// Prepares the step's active snapshot, applies the layer blob into it and checks the

@@ -23,34 +23,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::Error;
+
 /// The key Docker uses for Docker Hub in `config.json`.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
 
-/// What can go wrong reading or changing the file. The texts follow the daemon's error
-/// classes (`...: invalid argument`), as `berth login` has always printed them.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    /// The file is not JSON, or not shaped like a `config.json`.
-    #[error("credentials file {}: {message}: invalid argument", path.display())]
-    Malformed { path: PathBuf, message: String },
-    /// A host or user name the file cannot hold.
-    #[error("{0}: invalid argument")]
-    InvalidArgument(String),
-    /// Reading or writing a file or directory failed.
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The document could not be encoded (serde_json's message).
-    #[error("internal: encode credentials: {0}")]
-    Encode(String),
-}
-
-fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> CredentialsError {
-    CredentialsError::Io {
+fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
         op,
         path: path.to_path_buf(),
         source,
@@ -123,7 +102,7 @@ impl CredentialFile {
 
     /// Parses the file's text (`origin` names it in errors); entries that cannot be decoded
     /// are skipped and listed in [`CredentialFile::undecodable`].
-    pub fn parse(text: &str, origin: &Path) -> Result<CredentialFile, CredentialsError> {
+    pub fn parse(text: &str, origin: &Path) -> Result<CredentialFile, Error> {
         #[derive(Deserialize)]
         struct Entry {
             #[serde(default)]
@@ -164,8 +143,8 @@ impl CredentialFile {
     }
 }
 
-fn malformed(path: &Path, message: impl Into<String>) -> CredentialsError {
-    CredentialsError::Malformed {
+fn malformed(path: &Path, message: impl Into<String>) -> Error {
+    Error::MalformedCredentials {
         path: path.to_path_buf(),
         message: message.into(),
     }
@@ -182,7 +161,7 @@ fn decode_auth(auth: &str) -> Option<Credentials> {
 }
 
 /// Reads the credentials file; a missing file has no credentials. Blocking.
-pub fn load(path: &Path) -> Result<CredentialFile, CredentialsError> {
+pub fn load(path: &Path) -> Result<CredentialFile, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) => CredentialFile::parse(&text, path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CredentialFile::default()),
@@ -191,7 +170,7 @@ pub fn load(path: &Path) -> Result<CredentialFile, CredentialsError> {
 }
 
 /// The whole document, to change one entry and keep the rest.
-fn read_json(path: &Path) -> Result<Map<String, Value>, CredentialsError> {
+fn read_json(path: &Path) -> Result<Map<String, Value>, Error> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Ok(Map::new()),
         Ok(text) => match serde_json::from_str::<Value>(&text) {
@@ -215,14 +194,14 @@ fn key_for(host: &str) -> String {
 }
 
 /// Saves credentials for a registry host, replacing any it had. Blocking.
-pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), CredentialsError> {
+pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), Error> {
     if host.trim().is_empty() {
-        return Err(CredentialsError::InvalidArgument(
+        return Err(Error::InvalidCredentials(
             "registry host must not be empty".into(),
         ));
     }
     if creds.username.contains(':') {
-        return Err(CredentialsError::InvalidArgument(
+        return Err(Error::InvalidCredentials(
             "user name must not contain \":\"".into(),
         ));
     }
@@ -243,7 +222,7 @@ pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), Credent
 }
 
 /// Removes the credentials of a registry host; `false` when it had none. Blocking.
-pub fn remove(path: &Path, host: &str) -> Result<bool, CredentialsError> {
+pub fn remove(path: &Path, host: &str) -> Result<bool, Error> {
     let mut doc = read_json(path)?;
     let Some(Value::Object(auths)) = doc.get_mut("auths") else {
         return Ok(false);
@@ -275,7 +254,7 @@ fn temp_path(dir: &Path, path: &Path) -> PathBuf {
 
 /// Writes the document to a temp file beside `path` (mode 0600), fsyncs it, renames it over
 /// `path` and fsyncs the directory; the temp file is removed if any step fails.
-fn write_atomic(path: &Path, doc: &Map<String, Value>) -> Result<(), CredentialsError> {
+fn write_atomic(path: &Path, doc: &Map<String, Value>) -> Result<(), Error> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -283,7 +262,7 @@ fn write_atomic(path: &Path, doc: &Map<String, Value>) -> Result<(), Credentials
     std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
     let tmp = temp_path(&dir, path);
     let mut text =
-        serde_json::to_vec_pretty(doc).map_err(|e| CredentialsError::Encode(e.to_string()))?;
+        serde_json::to_vec_pretty(doc).map_err(|e| Error::EncodeCredentials(e.to_string()))?;
     text.push(b'\n');
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -335,7 +314,7 @@ mod tests {
         assert_eq!(f.undecodable().collect::<Vec<_>>(), ["broken.example"]);
         assert!(format!("{hub:?}").contains("redacted"));
         let err = CredentialFile::parse("{", Path::new("c.json")).expect_err("bad json");
-        assert!(matches!(err, CredentialsError::Malformed { .. }));
+        assert!(matches!(err, Error::MalformedCredentials { .. }));
         assert!(
             err.to_string().starts_with("credentials file c.json: ")
                 && err.to_string().ends_with(": invalid argument"),
@@ -412,7 +391,7 @@ mod tests {
             password: "x".into(),
         };
         let err = store(&path, "h", &bad).expect_err("colon in user");
-        assert!(matches!(err, CredentialsError::InvalidArgument(_)));
+        assert!(matches!(err, Error::InvalidCredentials(_)));
         assert_eq!(
             err.to_string(),
             "user name must not contain \":\": invalid argument"

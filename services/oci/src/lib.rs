@@ -4,5 +4,8 @@
 //! beyond what a format needs, no transport.
 
 pub mod credentials;
+mod error;
 pub mod image;
 pub mod spec;
+
+pub use error::Error;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use berth_oci::image::{self as oci, ImageError, Kind, Platform};
+use berth_oci::image::{self as oci, Kind, Platform};
 
 use super::Archives;
 use crate::digest;
@@ -124,7 +124,7 @@ impl Archives {
                         manifest,
                     });
                 }
-                Err(ImageError::Schema1 { .. }) => {
+                Err(berth_oci::Error::Schema1 { .. }) => {
                     return Err(Error::precondition(format!(
                         "{parent}: {} is a Docker schema 1 manifest, which is not supported",
                         desc.digest

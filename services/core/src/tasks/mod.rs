@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use berth_proto::ttrpc::protobuf::Message;
+use berth_proto::ttrpc::protobuf::well_known_types::any::Any as PbAny;
 use berth_snapshotter::Mount;
 
 use crate::config::RuntimeConfig;
@@ -322,101 +323,33 @@ impl Tasks {
             .as_ref()
             .filter(|s| !s.value.is_empty())
             .ok_or_else(|| Error::invalid(format!("container {id} has no runtime spec")))?;
-        let mut rootfs = opts.rootfs.clone();
-        if rootfs.is_empty() && !container.snapshot_key.is_empty() {
-            let (n, k) = (ns.to_string(), container.snapshot_key.clone());
-            rootfs = self
-                .snapshotters
-                .run(&container.snapshotter, move |s| s.mounts(&n, &k))
-                .await?;
-        }
+        let rootfs = self.task_rootfs(ns, container, &opts.rootfs).await?;
         let given = opts
             .options
             .clone()
             .or_else(|| container.runtime.as_ref().and_then(|r| r.options.clone()));
         let options = runc_options(given, runtime, &self.state)?;
         let bundle = self.root.join(ns).join(id);
-        if bundle.exists() {
-            // No task holds it (this create reserved the id): the leftover of a create that
-            // never finished. It goes, mounts and all, so the id is never wedged.
-            tracing::warn!(namespace = ns, id, bundle = %bundle.display(), "removing a leftover bundle");
-            remove_bundle(&bundle).await;
-            if bundle.exists() {
-                return Err(Error::already_exists(format!(
-                    "bundle {} of task {id} (a leftover that could not be removed)",
-                    bundle.display()
-                )));
-            }
-        }
+        clear_leftover_bundle(ns, id, &bundle).await?;
         let mut saved = SavedTask {
             runtime: runtime_name.to_string(),
             config: runtime.clone(),
             shim_pid: None,
         };
-        // Directories, config.json and runtime.json (fsynced): on the blocking pool.
-        let written = {
-            let (bundle, saved, spec) = (bundle.clone(), saved.clone(), spec.value.clone());
-            blocking(move || {
-                let rootfs_dir = bundle.join("rootfs");
-                std::fs::create_dir_all(&rootfs_dir)
-                    .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
-                crate::runtime::write_file_atomic(&bundle.join("config.json"), &spec)?;
-                saved.save(&bundle)
-            })
-            .await
+        write_bundle(&bundle, &saved, &spec.value).await?;
+        let shim = self
+            .start_task_shim(ns, id, runtime, &bundle, options.as_ref())
+            .await?;
+        let (shim_pid, pidfd) = watchable_shim_pid(&shim, ns, id).await;
+        saved.shim_pid = shim_pid;
+        let request = ShimTask {
+            id: id.to_string(),
+            bundle: bundle.display().to_string(),
+            rootfs,
+            stdio: opts.stdio,
+            options,
         };
-        if let Err(e) = written {
-            remove_bundle(&bundle).await;
-            return Err(e);
-        }
-        let stdin = match options.as_ref().map(|o| o.write_to_bytes()).transpose() {
-            Ok(v) => v,
-            Err(e) => {
-                remove_bundle(&bundle).await;
-                return Err(Error::Internal(format!(
-                    "encode the runtime options of task {id}: {e}"
-                )));
-            }
-        };
-        let shim = match self
-            .manager
-            .start_shim(runtime, ns, id, &bundle, stdin)
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                remove_bundle(&bundle).await;
-                return Err(e);
-            }
-        };
-        // The shim's pid, to watch it and to find it again after a restart.
-        let (shim_pid, pidfd) = match shim.pids_of(id).await {
-            Ok((pid, _)) if pid != 0 => (Some(pid), open_pidfd(pid)),
-            Ok(_) => (None, None),
-            Err(e) => {
-                tracing::debug!(namespace = ns, id, error = %e, "shim Connect failed; not watching the shim");
-                (None, None)
-            }
-        };
-        if shim_pid.is_some() {
-            saved.shim_pid = shim_pid;
-            let (b, sv) = (bundle.clone(), saved.clone());
-            if let Err(e) = blocking(move || sv.save(&b)).await {
-                shutdown(&shim).await;
-                remove_bundle(&bundle).await;
-                return Err(e);
-            }
-        }
-        let created = shim
-            .create_task(ShimTask {
-                id: id.to_string(),
-                bundle: bundle.display().to_string(),
-                rootfs,
-                stdio: opts.stdio,
-                options,
-            })
-            .await;
-        let pid = match created {
+        let pid = match create_in_shim(&shim, &bundle, &saved, request).await {
             Ok(pid) => pid,
             Err(e) => {
                 shutdown(&shim).await;
@@ -436,6 +369,55 @@ impl Tasks {
             status: TaskStatus::created(pid),
         });
         Ok((task, pid))
+    }
+
+    /// The task's root filesystem: the mounts the request gives, else the mounts of the
+    /// container's snapshot (none when it has no snapshot).
+    async fn task_rootfs(
+        &self,
+        ns: &str,
+        container: &crate::containers::Container,
+        given: &[Mount],
+    ) -> Result<Vec<Mount>> {
+        if !given.is_empty() || container.snapshot_key.is_empty() {
+            return Ok(given.to_vec());
+        }
+        let (n, k) = (ns.to_string(), container.snapshot_key.clone());
+        self.snapshotters
+            .run(&container.snapshotter, move |s| s.mounts(&n, &k))
+            .await
+    }
+
+    /// Encodes the runtime options (the shim reads them on its stdin) and starts the shim.
+    /// On an error the bundle is removed.
+    async fn start_task_shim(
+        &self,
+        ns: &str,
+        id: &str,
+        runtime: &RuntimeConfig,
+        bundle: &Path,
+        options: Option<&PbAny>,
+    ) -> Result<Shim> {
+        let stdin = match options.map(|o| o.write_to_bytes()).transpose() {
+            Ok(v) => v,
+            Err(e) => {
+                remove_bundle(bundle).await;
+                return Err(Error::Internal(format!(
+                    "encode the runtime options of task {id}: {e}"
+                )));
+            }
+        };
+        match self
+            .manager
+            .start_shim(runtime, ns, id, bundle, stdin)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                remove_bundle(bundle).await;
+                Err(e)
+            }
+        }
     }
 
     /// Passes `err` on, unless it says the shim is unreachable and the shim is indeed gone:
@@ -605,6 +587,73 @@ impl Tasks {
             },
         );
     }
+}
+
+/// Removes a bundle no task holds (the create calling this reserved the id): the leftover
+/// of a create that never finished. It goes, mounts and all, so the id is never wedged;
+/// AlreadyExists if it could not be removed.
+async fn clear_leftover_bundle(ns: &str, id: &str, bundle: &Path) -> Result<()> {
+    if !bundle.exists() {
+        return Ok(());
+    }
+    tracing::warn!(namespace = ns, id, bundle = %bundle.display(), "removing a leftover bundle");
+    remove_bundle(bundle).await;
+    if bundle.exists() {
+        return Err(Error::already_exists(format!(
+            "bundle {} of task {id} (a leftover that could not be removed)",
+            bundle.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the bundle's directories, config.json and runtime.json (fsynced), on the
+/// blocking pool. On an error the bundle is removed.
+async fn write_bundle(bundle: &Path, saved: &SavedTask, spec: &[u8]) -> Result<()> {
+    let written = {
+        let (bundle, saved, spec) = (bundle.to_path_buf(), saved.clone(), spec.to_vec());
+        blocking(move || {
+            let rootfs_dir = bundle.join("rootfs");
+            std::fs::create_dir_all(&rootfs_dir)
+                .map_err(|e| Error::io("create bundle", &rootfs_dir, e))?;
+            crate::runtime::write_file_atomic(&bundle.join("config.json"), &spec)?;
+            saved.save(&bundle)
+        })
+        .await
+    };
+    if let Err(e) = written {
+        remove_bundle(bundle).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The shim's pid and a pidfd of it, to watch it and to find it again after a restart;
+/// none when the shim does not say.
+async fn watchable_shim_pid(shim: &Shim, ns: &str, id: &str) -> (Option<u32>, Option<OwnedFd>) {
+    match shim.pids_of(id).await {
+        Ok((pid, _)) if pid != 0 => (Some(pid), open_pidfd(pid)),
+        Ok(_) => (None, None),
+        Err(e) => {
+            tracing::debug!(namespace = ns, id, error = %e, "shim Connect failed; not watching the shim");
+            (None, None)
+        }
+    }
+}
+
+/// Records the shim's pid in runtime.json (when known), then creates the task in the shim.
+/// Returns the init pid; the caller undoes the shim and bundle on an error.
+async fn create_in_shim(
+    shim: &Shim,
+    bundle: &Path,
+    saved: &SavedTask,
+    request: ShimTask,
+) -> Result<u32> {
+    if saved.shim_pid.is_some() {
+        let (b, sv) = (bundle.to_path_buf(), saved.clone());
+        blocking(move || sv.save(&b)).await?;
+    }
+    shim.create_task(request).await
 }
 
 async fn shutdown(shim: &Shim) {

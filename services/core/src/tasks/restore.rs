@@ -81,81 +81,97 @@ impl Tasks {
 
     #[tracing::instrument(skip(self, bundle), fields(namespace = ns, id = id))]
     async fn restore_one(&self, ns: &str, id: &str, bundle: &Path) -> Restored {
-        // The bundle's small files, read on the blocking pool.
-        let dir = bundle.to_path_buf();
-        let read = blocking(move || {
-            let address = std::fs::read_to_string(dir.join("address"))
-                .map(|a| a.trim().to_string())
-                .unwrap_or_default();
-            Ok((SavedTask::load(&dir), address))
-        })
-        .await;
-        let (saved, address) = match read {
-            Ok(r) => r,
-            Err(e) => (Err(e), String::new()),
-        };
-        let saved = match saved {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable runtime record; using the container's runtime");
-                None
-            }
-        };
-        let (runtime, config, saved_pid) = match saved {
-            Some(s) => (s.runtime, s.config, s.shim_pid),
-            None => {
-                let name = match self.containers.get(ns, id).await {
-                    Ok(c) => c.runtime_name().to_string(),
-                    Err(_) => String::new(),
-                };
-                match self.manager.resolve(&name) {
-                    Ok((n, c)) => (n, c, None),
-                    Err(_) => (name, RuntimeConfig::default(), None),
-                }
-            }
-        };
+        let (saved, address) = read_bundle(bundle).await;
+        let saved = self.runtime_of(ns, id, saved).await;
         if address.is_empty() {
             // berthd died while creating it: no shim ever served this task.
-            if let Err(e) = tokio::time::timeout(
-                CLEANUP_TIMEOUT,
-                self.manager.delete_shim(&config, ns, id, bundle),
-            )
-            .await
-            .unwrap_or_else(|_| Err(Error::Unavailable("shim delete timed out".into())))
-            {
-                tracing::debug!(error = %e, "shim delete of a half-made task");
-            }
-            remove_bundle(bundle).await;
-            tracing::info!("removed the bundle of a task whose creation did not finish");
-            return Restored::Cleaned;
+            return self.clean_up_half_made(ns, id, bundle, &saved.config).await;
         }
-        let mut probed =
-            tokio::time::timeout(PROBE_TIMEOUT, probe(&address, ns, id, saved_pid)).await;
-        if probed.is_err() && saved_pid.is_some_and(process_exists) {
-            // Slow, not dead: cleaning up would kill its container. One longer wait.
-            tracing::warn!("the task's shim is slow to answer; waiting longer");
-            probed =
-                tokio::time::timeout(SLOW_PROBE_TIMEOUT, probe(&address, ns, id, saved_pid)).await;
-        }
-        let (shim, shim_pid, pidfd, state) = match probed {
+        let probed = match probe_patiently(&address, ns, id, saved.shim_pid).await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "the task's shim does not answer");
-                return self.clean_up_bundle(ns, id, bundle, config, None).await;
+                return self
+                    .clean_up_bundle(ns, id, bundle, saved.config, None)
+                    .await;
             }
             Err(_) => {
                 tracing::warn!("the task's shim did not answer in time; treating it as dead");
-                return self.clean_up_bundle(ns, id, bundle, config, None).await;
+                return self
+                    .clean_up_bundle(ns, id, bundle, saved.config, None)
+                    .await;
             }
         };
+        self.take_over(ns, id, bundle, saved, probed).await
+    }
+
+    /// The task's runtime, from its saved record; without one (none, or unreadable), the
+    /// container's runtime as configured now (its name alone if it no longer resolves).
+    async fn runtime_of(&self, ns: &str, id: &str, saved: Option<SavedTask>) -> SavedTask {
+        if let Some(s) = saved {
+            return s;
+        }
+        let name = match self.containers.get(ns, id).await {
+            Ok(c) => c.runtime_name().to_string(),
+            Err(_) => String::new(),
+        };
+        let (runtime, config) = match self.manager.resolve(&name) {
+            Ok((n, c)) => (n, c),
+            Err(_) => (name, RuntimeConfig::default()),
+        };
+        SavedTask {
+            runtime,
+            config,
+            shim_pid: None,
+        }
+    }
+
+    /// Cleans up after a task whose creation did not finish (no shim ever served it):
+    /// `shim delete` in bounded time, then the bundle removed.
+    async fn clean_up_half_made(
+        &self,
+        ns: &str,
+        id: &str,
+        bundle: &Path,
+        config: &RuntimeConfig,
+    ) -> Restored {
+        if let Err(e) = tokio::time::timeout(
+            CLEANUP_TIMEOUT,
+            self.manager.delete_shim(config, ns, id, bundle),
+        )
+        .await
+        .unwrap_or_else(|_| Err(Error::Unavailable("shim delete timed out".into())))
+        {
+            tracing::debug!(error = %e, "shim delete of a half-made task");
+        }
+        remove_bundle(bundle).await;
+        tracing::info!("removed the bundle of a task whose creation did not finish");
+        Restored::Cleaned
+    }
+
+    /// Takes the task over from its answering shim (log forwarded, task in the table); a
+    /// shim that knows no such task is shut down and the bundle cleaned up.
+    async fn take_over(
+        &self,
+        ns: &str,
+        id: &str,
+        bundle: &Path,
+        saved: SavedTask,
+        probed: Probed,
+    ) -> Restored {
+        let Probed {
+            mut shim,
+            shim_pid,
+            pidfd,
+            state,
+        } = probed;
         let Some(state) = state else {
             // The shim serves but has no such task (berthd died during its Create).
             tracing::info!("the shim knows no such task; shutting it down");
             return self
-                .clean_up_bundle(ns, id, bundle, config, Some(shim))
+                .clean_up_bundle(ns, id, bundle, saved.config, Some(shim))
                 .await;
         };
-        let mut shim = shim;
         match crate::runtime::forward_log(bundle, ns, id) {
             Ok(log) => shim.set_log(log),
             Err(e) => tracing::warn!(error = %e, "cannot forward the shim's log"),
@@ -164,8 +180,8 @@ impl Tasks {
             namespace: ns.to_string(),
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
-            runtime,
-            runtime_config: config,
+            runtime: saved.runtime,
+            runtime_config: saved.config,
             shim,
             shim_pid,
             pidfd,
@@ -207,14 +223,61 @@ impl Tasks {
     }
 }
 
-/// The task's shim at `address`, if it answers: the connection, the shim's pid and a pidfd
-/// of it, and the task's state (None when the shim does not know the task).
-async fn probe(
+/// The bundle's small files, read on the blocking pool: the saved runtime record (None
+/// when absent or unreadable, which is logged) and the shim's address ("" when absent).
+async fn read_bundle(bundle: &Path) -> (Option<SavedTask>, String) {
+    let dir = bundle.to_path_buf();
+    let read = blocking(move || {
+        let address = std::fs::read_to_string(dir.join("address"))
+            .map(|a| a.trim().to_string())
+            .unwrap_or_default();
+        Ok((SavedTask::load(&dir), address))
+    })
+    .await;
+    let (saved, address) = match read {
+        Ok(r) => r,
+        Err(e) => (Err(e), String::new()),
+    };
+    let saved = match saved {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable runtime record; using the container's runtime");
+            None
+        }
+    };
+    (saved, address)
+}
+
+/// A shim that answered a probe.
+struct Probed {
+    shim: Shim,
+    shim_pid: Option<u32>,
+    /// A pidfd of the shim, to watch.
+    pidfd: Option<OwnedFd>,
+    /// The task's state; None when the shim does not know the task.
+    state: Option<ProcessState>,
+}
+
+/// Probes the shim within [`PROBE_TIMEOUT`]; a shim that did not answer in time but whose
+/// process lives is slow, not dead (cleaning up would kill its container), and gets one
+/// longer wait ([`SLOW_PROBE_TIMEOUT`]). The outer error: no answer in time.
+async fn probe_patiently(
     address: &str,
     ns: &str,
     id: &str,
     saved_pid: Option<u32>,
-) -> Result<(Shim, Option<u32>, Option<OwnedFd>, Option<ProcessState>)> {
+) -> std::result::Result<Result<Probed>, tokio::time::error::Elapsed> {
+    let probed = tokio::time::timeout(PROBE_TIMEOUT, probe(address, ns, id, saved_pid)).await;
+    if probed.is_err() && saved_pid.is_some_and(process_exists) {
+        tracing::warn!("the task's shim is slow to answer; waiting longer");
+        return tokio::time::timeout(SLOW_PROBE_TIMEOUT, probe(address, ns, id, saved_pid)).await;
+    }
+    probed
+}
+
+/// The task's shim at `address`, if it answers: the connection, the shim's pid and a pidfd
+/// of it, and the task's state (None when the shim does not know the task).
+async fn probe(address: &str, ns: &str, id: &str, saved_pid: Option<u32>) -> Result<Probed> {
     let shim = Shim::connect(address, ns, id).await?;
     let shim_pid = match shim.pids_of(id).await {
         Ok((pid, _)) if pid != 0 => Some(pid),
@@ -223,11 +286,17 @@ async fn probe(
     };
     // The pidfd is taken before the State below: if the shim answers that, the pid is its.
     let pidfd = shim_pid.and_then(open_pidfd);
-    match shim.process_state(id, "").await {
-        Ok(s) => Ok((shim, shim_pid, pidfd, Some(s))),
-        Err(Error::NotFound(_)) => Ok((shim, shim_pid, pidfd, None)),
-        Err(e) => Err(e),
-    }
+    let state = match shim.process_state(id, "").await {
+        Ok(s) => Some(s),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Probed {
+        shim,
+        shim_pid,
+        pidfd,
+        state,
+    })
 }
 
 /// The bundles under `<state>/tasks`: `(namespace, id, path)`. Hidden leftovers (a bundle

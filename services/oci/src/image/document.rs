@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ImageError;
 use super::media::MediaType;
 use super::platform::Platform;
+use crate::Error;
 
 /// A content descriptor. `digest` and `size` are required; a missing `mediaType` is kept
 /// empty (an OCI layout's `index.json` entry may leave it to the document).
@@ -100,16 +100,16 @@ impl ImageConfig {
     }
 }
 
-pub fn parse_index(digest: &str, data: &[u8]) -> Result<Index, ImageError> {
-    serde_json::from_slice(data).map_err(|source| ImageError::InvalidJson {
+pub fn parse_index(digest: &str, data: &[u8]) -> Result<Index, Error> {
+    serde_json::from_slice(data).map_err(|source| Error::InvalidJson {
         what: "index",
         digest: digest.to_string(),
         source,
     })
 }
 
-pub fn parse_manifest(digest: &str, data: &[u8]) -> Result<Manifest, ImageError> {
-    serde_json::from_slice(data).map_err(|source| ImageError::InvalidJson {
+pub fn parse_manifest(digest: &str, data: &[u8]) -> Result<Manifest, Error> {
+    serde_json::from_slice(data).map_err(|source| Error::InvalidJson {
         what: "manifest",
         digest: digest.to_string(),
         source,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::ImageError;
+use crate::Error;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -188,17 +188,17 @@ impl MediaType {
 
     /// Classifies a manifest-ish document; schema 1 and anything else are rejected with a
     /// clear error.
-    pub fn kind(&self) -> Result<Kind, ImageError> {
+    pub fn kind(&self) -> Result<Kind, Error> {
         if self.is_index() {
             Ok(Kind::Index)
         } else if self.is_manifest() {
             Ok(Kind::Manifest)
         } else if self.is_schema1() {
-            Err(ImageError::Schema1 {
+            Err(Error::Schema1 {
                 media_type: self.to_string(),
             })
         } else {
-            Err(ImageError::UnsupportedManifestType {
+            Err(Error::UnsupportedManifestType {
                 media_type: self.to_string(),
             })
         }
@@ -320,7 +320,7 @@ mod tests {
         assert!(err.to_string().contains("schema 1"), "{err}");
         assert!(matches!(
             k("text/plain"),
-            Err(ImageError::UnsupportedManifestType { .. })
+            Err(Error::UnsupportedManifestType { .. })
         ));
     }
 

@@ -32,7 +32,6 @@
 pub mod compression;
 pub mod digest;
 pub mod document;
-pub mod error;
 pub mod labels;
 pub mod layout;
 pub mod media;
@@ -44,7 +43,6 @@ pub use document::{
     Descriptor, ImageConfig, Index, Manifest, RootFs, parse_index, parse_manifest, sniff,
     sniff_media_type,
 };
-pub use error::ImageError;
 pub use labels::{
     DISTRIBUTION_SOURCE_PREFIX, GC_REF_CONTENT_PREFIX, GC_REF_SNAPSHOT_PREFIX, UNCOMPRESSED_LABEL,
     append_source, child_gc_labels,

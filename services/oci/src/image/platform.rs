@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ImageError;
+use crate::Error;
 
 /// An OCI platform, as an index entry's descriptor names it.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -55,8 +55,8 @@ pub fn host_platform() -> Platform {
 }
 
 /// Parses `os[/arch[/variant]]` (`linux/arm64`, `linux/arm/v7`); `arch` alone means linux.
-pub fn parse_platform(s: &str) -> Result<Platform, ImageError> {
-    let bad = || ImageError::InvalidPlatform {
+pub fn parse_platform(s: &str) -> Result<Platform, Error> {
+    let bad = || Error::InvalidPlatform {
         spec: s.to_string(),
     };
     let parts: Vec<String> = s.trim().split('/').map(str::to_ascii_lowercase).collect();

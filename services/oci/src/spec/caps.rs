@@ -3,7 +3,7 @@
 
 use oci_spec::runtime::Capability;
 
-use super::SpecError;
+use super::Error;
 
 /// Every Linux capability, by number (bit `i` of a `CapBnd` mask is `CAPABILITIES[i]`).
 pub const CAPABILITIES: [(&str, Capability); 41] = [
@@ -102,7 +102,7 @@ enum Named {
 }
 
 /// `x`, `X`, `CAP_X` or `cap_x`; `all` in any case means every capability.
-fn parse_named(name: &str) -> Result<Named, SpecError> {
+fn parse_named(name: &str) -> Result<Named, Error> {
     let up = name.to_ascii_uppercase();
     if up == "ALL" {
         return Ok(Named::All);
@@ -116,7 +116,7 @@ fn parse_named(name: &str) -> Result<Named, SpecError> {
         .iter()
         .find(|(n, _)| *n == full)
         .map(|(_, c)| Named::One(*c))
-        .ok_or_else(|| SpecError::UnknownCapability(name.to_string()))
+        .ok_or_else(|| Error::UnknownCapability(name.to_string()))
 }
 
 /// The capability set after `privileged`, `add` and `drop`, as Docker and the CRI compute
@@ -128,7 +128,7 @@ pub fn capabilities(
     add: &[String],
     drop: &[String],
     host: &[Capability],
-) -> Result<Vec<Capability>, SpecError> {
+) -> Result<Vec<Capability>, Error> {
     if privileged {
         return Ok(host.to_vec());
     }
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(most.unwrap().len(), CAPABILITIES.len() - 1);
         assert_eq!(capabilities(true, &[], &[], &all()).unwrap(), all());
         let bad = capabilities(false, &strings(&["NOPE"]), &[], &all());
-        assert!(matches!(bad, Err(SpecError::UnknownCapability(c)) if c == "NOPE"));
+        assert!(matches!(bad, Err(Error::UnknownCapability(c)) if c == "NOPE"));
         let twice = capabilities(false, &strings(&["CAP_CAP_CHOWN"]), &[], &all());
         assert!(twice.is_err());
     }

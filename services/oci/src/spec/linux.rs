@@ -8,7 +8,7 @@ use oci_spec::runtime::{
     MountBuilder,
 };
 
-use super::{ContainerConfig, Device, INIT_PATH, Namespace, Resources, SpecError, oci};
+use super::{ContainerConfig, Device, Error, INIT_PATH, Namespace, Resources, oci};
 
 /// containerd's masked paths.
 const MASKED_PATHS: [&str; 10] = [
@@ -84,7 +84,7 @@ pub fn default_mounts(privileged: bool) -> Vec<super::Mount> {
 
 /// The default mounts, the init binary's, then `c.mounts`; a given mount replaces an
 /// earlier one at the same destination.
-pub(super) fn mounts(c: &ContainerConfig) -> Result<Vec<Mount>, SpecError> {
+pub(super) fn mounts(c: &ContainerConfig) -> Result<Vec<Mount>, Error> {
     let mut all = default_mounts(c.privileged);
     if let Some(init) = &c.init {
         all.push(mount(INIT_PATH, "bind", init, &["rbind", "ro"]));
@@ -119,7 +119,7 @@ pub fn default_namespaces() -> Vec<Namespace> {
     .collect()
 }
 
-fn namespaces(c: &ContainerConfig) -> Result<Vec<LinuxNamespace>, SpecError> {
+fn namespaces(c: &ContainerConfig) -> Result<Vec<LinuxNamespace>, Error> {
     let given = c.namespaces.clone().unwrap_or_else(default_namespaces);
     given
         .iter()
@@ -136,7 +136,7 @@ fn namespaces(c: &ContainerConfig) -> Result<Vec<LinuxNamespace>, SpecError> {
 }
 
 /// The device cgroup: everything allowed (privileged) or denied, then each device's rule.
-fn device_rules(c: &ContainerConfig) -> Result<Vec<LinuxDeviceCgroup>, SpecError> {
+fn device_rules(c: &ContainerConfig) -> Result<Vec<LinuxDeviceCgroup>, Error> {
     let mut rules = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(c.privileged)
@@ -159,7 +159,7 @@ fn device_rules(c: &ContainerConfig) -> Result<Vec<LinuxDeviceCgroup>, SpecError
     Ok(rules)
 }
 
-fn resources(c: &ContainerConfig) -> Result<LinuxResources, SpecError> {
+fn resources(c: &ContainerConfig) -> Result<LinuxResources, Error> {
     let r: &Resources = &c.resources;
     let mut b = LinuxResourcesBuilder::default().devices(device_rules(c)?);
     if let Some(limit) = r.memory_limit {
@@ -186,7 +186,7 @@ fn resources(c: &ContainerConfig) -> Result<LinuxResources, SpecError> {
     b.build().map_err(oci("resources"))
 }
 
-fn device(d: &Device) -> Result<LinuxDevice, SpecError> {
+fn device(d: &Device) -> Result<LinuxDevice, Error> {
     let mut dev = LinuxDeviceBuilder::default()
         .path(&d.path)
         .typ(d.kind)
@@ -211,7 +211,7 @@ fn paths(given: &Option<Vec<String>>, default: &[&str], privileged: bool) -> Opt
 }
 
 /// The `linux` section.
-pub(super) fn linux(c: &ContainerConfig) -> Result<Linux, SpecError> {
+pub(super) fn linux(c: &ContainerConfig) -> Result<Linux, Error> {
     let mut linux = LinuxBuilder::default()
         .resources(resources(c)?)
         .namespaces(namespaces(c)?)

@@ -30,6 +30,8 @@ pub use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 use oci_spec::runtime::{LinuxDeviceType, RootBuilder, SpecBuilder};
 use serde_json::Value;
 
+use crate::Error;
+
 pub use caps::{
     CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, capabilities_from_mask, capability_name,
     capability_number,
@@ -49,28 +51,9 @@ pub const INIT_PATH: &str = "/sbin/docker-init";
 /// The rootfs directory, relative to the bundle.
 pub const ROOTFS: &str = "rootfs";
 
-/// Why a spec could not be made; each names what the caller gave.
-#[derive(Debug, thiserror::Error)]
-pub enum SpecError {
-    #[error("No command specified")]
-    NoCommand,
-    #[error("unknown capability: {0:?}")]
-    UnknownCapability(String),
-    #[error("unknown rlimit type: {0:?}")]
-    UnknownRlimit(String),
-    #[error("invalid runtime spec {part}")]
-    Oci {
-        part: &'static str,
-        #[source]
-        source: OciSpecError,
-    },
-    #[error("encode the runtime spec as JSON")]
-    Json(#[from] serde_json::Error),
-}
-
 /// `oci_spec` builder errors, named by the part of the spec being built.
-fn oci(part: &'static str) -> impl FnOnce(OciSpecError) -> SpecError {
-    move |source| SpecError::Oci { part, source }
+fn oci(part: &'static str) -> impl FnOnce(OciSpecError) -> Error {
+    move |source| Error::InvalidSpec { part, source }
 }
 
 /// The parts of an image's config (`config` in its JSON) a container runs from.
@@ -199,7 +182,7 @@ pub struct ContainerConfig {
 }
 
 /// The runtime spec of the container `c` describes.
-pub fn build(c: &ContainerConfig) -> Result<Spec, SpecError> {
+pub fn build(c: &ContainerConfig) -> Result<Spec, Error> {
     let root = RootBuilder::default()
         .path(ROOTFS)
         .readonly(c.readonly_rootfs)
@@ -223,8 +206,8 @@ pub fn build(c: &ContainerConfig) -> Result<Spec, SpecError> {
 }
 
 /// `spec` as JSON, capability sets in capability-number order.
-pub fn to_value(spec: &Spec) -> Result<Value, SpecError> {
-    let mut v = serde_json::to_value(spec)?;
+pub fn to_value(spec: &Spec) -> Result<Value, Error> {
+    let mut v = serde_json::to_value(spec).map_err(Error::EncodeSpec)?;
     if let Some(caps) = v
         .pointer_mut("/process/capabilities")
         .and_then(Value::as_object_mut)

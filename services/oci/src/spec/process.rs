@@ -9,7 +9,7 @@ use oci_spec::runtime::{
 };
 
 use super::{
-    ContainerConfig, DEFAULT_PATH, INIT_PATH, ImageConfig, Rlimit, SpecError, capabilities, oci,
+    ContainerConfig, DEFAULT_PATH, Error, INIT_PATH, ImageConfig, Rlimit, capabilities, oci,
 };
 
 /// The command a container runs: the image's Entrypoint and Cmd as Docker and the CRI
@@ -19,7 +19,7 @@ pub fn command(
     image: &ImageConfig,
     entrypoint: Option<&[String]>,
     args: &[String],
-) -> Result<Vec<String>, SpecError> {
+) -> Result<Vec<String>, Error> {
     let (entrypoint, default_cmd) = match entrypoint {
         Some(e) => (e, &[][..]),
         None => (&image.entrypoint[..], &image.cmd[..]),
@@ -27,7 +27,7 @@ pub fn command(
     let cmd = if args.is_empty() { default_cmd } else { args };
     let all: Vec<String> = entrypoint.iter().chain(cmd).cloned().collect();
     if all.is_empty() {
-        return Err(SpecError::NoCommand);
+        return Err(Error::NoCommand);
     }
     Ok(all)
 }
@@ -87,7 +87,7 @@ fn working_dir(c: &ContainerConfig) -> String {
 
 /// `RLIMIT_NOFILE` 1024/1024 (containerd's default) with `given` replacing the limit of the
 /// same kind, or appended.
-fn rlimits(given: &[Rlimit]) -> Result<Vec<PosixRlimit>, SpecError> {
+fn rlimits(given: &[Rlimit]) -> Result<Vec<PosixRlimit>, Error> {
     let mut out = vec![rlimit(PosixRlimitType::RlimitNofile, 1024, 1024)?];
     for r in given {
         let up = r.kind.to_ascii_uppercase();
@@ -96,8 +96,8 @@ fn rlimits(given: &[Rlimit]) -> Result<Vec<PosixRlimit>, SpecError> {
         } else {
             format!("RLIMIT_{up}")
         };
-        let kind = PosixRlimitType::from_str(&name)
-            .map_err(|_| SpecError::UnknownRlimit(r.kind.clone()))?;
+        let kind =
+            PosixRlimitType::from_str(&name).map_err(|_| Error::UnknownRlimit(r.kind.clone()))?;
         let limit = rlimit(kind, r.soft, r.hard)?;
         match out.iter_mut().find(|l| l.typ() == kind) {
             Some(l) => *l = limit,
@@ -107,7 +107,7 @@ fn rlimits(given: &[Rlimit]) -> Result<Vec<PosixRlimit>, SpecError> {
     Ok(out)
 }
 
-fn rlimit(kind: PosixRlimitType, soft: u64, hard: u64) -> Result<PosixRlimit, SpecError> {
+fn rlimit(kind: PosixRlimitType, soft: u64, hard: u64) -> Result<PosixRlimit, Error> {
     PosixRlimitBuilder::default()
         .typ(kind)
         .soft(soft)
@@ -118,7 +118,7 @@ fn rlimit(kind: PosixRlimitType, soft: u64, hard: u64) -> Result<PosixRlimit, Sp
 
 /// The bounding, effective and permitted sets (no inheritable or ambient ones, as
 /// containerd and Docker).
-fn capability_sets(c: &ContainerConfig) -> Result<LinuxCapabilities, SpecError> {
+fn capability_sets(c: &ContainerConfig) -> Result<LinuxCapabilities, Error> {
     let caps: Capabilities =
         capabilities(c.privileged, &c.cap_add, &c.cap_drop, &c.host_capabilities)?
             .into_iter()
@@ -135,7 +135,7 @@ fn capability_sets(c: &ContainerConfig) -> Result<LinuxCapabilities, SpecError> 
 }
 
 /// The container's process.
-pub(super) fn process(c: &ContainerConfig) -> Result<Process, SpecError> {
+pub(super) fn process(c: &ContainerConfig) -> Result<Process, Error> {
     let mut args = command(&c.image, c.entrypoint.as_deref(), &c.args)?;
     if c.init.is_some() {
         let mut with_init = vec![INIT_PATH.to_string(), "--".to_string()];

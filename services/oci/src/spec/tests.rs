@@ -153,7 +153,7 @@ fn cap_add_and_drop() {
     c.cap_drop = strings(&["SYS_ADMIN"]);
     check("cap_add_all", &c);
     c.cap_add = strings(&["NOPE"]);
-    assert!(matches!(build(&c), Err(SpecError::UnknownCapability(n)) if n == "NOPE"));
+    assert!(matches!(build(&c), Err(Error::UnknownCapability(n)) if n == "NOPE"));
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn entrypoint_and_cmd_combine_as_docker_does() {
     assert_eq!(command(&img, Some(&sh), none).unwrap(), ["/bin/sh"]);
     assert!(matches!(
         command(&img, Some(none), none),
-        Err(SpecError::NoCommand)
+        Err(Error::NoCommand)
     ));
 }
 
@@ -273,7 +273,7 @@ fn ulimits_replace_or_add() {
     ]);
     assert_eq!(json_of(&c), want);
     c.rlimits[0].kind = "files".into();
-    assert!(matches!(build(&c), Err(SpecError::UnknownRlimit(k)) if k == "files"));
+    assert!(matches!(build(&c), Err(Error::UnknownRlimit(k)) if k == "files"));
 }
 
 #[test]
