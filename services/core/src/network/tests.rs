@@ -14,6 +14,44 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What a test that fails half-way would leave on the host, taken away when dropped: the
+/// namespaces mounted under `dir`, iptables rules naming the subnet (`prefix`), the bridge.
+struct Leftovers {
+    dir: std::path::PathBuf,
+    prefix: String,
+    bridge: String,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let under = self.dir.display().to_string();
+        for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+            if m.starts_with(&under) {
+                let _ = netns::remove(std::path::Path::new(m));
+            }
+        }
+        let saved = Command::new("iptables-save").output();
+        let text = saved.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let mut table = String::new();
+        for line in text.unwrap_or_default().lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if let Some(rule) = line.strip_prefix("-A ")
+                && line.contains(&self.prefix)
+            {
+                let _ = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("iptables -t {table} -D {rule}"))
+                    .output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
 /// A /24 of 10.251.0.0/16 and a bridge name of this test run's own, so that parallel runs
 /// do not meet.
 fn unique() -> (String, String) {
@@ -46,6 +84,11 @@ async fn a_bridge_network_is_attached_and_detached_leaving_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let (subnet, bridge) = unique();
     let ipam_dir = dir.path().join("ipam");
+    let _leftovers = Leftovers {
+        dir: dir.path().to_path_buf(),
+        prefix: subnet.trim_end_matches("0/24").to_string(),
+        bridge: bridge.clone(),
+    };
     let net = NetworkList::parse(
         &json!({
             "cniVersion": "1.0.0",
@@ -168,6 +211,11 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
     let (subnet, bridge) = unique();
     let subnet = subnet.replace("10.251.", "10.252.");
     let bridge = format!("{bridge}n");
+    let _leftovers = Leftovers {
+        dir: dir.path().to_path_buf(),
+        prefix: subnet.trim_end_matches("0/24").to_string(),
+        bridge: bridge.clone(),
+    };
     let net = BridgeNetwork {
         name: format!("bt-{}", std::process::id()),
         bridge: bridge.clone(),
