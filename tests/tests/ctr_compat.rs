@@ -342,6 +342,35 @@ fn ctr_events_sees_the_other_commands() {
         ],
         "{text}"
     );
+
+    // Images and content publish their own events from the core: an import (the real ctr
+    // creates the image record), an image removal, a blob ingested then removed.
+    let work = tempfile::tempdir().expect("tempdir");
+    berth_tests::fixtures::import_busybox(work.path(), |a| d.ctr(a));
+    ok(
+        &d.ctr(&["images", "rm", "example.com/busybox:latest"]),
+        "images rm",
+    );
+    let blob = b"an event blob\n";
+    let digest = berth_tests::fixtures::sha256_digest(blob);
+    let mut ingest = Command::new(system_bin("ctr"))
+        .arg("--address")
+        .arg(&d.address)
+        .args(["content", "ingest", "evblob"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr content ingest");
+    std::io::Write::write_all(&mut ingest.stdin.take().expect("stdin"), blob).expect("write");
+    assert!(ingest.wait().expect("wait").success(), "ctr content ingest");
+    ok(&d.ctr(&["content", "rm", &digest]), "content rm");
+    events.wait_for(
+        &[
+            "default /images/create {\"name\":\"example.com/busybox:latest\"",
+            "default /images/delete {\"name\":\"example.com/busybox:latest\"",
+            &format!("default /content/delete {{\"digest\":\"{digest}\"}}"),
+        ],
+        Duration::from_secs(15),
+    );
 }
 
 #[test]

@@ -26,6 +26,20 @@ fn berth(d: &Daemon, args: &[&str]) -> String {
     ok(&d.berth(args), &format!("berth {args:?}"))
 }
 
+/// Starts container `name` serving "`name`\n" with httpd on its port 80, published on
+/// the host's `port`.
+fn web(d: &Daemon, name: &str, port: u16) {
+    let script =
+        format!("mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www");
+    let publish = format!("{port}:80");
+    berth(
+        d,
+        &[
+            "run", "-d", "--name", name, "-p", &publish, IMAGE, "sh", "-c", &script,
+        ],
+    );
+}
+
 /// The body of `GET /` from 127.0.0.1:`port`, once something answers (or panics).
 fn http_get(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -87,26 +101,8 @@ fn leases(dir: &Path) -> Vec<String> {
 fn two_web_servers_on_port_80_side_by_side() {
     let (d, _work) = start();
     let (p1, p2) = (free_port(), free_port());
-    for (name, port) in [("web1", p1), ("web2", p2)] {
-        let script = format!(
-            "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
-        );
-        berth(
-            &d,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "-p",
-                &format!("{port}:80"),
-                IMAGE,
-                "sh",
-                "-c",
-                &script,
-            ],
-        );
-    }
+    web(&d, "web1", p1);
+    web(&d, "web2", p2);
     assert_eq!(http_get(p1), "web1\n");
     assert_eq!(http_get(p2), "web2\n");
 
@@ -209,26 +205,8 @@ fn none_and_host_networks() {
 fn networks_survive_restarts_and_leak_nothing_after_a_crash() {
     let (mut d, _work) = start();
     let (p1, p2) = (free_port(), free_port());
-    for (name, port) in [("stays", p1), ("dies", p2)] {
-        let script = format!(
-            "mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
-        );
-        berth(
-            &d,
-            &[
-                "run",
-                "-d",
-                "--name",
-                name,
-                "-p",
-                &format!("{port}:80"),
-                IMAGE,
-                "sh",
-                "-c",
-                &script,
-            ],
-        );
-    }
+    web(&d, "stays", p1);
+    web(&d, "dies", p2);
     assert_eq!(http_get(p2), "dies\n");
     let inspect: serde_json::Value =
         serde_json::from_str(&berth(&d, &["inspect", "dies"])).expect("inspect JSON");

@@ -58,7 +58,8 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// Writes the files into `dir` (created) and returns them.
+/// Writes the files into `dir` (created; each through a temp file, fsync and rename) and
+/// returns them.
 pub fn write(dir: &Path, hostname: &str, addresses: &[String]) -> Result<ManagedFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -68,8 +69,7 @@ pub fn write(dir: &Path, hostname: &str, addresses: &[String]) -> Result<Managed
         ("hostname", format!("{hostname}\n")),
     ];
     for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+        crate::runtime::write_file_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(ManagedFiles {
         dir: dir.to_path_buf(),
