@@ -39,6 +39,11 @@ pub const NETWORK: &str = "berth/network";
 /// The ports a container publishes, `[ip:]host:container[/proto]` by commas (read by
 /// berthd's `network` module with [`NETWORK`]).
 pub const PORTS: &str = "berth/ports";
+/// The address a container asks for on its first network (`--ip`; read by berthd).
+pub const IP: &str = "berth/ip";
+/// A container's aliases on its first network, by commas (`--network-alias`; read by
+/// berthd's name server).
+pub const NETWORK_ALIASES: &str = "berth/network-aliases";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

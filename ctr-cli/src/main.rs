@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         cmd: namespaces::Cmd,
     },
+    /// Manage networks (Docker's network commands).
+    Network {
+        #[command(subcommand)]
+        cmd: commands::network::Cmd,
+    },
     /// Manage container records.
     #[command(alias = "container", alias = "c")]
     Containers {
@@ -382,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => version::run(&c, cli.format).await,
         Command::Namespaces { cmd } => namespaces::run(&c, cmd, cli.format).await,
+        Command::Network { cmd } => commands::network::run(&c, cmd).await,
         Command::Containers { cmd } => containers::run(&c, cmd, cli.format).await,
         Command::Leases { cmd } => leases::run(&c, cmd, cli.format).await,
         Command::Content { cmd } => content::run(&c, cmd, cli.format).await,

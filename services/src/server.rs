@@ -410,6 +410,10 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         ),
         Err(e) => tracing::warn!(error = %e, "network sweep at start-up"),
     }
+    // The containers that kept running on user-defined networks still ask their names.
+    if let Err(e) = networks.serve_all_names().await {
+        tracing::warn!(error = %e, "name servers at start-up");
+    }
     // Whatever a crash or an earlier run left unreferenced goes soon after start.
     gc.schedule();
     let snapshots = Snapshots::daemon(

@@ -135,11 +135,12 @@ impl Drop for TestNetwork {
             if let Some(t) = line.strip_prefix('*') {
                 table = t.to_string();
             } else if let Some(rule) = line.strip_prefix("-A ")
-                && line.contains(&self.prefix)
+                && (line.contains(&self.prefix)
+                    || line.split_whitespace().any(|w| w == self.bridge))
             {
                 let _ = Command::new("sh")
                     .arg("-c")
-                    .arg(format!("iptables -t {table} -D {rule}"))
+                    .arg(format!("iptables -w -t {table} -D {rule}"))
                     .output();
             }
         }

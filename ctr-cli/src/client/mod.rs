@@ -11,6 +11,7 @@ pub mod images;
 pub mod leases;
 pub mod logs;
 pub mod metrics;
+pub mod networks;
 pub mod process;
 pub mod rootfs;
 pub mod signal;

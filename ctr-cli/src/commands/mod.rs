@@ -6,6 +6,7 @@ pub mod events;
 pub mod images;
 pub mod leases;
 pub mod namespaces;
+pub mod network;
 pub mod plugins;
 pub mod registry;
 pub mod snapshots;

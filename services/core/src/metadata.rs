@@ -50,6 +50,8 @@ pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("content");
 pub(crate) const NETWORK_ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("network_attachments");
+/// User-defined networks, by (namespace, name).
+pub(crate) const NETWORKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("networks");
 /// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
 pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
@@ -136,6 +138,7 @@ impl Store {
         txn.open_table(CONTENT).ctx("create content")?;
         txn.open_table(NETWORK_ATTACHMENTS)
             .ctx("create network_attachments")?;
+        txn.open_table(NETWORKS).ctx("create networks")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
         txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;

@@ -6,9 +6,9 @@ use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::{Process, Status};
 use serde_json::{Value, json};
 
-use crate::client::Client;
 use crate::client::containers::{docker_config, log_path, name_of, resolve, spec_of, started_at};
 use crate::client::tasks::{self, state_name};
+use crate::client::{Client, networks};
 use crate::exit::Exit;
 use crate::output::{self, to_time};
 
@@ -92,6 +92,56 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
     })
 }
 
+/// Docker's `NetworkSettings` of a container: one entry per network it is on, with its
+/// address there while it runs (asked of berthd's networks API).
+async fn network_settings(c: &Client, ct: &pb::Container) -> Value {
+    let mode = ct
+        .labels
+        .get(crate::labels::NETWORK)
+        .map(String::as_str)
+        .unwrap_or("host");
+    let mut nets = serde_json::Map::new();
+    let mut top = json!({
+        "Bridge": "", "SandboxID": "", "HairpinMode": false, "Ports": {},
+        "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+    });
+    for name in mode.split(',').filter(|n| !n.is_empty()) {
+        if name.starts_with("container:") {
+            continue;
+        }
+        let mut entry = json!({
+            "IPAMConfig": Value::Null, "Links": Value::Null, "Aliases": Value::Null,
+            "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "MacAddress": "", "DriverOpts": Value::Null,
+        });
+        if let Ok(n) = networks::get(c, name).await {
+            entry["NetworkID"] = json!(n.id);
+            if let Some(e) = n.endpoints.iter().find(|e| e.container_id == ct.id) {
+                let (ip, prefix) = e.address.split_once('/').unwrap_or((&e.address, "0"));
+                entry["EndpointID"] = json!(networks::endpoint_id(&ct.id, &n.id));
+                entry["Gateway"] = json!(n.gateway);
+                entry["IPAddress"] = json!(ip);
+                entry["IPPrefixLen"] = json!(prefix.parse::<u32>().unwrap_or(0));
+                entry["MacAddress"] = json!(e.mac_address);
+                if name != "bridge" {
+                    entry["Aliases"] = json!(e.aliases);
+                }
+                if name == "bridge" {
+                    for k in ["Gateway", "IPAddress", "IPPrefixLen", "MacAddress"] {
+                        top[k] = entry[k].clone();
+                    }
+                }
+            }
+            if let Some(ip) = ct.labels.get(crate::labels::IP).filter(|_| nets.is_empty()) {
+                entry["IPAMConfig"] = json!({ "IPv4Address": ip });
+            }
+        }
+        nets.insert(name.to_string(), entry);
+    }
+    top["Networks"] = Value::Object(nets);
+    top
+}
+
 pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut failed = false;
@@ -99,7 +149,9 @@ pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
         match resolve(c, name).await {
             Ok(ct) => {
                 let t = tasks::find(c, &ct.id).await?;
-                out.push(inspect_json(&ct, t.as_ref()));
+                let mut v = inspect_json(&ct, t.as_ref());
+                v["NetworkSettings"] = network_settings(c, &ct).await;
+                out.push(v);
             }
             Err(e) => {
                 eprintln!("berth: {e:#}");

@@ -20,11 +20,11 @@ use berth_proto::containerd::services::introspection::v1::introspection_client::
 use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
-use crate::client::containers::{self, check_name_free, list_all, log_path, new_id};
+use crate::client::containers::{self, check_name_free, list_all, log_path, new_id, resolve};
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
 use crate::client::spec::{self, Accounts, ImageConfig, Options};
-use crate::client::{Client, snapshots, status, tasks};
+use crate::client::{Client, networks, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
@@ -96,9 +96,16 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
-    /// The network: bridge (berthd's default bridge network), host or none.
-    #[arg(long, default_value = "bridge")]
-    pub network: String,
+    /// Connect to networks: bridge (berthd's default bridge network, the default), a
+    /// user-defined network (several: repeat the flag), host, none or container:NAME.
+    #[arg(long, alias = "net")]
+    pub network: Vec<String>,
+    /// The container's IPv4 address on its (user-defined) network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Add network-scoped aliases for the container.
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
     /// Publish a container port on the host: [ip:]hostPort:containerPort[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
@@ -368,6 +375,8 @@ struct Plan {
     opts: Options,
     all_caps: Vec<berth_oci::spec::Capability>,
     log: PathBuf,
+    /// The [`labels::NETWORK`] value.
+    network: String,
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
@@ -410,7 +419,8 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         }
         None => generate_name(&list, &id),
     };
-    let opts = options(a, &id, &c.namespace)?;
+    let network = network_label(c, a).await?;
+    let opts = options(a, &id, &c.namespace, &network)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
     spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
@@ -431,24 +441,73 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         opts,
         all_caps,
         log,
+        network,
     })
 }
 
-/// Whether `--network NAME` gives the container a network namespace of its own (bridge,
-/// none) rather than the host's.
-fn own_network(name: &str) -> anyhow::Result<bool> {
-    match name {
-        "host" => Ok(false),
-        "bridge" | "none" => Ok(true),
-        other => Err(Exit::with(
-            125,
-            format!("Error response from daemon: network {other} not found"),
-        )),
+/// The networks `--network` names, checked with berthd, as the [`labels::NETWORK`] value:
+/// `host`, `none`, `container:<id>`, or networks by commas (`bridge` when none is named).
+async fn network_label(c: &Client, a: &CreateArgs) -> anyhow::Result<String> {
+    let names: Vec<&str> = if a.network.is_empty() {
+        vec!["bridge"]
+    } else {
+        a.network.iter().map(String::as_str).collect()
+    };
+    let daemon = |m: String| Exit::with(125, format!("Error response from daemon: {m}"));
+    let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
+    if let [one] = names.as_slice()
+        && special(one)
+    {
+        if a.ip.is_some() || !a.network_alias.is_empty() {
+            return Err(daemon(
+                "user specified IP address and aliases are supported on user defined networks only"
+                    .into(),
+            ));
+        }
+        return match one.strip_prefix("container:") {
+            Some(other) => {
+                let ct = resolve(c, other)
+                    .await
+                    .map_err(|e| daemon(format!("{e:#}")))?;
+                Ok(format!("container:{}", ct.id))
+            }
+            None => Ok(one.to_string()),
+        };
     }
+    if names.iter().any(|n| special(n)) {
+        return Err(daemon(format!(
+            "Container cannot be connected to network endpoints: {}",
+            names.join(", ")
+        )));
+    }
+    if names[0] == "bridge" {
+        if a.ip.is_some() {
+            return Err(daemon(
+                "user specified IP address is supported on user defined networks only".into(),
+            ));
+        }
+        if !a.network_alias.is_empty() {
+            return Err(daemon(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(ip) = &a.ip
+        && ip.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(Exit::with(125, format!("invalid IPv4 address: {ip}")));
+    }
+    for n in &names {
+        networks::get(c, n)
+            .await
+            .map_err(|s| networks::daemon_error(s, 125))?;
+    }
+    Ok(names.join(","))
 }
 
 /// The options of the container's spec, from the flags.
-fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options> {
+fn options(a: &CreateArgs, id: &str, namespace: &str, network: &str) -> anyhow::Result<Options> {
     let mut opts = Options {
         id: id.to_string(),
         namespace: namespace.to_string(),
@@ -467,7 +526,7 @@ fn options(a: &CreateArgs, id: &str, namespace: &str) -> anyhow::Result<Options>
         cpus: a.cpus.as_deref().map(spec::parse_cpus).transpose()?,
         pids_limit: a.pids_limit,
         init: None,
-        own_network: own_network(&a.network)?,
+        own_network: network != "host",
     };
     if a.init {
         opts.init = Some(find_init()?);
@@ -505,7 +564,7 @@ async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Resu
         read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
     };
     let spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
-    let config = docker_config(a, &p.img_cfg, &p.opts, &spec);
+    let config = docker_config(a, &p.img_cfg, &p.opts, &spec, &p.network);
     record(c, a, p, &spec, &config).await
 }
 
@@ -521,10 +580,19 @@ async fn record(
     let mut record_labels = BTreeMap::from([
         (labels::NAME.to_string(), p.name.clone()),
         (labels::LOG_PATH.to_string(), p.log.display().to_string()),
-        (labels::NETWORK.to_string(), a.network.clone()),
+        (labels::NETWORK.to_string(), p.network.clone()),
     ]);
-    if !a.publish.is_empty() && a.network != "host" {
+    if !a.publish.is_empty() && p.network != "host" {
         record_labels.insert(labels::PORTS.to_string(), a.publish.join(","));
+    }
+    if let Some(ip) = &a.ip {
+        record_labels.insert(labels::IP.to_string(), ip.clone());
+    }
+    if !a.network_alias.is_empty() {
+        record_labels.insert(
+            labels::NETWORK_ALIASES.to_string(),
+            a.network_alias.join(","),
+        );
     }
     let extensions = BTreeMap::from([(
         labels::DOCKER_EXT.to_string(),
@@ -561,7 +629,13 @@ async fn record(
 }
 
 /// The docker-level facts kept in the record's [`labels::DOCKER_EXT`] extension.
-fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -> Value {
+fn docker_config(
+    a: &CreateArgs,
+    img: &ImageConfig,
+    o: &Options,
+    spec: &Value,
+    network: &str,
+) -> Value {
     let args: Vec<String> = spec["process"]["args"]
         .as_array()
         .map(|v| {
@@ -610,7 +684,7 @@ fn docker_config(a: &CreateArgs, img: &ImageConfig, o: &Options, spec: &Value) -
             "NanoCpus": o.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": o.pids_limit,
             "Init": a.init,
-            "NetworkMode": a.network,
+            "NetworkMode": network.split(',').next().unwrap_or("bridge"),
             "Runtime": labels::RUNC_RUNTIME,
         },
     })

@@ -1,21 +1,49 @@
-//! How a container joins its network: its labels say which (`berth/network`: `bridge` or
-//! `none`; absent or `host`: the host's network, nothing to do) and which ports to publish
-//! (`berth/ports`); at task create the daemon attaches it and runs it with a spec whose
-//! network namespace is the attachment's and whose `/etc/hosts`, `/etc/resolv.conf` and
-//! `/etc/hostname` are berth's. The labels are a contract with the `berth` CLI, which sets
-//! them (`run --network`, `-p`).
+//! How a container joins its networks: its labels say which (`berth/network`: `bridge`, a
+//! user-defined network's name or id, several by commas, `none`, `container:<id>`; absent or
+//! `host`: the host's network, nothing to do), with which address and aliases on the first
+//! (`berth/ip`, `berth/network-aliases`) and which ports to publish (`berth/ports`); at task
+//! create the daemon attaches it and runs it with a spec whose network namespace is the
+//! attachment's and whose `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are berth's.
+//! The labels are a contract with the `berth` CLI, which sets them (`run --network`, `--ip`,
+//! `--network-alias`, `-p`).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use super::{Networks, PortMapping, files};
+use super::subnet::Subnet;
+use super::{Member, Networks, PortMapping, files};
 use crate::error::{Error, Result};
 
-/// The container label naming its network mode: `bridge`, `none` or `host`.
+/// The container label naming its networks: `bridge`, user-defined networks by commas,
+/// `none`, `container:<id>` or `host`.
 pub const NETWORK_LABEL: &str = "berth/network";
 /// The container label listing its published ports: `[ip:]host:container/proto`, by commas.
 pub const PORTS_LABEL: &str = "berth/ports";
+/// The container label holding its name (set by the CLI; a name on user networks).
+pub const NAME_LABEL: &str = "berth/name";
+/// The address the container asks for on its first network.
+pub const IP_LABEL: &str = "berth/ip";
+/// The container's aliases on its first network, by commas.
+pub const ALIASES_LABEL: &str = "berth/network-aliases";
+
+/// How a container is networked.
+enum Mode {
+    /// The host's network: nothing to do.
+    Host,
+    /// A namespace of its own on these networks (none: loopback only).
+    Own(Vec<Member>),
+    /// The namespace of another container.
+    Container(String),
+}
+
+/// The container whose network namespace `labels` ask to share (`container:<id>`), if any.
+pub fn container_network_of(labels: &BTreeMap<String, String>) -> Option<&str> {
+    labels
+        .get(NETWORK_LABEL)
+        .and_then(|v| v.trim().strip_prefix("container:"))
+}
 
 impl PortMapping {
     /// Parses one `[ip:]host:container[/proto]`.
@@ -93,14 +121,11 @@ impl Networks {
         labels: &BTreeMap<String, String>,
         spec: &[u8],
     ) -> Result<Option<Vec<u8>>> {
-        let networks = match labels.get(NETWORK_LABEL).map(String::as_str) {
-            None | Some("" | "host") => return Ok(None),
-            Some("bridge") => vec![self.default.clone()],
-            Some("none") => Vec::new(),
-            Some(other) => {
-                return Err(Error::not_found(format!(
-                    "network {other} (of container {id})"
-                )));
+        let networks = match self.mode(namespace, id, labels).await? {
+            Mode::Host => return Ok(None),
+            Mode::Own(members) => members,
+            Mode::Container(other) => {
+                return self.share(namespace, id, &other, spec).await.map(Some);
             }
         };
         let ports = match labels.get(PORTS_LABEL) {
@@ -124,6 +149,126 @@ impl Networks {
         }
     }
 
+    /// How the container's labels ask it to be networked, with its networks looked up.
+    async fn mode(
+        &self,
+        namespace: &str,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Mode> {
+        let value = labels.get(NETWORK_LABEL).map(String::as_str).unwrap_or("");
+        let names: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
+        match names.as_slice() {
+            [] | ["host"] => return Ok(Mode::Host),
+            ["none"] => return Ok(Mode::Own(Vec::new())),
+            [one] if one.starts_with("container:") => {
+                let other = &one["container:".len()..];
+                return Ok(Mode::Container(other.to_string()));
+            }
+            many if many.iter().any(|n| special(n)) => {
+                return Err(Error::invalid(format!(
+                    "container {id} cannot be connected to networks {value:?}: host, none and container: exclude any other network"
+                )));
+            }
+            _ => {}
+        }
+        let ip = match labels
+            .get(IP_LABEL)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            Some(text) => Some(text.parse::<Ipv4Addr>().map_err(|_| {
+                Error::invalid(format!("invalid IPv4 address {text:?} (of container {id})"))
+            })?),
+            None => None,
+        };
+        let aliases: Vec<String> = labels
+            .get(ALIASES_LABEL)
+            .map(|a| {
+                a.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut members = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let first = i == 0;
+            if *name == "bridge" {
+                if first && ip.is_some() {
+                    return Err(Error::invalid(
+                        "user specified IP address is supported on user defined networks only",
+                    ));
+                }
+                if first && !aliases.is_empty() {
+                    return Err(Error::invalid(
+                        "network-scoped alias is supported only for containers in user defined networks",
+                    ));
+                }
+                members.push(Member::from(self.default.clone()));
+                continue;
+            }
+            let rec = self.network(namespace, name).await?;
+            let network = rec.bridge_network()?;
+            let ip = if first { ip } else { None };
+            if let Some(ip) = ip {
+                if !rec.subnet_given {
+                    return Err(Error::invalid(
+                        "user specified IP address is supported only when connecting to networks with user configured subnets",
+                    ));
+                }
+                let range = if rec.ip_range.is_empty() {
+                    &rec.subnet
+                } else {
+                    &rec.ip_range
+                };
+                if !Subnet::parse(range).is_ok_and(|s| s.contains(ip)) {
+                    return Err(Error::invalid(format!(
+                        "no configured subnet or ip-range contain the IP address {ip}"
+                    )));
+                }
+            }
+            let mut names: Vec<String> = Vec::new();
+            if let Some(n) = labels.get(NAME_LABEL).filter(|n| !n.is_empty()) {
+                names.push(n.clone());
+            }
+            names.push(id.chars().take(12).collect());
+            if first {
+                names.extend(aliases.iter().cloned());
+            }
+            members.push(Member {
+                network,
+                ip,
+                aliases: names,
+            });
+        }
+        Ok(Mode::Own(members))
+    }
+
+    /// The spec of container `id` sharing the network namespace (and the `/etc` files) of
+    /// container `other`, which must have a namespace of its own.
+    async fn share(&self, namespace: &str, id: &str, other: &str, spec: &[u8]) -> Result<Vec<u8>> {
+        let rec = self.get(namespace, other).await?.ok_or_else(|| {
+            Error::precondition(format!(
+                "cannot join network of a non running container: {other} (for container {id})"
+            ))
+        })?;
+        let mut spec: Value = serde_json::from_slice(spec)
+            .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
+        set_network_namespace(&mut spec, &rec.netns)?;
+        let files = files::ManagedFiles {
+            dir: self.files_dir(namespace, other),
+        };
+        add_mounts(&mut spec, id, &files)?;
+        serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+    }
+
     /// Writes the container's `/etc` files and points the spec at them and at the network
     /// namespace. A file the spec already mounts something over (a user's `-v`) is left to
     /// that mount.
@@ -141,37 +286,20 @@ impl Networks {
             .map(str::to_string)
             .unwrap_or_else(|| id.chars().take(12).collect());
         let addresses: Vec<String> = rec.networks.iter().map(|n| n.address.clone()).collect();
+        // On a user-defined network, names are asked of berthd's name server there.
+        let nameserver = rec
+            .networks
+            .first()
+            .filter(|n| n.dns)
+            .map(|n| n.gateway.clone());
         let dir = self.files_dir(namespace, id);
-        let written =
-            tokio::task::spawn_blocking(move || files::write(&dir, &hostname, &addresses))
-                .await
-                .map_err(|e| Error::Internal(format!("network files task: {e}")))??;
+        let written = tokio::task::spawn_blocking(move || {
+            files::write(&dir, &hostname, &addresses, nameserver.as_deref())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("network files task: {e}")))??;
         set_network_namespace(spec, &rec.netns)?;
-        let mounts = spec
-            .as_object_mut()
-            .ok_or_else(|| {
-                Error::invalid(format!("runtime spec of container {id} is not an object"))
-            })?
-            .entry("mounts")
-            .or_insert_with(|| json!([]));
-        let list = mounts
-            .as_array_mut()
-            .ok_or_else(|| Error::invalid(format!("mounts of container {id} are not a list")))?;
-        for (dest, source) in written.mounts() {
-            if list
-                .iter()
-                .any(|m| m.get("destination").and_then(Value::as_str) == Some(dest))
-            {
-                continue;
-            }
-            list.push(json!({
-                "destination": dest,
-                "type": "bind",
-                "source": source,
-                "options": ["rbind", "rprivate"],
-            }));
-        }
-        Ok(())
+        add_mounts(spec, id, &written)
     }
 
     /// Takes container `id`'s network down (if it has one) and removes its `/etc` files.
@@ -182,6 +310,34 @@ impl Networks {
             .await
             .map_err(|e| Error::Internal(format!("network files task: {e}")))?
     }
+}
+
+/// Mounts berth's `/etc` files into the spec; a file the spec already mounts something over
+/// (a user's `-v`) is left to that mount.
+fn add_mounts(spec: &mut Value, id: &str, written: &files::ManagedFiles) -> Result<()> {
+    let mounts = spec
+        .as_object_mut()
+        .ok_or_else(|| Error::invalid(format!("runtime spec of container {id} is not an object")))?
+        .entry("mounts")
+        .or_insert_with(|| json!([]));
+    let list = mounts
+        .as_array_mut()
+        .ok_or_else(|| Error::invalid(format!("mounts of container {id} are not a list")))?;
+    for (dest, source) in written.mounts() {
+        if list
+            .iter()
+            .any(|m| m.get("destination").and_then(Value::as_str) == Some(dest))
+        {
+            continue;
+        }
+        list.push(json!({
+            "destination": dest,
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", "rprivate"],
+        }));
+    }
+    Ok(())
 }
 
 /// Sets the path of the spec's network namespace (adding the namespace if it has none).

@@ -1,6 +1,8 @@
 //! The files berth manages in a container with a network of its own, as Docker does:
 //! `/etc/hosts` (localhost and the container's own name), `/etc/resolv.conf` (the host's,
-//! without loopback nameservers, which the container cannot reach) and `/etc/hostname`.
+//! without loopback nameservers, which the container cannot reach; on a user-defined
+//! network, berthd's name server there with the host's search domains and options) and
+//! `/etc/hostname`.
 
 use std::path::{Path, PathBuf};
 
@@ -58,14 +60,38 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
+/// The `/etc/resolv.conf` of a container whose names are asked of `nameserver` (berthd's
+/// name server on its network, which forwards the rest to the host's): the host's search
+/// domains and options kept.
+pub fn resolv_conf_with(host: &str, nameserver: &str) -> String {
+    let mut out = format!("nameserver {nameserver}\n");
+    for line in host.lines() {
+        let first = line.split_whitespace().next();
+        if matches!(first, Some("search" | "domain" | "options")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Writes the files into `dir` (created; each through a temp file, fsync and rename) and
-/// returns them.
-pub fn write(dir: &Path, hostname: &str, addresses: &[String]) -> Result<ManagedFiles> {
+/// returns them. `nameserver`: berthd's name server on the container's network, if any.
+pub fn write(
+    dir: &Path,
+    hostname: &str,
+    addresses: &[String],
+    nameserver: Option<&str>,
+) -> Result<ManagedFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = match nameserver {
+        Some(ns) => resolv_conf_with(&host_resolv, ns),
+        None => resolv_conf(&host_resolv),
+    };
     let files = [
         ("hosts", hosts(hostname, addresses)),
-        ("resolv.conf", resolv_conf(&host_resolv)),
+        ("resolv.conf", resolv),
         ("hostname", format!("{hostname}\n")),
     ];
     for (name, text) in files {

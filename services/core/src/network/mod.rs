@@ -8,18 +8,24 @@
 //! lease is left behind. The plugins are the real ones ([`cni`]); the namespaces outlive
 //! processes ([`netns`]).
 //!
-//! A container joins its network at task create and leaves it at task delete
-//! ([`Networks::join`], [`Networks::leave`], driven by its labels). Still to come (issues 12
-//! and 13): CRI pod sandboxes, networks as records of their own (user-defined networks),
-//! names and DNS.
+//! A container joins its networks at task create and leaves them at task delete
+//! ([`Networks::join`], [`Networks::leave`], driven by its labels). User-defined networks
+//! are records of their own ([`records`]); on them containers find each other by name
+//! through berthd's name server ([`dns`]). Still to come (issue 12): CRI pod sandboxes.
 
 pub mod cni;
 mod container;
+pub mod dns;
 pub mod files;
+mod isolation;
 pub mod netns;
+mod records;
 pub mod subnet;
 
-pub use container::{NETWORK_LABEL, PORTS_LABEL};
+pub use container::{
+    ALIASES_LABEL, IP_LABEL, NAME_LABEL, NETWORK_LABEL, PORTS_LABEL, container_network_of,
+};
+pub use records::{BRIDGE_NAME_OPTION, Endpoint, NetworkRecord, NetworkSpec, PREDEFINED};
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -47,6 +53,30 @@ pub struct BridgeNetwork {
     pub gateway: Option<Ipv4Addr>,
     /// No route to the outside (no masquerade, no default route).
     pub internal: bool,
+    /// The part of the subnet addresses are given from (CIDR); None: all of it.
+    pub ip_range: Option<String>,
+    /// Whether berthd's name server answers for the network's containers (user-defined
+    /// networks; the default bridge has none, as Docker's).
+    pub dns: bool,
+}
+
+/// A container's membership of one network: the network, the address it asks for, the
+/// names it answers to there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub network: BridgeNetwork,
+    pub ip: Option<Ipv4Addr>,
+    pub aliases: Vec<String>,
+}
+
+impl From<BridgeNetwork> for Member {
+    fn from(network: BridgeNetwork) -> Member {
+        Member {
+            network,
+            ip: None,
+            aliases: Vec::new(),
+        }
+    }
 }
 
 impl BridgeNetwork {
@@ -56,6 +86,14 @@ impl BridgeNetwork {
         let mut range = json!({ "subnet": self.subnet });
         if let Some(gw) = self.gateway {
             range["gateway"] = json!(gw.to_string());
+        }
+        if let Some(r) = self
+            .ip_range
+            .as_deref()
+            .and_then(|r| subnet::Subnet::parse(r).ok())
+        {
+            range["rangeStart"] = json!(r.first_host().to_string());
+            range["rangeEnd"] = json!(r.last_host().to_string());
         }
         let mut ipam = json!({
             "type": "host-local",
@@ -72,6 +110,7 @@ impl BridgeNetwork {
                 "isGateway": true,
                 "ipMasq": !self.internal,
                 "hairpinMode": true,
+                "capabilities": { "ips": true },
                 "ipam": ipam,
             }),
             json!({
@@ -135,9 +174,22 @@ pub struct NetworkAttachment {
     /// The container's address on the network.
     #[prost(string, tag = "5")]
     pub address: String,
-    /// The runtime configuration given (published ports), JSON, for the DEL.
+    /// The runtime configuration given (published ports, the address asked for), JSON,
+    /// for the DEL.
     #[prost(string, tag = "6")]
     pub runtime_config: String,
+    /// The names the container answers to on the network (its name, short id, aliases).
+    #[prost(string, repeated, tag = "7")]
+    pub aliases: Vec<String>,
+    /// The interface's MAC address.
+    #[prost(string, tag = "8")]
+    pub mac: String,
+    /// Whether berthd's name server serves the network.
+    #[prost(bool, tag = "9")]
+    pub dns: bool,
+    /// The network's gateway (its name server's address).
+    #[prost(string, tag = "10")]
+    pub gateway: String,
 }
 
 /// Where the network domain keeps its things.
@@ -161,6 +213,7 @@ pub struct Networks {
     dirs: NetworkDirs,
     /// The default bridge network (`bridge`).
     default: BridgeNetwork,
+    dns: dns::Dns,
 }
 
 /// The default bridge network as berthd's config describes it: its subnet the configured
@@ -173,6 +226,8 @@ pub fn default_bridge(config: &NetworkConfig) -> Result<BridgeNetwork> {
         subnet: subnet.to_string(),
         gateway: Some(subnet.first_host()),
         internal: false,
+        ip_range: None,
+        dns: false,
     })
 }
 
@@ -200,6 +255,7 @@ impl Networks {
             cni: Cni::new(dirs.cni_bin_dirs.clone()),
             dirs,
             default,
+            dns: dns::Dns::default(),
         }
     }
 
@@ -286,7 +342,7 @@ impl Networks {
         &self,
         namespace: &str,
         id: &str,
-        networks: &[BridgeNetwork],
+        networks: &[Member],
         ports: &[PortMapping],
     ) -> Result<AttachmentRecord> {
         let netns = self.dirs.netns_dir.join(Self::netns_name(namespace, id));
@@ -295,21 +351,10 @@ impl Networks {
             networks: Vec::new(),
             created_at: metadata::now_nanos(),
         };
-        for (i, net) in networks.iter().enumerate() {
-            let conflist = net.conflist(&self.dirs.ipam_dir);
-            let runtime = if i == 0 && !ports.is_empty() {
-                json!({ "portMappings": port_mappings(ports) }).to_string()
-            } else {
-                String::new()
-            };
-            rec.networks.push(NetworkAttachment {
-                network: net.name.clone(),
-                ifname: format!("eth{i}"),
-                conflist: serde_json::to_string(&conflist)
-                    .map_err(|e| Error::Internal(format!("encode conflist: {e}")))?,
-                runtime_config: runtime,
-                ..Default::default()
-            });
+        for (i, member) in networks.iter().enumerate() {
+            let ports = if i == 0 { ports } else { &[] };
+            rec.networks
+                .push(self.new_attachment(member, &format!("eth{i}"), ports)?);
         }
         // Known before anything exists: a crash from here on leaves a record to clean up.
         self.put(namespace, id, rec.clone(), true).await?;
@@ -346,8 +391,96 @@ impl Networks {
             let added = self.cni.add(&list, &a).await?;
             let n = &mut rec.networks[i];
             n.address = added.address_of(&n.ifname).unwrap_or_default();
+            n.mac = added
+                .interfaces
+                .iter()
+                .find(|i| i.name == n.ifname && !i.sandbox.is_empty())
+                .map(|i| i.mac.clone())
+                .unwrap_or_default();
             n.result = added.raw.to_string();
             self.put(namespace, id, rec.clone(), false).await?;
+            self.serve_names(&rec.networks[i]);
+        }
+        Ok(())
+    }
+
+    /// The attachment record of `member` as interface `ifname`, before its ADD.
+    fn new_attachment(
+        &self,
+        member: &Member,
+        ifname: &str,
+        ports: &[PortMapping],
+    ) -> Result<NetworkAttachment> {
+        let net = &member.network;
+        let conflist = net.conflist(&self.dirs.ipam_dir);
+        let mut runtime = Map::new();
+        if !ports.is_empty() {
+            runtime.insert("portMappings".into(), Value::Array(port_mappings(ports)));
+        }
+        if let Some(ip) = member.ip {
+            runtime.insert("ips".into(), json!([ip.to_string()]));
+        }
+        Ok(NetworkAttachment {
+            network: net.name.clone(),
+            ifname: ifname.to_string(),
+            conflist: serde_json::to_string(&conflist)
+                .map_err(|e| Error::Internal(format!("encode conflist: {e}")))?,
+            runtime_config: if runtime.is_empty() {
+                String::new()
+            } else {
+                Value::Object(runtime).to_string()
+            },
+            aliases: member.aliases.clone(),
+            dns: net.dns,
+            gateway: net
+                .gateway
+                .or_else(|| {
+                    subnet::Subnet::parse(&net.subnet)
+                        .ok()
+                        .map(|s| s.first_host())
+                })
+                .map(|g| g.to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    /// Starts the name server of the network of `n` if berthd serves names there.
+    fn serve_names(&self, n: &NetworkAttachment) {
+        if !n.dns {
+            return;
+        }
+        let Ok(gateway) = n.gateway.parse::<Ipv4Addr>() else {
+            return;
+        };
+        if let Err(e) = self
+            .dns
+            .ensure(&self.store, &n.network, &n.network, gateway)
+        {
+            tracing::warn!(network = %n.network, error = %e, "name server");
+        }
+    }
+
+    /// Restores the isolation rules of the user-defined networks and starts the name servers
+    /// of those whose bridges are up (at start-up: their containers kept running while
+    /// berthd was away).
+    pub async fn serve_all_names(&self) -> Result<()> {
+        for rec in self.all_user_networks().await? {
+            if let Err(e) = self.isolate(&rec).await {
+                tracing::warn!(network = %rec.name, error = %e, "network isolation");
+            }
+            let net = rec.bridge_network()?;
+            if !std::path::Path::new("/sys/class/net")
+                .join(&net.bridge)
+                .exists()
+            {
+                continue;
+            }
+            if let Some(gw) = net.gateway
+                && let Err(e) = self.dns.ensure(&self.store, &net.name, &net.name, gw)
+            {
+                tracing::debug!(network = %rec.name, error = %e, "name server not started");
+            }
         }
         Ok(())
     }

@@ -88,3 +88,23 @@ pub fn exists(path: &Path) -> bool {
     // A bind-mounted namespace lives on the nsfs filesystem, not on the directory's.
     file.dev() != parent.dev()
 }
+
+/// Deletes the host's network interface `name` (a network's bridge); one that does not exist
+/// is no error. Blocking: run it on the blocking pool.
+pub fn delete_link(name: &str) -> Result<()> {
+    if !Path::new("/sys/class/net").join(name).exists() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("ip")
+        .args(["link", "delete", name])
+        .output()
+        .map_err(|e| Error::io("run ip link delete for", name, e))?;
+    if out.status.success() || !Path::new("/sys/class/net").join(name).exists() {
+        Ok(())
+    } else {
+        Err(Error::Internal(format!(
+            "delete interface {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -42,6 +42,22 @@ impl Subnet {
     pub fn first_host(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) | 1)
     }
+
+    /// The last host address (the one before the broadcast address).
+    pub fn last_host(&self) -> Ipv4Addr {
+        let broadcast = u32::from(self.addr) | !mask(self.prefix);
+        Ipv4Addr::from(broadcast.saturating_sub(1).max(u32::from(self.addr)))
+    }
+
+    /// Whether `ip` is in the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == u32::from(self.addr)
+    }
+
+    /// Whether `other` lies wholly inside this subnet.
+    pub fn covers(&self, other: &Subnet) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
 }
 
 impl std::fmt::Display for Subnet {

@@ -222,6 +222,8 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
         subnet,
         gateway: None,
         internal: false,
+        ip_range: None,
+        dns: false,
     };
     let networks = Networks::new(
         store,
@@ -242,7 +244,7 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
         host_ip: String::new(),
     }];
     let attached = networks
-        .attach("ns", "web", std::slice::from_ref(&net), &ports)
+        .attach("ns", "web", &[net.clone().into()], &ports)
         .await;
     let rec = match attached {
         Ok(r) => r,
@@ -264,7 +266,7 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
         "the port's DNAT rule: {rules}"
     );
     let again = networks
-        .attach("ns", "web", std::slice::from_ref(&net), &[])
+        .attach("ns", "web", &[net.clone().into()], &[])
         .await;
     assert!(again.expect_err("attached twice").is_already_exists());
 
@@ -288,11 +290,11 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
 
     // A "crash": attached, never detached; the sweep keeps what it is told to keep.
     let a = networks
-        .attach("ns", "a", std::slice::from_ref(&net), &[])
+        .attach("ns", "a", &[net.clone().into()], &[])
         .await
         .expect("attach a");
     let b = networks
-        .attach("ns", "b", std::slice::from_ref(&net), &[])
+        .attach("ns", "b", &[net.clone().into()], &[])
         .await
         .expect("attach b");
     let swept = networks.sweep(|_, id| id == "b").await.expect("sweep");

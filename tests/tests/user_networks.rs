@@ -1,0 +1,272 @@
+//! User-defined networks (`berth network create/ls/inspect/rm/prune`, `run --network NAME
+//! --ip --network-alias`), owned by berthd: containers on one network find each other by
+//! name, alias and short id through berthd's name server on the network's gateway; a
+//! container on another network neither resolves nor reaches them; a container may be on
+//! several networks, or share another's namespace (`container:NAME`). Each test's networks
+//! take a subnet and bridge name no other test holds (`TestNetwork`), which also takes away
+//! whatever a failed test leaves.
+
+use std::process::Command;
+
+use berth_tests::fixtures::import_busybox;
+use berth_tests::{Daemon, TestNetwork, fails, ok};
+
+const IMAGE: &str = "example.com/busybox:latest";
+
+fn start() -> (Daemon, tempfile::TempDir) {
+    let d = Daemon::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    import_busybox(work.path(), |a| d.ctr(a));
+    (d, work)
+}
+
+fn berth(d: &Daemon, args: &[&str]) -> String {
+    ok(&d.berth(args), &format!("berth {args:?}"))
+}
+
+/// `berth network create` of `name` on `net`'s subnet and bridge; returns the id.
+fn create(d: &Daemon, name: &str, net: &TestNetwork, extra: &[&str]) -> String {
+    let bridge = format!("com.docker.network.bridge.name={}", net.bridge);
+    let mut args = vec!["network", "create", "--subnet", &net.subnet, "-o", &bridge];
+    args.extend_from_slice(extra);
+    args.push(name);
+    berth(d, &args).trim().to_string()
+}
+
+/// The iptables rules that name bridge `bridge`.
+fn rules_naming(bridge: &str) -> Vec<String> {
+    let out = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == bridge))
+        .map(str::to_string)
+        .collect()
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+#[test]
+fn user_networks_resolve_names_and_keep_apart() {
+    let (d, _work) = start();
+    let (na, nb) = (TestNetwork::claim(), TestNetwork::claim());
+    let front = create(&d, "front", &na, &["--label", "team=a"]);
+    assert_eq!(front.len(), 64, "an id: {front}");
+    assert!(front.chars().all(|c| c.is_ascii_hexdigit()), "{front}");
+    create(&d, "back", &nb, &[]);
+
+    let ls = berth(&d, &["network", "ls"]);
+    assert!(ls.starts_with("NETWORK ID"), "{ls}");
+    for name in ["bridge", "host", "none", "front", "back"] {
+        assert!(
+            ls.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "{name}: {ls}"
+        );
+    }
+    let q = berth(&d, &["network", "ls", "-q", "--filter", "label=team=a"]);
+    assert_eq!(q.trim(), &front[..12]);
+    let dup = d.berth(&["network", "create", "front"]);
+    assert_eq!(dup.status.code(), Some(1), "{dup:?}");
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(
+        err.contains("Error response from daemon: network with name front already exists"),
+        "{err}"
+    );
+    let overlap = fails(
+        &d.berth(&["network", "create", "--subnet", &na.subnet, "again"]),
+        "an overlapping subnet",
+    );
+    assert!(overlap.contains("Pool overlaps"), "{overlap}");
+
+    // web on front, at an address of our choosing, with an alias.
+    let ip = format!("{}10", na.prefix);
+    let script = "mkdir -p /www && echo web > /www/index.html && exec httpd -f -p 80 -h /www";
+    let id = berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "front",
+            "--network-alias",
+            "www",
+            "--ip",
+            &ip,
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+    .trim()
+    .to_string();
+    let on_front = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "front", IMAGE];
+        all.extend_from_slice(args);
+        d.berth(&all)
+    };
+    for name in ["web", "www", &id[..12]] {
+        let out = ok(&on_front(&["nslookup", name]), &format!("nslookup {name}"));
+        assert!(out.contains(&ip), "{name} is {ip}: {out}");
+    }
+    let page = ok(&on_front(&["wget", "-qO-", "http://www/"]), "wget www");
+    assert_eq!(page, "web\n");
+    let resolv = ok(&on_front(&["cat", "/etc/resolv.conf"]), "resolv.conf");
+    assert!(
+        resolv.starts_with(&format!("nameserver {}1\n", na.prefix)),
+        "berthd's name server on the gateway: {resolv}"
+    );
+
+    // From the other network: no name, no route.
+    let on_back = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "back", IMAGE];
+        all.extend_from_slice(args);
+        d.berth(&all)
+    };
+    let out = on_back(&["nslookup", "web"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&ip),
+        "web resolves on back: {out:?}"
+    );
+    let out = on_back(&["wget", "-T", "3", "-qO-", &format!("http://{ip}/")]);
+    assert!(!out.status.success(), "back reaches web: {out:?}");
+
+    // inspect, on both sides.
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["inspect", "web"])).expect("inspect json");
+    let net = &v[0]["NetworkSettings"]["Networks"]["front"];
+    assert_eq!(net["IPAddress"], ip.as_str(), "{net}");
+    assert_eq!(net["Gateway"], format!("{}1", na.prefix), "{net}");
+    assert!(net["Aliases"].to_string().contains("www"), "{net}");
+    assert_eq!(v[0]["HostConfig"]["NetworkMode"], "front");
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["network", "inspect", "front"])).expect("json");
+    assert_eq!(v[0]["Name"], "front");
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], na.subnet.as_str());
+    assert_eq!(v[0]["Containers"][&id]["Name"], "web");
+    assert_eq!(v[0]["Labels"]["team"], "a");
+
+    // Removal: refused while web is attached, and for the predefined networks.
+    let busy = fails(
+        &d.berth(&["network", "rm", "front"]),
+        "rm of a busy network",
+    );
+    assert!(busy.contains("has active endpoints"), "{busy}");
+    let predefined = fails(&d.berth(&["network", "rm", "bridge"]), "rm bridge");
+    assert!(
+        predefined.contains("bridge is a pre-defined network and cannot be removed"),
+        "{predefined}"
+    );
+    berth(&d, &["rm", "-f", "web"]);
+    assert!(link_exists(&na.bridge));
+    assert!(!rules_naming(&na.bridge).is_empty(), "isolation rules");
+    assert_eq!(
+        berth(&d, &["network", "rm", "front", "back"]),
+        "front\nback\n"
+    );
+    for n in [&na, &nb] {
+        assert!(!link_exists(&n.bridge), "bridge {} left", n.bridge);
+        let left = rules_naming(&n.bridge);
+        assert!(left.is_empty(), "rules left: {left:#?}");
+        assert!(n.iptables_rules().is_empty(), "{:#?}", n.iptables_rules());
+    }
+    let gone = fails(&d.berth(&["network", "inspect", "front"]), "inspect gone");
+    assert!(gone.contains("network front not found"), "{gone}");
+}
+
+#[test]
+fn several_networks_a_shared_namespace_and_prune() {
+    let (d, _work) = start();
+    let (na, nb) = (TestNetwork::claim(), TestNetwork::claim());
+    create(&d, "one", &na, &[]);
+    create(&d, "two", &nb, &[]);
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "both",
+            "--network",
+            "one",
+            "--network",
+            "two",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    let addrs = berth(&d, &["exec", "both", "ip", "-4", "-o", "addr"]);
+    assert!(
+        addrs.contains(&format!("eth0    inet {}", na.prefix))
+            || addrs
+                .lines()
+                .any(|l| l.contains("eth0") && l.contains(&na.prefix)),
+        "eth0 on one: {addrs}"
+    );
+    assert!(
+        addrs
+            .lines()
+            .any(|l| l.contains("eth1") && l.contains(&nb.prefix)),
+        "eth1 on two: {addrs}"
+    );
+    // container:NAME shares both's namespace: the same addresses.
+    let shared = berth(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:both",
+            IMAGE,
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+        ],
+    );
+    assert!(
+        shared.contains(&na.prefix) && shared.contains(&nb.prefix),
+        "{shared}"
+    );
+    // Flags Docker refuses before anything starts.
+    let out = d.berth(&["run", "--rm", "--ip", "10.1.1.1", IMAGE, "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("user specified IP address is supported on user defined networks only"),
+        "{out:?}"
+    );
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--network",
+        "one",
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+
+    // prune: only what no container is on.
+    let nc = TestNetwork::claim();
+    create(&d, "spare", &nc, &[]);
+    let pruned = berth(&d, &["network", "prune", "-f"]);
+    assert_eq!(pruned, "Deleted Networks:\nspare\n");
+    berth(&d, &["rm", "-f", "both"]);
+    let pruned = berth(&d, &["network", "prune", "-f"]);
+    assert!(pruned.contains("one") && pruned.contains("two"), "{pruned}");
+    let ls = berth(&d, &["network", "ls", "--filter", "type=custom", "-q"]);
+    assert!(ls.trim().is_empty(), "{ls}");
+    for n in [&na, &nb, &nc] {
+        assert!(!link_exists(&n.bridge), "bridge {} left", n.bridge);
+        assert!(rules_naming(&n.bridge).is_empty());
+    }
+}
