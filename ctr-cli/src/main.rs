@@ -256,6 +256,11 @@ enum DockerCmd {
     },
     /// Rename a container.
     Rename { container: String, new_name: String },
+    /// List a container's published ports (or the host address of one: PORT[/PROTO]).
+    Port {
+        container: String,
+        private_port: Option<String>,
+    },
 }
 
 async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
@@ -273,6 +278,10 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
         DockerCmd::Kill { signal, containers } => lifecycle::kill_cmd(c, containers, signal).await,
         DockerCmd::Rm { force, containers } => lifecycle::rm(c, containers, force).await,
         DockerCmd::Ps(args) => ps::run(c, args).await,
+        DockerCmd::Port {
+            container,
+            private_port,
+        } => docker::port::run(c, &container, private_port.as_deref()).await,
         DockerCmd::Logs(args) => logs::run(c, args).await,
         DockerCmd::Attach { container } => lifecycle::attach(c, &container).await,
         DockerCmd::Wait { containers } => lifecycle::wait(c, containers).await,

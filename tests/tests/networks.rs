@@ -269,3 +269,109 @@ fn parallel_runs_each_get_a_network() {
     assert_eq!(addresses.len(), 8, "one address each: {addresses:?}");
     assert_nothing_left(&d);
 }
+
+/// `-P` publishes the image's EXPOSEd ports on host ports berthd picks, `-p 80` too;
+/// `berth port`, `ps` and `inspect` show them as Docker does; a host port another container
+/// or a host process holds is refused with Docker's error.
+#[test]
+fn exposed_random_and_taken_ports() {
+    use berth_tests::fixtures::{busybox_image_with, pack_layout};
+    let (d, work) = start();
+    let img = busybox_image_with(
+        &work.path().join("exposed"),
+        "latest",
+        serde_json::json!({"ExposedPorts": {"80/tcp": {}, "8081/udp": {}}}),
+    );
+    let archive = work.path().join("exposed.tar");
+    pack_layout(&img.layout, &archive);
+    let archive = archive.display().to_string();
+    ok(
+        &d.ctr(&[
+            "images",
+            "import",
+            "--base-name",
+            "example.com/exposed",
+            &archive,
+        ]),
+        "import",
+    );
+    let script = "mkdir -p /www && echo pub > /www/index.html && exec httpd -f -p 80 -h /www";
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pub",
+            "-P",
+            "example.com/exposed:latest",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let host = berth(&d, &["port", "pub", "80"]);
+    let port: u16 = host
+        .trim()
+        .strip_prefix("0.0.0.0:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a host port: {host}"));
+    assert_eq!(http_get(port), "pub\n");
+    let all = berth(&d, &["port", "pub"]);
+    assert!(all.contains(&format!("80/tcp -> 0.0.0.0:{port}")), "{all}");
+    assert!(all.contains("8081/udp -> 0.0.0.0:"), "{all}");
+    let ps = berth(&d, &["ps"]);
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["inspect", "pub"])).expect("inspect");
+    assert_eq!(
+        v[0]["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        port.to_string()
+    );
+    let none = d.berth(&["port", "pub", "99"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("No public port '99/tcp' published for pub"),
+        "{none:?}"
+    );
+
+    // -p 80: another free port.
+    berth(
+        &d,
+        &[
+            "run", "-d", "--name", "rnd", "-p", "80", IMAGE, "sleep", "600",
+        ],
+    );
+    let other = berth(&d, &["port", "rnd", "80"]);
+    assert!(other.starts_with("0.0.0.0:"), "{other}");
+    assert_ne!(other.trim(), host.trim());
+
+    // Taken: by a container, then by a host process.
+    let publish = format!("{port}:80");
+    let out = d.berth(&[
+        "run", "-d", "--name", "clash", "-p", &publish, IMAGE, "sleep", "600",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Bind for 0.0.0.0:{port} failed: port is already allocated"
+        )),
+        "{err}"
+    );
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+    let held_port = held.local_addr().expect("addr").port();
+    let publish = format!("{held_port}:80");
+    let out = d.berth(&[
+        "run", "-d", "--name", "clash2", "-p", &publish, IMAGE, "sleep", "600",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("port is already allocated"),
+        "{out:?}"
+    );
+    drop(held);
+
+    berth(&d, &["rm", "-f", "pub", "rnd", "clash", "clash2"]);
+    assert_nothing_left(&d);
+}

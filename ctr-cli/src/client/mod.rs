@@ -12,6 +12,7 @@ pub mod leases;
 pub mod logs;
 pub mod metrics;
 pub mod networks;
+pub mod ports;
 pub mod process;
 pub mod rootfs;
 pub mod signal;

@@ -5,8 +5,13 @@ use berth_proto::berth::services::networks::v1 as pb;
 use berth_proto::berth::services::networks::v1::networks_client::NetworksClient;
 use tonic::transport::Channel;
 
+use std::collections::HashMap;
+
+use berth_proto::containerd::services::containers::v1::Container;
+
 use super::Client;
 use crate::exit::Exit;
+use crate::labels;
 
 pub fn api(c: &Client) -> NetworksClient<Channel> {
     NetworksClient::new(c.channel.clone())
@@ -73,6 +78,53 @@ pub fn endpoint_id(container: &str, network: &str) -> String {
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out
+}
+
+/// The networks a container's [`labels::NETWORK`] label names that berthd attaches it to
+/// (not host, none or another container's).
+pub fn networks_of(ct: &Container) -> Vec<String> {
+    ct.labels
+        .get(labels::NETWORK)
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .filter(|n| !n.is_empty() && *n != "host" && *n != "none" && !n.starts_with("container:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The endpoints of the containers on `networks` (one Get each), by container id; a network
+/// that is gone is skipped.
+pub async fn endpoints_by_container(
+    c: &Client,
+    networks: impl IntoIterator<Item = String>,
+) -> HashMap<String, Vec<pb::Endpoint>> {
+    let mut names: Vec<String> = networks.into_iter().collect();
+    names.sort();
+    names.dedup();
+    let mut out: HashMap<String, Vec<pb::Endpoint>> = HashMap::new();
+    for name in names {
+        if let Ok(n) = get(c, &name).await {
+            for e in n.endpoints {
+                out.entry(e.container_id.clone()).or_default().push(e);
+            }
+        }
+    }
+    out
+}
+
+/// The ports container `ct` publishes, host ports as berthd chose them (none while it does
+/// not run).
+pub async fn ports_of(c: &Client, ct: &Container) -> Vec<pb::PortBinding> {
+    let mut by = endpoints_by_container(c, networks_of(ct)).await;
+    let mut ports: Vec<pb::PortBinding> = by
+        .remove(&ct.id)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|e| e.ports)
+        .collect();
+    ports.sort_by_key(|p| (p.container_port, p.protocol.clone(), p.host_port));
+    ports
 }
 
 #[cfg(test)]

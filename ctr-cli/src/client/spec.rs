@@ -70,6 +70,8 @@ pub struct ImageConfig {
     pub working_dir: String,
     pub user: String,
     pub stop_signal: String,
+    /// The image's `EXPOSE`d ports (`80/tcp`).
+    pub exposed_ports: Vec<String>,
 }
 
 impl ImageConfig {
@@ -93,6 +95,10 @@ impl ImageConfig {
             working_dir: string(&c["WorkingDir"]),
             user: string(&c["User"]),
             stop_signal: string(&c["StopSignal"]),
+            exposed_ports: c["ExposedPorts"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 

@@ -36,6 +36,16 @@ impl Convert<pb::Endpoint> for Endpoint {
             address: self.address,
             mac_address: self.mac,
             aliases: self.aliases,
+            ports: self
+                .ports
+                .into_iter()
+                .map(|p| pb::PortBinding {
+                    host_ip: p.host_ip,
+                    host_port: u32::from(p.host_port),
+                    container_port: u32::from(p.container_port),
+                    protocol: p.protocol,
+                })
+                .collect(),
         }
     }
 }

@@ -139,6 +139,21 @@ async fn network_settings(c: &Client, ct: &pb::Container) -> Value {
         nets.insert(name.to_string(), entry);
     }
     top["Networks"] = Value::Object(nets);
+    // Ports: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}.
+    let mut ports = serde_json::Map::new();
+    for p in networks::ports_of(c, ct).await {
+        let ip = if p.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &p.host_ip
+        };
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({ "HostIp": ip, "HostPort": p.host_port.to_string() }));
+        }
+    }
+    top["Ports"] = Value::Object(ports);
     top
 }
 

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use berth_proto::berth::services::networks::v1::Endpoint as NetEndpoint;
 use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::Process;
 use clap::Args as ClapArgs;
 
 use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
 use crate::client::tasks::{self, state_name};
-use crate::client::{Client, status};
+use crate::client::{Client, networks, status};
 use crate::output::{self, human_duration, to_time};
 
 #[derive(ClapArgs, Debug)]
@@ -120,6 +121,21 @@ pub async fn tasks_by_container(c: &Client) -> anyhow::Result<HashMap<String, Pr
         .collect())
 }
 
+/// The PORTS column: the container's published ports, as Docker writes them.
+fn ports_text(endpoints: Option<&Vec<NetEndpoint>>) -> String {
+    let mut ports: Vec<_> = endpoints
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e.ports.iter())
+        .collect();
+    ports.sort_by_key(|p| (p.container_port, p.protocol.clone(), p.host_port));
+    ports
+        .into_iter()
+        .map(crate::client::ports::display)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
     let mut list = list_all(c).await?;
     let tasks = tasks_by_container(c).await?;
@@ -132,6 +148,11 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
         )
     });
     let now = SystemTime::now();
+    let endpoints = if args.quiet {
+        Default::default()
+    } else {
+        networks::endpoints_by_container(c, list.iter().flat_map(networks::networks_of)).await
+    };
     let mut rows = Vec::new();
     for ct in &list {
         let t = tasks.get(&ct.id);
@@ -163,7 +184,7 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
             format!("{cmd:?}"),
             created,
             status_text(t, started_at(ct), now),
-            String::new(),
+            ports_text(endpoints.get(&ct.id)),
             name_of(ct),
         ]);
     }

@@ -24,7 +24,7 @@ use crate::client::containers::{self, check_name_free, list_all, log_path, new_i
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
 use crate::client::spec::{self, Accounts, ImageConfig, Options};
-use crate::client::{Client, networks, snapshots, status, tasks};
+use crate::client::{Client, networks, ports, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
@@ -109,6 +109,12 @@ pub struct CreateArgs {
     /// Publish a container port on the host: [ip:]hostPort:containerPort[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish every exposed port (the image's EXPOSE and --expose) on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports (80, 80/udp, 8000-8002).
+    #[arg(long)]
+    pub expose: Vec<String>,
     pub image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -377,6 +383,8 @@ struct Plan {
     log: PathBuf,
     /// The [`labels::NETWORK`] value.
     network: String,
+    /// The ports to publish, as berthd takes them ([`labels::PORTS`]).
+    ports: Vec<String>,
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
@@ -420,6 +428,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         None => generate_name(&list, &id),
     };
     let network = network_label(c, a).await?;
+    let ports = published_ports(a, &img_cfg)?;
     let opts = options(a, &id, &c.namespace, &network)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
@@ -442,7 +451,35 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         all_caps,
         log,
         network,
+        ports,
     })
+}
+
+/// The ports `-p` and `-P` publish, each `ip:host:container/proto` (host 0: any).
+fn published_ports(a: &CreateArgs, img: &ImageConfig) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in &a.publish {
+        out.extend(ports::parse_publish(p)?);
+    }
+    if a.publish_all {
+        let mut exposed = Vec::new();
+        for e in img.exposed_ports.iter().chain(&a.expose) {
+            exposed.extend(ports::parse_expose(e)?);
+        }
+        exposed.sort();
+        exposed.dedup();
+        for (port, proto) in exposed {
+            let already = out.iter().any(|o| o.ends_with(&format!(":{port}/{proto}")));
+            if !already {
+                out.push(format!("0:{port}/{proto}"));
+            }
+        }
+    } else {
+        for e in &a.expose {
+            ports::parse_expose(e)?;
+        }
+    }
+    Ok(out)
 }
 
 /// The networks `--network` names, checked with berthd, as the [`labels::NETWORK`] value:
@@ -582,8 +619,8 @@ async fn record(
         (labels::LOG_PATH.to_string(), p.log.display().to_string()),
         (labels::NETWORK.to_string(), p.network.clone()),
     ]);
-    if !a.publish.is_empty() && p.network != "host" {
-        record_labels.insert(labels::PORTS.to_string(), a.publish.join(","));
+    if !p.ports.is_empty() && p.network != "host" {
+        record_labels.insert(labels::PORTS.to_string(), p.ports.join(","));
     }
     if let Some(ip) = &a.ip {
         record_labels.insert(labels::IP.to_string(), ip.clone());

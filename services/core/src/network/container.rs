@@ -46,7 +46,8 @@ pub fn container_network_of(labels: &BTreeMap<String, String>) -> Option<&str> {
 }
 
 impl PortMapping {
-    /// Parses one `[ip:]host:container[/proto]`.
+    /// Parses one `[ip:][host:]container[/proto]`; a host port left out or 0 is chosen by
+    /// berthd when the container starts.
     pub fn parse(text: &str) -> Result<PortMapping> {
         let bad = |why: &str| Error::invalid(format!("published port {text:?}: {why}"));
         let (spec, protocol) = match text.rsplit_once('/') {
@@ -63,6 +64,14 @@ impl PortMapping {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| bad("a port must be a number from 1 to 65535"))
         };
+        // The host port: empty or 0 is "any".
+        let host_port = |s: &str| -> Result<u16> {
+            if s.is_empty() || s == "0" {
+                Ok(0)
+            } else {
+                port(s)
+            }
+        };
         match parts.as_slice() {
             [container, host, ip] => {
                 let ip = ip.trim_matches(|c| c == '[' || c == ']');
@@ -70,19 +79,25 @@ impl PortMapping {
                     return Err(bad("the host address is not an IP address"));
                 }
                 Ok(PortMapping {
-                    host_port: port(host)?,
+                    host_port: host_port(host)?,
                     container_port: port(container)?,
                     protocol,
                     host_ip: ip.to_string(),
                 })
             }
             [container, host] => Ok(PortMapping {
-                host_port: port(host)?,
+                host_port: host_port(host)?,
                 container_port: port(container)?,
                 protocol,
                 host_ip: String::new(),
             }),
-            _ => Err(bad("want [ip:]hostPort:containerPort[/protocol]")),
+            [container] => Ok(PortMapping {
+                host_port: 0,
+                container_port: port(container)?,
+                protocol,
+                host_ip: String::new(),
+            }),
+            _ => Err(bad("want [ip:][hostPort:]containerPort[/protocol]")),
         }
     }
 
@@ -383,7 +398,11 @@ mod tests {
         );
         let p = PortMapping::parse("127.0.0.1:5353:53/UDP").expect("parse");
         assert_eq!(p.to_string(), "127.0.0.1:5353:53/udp");
-        for bad in ["80", "x:80", "0:80", "8080:80/sctp", "1:2:3:4", "70000:80"] {
+        let p = PortMapping::parse("80").expect("any host port");
+        assert_eq!((p.host_port, p.container_port), (0, 80));
+        let p = PortMapping::parse("127.0.0.1::53/udp").expect("any host port on an address");
+        assert_eq!((p.host_port, p.host_ip.as_str()), (0, "127.0.0.1"));
+        for bad in ["x:80", "0", "8080:80/sctp", "1:2:3:4", "70000:80", "1:0"] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
         }
         let list = PortMapping::parse_list("1:2, 3:4/udp").expect("list");

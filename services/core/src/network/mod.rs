@@ -19,6 +19,7 @@ pub mod dns;
 pub mod files;
 mod isolation;
 pub mod netns;
+pub mod ports;
 mod records;
 pub mod subnet;
 
@@ -214,6 +215,8 @@ pub struct Networks {
     /// The default bridge network (`bridge`).
     default: BridgeNetwork,
     dns: dns::Dns,
+    /// Held from the choice of a container's host ports until its record holds them.
+    port_claims: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The default bridge network as berthd's config describes it: its subnet the configured
@@ -256,6 +259,7 @@ impl Networks {
             dirs,
             default,
             dns: dns::Dns::default(),
+            port_claims: Default::default(),
         }
     }
 
@@ -346,18 +350,27 @@ impl Networks {
         ports: &[PortMapping],
     ) -> Result<AttachmentRecord> {
         let netns = self.dirs.netns_dir.join(Self::netns_name(namespace, id));
+        let claims = self.port_claims.lock().await;
+        let ports = if ports.is_empty() || networks.is_empty() {
+            Vec::new()
+        } else {
+            let taken = self.ports_in_use((namespace, id)).await?;
+            let (wanted, cid) = (ports.to_vec(), id.to_string());
+            blocking(move || ports::claim(&cid, &wanted, &taken)).await?
+        };
         let mut rec = AttachmentRecord {
             netns: netns.display().to_string(),
             networks: Vec::new(),
             created_at: metadata::now_nanos(),
         };
         for (i, member) in networks.iter().enumerate() {
-            let ports = if i == 0 { ports } else { &[] };
+            let ports = if i == 0 { &ports[..] } else { &[] };
             rec.networks
                 .push(self.new_attachment(member, &format!("eth{i}"), ports)?);
         }
         // Known before anything exists: a crash from here on leaves a record to clean up.
         self.put(namespace, id, rec.clone(), true).await?;
+        drop(claims);
         match self.bring_up(namespace, id, &mut rec).await {
             Ok(()) => Ok(rec),
             Err(e) => {

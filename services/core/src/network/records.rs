@@ -80,6 +80,8 @@ pub struct Endpoint {
     pub address: String,
     pub mac: String,
     pub aliases: Vec<String>,
+    /// The ports published through this network, host ports chosen.
+    pub ports: Vec<super::PortMapping>,
 }
 
 /// Docker's rule for network names.
@@ -423,6 +425,7 @@ impl Networks {
                     address: n.address.clone(),
                     mac: n.mac.clone(),
                     aliases: n.aliases.clone(),
+                    ports: super::ports::published(&n.runtime_config),
                 });
             }
         }
