@@ -44,6 +44,16 @@ pub const IP: &str = "berth/ip";
 /// A container's aliases on its first network, by commas (`--network-alias`; read by
 /// berthd's name server).
 pub const NETWORK_ALIASES: &str = "berth/network-aliases";
+/// A container's name servers (`--dns`), by commas (berthd writes its resolv.conf).
+pub const DNS: &str = "berth/dns";
+/// A container's DNS search domains (`--dns-search`), by commas.
+pub const DNS_SEARCH: &str = "berth/dns-search";
+/// A container's resolver options (`--dns-option`), by commas.
+pub const DNS_OPTIONS: &str = "berth/dns-options";
+/// A container's extra `/etc/hosts` lines (`--add-host`), `name:ip` by commas.
+pub const EXTRA_HOSTS: &str = "berth/extra-hosts";
+/// A container's links (`--link`), `id:name:alias` by commas.
+pub const LINKS: &str = "berth/links";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

@@ -375,3 +375,67 @@ fn exposed_random_and_taken_ports() {
     berth(&d, &["rm", "-f", "pub", "rnd", "clash", "clash2"]);
     assert_nothing_left(&d);
 }
+
+/// `--link`, `--add-host` (with `host-gateway`), `--dns`, `--dns-search`, `--dns-option`,
+/// `--hostname` and `--domainname` reach berth's /etc files as Docker writes them.
+#[test]
+fn dns_flags_extra_hosts_and_links() {
+    let (d, _work) = start();
+    let script = "mkdir -p /www && echo db > /www/index.html && exec httpd -f -p 80 -h /www";
+    berth(
+        &d,
+        &["run", "-d", "--name", "db", IMAGE, "sh", "-c", script],
+    );
+    let out = berth(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--link",
+            "db:database",
+            "--add-host",
+            "extra:10.1.2.3",
+            "--add-host",
+            "gw:host-gateway",
+            "--dns",
+            "9.9.9.9",
+            "--dns-search",
+            "corp.example",
+            "--dns-option",
+            "ndots:3",
+            "--hostname",
+            "box",
+            "--domainname",
+            "example.org",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /etc/hosts /etc/resolv.conf; wget -qO- http://database/",
+        ],
+    );
+    assert!(out.contains("10.1.2.3\textra\n"), "{out}");
+    assert!(
+        out.contains(&format!("{}1\tgw\n", d.network.prefix)),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&d.network.prefix)
+            && l.contains("\tdatabase ")
+            && l.ends_with(" db")),
+        "the link's line: {out}"
+    );
+    assert!(out.contains("\tbox.example.org box\n"), "{out}");
+    assert!(out.contains("nameserver 9.9.9.9\n"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("nameserver ") && l != "nameserver 9.9.9.9"),
+        "{out}"
+    );
+    assert!(out.contains("search corp.example\n"), "{out}");
+    assert!(out.contains("options ndots:3\n"), "{out}");
+    assert!(out.ends_with("db\n"), "reached db as database: {out}");
+    let bad = d.berth(&["run", "--rm", "--add-host", "nope", IMAGE, "true"]);
+    assert_eq!(bad.status.code(), Some(125), "{bad:?}");
+    berth(&d, &["rm", "-f", "db"]);
+    assert_nothing_left(&d);
+}

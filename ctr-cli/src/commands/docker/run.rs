@@ -20,7 +20,9 @@ use berth_proto::containerd::services::introspection::v1::introspection_client::
 use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
-use crate::client::containers::{self, check_name_free, list_all, log_path, new_id, resolve};
+use crate::client::containers::{
+    self, check_name_free, list_all, log_path, name_of, new_id, resolve,
+};
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
 use crate::client::spec::{self, Accounts, ImageConfig, Options};
@@ -109,6 +111,24 @@ pub struct CreateArgs {
     /// Publish a container port on the host: [ip:]hostPort:containerPort[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long = "dns-option", alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip; ip host-gateway: the network's gateway).
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// The container's NIS domain name.
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// Add a link to another container (name[:alias]).
+    #[arg(long)]
+    pub link: Vec<String>,
     /// Publish every exposed port (the image's EXPOSE and --expose) on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
@@ -385,6 +405,10 @@ struct Plan {
     network: String,
     /// The ports to publish, as berthd takes them ([`labels::PORTS`]).
     ports: Vec<String>,
+    /// `--add-host` entries, checked (`name:ip`).
+    extra_hosts: Vec<String>,
+    /// `--link`s, resolved (`id:name:alias`).
+    links: Vec<String>,
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
@@ -429,6 +453,8 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     };
     let network = network_label(c, a).await?;
     let ports = published_ports(a, &img_cfg)?;
+    let extra_hosts = extra_hosts(a)?;
+    let links = links(c, a).await?;
     let opts = options(a, &id, &c.namespace, &network)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
@@ -452,7 +478,56 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         log,
         network,
         ports,
+        extra_hosts,
+        links,
     })
+}
+
+/// `--add-host name:ip` (or `name=ip`) entries, checked, as `name:ip`.
+fn extra_hosts(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for h in &a.add_host {
+        let (name, ip) = h
+            .split_once('=')
+            .or_else(|| h.split_once(':'))
+            .ok_or_else(|| Exit::with(125, format!("bad format for add-host: {h:?}")))?;
+        if ip != "host-gateway" && ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Exit::with(
+                125,
+                format!("invalid IP address in add-host: {ip:?}"),
+            ));
+        }
+        out.push(format!("{name}:{ip}"));
+    }
+    if a.dns_search
+        .iter()
+        .chain(&a.dns_option)
+        .any(|d| d.contains(','))
+    {
+        return Err(Exit::with(125, "a DNS search domain or option has a comma"));
+    }
+    for d in &a.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(Exit::with(125, format!("{d} is not an ip address")));
+        }
+    }
+    Ok(out)
+}
+
+/// `--link name[:alias]`: the linked containers, as `id:name:alias`.
+async fn links(c: &Client, a: &CreateArgs) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for l in &a.link {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let ct = resolve(c, name).await.map_err(|_| {
+            Exit::with(
+                125,
+                format!("Error response from daemon: could not get container for {name}"),
+            )
+        })?;
+        out.push(format!("{}:{}:{alias}", ct.id, name_of(&ct)));
+    }
+    Ok(out)
 }
 
 /// The ports `-p` and `-P` publish, each `ip:host:container/proto` (host 0: any).
@@ -600,7 +675,10 @@ async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Resu
     } else {
         read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
     };
-    let spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
+    let mut spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
+    if let Some(d) = a.domainname.as_deref().filter(|d| !d.is_empty()) {
+        spec["domainname"] = json!(d);
+    }
     let config = docker_config(a, &p.img_cfg, &p.opts, &spec, &p.network);
     record(c, a, p, &spec, &config).await
 }
@@ -624,6 +702,17 @@ async fn record(
     }
     if let Some(ip) = &a.ip {
         record_labels.insert(labels::IP.to_string(), ip.clone());
+    }
+    for (key, values) in [
+        (labels::DNS, &a.dns),
+        (labels::DNS_SEARCH, &a.dns_search),
+        (labels::DNS_OPTIONS, &a.dns_option),
+        (labels::EXTRA_HOSTS, &p.extra_hosts),
+        (labels::LINKS, &p.links),
+    ] {
+        if !values.is_empty() {
+            record_labels.insert(key.to_string(), values.join(","));
+        }
     }
     if !a.network_alias.is_empty() {
         record_labels.insert(

@@ -28,6 +28,18 @@ pub const IP_LABEL: &str = "berth/ip";
 /// The container's aliases on its first network, by commas.
 pub const ALIASES_LABEL: &str = "berth/network-aliases";
 
+/// The container's name servers (`--dns`), by commas.
+pub const DNS_LABEL: &str = "berth/dns";
+/// The container's DNS search domains (`--dns-search`), by commas.
+pub const DNS_SEARCH_LABEL: &str = "berth/dns-search";
+/// The container's resolver options (`--dns-option`), by commas.
+pub const DNS_OPTIONS_LABEL: &str = "berth/dns-options";
+/// Extra `/etc/hosts` lines (`--add-host name:ip`; `host-gateway` is the network's
+/// gateway), by commas.
+pub const EXTRA_HOSTS_LABEL: &str = "berth/extra-hosts";
+/// Links to containers on the default bridge (`--link`): `id:name:alias`, by commas.
+pub const LINKS_LABEL: &str = "berth/links";
+
 /// How a container is networked.
 enum Mode {
     /// The host's network: nothing to do.
@@ -150,7 +162,9 @@ impl Networks {
         let mut spec: Value = serde_json::from_slice(spec)
             .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
         let rec = self.attach(namespace, id, &networks, &ports).await?;
-        let patched = self.files_and_spec(namespace, id, &rec, &mut spec).await;
+        let patched = self
+            .files_and_spec(namespace, id, labels, &rec, &mut spec)
+            .await;
         match patched.and_then(|()| {
             serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))
         }) {
@@ -291,28 +305,82 @@ impl Networks {
         &self,
         namespace: &str,
         id: &str,
+        labels: &BTreeMap<String, String>,
         rec: &super::AttachmentRecord,
         spec: &mut Value,
     ) -> Result<()> {
-        let hostname = spec
-            .get("hostname")
-            .and_then(Value::as_str)
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| id.chars().take(12).collect());
-        let addresses: Vec<String> = rec.networks.iter().map(|n| n.address.clone()).collect();
-        // On a user-defined network, names are asked of berthd's name server there.
-        let nameserver = rec
-            .networks
-            .first()
-            .filter(|n| n.dns)
-            .map(|n| n.gateway.clone());
+        let text = |k: &str| {
+            spec.get(k)
+                .and_then(Value::as_str)
+                .filter(|h| !h.is_empty())
+                .map(str::to_string)
+        };
+        let list = |k: &str| -> Vec<String> {
+            labels
+                .get(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let gateway = rec.networks.first().map(|n| n.gateway.clone());
+        let mut extra_hosts = Vec::new();
+        for entry in list(EXTRA_HOSTS_LABEL) {
+            let (name, ip) = entry.split_once(':').ok_or_else(|| {
+                Error::invalid(format!(
+                    "bad format for add-host: {entry:?} (of container {id})"
+                ))
+            })?;
+            let ip = match (ip, &gateway) {
+                ("host-gateway", Some(gw)) if !gw.is_empty() => gw.clone(),
+                _ => ip.to_string(),
+            };
+            extra_hosts.push((ip, name.to_string()));
+        }
+        for entry in list(LINKS_LABEL) {
+            // `id:name:alias` of a container on the default bridge.
+            let mut parts = entry.splitn(3, ':');
+            let (other, name, alias) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let address = self
+                .get(namespace, other)
+                .await?
+                .and_then(|r| r.networks.first().map(|n| n.address.clone()))
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    Error::precondition(format!(
+                        "cannot link to a non running container: {name} (for container {id})"
+                    ))
+                })?;
+            let short: String = other.chars().take(12).collect();
+            extra_hosts.push((address, format!("{alias} {short} {name}")));
+        }
+        let settings = files::Settings {
+            hostname: text("hostname").unwrap_or_else(|| id.chars().take(12).collect()),
+            domainname: text("domainname").unwrap_or_default(),
+            addresses: rec.networks.iter().map(|n| n.address.clone()).collect(),
+            // On a user-defined network, names are asked of berthd's name server there.
+            nameserver: rec
+                .networks
+                .first()
+                .filter(|n| n.dns)
+                .map(|n| n.gateway.clone()),
+            dns: list(DNS_LABEL),
+            dns_search: list(DNS_SEARCH_LABEL),
+            dns_options: list(DNS_OPTIONS_LABEL),
+            extra_hosts,
+        };
         let dir = self.files_dir(namespace, id);
-        let written = tokio::task::spawn_blocking(move || {
-            files::write(&dir, &hostname, &addresses, nameserver.as_deref())
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("network files task: {e}")))??;
+        let written = tokio::task::spawn_blocking(move || files::write(&dir, &settings))
+            .await
+            .map_err(|e| Error::Internal(format!("network files task: {e}")))??;
         set_network_namespace(spec, &rec.netns)?;
         add_mounts(spec, id, &written)
     }

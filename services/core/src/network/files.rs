@@ -25,13 +25,39 @@ impl ManagedFiles {
     }
 }
 
-/// The `/etc/hosts` of a container named `hostname` with `addresses`.
-pub fn hosts(hostname: &str, addresses: &[String]) -> String {
+/// What a container's `/etc` files say besides the host's defaults (`run --hostname
+/// --domainname --dns --dns-search --dns-option --add-host --link`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub hostname: String,
+    pub domainname: String,
+    /// The container's own addresses.
+    pub addresses: Vec<String>,
+    /// berthd's name server on the container's network, if any.
+    pub nameserver: Option<String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `(address, names)` lines added to `/etc/hosts` (`--add-host`, `--link`).
+    pub extra_hosts: Vec<(String, String)>,
+}
+
+/// The `/etc/hosts` of a container: localhost, the extra lines, then its own addresses
+/// under its hostname (with the domain name first when it has one), as Docker writes it.
+pub fn hosts(s: &Settings) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
-    for a in addresses.iter().filter(|a| !a.is_empty()) {
-        out.push_str(&format!("{a}\t{hostname}\n"));
+    for (ip, names) in &s.extra_hosts {
+        out.push_str(&format!("{ip}\t{names}\n"));
+    }
+    let names = if s.domainname.is_empty() {
+        s.hostname.clone()
+    } else {
+        format!("{}.{} {}", s.hostname, s.domainname, s.hostname)
+    };
+    for a in s.addresses.iter().filter(|a| !a.is_empty()) {
+        out.push_str(&format!("{a}\t{names}\n"));
     }
     out
 }
@@ -60,39 +86,64 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// The `/etc/resolv.conf` of a container whose names are asked of `nameserver` (berthd's
-/// name server on its network, which forwards the rest to the host's): the host's search
-/// domains and options kept.
-pub fn resolv_conf_with(host: &str, nameserver: &str) -> String {
-    let mut out = format!("nameserver {nameserver}\n");
-    for line in host.lines() {
-        let first = line.split_whitespace().next();
-        if matches!(first, Some("search" | "domain" | "options")) {
+/// The container's `/etc/resolv.conf`: berthd's name server first on a user-defined
+/// network, else the host's resolvers; `--dns`, `--dns-search` and `--dns-option` replace
+/// the host's servers, search domains and options, as Docker does.
+pub fn resolv_conf_for(host: &str, s: &Settings) -> String {
+    let base = match &s.nameserver {
+        Some(_) => host
+            .lines()
+            .filter(|l| {
+                matches!(
+                    l.split_whitespace().next(),
+                    Some("search" | "domain" | "options")
+                )
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        None if !s.dns.is_empty() => host
+            .lines()
+            .filter(|l| l.split_whitespace().next() != Some("nameserver"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        None => resolv_conf(host),
+    };
+    let mut servers: Vec<String> = s.nameserver.iter().cloned().collect();
+    servers.extend(s.dns.iter().cloned());
+    let mut out: String = servers
+        .iter()
+        .map(|n| format!("nameserver {n}\n"))
+        .collect();
+    for line in base.lines() {
+        let key = line.split_whitespace().next();
+        let replaced = match key {
+            Some("search" | "domain") => !s.dns_search.is_empty(),
+            Some("options") => !s.dns_options.is_empty(),
+            _ => false,
+        };
+        if !replaced {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    if !s.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", s.dns_search.join(" ")));
+    }
+    if !s.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", s.dns_options.join(" ")));
     }
     out
 }
 
 /// Writes the files into `dir` (created; each through a temp file, fsync and rename) and
-/// returns them. `nameserver`: berthd's name server on the container's network, if any.
-pub fn write(
-    dir: &Path,
-    hostname: &str,
-    addresses: &[String],
-    nameserver: Option<&str>,
-) -> Result<ManagedFiles> {
+/// returns them.
+pub fn write(dir: &Path, s: &Settings) -> Result<ManagedFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = match nameserver {
-        Some(ns) => resolv_conf_with(&host_resolv, ns),
-        None => resolv_conf(&host_resolv),
-    };
     let files = [
-        ("hosts", hosts(hostname, addresses)),
-        ("resolv.conf", resolv),
-        ("hostname", format!("{hostname}\n")),
+        ("hosts", hosts(s)),
+        ("resolv.conf", resolv_conf_for(&host_resolv, s)),
+        ("hostname", format!("{}\n", s.hostname)),
     ];
     for (name, text) in files {
         crate::runtime::write_file_atomic(&dir.join(name), text.as_bytes())?;
@@ -117,9 +168,19 @@ mod tests {
 
     #[test]
     fn hosts_name_the_container() {
-        let h = hosts("web", &["172.17.0.2".into()]);
+        let mut s = Settings {
+            hostname: "web".into(),
+            addresses: vec!["172.17.0.2".into()],
+            ..Default::default()
+        };
+        let h = hosts(&s);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(h.ends_with("172.17.0.2\tweb\n"));
+        s.domainname = "example.org".into();
+        s.extra_hosts = vec![("10.0.0.9".into(), "db".into())];
+        let h = hosts(&s);
+        assert!(h.contains("10.0.0.9\tdb\n"), "{h}");
+        assert!(h.ends_with("172.17.0.2\tweb.example.org web\n"), "{h}");
     }
 
     #[test]
@@ -131,5 +192,26 @@ mod tests {
         );
         let host = "nameserver 10.0.0.1\nnameserver ::1\n";
         assert_eq!(resolv_conf(host), "nameserver 10.0.0.1\n");
+    }
+
+    #[test]
+    fn resolv_conf_takes_the_dns_flags_and_berths_name_server() {
+        let host = "nameserver 10.0.0.1\nsearch a.example\noptions edns0\n";
+        let mut s = Settings {
+            dns: vec!["9.9.9.9".into()],
+            dns_search: vec!["b.example".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf_for(host, &s),
+            "nameserver 9.9.9.9\noptions edns0\nsearch b.example\n"
+        );
+        s.nameserver = Some("10.9.0.1".into());
+        s.dns.clear();
+        s.dns_options = vec!["ndots:2".into()];
+        assert_eq!(
+            resolv_conf_for(host, &s),
+            "nameserver 10.9.0.1\nsearch b.example\noptions ndots:2\n"
+        );
     }
 }
