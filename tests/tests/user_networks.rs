@@ -270,3 +270,47 @@ fn several_networks_a_shared_namespace_and_prune() {
         assert!(rules_naming(&n.bridge).is_empty());
     }
 }
+
+/// A stopped container holds no address or name on its network (Docker releases its
+/// endpoint); started again, it is back under its name.
+#[test]
+fn a_stopped_container_gives_back_its_name() {
+    let (d, _work) = start();
+    let net = TestNetwork::claim();
+    create(&d, "n", &net, &[]);
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "--network",
+            "n",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    let lookup = || {
+        let out = d.berth(&["run", "--rm", "--network", "n", IMAGE, "nslookup", "svc"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addr = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("Address") && l.contains(&net.prefix) && !l.ends_with(":53"))
+            .count()
+    };
+    assert_eq!(addr(&lookup()), 1, "svc resolves: {}", lookup());
+    berth(&d, &["stop", "-t", "1", "svc"]);
+    let out = lookup();
+    assert_eq!(addr(&out), 0, "a stopped svc still resolves: {out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["inspect", "svc"])).expect("inspect");
+    assert_eq!(v[0]["NetworkSettings"]["Networks"]["n"]["IPAddress"], "");
+    berth(&d, &["start", "svc"]);
+    assert_eq!(addr(&lookup()), 1, "svc is back: {}", lookup());
+    berth(&d, &["rm", "-f", "svc"]);
+    berth(&d, &["network", "rm", "n"]);
+    assert!(!link_exists(&net.bridge));
+}

@@ -5,7 +5,8 @@
 //! has to stay around, as with Docker's daemon.
 //!
 //! The same watcher tells the task core of every init exit ([`Tasks::observe_exit`]), so the
-//! daemon-side status of tasks is current.
+//! daemon-side status of tasks is current, and has the exited task's network released
+//! ([`Tasks::release_network`]).
 //!
 //! The exit arrives as the shim's `/tasks/exit` event: shims keep an exit until berthd has
 //! taken it, so one that happened while berthd was down is acted on after the restart.
@@ -80,8 +81,13 @@ impl AutoRemover {
             // The task core learns of the exit here too (its daemon-side status).
             self.tasks.observe_exit(&ns, &id, exit.pid);
             let remover = self.clone_parts();
+            let pid = exit.pid;
             // One container's clean-up never holds up the next event.
-            tokio::spawn(async move { remover.remove(&ns, &id).await });
+            tokio::spawn(async move {
+                // A stopped container holds no address, port or name (as with Docker).
+                remover.tasks.release_network(&ns, &id, pid).await;
+                remover.remove(&ns, &id).await
+            });
         }
     }
 

@@ -301,6 +301,22 @@ impl Tasks {
         result
     }
 
+    /// Releases the network of task `id` whose init process `pid` exited: its address, ports
+    /// and names go (as Docker releases a stopped container's); the next start joins again.
+    /// Nothing when the task was deleted meanwhile (a new one may own the name).
+    pub async fn release_network(&self, ns: &str, id: &str, pid: u32) {
+        let Ok(task) = self.get(ns, id) else {
+            return;
+        };
+        if task.status().pid != pid {
+            return;
+        }
+        let deleted = task.lock.lock().await;
+        if !*deleted {
+            self.leave_network(ns, id).await;
+        }
+    }
+
     /// Takes down the task's network, if it has one; a failure is logged (the attachment
     /// stays recorded, and the next start-up's sweep tries again).
     async fn leave_network(&self, ns: &str, id: &str) {
