@@ -314,3 +314,86 @@ fn a_stopped_container_gives_back_its_name() {
     berth(&d, &["network", "rm", "n"]);
     assert!(!link_exists(&net.bridge));
 }
+
+/// `network connect` gives a running container one more interface at once (and its next
+/// start keeps it); `network disconnect` takes it away; Docker's refusals.
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let (d, _work) = start();
+    let (na, nb) = (TestNetwork::claim(), TestNetwork::claim());
+    create(&d, "first", &na, &[]);
+    create(&d, "second", &nb, &[]);
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "--network",
+            "first",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    let ip = format!("{}20", nb.prefix);
+    berth(
+        &d,
+        &[
+            "network", "connect", "--ip", &ip, "--alias", "api", "second", "app",
+        ],
+    );
+    let addrs = berth(&d, &["exec", "app", "ip", "-4", "-o", "addr"]);
+    assert!(addrs.contains(&format!("{ip}/24")), "{addrs}");
+    let out = ok(
+        &d.berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "second",
+            IMAGE,
+            "nslookup",
+            "api",
+        ]),
+        "nslookup api",
+    );
+    assert!(out.contains(&ip), "{out}");
+    let again = fails(
+        &d.berth(&["network", "connect", "second", "app"]),
+        "connect twice",
+    );
+    assert!(
+        again.contains("endpoint with name app already exists in network second"),
+        "{again}"
+    );
+    let host = fails(
+        &d.berth(&["network", "connect", "host", "app"]),
+        "connect host",
+    );
+    assert!(host.contains("host network"), "{host}");
+
+    // A restart keeps both networks.
+    berth(&d, &["restart", "-t", "1", "app"]);
+    let addrs = berth(&d, &["exec", "app", "ip", "-4", "-o", "addr"]);
+    assert!(
+        addrs.contains(&na.prefix) && addrs.contains(&nb.prefix),
+        "{addrs}"
+    );
+
+    berth(&d, &["network", "disconnect", "second", "app"]);
+    let addrs = berth(&d, &["exec", "app", "ip", "-4", "-o", "addr"]);
+    assert!(!addrs.contains(&nb.prefix), "{addrs}");
+    let not = fails(
+        &d.berth(&["network", "disconnect", "second", "app"]),
+        "twice",
+    );
+    assert!(not.contains("is not connected to network second"), "{not}");
+    berth(&d, &["network", "disconnect", "-f", "second", "app"]);
+    berth(&d, &["rm", "-f", "app"]);
+    berth(&d, &["network", "rm", "first", "second"]);
+    for n in [&na, &nb] {
+        assert!(!link_exists(&n.bridge));
+        assert!(n.iptables_rules().is_empty(), "{:#?}", n.iptables_rules());
+    }
+}

@@ -9,6 +9,8 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::networks::{self, daemon_error, daemon_message};
+use berth_proto::containerd::services::containers::v1::Container;
+
 use crate::client::{Client, containers};
 use crate::exit::Exit;
 use crate::labels;
@@ -68,6 +70,25 @@ pub enum Cmd {
         #[arg(short, long)]
         force: bool,
     },
+    /// Connect a container to a network.
+    Connect {
+        /// IPv4 address on the network.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Add a network-scoped alias for the container.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        /// Force the container to disconnect from a network.
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
     /// Remove all unused user-defined networks.
     Prune {
         /// Do not prompt for confirmation.
@@ -118,7 +139,136 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Inspect { networks } => inspect(c, &networks).await,
         Cmd::Rm { networks, force } => rm(c, &networks, force).await,
         Cmd::Prune { force, filters } => prune(c, force, filters).await,
+        Cmd::Connect {
+            ip,
+            aliases,
+            network,
+            container,
+        } => connect(c, &network, &container, ip.unwrap_or_default(), aliases).await,
+        Cmd::Disconnect {
+            force,
+            network,
+            container,
+        } => disconnect(c, &network, &container, force).await,
     }
+}
+
+/// The container `what` names, or Docker's error.
+async fn container(c: &Client, what: &str) -> anyhow::Result<Container> {
+    containers::resolve(c, what)
+        .await
+        .map_err(|e| Exit::with(1, format!("Error response from daemon: {e:#}")))
+}
+
+/// The networks of the container's [`labels::NETWORK`] label.
+fn label_networks(ct: &Container) -> Vec<String> {
+    ct.labels
+        .get(labels::NETWORK)
+        .map(|v| {
+            v.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn connect(
+    c: &Client,
+    network: &str,
+    what: &str,
+    ip: String,
+    aliases: Vec<String>,
+) -> anyhow::Result<()> {
+    let ct = container(c, what).await?;
+    let net = networks::get(c, network)
+        .await
+        .map_err(|s| daemon_error(s, 1))?;
+    let mut on = label_networks(&ct);
+    let name = containers::name_of(&ct);
+    let fail = |m: String| Exit::with(1, format!("Error response from daemon: {m}"));
+    match on.first().map(String::as_str) {
+        Some("host") => {
+            return Err(fail(
+                "container cannot be disconnected from host network or connected to host network"
+                    .into(),
+            ));
+        }
+        Some("none") => {
+            return Err(fail(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode".into(),
+            ));
+        }
+        Some(m) if m.starts_with("container:") => {
+            return Err(fail(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            ));
+        }
+        _ => {}
+    }
+    if on.iter().any(|n| *n == net.name || *n == net.id) {
+        return Err(fail(format!(
+            "endpoint with name {name} already exists in network {}",
+            net.name
+        )));
+    }
+    networks::api(c)
+        .connect_container(c.req(pb::ConnectRequest {
+            network: net.name.clone(),
+            container_id: ct.id.clone(),
+            container_name: name,
+            ip,
+            aliases: aliases.clone(),
+        }))
+        .await
+        .map_err(|s| daemon_error(s, 1))?;
+    // The next start joins it too.
+    on.push(net.name.clone());
+    containers::set_label(c, &ct.id, labels::NETWORK, &on.join(",")).await?;
+    if !aliases.is_empty() {
+        let key = format!("{}.{}", labels::NETWORK_ALIASES, net.name);
+        containers::set_label(c, &ct.id, &key, &aliases.join(",")).await?;
+    }
+    Ok(())
+}
+
+async fn disconnect(c: &Client, network: &str, what: &str, force: bool) -> anyhow::Result<()> {
+    let ct = container(c, what).await?;
+    let net = match networks::get(c, network).await {
+        Ok(n) => n,
+        Err(s) if force && s.code() == tonic::Code::NotFound => return Ok(()),
+        Err(s) => return Err(daemon_error(s, 1)),
+    };
+    let on = label_networks(&ct);
+    if !on.iter().any(|n| *n == net.name || *n == net.id) {
+        if force {
+            return Ok(());
+        }
+        return Err(Exit::with(
+            1,
+            format!(
+                "Error response from daemon: container {} is not connected to network {}",
+                ct.id, net.name
+            ),
+        ));
+    }
+    networks::api(c)
+        .disconnect_container(c.req(pb::DisconnectRequest {
+            network: net.name.clone(),
+            container_id: ct.id.clone(),
+        }))
+        .await
+        .map_err(|s| daemon_error(s, 1))?;
+    let rest: Vec<String> = on
+        .into_iter()
+        .filter(|n| *n != net.name && *n != net.id)
+        .collect();
+    let value = if rest.is_empty() {
+        "none".to_string()
+    } else {
+        rest.join(",")
+    };
+    containers::set_label(c, &ct.id, labels::NETWORK, &value).await
 }
 
 /// Whether network `n` passes every filter (Docker's: each key ORs its values, keys AND).

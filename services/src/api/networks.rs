@@ -137,4 +137,51 @@ impl Networks for NetworksApi {
             .or_status()?;
         Ok(Response::new(pb::PruneNetworksResponse { deleted }))
     }
+
+    async fn connect_container(
+        &self,
+        req: Request<pb::ConnectRequest>,
+    ) -> Result<Response<pb::ConnectResponse>, Status> {
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let r = req.into_inner();
+        let attached = self
+            .0
+            .networks
+            .connect_to(
+                &ns,
+                &r.container_id,
+                &r.network,
+                &r.ip,
+                &r.aliases,
+                &r.container_name,
+            )
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::ConnectResponse {
+            attached: attached.is_some(),
+            endpoint: attached.map(|n| pb::Endpoint {
+                container_id: r.container_id,
+                ifname: n.ifname,
+                address: n.address,
+                mac_address: n.mac,
+                aliases: n.aliases,
+                ports: Vec::new(),
+            }),
+        }))
+    }
+
+    async fn disconnect_container(
+        &self,
+        req: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        let ns = namespace_required(req.metadata()).or_status()?;
+        let r = req.into_inner();
+        let detached = self
+            .0
+            .networks
+            .disconnect_from(&ns, &r.container_id, &r.network)
+            .await
+            .or_status()?;
+        Ok(Response::new(pb::DisconnectResponse { detached }))
+    }
 }

@@ -25,7 +25,8 @@ pub const PORTS_LABEL: &str = "berth/ports";
 pub const NAME_LABEL: &str = "berth/name";
 /// The address the container asks for on its first network.
 pub const IP_LABEL: &str = "berth/ip";
-/// The container's aliases on its first network, by commas.
+/// The container's aliases on its first network, by commas; on network `N` (connected with
+/// `network connect --alias`): the label `berth/network-aliases.N`.
 pub const ALIASES_LABEL: &str = "berth/network-aliases";
 
 /// The container's name servers (`--dns`), by commas.
@@ -216,16 +217,7 @@ impl Networks {
             })?),
             None => None,
         };
-        let aliases: Vec<String> = labels
-            .get(ALIASES_LABEL)
-            .map(|a| {
-                a.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let aliases = labels_list(labels, ALIASES_LABEL);
         let mut members = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let first = i == 0;
@@ -247,37 +239,93 @@ impl Networks {
             let network = rec.bridge_network()?;
             let ip = if first { ip } else { None };
             if let Some(ip) = ip {
-                if !rec.subnet_given {
-                    return Err(Error::invalid(
-                        "user specified IP address is supported only when connecting to networks with user configured subnets",
-                    ));
-                }
-                let range = if rec.ip_range.is_empty() {
-                    &rec.subnet
-                } else {
-                    &rec.ip_range
-                };
-                if !Subnet::parse(range).is_ok_and(|s| s.contains(ip)) {
-                    return Err(Error::invalid(format!(
-                        "no configured subnet or ip-range contain the IP address {ip}"
-                    )));
-                }
+                check_ip(&rec, ip)?;
             }
-            let mut names: Vec<String> = Vec::new();
-            if let Some(n) = labels.get(NAME_LABEL).filter(|n| !n.is_empty()) {
-                names.push(n.clone());
-            }
-            names.push(id.chars().take(12).collect());
+            let name = labels.get(NAME_LABEL).map(String::as_str).unwrap_or("");
+            let mut extra = labels_list(labels, &format!("{ALIASES_LABEL}.{}", rec.name));
             if first {
-                names.extend(aliases.iter().cloned());
+                extra.extend(aliases.iter().cloned());
             }
             members.push(Member {
                 network,
                 ip,
-                aliases: names,
+                aliases: names_on_network(id, name, &extra),
             });
         }
         Ok(Mode::Own(members))
+    }
+
+    /// Connects running container `id` (named `name`) to network `key` with address `ip`
+    /// (empty: any) and `aliases`; see [`Networks::connect`]. None: not running.
+    pub async fn connect_to(
+        &self,
+        namespace: &str,
+        id: &str,
+        key: &str,
+        ip: &str,
+        aliases: &[String],
+        name: &str,
+    ) -> Result<Option<super::NetworkAttachment>> {
+        let rec = self.network(namespace, key).await?;
+        let member = match rec.name.as_str() {
+            "host" | "none" => {
+                return Err(Error::precondition(format!(
+                    "container {id} cannot be connected to or disconnected from the {} network",
+                    rec.name
+                )));
+            }
+            "bridge" => {
+                if !ip.is_empty() || !aliases.is_empty() {
+                    return Err(Error::invalid(
+                        "user specified IP address and aliases are supported on user defined networks only",
+                    ));
+                }
+                Member::from(self.default.clone())
+            }
+            _ => {
+                let ip = match ip {
+                    "" => None,
+                    text => {
+                        let ip = text.parse::<Ipv4Addr>().map_err(|_| {
+                            Error::invalid(format!("invalid IPv4 address {text:?}"))
+                        })?;
+                        check_ip(&rec, ip)?;
+                        Some(ip)
+                    }
+                };
+                Member {
+                    network: rec.bridge_network()?,
+                    ip,
+                    aliases: names_on_network(id, name, aliases),
+                }
+            }
+        };
+        let attached = self.connect(namespace, id, &member).await;
+        attached.map_err(|e| match e {
+            Error::FailedPrecondition(_) if e.to_string().contains("already exists") => {
+                Error::precondition(format!(
+                    "endpoint with name {name} already exists in network {}",
+                    rec.name
+                ))
+            }
+            e => e,
+        })
+    }
+
+    /// Disconnects container `id` from network `key`; false: it was not attached to it.
+    pub async fn disconnect_from(&self, namespace: &str, id: &str, key: &str) -> Result<bool> {
+        let rec = self.network(namespace, key).await?;
+        let cni_name = match rec.name.as_str() {
+            "host" | "none" => {
+                return Err(Error::precondition(format!(
+                    "container {id} cannot be connected to or disconnected from the {} network",
+                    rec.name
+                )));
+            }
+            "bridge" => self.default.name.clone(),
+            _ => rec.bridge_network()?.name,
+        };
+        self.disconnect(namespace, id, &cni_name).await
     }
 
     /// The spec of container `id` sharing the network namespace (and the `/etc` files) of
@@ -315,18 +363,7 @@ impl Networks {
                 .filter(|h| !h.is_empty())
                 .map(str::to_string)
         };
-        let list = |k: &str| -> Vec<String> {
-            labels
-                .get(k)
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let list = |k: &str| labels_list(labels, k);
         let gateway = rec.networks.first().map(|n| n.gateway.clone());
         let mut extra_hosts = Vec::new();
         for entry in list(EXTRA_HOSTS_LABEL) {
@@ -393,6 +430,52 @@ impl Networks {
             .await
             .map_err(|e| Error::Internal(format!("network files task: {e}")))?
     }
+}
+
+/// An address asked for on user-defined network `rec`: Docker's rules.
+fn check_ip(rec: &super::NetworkRecord, ip: Ipv4Addr) -> Result<()> {
+    if !rec.subnet_given {
+        return Err(Error::invalid(
+            "user specified IP address is supported only when connecting to networks with user configured subnets",
+        ));
+    }
+    let range = if rec.ip_range.is_empty() {
+        &rec.subnet
+    } else {
+        &rec.ip_range
+    };
+    if !Subnet::parse(range).is_ok_and(|s| s.contains(ip)) {
+        return Err(Error::invalid(format!(
+            "no configured subnet or ip-range contain the IP address {ip}"
+        )));
+    }
+    Ok(())
+}
+
+/// The names a container answers to on a user-defined network: its name, its short id,
+/// its aliases there.
+fn names_on_network(id: &str, name: &str, aliases: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    if !name.is_empty() {
+        names.push(name.to_string());
+    }
+    names.push(id.chars().take(12).collect());
+    names.extend(aliases.iter().cloned());
+    names
+}
+
+/// A label's comma-separated values.
+fn labels_list(labels: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    labels
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Mounts berth's `/etc` files into the spec; a file the spec already mounts something over

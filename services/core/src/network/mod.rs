@@ -394,27 +394,111 @@ impl Networks {
         };
         self.cni.add(&loopback(), &base).await?;
         for i in 0..rec.networks.len() {
-            let n = &rec.networks[i];
-            let list = NetworkList::parse(&n.conflist)?;
-            let a = Attachment {
-                ifname: n.ifname.clone(),
-                runtime_config: runtime_config(&n.runtime_config),
-                ..base.clone()
-            };
-            let added = self.cni.add(&list, &a).await?;
-            let n = &mut rec.networks[i];
-            n.address = added.address_of(&n.ifname).unwrap_or_default();
-            n.mac = added
-                .interfaces
-                .iter()
-                .find(|i| i.name == n.ifname && !i.sandbox.is_empty())
-                .map(|i| i.mac.clone())
-                .unwrap_or_default();
-            n.result = added.raw.to_string();
-            self.put(namespace, id, rec.clone(), false).await?;
-            self.serve_names(&rec.networks[i]);
+            self.add_network(namespace, id, rec, i).await?;
         }
         Ok(())
+    }
+
+    /// The ADD of network `i` of the record, its result recorded.
+    async fn add_network(
+        &self,
+        namespace: &str,
+        id: &str,
+        rec: &mut AttachmentRecord,
+        i: usize,
+    ) -> Result<()> {
+        let n = &rec.networks[i];
+        let list = NetworkList::parse(&n.conflist)?;
+        let a = Attachment {
+            container_id: id.to_string(),
+            netns: PathBuf::from(&rec.netns),
+            ifname: n.ifname.clone(),
+            runtime_config: runtime_config(&n.runtime_config),
+            ..Default::default()
+        };
+        let added = self.cni.add(&list, &a).await?;
+        let n = &mut rec.networks[i];
+        n.address = added.address_of(&n.ifname).unwrap_or_default();
+        n.mac = added
+            .interfaces
+            .iter()
+            .find(|i| i.name == n.ifname && !i.sandbox.is_empty())
+            .map(|i| i.mac.clone())
+            .unwrap_or_default();
+        n.result = added.raw.to_string();
+        self.put(namespace, id, rec.clone(), false).await?;
+        self.serve_names(&rec.networks[i]);
+        Ok(())
+    }
+
+    /// The DEL of one network of a container's namespace.
+    async fn del_network(&self, id: &str, netns: &str, n: &NetworkAttachment) -> Result<()> {
+        let list = NetworkList::parse(&n.conflist)?;
+        let a = Attachment {
+            container_id: id.to_string(),
+            netns: PathBuf::from(netns),
+            ifname: n.ifname.clone(),
+            runtime_config: runtime_config(&n.runtime_config),
+            ..Default::default()
+        };
+        let added: Option<Value> = serde_json::from_str(&n.result).ok();
+        self.cni.del(&list, &a, added.as_ref()).await
+    }
+
+    /// Connects the running container `id` (its namespace made at its start) to one more
+    /// network, as the next interface. None: the container has no namespace of its own now
+    /// (not running, or on the host's network); nothing to do until it starts.
+    pub async fn connect(
+        &self,
+        namespace: &str,
+        id: &str,
+        member: &Member,
+    ) -> Result<Option<NetworkAttachment>> {
+        let Some(mut rec) = self.get(namespace, id).await? else {
+            return Ok(None);
+        };
+        if rec
+            .networks
+            .iter()
+            .any(|n| n.network == member.network.name)
+        {
+            return Err(Error::precondition(format!(
+                "endpoint of container {id} already exists in network {}",
+                member.network.name
+            )));
+        }
+        let next = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|name| !rec.networks.iter().any(|n| &n.ifname == name))
+            .unwrap_or_default();
+        rec.networks.push(self.new_attachment(member, &next, &[])?);
+        let i = rec.networks.len() - 1;
+        // Known before the ADD, as at attach.
+        self.put(namespace, id, rec.clone(), false).await?;
+        if let Err(e) = self.add_network(namespace, id, &mut rec, i).await {
+            let n = rec.networks.remove(i);
+            if let Err(undo) = self.del_network(id, &rec.netns, &n).await {
+                tracing::warn!(%namespace, %id, error = %undo, "take down a failed connect");
+            }
+            self.put(namespace, id, rec, false).await?;
+            return Err(e);
+        }
+        Ok(rec.networks.get(i).cloned())
+    }
+
+    /// Disconnects container `id` from the network whose CNI name is `network`, if it is
+    /// attached to it now. Returns whether it was.
+    pub async fn disconnect(&self, namespace: &str, id: &str, network: &str) -> Result<bool> {
+        let Some(mut rec) = self.get(namespace, id).await? else {
+            return Ok(false);
+        };
+        let Some(i) = rec.networks.iter().position(|n| n.network == network) else {
+            return Ok(false);
+        };
+        self.del_network(id, &rec.netns, &rec.networks[i]).await?;
+        rec.networks.remove(i);
+        self.put(namespace, id, rec, false).await?;
+        Ok(true)
     }
 
     /// The attachment record of `member` as interface `ifname`, before its ADD.
@@ -508,16 +592,7 @@ impl Networks {
         let netns = PathBuf::from(&rec.netns);
         let mut first: Option<Error> = None;
         for n in rec.networks.iter().rev() {
-            let list = NetworkList::parse(&n.conflist)?;
-            let a = Attachment {
-                container_id: id.to_string(),
-                netns: netns.clone(),
-                ifname: n.ifname.clone(),
-                runtime_config: runtime_config(&n.runtime_config),
-                ..Default::default()
-            };
-            let added: Option<Value> = serde_json::from_str(&n.result).ok();
-            if let Err(e) = self.cni.del(&list, &a, added.as_ref()).await {
+            if let Err(e) = self.del_network(id, &rec.netns, n).await {
                 first.get_or_insert(e);
             }
         }
