@@ -251,6 +251,15 @@ enum DockerCmd {
     },
     /// Rename a container.
     Rename { container: String, new_name: String },
+    /// Change containers' configuration: their restart policy (resource limits: not yet).
+    Update {
+        /// Restart policy to apply when a container exits (no, always, on-failure[:N],
+        /// unless-stopped).
+        #[arg(long)]
+        restart: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
@@ -278,6 +287,10 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
             container,
             new_name,
         } => lifecycle::rename(c, &container, &new_name).await,
+        DockerCmd::Update {
+            restart,
+            containers,
+        } => lifecycle::update(c, containers, restart).await,
     }
 }
 

@@ -13,7 +13,7 @@ use super::process::{close_stdin_on_eof, follow_size};
 use super::signal::{self, SIGKILL};
 use super::stdio::{self, Attached, Fifos};
 use super::tasks::{self, Stdio, is_live};
-use super::{Client, gone_ok, snapshots, status};
+use super::{Client, gone_ok, snapshots, status, supervisor};
 use crate::exit::Exit;
 use crate::labels;
 
@@ -46,8 +46,9 @@ pub fn start_failure_code(message: &str) -> Option<u8> {
     }
 }
 
-/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
-/// one wired as `io`, starts it and records the start time. A failure to start the process
+/// Starts the container's task: tells berthd's supervisor a user starts it (clearing a
+/// stop mark and the restart count), deletes the stopped task of an earlier run, creates a
+/// new one wired as `io`, starts it and records the start time. A failure to start the process
 /// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
 pub async fn start_task(
     c: &Client,
@@ -61,6 +62,7 @@ pub async fn start_task(
         }
         tasks::delete(c, &ct.id).await.map_err(status)?;
     }
+    supervisor::mark_started(c, &ct.id).await?;
     let failed = |e: tonic::Status| {
         let m = e.message().to_string();
         let code = start_failure_code(&m).unwrap_or(fail_code);
@@ -86,8 +88,10 @@ pub async fn start_task(
 }
 
 /// Stops a container as Docker does: its stop signal (SIGTERM by default), then SIGKILL
-/// after `timeout`.
+/// after `timeout`. berthd's supervisor is told first, so that the restart policy does not
+/// fight the stop (also when the container is waiting out a restart back-off).
 pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Result<()> {
+    supervisor::mark_stopped(c, &ct.id).await?;
     let Some(t) = tasks::find(c, &ct.id).await? else {
         return Ok(());
     };
@@ -117,6 +121,7 @@ pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<(
                     ct.id
                 );
             }
+            supervisor::mark_stopped(c, &ct.id).await?;
             tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(10))).await?;
         }
         gone_ok(tasks::delete(c, &ct.id).await)?;

@@ -2,6 +2,7 @@
 //! the router, names it for Health and gives its Introspection plugin entry, so the three
 //! cannot drift apart. A new front door (CRI, berth's own API) is one more entry here.
 
+use berth_proto::berth::services::supervisor::v1::supervisor_server::SupervisorServer;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
@@ -133,6 +134,12 @@ pub fn containerd_services(s: &Services) -> Catalog {
         "events",
         [EVENT],
         EventsServer::new(api::events::EventsApi(s.exchange.clone()))
+    );
+    serve!(
+        c,
+        "berth.supervisor",
+        [METADATA, EVENT, SERVICE],
+        SupervisorServer::new(api::supervisor::SupervisorApi(s.clone()))
     );
     c
 }

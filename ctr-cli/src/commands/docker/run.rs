@@ -28,6 +28,7 @@ use crate::client::{Client, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
+use berth_oci::restart::{PolicyError, RestartPolicy};
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
 const INIT_CANDIDATES: [&str; 3] = [
@@ -96,6 +97,10 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy, enforced by berthd: no, always, on-failure[:max-retries] or
+    /// unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// The network: bridge (berthd's default bridge network), host or none.
     #[arg(long, default_value = "bridge")]
     pub network: String,
@@ -411,6 +416,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         None => generate_name(&list, &id),
     };
     let opts = options(a, &id, &c.namespace)?;
+    restart_policy(a)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
     spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
@@ -432,6 +438,25 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         all_caps,
         log,
     })
+}
+
+/// The `--restart` policy, checked as Docker checks it: its format (the CLI's words), its
+/// validity (the daemon's), and not together with `--rm`.
+fn restart_policy(a: &CreateArgs) -> anyhow::Result<RestartPolicy> {
+    let policy: RestartPolicy = a.restart.parse().map_err(|e: PolicyError| {
+        if e.0.starts_with("invalid restart policy format") {
+            Exit::with(125, e)
+        } else {
+            Exit::with(125, format!("Error response from daemon: {e}"))
+        }
+    })?;
+    if a.rm && !policy.is_none() {
+        return Err(Exit::with(
+            125,
+            "conflicting options: cannot specify both --restart and --rm",
+        ));
+    }
+    Ok(policy)
 }
 
 /// Whether `--network NAME` gives the container a network namespace of its own (bridge,
@@ -525,6 +550,10 @@ async fn record(
     ]);
     if !a.publish.is_empty() && a.network != "host" {
         record_labels.insert(labels::PORTS.to_string(), a.publish.join(","));
+    }
+    let policy = restart_policy(a)?;
+    if !policy.is_none() {
+        record_labels.insert(labels::RESTART.to_string(), policy.to_string());
     }
     let extensions = BTreeMap::from([(
         labels::DOCKER_EXT.to_string(),
