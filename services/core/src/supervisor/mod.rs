@@ -129,8 +129,11 @@ pub struct Supervisor {
     namespaces: Namespaces,
     containers: Containers,
     tasks: Tasks,
-    entries: Arc<Mutex<HashMap<(String, String), Arc<Entry>>>>,
+    entries: Arc<Mutex<Entries>>,
 }
+
+/// The in-memory state of the containers seen, by `(namespace, id)`.
+type Entries = HashMap<(String, String), Arc<Entry>>;
 
 fn key(ns: &str, id: &str) -> (String, String) {
     (ns.to_string(), id.to_string())
