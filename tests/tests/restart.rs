@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::import_busybox;
-use berth_tests::{Daemon, fails, is_alive, ok, wait_dead};
+use berth_tests::{Daemon, fails, is_alive, ok, shim_processes, wait_dead};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -140,6 +140,34 @@ fn on_failure_leaves_a_success_alone() {
     assert_eq!(v["State"]["Status"], "exited", "{v:#}");
     assert_eq!(v["RestartCount"], 0, "{v:#}");
     assert_eq!(env.log_lines("done", "run"), 1);
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_goes_with_rm() {
+    let env = Env::start();
+    env.run("crashy", "always", &["sh", "-c", "echo run; exit 1"]);
+    let v = env.wait_until("crashy", "restarted twice", |v| {
+        v["RestartCount"].as_u64().is_some_and(|n| n >= 2)
+    });
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "always", "MaximumRetryCount": 0})
+    );
+    // Removed while it crashes and waits out its back-offs: nothing comes back.
+    env.ok(&["rm", "-f", "crashy"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+    let address = env.d.address.display().to_string();
+    let shims: Vec<_> = shim_processes()
+        .into_iter()
+        .filter(|(_, args)| args.iter().any(|a| a.contains(&address)))
+        .collect();
+    assert!(shims.is_empty(), "shims left: {shims:?}");
+    let log = env.d.log_text();
+    assert!(
+        !log.contains("restart failed"),
+        "a restart raced the removal:\n{log}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use berth_proto::containerd::services::containers::v1::Container;
-use berth_proto::containerd::v1::types::Status as TaskStatus;
+use berth_proto::containerd::v1::types::{Process, Status as TaskStatus};
 
 use super::containers::{self, log_path, name_of, short_id};
 use super::process::{close_stdin_on_eof, follow_size};
@@ -113,15 +113,25 @@ pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Resu
 /// Removes a container: its task (killed first when `force`; a live one is refused
 /// otherwise), its record, its snapshot and its log file.
 pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<()> {
+    let running = |t: &Process| is_live(t) || tasks::status_of(t) == TaskStatus::Created;
+    let refuse = || {
+        anyhow::anyhow!(
+            "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+            ct.id
+        )
+    };
+    if !force && tasks::find(c, &ct.id).await?.is_some_and(|t| running(&t)) {
+        return Err(refuse());
+    }
+    // The container goes: its restart policy must not start it again meanwhile (nor a
+    // restart waiting out its back-off). The supervisor may have restarted it just before
+    // the mark, so its task is looked at again after.
+    supervisor::mark_stopped(c, &ct.id).await?;
     if let Some(t) = tasks::find(c, &ct.id).await? {
-        if is_live(&t) || tasks::status_of(&t) == TaskStatus::Created {
+        if running(&t) {
             if !force {
-                anyhow::bail!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    ct.id
-                );
+                return Err(refuse());
             }
-            supervisor::mark_stopped(c, &ct.id).await?;
             tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(10))).await?;
         }
         gone_ok(tasks::delete(c, &ct.id).await)?;

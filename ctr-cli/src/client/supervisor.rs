@@ -13,11 +13,12 @@ fn api(c: &Client) -> SupervisorClient<tonic::transport::Channel> {
     SupervisorClient::new(c.channel.clone())
 }
 
-/// `Ok` when the daemon has no supervisor (containerd): there is no policy to tell then.
+/// `Ok` when the daemon has no supervisor (containerd): there is no policy to tell then;
+/// and when the container is gone (the operation that follows says so in its own words).
 fn unsupported_ok(r: Result<tonic::Response<()>, tonic::Status>) -> anyhow::Result<()> {
     match r {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Code::Unimplemented => Ok(()),
+        Err(e) if matches!(e.code(), Code::Unimplemented | Code::NotFound) => Ok(()),
         Err(e) => Err(status(e)),
     }
 }
