@@ -56,13 +56,14 @@ pub async fn start_task(
     io: Stdio,
     fail_code: u8,
 ) -> anyhow::Result<u32> {
+    // First, so that a restart the supervisor waits to make is called off.
+    supervisor::mark_started(c, &ct.id).await?;
     if let Some(t) = tasks::find(c, &ct.id).await? {
         if is_live(&t) {
             anyhow::bail!("container {} is already running", name_of(ct));
         }
         tasks::delete(c, &ct.id).await.map_err(status)?;
     }
-    supervisor::mark_started(c, &ct.id).await?;
     let failed = |e: tonic::Status| {
         let m = e.message().to_string();
         let code = start_failure_code(&m).unwrap_or(fail_code);

@@ -28,7 +28,7 @@
 mod policy;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +97,8 @@ struct Entry {
     lock: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     restarting: AtomicBool,
+    /// Bumped by a user's start or stop: a restart decided before it is called off.
+    generation: AtomicU64,
 }
 
 /// The container's task, as far as a restart cares.
@@ -285,6 +287,7 @@ impl Supervisor {
                 }
             }
         };
+        let generation = entry.generation.load(Ordering::SeqCst);
         entry.restarting.store(true, Ordering::SeqCst);
         tracing::info!(
             delay_ms = delay.as_millis() as u64,
@@ -293,7 +296,11 @@ impl Supervisor {
         tokio::time::sleep(delay).await;
         let _held = entry.lock.lock().await;
         entry.restarting.store(false, Ordering::SeqCst);
-        // A user may have stopped, started or removed it meanwhile: decide again.
+        if entry.generation.load(Ordering::SeqCst) != generation {
+            tracing::debug!("a user started or stopped the container meanwhile; no restart");
+            return;
+        }
+        // It may have been removed, or its policy changed, meanwhile: decide again.
         let decided = match self.decide(ns, id, Some(pid), Occasion::Exit).await {
             Ok(Some(d)) => d,
             Ok(None) => return,
@@ -541,11 +548,14 @@ impl Supervisor {
             .await
     }
 
-    /// Changes the stored state of an existing container under its lock.
+    /// Changes the stored state of an existing container under its lock, calling off a
+    /// restart it waits for (a user's start or stop overrides it).
     async fn change(&self, ns: &str, id: &str, f: impl FnOnce(&mut RestartRecord)) -> Result<()> {
         self.containers.get(ns, id).await?;
         let entry = self.entry(ns, id);
         let _held = entry.lock.lock().await;
+        entry.generation.fetch_add(1, Ordering::SeqCst);
+        entry.restarting.store(false, Ordering::SeqCst);
         let mut record = self.record(ns, id).await?.unwrap_or_default();
         f(&mut record);
         self.save(ns, id, record).await
