@@ -111,6 +111,17 @@ pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Resu
     Ok(())
 }
 
+/// Whether berthd's supervisor waits to restart `ct` (asked only of containers with a
+/// restart policy).
+pub async fn restarting(c: &Client, ct: &Container) -> anyhow::Result<bool> {
+    if ct.labels.get(labels::RESTART).is_none_or(|p| p == "no") {
+        return Ok(false);
+    }
+    Ok(supervisor::get(c, &ct.id)
+        .await?
+        .is_some_and(|s| s.restarting))
+}
+
 /// Removes a container: its task (killed first when `force`; a live one is refused
 /// otherwise), its record, its snapshot and its log file.
 pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<()> {
@@ -123,6 +134,12 @@ pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<(
     };
     if !force && tasks::find(c, &ct.id).await?.is_some_and(|t| running(&t)) {
         return Err(refuse());
+    }
+    if !force && restarting(c, ct).await? {
+        anyhow::bail!(
+            "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+            ct.id
+        );
     }
     // The container goes: its restart policy must not start it again meanwhile (nor a
     // restart waiting out its back-off). The supervisor may have restarted it just before

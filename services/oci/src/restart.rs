@@ -27,6 +27,14 @@ pub enum RestartPolicy {
 #[error("{0}")]
 pub struct PolicyError(pub String);
 
+impl PolicyError {
+    /// Whether the value does not even parse (Docker's CLI refuses it: "invalid restart
+    /// policy format: ..."), rather than naming a policy the daemon refuses.
+    pub fn is_format(&self) -> bool {
+        self.0.starts_with("invalid restart policy format")
+    }
+}
+
 impl RestartPolicy {
     /// Docker's name of the policy (`HostConfig.RestartPolicy.Name`).
     pub fn name(self) -> &'static str {
@@ -63,8 +71,9 @@ impl fmt::Display for RestartPolicy {
 impl FromStr for RestartPolicy {
     type Err = PolicyError;
 
-    /// Docker's `ParseRestartPolicy` then `ValidateRestartPolicy`: `""` is `no`; a count
-    /// only with `on-failure`.
+    /// Docker's `ParseRestartPolicy` (the CLI's) then `validateRestartPolicy` (dockerd's,
+    /// in the words of Debian's dockerd 20.10): `""` is `no`; a count only with
+    /// `on-failure`. [`PolicyError::is_format`] tells the CLI's errors from the daemon's.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() {
             return Ok(RestartPolicy::No);
@@ -87,27 +96,18 @@ impl FromStr for RestartPolicy {
             None => 0,
         };
         match name {
-            "no" | "always" | "unless-stopped" if count != 0 => {
-                let mut m = "invalid restart policy: maximum retry count can only be used with 'on-failure'".to_string();
-                if count < 0 {
-                    m.push_str(" and cannot be negative");
-                }
-                Err(PolicyError(m))
-            }
+            "no" | "always" | "unless-stopped" if count != 0 => Err(PolicyError(format!(
+                "maximum retry count cannot be used with restart policy '{name}'"
+            ))),
             "no" => Ok(RestartPolicy::No),
             "always" => Ok(RestartPolicy::Always),
             "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
             "on-failure" => {
-                let max = u32::try_from(count).map_err(|_| {
-                    PolicyError(
-                        "invalid restart policy: maximum retry count cannot be negative".into(),
-                    )
-                })?;
+                let max = u32::try_from(count)
+                    .map_err(|_| PolicyError("maximum retry count cannot be negative".into()))?;
                 Ok(RestartPolicy::OnFailure { max })
             }
-            other => Err(PolicyError(format!(
-                "invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
-            ))),
+            other => Err(PolicyError(format!("invalid restart policy '{other}'"))),
         }
     }
 }
@@ -147,22 +147,19 @@ mod tests {
     fn refuses_as_docker() {
         assert_eq!(
             parse("sometimes"),
-            Err("invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'".into())
+            Err("invalid restart policy 'sometimes'".into())
         );
         assert_eq!(
             parse("always:2"),
-            Err(
-                "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-                    .into()
-            )
+            Err("maximum retry count cannot be used with restart policy 'always'".into())
         );
         assert_eq!(
             parse("no:-1"),
-            Err("invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative".into())
+            Err("maximum retry count cannot be used with restart policy 'no'".into())
         );
         assert_eq!(
             parse("on-failure:-1"),
-            Err("invalid restart policy: maximum retry count cannot be negative".into())
+            Err("maximum retry count cannot be negative".into())
         );
         assert_eq!(
             parse("on-failure:x"),
@@ -171,6 +168,16 @@ mod tests {
         assert_eq!(
             parse(":3"),
             Err("invalid restart policy format: no policy provided before colon".into())
+        );
+        assert!(
+            "on-failure:x"
+                .parse::<RestartPolicy>()
+                .is_err_and(|e| e.is_format())
+        );
+        assert!(
+            "always:2"
+                .parse::<RestartPolicy>()
+                .is_err_and(|e| !e.is_format())
         );
     }
 }

@@ -192,24 +192,21 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
 /// (Docker's words) and applies it from the next exit on.
 pub async fn update(c: &Client, names: Vec<String>, restart: Option<String>) -> anyhow::Result<()> {
     let Some(policy) = restart else {
-        anyhow::bail!("You must provide one or more flags when using this command.");
+        anyhow::bail!("you must provide one or more flags when using this command");
     };
     // The format is the CLI's to check (Docker's words), before any container is touched;
     // the policy itself is checked here with the daemon's rule too, for Docker's message
     // (the daemon refuses it all the same).
     let parsed = policy.parse::<berth_oci::restart::RestartPolicy>();
     if let Err(e) = &parsed
-        && e.0.starts_with("invalid restart policy format")
+        && e.is_format()
     {
         anyhow::bail!("{e}");
     }
     let (policy, parsed) = (&policy, &parsed);
     each(c, &names, |ct| async move {
         if let Err(e) = parsed {
-            anyhow::bail!(
-                "Error response from daemon: Cannot update container {}: {e}",
-                ct.id
-            );
+            anyhow::bail!("Error response from daemon: {e}");
         }
         supervisor::set_policy(c, &ct.id, policy)
             .await

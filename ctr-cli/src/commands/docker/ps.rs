@@ -8,9 +8,9 @@ use berth_proto::containerd::v1::types::Process;
 use clap::Args as ClapArgs;
 
 use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
+use crate::client::docker::restarting;
 use crate::client::tasks::{self, state_name};
-use crate::client::{Client, status, supervisor};
-use crate::labels;
+use crate::client::{Client, status};
 use crate::output::{self, human_duration, to_time};
 
 #[derive(ClapArgs, Debug)]
@@ -126,17 +126,6 @@ pub async fn tasks_by_container(c: &Client) -> anyhow::Result<HashMap<String, Pr
         .filter(|t| t.id.is_empty() || t.id == t.container_id)
         .map(|t| (t.container_id.clone(), t))
         .collect())
-}
-
-/// Whether berthd's supervisor is about to restart the exited container `ct` (asked only
-/// of containers with a restart policy).
-async fn restarting(c: &Client, ct: &pb::Container) -> anyhow::Result<bool> {
-    if ct.labels.get(labels::RESTART).is_none_or(|p| p == "no") {
-        return Ok(false);
-    }
-    Ok(supervisor::get(c, &ct.id)
-        .await?
-        .is_some_and(|s| s.restarting))
 }
 
 pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {

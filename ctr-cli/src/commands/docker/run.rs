@@ -444,7 +444,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
 /// validity (the daemon's), and not together with `--rm`.
 fn restart_policy(a: &CreateArgs) -> anyhow::Result<RestartPolicy> {
     let policy: RestartPolicy = a.restart.parse().map_err(|e: PolicyError| {
-        if e.0.starts_with("invalid restart policy format") {
+        if e.is_format() {
             Exit::with(125, e)
         } else {
             Exit::with(125, format!("Error response from daemon: {e}"))

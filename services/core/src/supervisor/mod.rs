@@ -295,7 +295,8 @@ impl Supervisor {
         );
         tokio::time::sleep(delay).await;
         let _held = entry.lock.lock().await;
-        entry.restarting.store(false, Ordering::SeqCst);
+        // Restarting until the new task runs, as Docker's state says (or until called off).
+        let _done = ClearOnDrop(&entry.restarting);
         if entry.generation.load(Ordering::SeqCst) != generation {
             tracing::debug!("a user started or stopped the container meanwhile; no restart");
             return;
@@ -479,11 +480,9 @@ impl Supervisor {
         }
         let mut record = d.record;
         match occasion {
-            // Docker's daemon starts them afresh: count reset, a user's stop forgotten.
-            Occasion::Boot => {
-                record.restart_count = 0;
-                record.manually_stopped = false;
-            }
+            // Docker's daemon starts them as a start would (a user's stop of an `always`
+            // container forgotten), keeping the count.
+            Occasion::Boot => record.manually_stopped = false,
             Occasion::Exit => record.restart_count = record.restart_count.saturating_add(1),
         }
         let now = SystemTime::now();
@@ -625,6 +624,15 @@ impl Supervisor {
             .update(ns, update, vec![format!("labels.{RESTART_LABEL}")])
             .await?;
         Ok(())
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
