@@ -36,13 +36,14 @@ pub use berth_oci::restart::RESTART_LABEL;
 use berth_oci::restart::RestartPolicy;
 use berth_proto::containerd::events::{ContainerDelete, TaskExit};
 use prost::Message;
+use redb::ReadableTable;
 
 use crate::autoremove::{AUTO_REMOVE_LABEL, LOG_LABEL};
 use crate::containers::{Container, Containers};
 use crate::error::{Error, Result};
 use crate::events::{Exchange, NoFields, topics};
 use crate::filters::Filter;
-use crate::metadata::{self, DbContext, RESTART_STATE, Store};
+use crate::metadata::{self, CONTAINERS, DbContext, RESTART_STATE, Store};
 use crate::namespaces::Namespaces;
 use crate::tasks::{CreateOptions, ProcessStatus, Stdio, Tasks};
 
@@ -345,6 +346,38 @@ impl Supervisor {
         for s in started {
             let _ = s.await;
         }
+        self.prune().await;
+    }
+
+    /// Removes the rows of containers that no longer exist (deleted while an event was
+    /// lost): a new container of the same id must start with a clean slate. The containers
+    /// table is read in the same transaction, so a container made meanwhile keeps its row.
+    async fn prune(&self) {
+        let pruned = self
+            .store
+            .update(move |txn| {
+                let containers = txn.open_table(CONTAINERS).ctx("open containers")?;
+                let mut t = txn.open_table(RESTART_STATE).ctx("open restart_state")?;
+                let mut gone = Vec::new();
+                for item in t.iter().ctx("scan restart_state")? {
+                    let (k, _) = item.ctx("read restart state")?;
+                    let (ns, id) = k.value();
+                    if containers.get((ns, id)).ctx("read container")?.is_none() {
+                        gone.push((ns.to_string(), id.to_string()));
+                    }
+                }
+                for (ns, id) in &gone {
+                    t.remove((ns.as_str(), id.as_str()))
+                        .ctx("delete restart state")?;
+                }
+                Ok(gone.len())
+            })
+            .await;
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "supervisor: forgot containers that are gone"),
+            Err(e) => tracing::warn!(error = %e, "supervisor: prune restart states"),
+        }
     }
 
     #[tracing::instrument(skip(self), fields(namespace = ns, id = id))]
@@ -535,10 +568,22 @@ impl Supervisor {
             .await
     }
 
+    /// Stores the row of container `id`, which must exist (checked in the same transaction:
+    /// a row never outlives its container, whose deletion removes it).
     async fn save(&self, ns: &str, id: &str, r: RestartRecord) -> Result<()> {
         let (n, i) = (ns.to_string(), id.to_string());
         self.store
             .update(move |txn| {
+                let containers = txn.open_table(CONTAINERS).ctx("open containers")?;
+                if containers
+                    .get((n.as_str(), i.as_str()))
+                    .ctx("read container")?
+                    .is_none()
+                {
+                    return Err(Error::not_found(format!(
+                        "container {i:?} in namespace {n:?}"
+                    )));
+                }
                 let mut t = txn.open_table(RESTART_STATE).ctx("open restart_state")?;
                 t.insert((n.as_str(), i.as_str()), r.encode_to_vec().as_slice())
                     .ctx("write restart state")?;
