@@ -231,6 +231,39 @@ fn always_comes_back_after_berthd_crashed_and_the_container_died() {
 }
 
 #[test]
+fn unless_stopped_comes_back_when_its_task_vanished_with_berthd_down() {
+    let mut env = Env::start();
+    env.run(
+        "lost",
+        "unless-stopped",
+        &["sh", "-c", "echo run; exec sleep 1000"],
+    );
+    env.wait_running("lost");
+    let pid = env.pid("lost");
+    let shim = berth_tests::parent_pid(pid).expect("the container's shim");
+
+    // berthd dies, then the shim and the container's process: nothing of the task is left
+    // for the next berthd to reconnect to.
+    env.d.kill9();
+    for p in [shim, pid] {
+        kill(Pid::from_raw(p as i32), Signal::SIGKILL).expect("kill");
+    }
+    wait_dead(pid, Duration::from_secs(10), "the container's process");
+    wait_dead(shim, Duration::from_secs(10), "the shim");
+    env.d.restart();
+
+    let v = env.wait_until("lost", "running again", |v| {
+        v["State"]["Status"] == "running"
+            && v["State"]["Pid"]
+                .as_u64()
+                .is_some_and(|p| p > 0 && p != u64::from(pid))
+    });
+    assert!(is_alive(v["State"]["Pid"].as_u64().unwrap_or(0) as u32));
+    // Its output still goes to its log file.
+    assert_eq!(env.log_lines("lost", "run"), 2);
+}
+
+#[test]
 fn a_stop_is_not_fought_and_unless_stopped_remembers_it() {
     let mut env = Env::start();
     env.run("until", "unless-stopped", &["sleep", "1000"]);

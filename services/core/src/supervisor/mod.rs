@@ -157,6 +157,28 @@ fn policy_of(ns: &str, c: &Container) -> RestartPolicy {
     })
 }
 
+/// Both output streams into the container's log file (its [`LOG_LABEL`]), as clients start
+/// a detached container, with a terminal when its spec asks for one; nothing without a
+/// log file.
+fn log_stdio(c: &Container) -> Stdio {
+    let Some(log) = c.labels.get(LOG_LABEL).filter(|l| !l.is_empty()) else {
+        return Stdio::default();
+    };
+    let uri = format!("file://{log}?format=cri");
+    let terminal = c
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.value).ok())
+        .and_then(|v| v["process"]["terminal"].as_bool())
+        .unwrap_or(false);
+    Stdio {
+        stdin: String::new(),
+        stdout: uri.clone(),
+        stderr: uri,
+        terminal,
+    }
+}
+
 fn nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -436,11 +458,16 @@ impl Supervisor {
                 if !record.has_started {
                     return Ok(None);
                 }
-                let stdio = Stdio {
-                    stdin: String::new(),
-                    stdout: record.stdout.clone(),
-                    stderr: record.stderr.clone(),
-                    terminal: record.terminal,
+                let stdio = if record.stdout.is_empty() && record.stderr.is_empty() {
+                    // Its stdio was never seen (a client started it): its log file.
+                    log_stdio(&container)
+                } else {
+                    Stdio {
+                        stdin: String::new(),
+                        stdout: record.stdout.clone(),
+                        stderr: record.stderr.clone(),
+                        terminal: record.terminal,
+                    }
                 };
                 (UNKNOWN_EXIT, None, stdio)
             }
