@@ -540,9 +540,12 @@ impl Supervisor {
         }
         let mut record = d.record;
         match occasion {
-            // Docker's daemon starts them as a start would (a user's stop of an `always`
-            // container forgotten), keeping the count.
-            Occasion::Boot => record.manually_stopped = false,
+            // Docker's daemon starts them as a user's start would (dockerd 20.10, compared):
+            // count reset, a user's stop of an `always` container forgotten.
+            Occasion::Boot => {
+                record.restart_count = 0;
+                record.manually_stopped = false;
+            }
             Occasion::Exit => record.restart_count = record.restart_count.saturating_add(1),
         }
         let now = SystemTime::now();
