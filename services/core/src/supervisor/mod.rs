@@ -7,14 +7,16 @@
 //! (as `autoremove` does: shims keep an exit until berthd took it, so an exit during a
 //! berthd outage arrives after the restart) and, when the policy says so, waits out Docker's
 //! back-off ([`policy::Backoff`]) and restarts the container: the old task deleted (which
-//! also takes down its network), a new one created with the old one's stdio and started.
+//! also takes down its network), a new one created with the old one's stdio (streams that
+//! were a client's FIFOs go to the container's log file) and started.
 //!
 //! A user's stop is not fought: clients call [`Supervisor::mark_stopped`] before they stop
 //! or kill a container, and [`Supervisor::mark_started`] before they start it (which also
 //! clears the restart count, as Docker's start does). When berthd starts, containers whose
 //! task stopped or vanished while it was down are started again as Docker's daemon does:
 //! `always` ones in any case, `unless-stopped` ones unless a user stopped them, `on-failure`
-//! ones after a failure within their limit ([`Supervisor::resume_all`]).
+//! ones after a failure within their limit ([`Supervisor::resume_all`]); such a start
+//! resets the count, as dockerd's does.
 //!
 //! The per-container state is a row of the `restart_state` table ([`RestartRecord`]), not
 //! labels of the container: it is the daemon's bookkeeping (a counter changing on every
