@@ -8,7 +8,9 @@
 //! - [`LOG_PATH`]: the file its output goes to in the CRI log format, written by the shim
 //!   (`file://<path>?format=cri` for both stdout and stderr), read by `berth logs`;
 //! - [`STARTED_AT`]: when its task was last started (RFC 3339), for `ps`' "Up 3 minutes"
-//!   and inspect's `State.StartedAt` (the task API reports no start time);
+//!   and inspect's `State.StartedAt` (the task API reports no start time; berthd's
+//!   supervisor sets it too when it restarts the container);
+//! - [`RESTART`] (`--restart`): the restart policy berthd's supervisor enforces;
 //! - [`AUTO_REMOVE`] (`run --rm`): berthd itself removes the container (task, record, log
 //!   file) when its task exits, so `run -d --rm` needs no client to stay around.
 //!
@@ -54,6 +56,9 @@ pub const DNS_OPTIONS: &str = "berth/dns-options";
 pub const EXTRA_HOSTS: &str = "berth/extra-hosts";
 /// A container's links (`--link`), `id:name:alias` by commas.
 pub const LINKS: &str = "berth/links";
+/// The container's restart policy (`always`, `on-failure:3`...), enforced by berthd's
+/// supervisor (which reads the same constant).
+pub use berth_oci::restart::RESTART_LABEL as RESTART;
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

@@ -261,6 +261,15 @@ enum DockerCmd {
         container: String,
         private_port: Option<String>,
     },
+    /// Change containers' configuration: their restart policy (resource limits: not yet).
+    Update {
+        /// Restart policy to apply when a container exits (no, always, on-failure[:N],
+        /// unless-stopped).
+        #[arg(long)]
+        restart: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
 }
 
 async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
@@ -292,6 +301,10 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
             container,
             new_name,
         } => lifecycle::rename(c, &container, &new_name).await,
+        DockerCmd::Update {
+            restart,
+            containers,
+        } => lifecycle::update(c, containers, restart).await,
     }
 }
 

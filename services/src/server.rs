@@ -267,7 +267,9 @@ impl Daemon {
             runtime_root: self.config.root.join("runtime"),
         }
         .spawn(stop.clone());
-        vec![expiry, give_back, autoremove]
+        // Restart policies: exits from now on, and what the previous run left stopped.
+        let supervisor = s.supervisor.clone().spawn(stop.clone());
+        vec![expiry, give_back, autoremove, supervisor]
     }
 
     /// Starts the gRPC server on `listener`: the service catalog (which also fills the
@@ -432,8 +434,17 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         registry_hosts: config.registry.config_path.clone(),
         state: config.state.clone(),
     };
+    let namespaces = crate::namespaces::Namespaces::new(store.clone(), exchange.clone());
+    let supervisor = crate::supervisor::Supervisor::new(
+        store.clone(),
+        exchange.clone(),
+        namespaces.clone(),
+        containers.clone(),
+        tasks.clone(),
+    );
     Ok(Services {
-        namespaces: crate::namespaces::Namespaces::new(store.clone(), exchange.clone()),
+        namespaces,
+        supervisor,
         exchange,
         containers,
         content,

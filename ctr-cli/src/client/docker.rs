@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use berth_proto::containerd::services::containers::v1::Container;
-use berth_proto::containerd::v1::types::Status as TaskStatus;
+use berth_proto::containerd::v1::types::{Process, Status as TaskStatus};
 
 use super::containers::{self, log_path, name_of, short_id};
 use super::process::{close_stdin_on_eof, follow_size};
 use super::signal::{self, SIGKILL};
 use super::stdio::{self, Attached, Fifos};
 use super::tasks::{self, Stdio, is_live};
-use super::{Client, gone_ok, snapshots, status};
+use super::{Client, gone_ok, snapshots, status, supervisor};
 use crate::exit::Exit;
 use crate::labels;
 
@@ -46,8 +46,9 @@ pub fn start_failure_code(message: &str) -> Option<u8> {
     }
 }
 
-/// Starts the container's task: deletes the stopped task of an earlier run, creates a new
-/// one wired as `io`, starts it and records the start time. A failure to start the process
+/// Starts the container's task: tells berthd's supervisor a user starts it (clearing a
+/// stop mark and the restart count), deletes the stopped task of an earlier run, creates a
+/// new one wired as `io`, starts it and records the start time. A failure to start the process
 /// is an [`Exit`] with Docker's code (126/127, else `fail_code`), the task then removed.
 pub async fn start_task(
     c: &Client,
@@ -55,6 +56,8 @@ pub async fn start_task(
     io: Stdio,
     fail_code: u8,
 ) -> anyhow::Result<u32> {
+    // First, so that a restart the supervisor waits to make is called off.
+    supervisor::mark_started(c, &ct.id).await?;
     if let Some(t) = tasks::find(c, &ct.id).await? {
         if is_live(&t) {
             anyhow::bail!("container {} is already running", name_of(ct));
@@ -86,8 +89,10 @@ pub async fn start_task(
 }
 
 /// Stops a container as Docker does: its stop signal (SIGTERM by default), then SIGKILL
-/// after `timeout`.
+/// after `timeout`. berthd's supervisor is told first, so that the restart policy does not
+/// fight the stop (also when the container is waiting out a restart back-off).
 pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Result<()> {
+    supervisor::mark_stopped(c, &ct.id).await?;
     let Some(t) = tasks::find(c, &ct.id).await? else {
         return Ok(());
     };
@@ -106,16 +111,44 @@ pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Resu
     Ok(())
 }
 
+/// Whether berthd's supervisor waits to restart `ct` (asked only of containers with a
+/// restart policy).
+pub async fn restarting(c: &Client, ct: &Container) -> anyhow::Result<bool> {
+    if ct.labels.get(labels::RESTART).is_none_or(|p| p == "no") {
+        return Ok(false);
+    }
+    Ok(supervisor::get(c, &ct.id)
+        .await?
+        .is_some_and(|s| s.restarting))
+}
+
 /// Removes a container: its task (killed first when `force`; a live one is refused
 /// otherwise), its record, its snapshot and its log file.
 pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<()> {
+    let running = |t: &Process| is_live(t) || tasks::status_of(t) == TaskStatus::Created;
+    let refuse = || {
+        anyhow::anyhow!(
+            "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+            ct.id
+        )
+    };
+    if !force && tasks::find(c, &ct.id).await?.is_some_and(|t| running(&t)) {
+        return Err(refuse());
+    }
+    if !force && restarting(c, ct).await? {
+        anyhow::bail!(
+            "You cannot remove a restarting container {}. Stop the container before attempting removal or force remove",
+            ct.id
+        );
+    }
+    // The container goes: its restart policy must not start it again meanwhile (nor a
+    // restart waiting out its back-off). The supervisor may have restarted it just before
+    // the mark, so its task is looked at again after.
+    supervisor::mark_stopped(c, &ct.id).await?;
     if let Some(t) = tasks::find(c, &ct.id).await? {
-        if is_live(&t) || tasks::status_of(&t) == TaskStatus::Created {
+        if running(&t) {
             if !force {
-                anyhow::bail!(
-                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
-                    ct.id
-                );
+                return Err(refuse());
             }
             tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(10))).await?;
         }

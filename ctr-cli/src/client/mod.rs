@@ -19,6 +19,7 @@ pub mod signal;
 pub mod snapshots;
 pub mod spec;
 pub mod stdio;
+pub mod supervisor;
 pub mod tasks;
 pub mod transfer;
 pub mod usage;

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod runtime;
 pub mod snapshots;
 pub mod streams;
+pub mod supervisor;
 pub mod tasks;
 pub mod transfer;
 pub mod types;

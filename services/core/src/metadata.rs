@@ -13,7 +13,9 @@
 //! ├── content          (namespace, digest) → blob record           (content service)
 //! ├── snapshots        (namespace, snapshotter, key) → snapshot    (berth_snapshotter::metastore)
 //! ├── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
-//! └── network_attachments (namespace, container) → its netns and CNI results (network/)
+//! ├── network_attachments (namespace, container) → its netns and CNI results (network/)
+//! └── restart_state    (namespace, container) → the supervisor's restart count, user-stop
+//!                      mark, last start and stdio of a container (supervisor/)
 //! ```
 //!
 //! Records are prost-encoded structs defined next to the logic that owns them: new fields get
@@ -52,6 +54,8 @@ pub(crate) const NETWORK_ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("network_attachments");
 /// User-defined networks, by (namespace, name).
 pub(crate) const NETWORKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("networks");
+pub(crate) const RESTART_STATE: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("restart_state");
 /// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
 pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
@@ -139,6 +143,7 @@ impl Store {
         txn.open_table(NETWORK_ATTACHMENTS)
             .ctx("create network_attachments")?;
         txn.open_table(NETWORKS).ctx("create networks")?;
+        txn.open_table(RESTART_STATE).ctx("create restart_state")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
         txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;

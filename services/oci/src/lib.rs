@@ -6,6 +6,7 @@
 pub mod credentials;
 mod error;
 pub mod image;
+pub mod restart;
 pub mod spec;
 
 pub use error::Error;

@@ -3,6 +3,7 @@
 //! cannot drift apart. A new front door (CRI, berth's own API) is one more entry here.
 
 use berth_proto::berth::services::networks::v1::networks_server::NetworksServer;
+use berth_proto::berth::services::supervisor::v1::supervisor_server::SupervisorServer;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
@@ -141,6 +142,12 @@ pub fn containerd_services(s: &Services) -> Catalog {
         "networks",
         [METADATA],
         NetworksServer::new(api::networks::NetworksApi(s.clone()))
+    );
+    serve!(
+        c,
+        "berth.supervisor",
+        [METADATA, EVENT, SERVICE],
+        SupervisorServer::new(api::supervisor::SupervisorApi(s.clone()))
     );
     c
 }

@@ -17,6 +17,7 @@ pub mod networks;
 pub mod snapshots;
 pub mod status;
 pub mod streaming;
+pub mod supervisor;
 pub mod tasks;
 pub mod transfer;
 pub mod version;
@@ -154,6 +155,8 @@ pub struct Services {
     pub snapshots: crate::snapshots::Snapshots,
     pub networks: crate::network::Networks,
     pub tasks: crate::tasks::Tasks,
+    /// Restart policies (berth's own API).
+    pub supervisor: crate::supervisor::Supervisor,
 }
 
 /// A conversion between a core type and its wire message, in either direction. (`From`

@@ -6,10 +6,13 @@ use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::{Process, Status};
 use serde_json::{Value, json};
 
+use berth_oci::restart::RestartPolicy;
+
 use crate::client::containers::{docker_config, log_path, name_of, resolve, spec_of, started_at};
 use crate::client::tasks::{self, state_name};
-use crate::client::{Client, networks};
+use crate::client::{Client, networks, supervisor};
 use crate::exit::Exit;
+use crate::labels;
 use crate::output::{self, to_time};
 
 /// Docker's zero time.
@@ -20,12 +23,37 @@ fn rfc3339(t: Option<SystemTime>) -> String {
         .unwrap_or_else(|| ZERO_TIME.to_string())
 }
 
+/// The restart facts inspect shows: the supervisor's count and whether the container waits
+/// out its restart back-off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Restarts {
+    pub count: u32,
+    pub restarting: bool,
+}
+
+/// `HostConfig.RestartPolicy` from the container's policy label (`no` without one).
+fn restart_policy(c: &pb::Container) -> Value {
+    let policy: RestartPolicy = c
+        .labels
+        .get(labels::RESTART)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default();
+    json!({"Name": policy.name(), "MaximumRetryCount": policy.maximum_retry_count()})
+}
+
 /// The inspect object of one container.
-pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
+pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restarts) -> Value {
     let cfg = docker_config(c);
     let spec = spec_of(c);
-    let state = state_name(task);
-    let running = state == "running" || state == "paused";
+    let exited_state = state_name(task);
+    // Docker: a container waiting to be restarted is "restarting" and counts as running.
+    let restarting = restarts.restarting && exited_state == "exited";
+    let state = if restarting {
+        "restarting"
+    } else {
+        exited_state
+    };
+    let running = state == "running" || state == "paused" || restarting;
     let exited = task.is_some_and(|t| t.status == Status::Stopped as i32);
     let (path, args) = if cfg["Path"].is_string() {
         (cfg["Path"].clone(), cfg["Args"].clone())
@@ -61,6 +89,7 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
         json!({})
     };
     host["LogConfig"] = json!({"Type": "cri-file", "Config": {}});
+    host["RestartPolicy"] = restart_policy(c);
     json!({
         "Id": c.id,
         "Created": rfc3339(to_time(c.created_at.as_ref())),
@@ -70,10 +99,10 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
             "Status": state,
             "Running": running,
             "Paused": state == "paused",
-            "Restarting": false,
+            "Restarting": restarting,
             "OOMKilled": false,
             "Dead": false,
-            "Pid": if running { task.map(|t| t.pid).unwrap_or(0) } else { 0 },
+            "Pid": if running && !restarting { task.map(|t| t.pid).unwrap_or(0) } else { 0 },
             "ExitCode": if exited { task.map(|t| t.exit_status).unwrap_or(0) } else { 0 },
             "Error": "",
             "StartedAt": rfc3339(started_at(c)),
@@ -82,7 +111,7 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>) -> Value {
         "Image": c.image,
         "LogPath": log_path(c).map(|p| p.display().to_string()).unwrap_or_default(),
         "Name": format!("/{}", name_of(c)),
-        "RestartCount": 0,
+        "RestartCount": restarts.count,
         "Driver": c.snapshotter,
         "Platform": "linux",
         "HostConfig": host,
@@ -164,7 +193,14 @@ pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
         match resolve(c, name).await {
             Ok(ct) => {
                 let t = tasks::find(c, &ct.id).await?;
-                let mut v = inspect_json(&ct, t.as_ref());
+                let restarts = supervisor::get(c, &ct.id)
+                    .await?
+                    .map(|s| Restarts {
+                        count: s.restart_count,
+                        restarting: s.restarting,
+                    })
+                    .unwrap_or_default();
+                let mut v = inspect_json(&ct, t.as_ref(), restarts);
                 v["NetworkSettings"] = network_settings(c, &ct).await;
                 out.push(v);
             }
@@ -210,7 +246,7 @@ mod tests {
             status: Status::Running as i32,
             ..Default::default()
         };
-        let v = inspect_json(&c, Some(&t));
+        let v = inspect_json(&c, Some(&t), Restarts::default());
         assert_eq!(v["Name"], "/web");
         assert_eq!(v["State"]["Pid"], 42);
         assert_eq!(v["State"]["Running"], true);
@@ -219,8 +255,30 @@ mod tests {
         assert_eq!(v["Config"]["Hostname"], "h");
         assert_eq!(v["Config"]["Labels"]["berth/name"], "web");
         assert_eq!(v["HostConfig"]["Memory"], 5);
-        let v = inspect_json(&c, None);
+        assert_eq!(v["RestartCount"], 0);
+        assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "no");
+        let v = inspect_json(&c, None, Restarts::default());
         assert_eq!(v["State"]["Status"], "created");
+        c.labels
+            .insert(crate::labels::RESTART.into(), "on-failure:3".into());
+        let stopped = Process {
+            status: Status::Stopped as i32,
+            exit_status: 1,
+            ..Default::default()
+        };
+        let restarts = Restarts {
+            count: 2,
+            restarting: true,
+        };
+        let v = inspect_json(&c, Some(&stopped), restarts);
+        assert_eq!(v["RestartCount"], 2);
+        assert_eq!(v["State"]["Status"], "restarting");
+        assert_eq!(v["State"]["Restarting"], true);
+        assert_eq!(v["State"]["ExitCode"], 1);
+        assert_eq!(
+            v["HostConfig"]["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 3})
+        );
         assert_eq!(v["State"]["Pid"], 0);
     }
 }

@@ -1,4 +1,4 @@
-//! `berth start|stop|kill|restart|rm|wait|pause|unpause|rename|attach`.
+//! `berth start|stop|kill|restart|rm|wait|pause|unpause|rename|attach|update`.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use crate::client::docker::{log_stdio, remove, run_attached, start_task, stop};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
 use crate::client::signal::{kills_all, parse_signal};
 use crate::client::tasks::{self, is_live};
-use crate::client::{Client, status};
+use crate::client::{Client, status, supervisor};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 
@@ -96,6 +96,8 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
                 ct.id
             );
         }
+        // A user's kill, like a stop, is not fought by the restart policy.
+        supervisor::mark_stopped(c, &ct.id).await?;
         tasks::kill(c, &ct.id, "", sig, kills_all("", sig))
             .await
             .map_err(status)
@@ -184,4 +186,37 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
     let follower = Follower::at_end(&log_path(&ct).unwrap_or_default());
     let code = follow_until_exit(c, &ct.id, follower, &mut Printer::new(false)).await?;
     exit_with(code)
+}
+
+/// `berth update --restart POLICY CONTAINER...`: berthd's supervisor validates the policy
+/// (Docker's words) and applies it from the next exit on.
+pub async fn update(c: &Client, names: Vec<String>, restart: Option<String>) -> anyhow::Result<()> {
+    let Some(policy) = restart else {
+        anyhow::bail!("you must provide one or more flags when using this command");
+    };
+    // The format is the CLI's to check (Docker's words), before any container is touched;
+    // the policy itself is checked here with the daemon's rule too, for Docker's message
+    // (the daemon refuses it all the same).
+    let parsed = policy.parse::<berth_oci::restart::RestartPolicy>();
+    if let Err(e) = &parsed
+        && e.is_format()
+    {
+        anyhow::bail!("{e}");
+    }
+    let (policy, parsed) = (&policy, &parsed);
+    each(c, &names, |ct| async move {
+        if let Err(e) = parsed {
+            anyhow::bail!("Error response from daemon: {e}");
+        }
+        supervisor::set_policy(c, &ct.id, policy)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "Error response from daemon: Cannot update container {}: {}",
+                    ct.id,
+                    e.message()
+                )
+            })
+    })
+    .await
 }

@@ -9,6 +9,7 @@ use berth_proto::containerd::v1::types::Process;
 use clap::Args as ClapArgs;
 
 use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
+use crate::client::docker::restarting;
 use crate::client::tasks::{self, state_name};
 use crate::client::{Client, networks, status};
 use crate::output::{self, human_duration, to_time};
@@ -31,8 +32,14 @@ fn since(t: SystemTime, now: SystemTime) -> Duration {
 }
 
 /// The STATUS column: "Up 3 minutes", "Up 2 hours (Paused)", "Exited (0) 2 seconds ago",
+/// "Restarting (1) 2 seconds ago" (an exited container waiting out its restart back-off),
 /// "Created".
-pub fn status_text(t: Option<&Process>, started: Option<SystemTime>, now: SystemTime) -> String {
+pub fn status_text(
+    t: Option<&Process>,
+    started: Option<SystemTime>,
+    restarting: bool,
+    now: SystemTime,
+) -> String {
     let up = || match started {
         Some(s) => format!("Up {}", human_duration(since(s, now))),
         None => "Up".to_string(),
@@ -41,14 +48,15 @@ pub fn status_text(t: Option<&Process>, started: Option<SystemTime>, now: System
         "running" => up(),
         "paused" => format!("{} (Paused)", up()),
         "exited" => {
+            let word = if restarting { "Restarting" } else { "Exited" };
             let t = t.cloned().unwrap_or_default();
             match to_time(t.exited_at.as_ref()) {
                 Some(at) => format!(
-                    "Exited ({}) {} ago",
+                    "{word} ({}) {} ago",
                     t.exit_status,
                     human_duration(since(at, now))
                 ),
-                None => format!("Exited ({})", t.exit_status),
+                None => format!("{word} ({})", t.exit_status),
             }
         }
         _ => "Created".to_string(),
@@ -157,7 +165,9 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
     for ct in &list {
         let t = tasks.get(&ct.id);
         let state = state_name(t);
-        if !args.all && state != "running" && state != "paused" {
+        // Docker counts a container waiting to be restarted as running.
+        let restarting = state == "exited" && restarting(c, ct).await?;
+        if !args.all && state != "running" && state != "paused" && !restarting {
             continue;
         }
         let id = if args.no_trunc {
@@ -183,7 +193,7 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
             image_of(ct),
             format!("{cmd:?}"),
             created,
-            status_text(t, started_at(ct), now),
+            status_text(t, started_at(ct), restarting, now),
             ports_text(endpoints.get(&ct.id)),
             name_of(ct),
         ]);
@@ -241,23 +251,30 @@ mod tests {
                 nanos: d.subsec_nanos() as i32,
             }
         };
-        assert_eq!(status_text(None, None, now), "Created");
+        assert_eq!(status_text(None, None, false, now), "Created");
         let mut p = Process {
             status: Status::Running as i32,
             ..Default::default()
         };
-        assert_eq!(status_text(Some(&p), Some(ago(180)), now), "Up 3 minutes");
+        assert_eq!(
+            status_text(Some(&p), Some(ago(180)), false, now),
+            "Up 3 minutes"
+        );
         p.status = Status::Paused as i32;
         assert_eq!(
-            status_text(Some(&p), Some(ago(5)), now),
+            status_text(Some(&p), Some(ago(5)), false, now),
             "Up 5 seconds (Paused)"
         );
         p.status = Status::Stopped as i32;
         p.exit_status = 3;
         p.exited_at = Some(ts(ago(2)));
         assert_eq!(
-            status_text(Some(&p), Some(ago(9)), now),
+            status_text(Some(&p), Some(ago(9)), false, now),
             "Exited (3) 2 seconds ago"
+        );
+        assert_eq!(
+            status_text(Some(&p), Some(ago(9)), true, now),
+            "Restarting (3) 2 seconds ago"
         );
         assert_eq!(
             ellipsis("sh -c 'echo started; exec httpd'", 20),

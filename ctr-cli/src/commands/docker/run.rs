@@ -30,6 +30,7 @@ use crate::client::{Client, networks, ports, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
+use berth_oci::restart::{PolicyError, RestartPolicy};
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
 const INIT_CANDIDATES: [&str; 3] = [
@@ -98,6 +99,10 @@ pub struct CreateArgs {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy, enforced by berthd: no, always, on-failure[:max-retries] or
+    /// unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
     /// Connect to networks: bridge (berthd's default bridge network, the default), a
     /// user-defined network (several: repeat the flag), host, none or container:NAME.
     #[arg(long, alias = "net")]
@@ -456,6 +461,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     let extra_hosts = extra_hosts(a)?;
     let links = links(c, a).await?;
     let opts = options(a, &id, &c.namespace, &network)?;
+    restart_policy(a)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
     spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
@@ -481,6 +487,25 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         extra_hosts,
         links,
     })
+}
+
+/// The `--restart` policy, checked as Docker checks it: its format (the CLI's words), its
+/// validity (the daemon's), and not together with `--rm`.
+fn restart_policy(a: &CreateArgs) -> anyhow::Result<RestartPolicy> {
+    let policy: RestartPolicy = a.restart.parse().map_err(|e: PolicyError| {
+        if e.is_format() {
+            Exit::with(125, e)
+        } else {
+            Exit::with(125, format!("Error response from daemon: {e}"))
+        }
+    })?;
+    if a.rm && !policy.is_none() {
+        return Err(Exit::with(
+            125,
+            "conflicting options: cannot specify both --restart and --rm",
+        ));
+    }
+    Ok(policy)
 }
 
 /// `--add-host name:ip` (or `name=ip`) entries, checked, as `name:ip`.
@@ -719,6 +744,10 @@ async fn record(
             labels::NETWORK_ALIASES.to_string(),
             a.network_alias.join(","),
         );
+    }
+    let policy = restart_policy(a)?;
+    if !policy.is_none() {
+        record_labels.insert(labels::RESTART.to_string(), policy.to_string());
     }
     let extensions = BTreeMap::from([(
         labels::DOCKER_EXT.to_string(),

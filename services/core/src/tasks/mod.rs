@@ -468,6 +468,9 @@ impl Tasks {
         *deleted = true;
         self.remove_from_table(&task);
         shutdown(&task.shim).await;
+        // A new task of the same id starts a shim on the same socket path: the old one must
+        // be gone first, or the new start could find (and reuse) the old listener.
+        wait_gone(task.shim_pid).await;
         remove_bundle(&task.bundle).await;
         self.leave_network(ns, id).await;
         Ok(exit)
@@ -674,6 +677,28 @@ async fn create_in_shim(
 
 async fn shutdown(shim: &Shim) {
     shim.shut_down().await;
+}
+
+/// Waits (at most two seconds) until process `pid` is gone or a zombie.
+async fn wait_gone(pid: Option<u32>) {
+    let Some(pid) = pid else {
+        return;
+    };
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        match tokio::fs::read_to_string(&stat).await {
+            // The state follows the parenthesised command name.
+            Ok(text)
+                if text
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z')) =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            _ => return,
+        }
+    }
 }
 
 #[cfg(test)]
