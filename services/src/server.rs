@@ -264,6 +264,7 @@ impl Daemon {
             exchange: s.exchange.clone(),
             tasks: s.tasks.clone(),
             containers: s.containers.clone(),
+            volumes: Some(s.volumes.clone()),
             runtime_root: self.config.root.join("runtime"),
         }
         .spawn(stop.clone());
@@ -391,6 +392,7 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.ttrpc_address(),
     );
     let networks = open_networks(config, &store)?;
+    let volumes = open_volumes(config, &store).await;
     let tasks = crate::tasks::Tasks::new(
         runtimes,
         containers.clone(),
@@ -398,7 +400,8 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.state,
         exchange.clone(),
         networks.clone(),
-    );
+    )
+    .with_volumes(volumes.clone());
     tasks.restore().await;
     // Network attachments whose task did not survive (a crash, a reboot) are taken down.
     let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
@@ -444,7 +447,19 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         networks,
         store,
         tasks,
+        volumes,
     })
+}
+
+/// The volumes domain under `<root>/volumes`; directories a crash left without a record go.
+async fn open_volumes(config: &Config, store: &Store) -> crate::volumes::Volumes {
+    let volumes = crate::volumes::Volumes::new(store.clone(), config.root.join("volumes"));
+    match volumes.sweep().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(directories = n, "removed volume directories without a record"),
+        Err(e) => tracing::warn!(error = %e, "volume sweep at start-up"),
+    }
+    volumes
 }
 
 /// The network domain: CNI plugins from the config, namespaces and address leases under the

@@ -13,7 +13,8 @@
 //! ├── content          (namespace, digest) → blob record           (content service)
 //! ├── snapshots        (namespace, snapshotter, key) → snapshot    (berth_snapshotter::metastore)
 //! ├── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
-//! └── network_attachments (namespace, container) → its netns and CNI results (network/)
+//! ├── network_attachments (namespace, container) → its netns and CNI results (network/)
+//! └── volumes          (namespace, name) → volume record             (volumes/)
 //! ```
 //!
 //! Records are prost-encoded structs defined next to the logic that owns them: new fields get
@@ -50,6 +51,7 @@ pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("content");
 pub(crate) const NETWORK_ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("network_attachments");
+pub(crate) const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 /// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
 pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
@@ -136,6 +138,7 @@ impl Store {
         txn.open_table(CONTENT).ctx("create content")?;
         txn.open_table(NETWORK_ATTACHMENTS)
             .ctx("create network_attachments")?;
+        txn.open_table(VOLUMES).ctx("create volumes")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
         txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;

@@ -2,6 +2,7 @@
 //! the router, names it for Health and gives its Introspection plugin entry, so the three
 //! cannot drift apart. A new front door (CRI, berth's own API) is one more entry here.
 
+use berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
@@ -19,7 +20,7 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
 use super::{self as api, Services};
-use crate::plugins::{CONTENT, EVENT, GRPC, LEASE, METADATA, PluginInfo, SERVICE};
+use crate::plugins::{BERTH_SERVICE, CONTENT, EVENT, GRPC, LEASE, METADATA, PluginInfo, SERVICE};
 
 /// gRPC messages up to this size are accepted (containerd's default).
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -40,11 +41,14 @@ fn name_of<S: NamedService>(_: &S) -> &'static str {
 /// the plugin types it needs.
 macro_rules! serve {
     ($catalog:expr, $id:expr, [$($req:expr),*], $service:expr) => {{
+        serve!($catalog, GRPC, $id, [$($req),*], $service)
+    }};
+    ($catalog:expr, $kind:expr, $id:expr, [$($req:expr),*], $service:expr) => {{
         let service = $service.max_decoding_message_size(MAX_MESSAGE);
         $catalog.names.push(name_of(&service));
         $catalog
             .plugins
-            .push(PluginInfo::new(GRPC, $id).requires(&[$($req),*]));
+            .push(PluginInfo::new($kind, $id).requires(&[$($req),*]));
         $catalog.routes.add_service(service);
     }};
 }
@@ -133,6 +137,13 @@ pub fn containerd_services(s: &Services) -> Catalog {
         "events",
         [EVENT],
         EventsServer::new(api::events::EventsApi(s.exchange.clone()))
+    );
+    serve!(
+        c,
+        BERTH_SERVICE,
+        "volumes",
+        [METADATA],
+        VolumesServer::new(api::volumes::VolumesApi(s.clone()))
     );
     c
 }

@@ -19,6 +19,7 @@ pub mod streaming;
 pub mod tasks;
 pub mod transfer;
 pub mod version;
+pub mod volumes;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -153,6 +154,7 @@ pub struct Services {
     pub snapshots: crate::snapshots::Snapshots,
     pub networks: crate::network::Networks,
     pub tasks: crate::tasks::Tasks,
+    pub volumes: crate::volumes::Volumes,
 }
 
 /// A conversion between a core type and its wire message, in either direction. (`From`

@@ -1,3 +1,590 @@
-//! The volumes domain (next issues): named volumes, their records and their lifetime,
-//! shared by `berth run -v` and CRI mounts. It will use `metadata` and `leases`; nothing
-//! below it may use it.
+//! The volumes domain: named and anonymous volumes of the `local` driver, their records
+//! (the `volumes` table, keyed `(namespace, name)`) and their data under berthd's root:
+//!
+//! ```text
+//! <root>/volumes/<namespace>/<name>/_data     what the containers see (Docker's layout)
+//! ```
+//!
+//! Which containers use a volume is said by the containers themselves: the `berth` CLI
+//! labels each container with the volumes it mounts ([`VOLUMES_LABEL`]) and the anonymous
+//! ones it made for it ([`ANONYMOUS_VOLUMES_LABEL`]), a contract like the network's
+//! `berth/network`. A volume is "in use" while a container record of its namespace names
+//! it; [`Volumes::delete`] refuses such a volume (Docker's `volume is in use`), and
+//! [`Volumes::prune`] leaves it.
+//!
+//! At task create, a volume that has never been filled and is empty gets the contents of
+//! the image directory it is mounted over ([`Volumes::copy_up`], Docker's copy-up), once.
+//!
+//! A volume is recorded before its directory is made, and its row removed before its
+//! directory goes; what a crash leaves between the two (a directory with no record) is
+//! removed by [`Volumes::sweep`] at start-up.
+
+mod copyup;
+mod filters;
+
+pub use filters::VolumeFilters;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::containers::Container;
+use crate::error::{Error, Result};
+use crate::metadata::{self, CONTAINERS, DbContext, Store, VOLUMES};
+use crate::namespaces;
+
+/// The container label listing the volumes a container mounts (named and anonymous), by
+/// commas. Written by the `berth` CLI; read here to know what is in use.
+pub const VOLUMES_LABEL: &str = "berth/volumes";
+/// The container label listing the anonymous volumes made for the container, by commas:
+/// removed with it by `rm -v` and `run --rm` (also berthd's auto-remove).
+pub const ANONYMOUS_VOLUMES_LABEL: &str = "berth/anonymous-volumes";
+/// The label Docker puts on anonymous volumes (≥ 23), which `prune` without `--all` takes.
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
+/// The one volume driver.
+pub const LOCAL_DRIVER: &str = "local";
+
+/// A volume's stored record.
+#[derive(Clone, PartialEq, Message)]
+pub struct VolumeRecord {
+    #[prost(string, tag = "1")]
+    pub driver: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub labels: BTreeMap<String, String>,
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub options: BTreeMap<String, String>,
+    /// Unix nanoseconds.
+    #[prost(int64, tag = "4")]
+    pub created_at: i64,
+    /// Made for one container (`-v /path`, an image's VOLUME), with a random name.
+    #[prost(bool, tag = "5")]
+    pub anonymous: bool,
+    /// Whether it has been filled from an image directory (or found not empty) already:
+    /// copy-up happens once.
+    #[prost(bool, tag = "6")]
+    pub filled: bool,
+}
+
+/// A volume as the core hands it out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Volume {
+    pub name: String,
+    pub driver: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub created_at: i64,
+    pub anonymous: bool,
+    pub filled: bool,
+    /// Where its data is on the host (`.../_data`).
+    pub mountpoint: PathBuf,
+    /// The ids of the containers whose records name it, in id order.
+    pub used_by: Vec<String>,
+}
+
+/// What a create asks for.
+#[derive(Clone, Debug, Default)]
+pub struct CreateVolume {
+    /// None or empty: an anonymous volume with a random name (64 hex digits).
+    pub name: Option<String>,
+    /// Empty: `local`.
+    pub driver: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    /// Made for one container (`-v /path`, an image's VOLUME).
+    pub anonymous: bool,
+}
+
+/// What a prune removed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    /// The bytes the deleted volumes held (apparent sizes of their files).
+    pub reclaimed: u64,
+}
+
+/// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+    )))
+}
+
+/// A random anonymous volume name: 64 hex digits, as Docker's.
+pub fn anonymous_name() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The volume names a container's labels list (named and anonymous).
+pub fn names_in_label(labels: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    labels
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids of the containers of `namespace` whose labels name volume `name`.
+fn users_of(txn_table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>, namespace: &str, name: &str) -> Result<Vec<String>> {
+    let containers: Vec<(String, Container)> =
+        metadata::list_in_namespace(txn_table, "container", namespace)?;
+    Ok(containers
+        .into_iter()
+        .filter(|(_, c)| names_in_label(&c.labels, VOLUMES_LABEL).iter().any(|n| n == name))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Every volume name any container of `namespace` uses.
+fn all_used(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    namespace: &str,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let containers: Vec<(String, Container)> =
+        metadata::list_in_namespace(table, "container", namespace)?;
+    Ok(containers
+        .into_iter()
+        .map(|(id, c)| (id, names_in_label(&c.labels, VOLUMES_LABEL)))
+        .collect())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("volume task: {e}")))?
+}
+
+/// The volumes domain's service. Cheap to clone.
+#[derive(Clone)]
+pub struct Volumes {
+    store: Store,
+    /// `<root>/volumes`.
+    root: PathBuf,
+}
+
+impl Volumes {
+    /// `root` is where the volumes live (`<berthd root>/volumes`).
+    pub fn new(store: Store, root: PathBuf) -> Volumes {
+        Volumes { store, root }
+    }
+
+    /// Where the volumes live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of volume `name` (its `_data` is below it).
+    fn dir(&self, namespace: &str, name: &str) -> PathBuf {
+        self.root.join(namespace).join(name)
+    }
+
+    /// Where volume `name`'s data is: `<root>/volumes/<namespace>/<name>/_data`.
+    pub fn mountpoint(&self, namespace: &str, name: &str) -> PathBuf {
+        self.dir(namespace, name).join("_data")
+    }
+
+    fn volume(&self, namespace: &str, name: &str, r: VolumeRecord, used_by: Vec<String>) -> Volume {
+        Volume {
+            mountpoint: self.mountpoint(namespace, name),
+            name: name.to_string(),
+            driver: r.driver,
+            labels: r.labels,
+            options: r.options,
+            created_at: r.created_at,
+            anonymous: r.anonymous,
+            filled: r.filled,
+            used_by,
+        }
+    }
+
+    /// Creates a volume, or returns the existing one of that name (Docker's create is
+    /// idempotent: `-v name:/path` creates it implicitly). Returns it and whether it was
+    /// made now.
+    #[tracing::instrument(skip(self, req), fields(name = ?req.name))]
+    pub async fn create(&self, namespace: &str, req: CreateVolume) -> Result<(Volume, bool)> {
+        let name = match req.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => {
+                check_name(n)?;
+                n.to_string()
+            }
+            None => anonymous_name(),
+        };
+        let driver = if req.driver.is_empty() {
+            LOCAL_DRIVER.to_string()
+        } else {
+            req.driver.clone()
+        };
+        if driver != LOCAL_DRIVER {
+            return Err(Error::not_found(format!(
+                "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
+        }
+        check_options(&name, &req.options)?;
+        let mut labels = req.labels.clone();
+        if req.anonymous {
+            labels.entry(ANONYMOUS_LABEL.to_string()).or_default();
+        }
+        let record = VolumeRecord {
+            driver,
+            labels,
+            options: req.options.clone(),
+            created_at: metadata::now_nanos(),
+            anonymous: req.anonymous,
+            filled: false,
+        };
+        let (ns, n, rec) = (namespace.to_string(), name.clone(), record);
+        let (stored, created) = self
+            .store
+            .update(move |txn| {
+                let mut t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                if let Some(v) = t.get((ns.as_str(), n.as_str())).ctx("read volume")? {
+                    let old: VolumeRecord = metadata::decode("volume", &n, v.value())?;
+                    return Ok((old, false));
+                }
+                namespaces::ensure(txn, &ns)?;
+                t.insert((ns.as_str(), n.as_str()), rec.encode_to_vec().as_slice())
+                    .ctx("write volume")?;
+                Ok((rec, true))
+            })
+            .await?;
+        let data = self.mountpoint(namespace, &name);
+        let made = {
+            let data = data.clone();
+            blocking(move || {
+                std::fs::create_dir_all(&data)
+                    .map_err(|e| Error::io("create volume directory", &data, e))
+            })
+            .await
+        };
+        if let Err(e) = made {
+            if created && let Err(undo) = self.forget(namespace, &name).await {
+                tracing::warn!(%namespace, %name, error = %undo, "forget a volume whose directory failed");
+            }
+            return Err(e);
+        }
+        if created {
+            tracing::info!(%namespace, %name, anonymous = stored.anonymous, "volume created");
+        }
+        let used_by = if created {
+            Vec::new()
+        } else {
+            self.users(namespace, &name).await?
+        };
+        Ok((self.volume(namespace, &name, stored, used_by), created))
+    }
+
+    async fn forget(&self, namespace: &str, name: &str) -> Result<()> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        self.store
+            .update(move |txn| {
+                let mut t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                t.remove((ns.as_str(), n.as_str())).ctx("delete volume")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The containers using volume `name`.
+    async fn users(&self, namespace: &str, name: &str) -> Result<Vec<String>> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        self.store
+            .view(move |txn| {
+                let c = txn.open_table(CONTAINERS).ctx("open containers")?;
+                users_of(&c, &ns, &n)
+            })
+            .await
+    }
+
+    /// Volume `name`; NotFound as Docker says it (`get NAME: no such volume`).
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Volume> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let (rec, used_by) = self
+            .store
+            .view(move |txn| {
+                let t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                let rec: VolumeRecord = match t.get((ns.as_str(), n.as_str())).ctx("read volume")? {
+                    Some(v) => metadata::decode("volume", &n, v.value())?,
+                    None => return Err(no_such_volume(&n)),
+                };
+                let c = txn.open_table(CONTAINERS).ctx("open containers")?;
+                Ok((rec, users_of(&c, &ns, &n)?))
+            })
+            .await?;
+        Ok(self.volume(namespace, name, rec, used_by))
+    }
+
+    /// The volumes of `namespace` that match `filters` (Docker's `name`, `label`,
+    /// `dangling`, `driver`), in name order.
+    pub async fn list(&self, namespace: &str, filters: &VolumeFilters) -> Result<Vec<Volume>> {
+        let all = self.all(namespace).await?;
+        Ok(all.into_iter().filter(|v| filters.matches(v)).collect())
+    }
+
+    /// Every volume of `namespace`, with its users.
+    async fn all(&self, namespace: &str) -> Result<Vec<Volume>> {
+        let ns = namespace.to_string();
+        let (records, used) = self
+            .store
+            .view(move |txn| {
+                let t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                let records: Vec<(String, VolumeRecord)> =
+                    metadata::list_in_namespace(&t, "volume", &ns)?;
+                let c = txn.open_table(CONTAINERS).ctx("open containers")?;
+                Ok((records, all_used(&c, &ns)?))
+            })
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(|(name, rec)| {
+                let users = used
+                    .iter()
+                    .filter(|(_, names)| names.contains(&name))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                self.volume(namespace, &name, rec, users)
+            })
+            .collect())
+    }
+
+    /// Removes volume `name` and its data. Refused while a container of the namespace uses
+    /// it (`remove NAME: volume is in use - [ID, ...]`), even when `force`d, as Docker
+    /// refuses; `force` makes a missing volume no error (`docker volume rm -f`).
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, namespace: &str, name: &str, force: bool) -> Result<()> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let removed = self
+            .store
+            .update(move |txn| remove_row(txn, &ns, &n))
+            .await;
+        match removed {
+            Ok(()) => {}
+            Err(e) if force && e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        self.remove_dir(namespace, name).await;
+        tracing::info!(%namespace, %name, "volume removed");
+        Ok(())
+    }
+
+    /// Removes the directory of a volume whose record is gone; a failure is logged (the
+    /// start-up sweep tries again).
+    async fn remove_dir(&self, namespace: &str, name: &str) -> u64 {
+        let dir = self.dir(namespace, name);
+        blocking(move || {
+            let size = dir_size(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(size),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(Error::io("remove volume directory", &dir, e)),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(%namespace, %name, error = %e, "remove a volume's data");
+            0
+        })
+    }
+
+    /// Removes the anonymous volumes a container's labels list (`rm -v`, `run --rm`):
+    /// named volumes stay, and so does one that another container still uses.
+    pub async fn remove_anonymous_of(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut first = None;
+        for name in names_in_label(labels, ANONYMOUS_VOLUMES_LABEL) {
+            match self.get(namespace, &name).await {
+                Ok(v) if !v.anonymous || !v.used_by.is_empty() => continue,
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    first.get_or_insert(e);
+                    continue;
+                }
+            }
+            if let Err(e) = self.delete(namespace, &name, true).await {
+                tracing::warn!(%namespace, %name, error = %e, "remove an anonymous volume");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Removes the unused volumes of `namespace` that match `filters`: only anonymous ones
+    /// unless `all` (Docker ≥ 23's `volume prune`, whose `-a` is `all`).
+    #[tracing::instrument(skip(self, filters))]
+    pub async fn prune(
+        &self,
+        namespace: &str,
+        all: bool,
+        filters: &VolumeFilters,
+    ) -> Result<Pruned> {
+        let mut out = Pruned::default();
+        for v in self.all(namespace).await? {
+            if !v.used_by.is_empty() || !(all || v.anonymous) || !filters.matches(&v) {
+                continue;
+            }
+            let (ns, n) = (namespace.to_string(), v.name.clone());
+            match self.store.update(move |txn| remove_row(txn, &ns, &n)).await {
+                Ok(()) => {}
+                // Taken into use (or removed) meanwhile: not pruned.
+                Err(e) if e.is_not_found() || matches!(e, Error::FailedPrecondition(_)) => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            out.reclaimed += self.remove_dir(namespace, &v.name).await;
+            out.deleted.push(v.name);
+        }
+        Ok(out)
+    }
+
+    /// Records that volume `name` has been filled (copy-up done, or found not empty).
+    async fn mark_filled(&self, namespace: &str, name: &str) -> Result<()> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        self.store
+            .update(move |txn| {
+                let mut t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                let mut rec: VolumeRecord =
+                    match t.get((ns.as_str(), n.as_str())).ctx("read volume")? {
+                        Some(v) => metadata::decode("volume", &n, v.value())?,
+                        None => return Err(no_such_volume(&n)),
+                    };
+                rec.filled = true;
+                t.insert((ns.as_str(), n.as_str()), rec.encode_to_vec().as_slice())
+                    .ctx("write volume")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes the volume directories that have no record (a crash between a record's
+    /// removal and its directory's, or a create that did not finish). Returns how many.
+    pub async fn sweep(&self) -> Result<usize> {
+        let known: HashSet<(String, String)> = self
+            .store
+            .view(|txn| {
+                let t = txn.open_table(VOLUMES).ctx("open volumes")?;
+                let mut out = HashSet::new();
+                for item in t.iter().ctx("scan volumes")? {
+                    let (k, _) = item.ctx("read volume")?;
+                    let (ns, n) = k.value();
+                    out.insert((ns.to_string(), n.to_string()));
+                }
+                Ok(out)
+            })
+            .await?;
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            let Ok(namespaces) = std::fs::read_dir(&root) else {
+                return Ok(0);
+            };
+            for ns in namespaces.flatten() {
+                let ns_name = ns.file_name().to_string_lossy().into_owned();
+                let Ok(vols) = std::fs::read_dir(ns.path()) else {
+                    continue;
+                };
+                for v in vols.flatten() {
+                    let name = v.file_name().to_string_lossy().into_owned();
+                    if known.contains(&(ns_name.clone(), name.clone())) {
+                        continue;
+                    }
+                    match std::fs::remove_dir_all(v.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(path = %v.path().display(), error = %e, "volume sweep"),
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+fn no_such_volume(name: &str) -> Error {
+    Error::not_found(format!("get {name}: no such volume"))
+}
+
+/// Removes volume `name`'s row unless a container of the namespace uses it.
+fn remove_row(txn: &WriteTransaction, ns: &str, name: &str) -> Result<()> {
+    let mut t = txn.open_table(VOLUMES).ctx("open volumes")?;
+    if t.get((ns, name)).ctx("read volume")?.is_none() {
+        return Err(no_such_volume(name));
+    }
+    let users = {
+        let c = txn.open_table(CONTAINERS).ctx("open containers")?;
+        users_of(&c, ns, name)?
+    };
+    if !users.is_empty() {
+        return Err(Error::precondition(format!(
+            "remove {name}: volume is in use - [{}]",
+            users.join(", ")
+        )));
+    }
+    t.remove((ns, name)).ctx("delete volume")?;
+    Ok(())
+}
+
+/// The local driver's options: `type`, `device` and `o` (a filesystem to mount) are not
+/// supported yet and refused, as is any other key (Docker: `invalid option key`).
+fn check_options(name: &str, options: &BTreeMap<String, String>) -> Result<()> {
+    for key in options.keys() {
+        match key.as_str() {
+            "type" | "device" | "o" => {
+                return Err(Error::invalid(format!(
+                    "create {name}: option {key:?}: berth's local driver does not mount devices or filesystems (type, device, o) yet"
+                )));
+            }
+            other => {
+                return Err(Error::invalid(format!(
+                    "create {name}: invalid option key: {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The apparent size of the files under `dir` (what Docker reports as reclaimed).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        let Ok(meta) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            total += dir_size(&e.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests;
