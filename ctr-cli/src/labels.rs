@@ -39,6 +39,13 @@ pub const NETWORK: &str = "berth/network";
 /// The ports a container publishes, `[ip:]host:container[/proto]` by commas (read by
 /// berthd's `network` module with [`NETWORK`]).
 pub const PORTS: &str = "berth/ports";
+/// The volumes a container mounts (named and anonymous), by commas: berthd's `volumes`
+/// module counts them in use while the container exists, and fills new ones from the
+/// image at task create (copy-up).
+pub const VOLUMES: &str = "berth/volumes";
+/// The anonymous volumes made for a container, by commas: removed with it by `rm -v` and
+/// `run --rm` (berthd's auto-remove too).
+pub const ANONYMOUS_VOLUMES: &str = "berth/anonymous-volumes";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

@@ -11,6 +11,7 @@ pub mod images;
 pub mod leases;
 pub mod logs;
 pub mod metrics;
+pub mod mounts;
 pub mod process;
 pub mod rootfs;
 pub mod signal;
@@ -20,6 +21,7 @@ pub mod stdio;
 pub mod tasks;
 pub mod transfer;
 pub mod usage;
+pub mod volumes;
 
 use std::path::PathBuf;
 

@@ -12,3 +12,4 @@ pub mod snapshots;
 pub mod system;
 pub mod tasks;
 pub mod version;
+pub mod volumes;
