@@ -456,7 +456,10 @@ async fn open_volumes(config: &Config, store: &Store) -> crate::volumes::Volumes
     let volumes = crate::volumes::Volumes::new(store.clone(), config.root.join("volumes"));
     match volumes.sweep().await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(directories = n, "removed volume directories without a record"),
+        Ok(n) => tracing::info!(
+            directories = n,
+            "removed volume directories without a record"
+        ),
         Err(e) => tracing::warn!(error = %e, "volume sweep at start-up"),
     }
     volumes

@@ -80,7 +80,9 @@ fn daemon(msg: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("Error response from daemon: {msg}")
 }
 
-const PROPAGATIONS: [&str; 6] = ["shared", "rshared", "slave", "rslave", "private", "rprivate"];
+const PROPAGATIONS: [&str; 6] = [
+    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+];
 
 fn check_destination(spec: &str, dest: &str) -> anyhow::Result<()> {
     if !dest.starts_with('/') {
@@ -106,9 +108,7 @@ pub fn parse_volume_flag(spec: &str) -> anyhow::Result<Request> {
         [src, dest] => (*src, *dest, ""),
         [src, dest, mode] => (*src, *dest, *mode),
         _ => {
-            return Err(daemon(format!(
-                "invalid volume specification: '{spec}'"
-            )));
+            return Err(daemon(format!("invalid volume specification: '{spec}'")));
         }
     };
     if source.is_empty() && parts.len() > 1 {
@@ -161,7 +161,8 @@ fn boolean(key: &str, value: Option<&str>, spec: &str) -> anyhow::Result<bool> {
 
 /// Parses `--mount type=bind|volume|tmpfs,source=…,target=…,readonly,…`.
 pub fn parse_mount_flag(spec: &str) -> anyhow::Result<Request> {
-    let bad = |why: String| anyhow::anyhow!("invalid argument \"{spec}\" for \"--mount\" flag: {why}");
+    let bad =
+        |why: String| anyhow::anyhow!("invalid argument \"{spec}\" for \"--mount\" flag: {why}");
     let mut kind = Kind::Volume;
     let mut fields: Vec<(String, Option<String>)> = Vec::new();
     for field in spec.split(',').filter(|f| !f.is_empty()) {
@@ -384,7 +385,10 @@ async fn realize_into(
             Kind::Bind => {
                 if r.create_source && !Path::new(&r.source).exists() {
                     std::fs::create_dir_all(&r.source).map_err(|e| {
-                        daemon(format!("error while creating mount source path '{}': {e}", r.source))
+                        daemon(format!(
+                            "error while creating mount source path '{}': {e}",
+                            r.source
+                        ))
                     })?;
                 }
                 options.extend(["rbind".to_string(), r.propagation.clone()]);
@@ -455,13 +459,27 @@ mod tests {
         let r = parse_volume_flag("/data").unwrap();
         assert_eq!((r.kind, r.source.as_str()), (Kind::Volume, ""));
         let r = parse_volume_flag("db:/var/lib/db:ro").unwrap();
-        assert_eq!((r.kind, r.source.as_str(), r.read_only), (Kind::Volume, "db", true));
+        assert_eq!(
+            (r.kind, r.source.as_str(), r.read_only),
+            (Kind::Volume, "db", true)
+        );
         let r = parse_volume_flag("db:/x").unwrap();
         assert_eq!(r.mode, "z");
         let r = parse_volume_flag("/srv:/srv:rw,z,rslave").unwrap();
-        assert_eq!((r.kind, r.read_only, r.propagation.as_str()), (Kind::Bind, false, "rslave"));
+        assert_eq!(
+            (r.kind, r.read_only, r.propagation.as_str()),
+            (Kind::Bind, false, "rslave")
+        );
         assert!(r.create_source);
-        for bad in ["rel", "db:rel", "db:/", "/a:/b:xx", "/a:/b:ro,rw", "a:b:c:d", ":/x"] {
+        for bad in [
+            "rel",
+            "db:rel",
+            "db:/",
+            "/a:/b:xx",
+            "/a:/b:ro,rw",
+            "a:b:c:d",
+            ":/x",
+        ] {
             assert!(parse_volume_flag(bad).is_err(), "{bad}");
         }
     }
@@ -469,14 +487,25 @@ mod tests {
     #[test]
     fn mount_flags_parse_as_docker() {
         let r = parse_mount_flag("type=volume,source=db,target=/db,readonly").unwrap();
-        assert_eq!((r.kind, r.source.as_str(), r.read_only), (Kind::Volume, "db", true));
+        assert_eq!(
+            (r.kind, r.source.as_str(), r.read_only),
+            (Kind::Volume, "db", true)
+        );
         let r = parse_mount_flag("type=tmpfs,dst=/t,tmpfs-size=64m,tmpfs-mode=1770").unwrap();
         assert_eq!(r.tmpfs, ["size=67108864", "mode=1770"]);
         let r = parse_mount_flag("type=bind,src=/tmp,dst=/t,bind-propagation=shared").unwrap();
         assert_eq!(r.propagation, "shared");
         let err = parse_mount_flag("type=bind,src=/no/such/dir,dst=/t").unwrap_err();
-        assert!(err.to_string().contains("bind source path does not exist"), "{err}");
-        for bad in ["type=nfs,dst=/t", "type=volume,src=x", "type=tmpfs,src=x,dst=/t", "dst=/t,colour=red"] {
+        assert!(
+            err.to_string().contains("bind source path does not exist"),
+            "{err}"
+        );
+        for bad in [
+            "type=nfs,dst=/t",
+            "type=volume,src=x",
+            "type=tmpfs,src=x,dst=/t",
+            "dst=/t,colour=red",
+        ] {
             assert!(parse_mount_flag(bad).is_err(), "{bad}");
         }
     }

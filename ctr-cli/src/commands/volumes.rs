@@ -138,7 +138,10 @@ fn confirm(warning: &str) -> anyhow::Result<bool> {
     std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
@@ -170,8 +173,9 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            // Docker's tabwriter: cells at least 10 wide, padding included.
             let mut tw = tabwriter::TabWriter::new(std::io::stdout())
-                .minwidth(10)
+                .minwidth(7)
                 .padding(3);
             writeln!(tw, "DRIVER\tVOLUME NAME")?;
             for v in &list {
@@ -227,9 +231,8 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             if !force && !confirm(warning)? {
                 return Ok(());
             }
-            let (deleted, reclaimed) = volumes::prune(c, filter, all)
-                .await
-                .map_err(daemon_error)?;
+            let (deleted, reclaimed) =
+                volumes::prune(c, filter, all).await.map_err(daemon_error)?;
             if !deleted.is_empty() {
                 println!("Deleted Volumes:");
                 for n in &deleted {
@@ -275,7 +278,15 @@ mod tests {
         let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
-            ["CreatedAt", "Driver", "Labels", "Mountpoint", "Name", "Options", "Scope"]
+            [
+                "CreatedAt",
+                "Driver",
+                "Labels",
+                "Mountpoint",
+                "Name",
+                "Options",
+                "Scope"
+            ]
         );
     }
 }

@@ -106,12 +106,7 @@ impl VolumesService for VolumesApi {
         let r = req.into_inner();
         let filters = VolumeFilters::parse(&r.filters).or_status()?;
         let all = r.all || filters.all.unwrap_or(false);
-        let pruned = self
-            .0
-            .volumes
-            .prune(&ns, all, &filters)
-            .await
-            .or_status()?;
+        let pruned = self.0.volumes.prune(&ns, all, &filters).await.or_status()?;
         Ok(Response::new(pb::PruneVolumesResponse {
             deleted: pruned.deleted,
             reclaimed: pruned.reclaimed,

@@ -21,9 +21,9 @@ use clap::Args as ClapArgs;
 use serde_json::{Value, json};
 
 use crate::client::containers::{self, check_name_free, list_all, log_path, new_id};
-use crate::client::mounts::{self, Planned};
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
+use crate::client::mounts::{self, Planned};
 use crate::client::spec::{self, Accounts, ImageConfig, Options};
 use crate::client::{Client, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
@@ -723,9 +723,21 @@ fn add_mounts_config(config: &mut Value, a: &CreateArgs, planned: &Planned) {
         })
         .collect();
     let host = &mut config["HostConfig"];
-    host["Binds"] = if binds.is_empty() { Value::Null } else { json!(binds) };
-    host["Mounts"] = if a.mount.is_empty() { Value::Null } else { json!(a.mount) };
-    host["Tmpfs"] = if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) };
+    host["Binds"] = if binds.is_empty() {
+        Value::Null
+    } else {
+        json!(binds)
+    };
+    host["Mounts"] = if a.mount.is_empty() {
+        Value::Null
+    } else {
+        json!(a.mount)
+    };
+    host["Tmpfs"] = if tmpfs.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(tmpfs)
+    };
     host["VolumesFrom"] = if a.volumes_from.is_empty() {
         Value::Null
     } else {
@@ -739,7 +751,11 @@ fn add_mounts_config(config: &mut Value, a: &CreateArgs, planned: &Planned) {
                 .as_str()
                 .is_some_and(|n| planned.anonymous.iter().any(|a| a == n))
         })
-        .filter_map(|m| m["Destination"].as_str().map(|d| (d.to_string(), json!({}))))
+        .filter_map(|m| {
+            m["Destination"]
+                .as_str()
+                .map(|d| (d.to_string(), json!({})))
+        })
         .collect();
     config["Config"]["Volumes"] = if anonymous.is_empty() {
         Value::Null

@@ -329,10 +329,7 @@ impl Tasks {
         let Some(spec) = container.spec.as_ref().filter(|s| !s.value.is_empty()) else {
             return Ok(());
         };
-        if !container
-            .labels
-            .contains_key(crate::volumes::VOLUMES_LABEL)
-        {
+        if !container.labels.contains_key(crate::volumes::VOLUMES_LABEL) {
             return Ok(());
         }
         let rootfs = self.task_rootfs(ns, container, given).await?;

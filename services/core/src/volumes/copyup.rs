@@ -156,7 +156,10 @@ impl Volumes {
                     let Some(src) = image_dir(root, &rel) else {
                         return Ok(false);
                     };
-                    if std::fs::read_dir(&src).map(|mut e| e.next().is_none()).unwrap_or(true) {
+                    if std::fs::read_dir(&src)
+                        .map(|mut e| e.next().is_none())
+                        .unwrap_or(true)
+                    {
                         return Ok(false);
                     }
                     berth_snapshotter::native::copy_tree(&src, &target)?;

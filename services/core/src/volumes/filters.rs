@@ -47,9 +47,11 @@ impl VolumeFilters {
     pub fn parse(filters: &[String]) -> Result<VolumeFilters> {
         let mut f = VolumeFilters::default();
         for text in filters {
-            let (key, value) = text
-                .split_once('=')
-                .ok_or_else(|| Error::invalid(format!("bad format of filter (expected name=value): {text}")))?;
+            let (key, value) = text.split_once('=').ok_or_else(|| {
+                Error::invalid(format!(
+                    "bad format of filter (expected name=value): {text}"
+                ))
+            })?;
             match key {
                 "name" => f.names.push((value.to_string(), Regex::new(value).ok())),
                 "label" => f.labels.push(key_value(value)),

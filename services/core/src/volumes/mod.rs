@@ -145,12 +145,20 @@ pub fn names_in_label(labels: &BTreeMap<String, String>, key: &str) -> Vec<Strin
 }
 
 /// The ids of the containers of `namespace` whose labels name volume `name`.
-fn users_of(txn_table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>, namespace: &str, name: &str) -> Result<Vec<String>> {
+fn users_of(
+    txn_table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>> {
     let containers: Vec<(String, Container)> =
         metadata::list_in_namespace(txn_table, "container", namespace)?;
     Ok(containers
         .into_iter()
-        .filter(|(_, c)| names_in_label(&c.labels, VOLUMES_LABEL).iter().any(|n| n == name))
+        .filter(|(_, c)| {
+            names_in_label(&c.labels, VOLUMES_LABEL)
+                .iter()
+                .any(|n| n == name)
+        })
         .map(|(id, _)| id)
         .collect())
 }
@@ -372,10 +380,7 @@ impl Volumes {
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, namespace: &str, name: &str, force: bool) -> Result<()> {
         let (ns, n) = (namespace.to_string(), name.to_string());
-        let removed = self
-            .store
-            .update(move |txn| remove_row(txn, &ns, &n))
-            .await;
+        let removed = self.store.update(move |txn| remove_row(txn, &ns, &n)).await;
         match removed {
             Ok(()) => {}
             Err(e) if force && e.is_not_found() => return Ok(()),
@@ -513,7 +518,9 @@ impl Volumes {
                     }
                     match std::fs::remove_dir_all(v.path()) {
                         Ok(()) => removed += 1,
-                        Err(e) => tracing::warn!(path = %v.path().display(), error = %e, "volume sweep"),
+                        Err(e) => {
+                            tracing::warn!(path = %v.path().display(), error = %e, "volume sweep")
+                        }
                     }
                 }
             }

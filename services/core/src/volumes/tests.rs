@@ -99,17 +99,27 @@ async fn create_refuses_bad_names_drivers_and_options() {
     let f = fixture();
     let err = f.volumes.create("ns", named("a/b")).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    assert!(err.to_string().contains("includes invalid characters"), "{err}");
+    assert!(
+        err.to_string().contains("includes invalid characters"),
+        "{err}"
+    );
     let mut req = named("data");
     req.driver = "nfs".into();
     let err = f.volumes.create("ns", req).await.unwrap_err();
-    assert!(err.to_string().contains("plugin \"nfs\" not found"), "{err}");
+    assert!(
+        err.to_string().contains("plugin \"nfs\" not found"),
+        "{err}"
+    );
     let mut req = named("data");
     req.options.insert("colour".into(), "red".into());
     let err = f.volumes.create("ns", req).await.unwrap_err();
     assert!(err.to_string().contains("invalid option key"), "{err}");
     assert!(
-        f.volumes.get("ns", "data").await.unwrap_err().is_not_found(),
+        f.volumes
+            .get("ns", "data")
+            .await
+            .unwrap_err()
+            .is_not_found(),
         "nothing recorded"
     );
 }
@@ -154,7 +164,10 @@ async fn a_volume_in_use_is_not_removed() {
     assert!(!dir.exists());
     let err = f.volumes.delete("ns", "data", false).await.unwrap_err();
     assert_eq!(err.to_string(), "get data: no such volume: not found");
-    f.volumes.delete("ns", "data", true).await.expect("rm -f of a missing volume");
+    f.volumes
+        .delete("ns", "data", true)
+        .await
+        .expect("rm -f of a missing volume");
 }
 
 #[tokio::test]
@@ -203,7 +216,11 @@ async fn filters_and_prune() {
     assert_eq!(pruned.deleted, [anon.name.clone()]);
     assert_eq!(pruned.reclaimed, 5);
     let not_db = VolumeFilters::parse(&["label!=tier".into()]).expect("filters");
-    let pruned = f.volumes.prune("ns", true, &not_db).await.expect("prune -a");
+    let pruned = f
+        .volumes
+        .prune("ns", true, &not_db)
+        .await
+        .expect("prune -a");
     assert_eq!(pruned.deleted, ["idle"]);
     let left = names(f.volumes.list("ns", &none).await.expect("list"));
     assert_eq!(left, ["keep", "used"]);
@@ -238,7 +255,13 @@ async fn anonymous_volumes_go_with_their_container() {
         .remove_anonymous_of("ns", &labels)
         .await
         .expect("remove");
-    assert!(f.volumes.get("ns", &anon.name).await.unwrap_err().is_not_found());
+    assert!(
+        f.volumes
+            .get("ns", &anon.name)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     assert!(f.volumes.get("ns", "named").await.is_ok(), "named stays");
 }
 
