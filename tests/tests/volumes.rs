@@ -526,7 +526,9 @@ fn volume_commands_output() {
         "{err}"
     );
     let err = e.fails(&["volume", "create", "-o", "type=nfs", "x1"]);
-    assert!(err.contains("does not mount"), "{err}");
+    assert!(err.contains("missing required option: \"device\""), "{err}");
+    let err = e.fails(&["volume", "create", "-o", "colour=red", "x1"]);
+    assert!(err.contains("invalid option key: \"colour\""), "{err}");
     let err = e.fails(&["volume", "create", "-d", "nfs", "x2"]);
     assert!(err.contains("plugin \"nfs\" not found"), "{err}");
 
@@ -575,4 +577,86 @@ fn volumes_api_is_listed_by_introspection() {
             .any(|l| l.contains("io.berth.service.v1") && l.contains("volumes")),
         "{out}"
     );
+}
+
+/// Whether the host's mount table has a mount at `path`.
+fn mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&path.display().to_string()))
+}
+
+#[test]
+fn local_driver_options_mount_a_filesystem() {
+    let e = Env::start();
+    e.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=1m",
+        "tv",
+    ]);
+    let v: Value = serde_json::from_str(&e.ok(&["volume", "inspect", "tv"])).expect("inspect json");
+    assert_eq!(
+        v[0]["Options"],
+        json!({"type": "tmpfs", "device": "tmpfs", "o": "size=1m"})
+    );
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "tv:/tv",
+        IMAGE,
+        "grep",
+        " /tv ",
+        "/proc/mounts",
+    ]);
+    assert!(
+        out.starts_with("tmpfs /tv tmpfs ") && out.contains("size=1024k"),
+        "{out}"
+    );
+    let data = e.data_dir("tv");
+    assert!(mounted(&data), "the tmpfs is mounted on the host");
+    e.ok(&["volume", "rm", "tv"]);
+    assert!(!mounted(&data), "unmounted with the volume");
+    assert!(!data.exists());
+
+    // A bind of a host directory as a volume: removing the volume leaves the directory.
+    let host = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host.path().join("keep"), "precious").expect("write");
+    let device = format!("device={}", host.path().display());
+    e.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &device,
+        "hv",
+    ]);
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "hv:/hv",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /hv/keep && echo new > /hv/made",
+    ]);
+    assert_eq!(out, "precious");
+    assert!(host.path().join("made").exists());
+    e.ok(&["volume", "rm", "hv"]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep")).expect("host file kept"),
+        "precious"
+    );
+    assert!(!mounted(&e.data_dir("hv")));
 }

@@ -251,7 +251,7 @@ pub fn parse_size(s: &str) -> Option<i64> {
         _ => (t, 1),
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * mult as f64) as i64)
+    (v.is_finite() && v >= 0.0).then_some((v * mult as f64) as i64)
 }
 
 /// Parses `--cpus` (a positive decimal).

@@ -1,4 +1,5 @@
-//! Docker's copy-up: a volume that is new (never filled) and empty, mounted over a
+//! A volume's own filesystem (`volume create -o type=tmpfs …`) is mounted here too, at
+//! first use. Then Docker's copy-up: a volume that is new (never filled) and empty, mounted over a
 //! directory of the image, first gets that directory's contents — owners, modes, times,
 //! symlinks, hard links and xattrs kept (the native snapshotter's tree copy). It happens
 //! once per volume, at task create, before the shim mounts anything: the container's root
@@ -115,7 +116,8 @@ fn volume_mounts(
 }
 
 impl Volumes {
-    /// Fills each new, empty volume the container mounts (its [`VOLUMES_LABEL`]) with the
+    /// Mounts the filesystems of the container's volumes that have one (`-o type=…`),
+    /// then fills each new, empty volume the container mounts (its [`VOLUMES_LABEL`]) with the
     /// image directory it is mounted over, once. `rootfs` are the container's root
     /// filesystem mounts; none: nothing to copy from.
     pub async fn copy_up(
@@ -134,6 +136,7 @@ impl Volumes {
             .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
         for (name, dest) in volume_mounts(self, namespace, &names, &spec) {
             let volume = self.get(namespace, &name).await?;
+            self.mount_if_needed(&volume).await?;
             if volume.filled {
                 continue;
             }

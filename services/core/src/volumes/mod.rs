@@ -395,19 +395,12 @@ impl Volumes {
     /// start-up sweep tries again).
     async fn remove_dir(&self, namespace: &str, name: &str) -> u64 {
         let dir = self.dir(namespace, name);
-        blocking(move || {
-            let size = dir_size(&dir);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => Ok(size),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-                Err(e) => Err(Error::io("remove volume directory", &dir, e)),
-            }
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(%namespace, %name, error = %e, "remove a volume's data");
-            0
-        })
+        blocking(move || remove_volume_dir(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%namespace, %name, error = %e, "remove a volume's data");
+                0
+            })
     }
 
     /// Removes the anonymous volumes a container's labels list (`rm -v`, `run --rm`):
@@ -465,6 +458,19 @@ impl Volumes {
         Ok(out)
     }
 
+    /// Mounts the filesystem volume `v`'s options ask for (`type`, `device`, `o`) on its
+    /// data directory, if it is not mounted yet: at a container's first use, as Docker's
+    /// local driver. It stays mounted until the volume is removed.
+    pub(crate) async fn mount_if_needed(&self, v: &Volume) -> Result<()> {
+        if v.options.is_empty() {
+            return Ok(());
+        }
+        let (data, options, name) = (v.mountpoint.clone(), v.options.clone(), v.name.clone());
+        blocking(move || mount_device(&data, &options))
+            .await
+            .map_err(|e| e.context(&format!("mount volume {name}")))
+    }
+
     /// Records that volume `name` has been filled (copy-up done, or found not empty).
     async fn mark_filled(&self, namespace: &str, name: &str) -> Result<()> {
         let (ns, n) = (namespace.to_string(), name.to_string());
@@ -516,8 +522,8 @@ impl Volumes {
                     if known.contains(&(ns_name.clone(), name.clone())) {
                         continue;
                     }
-                    match std::fs::remove_dir_all(v.path()) {
-                        Ok(()) => removed += 1,
+                    match remove_volume_dir(&v.path()) {
+                        Ok(_) => removed += 1,
                         Err(e) => {
                             tracing::warn!(path = %v.path().display(), error = %e, "volume sweep")
                         }
@@ -554,24 +560,85 @@ fn remove_row(txn: &WriteTransaction, ns: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The local driver's options: `type`, `device` and `o` (a filesystem to mount) are not
-/// supported yet and refused, as is any other key (Docker: `invalid option key`).
+/// The local driver's options: `type`, `device` and `o`, a filesystem mounted on the
+/// volume's data directory when a container first uses it (`type=tmpfs,device=tmpfs,
+/// o=size=64m`; `type=none,o=bind,device=/path`). Any other key is refused (Docker:
+/// `invalid option key`); given any, `type` and `device` must be.
 fn check_options(name: &str, options: &BTreeMap<String, String>) -> Result<()> {
-    for key in options.keys() {
-        match key.as_str() {
-            "type" | "device" | "o" => {
-                return Err(Error::invalid(format!(
-                    "create {name}: option {key:?}: berth's local driver does not mount devices or filesystems (type, device, o) yet"
-                )));
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "create {name}: invalid option key: {other:?}"
-                )));
-            }
+    if let Some(other) = options
+        .keys()
+        .find(|k| !["type", "device", "o"].contains(&k.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "create {name}: invalid option key: {other:?}"
+        )));
+    }
+    if options.is_empty() {
+        return Ok(());
+    }
+    for required in ["type", "device"] {
+        if options.get(required).is_none_or(|v| v.is_empty()) {
+            return Err(Error::invalid(format!(
+                "create {name}: missing required option: {required:?}"
+            )));
         }
     }
     Ok(())
+}
+
+/// The filesystem a volume's options ask for, if any.
+fn device_mount(options: &BTreeMap<String, String>) -> Option<berth_snapshotter::Mount> {
+    let kind = options.get("type")?.clone();
+    let source = options.get("device")?.clone();
+    let options = options
+        .get("o")
+        .map(|o| {
+            o.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(berth_snapshotter::Mount {
+        kind,
+        source,
+        options,
+    })
+}
+
+/// Mounts a volume's filesystem on its data directory unless it is mounted already.
+fn mount_device(data: &Path, options: &BTreeMap<String, String>) -> Result<()> {
+    let Some(m) = device_mount(options) else {
+        return Ok(());
+    };
+    if berth_snapshotter::mount::mounts_at_or_below(data)
+        .iter()
+        .any(|p| p == data)
+    {
+        return Ok(());
+    }
+    berth_snapshotter::mount::mount_all(&[m], data)?;
+    Ok(())
+}
+
+/// Removes a volume's directory: whatever is mounted in it is unmounted first, and while
+/// anything still is, nothing is removed (a bind-mounted host directory must never be
+/// emptied). Returns the bytes its files held.
+fn remove_volume_dir(dir: &Path) -> Result<u64> {
+    let size = dir_size(dir);
+    berth_snapshotter::mount::unmount_all_below(dir)?;
+    let left = berth_snapshotter::mount::mounts_at_or_below(dir);
+    if !left.is_empty() {
+        return Err(Error::precondition(format!(
+            "volume directory {} still has mounts: {left:?}",
+            dir.display()
+        )));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(size),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io("remove volume directory", dir, e)),
+    }
 }
 
 /// The apparent size of the files under `dir` (what Docker reports as reclaimed).

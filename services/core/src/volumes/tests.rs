@@ -213,7 +213,7 @@ async fn filters_and_prune() {
     // Docker ≥ 23: only anonymous volumes, unless all.
     let none = VolumeFilters::default();
     let pruned = f.volumes.prune("ns", false, &none).await.expect("prune");
-    assert_eq!(pruned.deleted, [anon.name.clone()]);
+    assert_eq!(pruned.deleted, std::slice::from_ref(&anon.name));
     assert_eq!(pruned.reclaimed, 5);
     let not_db = VolumeFilters::parse(&["label!=tier".into()]).expect("filters");
     let pruned = f
