@@ -84,15 +84,16 @@ const PROPAGATIONS: [&str; 6] = [
     "shared", "rshared", "slave", "rslave", "private", "rprivate",
 ];
 
-fn check_destination(spec: &str, dest: &str) -> anyhow::Result<()> {
+fn check_destination(spec: &str, kind: Kind, dest: &str) -> anyhow::Result<()> {
+    let kind = kind.as_str();
     if !dest.starts_with('/') {
         return Err(daemon(format!(
-            "invalid volume specification: '{spec}': invalid mount config: invalid mount path: '{dest}' mount path must be absolute"
+            "invalid volume specification: '{spec}': invalid mount config for type \"{kind}\": invalid mount path: '{dest}' mount path must be absolute"
         )));
     }
     if Path::new(dest) == Path::new("/") {
         return Err(daemon(format!(
-            "invalid volume specification: '{spec}': invalid mount config: destination can't be '/'"
+            "invalid volume specification: '{spec}': invalid mount config for type \"{kind}\": invalid specification: destination can't be '/'"
         )));
     }
     Ok(())
@@ -114,14 +115,12 @@ pub fn parse_volume_flag(spec: &str) -> anyhow::Result<Request> {
     if source.is_empty() && parts.len() > 1 {
         return Err(daemon(format!("invalid volume specification: '{spec}'")));
     }
-    check_destination(spec, dest)?;
-    let kind = if source.is_empty() {
-        Kind::Volume
-    } else if source.starts_with('/') {
+    let kind = if source.starts_with('/') {
         Kind::Bind
     } else {
         Kind::Volume
     };
+    check_destination(spec, kind, dest)?;
     let mut r = Request::new(kind, source, dest);
     r.create_source = kind == Kind::Bind;
     let mut rw_given = false;
@@ -253,7 +252,7 @@ pub fn parse_mount_flag(spec: &str) -> anyhow::Result<Request> {
             "invalid mount config for type \"tmpfs\": field Source must not be specified",
         ));
     }
-    check_destination(spec, &r.destination)?;
+    check_destination(spec, kind, &r.destination)?;
     if kind == Kind::Bind && !Path::new(&r.source).exists() {
         return Err(daemon(format!(
             "invalid mount config for type \"bind\": bind source path does not exist: {}",
@@ -266,7 +265,7 @@ pub fn parse_mount_flag(spec: &str) -> anyhow::Result<Request> {
 /// Parses `--tmpfs /path[:options]` (mount options by commas: `size=64m`, `mode=1777`...).
 pub fn parse_tmpfs_flag(spec: &str) -> anyhow::Result<Request> {
     let (dest, options) = spec.split_once(':').unwrap_or((spec, ""));
-    check_destination(spec, dest)?;
+    check_destination(spec, Kind::Tmpfs, dest)?;
     let mut r = Request::new(Kind::Tmpfs, "", dest);
     r.listed = false;
     for o in options.split(',').filter(|o| !o.is_empty()) {

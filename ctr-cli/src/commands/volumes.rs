@@ -82,13 +82,17 @@ pub fn inspect_json(v: &Volume) -> Value {
         .and_then(|t| crate::output::to_time(Some(t)))
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_default();
+    // Docker shows an empty map as null.
+    let map = |m: &BTreeMap<String, String>| {
+        if m.is_empty() { Value::Null } else { json!(m) }
+    };
     json!({
         "CreatedAt": created,
         "Driver": v.driver,
-        "Labels": v.labels,
+        "Labels": map(&v.labels),
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": v.options,
+        "Options": map(&v.options),
         "Scope": "local",
     })
 }
@@ -190,10 +194,6 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             for n in &names {
                 match volumes::get(c, n).await {
                     Ok(v) => out.push(inspect_json(&v)),
-                    Err(e) if e.code() == tonic::Code::NotFound => {
-                        eprintln!("Error: No such volume: {n}");
-                        failed = true;
-                    }
                     Err(e) => {
                         eprintln!("{}", daemon_error(e));
                         failed = true;
@@ -274,7 +274,7 @@ mod tests {
         let j = inspect_json(&v);
         assert_eq!(j["CreatedAt"], "2023-11-14T22:13:20Z");
         assert_eq!(j["Scope"], "local");
-        assert_eq!(j["Labels"], json!({}));
+        assert_eq!(j["Labels"], Value::Null);
         let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,

@@ -30,7 +30,7 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(Error::invalid(format!("invalid filter '{key}={value}'"))),
+        _ => Err(Error::invalid(format!("Invalid filter '{key}=[{value}]'"))),
     }
 }
 
@@ -43,7 +43,7 @@ fn key_value(text: &str) -> (String, Option<String>) {
 
 impl VolumeFilters {
     /// Parses `key=value` filters; an unknown key or a bad value is InvalidArgument
-    /// (Docker's `invalid filter 'KEY'`).
+    /// (Docker's `Invalid filter 'KEY'`).
     pub fn parse(filters: &[String]) -> Result<VolumeFilters> {
         let mut f = VolumeFilters::default();
         for text in filters {
@@ -59,7 +59,7 @@ impl VolumeFilters {
                 "dangling" => f.dangling = Some(boolean(key, value)?),
                 "driver" => f.drivers.push(value.to_string()),
                 "all" => f.all = Some(boolean(key, value)?),
-                other => return Err(Error::invalid(format!("invalid filter '{other}'"))),
+                other => return Err(Error::invalid(format!("Invalid filter '{other}'"))),
             }
         }
         Ok(f)

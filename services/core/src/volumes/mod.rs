@@ -116,6 +116,11 @@ fn check_name(name: &str) -> Result<()> {
     if valid_name(name) {
         return Ok(());
     }
+    if name.len() < 2 && name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(Error::invalid(format!(
+            "create {name}: volume name is too short, names should be at least two alphanumeric characters"
+        )));
+    }
     Err(Error::invalid(format!(
         "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
     )))
@@ -563,14 +568,14 @@ fn remove_row(txn: &WriteTransaction, ns: &str, name: &str) -> Result<()> {
 /// The local driver's options: `type`, `device` and `o`, a filesystem mounted on the
 /// volume's data directory when a container first uses it (`type=tmpfs,device=tmpfs,
 /// o=size=64m`; `type=none,o=bind,device=/path`). Any other key is refused (Docker:
-/// `invalid option key`); given any, `type` and `device` must be.
+/// `invalid option: "KEY"`); given any, `type` and `device` must be.
 fn check_options(name: &str, options: &BTreeMap<String, String>) -> Result<()> {
     if let Some(other) = options
         .keys()
         .find(|k| !["type", "device", "o"].contains(&k.as_str()))
     {
         return Err(Error::invalid(format!(
-            "create {name}: invalid option key: {other:?}"
+            "create {name}: invalid option: {other:?}"
         )));
     }
     if options.is_empty() {

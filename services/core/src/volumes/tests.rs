@@ -113,7 +113,15 @@ async fn create_refuses_bad_names_drivers_and_options() {
     let mut req = named("data");
     req.options.insert("colour".into(), "red".into());
     let err = f.volumes.create("ns", req).await.unwrap_err();
-    assert!(err.to_string().contains("invalid option key"), "{err}");
+    assert!(
+        err.to_string().contains("invalid option: \"colour\""),
+        "{err}"
+    );
+    let err = f.volumes.create("ns", named("a")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("volume name is too short"),
+        "{err}"
+    );
     assert!(
         f.volumes
             .get("ns", "data")
