@@ -493,6 +493,18 @@ fn volume_commands_output() {
         e.ok(&["volume", "ls", "-q", "--filter", "dangling=false"]),
         "plain\n"
     );
+    // system df counts them: 3 volumes, 1 in use, the unused ones' data reclaimable.
+    std::fs::write(e.data_dir("dbdata").join("f"), "1234567").expect("write");
+    std::fs::write(e.data_dir("plain").join("f"), "123").expect("write");
+    let df = e.ok(&["system", "df"]);
+    let row = df
+        .lines()
+        .find(|l| l.starts_with("Local Volumes"))
+        .unwrap_or_else(|| panic!("no volumes row: {df}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[2..], ["3", "1", "10B", "7B", "(70%)"], "{row}");
+    std::fs::remove_file(e.data_dir("dbdata").join("f")).expect("rm");
+    std::fs::remove_file(e.data_dir("plain").join("f")).expect("rm");
     let err = e.fails(&["volume", "ls", "--filter", "colour=red"]);
     assert!(
         err.contains("Error response from daemon: Invalid filter 'colour'"),

@@ -65,7 +65,21 @@ pub async fn get(c: &Client, name: &str) -> Result<Volume, tonic::Status> {
 
 pub async fn list(c: &Client, filters: Vec<String>) -> Result<Vec<Volume>, tonic::Status> {
     let r = api(c)
-        .list(c.req(pb::ListVolumesRequest { filters }))
+        .list(c.req(pb::ListVolumesRequest {
+            filters,
+            with_sizes: false,
+        }))
+        .await?;
+    Ok(r.into_inner().volumes)
+}
+
+/// Every volume with its size measured (`system df`).
+pub async fn list_with_sizes(c: &Client) -> Result<Vec<Volume>, tonic::Status> {
+    let r = api(c)
+        .list(c.req(pb::ListVolumesRequest {
+            filters: Vec::new(),
+            with_sizes: true,
+        }))
         .await?;
     Ok(r.into_inner().volumes)
 }

@@ -31,6 +31,7 @@ fn reclaim(size: i64, reclaimable: i64) -> String {
 }
 
 /// One row of the `system df` summary.
+#[derive(Clone)]
 struct Row {
     kind: &'static str,
     total: usize,
@@ -42,7 +43,11 @@ struct Row {
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     let Cmd::Df { verbose } = cmd;
     let u = measure(c).await?;
-    let rows = summary(&u);
+    let mut rows = summary(&u).to_vec();
+    let volumes = crate::client::volumes::list_with_sizes(c)
+        .await
+        .map_err(crate::client::volumes::daemon_error)?;
+    rows.push(volumes_row(&volumes));
     if format == Format::Json {
         let v: Vec<Value> = rows
             .iter()
@@ -147,6 +152,23 @@ fn snapshots_row(u: &Usage, img_snaps: &BTreeSet<String>) -> Row {
             .iter()
             .filter(|(k, _)| !live_snaps.contains(*k))
             .map(|(_, (_, s))| *s)
+            .sum(),
+    }
+}
+
+/// Local Volumes (Docker's row): active are those a container uses; reclaimable the
+/// others' data.
+fn volumes_row(volumes: &[crate::client::volumes::Volume]) -> Row {
+    let size = |v: &&crate::client::volumes::Volume| v.size.max(0);
+    Row {
+        kind: "Local Volumes",
+        total: volumes.len(),
+        active: volumes.iter().filter(|v| !v.used_by.is_empty()).count(),
+        size: volumes.iter().map(|v| size(&v)).sum(),
+        reclaimable: volumes
+            .iter()
+            .filter(|v| v.used_by.is_empty())
+            .map(|v| size(&v))
             .sum(),
     }
 }

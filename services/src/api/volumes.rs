@@ -21,6 +21,9 @@ impl Convert<pb::Volume> for Volume {
             anonymous: self.anonymous,
             filled: self.filled,
             used_by: self.used_by,
+            size: self
+                .size
+                .map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -77,8 +80,12 @@ impl VolumesService for VolumesApi {
         req: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
         let ns = namespace_required(req.metadata()).or_status()?;
-        let filters = VolumeFilters::parse(&req.into_inner().filters).or_status()?;
-        let list = self.0.volumes.list(&ns, &filters).await.or_status()?;
+        let r = req.into_inner();
+        let filters = VolumeFilters::parse(&r.filters).or_status()?;
+        let mut list = self.0.volumes.list(&ns, &filters).await.or_status()?;
+        if r.with_sizes {
+            list = self.0.volumes.measure(list).await.or_status()?;
+        }
         Ok(Response::new(pb::ListVolumesResponse {
             volumes: list.into_iter().map(Convert::convert).collect(),
         }))

@@ -81,6 +81,8 @@ pub struct Volume {
     pub mountpoint: PathBuf,
     /// The ids of the containers whose records name it, in id order.
     pub used_by: Vec<String>,
+    /// The bytes its files hold, when measured ([`Volumes::measure`]).
+    pub size: Option<u64>,
 }
 
 /// What a create asks for.
@@ -227,6 +229,7 @@ impl Volumes {
             anonymous: r.anonymous,
             filled: r.filled,
             used_by,
+            size: None,
         }
     }
 
@@ -351,6 +354,20 @@ impl Volumes {
     pub async fn list(&self, namespace: &str, filters: &VolumeFilters) -> Result<Vec<Volume>> {
         let all = self.all(namespace).await?;
         Ok(all.into_iter().filter(|v| filters.matches(v)).collect())
+    }
+
+    /// `list` with each volume's size measured (`system df`).
+    pub async fn measure(&self, volumes: Vec<Volume>) -> Result<Vec<Volume>> {
+        blocking(move || {
+            Ok(volumes
+                .into_iter()
+                .map(|mut v| {
+                    v.size = Some(dir_size(&v.mountpoint));
+                    v
+                })
+                .collect())
+        })
+        .await
     }
 
     /// Every volume of `namespace`, with its users.

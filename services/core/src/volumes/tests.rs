@@ -283,3 +283,14 @@ async fn sweep_removes_directories_without_records() {
     assert!(!stray.exists());
     assert!(v.mountpoint.exists());
 }
+
+#[tokio::test]
+async fn a_namespace_with_volumes_is_not_deleted() {
+    let f = fixture();
+    f.volumes.create("ns", named("data")).await.expect("create");
+    let namespaces = crate::namespaces::Namespaces::new(f.volumes.store.clone(), Exchange::new());
+    let err = namespaces.delete("ns").await.unwrap_err();
+    assert!(err.to_string().contains("still has volumes"), "{err}");
+    f.volumes.delete("ns", "data", false).await.expect("rm");
+    namespaces.delete("ns").await.expect("now empty");
+}
