@@ -46,6 +46,9 @@ pub const VOLUMES: &str = "berth/volumes";
 /// The anonymous volumes made for a container, by commas: removed with it by `rm -v` and
 /// `run --rm` (berthd's auto-remove too).
 pub const ANONYMOUS_VOLUMES: &str = "berth/anonymous-volumes";
+/// The destinations of volume mounts that asked for no copy-up (`nocopy`), by commas
+/// (read by berthd's `volumes` module with [`VOLUMES`]).
+pub const VOLUMES_NOCOPY: &str = "berth/volumes-nocopy";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

@@ -317,6 +317,30 @@ fn copy_up_fills_a_new_volume_once() {
         "/app/data/hello.txt",
     ]);
     assert_eq!(out, "mine\n");
+    // nocopy: a new volume stays empty.
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "bare:/app/data:nocopy",
+        DATA_IMAGE,
+        "ls",
+        "-A",
+        "/app/data",
+    ]);
+    assert_eq!(out, "");
+    let out = e.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,src=bare2,dst=/app/data,volume-nocopy",
+        DATA_IMAGE,
+        "ls",
+        "-A",
+        "/app/data",
+    ]);
+    assert_eq!(out, "");
+    e.ok(&["volume", "rm", "bare", "bare2"]);
     // A volume over a directory the image does not have stays empty.
     let out = e.ok(&[
         "run",

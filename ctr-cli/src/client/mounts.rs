@@ -50,6 +50,8 @@ pub struct Request {
     pub volume_labels: BTreeMap<String, String>,
     /// `-v` makes a missing host directory; `--mount` refuses it.
     pub create_source: bool,
+    /// No copy-up into this volume (`nocopy`, `volume-nocopy`).
+    pub nocopy: bool,
     /// Shown in inspect's `Mounts` (`--tmpfs` ones are in `HostConfig.Tmpfs` instead).
     pub listed: bool,
 }
@@ -71,6 +73,7 @@ impl Request {
             volume_options: BTreeMap::new(),
             volume_labels: BTreeMap::new(),
             create_source: false,
+            nocopy: false,
             listed: true,
         }
     }
@@ -135,7 +138,7 @@ pub fn parse_volume_flag(spec: &str) -> anyhow::Result<Request> {
             }
             "rw" => rw_given = true,
             "z" | "Z" => {}
-            "nocopy" if kind == Kind::Volume => {}
+            "nocopy" if kind == Kind::Volume => r.nocopy = true,
             p if PROPAGATIONS.contains(&p) && kind == Kind::Bind => r.propagation = p.to_string(),
             _ => return Err(daemon(format!("invalid mode: {mode}"))),
         }
@@ -203,7 +206,7 @@ pub fn parse_mount_flag(spec: &str) -> anyhow::Result<Request> {
                 r.propagation = p;
             }
             "volume-nocopy" if kind == Kind::Volume => {
-                boolean(&k, v.as_deref(), spec)?;
+                r.nocopy = boolean(&k, v.as_deref(), spec)?;
             }
             "volume-driver" if kind == Kind::Volume => {
                 let d = value()?;
@@ -351,6 +354,8 @@ pub struct Planned {
     pub volumes: Vec<String>,
     /// The anonymous volumes made for it.
     pub anonymous: Vec<String>,
+    /// The destinations of the volume mounts that asked for no copy-up.
+    pub nocopy: Vec<String>,
 }
 
 /// Creates (or finds) the volumes and makes missing `-v` host directories. On an error,
@@ -410,6 +415,9 @@ async fn realize_into(
                 }
                 if !planned.volumes.contains(&v.name) {
                     planned.volumes.push(v.name.clone());
+                }
+                if r.nocopy {
+                    planned.nocopy.push(r.destination.clone());
                 }
                 options.extend(["rbind".to_string(), "rprivate".to_string()]);
                 ("bind", v.mountpoint.clone(), v.name)

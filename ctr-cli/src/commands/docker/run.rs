@@ -612,6 +612,9 @@ async fn record(
     if !planned.volumes.is_empty() {
         record_labels.insert(labels::VOLUMES.to_string(), planned.volumes.join(","));
     }
+    if !planned.nocopy.is_empty() {
+        record_labels.insert(labels::VOLUMES_NOCOPY.to_string(), planned.nocopy.join(","));
+    }
     if !planned.anonymous.is_empty() {
         record_labels.insert(
             labels::ANONYMOUS_VOLUMES.to_string(),

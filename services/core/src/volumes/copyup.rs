@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use berth_snapshotter::Mount;
 use serde_json::Value;
 
-use super::{VOLUMES_LABEL, Volumes, blocking, names_in_label};
+use super::{NOCOPY_LABEL, VOLUMES_LABEL, Volumes, blocking, names_in_label};
 use crate::error::{Error, Result};
 
 /// A read-only view of a root filesystem's mounts: an overlay's upper directory becomes
@@ -117,7 +117,7 @@ fn volume_mounts(
 
 impl Volumes {
     /// Mounts the filesystems of the container's volumes that have one (`-o type=…`),
-    /// then fills each new, empty volume the container mounts (its [`VOLUMES_LABEL`]) with the
+    /// then fills each new, empty volume (unless its mount is in [`NOCOPY_LABEL`]) the container mounts (its [`VOLUMES_LABEL`]) with the
     /// image directory it is mounted over, once. `rootfs` are the container's root
     /// filesystem mounts; none: nothing to copy from.
     pub async fn copy_up(
@@ -134,10 +134,11 @@ impl Volumes {
         }
         let spec: Value = serde_json::from_slice(spec)
             .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
+        let nocopy = names_in_label(labels, NOCOPY_LABEL);
         for (name, dest) in volume_mounts(self, namespace, &names, &spec) {
             let volume = self.get(namespace, &name).await?;
             self.mount_if_needed(&volume).await?;
-            if volume.filled {
+            if volume.filled || nocopy.iter().any(|d| Path::new(d) == Path::new(&dest)) {
                 continue;
             }
             let data = volume.mountpoint.clone();

@@ -41,6 +41,9 @@ pub const VOLUMES_LABEL: &str = "berth/volumes";
 /// The container label listing the anonymous volumes made for the container, by commas:
 /// removed with it by `rm -v` and `run --rm` (also berthd's auto-remove).
 pub const ANONYMOUS_VOLUMES_LABEL: &str = "berth/anonymous-volumes";
+/// The container label listing, by commas, the destinations of volume mounts that asked
+/// for no copy-up (`-v name:/p:nocopy`, `--mount …,volume-nocopy`).
+pub const NOCOPY_LABEL: &str = "berth/volumes-nocopy";
 /// The label Docker puts on anonymous volumes (≥ 23), which `prune` without `--all` takes.
 pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
 /// The one volume driver.
