@@ -102,12 +102,29 @@ fn check_destination(spec: &str, kind: Kind, dest: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A relative host path (`.`, `./dir`, `../dir`) made absolute against the current
+/// directory, as Docker's CLI (≥ 23) does for binds; anything else as it is.
+fn absolute_source(source: &str) -> String {
+    let relative =
+        source == "." || source.starts_with("./") || source.starts_with("../") || source == "..";
+    match std::env::current_dir() {
+        Ok(cwd) if relative => cwd.join(source).display().to_string(),
+        _ => source.to_string(),
+    }
+}
+
 /// Parses `-v`: `/path` (anonymous volume), `name:/path[:mode]` (named volume),
 /// `/host:/path[:mode]` (bind). Modes: `ro`, `rw`, `z`, `Z`, `nocopy` and the propagations,
 /// by commas.
 pub fn parse_volume_flag(spec: &str) -> anyhow::Result<Request> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, dest, mode) = match parts.as_slice() {
+        [src, rest @ ..] if !rest.is_empty() && absolute_source(src) != *src => {
+            let src = absolute_source(src);
+            let mut again = vec![src.as_str()];
+            again.extend(rest);
+            return parse_volume_flag(&again.join(":"));
+        }
         [dest] => ("", *dest, ""),
         [src, dest] => (*src, *dest, ""),
         [src, dest, mode] => (*src, *dest, *mode),
@@ -195,6 +212,7 @@ pub fn parse_mount_flag(spec: &str) -> anyhow::Result<Request> {
                 .ok_or_else(|| bad(format!("invalid field '{k}' must be a key=value pair")))
         };
         match k.as_str() {
+            "source" | "src" if kind == Kind::Bind => r.source = absolute_source(&value()?),
             "source" | "src" => r.source = value()?,
             "target" | "destination" | "dst" => r.destination = value()?,
             "readonly" | "ro" => r.read_only = boolean(&k, v.as_deref(), spec)?,
@@ -478,6 +496,11 @@ mod tests {
             (Kind::Bind, false, "rslave")
         );
         assert!(r.create_source);
+        let r = parse_volume_flag("./here:/y:ro").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(r.kind, Kind::Bind);
+        assert_eq!(r.source, cwd.join("./here").display().to_string());
+        assert!(r.read_only);
         for bad in [
             "rel",
             "db:rel",
