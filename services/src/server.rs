@@ -392,7 +392,7 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.ttrpc_address(),
     );
     let networks = open_networks(config, &store)?;
-    let volumes = open_volumes(config, &store).await;
+    let volumes = open_volumes(config, &store, &exchange).await;
     let tasks = crate::tasks::Tasks::new(
         runtimes,
         containers.clone(),
@@ -452,8 +452,13 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
 }
 
 /// The volumes domain under `<root>/volumes`; directories a crash left without a record go.
-async fn open_volumes(config: &Config, store: &Store) -> crate::volumes::Volumes {
-    let volumes = crate::volumes::Volumes::new(store.clone(), config.root.join("volumes"));
+async fn open_volumes(
+    config: &Config,
+    store: &Store,
+    exchange: &Exchange,
+) -> crate::volumes::Volumes {
+    let volumes =
+        crate::volumes::Volumes::new(store.clone(), exchange.clone(), config.root.join("volumes"));
     match volumes.sweep().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(

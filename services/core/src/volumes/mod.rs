@@ -31,7 +31,10 @@ use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
 use crate::containers::Container;
+use berth_proto::berth::services::volumes::v1::{VolumeCreate, VolumeDelete};
+
 use crate::error::{Error, Result};
+use crate::events::{Exchange, publish, topics};
 use crate::metadata::{self, CONTAINERS, DbContext, Store, VOLUMES};
 use crate::namespaces;
 
@@ -196,14 +199,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[derive(Clone)]
 pub struct Volumes {
     store: Store,
+    exchange: Exchange,
     /// `<root>/volumes`.
     root: PathBuf,
 }
 
 impl Volumes {
-    /// `root` is where the volumes live (`<berthd root>/volumes`).
-    pub fn new(store: Store, root: PathBuf) -> Volumes {
-        Volumes { store, root }
+    /// `root` is where the volumes live (`<berthd root>/volumes`); creations and
+    /// removals are published on `exchange` (`/volumes/create`, `/volumes/delete`).
+    pub fn new(store: Store, exchange: Exchange, root: PathBuf) -> Volumes {
+        Volumes {
+            store,
+            exchange,
+            root,
+        }
     }
 
     /// Where the volumes live.
@@ -303,6 +312,12 @@ impl Volumes {
         }
         if created {
             tracing::info!(%namespace, %name, anonymous = stored.anonymous, "volume created");
+            let event = VolumeCreate {
+                name: name.clone(),
+                driver: stored.driver.clone(),
+                labels: stored.labels.clone(),
+            };
+            publish(&self.exchange, namespace, topics::VOLUME_CREATE, &event);
         }
         let used_by = if created {
             Vec::new()
@@ -412,8 +427,16 @@ impl Volumes {
             Err(e) => return Err(e),
         }
         self.remove_dir(namespace, name).await;
-        tracing::info!(%namespace, %name, "volume removed");
+        self.removed(namespace, name);
         Ok(())
+    }
+
+    fn removed(&self, namespace: &str, name: &str) {
+        tracing::info!(%namespace, %name, "volume removed");
+        let event = VolumeDelete {
+            name: name.to_string(),
+        };
+        publish(&self.exchange, namespace, topics::VOLUME_DELETE, &event);
     }
 
     /// Removes the directory of a volume whose record is gone; a failure is logged (the
@@ -478,6 +501,7 @@ impl Volumes {
                 Err(e) => return Err(e),
             }
             out.reclaimed += self.remove_dir(namespace, &v.name).await;
+            self.removed(namespace, &v.name);
             out.deleted.push(v.name);
         }
         Ok(out)

@@ -11,6 +11,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     volumes: Volumes,
     containers: Containers,
+    exchange: Exchange,
 }
 
 fn fixture() -> Fixture {
@@ -18,11 +19,13 @@ fn fixture() -> Fixture {
     let store = Store::open(&dir.path().join("meta.redb")).expect("db");
     let (gc, _requests) = crate::collector::channel();
     let containers = Containers::new(store.clone(), Exchange::new(), gc);
-    let volumes = Volumes::new(store, dir.path().join("volumes"));
+    let exchange = Exchange::new();
+    let volumes = Volumes::new(store, exchange.clone(), dir.path().join("volumes"));
     Fixture {
         _dir: dir,
         volumes,
         containers,
+        exchange,
     }
 }
 
@@ -293,4 +296,25 @@ async fn a_namespace_with_volumes_is_not_deleted() {
     assert!(err.to_string().contains("still has volumes"), "{err}");
     f.volumes.delete("ns", "data", false).await.expect("rm");
     namespaces.delete("ns").await.expect("now empty");
+}
+
+#[tokio::test]
+async fn creations_and_removals_are_published() {
+    let f = fixture();
+    let filter =
+        crate::filters::Filter::parse_all(&["topic~=\"/volumes/\"".to_string()]).expect("filter");
+    let mut events = f.exchange.subscribe(filter);
+    f.volumes.create("ns", named("data")).await.expect("create");
+    f.volumes
+        .create("ns", named("data"))
+        .await
+        .expect("again: no event");
+    f.volumes.delete("ns", "data", false).await.expect("rm");
+    let first = events.next(&crate::events::NoFields).await.expect("event");
+    assert_eq!(
+        (first.namespace.as_str(), first.topic.as_str()),
+        ("ns", "/volumes/create")
+    );
+    let second = events.next(&crate::events::NoFields).await.expect("event");
+    assert_eq!(second.topic, "/volumes/delete");
 }
