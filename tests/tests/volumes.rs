@@ -354,6 +354,31 @@ fn copy_up_fills_a_new_volume_once() {
     ]);
     assert_eq!(out, "");
 
+    // Two containers starting at once on one new volume: filled once, both see it.
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    e.berth(&[
+                        "run",
+                        "--rm",
+                        "-v",
+                        "together:/app/data",
+                        DATA_IMAGE,
+                        "cat",
+                        "/app/data/hello.txt",
+                    ])
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("thread"))
+            .collect()
+    });
+    for out in &outs {
+        assert_eq!(ok(out, "concurrent run"), "hello from the image\n");
+    }
+    e.ok(&["volume", "rm", "together"]);
     // The image's VOLUME: an anonymous volume, filled too, gone with run --rm.
     let out = e.ok(&["run", "--rm", DATA_IMAGE, "cat", "/app/data/hello.txt"]);
     assert_eq!(out, "hello from the image\n");

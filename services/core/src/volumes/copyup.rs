@@ -136,6 +136,8 @@ impl Volumes {
             .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
         let nocopy = names_in_label(labels, NOCOPY_LABEL);
         for (name, dest) in volume_mounts(self, namespace, &names, &spec) {
+            let lock = self.preparing_lock(namespace, &name);
+            let _held = lock.lock().await;
             let volume = self.get(namespace, &name).await?;
             self.mount_if_needed(&volume).await?;
             if volume.filled || nocopy.iter().any(|d| Path::new(d) == Path::new(&dest)) {
@@ -144,7 +146,13 @@ impl Volumes {
             let data = volume.mountpoint.clone();
             let empty = {
                 let d = data.clone();
-                blocking(move || is_empty_dir(&d)).await?
+                // A crash between the record and its directory leaves no directory.
+                blocking(move || {
+                    std::fs::create_dir_all(&d)
+                        .map_err(|e| Error::io("create volume directory", &d, e))?;
+                    is_empty_dir(&d)
+                })
+                .await?
             };
             if !empty {
                 self.mark_filled(namespace, &name).await?;

@@ -24,8 +24,9 @@ mod filters;
 
 pub use filters::VolumeFilters;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
@@ -195,6 +196,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Internal(format!("volume task: {e}")))?
 }
 
+/// The lock of one volume's preparation for a task.
+type VolumeLock = Arc<tokio::sync::Mutex<()>>;
+
 /// The volumes domain's service. Cheap to clone.
 #[derive(Clone)]
 pub struct Volumes {
@@ -202,6 +206,9 @@ pub struct Volumes {
     exchange: Exchange,
     /// `<root>/volumes`.
     root: PathBuf,
+    /// One lock per volume, held while it is prepared for a task (mount, copy-up), so
+    /// that two containers starting on one new volume do not both fill it.
+    preparing: Arc<Mutex<HashMap<(String, String), VolumeLock>>>,
 }
 
 impl Volumes {
@@ -212,6 +219,7 @@ impl Volumes {
             store,
             exchange,
             root,
+            preparing: Arc::default(),
         }
     }
 
@@ -431,7 +439,19 @@ impl Volumes {
         Ok(())
     }
 
+    /// The lock that serialises preparing volume `name` for tasks.
+    fn preparing_lock(&self, namespace: &str, name: &str) -> VolumeLock {
+        let mut map = self.preparing.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((namespace.to_string(), name.to_string()))
+            .or_default()
+            .clone()
+    }
+
     fn removed(&self, namespace: &str, name: &str) {
+        self.preparing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
         tracing::info!(%namespace, %name, "volume removed");
         let event = VolumeDelete {
             name: name.to_string(),
@@ -660,6 +680,7 @@ fn mount_device(data: &Path, options: &BTreeMap<String, String>) -> Result<()> {
     let Some(m) = device_mount(options) else {
         return Ok(());
     };
+    std::fs::create_dir_all(data).map_err(|e| Error::io("create volume directory", data, e))?;
     if berth_snapshotter::mount::mounts_at_or_below(data)
         .iter()
         .any(|p| p == data)
