@@ -429,7 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
-        Command::Volume { cmd } => volumes::run(&c, cmd).await,
+        Command::Volume { cmd } => volumes::run(&c, cmd, cli.format).await,
         Command::Docker(cmd) => run_docker(&c, cmd).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {

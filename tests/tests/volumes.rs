@@ -537,6 +537,19 @@ fn volume_commands_output() {
         e.ok(&["volume", "ls", "-q", "--filter", "name=pla"]),
         "plain\n"
     );
+    let line = e.ok(&[
+        "volume",
+        "ls",
+        "--format",
+        "json",
+        "--filter",
+        "name=dbdata",
+    ]);
+    let j: Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(
+        (&j["Name"], &j["Driver"], &j["Labels"]),
+        (&json!("dbdata"), &json!("local"), &json!("tier=db"))
+    );
     e.ok(&["create", "--name", "cc", "-v", "plain:/p", IMAGE, "true"]);
     assert_eq!(
         e.ok(&["volume", "ls", "-q", "--filter", "dangling=false"]),

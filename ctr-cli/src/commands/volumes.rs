@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::client::volumes::{self, Volume, daemon_error};
 use crate::exit::Exit;
+use crate::output::Format;
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -26,7 +27,7 @@ pub enum Cmd {
         #[arg(short = 'o', long = "opt")]
         opts: Vec<String>,
     },
-    /// List volumes.
+    /// List volumes (`--format json`: one JSON object a line, as Docker's).
     #[command(alias = "list")]
     Ls {
         /// Only the names.
@@ -148,7 +149,24 @@ fn confirm(warning: &str) -> anyhow::Result<bool> {
     ))
 }
 
-pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
+/// `volume ls --format json`'s line for `v`, with Docker's fields.
+fn ls_json(v: &Volume) -> Value {
+    let labels: Vec<String> = v.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    json!({
+        "Availability": "N/A",
+        "Driver": v.driver,
+        "Group": "N/A",
+        "Labels": labels.join(","),
+        "Links": "N/A",
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Scope": "local",
+        "Size": "N/A",
+        "Status": "N/A",
+    })
+}
+
+pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     match cmd {
         Cmd::Create {
             name,
@@ -174,6 +192,12 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             if quiet {
                 for v in &list {
                     println!("{}", v.name);
+                }
+                return Ok(());
+            }
+            if format == Format::Json {
+                for v in &list {
+                    println!("{}", ls_json(v));
                 }
                 return Ok(());
             }
