@@ -115,7 +115,7 @@ fn both(out: &Output) -> String {
 
 #[test]
 fn named_volume_data_survives_rm_and_a_new_run() {
-    let e = Env::start();
+    let mut e = Env::start();
     e.ok(&[
         "run",
         "--name",
@@ -134,6 +134,9 @@ fn named_volume_data_survives_rm_and_a_new_run() {
         "kept\n"
     );
     e.ok(&["rm", "writer"]);
+    // And a restart of berthd: the record and the data are its own.
+    e.d.restart();
+    assert_eq!(e.volume_names(), ["data"]);
     let out = e.ok(&["run", "--rm", "-v", "data:/data", IMAGE, "cat", "/data/f"]);
     assert_eq!(out, "kept\n");
     assert_eq!(
