@@ -392,7 +392,9 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.ttrpc_address(),
     );
     let networks = open_networks(config, &store)?;
-    let volumes = open_volumes(config, &store, &exchange).await;
+    let volumes =
+        crate::volumes::Volumes::open(store.clone(), exchange.clone(), config.root.join("volumes"))
+            .await?;
     let tasks = crate::tasks::Tasks::new(
         runtimes,
         containers.clone(),
@@ -449,25 +451,6 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         tasks,
         volumes,
     })
-}
-
-/// The volumes domain under `<root>/volumes`; directories a crash left without a record go.
-async fn open_volumes(
-    config: &Config,
-    store: &Store,
-    exchange: &Exchange,
-) -> crate::volumes::Volumes {
-    let volumes =
-        crate::volumes::Volumes::new(store.clone(), exchange.clone(), config.root.join("volumes"));
-    match volumes.sweep().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            directories = n,
-            "removed volume directories without a record"
-        ),
-        Err(e) => tracing::warn!(error = %e, "volume sweep at start-up"),
-    }
-    volumes
 }
 
 /// The network domain: CNI plugins from the config, namespaces and address leases under the

@@ -134,6 +134,12 @@ fn named_volume_data_survives_rm_and_a_new_run() {
         "kept\n"
     );
     e.ok(&["rm", "writer"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(e.d.root.join("volumes"))
+        .expect("volumes dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the volumes are root's alone");
     // And a restart of berthd: the record and the data are its own.
     e.d.restart();
     assert_eq!(e.volume_names(), ["data"]);

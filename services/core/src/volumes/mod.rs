@@ -15,9 +15,14 @@
 //! At task create, a volume that has never been filled and is empty gets the contents of
 //! the image directory it is mounted over ([`Volumes::copy_up`], Docker's copy-up), once.
 //!
+//! The local driver's options `type`, `device` and `o` put a filesystem of its own on a
+//! volume (a tmpfs, a bind of a host directory), mounted at first use and unmounted when
+//! the volume goes; a volume directory is never removed while anything is mounted in it.
+//!
 //! A volume is recorded before its directory is made, and its row removed before its
 //! directory goes; what a crash leaves between the two (a directory with no record) is
-//! removed by [`Volumes::sweep`] at start-up.
+//! removed by [`Volumes::sweep`] at start-up. `<root>/volumes` is root's alone (0700).
+//! Creations and removals are published (`/volumes/create`, `/volumes/delete`).
 
 mod copyup;
 mod filters;
@@ -221,6 +226,28 @@ impl Volumes {
             root,
             preparing: Arc::default(),
         }
+    }
+
+    /// [`Volumes::new`] at start-up: `root` made (mode 0700), then [`Volumes::sweep`].
+    pub async fn open(store: Store, exchange: Exchange, root: PathBuf) -> Result<Volumes> {
+        let dir = root.clone();
+        blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("set mode of", &dir, e))
+        })
+        .await?;
+        let volumes = Volumes::new(store, exchange, root);
+        match volumes.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                directories = n,
+                "removed volume directories without a record"
+            ),
+            Err(e) => tracing::warn!(error = %e, "volume sweep at start-up"),
+        }
+        Ok(volumes)
     }
 
     /// Where the volumes live.
