@@ -574,6 +574,15 @@ fn volume_commands_output() {
         .unwrap_or_else(|| panic!("no volumes row: {df}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[2..], ["3", "1", "10B", "7B", "(70%)"], "{row}");
+    let df = e.ok(&["system", "df", "-v"]);
+    let row = df
+        .lines()
+        .find(|l| l.starts_with("plain "))
+        .unwrap_or_else(|| panic!("no row of plain: {df}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["plain", "1", "3B"]
+    );
     std::fs::remove_file(e.data_dir("dbdata").join("f")).expect("rm");
     std::fs::remove_file(e.data_dir("plain").join("f")).expect("rm");
     let err = e.fails(&["volume", "ls", "--filter", "colour=red"]);

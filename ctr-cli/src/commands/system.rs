@@ -81,6 +81,8 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
         images_table(&u)?;
         println!();
         containers_table(&u)?;
+        println!();
+        volumes_table(&volumes)?;
     }
     Ok(())
 }
@@ -205,6 +207,21 @@ fn images_table(u: &Usage) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["IMAGE", "SIZE", "CONTAINERS"], &rows)
+}
+
+/// `df -v`'s volumes (Docker's `Local Volumes space usage`): each one's users and size.
+fn volumes_table(volumes: &[crate::client::volumes::Volume]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.used_by.len().to_string(),
+                human_size(v.size.max(0)),
+            ]
+        })
+        .collect();
+    output::table(&["VOLUME NAME", "LINKS", "SIZE"], &rows)
 }
 
 /// `df -v`'s containers: each one's image, snapshot size and whether it runs.
