@@ -59,6 +59,16 @@ pub const LINKS: &str = "berth/links";
 /// The container's restart policy (`always`, `on-failure:3`...), enforced by berthd's
 /// supervisor (which reads the same constant).
 pub use berth_oci::restart::RESTART_LABEL as RESTART;
+/// The volumes a container mounts (named and anonymous), by commas: berthd's `volumes`
+/// module counts them in use while the container exists, and fills new ones from the
+/// image at task create (copy-up).
+pub const VOLUMES: &str = "berth/volumes";
+/// The anonymous volumes made for a container, by commas: removed with it by `rm -v` and
+/// `run --rm` (berthd's auto-remove too).
+pub const ANONYMOUS_VOLUMES: &str = "berth/anonymous-volumes";
+/// The destinations of volume mounts that asked for no copy-up (`nocopy`), by commas
+/// (read by berthd's `volumes` module with [`VOLUMES`]).
+pub const VOLUMES_NOCOPY: &str = "berth/volumes-nocopy";
 /// The extension holding the container's docker-level config (see the module docs).
 pub const DOCKER_EXT: &str = "berth/docker";
 /// The type URL of [`DOCKER_EXT`]'s value (JSON).

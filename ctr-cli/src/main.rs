@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::client::Client;
 use crate::commands::{
     containers, content, docker, events, images, leases, namespaces, plugins, registry, snapshots,
-    system, tasks, version,
+    system, tasks, version, volumes,
 };
 use crate::output::Format;
 
@@ -170,6 +170,12 @@ enum Command {
         #[command(subcommand)]
         cmd: system::Cmd,
     },
+    /// Manage volumes.
+    #[command(alias = "volumes")]
+    Volume {
+        #[command(subcommand)]
+        cmd: volumes::Cmd,
+    },
     /// List the daemon's plugins.
     #[command(alias = "plugin")]
     Plugins {
@@ -225,6 +231,9 @@ enum DockerCmd {
         /// Kill a running container first.
         #[arg(short, long)]
         force: bool,
+        /// Remove the anonymous volumes made for the containers too.
+        #[arg(short, long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -285,7 +294,11 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
         DockerCmd::Stop { time, containers } => lifecycle::stop_cmd(c, containers, time).await,
         DockerCmd::Restart { time, containers } => lifecycle::restart(c, containers, time).await,
         DockerCmd::Kill { signal, containers } => lifecycle::kill_cmd(c, containers, signal).await,
-        DockerCmd::Rm { force, containers } => lifecycle::rm(c, containers, force).await,
+        DockerCmd::Rm {
+            force,
+            volumes,
+            containers,
+        } => lifecycle::rm(c, containers, force, volumes).await,
         DockerCmd::Ps(args) => ps::run(c, args).await,
         DockerCmd::Port {
             container,
@@ -348,6 +361,7 @@ fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 (Some("ps"), 'a') => Some("--all"),
                 (Some("start"), 'a') => Some("--attach"),
                 (Some("logs"), 'n') => Some("--tail"),
+                (Some("volume" | "volumes"), 'a') => Some("--all"),
                 _ => None,
             }
         };
@@ -443,6 +457,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
+        Command::Volume { cmd } => volumes::run(&c, cmd, cli.format).await,
         Command::Docker(cmd) => run_docker(&c, cmd).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {

@@ -7,6 +7,7 @@ pub use berth_core::{
     archive, autoremove, collector, config, containers, content, diff, digest, error, events,
     filters, gc, identifiers, images, labels, leases, memory, metadata, namespaces, network, pull,
     push, registry, runtime, snapshots, streams, supervisor, tasks, transfer, types, unpack,
+    volumes,
 };
 
 pub mod api;

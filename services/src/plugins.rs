@@ -57,6 +57,8 @@ pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
 pub const DIFFER: &str = "io.containerd.differ.v1";
 pub const SERVICE: &str = "io.containerd.service.v1";
 pub const RUNTIME: &str = "io.containerd.runtime.v2";
+/// berth's own gRPC services (networks, volumes...), which containerd does not have.
+pub const BERTH_SERVICE: &str = "io.berth.service.v1";
 
 /// The plugins of this daemon: the core's, given where its metadata lives, the runtime's
 /// directories (`runtime_root` for files kept with a task, e.g. logs; `bundles` for task

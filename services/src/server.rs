@@ -264,6 +264,7 @@ impl Daemon {
             exchange: s.exchange.clone(),
             tasks: s.tasks.clone(),
             containers: s.containers.clone(),
+            volumes: Some(s.volumes.clone()),
             runtime_root: self.config.root.join("runtime"),
         }
         .spawn(stop.clone());
@@ -393,6 +394,9 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.ttrpc_address(),
     );
     let networks = open_networks(config, &store)?;
+    let volumes =
+        crate::volumes::Volumes::open(store.clone(), exchange.clone(), config.root.join("volumes"))
+            .await?;
     let tasks = crate::tasks::Tasks::new(
         runtimes,
         containers.clone(),
@@ -400,7 +404,8 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         &config.state,
         exchange.clone(),
         networks.clone(),
-    );
+    )
+    .with_volumes(volumes.clone());
     tasks.restore().await;
     // Network attachments whose task did not survive (a crash, a reboot) are taken down.
     let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
@@ -459,6 +464,7 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         networks,
         store,
         tasks,
+        volumes,
     })
 }
 

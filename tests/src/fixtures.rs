@@ -31,7 +31,7 @@ mod tests;
 
 pub use images::{
     BIG_FILE_SEED, BUSYBOX, IMAGE_PATH_ENV, MultilayerImage, busybox_applets, busybox_image,
-    busybox_image_with, host_busybox, multilayer_image,
+    busybox_image_with, busybox_layer, host_busybox, multilayer_image,
 };
 pub use layout::{
     ANNOTATION_REF_NAME, BuiltImage, Compression, Content, Descriptor, Entry, EntryKind,

@@ -11,6 +11,7 @@ pub mod images;
 pub mod leases;
 pub mod logs;
 pub mod metrics;
+pub mod mounts;
 pub mod networks;
 pub mod ports;
 pub mod process;
@@ -23,6 +24,7 @@ pub mod supervisor;
 pub mod tasks;
 pub mod transfer;
 pub mod usage;
+pub mod volumes;
 
 use std::path::PathBuf;
 

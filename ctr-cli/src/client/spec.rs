@@ -6,6 +6,9 @@
 //! cgroups path `/<namespace>/<id>`; `noNewPrivileges` false), resolving `-u user[:group]`
 //! against the rootfs' `/etc/passwd` and `/etc/group`, and reading the host's capabilities.
 //!
+//! Mounts (`-v`, `--mount`, `--tmpfs`, `--volumes-from`, the image's VOLUMEs) come made
+//! (see `client::mounts`) and replace a default mount at the same destination.
+//!
 //! Networking: a container with a network of its own (`--network bridge|none`) gets a
 //! network namespace whose path berthd fills in when it attaches the container at task
 //! create; `--network host` shares the host's.
@@ -72,6 +75,8 @@ pub struct ImageConfig {
     pub stop_signal: String,
     /// The image's `EXPOSE`d ports (`80/tcp`).
     pub exposed_ports: Vec<String>,
+    /// The image's VOLUMEs (each gets an anonymous volume unless a mount covers it).
+    pub volumes: Vec<String>,
 }
 
 impl ImageConfig {
@@ -88,6 +93,11 @@ impl ImageConfig {
                 .unwrap_or_default()
         };
         let string = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let keys = |v: &Value| -> Vec<String> {
+            v.as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
         ImageConfig {
             entrypoint: strings(&c["Entrypoint"]),
             cmd: strings(&c["Cmd"]),
@@ -95,10 +105,8 @@ impl ImageConfig {
             working_dir: string(&c["WorkingDir"]),
             user: string(&c["User"]),
             stop_signal: string(&c["StopSignal"]),
-            exposed_ports: c["ExposedPorts"]
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default(),
+            exposed_ports: keys(&c["ExposedPorts"]),
+            volumes: keys(&c["Volumes"]),
         }
     }
 
@@ -139,6 +147,8 @@ pub struct Options {
     pub own_network: bool,
     /// The host path of the init binary to bind-mount at [`oci::INIT_PATH`] (`--init`).
     pub init: Option<String>,
+    /// Volumes, binds and tmpfs mounts (`-v`, `--mount`, `--tmpfs`...), parents first.
+    pub mounts: Vec<oci::Mount>,
 }
 
 /// The contents of the rootfs' `/etc/passwd` and `/etc/group` (empty when absent).
@@ -228,7 +238,14 @@ pub fn resolve_user(spec: &str, acc: &Accounts) -> Result<User, SpecError> {
 
 /// Parses a Docker memory size (`512m`, `1g`, `1048576`, `100MB`): binary units.
 pub fn parse_memory(s: &str) -> Result<i64, SpecError> {
-    let bad = || SpecError::BadMemory(s.to_string());
+    match parse_size(s) {
+        Some(bytes) if bytes >= 6 * 1024 * 1024 => Ok(bytes),
+        _ => Err(SpecError::BadMemory(s.to_string())),
+    }
+}
+
+/// Parses a Docker size in binary units (`64m`, `1g`, `1048576`, `100MB`).
+pub fn parse_size(s: &str) -> Option<i64> {
     let lower = s.trim().to_ascii_lowercase();
     let t = lower.strip_suffix('b').unwrap_or(&lower);
     let (num, mult): (&str, i64) = match t.chars().last() {
@@ -238,12 +255,8 @@ pub fn parse_memory(s: &str) -> Result<i64, SpecError> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    let bytes = (v * mult as f64) as i64;
-    if bytes < 6 * 1024 * 1024 {
-        return Err(bad());
-    }
-    Ok(bytes)
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some((v * mult as f64) as i64)
 }
 
 /// Parses `--cpus` (a positive decimal).
@@ -304,6 +317,7 @@ pub fn container_config(
             ..Default::default()
         },
         cgroups_path: Some(format!("/{}/{}", o.namespace, o.id)),
+        mounts: o.mounts.clone(),
         namespaces: o.own_network.then(|| {
             let mut all = oci::default_namespaces();
             all.push(oci::Namespace {

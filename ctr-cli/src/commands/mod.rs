@@ -13,3 +13,4 @@ pub mod snapshots;
 pub mod system;
 pub mod tasks;
 pub mod version;
+pub mod volumes;

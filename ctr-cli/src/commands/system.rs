@@ -31,6 +31,7 @@ fn reclaim(size: i64, reclaimable: i64) -> String {
 }
 
 /// One row of the `system df` summary.
+#[derive(Clone)]
 struct Row {
     kind: &'static str,
     total: usize,
@@ -42,7 +43,11 @@ struct Row {
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     let Cmd::Df { verbose } = cmd;
     let u = measure(c).await?;
-    let rows = summary(&u);
+    let mut rows = summary(&u).to_vec();
+    let volumes = crate::client::volumes::list_with_sizes(c)
+        .await
+        .map_err(crate::client::volumes::daemon_error)?;
+    rows.push(volumes_row(&volumes));
     if format == Format::Json {
         let v: Vec<Value> = rows
             .iter()
@@ -76,6 +81,8 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
         images_table(&u)?;
         println!();
         containers_table(&u)?;
+        println!();
+        volumes_table(&volumes)?;
     }
     Ok(())
 }
@@ -151,6 +158,23 @@ fn snapshots_row(u: &Usage, img_snaps: &BTreeSet<String>) -> Row {
     }
 }
 
+/// Local Volumes (Docker's row): active are those a container uses; reclaimable the
+/// others' data.
+fn volumes_row(volumes: &[crate::client::volumes::Volume]) -> Row {
+    let size = |v: &&crate::client::volumes::Volume| v.size.max(0);
+    Row {
+        kind: "Local Volumes",
+        total: volumes.len(),
+        active: volumes.iter().filter(|v| !v.used_by.is_empty()).count(),
+        size: volumes.iter().map(|v| size(&v)).sum(),
+        reclaimable: volumes
+            .iter()
+            .filter(|v| v.used_by.is_empty())
+            .map(|v| size(&v))
+            .sum(),
+    }
+}
+
 /// Content: active are the blobs of images.
 fn content_row(u: &Usage, img_blobs: &BTreeSet<String>) -> Row {
     Row {
@@ -183,6 +207,21 @@ fn images_table(u: &Usage) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["IMAGE", "SIZE", "CONTAINERS"], &rows)
+}
+
+/// `df -v`'s volumes (Docker's `Local Volumes space usage`): each one's users and size.
+fn volumes_table(volumes: &[crate::client::volumes::Volume]) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.used_by.len().to_string(),
+                human_size(v.size.max(0)),
+            ]
+        })
+        .collect();
+    output::table(&["VOLUME NAME", "LINKS", "SIZE"], &rows)
 }
 
 /// `df -v`'s containers: each one's image, snapshot size and whether it runs.

@@ -1,7 +1,8 @@
 //! Containers that remove themselves: `berth run -d --rm` labels its container
 //! [`AUTO_REMOVE_LABEL`]` = "true"`, and when that container's init process exits berthd
 //! deletes its task and its record (the snapshot goes with the next collection) and the log
-//! file its [`LOG_LABEL`] names, if that file is in the daemon's runtime directory. No client
+//! file its [`LOG_LABEL`] names, if that file is in the daemon's runtime directory, and
+//! the anonymous volumes made for it (as Docker's `run --rm`). No client
 //! has to stay around, as with Docker's daemon.
 //!
 //! The same watcher tells the task core of every init exit ([`Tasks::observe_exit`]), so the
@@ -31,6 +32,8 @@ pub struct AutoRemover {
     pub exchange: Exchange,
     pub tasks: Tasks,
     pub containers: Containers,
+    /// The container's anonymous volumes go with it (`run --rm`).
+    pub volumes: Option<crate::volumes::Volumes>,
     /// Log files are only removed from under here.
     pub runtime_root: PathBuf,
 }
@@ -96,6 +99,7 @@ impl AutoRemover {
             exchange: self.exchange.clone(),
             tasks: self.tasks.clone(),
             containers: self.containers.clone(),
+            volumes: self.volumes.clone(),
             runtime_root: self.runtime_root.clone(),
         }
     }
@@ -120,6 +124,11 @@ impl AutoRemover {
                 tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: delete container");
                 return;
             }
+        }
+        if let Some(volumes) = &self.volumes
+            && let Err(e) = volumes.remove_anonymous_of(ns, &container.labels).await
+        {
+            tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: remove anonymous volumes");
         }
         if let Some(log) = container.labels.get(LOG_LABEL)
             && let Some(path) = inside(&self.runtime_root, Path::new(log))

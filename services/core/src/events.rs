@@ -26,6 +26,8 @@ pub mod topics {
     pub const NAMESPACE_CREATE: &str = "/namespaces/create";
     pub const NAMESPACE_UPDATE: &str = "/namespaces/update";
     pub const NAMESPACE_DELETE: &str = "/namespaces/delete";
+    pub const VOLUME_CREATE: &str = "/volumes/create";
+    pub const VOLUME_DELETE: &str = "/volumes/delete";
     pub const SNAPSHOT_PREPARE: &str = "/snapshot/prepare";
     pub const SNAPSHOT_COMMIT: &str = "/snapshot/commit";
     pub const SNAPSHOT_REMOVE: &str = "/snapshot/remove";

@@ -14,8 +14,10 @@
 //! ├── snapshots        (namespace, snapshotter, key) → snapshot    (berth_snapshotter::metastore)
 //! ├── snapshot_ids     snapshotter → last directory id allocated   (berth_snapshotter::metastore)
 //! ├── network_attachments (namespace, container) → its netns and CNI results (network/)
-//! └── restart_state    (namespace, container) → the supervisor's restart count, user-stop
+//! ├── networks         (namespace, name) → a user-defined network     (network/)
+//! ├── restart_state    (namespace, container) → the supervisor's restart count, user-stop
 //!                      mark, last start and stdio of a container (supervisor/)
+//! └── volumes          (namespace, name) → volume record             (volumes/)
 //! ```
 //!
 //! Records are prost-encoded structs defined next to the logic that owns them: new fields get
@@ -56,6 +58,7 @@ pub(crate) const NETWORK_ATTACHMENTS: TableDefinition<(&str, &str), &[u8]> =
 pub(crate) const NETWORKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("networks");
 pub(crate) const RESTART_STATE: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("restart_state");
+pub(crate) const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 /// Owned by the snapshotters (berth_snapshotter::metastore), created here with the rest.
 pub(crate) use berth_snapshotter::metastore::{SNAPSHOT_IDS, SNAPSHOTS};
 
@@ -144,6 +147,7 @@ impl Store {
             .ctx("create network_attachments")?;
         txn.open_table(NETWORKS).ctx("create networks")?;
         txn.open_table(RESTART_STATE).ctx("create restart_state")?;
+        txn.open_table(VOLUMES).ctx("create volumes")?;
         txn.open_table(SNAPSHOTS).ctx("create snapshots")?;
         txn.open_table(SNAPSHOT_IDS).ctx("create snapshot_ids")?;
         txn.commit().ctx("commit migration")?;

@@ -253,6 +253,10 @@ impl Namespaces {
                 if metadata::namespace_has_rows2(&leases, &owned)? {
                     held.push("leases".into());
                 }
+                let volumes = txn.open_table(metadata::VOLUMES).ctx("open volumes")?;
+                if metadata::namespace_has_rows2(&volumes, &owned)? {
+                    held.push("volumes".into());
+                }
                 if !held.is_empty() {
                     return Err(Error::precondition(format!(
                         "namespace {owned:?} must be empty, but it still has {}",

@@ -4,6 +4,7 @@
 
 use berth_proto::berth::services::networks::v1::networks_server::NetworksServer;
 use berth_proto::berth::services::supervisor::v1::supervisor_server::SupervisorServer;
+use berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
 use berth_proto::containerd::services::content::v1::content_server::ContentServer;
 use berth_proto::containerd::services::diff::v1::diff_server::DiffServer;
@@ -21,7 +22,7 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
 use super::{self as api, Services};
-use crate::plugins::{CONTENT, EVENT, GRPC, LEASE, METADATA, PluginInfo, SERVICE};
+use crate::plugins::{BERTH_SERVICE, CONTENT, EVENT, GRPC, LEASE, METADATA, PluginInfo, SERVICE};
 
 /// gRPC messages up to this size are accepted (containerd's default).
 pub const MAX_MESSAGE: usize = 16 << 20;
@@ -42,11 +43,14 @@ fn name_of<S: NamedService>(_: &S) -> &'static str {
 /// the plugin types it needs.
 macro_rules! serve {
     ($catalog:expr, $id:expr, [$($req:expr),*], $service:expr) => {{
+        serve!($catalog, GRPC, $id, [$($req),*], $service)
+    }};
+    ($catalog:expr, $kind:expr, $id:expr, [$($req:expr),*], $service:expr) => {{
         let service = $service.max_decoding_message_size(MAX_MESSAGE);
         $catalog.names.push(name_of(&service));
         $catalog
             .plugins
-            .push(PluginInfo::new(GRPC, $id).requires(&[$($req),*]));
+            .push(PluginInfo::new($kind, $id).requires(&[$($req),*]));
         $catalog.routes.add_service(service);
     }};
 }
@@ -136,18 +140,26 @@ pub fn containerd_services(s: &Services) -> Catalog {
         [EVENT],
         EventsServer::new(api::events::EventsApi(s.exchange.clone()))
     );
-    // berth's own API.
     serve!(
         c,
+        BERTH_SERVICE,
         "networks",
         [METADATA],
         NetworksServer::new(api::networks::NetworksApi(s.clone()))
     );
     serve!(
         c,
-        "berth.supervisor",
+        BERTH_SERVICE,
+        "supervisor",
         [METADATA, EVENT, SERVICE],
         SupervisorServer::new(api::supervisor::SupervisorApi(s.clone()))
+    );
+    serve!(
+        c,
+        BERTH_SERVICE,
+        "volumes",
+        [METADATA],
+        VolumesServer::new(api::volumes::VolumesApi(s.clone()))
     );
     c
 }

@@ -21,6 +21,7 @@ pub mod supervisor;
 pub mod tasks;
 pub mod transfer;
 pub mod version;
+pub mod volumes;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -157,6 +158,7 @@ pub struct Services {
     pub tasks: crate::tasks::Tasks,
     /// Restart policies (berth's own API).
     pub supervisor: crate::supervisor::Supervisor,
+    pub volumes: crate::volumes::Volumes,
 }
 
 /// A conversion between a core type and its wire message, in either direction. (`From`

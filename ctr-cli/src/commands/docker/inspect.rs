@@ -115,7 +115,7 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restart
         "Driver": c.snapshotter,
         "Platform": "linux",
         "HostConfig": host,
-        "Mounts": [],
+        "Mounts": if cfg["Mounts"].is_array() { cfg["Mounts"].clone() } else { json!([]) },
         "Config": config,
         "NetworkSettings": {"Networks": {"host": {}}},
     })

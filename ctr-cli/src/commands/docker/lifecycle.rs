@@ -105,8 +105,16 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
     .await
 }
 
-pub async fn rm(c: &Client, names: Vec<String>, force: bool) -> anyhow::Result<()> {
-    each(c, &names, |ct| async move { remove(c, &ct, force).await }).await
+/// `rm [-f] [-v]`: with `-v`, the anonymous volumes made for each container go too.
+pub async fn rm(c: &Client, names: Vec<String>, force: bool, volumes: bool) -> anyhow::Result<()> {
+    each(c, &names, |ct| async move {
+        remove(c, &ct, force).await?;
+        if volumes {
+            crate::client::volumes::remove_anonymous(c, &ct).await?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub async fn pause(c: &Client, names: Vec<String>, pause: bool) -> anyhow::Result<()> {

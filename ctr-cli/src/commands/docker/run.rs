@@ -25,6 +25,7 @@ use crate::client::containers::{
 };
 use crate::client::docker::{log_stdio, remove, run_attached, start_task};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
+use crate::client::mounts::{self, Planned};
 use crate::client::spec::{self, Accounts, ImageConfig, Options};
 use crate::client::{Client, networks, ports, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
@@ -140,6 +141,19 @@ pub struct CreateArgs {
     /// Expose a port or a range of ports (80, 80/udp, 8000-8002).
     #[arg(long)]
     pub expose: Vec<String>,
+    /// Mount a volume or a host path: NAME:/path[:ro], /host/path:/path[:ro|rw|z|Z], /path
+    /// (a new anonymous volume).
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,…].
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: /path[:size=…,mode=…].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the volumes of another container: NAME[:ro|rw].
+    #[arg(long)]
+    pub volumes_from: Vec<String>,
     pub image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -414,20 +428,78 @@ struct Plan {
     extra_hosts: Vec<String>,
     /// `--link`s, resolved (`id:name:alias`).
     links: Vec<String>,
+    /// The mounts asked for (volumes not made yet).
+    mounts: Vec<mounts::Request>,
 }
 
 async fn create_inner(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
-    let plan = plan(c, a).await?;
+    let mut plan = plan(c, a).await?;
+    let planned = mounts::realize(c, &plan.mounts).await?;
+    plan.opts.mounts = planned.oci.clone();
     let resource = format!("snapshots/{}", plan.snapshotter);
-    let lease = c
+    let lease = match c
         .create_lease(None, Duration::from_secs(300), &[(&resource, &plan.id)])
-        .await?;
-    let made = make(c, a, &plan, &lease).await;
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            mounts::discard(c, &planned).await;
+            return Err(e);
+        }
+    };
+    let made = make(c, a, &plan, &planned, &lease).await;
     if made.is_err() {
         let _ = snapshots::remove(c, &plan.snapshotter, &plan.id).await;
+        mounts::discard(c, &planned).await;
     }
     c.end_lease(&lease).await;
     made
+}
+
+/// The mounts the flags and the image ask for, checked (nothing made yet).
+fn mount_requests(
+    a: &CreateArgs,
+    img: &ImageConfig,
+    list: &[pb::Container],
+) -> anyhow::Result<Vec<mounts::Request>> {
+    let mut out = Vec::new();
+    for spec in &a.volumes_from {
+        let (name, mode) = match spec.rsplit_once(':') {
+            Some((n, m)) => (n, Some(m)),
+            None => (spec.as_str(), None),
+        };
+        let other = list
+            .iter()
+            .find(|c| c.id == name || c.labels.get(labels::NAME).is_some_and(|n| n == name))
+            .or_else(|| {
+                let mut by_prefix = list.iter().filter(|c| c.id.starts_with(name));
+                match (by_prefix.next(), by_prefix.next()) {
+                    (Some(c), None) => Some(c),
+                    _ => None,
+                }
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!("Error response from daemon: No such container: {name}")
+            })?;
+        out.extend(mounts::volumes_from(other, mode)?);
+    }
+    for v in &a.volume {
+        let r = mounts::parse_volume_flag(v)?;
+        // A mount of the same destination given with -v replaces the one --volumes-from
+        // gave (as Docker's).
+        out.retain(|o: &mounts::Request| o.destination != r.destination);
+        out.push(r);
+    }
+    for m in &a.mount {
+        out.push(mounts::parse_mount_flag(m)?);
+    }
+    for t in &a.tmpfs {
+        out.push(mounts::parse_tmpfs_flag(t)?);
+    }
+    mounts::check_duplicates(&out)?;
+    let image = mounts::image_volumes(&img.volumes, &out);
+    out.extend(image);
+    Ok(out)
 }
 
 async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
@@ -462,6 +534,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
     let links = links(c, a).await?;
     let opts = options(a, &id, &c.namespace, &network)?;
     restart_policy(a)?;
+    let mounts = mount_requests(a, &img_cfg, &list)?;
     // Fail on flags before touching anything.
     let all_caps = spec::host_capabilities();
     spec::build(&img_cfg, &opts, &Accounts::default(), &all_caps).or_else(|e| match e {
@@ -486,6 +559,7 @@ async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
         ports,
         extra_hosts,
         links,
+        mounts,
     })
 }
 
@@ -664,6 +738,7 @@ fn options(a: &CreateArgs, id: &str, namespace: &str, network: &str) -> anyhow::
         pids_limit: a.pids_limit,
         init: None,
         own_network: network != "host",
+        mounts: Vec::new(),
     };
     if a.init {
         opts.init = Some(find_init()?);
@@ -672,7 +747,13 @@ fn options(a: &CreateArgs, id: &str, namespace: &str, network: &str) -> anyhow::
 }
 
 /// Makes the container's snapshot (under `lease`), its spec and its record.
-async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Result<pb::Container> {
+async fn make(
+    c: &Client,
+    a: &CreateArgs,
+    p: &Plan,
+    planned: &Planned,
+    lease: &str,
+) -> anyhow::Result<pb::Container> {
     snapshots::create(
         c,
         &p.snapshotter,
@@ -704,8 +785,9 @@ async fn make(c: &Client, a: &CreateArgs, p: &Plan, lease: &str) -> anyhow::Resu
     if let Some(d) = a.domainname.as_deref().filter(|d| !d.is_empty()) {
         spec["domainname"] = json!(d);
     }
-    let config = docker_config(a, &p.img_cfg, &p.opts, &spec, &p.network);
-    record(c, a, p, &spec, &config).await
+    let mut config = docker_config(a, &p.img_cfg, &p.opts, &spec, &p.network);
+    add_mounts_config(&mut config, a, planned);
+    record(c, a, p, planned, &spec, &config).await
 }
 
 /// Creates the container record: its spec, its names and log path as labels, its
@@ -714,6 +796,7 @@ async fn record(
     c: &Client,
     a: &CreateArgs,
     p: &Plan,
+    planned: &Planned,
     spec: &Value,
     config: &Value,
 ) -> anyhow::Result<pb::Container> {
@@ -748,6 +831,18 @@ async fn record(
     let policy = restart_policy(a)?;
     if !policy.is_none() {
         record_labels.insert(labels::RESTART.to_string(), policy.to_string());
+    }
+    if !planned.volumes.is_empty() {
+        record_labels.insert(labels::VOLUMES.to_string(), planned.volumes.join(","));
+    }
+    if !planned.nocopy.is_empty() {
+        record_labels.insert(labels::VOLUMES_NOCOPY.to_string(), planned.nocopy.join(","));
+    }
+    if !planned.anonymous.is_empty() {
+        record_labels.insert(
+            labels::ANONYMOUS_VOLUMES.to_string(),
+            planned.anonymous.join(","),
+        );
     }
     let extensions = BTreeMap::from([(
         labels::DOCKER_EXT.to_string(),
@@ -845,6 +940,62 @@ fn docker_config(
     })
 }
 
+/// The mounts in the docker-level config: inspect's `Mounts`, `HostConfig.Binds`,
+/// `HostConfig.Mounts` (as given), `HostConfig.Tmpfs`, `HostConfig.VolumesFrom` and
+/// `Config.Volumes` (the anonymous volumes' destinations).
+fn add_mounts_config(config: &mut Value, a: &CreateArgs, planned: &Planned) {
+    config["Mounts"] = json!(planned.docker);
+    let binds: Vec<&String> = a.volume.iter().filter(|v| v.contains(':')).collect();
+    let tmpfs: serde_json::Map<String, Value> = a
+        .tmpfs
+        .iter()
+        .map(|t| {
+            let (dest, opts) = t.split_once(':').unwrap_or((t, ""));
+            (dest.to_string(), json!(opts))
+        })
+        .collect();
+    let host = &mut config["HostConfig"];
+    host["Binds"] = if binds.is_empty() {
+        Value::Null
+    } else {
+        json!(binds)
+    };
+    host["Mounts"] = if a.mount.is_empty() {
+        Value::Null
+    } else {
+        json!(a.mount)
+    };
+    host["Tmpfs"] = if tmpfs.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(tmpfs)
+    };
+    host["VolumesFrom"] = if a.volumes_from.is_empty() {
+        Value::Null
+    } else {
+        json!(a.volumes_from)
+    };
+    let anonymous: serde_json::Map<String, Value> = planned
+        .docker
+        .iter()
+        .filter(|m| {
+            m["Name"]
+                .as_str()
+                .is_some_and(|n| planned.anonymous.iter().any(|a| a == n))
+        })
+        .filter_map(|m| {
+            m["Destination"]
+                .as_str()
+                .map(|d| (d.to_string(), json!({})))
+        })
+        .collect();
+    config["Config"]["Volumes"] = if anonymous.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(anonymous)
+    };
+}
+
 /// `berth create`: prints the new container's id.
 pub async fn create_cmd(c: &Client, a: CreateArgs) -> anyhow::Result<()> {
     let ct = create(c, &a).await?;
@@ -864,6 +1015,7 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         if let Err(e) = start_task(c, &ct, log_stdio(&ct), 125).await {
             if a.create.rm {
                 let _ = remove(c, &ct, true).await;
+                let _ = crate::client::volumes::remove_anonymous(c, &ct).await;
             }
             return Err(e);
         }
@@ -877,6 +1029,7 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
     };
     if a.create.rm {
         remove(c, &ct, true).await?;
+        crate::client::volumes::remove_anonymous(c, &ct).await?;
     }
     exit_with(result?)
 }

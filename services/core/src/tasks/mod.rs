@@ -117,6 +117,8 @@ pub struct Tasks {
     snapshotters: Snapshotters,
     /// Where a task's container joins its network at create and leaves it at delete.
     networks: Networks,
+    /// The volumes a task's container mounts are filled from its image at create (copy-up).
+    volumes: Option<crate::volumes::Volumes>,
     root: PathBuf,
     state: PathBuf,
     exchange: Exchange,
@@ -167,11 +169,18 @@ impl Tasks {
             containers,
             snapshotters,
             networks,
+            volumes: None,
             root: state.join("tasks"),
             state: state.to_path_buf(),
             exchange,
             table: Arc::new(Mutex::new(Table::default())),
         }
+    }
+
+    /// The same tasks, with new volumes filled from the image at task create (copy-up).
+    pub fn with_volumes(mut self, volumes: crate::volumes::Volumes) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     /// Where the bundles are: `<state>/tasks`.
@@ -292,9 +301,13 @@ impl Tasks {
             }
             None => false,
         };
-        let result = self
-            .create_inner(ns, id, &container, runtime_name, runtime, opts)
-            .await;
+        let result = match self.copy_up(ns, id, &container, &opts.rootfs).await {
+            Ok(()) => {
+                self.create_inner(ns, id, &container, runtime_name, runtime, opts)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if result.is_err() && joined {
             self.leave_network(ns, id).await;
         }
@@ -315,6 +328,30 @@ impl Tasks {
         if !*deleted {
             self.leave_network(ns, id).await;
         }
+    }
+
+    /// Fills the new, empty volumes the container mounts from its image (Docker's
+    /// copy-up), before the shim mounts anything.
+    async fn copy_up(
+        &self,
+        ns: &str,
+        id: &str,
+        container: &crate::containers::Container,
+        given: &[Mount],
+    ) -> Result<()> {
+        let Some(volumes) = &self.volumes else {
+            return Ok(());
+        };
+        let Some(spec) = container.spec.as_ref().filter(|s| !s.value.is_empty()) else {
+            return Ok(());
+        };
+        if !container.labels.contains_key(crate::volumes::VOLUMES_LABEL) {
+            return Ok(());
+        }
+        let rootfs = self.task_rootfs(ns, container, given).await?;
+        volumes
+            .copy_up(ns, id, &container.labels, &spec.value, &rootfs)
+            .await
     }
 
     /// Takes down the task's network, if it has one; a failure is logged (the attachment
