@@ -705,3 +705,52 @@ fn a_pull_that_fills_the_disk_leaves_no_partial_blob() {
     );
     drop(d);
 }
+
+/// `berth run` pulls a missing image first (Docker's `--pull missing`), and `--pull never`
+/// refuses one that is not stored, with Docker's words.
+#[test]
+fn run_pulls_a_missing_image() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1");
+    let d = Daemon::start();
+    let r = reg.reference("lib/busybox:1");
+
+    let never = berth(&d, &auth, &["run", "--rm", "--pull", "never", &r, "true"]);
+    assert_eq!(never.status.code(), Some(125), "{never:?}");
+    assert!(
+        stderr(&never).contains(&format!("Error response from daemon: No such image: {r}")),
+        "{}",
+        stderr(&never)
+    );
+    let out = berth(
+        &d,
+        &auth,
+        &["run", "--rm", "--network", "none", &r, "echo", "hi"],
+    );
+    assert_eq!(ok(&out, "run of a missing image"), "hi\n");
+    assert!(
+        stderr(&out).contains(&format!("Unable to find image '{r}' locally")),
+        "{}",
+        stderr(&out)
+    );
+    // Stored now: no pull.
+    let out = berth(&d, &auth, &["run", "--rm", "--network", "none", &r, "true"]);
+    ok(&out, "second run");
+    assert!(
+        !stderr(&out).contains("Unable to find image"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = berth(
+        &d,
+        &auth,
+        &["run", "--rm", "--pull", "sometimes", &r, "true"],
+    );
+    assert_eq!(bad.status.code(), Some(125), "{bad:?}");
+}

@@ -135,6 +135,9 @@ pub struct CreateArgs {
     /// Add a link to another container (name[:alias]).
     #[arg(long)]
     pub link: Vec<String>,
+    /// Pull the image before running: missing (the default), always or never.
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
     /// Publish every exposed port (the image's EXPOSE and --expose) on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
@@ -200,6 +203,63 @@ pub async fn find_image(c: &Client, name: &str) -> anyhow::Result<ipb::Image> {
             names.last().cloned().unwrap_or_default()
         ),
     ))
+}
+
+/// The image a container runs from, pulled first as `--pull` says: `missing` (Docker's
+/// default) pulls an image not stored yet, `always` pulls every time, `never` never.
+async fn image_to_run(c: &Client, name: &str, pull: &str) -> anyhow::Result<ipb::Image> {
+    let fetch = |announce: bool| async move {
+        let reference = normalize(name);
+        if announce {
+            eprintln!(
+                "Unable to find image '{}' locally",
+                short_reference(&reference)
+            );
+        }
+        crate::client::transfer::fetch(c, reference.clone(), None, false, false, true)
+            .await
+            .map_err(|e| Exit::with(125, format!("Error response from daemon: {e:#}")))?;
+        eprintln!(
+            "Status: Downloaded newer image for {}",
+            short_reference(&reference)
+        );
+        anyhow::Ok(())
+    };
+    match pull {
+        "always" => {
+            fetch(false).await?;
+            find_image(c, name).await
+        }
+        "never" => find_image(c, name).await.map_err(|_| {
+            Exit::with(
+                125,
+                format!(
+                    "Error response from daemon: No such image: {}",
+                    short_reference(&normalize(name))
+                ),
+            )
+        }),
+        "missing" => match find_image(c, name).await {
+            Ok(img) => Ok(img),
+            Err(_) => {
+                fetch(true).await?;
+                find_image(c, name).await
+            }
+        },
+        other => Err(Exit::with(
+            125,
+            format!(
+                "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
+            ),
+        )),
+    }
+}
+
+/// A reference as Docker prints it: without `docker.io/` and `library/`.
+fn short_reference(full: &str) -> &str {
+    full.strip_prefix("docker.io/library/")
+        .or_else(|| full.strip_prefix("docker.io/"))
+        .unwrap_or(full)
 }
 
 /// Docker's reference normalization: a missing registry is docker.io (with `library/`
@@ -503,7 +563,7 @@ fn mount_requests(
 }
 
 async fn plan(c: &Client, a: &CreateArgs) -> anyhow::Result<Plan> {
-    let img = find_image(c, &a.image).await?;
+    let img = image_to_run(c, &a.image, &a.pull).await?;
     let resolved = oci::resolve(c, &img.target.clone().unwrap_or_default()).await?;
     let top = resolved
         .chain_ids()
