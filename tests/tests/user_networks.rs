@@ -397,3 +397,60 @@ fn connect_and_disconnect_a_running_container() {
         assert!(n.iptables_rules().is_empty(), "{:#?}", n.iptables_rules());
     }
 }
+
+/// berthd killed with SIGKILL and started again: the container kept running, its name
+/// still resolves (the name server is back on the gateway) and it still reaches the other
+/// container by name; afterwards nothing is left.
+#[test]
+fn names_survive_a_berthd_crash() {
+    let (mut d, _work) = start();
+    let net = TestNetwork::claim();
+    create(&d, "n", &net, &[]);
+    let script = "mkdir -p /www && echo kept > /www/index.html && exec httpd -f -p 80 -h /www";
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "kept",
+            "--network",
+            "n",
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "client",
+            "--network",
+            "n",
+            IMAGE,
+            "sleep",
+            "600",
+        ],
+    );
+    d.kill9();
+    d.restart();
+    let page = berth(&d, &["exec", "client", "wget", "-qO-", "http://kept/"]);
+    assert_eq!(page, "kept\n");
+    berth(&d, &["rm", "-f", "kept", "client"]);
+    berth(&d, &["network", "rm", "n"]);
+    assert!(!link_exists(&net.bridge));
+    assert!(rules_naming(&net.bridge).is_empty());
+    assert!(
+        net.iptables_rules().is_empty(),
+        "{:#?}",
+        net.iptables_rules()
+    );
+    let netns: Vec<_> = std::fs::read_dir(d.state.join("netns"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "network namespaces left: {netns:?}");
+}
