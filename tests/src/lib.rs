@@ -152,6 +152,15 @@ impl Drop for TestNetwork {
 }
 
 impl Daemon {
+    /// [`Daemon::start`] with the busybox fixture imported (as
+    /// [`fixtures::BUSYBOX_REF`]); the temp dir holds the fixture's files.
+    pub fn with_busybox() -> (Daemon, tempfile::TempDir) {
+        let d = Daemon::start();
+        let work = tempfile::tempdir().expect("tempdir");
+        fixtures::import_busybox(work.path(), |a| d.ctr(a));
+        (d, work)
+    }
+
     /// Starts berthd with the embedded defaults and temp paths, and waits until it serves.
     pub fn start() -> Daemon {
         Self::start_with(&[])

@@ -10,16 +10,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{free_port, import_busybox};
+use berth_tests::fixtures::free_port;
 use berth_tests::{Daemon, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
 
 fn start() -> (Daemon, tempfile::TempDir) {
-    let d = Daemon::start();
-    let work = tempfile::tempdir().expect("tempdir");
-    import_busybox(work.path(), |a| d.ctr(a));
-    (d, work)
+    Daemon::with_busybox()
 }
 
 fn berth(d: &Daemon, args: &[&str]) -> String {

@@ -7,7 +7,6 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::import_busybox;
 use berth_tests::{Daemon, fails, is_alive, ok, shim_processes, wait_dead};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -22,9 +21,7 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
-        let d = Daemon::start();
-        let work = tempfile::tempdir().expect("tempdir");
-        import_busybox(work.path(), |a| d.ctr(a));
+        let (d, work) = Daemon::with_busybox();
         Env { d, _work: work }
     }
 

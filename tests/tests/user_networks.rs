@@ -8,16 +8,12 @@
 
 use std::process::Command;
 
-use berth_tests::fixtures::import_busybox;
 use berth_tests::{Daemon, TestNetwork, fails, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
 
 fn start() -> (Daemon, tempfile::TempDir) {
-    let d = Daemon::start();
-    let work = tempfile::tempdir().expect("tempdir");
-    import_busybox(work.path(), |a| d.ctr(a));
-    (d, work)
+    Daemon::with_busybox()
 }
 
 fn berth(d: &Daemon, args: &[&str]) -> String {

@@ -26,6 +26,21 @@ pub fn validate(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The comma-separated values of label `key` (berth's list labels: networks, aliases,
+/// volumes...), trimmed, empty ones dropped; none when the label is absent.
+pub fn list(labels: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    labels
+        .get(key)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Checks every label, reporting the first offender in key order.
 pub fn validate_all(labels: &BTreeMap<String, String>) -> Result<()> {
     labels.iter().try_for_each(|(k, v)| validate(k, v))

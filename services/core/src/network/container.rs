@@ -217,7 +217,7 @@ impl Networks {
             })?),
             None => None,
         };
-        let aliases = labels_list(labels, ALIASES_LABEL);
+        let aliases = crate::labels::list(labels, ALIASES_LABEL);
         let mut members = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let first = i == 0;
@@ -242,7 +242,7 @@ impl Networks {
                 check_ip(&rec, ip)?;
             }
             let name = labels.get(NAME_LABEL).map(String::as_str).unwrap_or("");
-            let mut extra = labels_list(labels, &format!("{ALIASES_LABEL}.{}", rec.name));
+            let mut extra = crate::labels::list(labels, &format!("{ALIASES_LABEL}.{}", rec.name));
             if first {
                 extra.extend(aliases.iter().cloned());
             }
@@ -363,7 +363,7 @@ impl Networks {
                 .filter(|h| !h.is_empty())
                 .map(str::to_string)
         };
-        let list = |k: &str| labels_list(labels, k);
+        let list = |k: &str| crate::labels::list(labels, k);
         let gateway = rec.networks.first().map(|n| n.gateway.clone());
         let mut extra_hosts = Vec::new();
         for entry in list(EXTRA_HOSTS_LABEL) {
@@ -462,20 +462,6 @@ fn names_on_network(id: &str, name: &str, aliases: &[String]) -> Vec<String> {
     names.push(id.chars().take(12).collect());
     names.extend(aliases.iter().cloned());
     names
-}
-
-/// A label's comma-separated values.
-fn labels_list(labels: &BTreeMap<String, String>, key: &str) -> Vec<String> {
-    labels
-        .get(key)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Mounts berth's `/etc` files into the spec; a file the spec already mounts something over

@@ -151,16 +151,7 @@ pub fn anonymous_name() -> String {
 
 /// The volume names a container's labels list (named and anonymous).
 pub fn names_in_label(labels: &BTreeMap<String, String>, key: &str) -> Vec<String> {
-    labels
-        .get(key)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::labels::list(labels, key)
 }
 
 /// The ids of the containers of `namespace` whose labels name volume `name`.
