@@ -328,7 +328,7 @@ fn exposed_random_and_taken_ports() {
     let none = d.berth(&["port", "pub", "99"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&none.stderr).contains("No public port '99/tcp' published for pub"),
+        String::from_utf8_lossy(&none.stderr).contains("No public port '99' published for pub"),
         "{none:?}"
     );
 

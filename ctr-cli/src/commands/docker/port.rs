@@ -33,7 +33,7 @@ pub async fn run(c: &Client, container: &str, private: Option<&str>) -> anyhow::
                 return Err(Exit::with(
                     1,
                     format!(
-                        "Error: No public port '{port}/{proto}' published for {}",
+                        "Error: No public port '{want}' published for {}",
                         name_of(&ct)
                     ),
                 ));

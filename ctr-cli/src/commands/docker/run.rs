@@ -746,10 +746,10 @@ async fn network_label(c: &Client, a: &CreateArgs) -> anyhow::Result<String> {
         };
     }
     if names.iter().any(|n| special(n)) {
-        return Err(daemon(format!(
-            "Container cannot be connected to network endpoints: {}",
-            names.join(", ")
-        )));
+        return Err(Exit::with(
+            125,
+            "conflicting options: cannot attach both user-defined and non-user-defined network-modes",
+        ));
     }
     if names[0] == "bridge" {
         if a.ip.is_some() {

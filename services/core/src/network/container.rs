@@ -446,7 +446,7 @@ fn check_ip(rec: &super::NetworkRecord, ip: Ipv4Addr) -> Result<()> {
     };
     if !Subnet::parse(range).is_ok_and(|s| s.contains(ip)) {
         return Err(Error::invalid(format!(
-            "no configured subnet or ip-range contain the IP address {ip}"
+            "Invalid address {ip}: It does not belong to any of this network's subnets"
         )));
     }
     Ok(())

@@ -222,10 +222,7 @@ impl Networks {
         match spec.driver.as_str() {
             "" | "bridge" => {}
             other => {
-                return Err(Error::not_found(format!(
-                    "plugin {other:?} (network driver of {})",
-                    spec.name
-                )));
+                return Err(Error::not_found(format!("plugin {other:?}")));
             }
         }
         let all = self.list_networks(namespace).await?;
@@ -270,10 +267,9 @@ impl Networks {
         } else {
             let s = Subnet::parse(&spec.subnet)?;
             if used.iter().any(|u| u.overlaps(&s)) {
-                return Err(Error::invalid(format!(
-                    "network {}: invalid pool request: Pool overlaps with other one on this address space",
-                    spec.name
-                )));
+                return Err(Error::invalid(
+                    "Pool overlaps with other one on this address space",
+                ));
             }
             s
         };
@@ -288,8 +284,7 @@ impl Networks {
                 })?;
                 if !subnet.contains(ip) {
                     return Err(Error::invalid(format!(
-                        "network {}: no matching subnet for gateway {g}",
-                        spec.name
+                        "no matching subnet for gateway {g}"
                     )));
                 }
                 ip
@@ -299,8 +294,8 @@ impl Networks {
             let range = Subnet::parse(&spec.ip_range)?;
             if !subnet.covers(&range) {
                 return Err(Error::invalid(format!(
-                    "network {}: no matching subnet for range {}",
-                    spec.name, spec.ip_range
+                    "no matching subnet for range {}",
+                    spec.ip_range
                 )));
             }
         }
