@@ -1,0 +1,291 @@
+//! Networking benchmarks, `berth` against Docker's own dockerd (Debian's `docker.io`) in the
+//! same run, both driven by their CLIs with the same busybox root filesystem:
+//!
+//! - `run --rm IMG true` on the host's network, on the default bridge (berth) and on a
+//!   user-defined network (both): the time networking adds over `--network host`;
+//! - `run -d -p HOST:80` on a user-defined network (the container removed untimed);
+//! - `network create` (the network removed untimed).
+//!
+//! dockerd runs with its own data root, exec root, pidfile and socket, no default bridge and
+//! no iptables rules of its own (published ports go through its userland proxy), so that it
+//! touches nothing of the host's; without `dockerd` on the machine only berth's figures are
+//! printed. Medians of RUNS; timings are printed, never asserted.
+//! Run: `cargo build --workspace && cargo bench -p berth-tests --bench networking`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::fixtures::{BUSYBOX_REF, free_port, host_busybox};
+use berth_tests::{Daemon, TestNetwork, ok};
+
+const RUNS: usize = 10;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The median wall time of `f` over RUNS runs; `after` runs untimed after each.
+fn time(mut f: impl FnMut(usize), mut after: impl FnMut(usize)) -> Duration {
+    let mut all = Vec::new();
+    for i in 0..RUNS {
+        let t = Instant::now();
+        f(i);
+        all.push(t.elapsed());
+        after(i);
+    }
+    median(all)
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A dockerd of this run alone.
+struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    docker: PathBuf,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        let (dockerd, docker) = (on_path("dockerd")?, on_path("docker")?);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bench-dockerd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let p = |n: &str| dir.path().join(n).display().to_string();
+        let child = Command::new(dockerd)
+            .args(["--data-root", &p("root"), "--exec-root", &p("exec")])
+            .args([
+                "--pidfile",
+                &p("pid"),
+                "-H",
+                &format!("unix://{}", p("sock")),
+            ])
+            .args(["--bridge=none", "--iptables=false", "--ip-forward=false"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { child, dir, docker };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !d.docker(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd does not answer");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The same busybox as berth's fixture, as a flat image.
+        let rootfs = d.dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
+        std::fs::copy(host_busybox(), rootfs.join("bin/busybox")).expect("busybox");
+        for applet in ["sh", "true", "sleep"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
+        }
+        let tar = d.dir.path().join("rootfs.tar");
+        ok(
+            &Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("-cf")
+                .arg(&tar)
+                .arg(".")
+                .output()
+                .expect("tar"),
+            "tar rootfs",
+        );
+        ok(
+            &d.docker(&["import", &tar.display().to_string(), "bb:latest"]),
+            "docker import",
+        );
+        Some(d)
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new(&self.docker)
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.path().join("sock").display()))
+            .args(args)
+            .output()
+            .expect("run docker")
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        let _ = self.docker(&["network", "prune", "-f"]);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        berth_tests::clean_up_after(self.dir.path());
+    }
+}
+
+/// The figures of one runtime: run on the host's network, on its bridge, on a user network,
+/// run -d -p, network create.
+struct Figures {
+    host: Duration,
+    bridge: Option<Duration>,
+    user: Duration,
+    publish: Duration,
+    create: Duration,
+}
+
+fn measure(
+    cli: &dyn Fn(&[&str]) -> Output,
+    image: &str,
+    net: &TestNetwork,
+    bridge: bool,
+) -> Figures {
+    let run = |args: &[&str]| ok(&cli(args), &format!("{args:?}"));
+    let bridge_opt = format!("com.docker.network.bridge.name={}", net.bridge);
+    run(&[
+        "network",
+        "create",
+        "--subnet",
+        &net.subnet,
+        "-o",
+        &bridge_opt,
+        "benchnet",
+    ]);
+    let host = time(
+        |_| drop(run(&["run", "--rm", "--network", "host", image, "true"])),
+        |_| {},
+    );
+    let bridge = bridge.then(|| time(|_| drop(run(&["run", "--rm", image, "true"])), |_| {}));
+    let user = time(
+        |_| {
+            drop(run(&[
+                "run",
+                "--rm",
+                "--network",
+                "benchnet",
+                image,
+                "true",
+            ]))
+        },
+        |_| {},
+    );
+    let ports: Vec<String> = (0..RUNS).map(|_| format!("{}:80", free_port())).collect();
+    let publish = time(
+        |i| {
+            let name = format!("pub{i}");
+            let args = [
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--network",
+                "benchnet",
+                "-p",
+                &ports[i],
+            ];
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend([image, "sleep", "600"]);
+            drop(run(&all));
+        },
+        |i| drop(run(&["rm", "-f", &format!("pub{i}")])),
+    );
+    run(&["network", "rm", "benchnet"]);
+    let second = TestNetwork::claim();
+    let second_opt = format!("com.docker.network.bridge.name={}", second.bridge);
+    let create = time(
+        |_| {
+            drop(run(&[
+                "network",
+                "create",
+                "--subnet",
+                &second.subnet,
+                "-o",
+                &second_opt,
+                "made",
+            ]))
+        },
+        |_| drop(run(&["network", "rm", "made"])),
+    );
+    Figures {
+        host,
+        bridge,
+        user,
+        publish,
+        create,
+    }
+}
+
+fn row(what: &str, b: Duration, d: Option<Duration>) {
+    match d {
+        Some(d) => println!(
+            "{what:<44} {:>9.1} ms {:>9.1} ms {:>7.2}",
+            ms(b),
+            ms(d),
+            ms(b) / ms(d)
+        ),
+        None => println!("{what:<44} {:>9.1} ms {:>12} {:>7}", ms(b), "-", "-"),
+    }
+}
+
+fn main() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth_net = TestNetwork::claim();
+    let berth_cli = |args: &[&str]| d.berth(args);
+    let b = measure(&berth_cli, BUSYBOX_REF, &berth_net, true);
+    let dockerd = Dockerd::start();
+    let k = dockerd.as_ref().map(|dk| {
+        let net = TestNetwork::claim();
+        let cli = |args: &[&str]| dk.docker(args);
+        measure(&cli, "bb:latest", &net, false)
+    });
+    if dockerd.is_none() {
+        println!("dockerd (Debian's docker.io) is not installed: berth's figures only");
+    }
+    println!(
+        "{:<44} {:>12} {:>12} {:>7}",
+        "median of 10", "berth", "dockerd", "ratio"
+    );
+    row(
+        "run --rm --network host true",
+        b.host,
+        k.as_ref().map(|k| k.host),
+    );
+    if let Some(bridge) = b.bridge {
+        row("run --rm true (default bridge)", bridge, None);
+    }
+    row(
+        "run --rm --network USER true",
+        b.user,
+        k.as_ref().map(|k| k.user),
+    );
+    row(
+        "run -d -p PORT:80 --network USER",
+        b.publish,
+        k.as_ref().map(|k| k.publish),
+    );
+    row("network create", b.create, k.as_ref().map(|k| k.create));
+    let added = |net: Duration| ms(net) - ms(b.host);
+    println!(
+        "networking added over --network host (berth): default bridge {:.1} ms, user network {:.1} ms (target: under 25 ms)",
+        b.bridge.map(added).unwrap_or(0.0),
+        added(b.user)
+    );
+    if let Some(k) = &k {
+        println!(
+            "networking added over --network host (dockerd): user network {:.1} ms",
+            ms(k.user) - ms(k.host)
+        );
+    }
+}
