@@ -82,8 +82,9 @@ impl From<BridgeNetwork> for Member {
 
 impl BridgeNetwork {
     /// The CNI configuration list of the network: bridge with host-local addresses, then
-    /// portmap (published ports) and firewall (the forwarding rules).
-    pub fn conflist(&self, ipam_dir: &std::path::Path) -> NetworkList {
+    /// portmap (only when the container publishes ports: it costs an exec and iptables
+    /// calls at each ADD and DEL) and firewall (the forwarding rules).
+    pub fn conflist(&self, ipam_dir: &std::path::Path, publishes: bool) -> NetworkList {
         let mut range = json!({ "subnet": self.subnet });
         if let Some(gw) = self.gateway {
             range["gateway"] = json!(gw.to_string());
@@ -104,23 +105,23 @@ impl BridgeNetwork {
         if !self.internal {
             ipam["routes"] = json!([{ "dst": "0.0.0.0/0" }]);
         }
-        let plugins = [
-            json!({
-                "type": "bridge",
-                "bridge": self.bridge,
-                "isGateway": true,
-                "ipMasq": !self.internal,
-                "hairpinMode": true,
-                "capabilities": { "ips": true },
-                "ipam": ipam,
-            }),
-            json!({
+        let mut plugins = vec![json!({
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": true,
+            "ipMasq": !self.internal,
+            "hairpinMode": true,
+            "capabilities": { "ips": true },
+            "ipam": ipam,
+        })];
+        if publishes {
+            plugins.push(json!({
                 "type": "portmap",
                 "capabilities": { "portMappings": true },
                 "snat": true,
-            }),
-            json!({ "type": "firewall" }),
-        ];
+            }));
+        }
+        plugins.push(json!({ "type": "firewall" }));
         NetworkList {
             cni_version: "1.0.0".into(),
             name: self.name.clone(),
@@ -509,7 +510,7 @@ impl Networks {
         ports: &[PortMapping],
     ) -> Result<NetworkAttachment> {
         let net = &member.network;
-        let conflist = net.conflist(&self.dirs.ipam_dir);
+        let conflist = net.conflist(&self.dirs.ipam_dir, !ports.is_empty());
         let mut runtime = Map::new();
         if !ports.is_empty() {
             runtime.insert("portMappings".into(), Value::Array(port_mappings(ports)));

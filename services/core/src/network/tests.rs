@@ -305,3 +305,31 @@ async fn networks_attach_detach_and_sweep_leave_nothing() {
     check_gone(&b.networks[0].address, &b.netns, true);
     let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }
+
+/// portmap is in a container's configuration list only when it publishes ports.
+#[test]
+fn portmap_only_for_published_ports() {
+    let net = super::BridgeNetwork {
+        name: "n".into(),
+        bridge: "b".into(),
+        subnet: "10.9.0.0/24".into(),
+        gateway: None,
+        internal: false,
+        ip_range: Some("10.9.0.128/25".into()),
+        dns: false,
+    };
+    let types = |publishes: bool| -> Vec<String> {
+        net.conflist(std::path::Path::new("/x"), publishes)
+            .plugins
+            .iter()
+            .map(|p| p["type"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(types(false), ["bridge", "firewall"]);
+    assert_eq!(types(true), ["bridge", "portmap", "firewall"]);
+    let list = net.conflist(std::path::Path::new("/x"), false);
+    let range = &list.plugins[0]["ipam"]["ranges"][0][0];
+    assert_eq!(range["rangeStart"], "10.9.0.129");
+    assert_eq!(range["rangeEnd"], "10.9.0.254");
+    assert_eq!(list.plugins[0]["capabilities"]["ips"], true);
+}
