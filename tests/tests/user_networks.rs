@@ -369,17 +369,23 @@ fn connect_and_disconnect_a_running_container() {
     );
     assert!(host.contains("host network"), "{host}");
 
-    // A restart keeps both networks.
+    // A restart keeps both networks, and the address asked for on the second.
     berth(&d, &["restart", "-t", "1", "app"]);
     let addrs = berth(&d, &["exec", "app", "ip", "-4", "-o", "addr"]);
-    assert!(
-        addrs.contains(&na.prefix) && addrs.contains(&nb.prefix),
-        "{addrs}"
-    );
+    assert!(addrs.contains(&na.prefix), "{addrs}");
+    assert!(addrs.contains(&format!("{ip}/24")), "{addrs}");
 
     berth(&d, &["network", "disconnect", "second", "app"]);
     let addrs = berth(&d, &["exec", "app", "ip", "-4", "-o", "addr"]);
     assert!(!addrs.contains(&nb.prefix), "{addrs}");
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&d, &["inspect", "app"])).expect("inspect");
+    let labels = &v[0]["Config"]["Labels"];
+    assert!(labels.get("berth/ip.second").is_none(), "{labels}");
+    assert!(
+        labels.get("berth/network-aliases.second").is_none(),
+        "{labels}"
+    );
     let not = fails(
         &d.berth(&["network", "disconnect", "second", "app"]),
         "twice",

@@ -217,7 +217,7 @@ async fn connect(
             network: net.name.clone(),
             container_id: ct.id.clone(),
             container_name: name,
-            ip,
+            ip: ip.clone(),
             aliases: aliases.clone(),
         }))
         .await
@@ -228,6 +228,10 @@ async fn connect(
     if !aliases.is_empty() {
         let key = format!("{}.{}", labels::NETWORK_ALIASES, net.name);
         containers::set_label(c, &ct.id, &key, &aliases.join(",")).await?;
+    }
+    if !ip.is_empty() {
+        let key = format!("{}.{}", labels::IP, net.name);
+        containers::set_label(c, &ct.id, &key, &ip).await?;
     }
     Ok(())
 }
@@ -268,7 +272,15 @@ async fn disconnect(c: &Client, network: &str, what: &str, force: bool) -> anyho
     } else {
         rest.join(",")
     };
-    containers::set_label(c, &ct.id, labels::NETWORK, &value).await
+    containers::set_label(c, &ct.id, labels::NETWORK, &value).await?;
+    // What `connect` kept for this network goes with it (an empty label is removed).
+    for key in [labels::IP, labels::NETWORK_ALIASES] {
+        let key = format!("{key}.{}", net.name);
+        if ct.labels.contains_key(&key) {
+            containers::set_label(c, &ct.id, &key, "").await?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether network `n` passes every filter (Docker's: each key ORs its values, keys AND).

@@ -23,7 +23,8 @@ pub const NETWORK_LABEL: &str = "berth/network";
 pub const PORTS_LABEL: &str = "berth/ports";
 /// The container label holding its name (set by the CLI; a name on user networks).
 pub const NAME_LABEL: &str = "berth/name";
-/// The address the container asks for on its first network.
+/// The address the container asks for on its first network; on network `N` (connected
+/// with `network connect --ip`): the label `berth/ip.N`.
 pub const IP_LABEL: &str = "berth/ip";
 /// The container's aliases on its first network, by commas; on network `N` (connected with
 /// `network connect --alias`): the label `berth/network-aliases.N`.
@@ -237,7 +238,21 @@ impl Networks {
             }
             let rec = self.network(namespace, name).await?;
             let network = rec.bridge_network()?;
-            let ip = if first { ip } else { None };
+            let ip = if first {
+                ip
+            } else {
+                // Given at `network connect --ip`: kept in `berth/ip.<network>`.
+                match labels.get(&format!("{IP_LABEL}.{}", rec.name)) {
+                    Some(text) if !text.is_empty() => {
+                        Some(text.parse::<Ipv4Addr>().map_err(|_| {
+                            Error::invalid(format!(
+                                "invalid IPv4 address {text:?} (of container {id})"
+                            ))
+                        })?)
+                    }
+                    _ => None,
+                }
+            };
             if let Some(ip) = ip {
                 check_ip(&rec, ip)?;
             }
