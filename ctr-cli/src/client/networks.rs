@@ -83,14 +83,23 @@ pub fn endpoint_id(container: &str, network: &str) -> String {
 /// The networks a container's [`labels::NETWORK`] label names that berthd attaches it to
 /// (not host, none or another container's).
 pub fn networks_of(ct: &Container) -> Vec<String> {
+    label_networks(ct)
+        .into_iter()
+        .filter(|n| n != "host" && n != "none" && !n.starts_with("container:"))
+        .collect()
+}
+
+/// Every entry of the container's [`labels::NETWORK`] label, as written.
+pub fn label_networks(ct: &Container) -> Vec<String> {
     ct.labels
         .get(labels::NETWORK)
-        .map(String::as_str)
-        .unwrap_or("")
-        .split(',')
-        .filter(|n| !n.is_empty() && *n != "host" && *n != "none" && !n.starts_with("container:"))
-        .map(str::to_string)
-        .collect()
+        .map(|v| {
+            v.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The endpoints of the containers on `networks` (one Get each), by container id; a network

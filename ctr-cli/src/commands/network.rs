@@ -160,19 +160,6 @@ async fn container(c: &Client, what: &str) -> anyhow::Result<Container> {
         .map_err(|e| Exit::with(1, format!("Error response from daemon: {e:#}")))
 }
 
-/// The networks of the container's [`labels::NETWORK`] label.
-fn label_networks(ct: &Container) -> Vec<String> {
-    ct.labels
-        .get(labels::NETWORK)
-        .map(|v| {
-            v.split(',')
-                .filter(|n| !n.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 async fn connect(
     c: &Client,
     network: &str,
@@ -184,7 +171,7 @@ async fn connect(
     let net = networks::get(c, network)
         .await
         .map_err(|s| daemon_error(s, 1))?;
-    let mut on = label_networks(&ct);
+    let mut on = networks::label_networks(&ct);
     let name = containers::name_of(&ct);
     let fail = |m: String| Exit::with(1, format!("Error response from daemon: {m}"));
     match on.first().map(String::as_str) {
@@ -243,7 +230,7 @@ async fn disconnect(c: &Client, network: &str, what: &str, force: bool) -> anyho
         Err(s) if force && s.code() == tonic::Code::NotFound => return Ok(()),
         Err(s) => return Err(daemon_error(s, 1)),
     };
-    let on = label_networks(&ct);
+    let on = networks::label_networks(&ct);
     if !on.iter().any(|n| *n == net.name || *n == net.id) {
         if force {
             return Ok(());

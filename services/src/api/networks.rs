@@ -159,14 +159,7 @@ impl Networks for NetworksApi {
             .or_status()?;
         Ok(Response::new(pb::ConnectResponse {
             attached: attached.is_some(),
-            endpoint: attached.map(|n| pb::Endpoint {
-                container_id: r.container_id,
-                ifname: n.ifname,
-                address: n.address,
-                mac_address: n.mac,
-                aliases: n.aliases,
-                ports: Vec::new(),
-            }),
+            endpoint: attached.map(|n| Endpoint::of(&r.container_id, &n).convert()),
         }))
     }
 

@@ -35,7 +35,17 @@ pub struct Dns {
 impl Dns {
     /// Starts the name server of network `id` (CNI name `cni_name`) on `gateway`, unless it
     /// runs. Fails when the address cannot be bound (the bridge does not have it yet).
-    pub fn ensure(&self, store: &Store, id: &str, cni_name: &str, gateway: Ipv4Addr) -> Result<()> {
+    pub async fn ensure(
+        &self,
+        store: &Store,
+        id: &str,
+        cni_name: &str,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
+        // Read before the lock, off the worker's blocking path.
+        let host = tokio::fs::read_to_string("/etc/resolv.conf")
+            .await
+            .unwrap_or_default();
         let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
         if servers.get(id).is_some_and(|h| !h.is_finished()) {
             return Ok(());
@@ -45,7 +55,6 @@ impl Dns {
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .and_then(UdpSocket::from_std)
             .map_err(|e| Error::io("bind the network's name server on", addr.to_string(), e))?;
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let server = Server {
             socket: Arc::new(socket),
             store: store.clone(),

@@ -351,8 +351,14 @@ impl Networks {
         ports: &[PortMapping],
     ) -> Result<AttachmentRecord> {
         let netns = self.dirs.netns_dir.join(Self::netns_name(namespace, id));
-        let claims = self.port_claims.lock().await;
-        let ports = if ports.is_empty() || networks.is_empty() {
+        // Only a container that publishes ports waits for the others' port claims.
+        let publishes = !ports.is_empty() && !networks.is_empty();
+        let claims = if publishes {
+            Some(self.port_claims.lock().await)
+        } else {
+            None
+        };
+        let ports = if !publishes {
             Vec::new()
         } else {
             let taken = self.ports_in_use((namespace, id)).await?;
@@ -428,7 +434,7 @@ impl Networks {
             .unwrap_or_default();
         n.result = added.raw.to_string();
         self.put(namespace, id, rec.clone(), false).await?;
-        self.serve_names(&rec.networks[i]);
+        self.serve_names(&rec.networks[i]).await;
         Ok(())
     }
 
@@ -544,7 +550,7 @@ impl Networks {
     }
 
     /// Starts the name server of the network of `n` if berthd serves names there.
-    fn serve_names(&self, n: &NetworkAttachment) {
+    async fn serve_names(&self, n: &NetworkAttachment) {
         if !n.dns {
             return;
         }
@@ -554,6 +560,7 @@ impl Networks {
         if let Err(e) = self
             .dns
             .ensure(&self.store, &n.network, &n.network, gateway)
+            .await
         {
             tracing::warn!(network = %n.network, error = %e, "name server");
         }
@@ -575,7 +582,7 @@ impl Networks {
                 continue;
             }
             if let Some(gw) = net.gateway
-                && let Err(e) = self.dns.ensure(&self.store, &net.name, &net.name, gw)
+                && let Err(e) = self.dns.ensure(&self.store, &net.name, &net.name, gw).await
             {
                 tracing::debug!(network = %rec.name, error = %e, "name server not started");
             }

@@ -84,6 +84,20 @@ pub struct Endpoint {
     pub ports: Vec<super::PortMapping>,
 }
 
+impl Endpoint {
+    /// Container `container_id`'s endpoint as its attachment to one network records it.
+    pub fn of(container_id: &str, n: &super::NetworkAttachment) -> Endpoint {
+        Endpoint {
+            container_id: container_id.to_string(),
+            ifname: n.ifname.clone(),
+            address: n.address.clone(),
+            mac: n.mac.clone(),
+            aliases: n.aliases.clone(),
+            ports: super::ports::published(&n.runtime_config),
+        }
+    }
+}
+
 /// Docker's rule for network names.
 fn validate_name(name: &str) -> Result<()> {
     let mut chars = name.chars();
@@ -414,14 +428,7 @@ impl Networks {
         let mut out = Vec::new();
         for (id, a) in attachments {
             for n in a.networks.iter().filter(|n| n.network == cni_name) {
-                out.push(Endpoint {
-                    container_id: id.clone(),
-                    ifname: n.ifname.clone(),
-                    address: n.address.clone(),
-                    mac: n.mac.clone(),
-                    aliases: n.aliases.clone(),
-                    ports: super::ports::published(&n.runtime_config),
-                });
+                out.push(Endpoint::of(&id, n));
             }
         }
         Ok(out)
