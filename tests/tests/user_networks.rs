@@ -456,3 +456,59 @@ fn names_survive_a_berthd_crash() {
         .unwrap_or_default();
     assert!(netns.is_empty(), "network namespaces left: {netns:?}");
 }
+
+/// The network comes up while the container is created; when it cannot (the address asked
+/// for is taken), the start fails with the plugin's words, the container stays created (as
+/// Docker's does) and holds nothing: no namespace, veth or lease; `rm` takes it away.
+#[test]
+fn a_taken_address_fails_the_start_and_holds_nothing() {
+    let (d, _work) = start();
+    let net = TestNetwork::claim();
+    create(&d, "n", &net, &[]);
+    let ip = format!("{}20", net.prefix);
+    let run = |name: &str| {
+        d.berth(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "n",
+            "--ip",
+            &ip,
+            IMAGE,
+            "sleep",
+            "600",
+        ])
+    };
+    ok(&run("first"), "first");
+    let out = run("second");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&ip) && err.contains("CNI plugin"), "{err}");
+    let inspect = berth(&d, &["inspect", "second"]);
+    assert!(inspect.contains("\"Status\": \"created\""), "{inspect}");
+    // One namespace (first's), one veth, one lease.
+    let netns: Vec<_> = std::fs::read_dir(d.state.join("netns"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(netns.len(), 1, "{netns:?}");
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "master", &net.bridge])
+        .output()
+        .expect("ip link");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // Started again, it fails the same way; once the address is free it runs.
+    let again = d.berth(&["start", "second"]);
+    assert!(!again.status.success(), "{again:?}");
+    berth(&d, &["rm", "-f", "first", "second"]);
+    ok(&run("third"), "third");
+    let addrs = berth(
+        &d,
+        &["exec", "third", "ip", "-4", "-o", "addr", "show", "eth0"],
+    );
+    assert!(addrs.contains(&ip), "{addrs}");
+    berth(&d, &["rm", "-f", "third"]);
+    berth(&d, &["network", "rm", "n"]);
+    assert!(rules_naming(&net.bridge).is_empty());
+}

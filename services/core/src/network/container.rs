@@ -163,14 +163,27 @@ impl Networks {
         };
         let mut spec: Value = serde_json::from_slice(spec)
             .map_err(|e| Error::invalid(format!("runtime spec of container {id}: {e}")))?;
-        let rec = self.attach(namespace, id, &networks, &ports).await?;
+        let (rec, adds) = self
+            .attach_in_background(namespace, id, &networks, &ports)
+            .await?;
         let patched = self
             .files_and_spec(namespace, id, labels, &rec, &mut spec)
             .await;
-        match patched.and_then(|()| {
-            serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+        match patched.and_then(|settings| {
+            serde_json::to_vec(&spec)
+                .map(|bytes| (bytes, settings))
+                .map_err(|e| Error::Internal(format!("encode spec: {e}")))
         }) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok((bytes, mut settings)) => {
+                // The addresses are known once the ADDs are done: /etc/hosts gets them
+                // then, in place (the runtime may have bind-mounted it already).
+                let dir = self.files_dir(namespace, id);
+                adds.run(move |rec| {
+                    settings.addresses = rec.networks.iter().map(|n| n.address.clone()).collect();
+                    files::rewrite_hosts(&dir, &settings)
+                });
+                Ok(Some(bytes))
+            }
             Err(e) => {
                 if let Err(undo) = self.leave(namespace, id).await {
                     tracing::warn!(%namespace, %id, error = %undo, "take down a network after a failed join");
@@ -371,7 +384,7 @@ impl Networks {
         labels: &BTreeMap<String, String>,
         rec: &super::AttachmentRecord,
         spec: &mut Value,
-    ) -> Result<()> {
+    ) -> Result<files::Settings> {
         let text = |k: &str| {
             spec.get(k)
                 .and_then(Value::as_str)
@@ -430,15 +443,20 @@ impl Networks {
             extra_hosts,
         };
         let dir = self.files_dir(namespace, id);
+        let kept = settings.clone();
         let written = tokio::task::spawn_blocking(move || files::write(&dir, &settings))
             .await
             .map_err(|e| Error::Internal(format!("network files task: {e}")))??;
         set_network_namespace(spec, &rec.netns)?;
-        add_mounts(spec, id, &written)
+        add_mounts(spec, id, &written)?;
+        Ok(kept)
     }
 
     /// Takes container `id`'s network down (if it has one) and removes its `/etc` files.
     pub async fn leave(&self, namespace: &str, id: &str) -> Result<()> {
+        // ADDs still running finish first (their failure took the network down already).
+        let _ = self.ready(namespace, id).await;
+        self.forget_pending(namespace, id);
         self.detach(namespace, id).await?;
         let dir = self.files_dir(namespace, id);
         tokio::task::spawn_blocking(move || files::remove(&dir))

@@ -153,6 +153,21 @@ pub fn write(dir: &Path, s: &Settings) -> Result<ManagedFiles> {
     })
 }
 
+/// Writes `/etc/hosts` of [`write`]'s files in `dir` again, in place: the runtime may have
+/// bind-mounted the file, and a rename would leave the container with the old one.
+pub fn rewrite_hosts(dir: &Path, s: &Settings) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join("hosts");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    f.write_all(hosts(s).as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| Error::io("write", &path, e))
+}
+
 /// Removes the files' directory; one already gone is no error.
 pub fn remove(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {

@@ -17,10 +17,10 @@ pub mod cni;
 mod container;
 pub mod dns;
 pub mod files;
-mod isolation;
 pub mod netns;
 pub mod ports;
 mod records;
+mod rules;
 pub mod subnet;
 
 pub use container::{
@@ -83,7 +83,8 @@ impl From<BridgeNetwork> for Member {
 impl BridgeNetwork {
     /// The CNI configuration list of the network: bridge with host-local addresses, then
     /// portmap (only when the container publishes ports: it costs an exec and iptables
-    /// calls at each ADD and DEL) and firewall (the forwarding rules).
+    /// calls at each ADD and DEL). No iptables rule is made per container otherwise: the
+    /// network's masquerading and forwarding rules stand while it exists (rules.rs).
     pub fn conflist(&self, ipam_dir: &std::path::Path, publishes: bool) -> NetworkList {
         let mut range = json!({ "subnet": self.subnet });
         if let Some(gw) = self.gateway {
@@ -109,7 +110,8 @@ impl BridgeNetwork {
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": true,
-            "ipMasq": !self.internal,
+            // Masquerading and forwarding are the network's standing rules (rules.rs).
+            "ipMasq": false,
             "hairpinMode": true,
             "capabilities": { "ips": true },
             "ipam": ipam,
@@ -121,7 +123,6 @@ impl BridgeNetwork {
                 "snat": true,
             }));
         }
-        plugins.push(json!({ "type": "firewall" }));
         NetworkList {
             cni_version: "1.0.0".into(),
             name: self.name.clone(),
@@ -218,6 +219,75 @@ pub struct Networks {
     dns: dns::Dns,
     /// Held from the choice of a container's host ports until its record holds them.
     port_claims: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The bridges whose standing rules this run of berthd has put in place; held while
+    /// it puts a bridge's in place.
+    ruled: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The attachments whose ADDs run in the background, by (namespace, container).
+    pending: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Pending>>>,
+}
+
+/// What [`Networks::ready`] waits on: none while the ADDs run, then their outcome.
+type Pending = tokio::sync::watch::Receiver<Option<std::result::Result<(), std::sync::Arc<Error>>>>;
+
+fn pending_key(namespace: &str, id: &str) -> (String, String) {
+    (namespace.to_string(), id.to_string())
+}
+
+/// An error once more, for a second caller (a CNI failure keeps its words and class).
+fn again(e: &Error) -> Error {
+    match e {
+        Error::Cni {
+            plugin,
+            command,
+            network,
+            container,
+            message,
+        } => Error::Cni {
+            plugin: plugin.clone(),
+            command,
+            network: network.clone(),
+            container: container.clone(),
+            message: message.clone(),
+        },
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+/// The ADDs of an attachment made by [`Networks::attach_in_background`], to be run.
+pub(super) struct Background {
+    networks: Networks,
+    namespace: String,
+    id: String,
+    rec: AttachmentRecord,
+    done: tokio::sync::watch::Sender<Option<std::result::Result<(), std::sync::Arc<Error>>>>,
+}
+
+impl Background {
+    /// Runs the ADDs in a task of their own, then `then` with the record.
+    pub(super) fn run(self, then: impl FnOnce(&AttachmentRecord) -> Result<()> + Send + 'static) {
+        tokio::spawn(async move {
+            let Background {
+                networks,
+                namespace,
+                id,
+                mut rec,
+                done,
+            } = self;
+            let mut up = networks.bring_up(&namespace, &id, &mut rec).await;
+            if up.is_ok() {
+                up = blocking(move || then(&rec)).await;
+            }
+            let outcome = networks.undo_on_error(&namespace, &id, up).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(%namespace, %id, error = %e, "network of a container");
+            }
+            let _ = done.send(Some(outcome.map_err(std::sync::Arc::new)));
+        });
+    }
 }
 
 /// The default bridge network as berthd's config describes it: its subnet the configured
@@ -261,7 +331,30 @@ impl Networks {
             default,
             dns: dns::Dns::default(),
             port_claims: Default::default(),
+            ruled: Default::default(),
+            pending: Default::default(),
         }
+    }
+
+    /// Puts the standing iptables rules of `net` in place, once in this run of berthd.
+    async fn ensure_rules(&self, net: &BridgeNetwork) -> Result<()> {
+        let mut ruled = self.ruled.lock().await;
+        if ruled.contains(&net.bridge) {
+            return Ok(());
+        }
+        let (bridge, subnet, internal) = (net.bridge.clone(), net.subnet.clone(), net.internal);
+        blocking(move || rules::add(&bridge, &subnet, internal)).await?;
+        ruled.insert(net.bridge.clone());
+        Ok(())
+    }
+
+    /// Takes the standing iptables rules of `net` away (the network is being removed).
+    async fn forget_rules(&self, net: &BridgeNetwork) -> Result<()> {
+        let mut ruled = self.ruled.lock().await;
+        let (bridge, subnet, internal) = (net.bridge.clone(), net.subnet.clone(), net.internal);
+        blocking(move || rules::remove(&bridge, &subnet, internal)).await?;
+        ruled.remove(&net.bridge);
+        Ok(())
     }
 
     /// The default bridge network.
@@ -350,7 +443,24 @@ impl Networks {
         networks: &[Member],
         ports: &[PortMapping],
     ) -> Result<AttachmentRecord> {
+        let mut rec = self.prepare(namespace, id, networks, ports).await?;
+        let up = self.bring_up(namespace, id, &mut rec).await;
+        self.undo_on_error(namespace, id, up).await.map(|()| rec)
+    }
+
+    /// The first half of [`Self::attach`]: the record (host ports claimed) and the empty
+    /// namespace; the ADDs are [`Self::bring_up`]'s.
+    async fn prepare(
+        &self,
+        namespace: &str,
+        id: &str,
+        networks: &[Member],
+        ports: &[PortMapping],
+    ) -> Result<AttachmentRecord> {
         let netns = self.dirs.netns_dir.join(Self::netns_name(namespace, id));
+        for member in networks {
+            self.ensure_rules(&member.network).await?;
+        }
         // Only a container that publishes ports waits for the others' port claims.
         let publishes = !ports.is_empty() && !networks.is_empty();
         let claims = if publishes {
@@ -378,32 +488,111 @@ impl Networks {
         // Known before anything exists: a crash from here on leaves a record to clean up.
         self.put(namespace, id, rec.clone(), true).await?;
         drop(claims);
-        match self.bring_up(namespace, id, &mut rec).await {
-            Ok(()) => Ok(rec),
-            Err(e) => {
-                if let Err(undo) = self.detach(namespace, id).await {
-                    tracing::warn!(%namespace, %id, error = %undo, "take down a failed network attachment");
-                }
-                Err(e)
+        let dir = self.dirs.netns_dir.clone();
+        let name = Self::netns_name(namespace, id);
+        let made = blocking(move || netns::create(&dir, &name)).await;
+        self.undo_on_error(namespace, id, made.map(drop))
+            .await
+            .map(|()| rec)
+    }
+
+    /// `result`, with container `id`'s attachment taken down when it is an error.
+    async fn undo_on_error(&self, namespace: &str, id: &str, result: Result<()>) -> Result<()> {
+        if result.is_err()
+            && let Err(undo) = self.detach(namespace, id).await
+        {
+            tracing::warn!(%namespace, %id, error = %undo, "take down a failed network attachment");
+        }
+        result
+    }
+
+    /// [`Self::attach`] with the ADDs left to run in the background, while the container's
+    /// shim starts and its runtime creates it (`runc create` only needs the namespace to
+    /// exist): the network costs a run nearly nothing. Once they succeed, `then` runs (on the
+    /// blocking pool) with the record, holding the addresses; [`Self::ready`] waits for all
+    /// of it, and the container's start waits there. On a failure the attachment is taken
+    /// down, and `ready` answers the error until the container leaves.
+    pub(super) async fn attach_in_background(
+        &self,
+        namespace: &str,
+        id: &str,
+        networks: &[Member],
+        ports: &[PortMapping],
+    ) -> Result<(AttachmentRecord, Background)> {
+        let rec = self.prepare(namespace, id, networks, ports).await?;
+        let (done, rx) = tokio::sync::watch::channel(None);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pending_key(namespace, id), rx);
+        let started = Background {
+            networks: self.clone(),
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            rec: rec.clone(),
+            done,
+        };
+        Ok((rec, started))
+    }
+
+    /// Waits until container `id`'s network is up, if it is coming up in the background
+    /// ([`Self::attach_in_background`]); its error if it could not be brought up.
+    pub async fn ready(&self, namespace: &str, id: &str) -> Result<()> {
+        let key = pending_key(namespace, id);
+        let rx = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let Some(mut rx) = rx else {
+            return Ok(());
+        };
+        let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        match outcome {
+            Ok(Some(Ok(()))) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                Ok(())
             }
+            Ok(Some(Err(e))) => Err(again(&e)),
+            // The work was dropped unfinished (berthd is shutting down).
+            Ok(None) | Err(_) => Err(Error::Unavailable(format!(
+                "the network of container {id} in namespace {namespace} was not brought up"
+            ))),
         }
     }
 
+    /// Forgets a failed background attachment of container `id` (it is leaving).
+    fn forget_pending(&self, namespace: &str, id: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pending_key(namespace, id));
+    }
+
+    /// The ADDs of the record's loopback and networks, in its namespace (made already).
     async fn bring_up(&self, namespace: &str, id: &str, rec: &mut AttachmentRecord) -> Result<()> {
-        let dir = self.dirs.netns_dir.clone();
-        let name = Self::netns_name(namespace, id);
-        blocking(move || netns::create(&dir, &name)).await?;
         let base = Attachment {
             container_id: id.to_string(),
             netns: PathBuf::from(&rec.netns),
             ifname: "lo".into(),
             ..Default::default()
         };
-        self.cni.add(&loopback(), &base).await?;
-        for i in 0..rec.networks.len() {
-            self.add_network(namespace, id, rec, i).await?;
-        }
-        Ok(())
+        // Loopback and the interfaces are apart: their ADDs run side by side.
+        let lo_list = loopback();
+        let lo = self.cni.add(&lo_list, &base);
+        let interfaces = async {
+            for i in 0..rec.networks.len() {
+                self.add_network(namespace, id, rec, i).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let (lo, interfaces) = tokio::join!(lo, interfaces);
+        lo?;
+        interfaces
     }
 
     /// The ADD of network `i` of the record, its result recorded.
@@ -461,6 +650,7 @@ impl Networks {
         id: &str,
         member: &Member,
     ) -> Result<Option<NetworkAttachment>> {
+        self.ready(namespace, id).await?;
         let Some(mut rec) = self.get(namespace, id).await? else {
             return Ok(None);
         };
@@ -478,6 +668,7 @@ impl Networks {
             .map(|i| format!("eth{i}"))
             .find(|name| !rec.networks.iter().any(|n| &n.ifname == name))
             .unwrap_or_default();
+        self.ensure_rules(&member.network).await?;
         rec.networks.push(self.new_attachment(member, &next, &[])?);
         let i = rec.networks.len() - 1;
         // Known before the ADD, as at attach.
@@ -496,6 +687,8 @@ impl Networks {
     /// Disconnects container `id` from the network whose CNI name is `network`, if it is
     /// attached to it now. Returns whether it was.
     pub async fn disconnect(&self, namespace: &str, id: &str, network: &str) -> Result<bool> {
+        // A failed start took its network down already; the record says what is left.
+        let _ = self.ready(namespace, id).await;
         let Some(mut rec) = self.get(namespace, id).await? else {
             return Ok(false);
         };
@@ -566,14 +759,24 @@ impl Networks {
         }
     }
 
-    /// Restores the isolation rules of the user-defined networks and starts the name servers
-    /// of those whose bridges are up (at start-up: their containers kept running while
-    /// berthd was away).
+    /// Starts the name servers of the user-defined networks whose bridges are up (at
+    /// start-up: their containers kept running while berthd was away), and, in the
+    /// background, restores the standing rules of every network (a reboot flushed them).
     pub async fn serve_all_names(&self) -> Result<()> {
-        for rec in self.all_user_networks().await? {
-            if let Err(e) = self.isolate(&rec).await {
-                tracing::warn!(network = %rec.name, error = %e, "network isolation");
+        let all = self.all_user_networks().await?;
+        let me = self.clone();
+        let restore = all.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.ensure_rules(&me.default).await {
+                tracing::warn!(network = %me.default.name, error = %e, "network rules");
             }
+            for rec in restore {
+                if let Err(e) = me.isolate(&rec).await {
+                    tracing::warn!(network = %rec.name, error = %e, "network rules");
+                }
+            }
+        });
+        for rec in all {
             let net = rec.bridge_network()?;
             if !std::path::Path::new("/sys/class/net")
                 .join(&net.bridge)

@@ -11,7 +11,6 @@ use prost::Message;
 use redb::ReadableTable;
 use sha2::{Digest, Sha256};
 
-use super::isolation;
 use super::subnet::{self, Subnet};
 use super::{BridgeNetwork, Networks};
 use crate::error::{Error, Result};
@@ -368,15 +367,11 @@ impl Networks {
         Ok(rec)
     }
 
-    /// Isolates network `rec` from the other berth networks (the default bridge among them).
+    /// Puts the standing rules of network `rec` in place: its isolation from the other
+    /// berth networks (the default bridge among them), forwarding and masquerading.
     pub(super) async fn isolate(&self, rec: &NetworkRecord) -> Result<()> {
-        let (bridge, internal) = (rec.bridge.clone(), rec.internal);
-        let default = self.default.bridge.clone();
-        super::blocking(move || {
-            isolation::add(&default, false)?;
-            isolation::add(&bridge, internal)
-        })
-        .await
+        self.ensure_rules(&self.default).await?;
+        self.ensure_rules(&rec.bridge_network()?).await
     }
 
     /// Every user-defined network of every namespace (bridges and subnets are the host's).
@@ -463,9 +458,9 @@ impl Networks {
         let net = rec.bridge_network()?;
         self.dns.stop(&net.name);
         let ipam = self.dirs.ipam_dir.join(&net.name);
-        let (bridge, internal) = (net.bridge.clone(), net.internal);
+        self.forget_rules(&net).await?;
+        let bridge = net.bridge.clone();
         super::blocking(move || {
-            isolation::remove(&bridge, internal)?;
             super::netns::delete_link(&bridge)?;
             match std::fs::remove_dir_all(&ipam) {
                 Ok(()) => Ok(()),

@@ -325,11 +325,13 @@ fn portmap_only_for_published_ports() {
             .map(|p| p["type"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert_eq!(types(false), ["bridge", "firewall"]);
-    assert_eq!(types(true), ["bridge", "portmap", "firewall"]);
+    assert_eq!(types(false), ["bridge"]);
+    assert_eq!(types(true), ["bridge", "portmap"]);
     let list = net.conflist(std::path::Path::new("/x"), false);
     let range = &list.plugins[0]["ipam"]["ranges"][0][0];
     assert_eq!(range["rangeStart"], "10.9.0.129");
     assert_eq!(range["rangeEnd"], "10.9.0.254");
     assert_eq!(list.plugins[0]["capabilities"]["ips"], true);
+    // Masquerading is the network's standing rule, not one per container.
+    assert_eq!(list.plugins[0]["ipMasq"], false);
 }

@@ -91,6 +91,8 @@ pub struct Task {
     status: Mutex<TaskStatus>,
     /// Held while the task is being deleted; true once it is.
     lock: tokio::sync::Mutex<bool>,
+    /// Held while the task's network is being taken down.
+    network: tokio::sync::Mutex<()>,
     /// The watcher that cleans up when the shim dies.
     _watch: Option<AbortOnDrop>,
 }
@@ -239,6 +241,7 @@ impl Tasks {
                 shim_pid: t.shim_pid,
                 status: Mutex::new(t.status),
                 lock: tokio::sync::Mutex::new(false),
+                network: tokio::sync::Mutex::new(()),
                 _watch: watch,
             }
         })
@@ -324,10 +327,17 @@ impl Tasks {
         if task.status().pid != pid {
             return;
         }
-        let deleted = task.lock.lock().await;
-        if !*deleted {
+        let _held = task.network.lock().await;
+        // A deleted task left its network before it left the table.
+        if self.get(ns, id).is_ok_and(|t| Arc::ptr_eq(&t, &task)) {
             self.leave_network(ns, id).await;
         }
+    }
+
+    /// [`Self::leave_network`] of `task`, one at a time.
+    async fn leave_task_network(&self, task: &Task) {
+        let _held = task.network.lock().await;
+        self.leave_network(&task.namespace, &task.id).await;
     }
 
     /// Fills the new, empty volumes the container mounts from its image (Docker's
@@ -492,16 +502,32 @@ impl Tasks {
         if *deleted {
             return Err(not_found(ns, id));
         }
-        let exit = match task.shim.delete_process(id, "").await {
-            Ok(exit) => exit,
-            // The shim is gone (crashed, killed): clean up with `shim delete`.
-            Err(Error::Unavailable(m)) if !task.shim.alive().await => {
-                tracing::warn!(namespace = ns, id, error = %m, "shim unreachable; running shim delete");
-                self.clean_up_dead(ns, id, &task.runtime_config, &task.bundle)
-                    .await
+        let process = async {
+            match task.shim.delete_process(id, "").await {
+                Ok(exit) => Ok(exit),
+                // The shim is gone (crashed, killed): clean up with `shim delete`.
+                Err(Error::Unavailable(m)) if !task.shim.alive().await => {
+                    tracing::warn!(namespace = ns, id, error = %m, "shim unreachable; running shim delete");
+                    Ok(self
+                        .clean_up_dead(ns, id, &task.runtime_config, &task.bundle)
+                        .await)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => return Err(e),
         };
+        // An exited task's network goes while the shim deletes its process (neither
+        // touches what the other does): the DEL is off a `run --rm`'s path.
+        let exited = task.status().is_final();
+        let network = async {
+            if exited {
+                self.leave_task_network(&task).await;
+            }
+        };
+        let (exit, ()) = tokio::join!(process, network);
+        let exit = exit?;
+        // Gone before the task leaves the table (a new task of the id may join at once);
+        // nothing to do if it went above.
+        self.leave_task_network(&task).await;
         *deleted = true;
         self.remove_from_table(&task);
         shutdown(&task.shim).await;
@@ -509,7 +535,6 @@ impl Tasks {
         // be gone first, or the new start could find (and reuse) the old listener.
         wait_gone(task.shim_pid).await;
         remove_bundle(&task.bundle).await;
-        self.leave_network(ns, id).await;
         Ok(exit)
     }
 
@@ -561,7 +586,7 @@ impl Tasks {
             .await;
         *deleted = true;
         remove_bundle(&task.bundle).await;
-        self.leave_network(ns, id).await;
+        self.leave_task_network(task).await;
         self.remove_from_table(task);
         tracing::info!(
             namespace = ns,

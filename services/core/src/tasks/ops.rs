@@ -101,6 +101,9 @@ impl Tasks {
         let task = self.get(ns, id)?;
         if exec_id.is_empty() {
             self.ensure(&task, "start", rules::can_start).await?;
+            // The container's network comes up while its shim and runtime create it; the
+            // process starts once it is up.
+            self.networks.ready(ns, id).await?;
         }
         let exec = exec_id.to_string();
         let pid = self
