@@ -438,10 +438,16 @@ fn names_survive_a_berthd_crash() {
             "600",
         ],
     );
+    let before = rules_naming(&net.bridge);
     d.kill9();
     d.restart();
     let page = berth(&d, &["exec", "client", "wget", "-qO-", "http://kept/"]);
     assert_eq!(page, "kept\n");
+    // The restart put the network's standing rules back where they were: none twice.
+    let mut after = rules_naming(&net.bridge);
+    assert_eq!(after, before);
+    after.dedup();
+    assert_eq!(after.len(), before.len(), "{before:#?}");
     berth(&d, &["rm", "-f", "kept", "client"]);
     berth(&d, &["network", "rm", "n"]);
     assert!(!link_exists(&net.bridge));

@@ -135,8 +135,10 @@ pub fn resolv_conf_for(host: &str, s: &Settings) -> String {
     out
 }
 
-/// Writes the files into `dir` (created; each through a temp file, fsync and rename) and
-/// returns them.
+/// Writes the files into `dir` (created; each through a temp file and a rename, so that a
+/// reader never sees half of one) and returns them. No fsync: they live in the state
+/// directory, written anew at every start, and a reboot that could lose them takes the
+/// container with it.
 pub fn write(dir: &Path, s: &Settings) -> Result<ManagedFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -146,7 +148,9 @@ pub fn write(dir: &Path, s: &Settings) -> Result<ManagedFiles> {
         ("hostname", format!("{}\n", s.hostname)),
     ];
     for (name, text) in files {
-        crate::runtime::write_file_atomic(&dir.join(name), text.as_bytes())?;
+        let (path, tmp) = (dir.join(name), dir.join(format!(".{name}.tmp")));
+        std::fs::write(&tmp, text).map_err(|e| Error::io("write", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
     }
     Ok(ManagedFiles {
         dir: dir.to_path_buf(),
@@ -164,7 +168,6 @@ pub fn rewrite_hosts(dir: &Path, s: &Settings) -> Result<()> {
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
     f.write_all(hosts(s).as_bytes())
-        .and_then(|()| f.sync_data())
         .map_err(|e| Error::io("write", &path, e))
 }
 

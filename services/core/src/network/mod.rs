@@ -761,15 +761,13 @@ impl Networks {
 
     /// Starts the name servers of the user-defined networks whose bridges are up (at
     /// start-up: their containers kept running while berthd was away), and, in the
-    /// background, restores the standing rules of every network (a reboot flushed them).
+    /// background, restores the standing rules of every user-defined network (a reboot
+    /// flushed them); the default bridge's come with its first container.
     pub async fn serve_all_names(&self) -> Result<()> {
         let all = self.all_user_networks().await?;
         let me = self.clone();
         let restore = all.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.ensure_rules(&me.default).await {
-                tracing::warn!(network = %me.default.name, error = %e, "network rules");
-            }
             for rec in restore {
                 if let Err(e) = me.isolate(&rec).await {
                     tracing::warn!(network = %rec.name, error = %e, "network rules");

@@ -38,7 +38,8 @@ impl Drop for Leftovers {
             if let Some(t) = line.strip_prefix('*') {
                 table = t.to_string();
             } else if let Some(rule) = line.strip_prefix("-A ")
-                && line.contains(&self.prefix)
+                && (line.contains(&self.prefix)
+                    || line.split_whitespace().any(|w| w == self.bridge))
             {
                 let _ = Command::new("sh")
                     .arg("-c")
