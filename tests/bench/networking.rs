@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use berth_tests::fixtures::{BUSYBOX_REF, free_port, host_busybox};
 use berth_tests::{Daemon, TestNetwork, ok};
 
-const RUNS: usize = 10;
+const RUNS: usize = 15;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -40,6 +40,21 @@ fn time(mut f: impl FnMut(usize), mut after: impl FnMut(usize)) -> Duration {
         after(i);
     }
     median(all)
+}
+
+/// The median wall time of `f(mode)` for each of `modes`, over RUNS rounds of one run of
+/// each in turn, after one untimed round.
+fn interleaved(modes: &[&str], f: impl Fn(&str)) -> Vec<Duration> {
+    modes.iter().for_each(|m| f(m));
+    let mut all = vec![Vec::new(); modes.len()];
+    for _ in 0..RUNS {
+        for (i, m) in modes.iter().enumerate() {
+            let t = Instant::now();
+            f(m);
+            all[i].push(t.elapsed());
+        }
+    }
+    all.into_iter().map(median).collect()
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -163,24 +178,17 @@ fn measure(
         &bridge_opt,
         "benchnet",
     ]);
-    let host = time(
-        |_| drop(run(&["run", "--rm", "--network", "host", image, "true"])),
-        |_| {},
-    );
-    let bridge = bridge.then(|| time(|_| drop(run(&["run", "--rm", image, "true"])), |_| {}));
-    let user = time(
-        |_| {
-            drop(run(&[
-                "run",
-                "--rm",
-                "--network",
-                "benchnet",
-                image,
-                "true",
-            ]))
-        },
-        |_| {},
-    );
+    // Host, default bridge and user network runs take turns (after one untimed run of
+    // each), so that the machine's drift falls on all three alike.
+    let mut modes = vec!["host", "benchnet"];
+    if bridge {
+        modes.push("bridge");
+    }
+    let timed = interleaved(&modes, |mode| {
+        drop(run(&["run", "--rm", "--network", mode, image, "true"]))
+    });
+    let (host, user) = (timed[0], timed[1]);
+    let bridge = timed.get(2).copied();
     let ports: Vec<String> = (0..RUNS).map(|_| format!("{}:80", free_port())).collect();
     let publish = time(
         |i| {
@@ -255,7 +263,10 @@ fn main() {
     }
     println!(
         "{:<44} {:>12} {:>12} {:>7}",
-        "median of 10", "berth", "dockerd", "ratio"
+        &format!("median of {RUNS}"),
+        "berth",
+        "dockerd",
+        "ratio"
     );
     row(
         "run --rm --network host true",

@@ -258,6 +258,7 @@ impl Cni {
         let stdin = serde_json::to_vec(&Self::stdin_conf(net, conf, a, prev))
             .map_err(|e| fail(format!("encode configuration: {e}")))?;
         let args: Vec<String> = a.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let began = std::time::Instant::now();
         let mut child = tokio::process::Command::new(&bin)
             .env_clear()
             .env("CNI_COMMAND", command.as_str())
@@ -286,6 +287,14 @@ impl Cni {
             .wait_with_output()
             .await
             .map_err(|e| fail(format!("wait: {e}")))?;
+        tracing::debug!(
+            %plugin,
+            command = command.as_str(),
+            network = %net.name,
+            container = %a.container_id,
+            ms = began.elapsed().as_secs_f64() * 1000.0,
+            "CNI plugin ran"
+        );
         if !out.status.success() {
             return Err(fail(plugin_error(&out.stdout, &out.stderr, out.status)));
         }

@@ -4,12 +4,15 @@
 //! [`Networks::attach`] records the attachment *before* it makes anything, then makes the
 //! namespace, brings up its loopback and ADDs each network (recording each result), so that
 //! whatever a crash interrupts is known and [`Networks::detach`] (or [`Networks::sweep`] at
-//! start-up) can DEL it and remove the namespace: no netns, veth, iptables rule or IPAM
+//! start-up) can remove the namespace and DEL it: no netns, veth, iptables rule or IPAM
 //! lease is left behind. The plugins are the real ones ([`cni`]); the namespaces outlive
-//! processes ([`netns`]).
+//! processes ([`netns`]). Masquerading, forwarding and isolation are rules of each network,
+//! not of each container ([`rules`]).
 //!
-//! A container joins its networks at task create and leaves them at task delete
-//! ([`Networks::join`], [`Networks::leave`], driven by its labels). User-defined networks
+//! A container joins its networks at task create and leaves them when its task exits or
+//! is deleted ([`Networks::join`], [`Networks::leave`], driven by its labels). The ADDs
+//! run while the shim starts and the runtime creates the container; its start waits for
+//! them ([`Networks::ready`]). User-defined networks
 //! are records of their own ([`records`]); on them containers find each other by name
 //! through berthd's name server ([`dns`]). Still to come (issue 12): CRI pod sandboxes.
 
@@ -226,6 +229,38 @@ pub struct Networks {
     pending: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Pending>>>,
 }
 
+/// How long a detach waits for the kernel to take a gone namespace's veth pairs away.
+const VETH_GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The host ends of the veth pairs of an attachment, from its ADD results: the interfaces
+/// outside the container but its networks' bridges.
+fn host_veths(rec: &AttachmentRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in &rec.networks {
+        let Ok(result) = serde_json::from_str::<Value>(&n.result) else {
+            continue;
+        };
+        let bridge = NetworkList::parse(&n.conflist)
+            .ok()
+            .and_then(|l| {
+                l.plugins
+                    .first()?
+                    .get("bridge")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        for i in result["interfaces"].as_array().into_iter().flatten() {
+            let name = i["name"].as_str().unwrap_or_default();
+            let inside = i["sandbox"].as_str().is_some_and(|s| !s.is_empty());
+            if !name.is_empty() && !inside && name != bridge {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// What [`Networks::ready`] waits on: none while the ADDs run, then their outcome.
 type Pending = tokio::sync::watch::Receiver<Option<std::result::Result<(), std::sync::Arc<Error>>>>;
 
@@ -281,11 +316,12 @@ impl Background {
             if up.is_ok() {
                 up = blocking(move || then(&rec)).await;
             }
-            let outcome = networks.undo_on_error(&namespace, &id, up).await;
-            if let Err(e) = &outcome {
+            // A failure takes nothing down here: the runtime may be creating the container
+            // in the namespace right now. The attachment goes when the container leaves.
+            if let Err(e) = &up {
                 tracing::warn!(%namespace, %id, error = %e, "network of a container");
             }
-            let _ = done.send(Some(outcome.map_err(std::sync::Arc::new)));
+            let _ = done.send(Some(up.map_err(std::sync::Arc::new)));
         });
     }
 }
@@ -510,8 +546,8 @@ impl Networks {
     /// shim starts and its runtime creates it (`runc create` only needs the namespace to
     /// exist): the network costs a run nearly nothing. Once they succeed, `then` runs (on the
     /// blocking pool) with the record, holding the addresses; [`Self::ready`] waits for all
-    /// of it, and the container's start waits there. On a failure the attachment is taken
-    /// down, and `ready` answers the error until the container leaves.
+    /// of it, and the container's start waits there. On a failure `ready` answers the error
+    /// until the container leaves ([`Self::leave`] takes the attachment down).
     pub(super) async fn attach_in_background(
         &self,
         namespace: &str,
@@ -548,7 +584,14 @@ impl Networks {
         let Some(mut rx) = rx else {
             return Ok(());
         };
+        let began = std::time::Instant::now();
         let outcome = rx.wait_for(Option::is_some).await.map(|v| v.clone());
+        tracing::debug!(
+            %namespace,
+            %id,
+            ms = began.elapsed().as_secs_f64() * 1000.0,
+            "waited for the network"
+        );
         match outcome {
             Ok(Some(Ok(()))) => {
                 self.pending
@@ -791,14 +834,20 @@ impl Networks {
         Ok(())
     }
 
-    /// Takes container `id`'s networks down: DEL of each (in reverse order), then the
-    /// namespace and the record. When a DEL fails the record stays, so that a later detach
+    /// Takes container `id`'s networks down: the namespace, then the DEL of each network
+    /// (in reverse order), then the record. When a DEL fails the record stays, so that a later detach
     /// or sweep tries again. No attachment is no error.
     pub async fn detach(&self, namespace: &str, id: &str) -> Result<()> {
         let Some(rec) = self.get(namespace, id).await? else {
             return Ok(());
         };
+        // The namespace goes first: the kernel takes its interfaces (the veth pairs) away
+        // with it once no process holds it, off this path; the DELs then release what lives
+        // outside it (addresses, port mappings), as CNI has plugins do for a namespace that
+        // is gone. (A DEL inside the namespace would delete each veth in line: three times
+        // slower.)
         let netns = PathBuf::from(&rec.netns);
+        blocking(move || netns::remove(&netns)).await?;
         let mut first: Option<Error> = None;
         for n in rec.networks.iter().rev() {
             if let Err(e) = self.del_network(id, &rec.netns, n).await {
@@ -808,7 +857,12 @@ impl Networks {
         if let Some(e) = first {
             return Err(e);
         }
-        blocking(move || netns::remove(&netns)).await?;
+        // Gone when this returns, as when a DEL deletes them itself.
+        let veths = host_veths(&rec);
+        let left = blocking(move || Ok(netns::wait_links_gone(&veths, VETH_GONE_WITHIN))).await?;
+        if !left.is_empty() {
+            tracing::warn!(%namespace, %id, ?left, "interfaces still there after the namespace went");
+        }
         self.forget(namespace, id).await
     }
 

@@ -108,3 +108,18 @@ pub fn delete_link(name: &str) -> Result<()> {
         )))
     }
 }
+
+/// Waits until none of the host's interfaces `names` exists, polling for up to `limit`:
+/// the kernel takes a namespace's veth pairs away a moment after its last user is gone.
+/// Returns the ones still there. Blocking: run it on the blocking pool.
+pub fn wait_links_gone(names: &[String], limit: std::time::Duration) -> Vec<String> {
+    let exists = |n: &String| Path::new("/sys/class/net").join(n).exists();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left: Vec<String> = names.iter().filter(|n| exists(n)).cloned().collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

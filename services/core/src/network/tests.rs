@@ -336,3 +336,32 @@ fn portmap_only_for_published_ports() {
     // Masquerading is the network's standing rule, not one per container.
     assert_eq!(list.plugins[0]["ipMasq"], false);
 }
+
+#[test]
+fn the_host_ends_of_an_attachment_are_its_veths() {
+    let n = super::NetworkAttachment {
+        network: "n".into(),
+        ifname: "eth0".into(),
+        conflist: json!({
+            "cniVersion": "1.0.0",
+            "name": "n",
+            "plugins": [{ "type": "bridge", "bridge": "br9" }],
+        })
+        .to_string(),
+        result: json!({
+            "interfaces": [
+                { "name": "br9", "mac": "aa" },
+                { "name": "veth1234", "mac": "bb" },
+                { "name": "eth0", "mac": "cc", "sandbox": "/run/netns/x" },
+            ],
+        })
+        .to_string(),
+        ..Default::default()
+    };
+    let rec = super::AttachmentRecord {
+        netns: "/run/netns/x".into(),
+        networks: vec![n],
+        created_at: 0,
+    };
+    assert_eq!(super::host_veths(&rec), ["veth1234"]);
+}

@@ -293,10 +293,17 @@ impl Tasks {
     ) -> Result<(Arc<Task>, u32)> {
         let joined = match container.spec.as_mut().filter(|s| !s.value.is_empty()) {
             Some(spec) => {
+                let began = std::time::Instant::now();
                 let joined = self
                     .networks
                     .join(ns, id, &container.labels, &spec.value)
                     .await?;
+                tracing::debug!(
+                    namespace = ns,
+                    id,
+                    ms = began.elapsed().as_secs_f64() * 1000.0,
+                    "joined the network"
+                );
                 if let Some(bytes) = &joined {
                     spec.value = bytes.clone();
                 }
@@ -523,7 +530,28 @@ impl Tasks {
                 self.leave_task_network(&task).await;
             }
         };
-        let (exit, ()) = tokio::join!(process, network);
+        let began = std::time::Instant::now();
+        let (exit, ()) = tokio::join!(
+            async {
+                let exit = process.await;
+                tracing::debug!(
+                    namespace = ns,
+                    id,
+                    ms = began.elapsed().as_secs_f64() * 1000.0,
+                    "process deleted"
+                );
+                exit
+            },
+            async {
+                network.await;
+                tracing::debug!(
+                    namespace = ns,
+                    id,
+                    ms = began.elapsed().as_secs_f64() * 1000.0,
+                    "network left"
+                );
+            }
+        );
         let exit = exit?;
         // Gone before the task leaves the table (a new task of the id may join at once);
         // nothing to do if it went above.
