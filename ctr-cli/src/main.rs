@@ -24,30 +24,29 @@ use crate::output::Format;
 #[command(
     name = "berth",
     version,
-    about = "berth: run and manage containers with berthd"
+    about = "berth: run and manage containers with berthd",
+    disable_help_flag = true
 )]
 struct Cli {
-    /// berthd's gRPC socket.
+    /// berthd's gRPC socket (Docker's `-H`; `--address` as ctr spells it).
     #[arg(
-        short,
-        long,
+        short = 'H',
+        long = "host",
+        visible_alias = "address",
         global = true,
         env = "BERTH_ADDRESS",
         default_value = "/run/berth/berth.sock"
     )]
     address: PathBuf,
     /// The namespace to work in.
-    #[arg(
-        short,
-        long,
-        global = true,
-        env = "BERTH_NAMESPACE",
-        default_value = "default"
-    )]
+    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = "default")]
     namespace: String,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
     format: Format,
+    /// Print help (`-h` is left to the commands, as in Docker: `run -h` is the hostname).
+    #[arg(long, global = true, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -195,8 +194,8 @@ enum DockerCmd {
     Create(Box<docker::run::CreateArgs>),
     /// Start stopped or created containers.
     Start {
-        /// Show the container's output until it exits (`-a` works too).
-        #[arg(long)]
+        /// Show the container's output until it exits.
+        #[arg(short, long)]
         attach: bool,
         /// Attach stdin and the terminal (`-i`).
         #[arg(short, long)]
@@ -321,74 +320,87 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
     }
 }
 
-/// Docker's short flags that clash with our global `-a` (address) and `-n` (namespace):
-/// after `ps`, `-a` means `--all`; after `start`, `-a` means `--attach`; after `logs`,
-/// `-n` means `--tail`. Only the words after the verb are rewritten (`berth -a SOCK ps -a`
-/// still works), up to a `--`.
+/// berth's global options before the verb keep their old short spellings (`berth -a SOCK
+/// -n NS containers ls`): `-a` is `--address`, `-n` is `--namespace`. After the verb, short
+/// flags are the command's own, as Docker's (`ps -a`, `ps -n 3`, `logs -n 2`, `run -h`).
 fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut out: Vec<std::ffi::OsString> = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     if let Some(prog) = iter.next() {
         out.push(prog);
     }
-    let mut verb: Option<String> = None;
     let mut skip_value = false;
-    let mut done = false;
+    let mut verb_seen = false;
     for a in iter {
+        if verb_seen {
+            out.push(a);
+            continue;
+        }
         let s = a.to_string_lossy().to_string();
-        if done {
+        if skip_value {
+            skip_value = false;
             out.push(a);
             continue;
         }
-        if verb.is_none() {
-            if skip_value {
-                skip_value = false;
-            } else if ["-a", "--address", "-n", "--namespace", "--format"].contains(&s.as_str()) {
+        match s.as_str() {
+            "-a" => {
+                out.push("--address".into());
                 skip_value = true;
-            } else if !s.starts_with('-') {
-                verb = Some(s.clone());
             }
-            out.push(a);
-            continue;
-        }
-        if s == "--" {
-            done = true;
-            out.push(a);
-            continue;
-        }
-        let long = |c: char| -> Option<&'static str> {
-            match (verb.as_deref(), c) {
-                (Some("ps"), 'a') => Some("--all"),
-                (Some("start"), 'a') => Some("--attach"),
-                (Some("logs"), 'n') => Some("--tail"),
-                (Some("volume" | "volumes"), 'a') => Some("--all"),
-                _ => None,
+            "-n" => {
+                out.push("--namespace".into());
+                skip_value = true;
             }
-        };
-        let shorts = s
-            .strip_prefix('-')
-            .filter(|r| !r.starts_with('-') && !r.is_empty());
-        match shorts {
-            Some(r)
-                if r.chars().all(|c| c.is_ascii_alphabetic())
-                    && r.chars().any(|c| long(c).is_some()) =>
-            {
-                let rest: String = r.chars().filter(|c| long(*c).is_none()).collect();
-                for c in r.chars().filter_map(long) {
-                    out.push(c.into());
-                }
-                if !rest.is_empty() {
-                    out.push(format!("-{rest}").into());
-                }
+            "-H" | "--host" | "--address" | "--namespace" | "--format" => {
+                out.push(a);
+                skip_value = true;
             }
-            _ => out.push(a),
-        }
-        // `run`/`create`: everything after the image belongs to the container's command.
-        if matches!(verb.as_deref(), Some("run") | Some("create" | "exec")) {
-            done = true;
+            _ => {
+                verb_seen = !s.starts_with('-');
+                out.push(a);
+            }
         }
     }
     out
+}
+
+/// The command line as parsed: clap's derive with `-h` left to the commands (every
+/// command's help flag is the global `--help` alone).
+fn cli_command() -> clap::Command {
+    fn long_help_only(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .collect();
+        let mut cmd = cmd.disable_help_flag(true);
+        for n in names {
+            cmd = cmd.mut_subcommand(n, long_help_only);
+        }
+        cmd
+    }
+    use clap::CommandFactory;
+    long_help_only(Cli::command())
+}
+
+/// Parses the command line. A usage error ends the CLI with 125, as Docker's own errors do
+/// (help and version print and end it with 0).
+fn parse_cli() -> Result<Cli, ExitCode> {
+    use clap::FromArgMatches;
+    let argv = docker_argv(std::env::args_os().collect());
+    let parsed = cli_command()
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ExitCode::SUCCESS
+            }
+            _ => ExitCode::from(125),
+        }
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -487,7 +499,10 @@ fn default_sigpipe() {
 
 fn main() -> ExitCode {
     default_sigpipe();
-    let cli = Cli::parse_from(docker_argv(std::env::args_os().collect()));
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -515,12 +530,10 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     /// Clap's own consistency checks over every subcommand (e.g. clashing short flags).
     #[test]
     fn command_line_is_consistent() {
-        super::Cli::command().debug_assert();
+        super::cli_command().debug_assert();
     }
 
     fn argv(words: &[&str]) -> Vec<String> {
@@ -531,26 +544,40 @@ mod tests {
     }
 
     #[test]
-    fn docker_short_flags_are_rewritten_after_the_verb() {
+    fn old_global_shorts_before_the_verb_only() {
         assert_eq!(
-            argv(&["berth", "-a", "/s", "ps", "-aq"]),
-            ["berth", "-a", "/s", "ps", "--all", "-q"]
+            argv(&["berth", "-a", "/s", "-n", "ns", "ps", "-a", "-n", "2"]),
+            ["berth", "--address", "/s", "--namespace", "ns", "ps", "-a", "-n", "2"]
         );
         assert_eq!(
-            argv(&["berth", "start", "-a", "web"]),
-            ["berth", "start", "--attach", "web"]
+            argv(&["berth", "-H", "/s", "run", "-h", "x", "img", "ls", "-a"]),
+            ["berth", "-H", "/s", "run", "-h", "x", "img", "ls", "-a"]
         );
+    }
+
+    fn parses(words: &[&str]) -> super::Cli {
+        use clap::FromArgMatches;
+        let m = super::cli_command()
+            .try_get_matches_from(super::docker_argv(
+                words.iter().map(Into::into).collect(),
+            ))
+            .unwrap_or_else(|e| panic!("{words:?}: {e}"));
+        super::Cli::from_arg_matches(&m).expect("cli")
+    }
+
+    #[test]
+    fn dockers_short_flags_are_the_commands() {
+        let cli = parses(&["berth", "-H", "/tmp/s", "--namespace", "x", "ps", "-aq"]);
+        assert_eq!(cli.address, std::path::PathBuf::from("/tmp/s"));
+        assert_eq!(cli.namespace, "x");
+        parses(&["berth", "images", "-qa"]);
+        parses(&["berth", "logs", "-n", "2", "web"]);
+        parses(&["berth", "start", "-a", "web"]);
+        parses(&["berth", "--address", "/s", "ps"]);
+        let help = super::cli_command().try_get_matches_from(["berth", "ps", "--help"]);
         assert_eq!(
-            argv(&["berth", "logs", "-n", "2", "web"]),
-            ["berth", "logs", "--tail", "2", "web"]
-        );
-        assert_eq!(
-            argv(&["berth", "run", "--rm", "img", "ls", "-a"]),
-            ["berth", "run", "--rm", "img", "ls", "-a"]
-        );
-        assert_eq!(
-            argv(&["berth", "-n", "ns", "images"]),
-            ["berth", "-n", "ns", "images"]
+            help.map(|_| ()).map_err(|e| e.kind()),
+            Err(clap::error::ErrorKind::DisplayHelp)
         );
     }
 }

@@ -73,6 +73,9 @@ fn mount_key(target: &std::path::Path) -> anyhow::Result<String> {
 
 #[derive(clap::Args, Debug, Default)]
 pub struct LsArgs {
+    /// Every image (berth keeps no intermediate images: the same list).
+    #[arg(short, long)]
+    pub all: bool,
     /// Print only image names.
     #[arg(short, long)]
     pub quiet: bool,

@@ -54,7 +54,7 @@ pub enum Cmd {
     /// Remove unused anonymous volumes (every unused volume with --all).
     Prune {
         /// Every unused volume, not only anonymous ones.
-        #[arg(long)]
+        #[arg(short, long)]
         all: bool,
         /// Do not ask for confirmation.
         #[arg(short, long)]

@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(short, long)]
     pub timestamps: bool,
     /// Show only the last N lines ("all" for every line).
-    #[arg(long, default_value = "all")]
+    #[arg(short = 'n', long, default_value = "all")]
     pub tail: String,
     pub container: String,
 }

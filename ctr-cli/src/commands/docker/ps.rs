@@ -16,9 +16,15 @@ use crate::output::{self, human_duration, to_time};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
-    /// Show every container (default: running ones). `-a` works too.
-    #[arg(long)]
+    /// Show every container (default: running ones).
+    #[arg(short, long)]
     pub all: bool,
+    /// Show the n last created containers (every state).
+    #[arg(short = 'n', long)]
+    pub last: Option<usize>,
+    /// Show the latest created container (every state).
+    #[arg(short, long)]
+    pub latest: bool,
     /// Only the ids.
     #[arg(short, long)]
     pub quiet: bool,
@@ -155,6 +161,12 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         )
     });
+    // `-n N` / `-l`: the N last created, whatever their state (the list is newest first).
+    let limit = if args.latest { Some(1) } else { args.last };
+    let all = args.all || limit.is_some();
+    if let Some(n) = limit {
+        list.truncate(n);
+    }
     let now = SystemTime::now();
     let endpoints = if args.quiet {
         Default::default()
@@ -167,7 +179,7 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
         let state = state_name(t);
         // Docker counts a container waiting to be restarted as running.
         let restarting = state == "exited" && restarting(c, ct).await?;
-        if !args.all && state != "running" && state != "paused" && !restarting {
+        if !all && state != "running" && state != "paused" && !restarting {
             continue;
         }
         let id = if args.no_trunc {

@@ -71,7 +71,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub entrypoint: Option<String>,
     /// The container's hostname (default: its short id).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
