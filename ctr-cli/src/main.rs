@@ -7,6 +7,7 @@ mod exit;
 mod labels;
 mod oci;
 mod output;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +40,12 @@ struct Cli {
     )]
     address: PathBuf,
     /// The namespace to work in.
-    #[arg(long, global = true, env = "BERTH_NAMESPACE", default_value = "default")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_NAMESPACE",
+        default_value = "default"
+    )]
     namespace: String,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "table")]
@@ -280,7 +286,7 @@ enum DockerCmd {
     },
 }
 
-async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
+async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Result<()> {
     use docker::{inspect, lifecycle, logs, ps, run};
     match cmd {
         DockerCmd::Run(args) => run::run(c, *args).await,
@@ -298,7 +304,7 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
             volumes,
             containers,
         } => lifecycle::rm(c, containers, force, volumes).await,
-        DockerCmd::Ps(args) => ps::run(c, args).await,
+        DockerCmd::Ps(args) => ps::run(c, args, format).await,
         DockerCmd::Port {
             container,
             private_port,
@@ -308,7 +314,7 @@ async fn run_docker(c: &Client, cmd: DockerCmd) -> anyhow::Result<()> {
         DockerCmd::Wait { containers } => lifecycle::wait(c, containers).await,
         DockerCmd::Pause { containers } => lifecycle::pause(c, containers, true).await,
         DockerCmd::Unpause { containers } => lifecycle::pause(c, containers, false).await,
-        DockerCmd::Inspect { containers } => inspect::run(c, containers).await,
+        DockerCmd::Inspect { containers } => inspect::run(c, containers, format).await,
         DockerCmd::Rename {
             container,
             new_name,
@@ -331,12 +337,29 @@ fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     }
     let mut skip_value = false;
     let mut verb_seen = false;
+    let mut words: Vec<String> = Vec::new();
     for a in iter {
+        let s = a.to_string_lossy().to_string();
         if verb_seen {
-            out.push(a);
+            // `inspect -f TEMPLATE` (Docker's short for --format, a global option here).
+            let inspect = matches!(
+                words
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                ["inspect", ..] | ["image" | "network" | "volume", "inspect", ..]
+            );
+            if !s.starts_with('-') && words.len() < 2 {
+                words.push(s.clone());
+            }
+            if inspect && s == "-f" {
+                out.push("--format".into());
+            } else {
+                out.push(a);
+            }
             continue;
         }
-        let s = a.to_string_lossy().to_string();
         if skip_value {
             skip_value = false;
             out.push(a);
@@ -357,6 +380,9 @@ fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             }
             _ => {
                 verb_seen = !s.starts_with('-');
+                if verb_seen {
+                    words.push(s.clone());
+                }
                 out.push(a);
             }
         }
@@ -395,9 +421,7 @@ fn parse_cli() -> Result<Cli, ExitCode> {
         match e.kind() {
             clap::error::ErrorKind::DisplayHelp
             | clap::error::ErrorKind::DisplayVersion
-            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                ExitCode::SUCCESS
-            }
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::SUCCESS,
             _ => ExitCode::from(125),
         }
     })
@@ -435,7 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => version::run(&c, cli.format).await,
         Command::Namespaces { cmd } => namespaces::run(&c, cmd, cli.format).await,
-        Command::Network { cmd } => commands::network::run(&c, cmd).await,
+        Command::Network { cmd } => commands::network::run(&c, cmd, &cli.format).await,
         Command::Containers { cmd } => containers::run(&c, cmd, cli.format).await,
         Command::Leases { cmd } => leases::run(&c, cmd, cli.format).await,
         Command::Content { cmd } => content::run(&c, cmd, cli.format).await,
@@ -470,7 +494,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
         Command::Volume { cmd } => volumes::run(&c, cmd, cli.format).await,
-        Command::Docker(cmd) => run_docker(&c, cmd).await,
+        Command::Docker(cmd) => run_docker(&c, cmd, &cli.format).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,
         Command::Plugins { cmd } => {
             let (quiet, detailed, filters) = match cmd {
@@ -547,20 +571,40 @@ mod tests {
     fn old_global_shorts_before_the_verb_only() {
         assert_eq!(
             argv(&["berth", "-a", "/s", "-n", "ns", "ps", "-a", "-n", "2"]),
-            ["berth", "--address", "/s", "--namespace", "ns", "ps", "-a", "-n", "2"]
+            [
+                "berth",
+                "--address",
+                "/s",
+                "--namespace",
+                "ns",
+                "ps",
+                "-a",
+                "-n",
+                "2"
+            ]
         );
         assert_eq!(
             argv(&["berth", "-H", "/s", "run", "-h", "x", "img", "ls", "-a"]),
             ["berth", "-H", "/s", "run", "-h", "x", "img", "ls", "-a"]
+        );
+        assert_eq!(
+            argv(&["berth", "inspect", "-f", "{{.Id}}", "web"]),
+            ["berth", "inspect", "--format", "{{.Id}}", "web"]
+        );
+        assert_eq!(
+            argv(&["berth", "image", "inspect", "-f", "{{.Id}}", "bb"]),
+            ["berth", "image", "inspect", "--format", "{{.Id}}", "bb"]
+        );
+        assert_eq!(
+            argv(&["berth", "ps", "-f", "status=exited"]),
+            ["berth", "ps", "-f", "status=exited"]
         );
     }
 
     fn parses(words: &[&str]) -> super::Cli {
         use clap::FromArgMatches;
         let m = super::cli_command()
-            .try_get_matches_from(super::docker_argv(
-                words.iter().map(Into::into).collect(),
-            ))
+            .try_get_matches_from(super::docker_argv(words.iter().map(Into::into).collect()))
             .unwrap_or_else(|e| panic!("{words:?}: {e}"));
         super::Cli::from_arg_matches(&m).expect("cli")
     }

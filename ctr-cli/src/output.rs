@@ -4,13 +4,92 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use clap::ValueEnum;
 use tabwriter::TabWriter;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `--format`: `table` (the default), `json`, a Go template, or `table` and a template (a
+/// header line, columns aligned), as Docker takes it. The ctr-style commands know the
+/// first two; Docker's verbs all four.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
+    Template(String),
+    TableTemplate(String),
+}
+
+impl std::str::FromStr for Format {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Format, Self::Err> {
+        Ok(match s.trim() {
+            "" | "table" => Format::Table,
+            "json" => Format::Json,
+            t => match t.strip_prefix("table ") {
+                Some(rest) => Format::TableTemplate(rest.to_string()),
+                None => Format::Template(s.to_string()),
+            },
+        })
+    }
+}
+
+/// A list template's `\t` and `\n` as the tab and newline they stand for (as Docker's).
+fn escapes(t: &str) -> String {
+    t.replace("\\t", "\t").replace("\\n", "\n")
+}
+
+/// Prints a Docker list (`ps`, `images`): one JSON object per item with Docker's field
+/// names; `columns` are the default table's (field, header) pairs, and, with `headers`, name
+/// the headers of a `table` template's fields.
+pub fn docker_list(
+    format: &Format,
+    columns: &[(&str, &str)],
+    headers: &[(&str, &str)],
+    items: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    let field = |v: &serde_json::Value, k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    match format {
+        Format::Table => {
+            let header: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|v| columns.iter().map(|(k, _)| field(v, k)).collect())
+                .collect();
+            table(&header, &rows)
+        }
+        Format::Json => {
+            for v in items {
+                println!("{v}");
+            }
+            Ok(())
+        }
+        Format::Template(t) => {
+            let t = crate::template::Compiled::new(&escapes(t))?;
+            for v in items {
+                println!("{}", t.render(v)?);
+            }
+            Ok(())
+        }
+        Format::TableTemplate(t) => {
+            // The header: the template run on the fields' header names.
+            let names: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .chain(columns)
+                .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_string())))
+                .collect();
+            let t = crate::template::Compiled::new(&escapes(t))?;
+            let mut tw = TabWriter::new(std::io::stdout()).padding(3);
+            writeln!(tw, "{}", t.render(&serde_json::Value::Object(names))?)?;
+            for v in items {
+                writeln!(tw, "{}", t.render(v)?)?;
+            }
+            tw.flush()?;
+            Ok(())
+        }
+    }
 }
 
 /// Prints rows as tab-aligned columns under a header.
@@ -224,6 +303,29 @@ pub fn ago(ts: Option<&prost_types::Timestamp>) -> String {
             )
         }
         _ => "N/A".into(),
+    }
+}
+
+/// A time as Docker's lists print it (`2006-01-02 15:04:05 +0000 UTC`).
+pub fn go_time(t: std::time::SystemTime) -> String {
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    let text = text.trim_end_matches('Z');
+    let (date, time) = text.split_once('T').unwrap_or((text, ""));
+    format!("{date} {time} +0000 UTC")
+}
+
+/// Prints what an `inspect` found: a JSON array (the default), or the template run on each
+/// object, a line each (`-f`, as Docker's).
+pub fn inspected(format: &Format, objects: Vec<serde_json::Value>) -> anyhow::Result<()> {
+    match format {
+        Format::Template(t) | Format::TableTemplate(t) => {
+            let t = crate::template::Compiled::new(t)?;
+            for v in &objects {
+                println!("{}", t.render(v)?);
+            }
+            Ok(())
+        }
+        Format::Table | Format::Json => json(&serde_json::Value::Array(objects)),
     }
 }
 

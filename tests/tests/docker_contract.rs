@@ -1,7 +1,8 @@
 //! The docker CLI contract (issue 14), the parts built so far: Docker's short flags belong
 //! to the commands (`ps -aq`, `ps -n 1`, `images -qa`, `run -h NAME`, `logs -n`), berthd's
 //! socket is `-H/--host` (`--address` too), the namespace a long option, usage errors
-//! exit 125 as Docker's own errors do, and `--help` exits 0.
+//! exit 125 as Docker's own errors do, and `--help` exits 0; `ps` and `images` filters;
+//! Go templates in `inspect -f` and `ps`/`images --format` (plain, `table`, `json`).
 
 use std::process::Command;
 
@@ -26,7 +27,10 @@ fn dockers_short_flags_and_exit_codes() {
     let all = berth(&["ps", "-aq"]);
     assert_eq!(all, format!("{}\n{}\n", &second[..12], &first[..12]));
     assert_eq!(berth(&["ps", "-q"]), format!("{}\n", &second[..12]));
-    assert_eq!(berth(&["ps", "-q", "-n", "1"]), format!("{}\n", &second[..12]));
+    assert_eq!(
+        berth(&["ps", "-q", "-n", "1"]),
+        format!("{}\n", &second[..12])
+    );
     assert_eq!(berth(&["ps", "-ql"]), format!("{}\n", &second[..12]));
     assert_eq!(berth(&["ps", "-aq", "-n", "5"]).lines().count(), 2);
     // images -qa parses (no intermediate images: the same list as -q).
@@ -58,5 +62,76 @@ fn dockers_short_flags_and_exit_codes() {
     let help = d.berth(&["ps", "--help"]);
     assert_eq!(help.status.code(), Some(0), "{help:?}");
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
+    // Filters: a status filter sees stopped containers without -a.
+    assert_eq!(
+        berth(&["ps", "-aq", "-f", "status=exited"]),
+        format!("{}\n", &first[..12])
+    );
+    assert_eq!(
+        berth(&["ps", "-q", "--filter", "name=tw"]),
+        format!("{}\n", &second[..12])
+    );
+    assert_eq!(
+        berth(&["ps", "-q", "-f", "exited=0"]),
+        format!("{}\n", &first[..12])
+    );
+    assert_eq!(berth(&["ps", "-q", "-f", "exited=3"]), "");
+    assert_eq!(
+        berth(&["ps", "-aq", "-f", "ancestor=example.com/busybox"])
+            .lines()
+            .count(),
+        2
+    );
+    let bad = d.berth(&["ps", "-f", "colour=red"]);
+    assert_eq!(bad.status.code(), Some(125), "{bad:?}");
+    // Go templates: inspect -f, ps and images --format (plain, table, json).
+    assert_eq!(
+        berth(&["inspect", "-f", "{{.State.Status}} {{.Name}}", "one", "two"]),
+        "exited /one\nrunning /two\n"
+    );
+    let ip = berth(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "two"]);
+    assert!(ip.trim().starts_with(&d.network.prefix), "{ip}");
+    assert_eq!(
+        berth(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        "two running\none exited\n"
+    );
+    let table = berth(&["ps", "--format", "table {{.ID}}\t{{upper .Names}}"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(
+        lines[0].starts_with("CONTAINER ID") && lines[0].ends_with("NAMES"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(&second[..12]) && lines[1].ends_with("TWO"),
+        "{table}"
+    );
+    let json_line = berth(&["ps", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json_line.trim()).expect("one JSON object");
+    assert_eq!(v["Names"], "two");
+    assert_eq!(v["State"], "running");
+    // images: -q prints image IDs; templates name the repository and tag.
+    let ids = berth(&["images", "-q"]);
+    assert!(
+        ids.lines()
+            .all(|l| l.len() == 12 && l.chars().all(|c| c.is_ascii_hexdigit())),
+        "{ids}"
+    );
+    assert_eq!(
+        berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        format!("{IMAGE}\n")
+    );
+    assert_eq!(berth(&["images", "-q", "-f", "dangling=true"]), "");
+    assert_eq!(
+        berth(&["images", "-q", "-f", "reference=example.com/*"]),
+        ids
+    );
+    assert_eq!(berth(&["images", "-q", "-f", "reference=nope*"]), "");
+    let bad = d.berth(&["inspect", "-f", "{{.Name", "one"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("template parsing error"),
+        "{bad:?}"
+    );
     berth(&["rm", "-f", "one", "two"]);
 }

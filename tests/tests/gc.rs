@@ -533,7 +533,10 @@ fn bad_layers_fail_the_pull_and_leave_nothing_behind() {
         );
         assert!(err.contains(case.expect), "{}: {err}", case.name);
         // No image record.
-        let images = ok(&d.berth(&["images", "-q"]), "images");
+        let images = ok(
+            &d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+            "images",
+        );
         assert!(
             !images.contains(&r),
             "{}: image recorded: {images}",

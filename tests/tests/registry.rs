@@ -131,11 +131,27 @@ fn pull_images_inspect_push() {
         "tag",
     );
     assert!(
-        ok(&berth(&d, &auth, &["images", "-q"]), "images -q").contains("example.com/bb:tagged")
+        ok(
+            &berth(
+                &d,
+                &auth,
+                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
+            ),
+            "images"
+        )
+        .contains("example.com/bb:tagged")
     );
     ok(&berth(&d, &auth, &["rmi", "example.com/bb:tagged"]), "rmi");
     assert!(
-        !ok(&berth(&d, &auth, &["images", "-q"]), "images -q").contains("example.com/bb:tagged")
+        !ok(
+            &berth(
+                &d,
+                &auth,
+                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
+            ),
+            "images"
+        )
+        .contains("example.com/bb:tagged")
     );
 }
 
@@ -182,7 +198,17 @@ fn login_pull_from_basic_auth_registry() {
     );
     assert!(ok(&login, "login").contains("Login Succeeded"));
     ok(&berth(&d, &auth, &["pull", &r]), "pull after login");
-    assert!(ok(&berth(&d, &auth, &["images", "-q"]), "images").contains("private/busybox:1.35"));
+    assert!(
+        ok(
+            &berth(
+                &d,
+                &auth,
+                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
+            ),
+            "images"
+        )
+        .contains("private/busybox:1.35")
+    );
     // Push with the same credentials.
     ok(
         &berth(&d, &auth, &["push", &r, &reg.reference("private/copy:1")]),
@@ -270,8 +296,21 @@ fn save_rmi_load_round_trip_and_docker_archive() {
         ),
         "load docker archive",
     );
-    let images = ok(&berth(&d, &auth, &["-n", "dock", "images", "-q"]), "images");
-    assert!(images.contains("docker.io/library/mybox:7"), "{images}");
+    let images = ok(
+        &berth(
+            &d,
+            &auth,
+            &[
+                "-n",
+                "dock",
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+            ],
+        ),
+        "images",
+    );
+    assert_eq!(images, "mybox:7\n", "named as Docker names it");
     // Loaded images are unpacked into the default snapshotter, ready to run.
     let snaps = ok(
         &berth(&d, &auth, &["-n", "dock", "snapshots", "ls"]),

@@ -76,14 +76,103 @@ pub struct LsArgs {
     /// Every image (berth keeps no intermediate images: the same list).
     #[arg(short, long)]
     pub all: bool,
-    /// Print only image names.
+    /// Print only image IDs.
     #[arg(short, long)]
     pub quiet: bool,
     /// Show digests.
     #[arg(long)]
     pub digests: bool,
-    /// Filters (containerd syntax: name~=..., labels.k==v).
+    /// Don't truncate image IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Docker's filters: dangling=true|false, reference=PATTERN, label=KEY[=VALUE].
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// REPOSITORY[:TAG] to list, or containerd filters (name~=..., labels.k==v).
     pub filters: Vec<String>,
+}
+
+/// One of Docker's `images --filter`s.
+enum ImageFilter {
+    Dangling(bool),
+    Reference(String),
+    Label(String, Option<String>),
+}
+
+impl ImageFilter {
+    fn parse(f: &str) -> anyhow::Result<ImageFilter> {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            crate::exit::Exit::with(
+                125,
+                format!("bad format of filter (expected name=value): {f}"),
+            )
+        })?;
+        Ok(match k {
+            "dangling" => match v {
+                "true" | "1" => ImageFilter::Dangling(true),
+                "false" | "0" => ImageFilter::Dangling(false),
+                _ => {
+                    return Err(crate::exit::Exit::with(
+                        125,
+                        format!("Error response from daemon: Invalid filter 'dangling={v}'"),
+                    ));
+                }
+            },
+            "reference" => ImageFilter::Reference(v.to_string()),
+            "label" => match v.split_once('=') {
+                Some((k, v)) => ImageFilter::Label(k.to_string(), Some(v.to_string())),
+                None => ImageFilter::Label(v.to_string(), None),
+            },
+            _ => {
+                return Err(crate::exit::Exit::with(
+                    125,
+                    format!("Error response from daemon: invalid filter '{k}'"),
+                ));
+            }
+        })
+    }
+
+    /// Whether image `name` with `labels` passes. berth's images all have a name: none
+    /// is dangling.
+    fn matches(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match self {
+            ImageFilter::Dangling(d) => !d,
+            ImageFilter::Reference(pattern) => reference_matches(pattern, name),
+            ImageFilter::Label(k, v) => match v {
+                Some(v) => labels.get(k) == Some(v),
+                None => labels.contains_key(k),
+            },
+        }
+    }
+}
+
+/// Docker's `reference=` match: the pattern (with `*` wildcards) against the image's
+/// familiar name (`busybox:latest`) or its repository alone.
+fn reference_matches(pattern: &str, name: &str) -> bool {
+    let familiar = familiar(name);
+    let (repo, _) = repo_tag(&familiar);
+    glob(pattern, &familiar) || glob(pattern, &repo)
+}
+
+/// `docker.io/library/busybox:latest` as Docker shows it: `busybox:latest`.
+fn familiar(name: &str) -> String {
+    let n = name.strip_prefix("docker.io/").unwrap_or(name);
+    n.strip_prefix("library/").unwrap_or(n).to_string()
+}
+
+/// `*` matches any run of characters but `/`, as Go's path.Match.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != '/')
+                .any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    go(&p, &t)
 }
 
 fn short_id(digest: &str) -> String {
@@ -95,49 +184,116 @@ fn short_id(digest: &str) -> String {
 }
 
 pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> {
-    let images = list(c, args.filters).await?;
-    if args.quiet {
-        for i in &images {
-            println!("{}", i.name);
-        }
-        return Ok(());
-    }
-    let mut rows = Vec::new();
+    let filters: Vec<ImageFilter> = args
+        .filter
+        .iter()
+        .map(|f| ImageFilter::parse(f))
+        .collect::<anyhow::Result<_>>()?;
+    // Positional words: containerd filters, or Docker's REPOSITORY[:TAG].
+    let (containerd, references): (Vec<String>, Vec<String>) = args
+        .filters
+        .into_iter()
+        .partition(|f| ["==", "!=", "~="].iter().any(|op| f.contains(op)));
+    let images: Vec<pb::Image> = list(c, containerd)
+        .await?
+        .into_iter()
+        .filter(|i| filters.iter().all(|f| f.matches(&i.name, &i.labels)))
+        .filter(|i| {
+            references.iter().all(|r| {
+                let (repo, tag) = repo_tag(&familiar(&i.name));
+                let r = familiar(r);
+                match r.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                    Some((rr, rt)) => glob(rr, &repo) && glob(rt, &tag),
+                    None => glob(&r, &repo),
+                }
+            })
+        })
+        .collect();
+    let mut items = Vec::new();
     let mut json_rows = Vec::new();
     for img in &images {
         let target = img.target.clone().unwrap_or_default();
         let (repo, tag) = repo_tag(&img.name);
-        let (id, created, size) = match oci::resolve(c, &target).await {
-            Ok(r) => (
-                r.config_digest.clone(),
-                r.config["created"]
-                    .as_str()
-                    .map(output::ago_rfc3339)
-                    .unwrap_or_else(|| "N/A".into()),
-                r.size(),
+        let (id, created_at, created, size) = match oci::resolve(c, &target).await {
+            Ok(r) => {
+                let created = r.config["created"].as_str().map(str::to_string);
+                (
+                    r.config_digest.clone(),
+                    created.clone().unwrap_or_default(),
+                    created
+                        .as_deref()
+                        .map(output::ago_rfc3339)
+                        .unwrap_or_else(|| "N/A".into()),
+                    r.size(),
+                )
+            }
+            Err(_) => (
+                target.digest.clone(),
+                String::new(),
+                "N/A".into(),
+                target.size,
             ),
-            Err(_) => (target.digest.clone(), "N/A".into(), target.size),
         };
+        let shown_id = if args.no_trunc {
+            id.clone()
+        } else {
+            short_id(&id)
+        };
+        if args.quiet {
+            println!("{shown_id}");
+            continue;
+        }
         json_rows.push(json!({
             "name": img.name, "repository": repo, "tag": tag, "id": id,
             "digest": target.digest, "size": size, "labels": img.labels,
         }));
-        let mut row = vec![repo, tag];
-        if args.digests {
-            row.push(target.digest.clone());
-        }
-        row.extend([short_id(&id), created, human_size(size)]);
-        rows.push(row);
+        let created_at = humantime::parse_rfc3339_weak(&created_at)
+            .map(output::go_time)
+            .unwrap_or(created_at);
+        items.push(json!({
+            "Repository": repo,
+            "Tag": tag,
+            "ID": shown_id,
+            "Digest": target.digest,
+            "CreatedSince": created,
+            "CreatedAt": created_at,
+            "Size": human_size(size),
+            "VirtualSize": human_size(size),
+            "Containers": "N/A",
+            "SharedSize": "N/A",
+            "UniqueSize": "N/A",
+        }));
     }
+    if args.quiet {
+        return Ok(());
+    }
+    // `--format json` before templates: the ctr-style array berth printed first (kept for
+    // the scripts that read it).
     if format == Format::Json {
         return output::json(&Value::Array(json_rows));
     }
-    let mut header = vec!["REPOSITORY", "TAG"];
+    let mut columns = vec![("Repository", "REPOSITORY"), ("Tag", "TAG")];
     if args.digests {
-        header.push("DIGEST");
+        columns.push(("Digest", "DIGEST"));
     }
-    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-    output::table(&header, &rows)
+    columns.extend([
+        ("ID", "IMAGE ID"),
+        ("CreatedSince", "CREATED"),
+        ("Size", "SIZE"),
+    ]);
+    output::docker_list(
+        &format,
+        &columns,
+        &[
+            ("Digest", "DIGEST"),
+            ("CreatedAt", "CREATED AT"),
+            ("VirtualSize", "VIRTUAL SIZE"),
+            ("Containers", "CONTAINERS"),
+            ("SharedSize", "SHARED SIZE"),
+            ("UniqueSize", "UNIQUE SIZE"),
+        ],
+        &items,
+    )
 }
 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
@@ -156,7 +312,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             snapshotter,
         } => unmount(c, target, snapshotter).await,
         Cmd::Prune { all, force: _ } => prune(c, all).await,
-        Cmd::Inspect { names } => inspect(c, names).await,
+        Cmd::Inspect { names } => inspect(c, names, &format).await,
         Cmd::History { name, no_trunc } => history(c, &name, no_trunc).await,
     }
 }
@@ -220,7 +376,7 @@ async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
 }
 
 /// `image inspect`: the images as Docker's inspect shows them, one JSON array.
-async fn inspect(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
+async fn inspect(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for name in names {
         let img = get(c, &name).await?;
@@ -244,7 +400,7 @@ async fn inspect(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
             "Labels": img.labels,
         }));
     }
-    output::json(&Value::Array(out))
+    output::inspected(format, out)
 }
 
 /// `image history`: one row per history entry, newest first (sizes from the layers, in

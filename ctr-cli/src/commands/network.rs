@@ -100,7 +100,7 @@ pub enum Cmd {
     },
 }
 
-pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
+pub async fn run(c: &Client, cmd: Cmd, format: &output::Format) -> anyhow::Result<()> {
     match cmd {
         Cmd::Create {
             driver,
@@ -136,7 +136,7 @@ pub async fn run(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             no_trunc,
             filters,
         } => ls(c, quiet, no_trunc, &filters).await,
-        Cmd::Inspect { networks } => inspect(c, &networks).await,
+        Cmd::Inspect { networks } => inspect(c, &networks, format).await,
         Cmd::Rm { networks, force } => rm(c, &networks, force).await,
         Cmd::Prune { force, filters } => prune(c, force, filters).await,
         Cmd::Connect {
@@ -397,7 +397,7 @@ fn inspect_json(n: &pb::Network, names: &BTreeMap<String, String>) -> Value {
     })
 }
 
-async fn inspect(c: &Client, keys: &[String]) -> anyhow::Result<()> {
+async fn inspect(c: &Client, keys: &[String], format: &output::Format) -> anyhow::Result<()> {
     let names: BTreeMap<String, String> = containers::list_all(c)
         .await?
         .into_iter()
@@ -417,7 +417,7 @@ async fn inspect(c: &Client, keys: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    output::json(&Value::Array(out))?;
+    output::inspected(format, out)?;
     if failed {
         return Err(Exit::with(1, ""));
     }

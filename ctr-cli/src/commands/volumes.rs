@@ -224,7 +224,12 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
                     }
                 }
             }
-            print_json(&Value::Array(out))?;
+            match &format {
+                Format::Template(_) | Format::TableTemplate(_) => {
+                    crate::output::inspected(&format, out)?
+                }
+                _ => print_json(&Value::Array(out))?,
+            }
             if failed {
                 return Err(Exit::with(1, ""));
             }

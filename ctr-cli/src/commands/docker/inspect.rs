@@ -13,7 +13,7 @@ use crate::client::tasks::{self, state_name};
 use crate::client::{Client, networks, supervisor};
 use crate::exit::Exit;
 use crate::labels;
-use crate::output::{self, to_time};
+use crate::output::{self, Format, to_time};
 
 /// Docker's zero time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -186,7 +186,7 @@ async fn network_settings(c: &Client, ct: &pb::Container) -> Value {
     top
 }
 
-pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut failed = false;
     for name in &names {
@@ -210,7 +210,7 @@ pub async fn run(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
             }
         }
     }
-    output::json(&Value::Array(out))?;
+    output::inspected(format, out)?;
     if failed {
         return Err(Exit::with(1, ""));
     }

@@ -12,7 +12,8 @@ use crate::client::containers::{docker_config, list_all, name_of, short_id, spec
 use crate::client::docker::restarting;
 use crate::client::tasks::{self, state_name};
 use crate::client::{Client, networks, status};
-use crate::output::{self, human_duration, to_time};
+use crate::exit::Exit;
+use crate::output::{self, Format, human_duration, to_time};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -25,12 +26,90 @@ pub struct Args {
     /// Show the latest created container (every state).
     #[arg(short, long)]
     pub latest: bool,
+    /// Filters: status=, name=, id=, label=KEY[=VALUE], ancestor=IMAGE, exited=CODE.
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
     /// Only the ids.
     #[arg(short, long)]
     pub quiet: bool,
     /// Don't truncate ids and commands.
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+/// `ps --filter`s: the values of one key are alternatives, the keys all apply.
+#[derive(Default)]
+struct PsFilters(std::collections::BTreeMap<String, Vec<String>>);
+
+impl PsFilters {
+    fn parse(args: &[String]) -> anyhow::Result<PsFilters> {
+        let mut f = PsFilters::default();
+        for a in args {
+            let (k, v) = a.split_once('=').ok_or_else(|| {
+                Exit::with(
+                    125,
+                    format!("bad format of filter (expected name=value): {a}"),
+                )
+            })?;
+            if !["status", "name", "id", "label", "ancestor", "exited"].contains(&k) {
+                return Err(Exit::with(
+                    125,
+                    format!("Error response from daemon: invalid filter '{k}'"),
+                ));
+            }
+            const STATES: [&str; 7] = [
+                "created",
+                "restarting",
+                "running",
+                "removing",
+                "paused",
+                "exited",
+                "dead",
+            ];
+            if k == "status" && !STATES.contains(&v) {
+                return Err(Exit::with(
+                    125,
+                    format!("Error response from daemon: invalid filter 'status={v}'"),
+                ));
+            }
+            f.0.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(f)
+    }
+
+    fn sees_stopped(&self) -> bool {
+        self.0.contains_key("status") || self.0.contains_key("exited")
+    }
+
+    fn matches(&self, ct: &pb::Container, t: Option<&Process>, state: &str) -> bool {
+        self.0.iter().all(|(k, values)| {
+            values.iter().any(|v| match k.as_str() {
+                "status" => v == state,
+                "name" => name_of(ct).contains(v.as_str()),
+                "id" => ct.id.starts_with(v.as_str()),
+                "label" => match v.split_once('=') {
+                    Some((k, v)) => ct.labels.get(k).map(String::as_str) == Some(v),
+                    None => ct.labels.contains_key(v),
+                },
+                "ancestor" => {
+                    let image = image_of(ct);
+                    let short = |s: &str| {
+                        let s = s.strip_prefix("docker.io/").unwrap_or(s);
+                        s.strip_prefix("library/").unwrap_or(s).to_string()
+                    };
+                    let (have, want) = (short(&image), short(v));
+                    have == want
+                        || have.strip_suffix(":latest") == Some(want.as_str())
+                        || image == *v
+                }
+                "exited" => {
+                    state == "exited"
+                        && t.is_some_and(|t| v.parse::<u32>().ok() == Some(t.exit_status))
+                }
+                _ => false,
+            })
+        })
+    }
 }
 
 fn since(t: SystemTime, now: SystemTime) -> Duration {
@@ -150,7 +229,7 @@ fn ports_text(endpoints: Option<&Vec<NetEndpoint>>) -> String {
         .join(", ")
 }
 
-pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
+pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> {
     let mut list = list_all(c).await?;
     let tasks = tasks_by_container(c).await?;
     list.sort_by_key(|ct| {
@@ -161,9 +240,11 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         )
     });
+    let filters = PsFilters::parse(&args.filter)?;
     // `-n N` / `-l`: the N last created, whatever their state (the list is newest first).
     let limit = if args.latest { Some(1) } else { args.last };
-    let all = args.all || limit.is_some();
+    // A status or exit-code filter looks at every container, as Docker's.
+    let all = args.all || limit.is_some() || filters.sees_stopped();
     if let Some(n) = limit {
         list.truncate(n);
     }
@@ -173,13 +254,17 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
     } else {
         networks::endpoints_by_container(c, list.iter().flat_map(networks::networks_of)).await
     };
-    let mut rows = Vec::new();
+    let mut items = Vec::new();
     for ct in &list {
         let t = tasks.get(&ct.id);
         let state = state_name(t);
         // Docker counts a container waiting to be restarted as running.
         let restarting = state == "exited" && restarting(c, ct).await?;
         if !all && state != "running" && state != "paused" && !restarting {
+            continue;
+        }
+        let shown_state = if restarting { "restarting" } else { state };
+        if !filters.matches(ct, t, shown_state) {
             continue;
         }
         let id = if args.no_trunc {
@@ -197,31 +282,50 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
         } else {
             ellipsis(&cmd, 20)
         };
-        let created = to_time(ct.created_at.as_ref())
-            .map(|t| format!("{} ago", human_duration(since(t, now))))
-            .unwrap_or_default();
-        rows.push(vec![
-            id,
-            image_of(ct),
-            format!("{cmd:?}"),
-            created,
-            status_text(t, started_at(ct), restarting, now),
-            ports_text(endpoints.get(&ct.id)),
-            name_of(ct),
-        ]);
+        let created = to_time(ct.created_at.as_ref());
+        let networks = networks::networks_of(ct);
+        let labels: Vec<String> = ct.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        items.push(serde_json::json!({
+            "ID": id,
+            "Image": image_of(ct),
+            "Command": format!("{cmd:?}"),
+            "CreatedAt": created.map(output::go_time).unwrap_or_default(),
+            "RunningFor": created
+                .map(|t| format!("{} ago", human_duration(since(t, now))))
+                .unwrap_or_default(),
+            "Status": status_text(t, started_at(ct), restarting, now),
+            "State": shown_state,
+            "Ports": ports_text(endpoints.get(&ct.id)),
+            "Names": name_of(ct),
+            "Labels": labels.join(","),
+            "Networks": networks.join(","),
+            "Mounts": "",
+            "LocalVolumes": "0",
+            "Size": "",
+        }));
     }
     if !args.quiet {
-        output::table(
+        output::docker_list(
+            format,
             &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "PORTS",
-                "NAMES",
+                ("ID", "CONTAINER ID"),
+                ("Image", "IMAGE"),
+                ("Command", "COMMAND"),
+                ("RunningFor", "CREATED"),
+                ("Status", "STATUS"),
+                ("Ports", "PORTS"),
+                ("Names", "NAMES"),
             ],
-            &rows,
+            &[
+                ("CreatedAt", "CREATED AT"),
+                ("State", "STATE"),
+                ("Labels", "LABELS"),
+                ("Networks", "NETWORKS"),
+                ("Mounts", "MOUNTS"),
+                ("LocalVolumes", "LOCAL VOLUMES"),
+                ("Size", "SIZE"),
+            ],
+            &items,
         )?;
     }
     Ok(())
