@@ -129,19 +129,24 @@ enum Command {
     },
     /// Save images to a tar archive (OCI layout with a Docker manifest.json).
     Save {
+        /// Write to this file (default: stdout).
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         #[arg(long)]
         platform: Option<String>,
         images: Vec<String>,
     },
     /// Load images from a tar archive (OCI layout or `docker save` format).
     Load {
+        /// Read from this file (default: stdin).
         #[arg(short, long)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Name for images the archive only tags.
         #[arg(long)]
         base_name: Option<String>,
+        /// Don't print what was loaded.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Store credentials for a registry.
     Login {
@@ -486,7 +491,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             platform,
             images,
         } => registry::save(&c, images, output, platform).await,
-        Command::Load { input, base_name } => registry::load(&c, input, base_name).await,
+        Command::Load {
+            input,
+            base_name,
+            quiet,
+        } => registry::load(&c, input, base_name, quiet).await,
         Command::Login { .. } | Command::Logout { .. } => Ok(()),
         Command::Rmi { names } => {
             images::run(&c, images::Cmd::Rm { names, sync: false }, cli.format).await

@@ -135,3 +135,42 @@ fn dockers_short_flags_and_exit_codes() {
     );
     berth(&["rm", "-f", "one", "two"]);
 }
+
+/// `save` without `-o` writes the archive to stdout, `load` without `-i` reads stdin and
+/// says what it loaded, as Docker's do: `berth save IMG | gzip > x.tgz`, `berth load < x`.
+#[test]
+fn save_to_stdout_and_load_from_stdin() {
+    let (d, work) = Daemon::with_busybox();
+    let sock = d.address.display().to_string();
+    let berth = bin("berth").display().to_string();
+    let tgz = work.path().join("bb.tgz");
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("BERTH_ADDRESS", &sock)
+            .env("B", &berth)
+            .env("F", &tgz)
+            .env("IMG", IMAGE)
+            .output()
+            .expect("sh");
+        ok(&out, script)
+    };
+    sh("\"$B\" save \"$IMG\" | gzip > \"$F\"");
+    ok(&d.berth(&["rmi", IMAGE]), "rmi");
+    assert_eq!(
+        sh("gunzip -c \"$F\" | \"$B\" load"),
+        format!("Loaded image: {IMAGE}\n")
+    );
+    assert_eq!(sh("gunzip -c \"$F\" | \"$B\" load -q"), "");
+    assert_eq!(
+        ok(&d.berth(&["run", "--rm", IMAGE, "echo", "back"]), "run"),
+        "back\n"
+    );
+    // `-o -` is stdout too: an OCI layout with Docker's manifest.json.
+    let names = sh("\"$B\" save -o - \"$IMG\" | tar -t");
+    assert!(
+        names.lines().any(|l| l == "index.json") && names.lines().any(|l| l == "manifest.json"),
+        "{names}"
+    );
+}

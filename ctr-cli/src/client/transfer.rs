@@ -90,7 +90,7 @@ pub fn answer_auth(mut s: Stream, lookup: CredentialLookup) {
 }
 
 /// Shows transfer progress: bars on a terminal, one line per state change otherwise.
-pub fn show_progress(s: Stream) -> tokio::task::JoinHandle<()> {
+pub fn show_progress(s: Stream) -> tokio::task::JoinHandle<Vec<String>> {
     tokio::spawn(async move {
         // Own the whole stream (its sender too): dropping the sender would end the stream.
         let mut s = s;
@@ -103,10 +103,14 @@ pub fn show_progress(s: Stream) -> tokio::task::JoinHandle<()> {
         .progress_chars("=> ");
         let mut bars: HashMap<String, ProgressBar> = HashMap::new();
         let mut last_event: HashMap<String, String> = HashMap::new();
+        let mut saved: Vec<String> = Vec::new();
         while let Ok(Some(msg)) = s.rx.message().await {
             let Some(p) = unpack::<tt::Progress>(&msg) else {
                 continue;
             };
+            if p.event == "saved" && !saved.contains(&p.name) {
+                saved.push(p.name.clone());
+            }
             let label = p
                 .desc
                 .as_ref()
@@ -143,6 +147,7 @@ pub fn show_progress(s: Stream) -> tokio::task::JoinHandle<()> {
         for b in bars.values() {
             b.finish();
         }
+        saved
     })
 }
 
@@ -154,16 +159,35 @@ fn short(digest: &str) -> String {
         .collect()
 }
 
-/// Sends a file as `Data` messages within the receiver's windows, then closes the stream.
-pub fn send_file(
-    mut s: Stream,
-    path: std::path::PathBuf,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+/// Where an archive comes from or goes to: a file, or the CLI's stdin / stdout (`-`).
+pub enum Endpoint {
+    File(std::path::PathBuf),
+    Std,
+}
+
+impl Endpoint {
+    fn name(&self) -> String {
+        match self {
+            Endpoint::File(p) => p.display().to_string(),
+            Endpoint::Std => "-".to_string(),
+        }
+    }
+}
+
+/// Sends a file (or stdin) as `Data` messages within the receiver's windows, then closes
+/// the stream.
+pub fn send_file(mut s: Stream, from: Endpoint) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut f = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("open {}", path.display()))?;
+        use tokio::io::{AsyncRead, AsyncReadExt};
+        let what = from.name();
+        let mut f: Box<dyn AsyncRead + Unpin + Send> = match &from {
+            Endpoint::File(path) => Box::new(
+                tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("open {what}"))?,
+            ),
+            Endpoint::Std => Box::new(tokio::io::stdin()),
+        };
         let mut window: i64 = 0;
         let mut buf = vec![0u8; 32 * 1024];
         loop {
@@ -181,7 +205,7 @@ pub fn send_file(
             let n = f
                 .read(&mut buf[..max])
                 .await
-                .with_context(|| format!("read {}", path.display()))?;
+                .with_context(|| format!("read {what}"))?;
             if n == 0 {
                 // End of data: close only our sending side, and let the daemon end the
                 // stream once it has everything. Dropping the whole stream here would reset
@@ -200,17 +224,24 @@ pub fn send_file(
     })
 }
 
-/// Receives `Data` messages into a file, granting windows as containerd's receiver does.
-pub fn receive_file(
-    mut s: Stream,
-    path: std::path::PathBuf,
-) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+/// Receives `Data` messages into a file (or stdout), granting windows as containerd's
+/// receiver does.
+pub fn receive_file(mut s: Stream, to: Endpoint) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncWrite, AsyncWriteExt};
         const WINDOW: i32 = 64 * 1024;
-        let mut f = tokio::fs::File::create(&path)
-            .await
-            .with_context(|| format!("create {}", path.display()))?;
+        let what = to.name();
+        let mut file = None;
+        let mut f: Box<dyn AsyncWrite + Unpin + Send> = match &to {
+            Endpoint::File(path) => {
+                let created = tokio::fs::File::create(path)
+                    .await
+                    .with_context(|| format!("create {what}"))?;
+                file = Some(created.try_clone().await?);
+                Box::new(created)
+            }
+            Endpoint::Std => Box::new(tokio::io::stdout()),
+        };
         let mut window: i64 = 0;
         let mut total = 0u64;
         loop {
@@ -229,7 +260,7 @@ pub fn receive_file(
                         total += d.data.len() as u64;
                         f.write_all(&d.data)
                             .await
-                            .with_context(|| format!("write {}", path.display()))?;
+                            .with_context(|| format!("write {what}"))?;
                     }
                 }
                 Ok(Ok(None)) => break,
@@ -238,7 +269,9 @@ pub fn receive_file(
             }
         }
         f.flush().await?;
-        f.sync_all().await?;
+        if let Some(file) = file {
+            file.sync_all().await?;
+        }
         Ok(total)
     })
 }
@@ -273,12 +306,13 @@ pub fn resolver(auth_stream: String, plain_http: bool) -> tt::RegistryResolver {
     }
 }
 
-/// Runs one transfer from `source` to `destination`, its progress shown here.
+/// Runs one transfer from `source` to `destination`, its progress shown here; returns the
+/// names the progress reported saved.
 pub async fn run_transfer(
     c: &Client,
     source: prost_types::Any,
     destination: prost_types::Any,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let progress = open(c).await?;
     let progress_id = progress.id.clone();
     let shown = show_progress(progress);
@@ -292,8 +326,8 @@ pub async fn run_transfer(
         }))
         .await
         .map_err(status)?;
-    let _ = shown.await;
-    Ok(())
+    // What the progress called "saved" (an import's images, by name).
+    Ok(shown.await.unwrap_or_default())
 }
 
 /// Opens a stream that answers the daemon's credential requests from our credential store;
@@ -334,5 +368,7 @@ pub async fn fetch(
         all_metadata: all_platforms,
         ..Default::default()
     };
-    run_transfer(c, any(&source), any(&destination)).await
+    run_transfer(c, any(&source), any(&destination))
+        .await
+        .map(drop)
 }

@@ -1,6 +1,7 @@
 //! `berth pull|push|save|load|login|logout`: images in and out of berthd through the
 //! Transfer service, with progress and credentials over client-opened streams.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -53,16 +54,30 @@ pub async fn push(
 pub async fn save(
     c: &Client,
     images: Vec<String>,
-    output: PathBuf,
+    output: Option<PathBuf>,
     platform_arg: Option<String>,
 ) -> anyhow::Result<()> {
     if images.is_empty() {
         anyhow::bail!("name at least one image to save");
     }
+    // No -o: the archive goes to stdout, unless that is a terminal (as Docker's).
+    let output = output.filter(|o| o.as_os_str() != "-");
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(crate::exit::Exit::with(
+            1,
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect",
+        ));
+    }
     let stream = transfer::open(c).await?;
     let stream_id = stream.id.clone();
-    let tmp = output.with_extension("berth-partial");
-    let received = transfer::receive_file(stream, tmp.clone());
+    let tmp = output.as_ref().map(|o| o.with_extension("berth-partial"));
+    let received = transfer::receive_file(
+        stream,
+        match &tmp {
+            Some(t) => transfer::Endpoint::File(t.clone()),
+            None => transfer::Endpoint::Std,
+        },
+    );
     let source = tt::ImageStore {
         name: images[0].clone(),
         extra_references: images[1..]
@@ -94,21 +109,44 @@ pub async fn save(
     };
     let result = run_transfer(c, any(&source), any(&destination)).await;
     let bytes = received.await.context("receive task")?;
-    if let Err(e) = result.and(bytes.map(|_| ())) {
-        let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = result.and(bytes.map(|_| Vec::<String>::new())) {
+        if let Some(tmp) = &tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
         return Err(e);
     }
-    std::fs::rename(&tmp, &output).with_context(|| format!("rename to {}", output.display()))?;
+    if let (Some(tmp), Some(output)) = (&tmp, &output) {
+        std::fs::rename(tmp, output).with_context(|| format!("rename to {}", output.display()))?;
+    }
     Ok(())
 }
 
-pub async fn load(c: &Client, input: PathBuf, base_name: Option<String>) -> anyhow::Result<()> {
-    if !input.is_file() {
-        anyhow::bail!("{} is not a file", input.display());
-    }
+pub async fn load(
+    c: &Client,
+    input: Option<PathBuf>,
+    base_name: Option<String>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    // No -i: the archive comes on stdin, which must not be a terminal (as Docker's).
+    let input = input.filter(|i| i.as_os_str() != "-");
+    let from = match input {
+        Some(input) => {
+            if !input.is_file() {
+                anyhow::bail!("{} is not a file", input.display());
+            }
+            transfer::Endpoint::File(input)
+        }
+        None if std::io::stdin().is_terminal() => {
+            return Err(crate::exit::Exit::with(
+                1,
+                "requested load from stdin, but stdin is empty",
+            ));
+        }
+        None => transfer::Endpoint::Std,
+    };
     let stream = transfer::open(c).await?;
     let stream_id = stream.id.clone();
-    let sent = transfer::send_file(stream, input);
+    let sent = transfer::send_file(stream, from);
     let source = tt::ImageImportStream {
         stream: stream_id,
         media_type: "application/x-tar".into(),
@@ -122,9 +160,21 @@ pub async fn load(c: &Client, input: PathBuf, base_name: Option<String>) -> anyh
     };
     let result = run_transfer(c, any(&source), any(&destination)).await;
     let sent = sent.await.context("send task")?;
-    result?;
+    let saved = result?;
     sent?;
+    if !quiet {
+        // As Docker reports a load; "archive" is the upload's own progress.
+        for name in saved.iter().filter(|n| n.as_str() != "archive") {
+            println!("Loaded image: {}", familiar(name));
+        }
+    }
     Ok(())
+}
+
+/// An image name as Docker shows it (`docker.io/library/busybox:latest` is `busybox:latest`).
+fn familiar(name: &str) -> &str {
+    let n = name.strip_prefix("docker.io/").unwrap_or(name);
+    n.strip_prefix("library/").unwrap_or(n)
 }
 
 pub fn login(
