@@ -105,7 +105,21 @@ enum Command {
         cmd: images::Cmd,
     },
     /// Remove images.
-    Rmi { names: Vec<String> },
+    Rmi {
+        /// Remove images containers use too.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Give an image another name (Docker's normalization: `zz` is `zz:latest`).
+    Tag { source: String, target: String },
+    /// Show the history of an image.
+    History {
+        name: String,
+        #[arg(long)]
+        no_trunc: bool,
+    },
     /// Pull an image from a registry.
     Pull {
         reference: String,
@@ -497,8 +511,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
         } => registry::load(&c, input, base_name, quiet).await,
         Command::Login { .. } | Command::Logout { .. } => Ok(()),
-        Command::Rmi { names } => {
-            images::run(&c, images::Cmd::Rm { names, sync: false }, cli.format).await
+        Command::Rmi { force, names } => {
+            let cmd = images::Cmd::Rm {
+                names,
+                force,
+                sync: false,
+            };
+            images::run(&c, cmd, cli.format).await
+        }
+        Command::Tag { source, target } => {
+            images::run(&c, images::Cmd::Tag { source, target }, cli.format).await
+        }
+        Command::History { name, no_trunc } => {
+            images::run(&c, images::Cmd::History { name, no_trunc }, cli.format).await
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,

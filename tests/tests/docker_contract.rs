@@ -174,3 +174,44 @@ fn save_to_stdout_and_load_from_stdin() {
         "{names}"
     );
 }
+
+/// Image names read as Docker reads them (`tag bb zz` is `zz:latest`; `rmi zz:latest`,
+/// `run zz` find it); `rmi` refuses an image a container uses unless `-f`; `inspect` and
+/// the top-level `tag`/`history` take images.
+#[test]
+fn image_names_tags_and_removal() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&["tag", IMAGE, "zz"]);
+    berth(&["image", "tag", IMAGE, "example.com/yy"]);
+    let names = berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, [IMAGE, "example.com/yy:latest", "zz:latest"]);
+    assert_eq!(berth(&["run", "--rm", "zz", "echo", "zz"]), "zz\n");
+    // inspect falls back to images; history is a top-level verb too.
+    let id = berth(&["inspect", "-f", "{{.Id}}", "zz:latest"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(berth(&["history", "zz"]).starts_with("IMAGE"));
+    // A container made from yy holds it: rmi refuses, rmi -f removes the name.
+    berth(&["create", "--name", "holder", "example.com/yy", "true"]);
+    let refused = d.berth(&["rmi", "example.com/yy"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("conflict: unable to remove repository reference \"example.com/yy\" (must force) - container"),
+        "{err}"
+    );
+    assert_eq!(
+        berth(&["rmi", "-f", "example.com/yy"]),
+        "Untagged: example.com/yy\n"
+    );
+    assert_eq!(berth(&["rmi", "zz:latest"]), "Untagged: zz:latest\n");
+    let gone = d.berth(&["rmi", "zz"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("No such image: zz"),
+        "{gone:?}"
+    );
+    berth(&["rm", "holder"]);
+}

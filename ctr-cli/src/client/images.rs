@@ -23,6 +23,21 @@ pub async fn get(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
         .unwrap_or_default())
 }
 
+/// The image `name` names as Docker reads a name: as given, else normalized (`busybox` is
+/// `docker.io/library/busybox:latest`, `host:5000/repo` is `host:5000/repo:latest`).
+pub async fn find(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
+    match get(c, name).await {
+        Ok(img) => Ok(img),
+        Err(e) => {
+            let normalized = crate::commands::docker::run::normalize(name);
+            if normalized == name {
+                return Err(e);
+            }
+            get(c, &normalized).await.map_err(|_| e)
+        }
+    }
+}
+
 /// Every image of the namespace matching `filters`.
 pub async fn list(c: &Client, filters: Vec<String>) -> anyhow::Result<Vec<pb::Image>> {
     Ok(api(c)

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::images::{api, get, list};
+use crate::client::images::{api, find, list};
 use crate::client::{Client, containers, gone_ok, snapshots, status, usage};
 use crate::labels;
 use crate::oci::{self, human_size, repo_tag};
@@ -23,6 +23,9 @@ pub enum Cmd {
     #[command(alias = "remove", alias = "delete")]
     Rm {
         names: Vec<String>,
+        /// Remove images containers use too.
+        #[arg(short, long)]
+        force: bool,
         /// Wait until what the images held is released.
         #[arg(long)]
         sync: bool,
@@ -299,7 +302,7 @@ pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     match cmd {
         Cmd::Ls(args) => ls(c, args, format).await,
-        Cmd::Rm { names, sync } => rm(c, names, sync).await,
+        Cmd::Rm { names, force, sync } => rm(c, names, force, sync).await,
         Cmd::Tag { source, target } => tag(c, &source, target).await,
         Cmd::Mount {
             name,
@@ -317,15 +320,42 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
     }
 }
 
-async fn rm(c: &Client, names: Vec<String>, sync: bool) -> anyhow::Result<()> {
+async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::Result<()> {
     let api = api(c);
+    let containers = if force {
+        Vec::new()
+    } else {
+        containers::list_all(c).await?
+    };
     output::remove_each(
         names,
         |name| {
             let mut api = api.clone();
+            let containers = &containers;
             async move {
+                // The record the name reads as (Docker's normalization).
+                let found = match find(c, &name).await {
+                    Ok(img) => img,
+                    Err(_) => {
+                        return Err(tonic::Status::not_found(format!(
+                            "No such image: {name}"
+                        )));
+                    }
+                };
+                // An image a container was made from stays, unless forced (as Docker).
+                if let Some(ct) = containers.iter().find(|ct| ct.image == found.name) {
+                    let id = found
+                        .target
+                        .as_ref()
+                        .map(|t| short_id(&t.digest))
+                        .unwrap_or_default();
+                    return Err(tonic::Status::failed_precondition(format!(
+                        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {id}",
+                        crate::client::containers::short_id(&ct.id)
+                    )));
+                }
                 api.delete(c.req(pb::DeleteImageRequest {
-                    name,
+                    name: found.name,
                     sync,
                     target: None,
                 }))
@@ -343,7 +373,9 @@ async fn rm(c: &Client, names: Vec<String>, sync: bool) -> anyhow::Result<()> {
 /// `image tag`: a record named `target` for the source's image (its target moved there
 /// when `target` exists already).
 async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
-    let src = get(c, source).await?;
+    let src = find(c, source).await?;
+    // Docker's normalization: `zz` is `docker.io/library/zz:latest`, shown as `zz:latest`.
+    let target = crate::commands::docker::run::normalize(&target);
     let image = pb::Image {
         name: target,
         labels: src.labels.clone(),
@@ -379,11 +411,19 @@ async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
 async fn inspect(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for name in names {
-        let img = get(c, &name).await?;
+        out.push(image_json(c, &name).await?);
+    }
+    output::inspected(format, out)
+}
+
+/// An image as Docker's inspect shows it.
+pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
+    {
+        let img = find(c, name).await?;
         let target = img.target.clone().unwrap_or_default();
         let r = oci::resolve(c, &target).await?;
         let (repo, _) = repo_tag(&img.name);
-        out.push(json!({
+        Ok(json!({
             "Id": r.config_digest,
             "RepoTags": [img.name],
             "RepoDigests": [format!("{repo}@{}", target.digest)],
@@ -398,15 +438,14 @@ async fn inspect(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
             "Manifest": r.manifest_digest,
             "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
             "Labels": img.labels,
-        }));
+        }))
     }
-    output::inspected(format, out)
 }
 
 /// `image history`: one row per history entry, newest first (sizes from the layers, in
 /// order, for the entries that made one); the layers alone when the config has no history.
 async fn history(c: &Client, name: &str, no_trunc: bool) -> anyhow::Result<()> {
-    let img = get(c, name).await?;
+    let img = find(c, name).await?;
     let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
     let layers = r.manifest["layers"].as_array().cloned().unwrap_or_default();
     let history = r.config["history"].as_array().cloned().unwrap_or_default();
@@ -469,7 +508,7 @@ async fn mount(
     rw: bool,
     snapshotter: String,
 ) -> anyhow::Result<()> {
-    let img = get(c, name).await?;
+    let img = find(c, name).await?;
     let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
     let parent = r
         .chain_ids()

@@ -204,10 +204,14 @@ pub async fn run(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
                 v["NetworkSettings"] = network_settings(c, &ct).await;
                 out.push(v);
             }
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                failed = true;
-            }
+            // Not a container: an image of that name, as Docker's inspect looks for both.
+            Err(e) => match crate::commands::images::image_json(c, name).await {
+                Ok(v) => out.push(v),
+                Err(_) => {
+                    eprintln!("berth: {e:#}");
+                    failed = true;
+                }
+            },
         }
     }
     output::inspected(format, out)?;
