@@ -72,8 +72,13 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::network::Cmd,
     },
-    /// Manage container records.
-    #[command(alias = "container", alias = "c")]
+    /// Manage containers (Docker's management command: ls, inspect, rm, prune, run...).
+    Container {
+        #[command(subcommand)]
+        cmd: ContainerCmd,
+    },
+    /// Manage container records (ctr style).
+    #[command(alias = "c")]
     Containers {
         #[command(subcommand)]
         cmd: containers::Cmd,
@@ -305,6 +310,42 @@ enum DockerCmd {
     },
 }
 
+/// `berth container ...`: Docker's container verbs under its management command.
+#[derive(Subcommand, Debug)]
+enum ContainerCmd {
+    /// List containers (`container ps` too).
+    #[command(alias = "list")]
+    Ls(docker::ps::Args),
+    /// Remove every stopped container.
+    Prune {
+        /// Don't ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Run a command in a running container.
+    Exec(docker::exec::ExecArgs),
+    /// Show the processes of a container.
+    Top(docker::top::TopArgs),
+    /// Show containers' resource usage.
+    Stats(docker::stats::StatsArgs),
+    /// Copy files and directories between a container and the host.
+    Cp(docker::cp::CpArgs),
+    #[command(flatten)]
+    Docker(DockerCmd),
+}
+
+async fn run_container(c: &Client, cmd: ContainerCmd, format: &Format) -> anyhow::Result<()> {
+    match cmd {
+        ContainerCmd::Ls(args) => docker::ps::run(c, args, format).await,
+        ContainerCmd::Prune { force } => docker::lifecycle::prune(c, force).await,
+        ContainerCmd::Exec(args) => docker::exec::run(c, args).await,
+        ContainerCmd::Top(args) => docker::top::run(c, args).await,
+        ContainerCmd::Stats(args) => docker::stats::run(c, args).await,
+        ContainerCmd::Cp(args) => docker::cp::run(c, args).await,
+        ContainerCmd::Docker(cmd) => run_docker(c, cmd, format).await,
+    }
+}
+
 async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Result<()> {
     use docker::{inspect, lifecycle, logs, ps, run};
     match cmd {
@@ -367,7 +408,7 @@ fn docker_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                     .map(String::as_str)
                     .collect::<Vec<_>>()
                     .as_slice(),
-                ["inspect", ..] | ["image" | "network" | "volume", "inspect", ..]
+                ["inspect", ..] | ["image" | "network" | "volume" | "container", "inspect", ..]
             );
             if !s.starts_with('-') && words.len() < 2 {
                 words.push(s.clone());
@@ -480,6 +521,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespaces { cmd } => namespaces::run(&c, cmd, cli.format).await,
         Command::Network { cmd } => commands::network::run(&c, cmd, &cli.format).await,
         Command::Containers { cmd } => containers::run(&c, cmd, cli.format).await,
+        Command::Container { cmd } => run_container(&c, cmd, &cli.format).await,
         Command::Leases { cmd } => leases::run(&c, cmd, cli.format).await,
         Command::Content { cmd } => content::run(&c, cmd, cli.format).await,
         Command::Tasks { cmd } => tasks::run(&c, cmd, cli.format).await,

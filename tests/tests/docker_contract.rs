@@ -215,3 +215,41 @@ fn image_names_tags_and_removal() {
     );
     berth(&["rm", "holder"]);
 }
+
+/// `container` is Docker's management command (`container ls`, `container inspect`,
+/// `container prune`); the ctr-style records stay under `containers` / `c`.
+#[test]
+fn container_management_command_and_prune() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let done = berth(&["run", "-d", "--name", "done", IMAGE, "true"]);
+    berth(&["create", "--name", "made", IMAGE, "true"]);
+    let up = berth(&["run", "-d", "--name", "up", IMAGE, "sleep", "600"]);
+    ok(&d.berth(&["wait", "done"]), "wait");
+    assert_eq!(
+        berth(&["container", "ls", "-q"]),
+        format!("{}\n", &up.trim()[..12])
+    );
+    assert_eq!(berth(&["container", "ps", "-aq"]).lines().count(), 3);
+    assert_eq!(
+        berth(&["container", "inspect", "-f", "{{.Name}}", "up"]),
+        "/up\n"
+    );
+    // The ctr-style list is still there.
+    assert!(berth(&["containers", "ls"]).contains(up.trim()));
+    let pruned = berth(&["container", "prune", "-f"]);
+    let lines: Vec<&str> = pruned.lines().collect();
+    assert_eq!(lines[0], "Deleted Containers:", "{pruned}");
+    let mut ids: Vec<&str> = lines[1..3].to_vec();
+    ids.sort();
+    let left = berth(&["containers", "ls", "-q"]);
+    assert!(!left.contains(done.trim()), "{left}");
+    assert!(ids.contains(&done.trim()), "{pruned}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("Total reclaimed space: "))
+    );
+    assert_eq!(berth(&["ps", "-aq"]), format!("{}\n", &up.trim()[..12]));
+    berth(&["rm", "-f", "up"]);
+}

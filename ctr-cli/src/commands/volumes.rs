@@ -138,7 +138,7 @@ pub fn human_size(bytes: u64) -> String {
     format!("{text}{}", UNITS[i])
 }
 
-fn confirm(warning: &str) -> anyhow::Result<bool> {
+pub fn confirm(warning: &str) -> anyhow::Result<bool> {
     print!("{warning}\nAre you sure you want to continue? [y/N] ");
     std::io::stdout().flush()?;
     let mut line = String::new();

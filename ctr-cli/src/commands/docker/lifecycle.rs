@@ -106,6 +106,45 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
 }
 
 /// `rm [-f] [-v]`: with `-v`, the anonymous volumes made for each container go too.
+/// `container prune`: removes every container that is not running (created or exited, not
+/// waiting to be restarted), with what its writable layer took, as Docker's.
+pub async fn prune(c: &Client, force: bool) -> anyhow::Result<()> {
+    let warning = "WARNING! This will remove all stopped containers.";
+    if !force && !crate::commands::volumes::confirm(warning)? {
+        return Ok(());
+    }
+    let usage = crate::client::usage::measure(c).await?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for ct in list_all(c).await? {
+        let live = tasks::find(c, &ct.id).await?.is_some_and(|t| is_live(&t));
+        if live || crate::client::docker::restarting(c, &ct).await? {
+            continue;
+        }
+        let size = usage.snapshot_size(&ct.snapshot_key);
+        match remove(c, &ct, false).await {
+            Ok(()) => {
+                reclaimed += size;
+                deleted.push(ct.id.clone());
+            }
+            // Started meanwhile: it stays, as it would with Docker.
+            Err(e) => eprintln!("berth: {e:#}"),
+        }
+    }
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        crate::commands::volumes::human_size(u64::try_from(reclaimed).unwrap_or(0))
+    );
+    Ok(())
+}
+
 pub async fn rm(c: &Client, names: Vec<String>, force: bool, volumes: bool) -> anyhow::Result<()> {
     each(c, &names, |ct| async move {
         remove(c, &ct, force).await?;
