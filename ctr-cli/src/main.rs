@@ -211,6 +211,11 @@ enum Command {
         #[command(subcommand)]
         cmd: Option<PluginsCmd>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
+    /// Print the man page (roff): `berth man | man -l -`.
+    #[command(hide = true)]
+    Man,
     #[command(flatten)]
     Docker(DockerCmd),
 }
@@ -502,8 +507,16 @@ enum PluginsCmd {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // Credential commands never talk to the daemon.
+    // Credential commands, completion and the man page never talk to the daemon.
     match &cli.command {
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut cli_command(), "berth", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(cli_command()).render(&mut std::io::stdout())?;
+            return Ok(());
+        }
         Command::Login {
             server,
             username,
@@ -552,7 +565,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             base_name,
             quiet,
         } => registry::load(&c, input, base_name, quiet).await,
-        Command::Login { .. } | Command::Logout { .. } => Ok(()),
+        Command::Login { .. }
+        | Command::Logout { .. }
+        | Command::Completion { .. }
+        | Command::Man => Ok(()),
         Command::Rmi { force, names } => {
             let cmd = images::Cmd::Rm {
                 names,

@@ -253,3 +253,34 @@ fn container_management_command_and_prune() {
     assert_eq!(berth(&["ps", "-aq"]), format!("{}\n", &up.trim()[..12]));
     berth(&["rm", "-f", "up"]);
 }
+
+/// Shell completion and the man page come from the command-line definition.
+#[test]
+fn completion_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("berth"))
+            .args(args)
+            .output()
+            .expect("berth");
+        ok(&out, &format!("{args:?}"))
+    };
+    let bash = run(&["completion", "bash"]);
+    assert!(
+        bash.starts_with("_berth()"),
+        "{}",
+        &bash[..40.min(bash.len())]
+    );
+    assert!(bash.contains("berth__subcmd__ps") && bash.contains("--filter"));
+    assert!(run(&["completion", "zsh"]).starts_with("#compdef berth"));
+    assert!(run(&["completion", "fish"]).contains("__fish_berth"));
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH berth 1") && man.contains("container"),
+        "{man}"
+    );
+    let bad = Command::new(bin("berth"))
+        .args(["completion", "tcsh"])
+        .output()
+        .expect("berth");
+    assert_eq!(bad.status.code(), Some(125));
+}
