@@ -306,6 +306,18 @@ pub fn ago(ts: Option<&prost_types::Timestamp>) -> String {
     }
 }
 
+/// A prune's `Deleted KIND:` section (nothing when nothing went), as Docker prints it.
+pub fn deleted(kind: &str, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    println!("Deleted {kind}:");
+    for n in names {
+        println!("{n}");
+    }
+    println!();
+}
+
 /// A time as Docker's lists print it (`2006-01-02 15:04:05 +0000 UTC`).
 pub fn go_time(t: std::time::SystemTime) -> String {
     let text = humantime::format_rfc3339_seconds(t).to_string();

@@ -284,3 +284,55 @@ fn completion_and_man_page() {
         .expect("berth");
     assert_eq!(bad.status.code(), Some(125));
 }
+
+/// `system prune [-a] [--volumes]`: stopped containers, unused networks, (anonymous
+/// volumes,) dangling or unused images, with Docker's report; `image prune -a`.
+#[test]
+fn system_and_image_prune() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let net = berth_tests::TestNetwork::claim();
+    let bridge = format!("com.docker.network.bridge.name={}", net.bridge);
+    berth(&[
+        "network",
+        "create",
+        "--subnet",
+        &net.subnet,
+        "-o",
+        &bridge,
+        "spare",
+    ]);
+    berth(&["tag", IMAGE, "example.com/other"]);
+    let done = berth(&["run", "-d", "-v", "/data", IMAGE, "true"]);
+    ok(&d.berth(&["wait", done.trim()]), "wait");
+    let up = berth(&["run", "-d", "--name", "up", IMAGE, "sleep", "600"]);
+    // Without -f, a "no" at the prompt removes nothing.
+    let no = berth(&["system", "prune"]);
+    assert!(
+        no.starts_with("WARNING! This will remove:\n  - all stopped containers\n"),
+        "{no}"
+    );
+    assert_eq!(berth(&["ps", "-aq"]).lines().count(), 2);
+    let out = berth(&["system", "prune", "-f", "--volumes"]);
+    assert!(
+        out.contains(&format!("Deleted Containers:\n{}\n", done.trim())),
+        "{out}"
+    );
+    assert!(out.contains("Deleted Networks:\nspare\n"), "{out}");
+    assert!(out.contains("Deleted Volumes:\n"), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    // Nothing dangling: both images stay without -a.
+    assert!(!out.contains("Deleted Images:"), "{out}");
+    assert_eq!(berth(&["ps", "-aq"]), format!("{}\n", &up.trim()[..12]));
+    // image prune -a: the image no container uses goes, the one `up` uses stays.
+    let out = berth(&["image", "prune", "-a", "-f"]);
+    assert!(
+        out.starts_with("Deleted Images:\nuntagged: example.com/other:latest\n"),
+        "{out}"
+    );
+    assert_eq!(
+        berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        format!("{IMAGE}\n")
+    );
+    berth(&["rm", "-f", "up"]);
+}

@@ -57,11 +57,11 @@ pub enum Cmd {
         snapshotter: String,
     },
     /// Remove unused images: dangling ones (no tag), or with --all every image no container
-    /// uses. (`-a` is the global --address, as in ctr.)
+    /// uses.
     Prune {
-        #[arg(long)]
+        #[arg(short, long)]
         all: bool,
-        /// Don't ask (berth never asks; accepted for docker compatibility).
+        /// Don't ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -135,11 +135,10 @@ impl ImageFilter {
         })
     }
 
-    /// Whether image `name` with `labels` passes. berth's images all have a name: none
-    /// is dangling.
+    /// Whether image `name` with `labels` passes.
     fn matches(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
         match self {
-            ImageFilter::Dangling(d) => !d,
+            ImageFilter::Dangling(d) => is_dangling(name) == *d,
             ImageFilter::Reference(pattern) => reference_matches(pattern, name),
             ImageFilter::Label(k, v) => match v {
                 Some(v) => labels.get(k) == Some(v),
@@ -314,7 +313,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             target,
             snapshotter,
         } => unmount(c, target, snapshotter).await,
-        Cmd::Prune { all, force: _ } => prune(c, all).await,
+        Cmd::Prune { all, force } => prune(c, all, force).await,
         Cmd::Inspect { names } => inspect(c, names, &format).await,
         Cmd::History { name, no_trunc } => history(c, &name, no_trunc).await,
     }
@@ -584,7 +583,25 @@ async fn unmount(c: &Client, target: PathBuf, snapshotter: String) -> anyhow::Re
 
 /// `image prune`: removes images (dangling = named by digest only, or -a: every image no
 /// container uses) and waits for the collector, then reports the space it freed.
-async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
+async fn prune(c: &Client, all: bool, force: bool) -> anyhow::Result<()> {
+    let warning = if all {
+        "WARNING! This will remove all images without at least one container associated to them."
+    } else {
+        "WARNING! This will remove all dangling images."
+    };
+    if !force && !crate::commands::volumes::confirm(warning)? {
+        return Ok(());
+    }
+    let (removed, reclaimed) = prune_unused(c, all).await?;
+    let untagged: Vec<String> = removed.iter().map(|n| format!("untagged: {n}")).collect();
+    output::deleted("Images", &untagged);
+    println!("Total reclaimed space: {}", human_size(reclaimed));
+    Ok(())
+}
+
+/// Removes the images no container was made from: the dangling ones, or all with `all`;
+/// returns their names and what that freed.
+pub async fn prune_unused(c: &Client, all: bool) -> anyhow::Result<(Vec<String>, i64)> {
     let mut api = api(c);
     let images = list(c, vec![]).await?;
     let used: std::collections::BTreeSet<String> = containers::list_all(c)
@@ -595,8 +612,7 @@ async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
     let before = usage::disk_used(c).await?;
     let mut removed = Vec::new();
     for img in images {
-        let dangling = img.name.contains("@sha256:") || img.name.ends_with(":<none>");
-        if used.contains(&img.name) || !(all || dangling) {
+        if used.contains(&img.name) || !(all || is_dangling(&img.name)) {
             continue;
         }
         api.delete(c.req(pb::DeleteImageRequest {
@@ -609,16 +625,10 @@ async fn prune(c: &Client, all: bool) -> anyhow::Result<()> {
         removed.push(img.name);
     }
     let after = usage::disk_used(c).await?;
-    if !removed.is_empty() {
-        println!("Deleted Images:");
-        for name in &removed {
-            println!("untagged: {name}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        human_size((before - after).max(0))
-    );
-    Ok(())
+    Ok((removed, (before - after).max(0)))
+}
+
+/// An image known by digest alone (Docker's `<none>:<none>`).
+fn is_dangling(name: &str) -> bool {
+    name.contains("@sha256:") || name.ends_with(":<none>")
 }

@@ -2,7 +2,6 @@
 //! inspect, rm, prune. berthd owns the networks; this prints them as Docker does.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 
 use berth_proto::berth::services::networks::v1 as pb;
 use clap::Subcommand;
@@ -446,23 +445,12 @@ async fn rm(c: &Client, keys: &[String], force: bool) -> anyhow::Result<()> {
 }
 
 async fn prune(c: &Client, force: bool, filters: Vec<String>) -> anyhow::Result<()> {
-    if !force {
-        print!(
-            "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
-        );
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    let warning =
+        "WARNING! This will remove all custom networks not used by at least one container.";
+    if !force && !crate::commands::volumes::confirm(warning)? {
+        return Ok(());
     }
-    let deleted = networks::api(c)
-        .prune(c.req(pb::PruneNetworksRequest { filters }))
-        .await
-        .map_err(|s| daemon_error(s, 1))?
-        .into_inner()
-        .deleted;
+    let deleted = prune_unused(c, filters).await?;
     if !deleted.is_empty() {
         println!("Deleted Networks:");
         for n in deleted {
@@ -470,6 +458,16 @@ async fn prune(c: &Client, force: bool, filters: Vec<String>) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// Removes the user-defined networks no container is on; returns their names.
+pub async fn prune_unused(c: &Client, filters: Vec<String>) -> anyhow::Result<Vec<String>> {
+    Ok(networks::api(c)
+        .prune(c.req(pb::PruneNetworksRequest { filters }))
+        .await
+        .map_err(|s| daemon_error(s, 1))?
+        .into_inner()
+        .deleted)
 }
 
 #[cfg(test)]

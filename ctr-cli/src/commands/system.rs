@@ -1,5 +1,5 @@
 //! `berth system df`: the space images, containers, snapshots and content use, and how much
-//! of it could be reclaimed (what no container uses).
+//! of it could be reclaimed (what no container uses); `berth system prune`.
 
 use std::collections::BTreeSet;
 
@@ -19,6 +19,54 @@ pub enum Cmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Remove stopped containers, unused networks, dangling images (every unused image
+    /// with -a) and, with --volumes, unused anonymous volumes.
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Prune unused anonymous volumes too.
+        #[arg(long)]
+        volumes: bool,
+        /// Don't ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// `system prune`: Docker's order (containers, networks, volumes, images), its warning
+/// and its report.
+async fn prune(c: &Client, all: bool, volumes: bool, force: bool) -> anyhow::Result<()> {
+    let mut warning = String::from(
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n",
+    );
+    if volumes {
+        warning.push_str("  - all anonymous volumes not used by at least one container\n");
+    }
+    warning.push_str(if all {
+        "  - all images without at least one container associated to them\n"
+    } else {
+        "  - all dangling images\n"
+    });
+    if !force && !crate::commands::volumes::confirm(&warning)? {
+        return Ok(());
+    }
+    let (containers, mut reclaimed) = crate::commands::docker::lifecycle::prune_stopped(c).await?;
+    output::deleted("Containers", &containers);
+    let networks = crate::commands::network::prune_unused(c, Vec::new()).await?;
+    output::deleted("Networks", &networks);
+    if volumes {
+        let (gone, size) = crate::client::volumes::prune(c, Vec::new(), false)
+            .await
+            .map_err(crate::client::volumes::daemon_error)?;
+        output::deleted("Volumes", &gone);
+        reclaimed += i64::try_from(size).unwrap_or(0);
+    }
+    let (images, size) = crate::commands::images::prune_unused(c, all).await?;
+    let untagged: Vec<String> = images.iter().map(|n| format!("untagged: {n}")).collect();
+    output::deleted("Images", &untagged);
+    reclaimed += size;
+    println!("Total reclaimed space: {}", human_size(reclaimed));
+    Ok(())
 }
 
 fn reclaim(size: i64, reclaimable: i64) -> String {
@@ -41,7 +89,14 @@ struct Row {
 }
 
 pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
-    let Cmd::Df { verbose } = cmd;
+    let verbose = match cmd {
+        Cmd::Df { verbose } => verbose,
+        Cmd::Prune {
+            all,
+            volumes,
+            force,
+        } => return prune(c, all, volumes, force).await,
+    };
     let u = measure(c).await?;
     let mut rows = summary(&u).to_vec();
     let volumes = crate::client::volumes::list_with_sizes(c)

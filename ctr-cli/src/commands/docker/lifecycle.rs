@@ -113,6 +113,18 @@ pub async fn prune(c: &Client, force: bool) -> anyhow::Result<()> {
     if !force && !crate::commands::volumes::confirm(warning)? {
         return Ok(());
     }
+    let (deleted, reclaimed) = prune_stopped(c).await?;
+    crate::output::deleted("Containers", &deleted);
+    println!(
+        "Total reclaimed space: {}",
+        crate::commands::volumes::human_size(u64::try_from(reclaimed).unwrap_or(0))
+    );
+    Ok(())
+}
+
+/// Removes every container that is not running (nor waiting to be restarted); returns
+/// their ids and what their writable layers took.
+pub async fn prune_stopped(c: &Client) -> anyhow::Result<(Vec<String>, i64)> {
     let usage = crate::client::usage::measure(c).await?;
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
@@ -131,18 +143,7 @@ pub async fn prune(c: &Client, force: bool) -> anyhow::Result<()> {
             Err(e) => eprintln!("berth: {e:#}"),
         }
     }
-    if !deleted.is_empty() {
-        println!("Deleted Containers:");
-        for id in &deleted {
-            println!("{id}");
-        }
-        println!();
-    }
-    println!(
-        "Total reclaimed space: {}",
-        crate::commands::volumes::human_size(u64::try_from(reclaimed).unwrap_or(0))
-    );
-    Ok(())
+    Ok((deleted, reclaimed))
 }
 
 pub async fn rm(c: &Client, names: Vec<String>, force: bool, volumes: bool) -> anyhow::Result<()> {
