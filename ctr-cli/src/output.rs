@@ -32,6 +32,12 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// Columns as Docker's formatter aligns them (Go's tabwriter: cells at least 10 wide with
+/// their padding of 3; this tabwriter counts its minimum without the padding).
+fn docker_tabwriter() -> TabWriter<std::io::Stdout> {
+    TabWriter::new(std::io::stdout()).minwidth(7).padding(3)
+}
+
 /// A list template's `\t` and `\n` as the tab and newline they stand for (as Docker's).
 fn escapes(t: &str) -> String {
     t.replace("\\t", "\t").replace("\\n", "\n")
@@ -53,12 +59,15 @@ pub fn docker_list(
     };
     match format {
         Format::Table => {
+            let mut tw = docker_tabwriter();
             let header: Vec<&str> = columns.iter().map(|(_, h)| *h).collect();
-            let rows: Vec<Vec<String>> = items
-                .iter()
-                .map(|v| columns.iter().map(|(k, _)| field(v, k)).collect())
-                .collect();
-            table(&header, &rows)
+            writeln!(tw, "{}", header.join("\t"))?;
+            for v in items {
+                let row: Vec<String> = columns.iter().map(|(k, _)| field(v, k)).collect();
+                writeln!(tw, "{}", row.join("\t"))?;
+            }
+            tw.flush()?;
+            Ok(())
         }
         Format::Json => {
             for v in items {
@@ -81,7 +90,7 @@ pub fn docker_list(
                 .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_string())))
                 .collect();
             let t = crate::template::Compiled::new(&escapes(t))?;
-            let mut tw = TabWriter::new(std::io::stdout()).padding(3);
+            let mut tw = docker_tabwriter();
             writeln!(tw, "{}", t.render(&serde_json::Value::Object(names))?)?;
             for v in items {
                 writeln!(tw, "{}", t.render(v)?)?;

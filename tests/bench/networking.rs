@@ -12,11 +12,11 @@
 //! printed. Medians of RUNS; timings are printed, never asserted.
 //! Run: `cargo build --workspace && cargo bench -p berth-tests --bench networking`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{BUSYBOX_REF, free_port, host_busybox};
+use berth_tests::dockerd::Dockerd;
+use berth_tests::fixtures::{BUSYBOX_REF, free_port};
 use berth_tests::{Daemon, TestNetwork, ok};
 
 const RUNS: usize = 15;
@@ -55,100 +55,6 @@ fn interleaved(modes: &[&str], f: impl Fn(&str)) -> Vec<Duration> {
         }
     }
     all.into_iter().map(median).collect()
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_string_lossy()
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-/// A dockerd of this run alone.
-struct Dockerd {
-    child: Child,
-    dir: tempfile::TempDir,
-    docker: PathBuf,
-}
-
-impl Dockerd {
-    fn start() -> Option<Dockerd> {
-        let (dockerd, docker) = (on_path("dockerd")?, on_path("docker")?);
-        let dir = tempfile::Builder::new()
-            .prefix("berth-bench-dockerd-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let p = |n: &str| dir.path().join(n).display().to_string();
-        let child = Command::new(dockerd)
-            .args(["--data-root", &p("root"), "--exec-root", &p("exec")])
-            .args([
-                "--pidfile",
-                &p("pid"),
-                "-H",
-                &format!("unix://{}", p("sock")),
-            ])
-            .args(["--bridge=none", "--iptables=false", "--ip-forward=false"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
-            .spawn()
-            .expect("start dockerd");
-        let d = Dockerd { child, dir, docker };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !d.docker(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd does not answer");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // The same busybox as berth's fixture, as a flat image.
-        let rootfs = d.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).expect("rootfs");
-        std::fs::copy(host_busybox(), rootfs.join("bin/busybox")).expect("busybox");
-        for applet in ["sh", "true", "sleep"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).expect("applet");
-        }
-        let tar = d.dir.path().join("rootfs.tar");
-        ok(
-            &Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .arg("-cf")
-                .arg(&tar)
-                .arg(".")
-                .output()
-                .expect("tar"),
-            "tar rootfs",
-        );
-        ok(
-            &d.docker(&["import", &tar.display().to_string(), "bb:latest"]),
-            "docker import",
-        );
-        Some(d)
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new(&self.docker)
-            .arg("-H")
-            .arg(format!("unix://{}", self.dir.path().join("sock").display()))
-            .args(args)
-            .output()
-            .expect("run docker")
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.docker(&["rm", "-f", id]);
-        }
-        let _ = self.docker(&["network", "prune", "-f"]);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        berth_tests::clean_up_after(self.dir.path());
-    }
 }
 
 /// The figures of one runtime: run on the host's network, on its bridge, on a user network,
@@ -252,11 +158,11 @@ fn main() {
     let berth_net = TestNetwork::claim();
     let berth_cli = |args: &[&str]| d.berth(args);
     let b = measure(&berth_cli, BUSYBOX_REF, &berth_net, true);
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_if_installed();
     let k = dockerd.as_ref().map(|dk| {
         let net = TestNetwork::claim();
         let cli = |args: &[&str]| dk.docker(args);
-        measure(&cli, "bb:latest", &net, false)
+        measure(&cli, BUSYBOX_REF, &net, false)
     });
     if dockerd.is_none() {
         println!("dockerd (Debian's docker.io) is not installed: berth's figures only");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod dockerd;
 pub mod fixtures;
 
 /// The directory holding the workspace's built binaries (`target/<profile>`).

@@ -72,10 +72,12 @@ fn dockers_short_flags_and_exit_codes() {
         format!("{}\n", &second[..12])
     );
     assert_eq!(
-        berth(&["ps", "-q", "-f", "exited=0"]),
+        berth(&["ps", "-aq", "-f", "exited=0"]),
         format!("{}\n", &first[..12])
     );
-    assert_eq!(berth(&["ps", "-q", "-f", "exited=3"]), "");
+    // Without -a an exit-code filter sees running containers only (none has exited).
+    assert_eq!(berth(&["ps", "-q", "-f", "exited=0"]), "");
+    assert_eq!(berth(&["ps", "-aq", "-f", "exited=3"]), "");
     assert_eq!(
         berth(&["ps", "-aq", "-f", "ancestor=example.com/busybox"])
             .lines()
@@ -83,6 +85,8 @@ fn dockers_short_flags_and_exit_codes() {
         2
     );
     let bad = d.berth(&["ps", "-f", "colour=red"]);
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    let bad = d.berth(&["ps", "-f", "noequals"]);
     assert_eq!(bad.status.code(), Some(125), "{bad:?}");
     // Go templates: inspect -f, ps and images --format (plain, table, json).
     assert_eq!(

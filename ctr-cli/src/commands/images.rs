@@ -116,8 +116,8 @@ impl ImageFilter {
                 "false" | "0" => ImageFilter::Dangling(false),
                 _ => {
                     return Err(crate::exit::Exit::with(
-                        125,
-                        format!("Error response from daemon: Invalid filter 'dangling={v}'"),
+                        1,
+                        format!("Error response from daemon: Invalid filter 'dangling=[{v}]'"),
                     ));
                 }
             },
@@ -128,8 +128,8 @@ impl ImageFilter {
             },
             _ => {
                 return Err(crate::exit::Exit::with(
-                    125,
-                    format!("Error response from daemon: invalid filter '{k}'"),
+                    1,
+                    format!("Error response from daemon: Invalid filter '{k}'"),
                 ));
             }
         })

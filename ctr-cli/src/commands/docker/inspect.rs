@@ -208,7 +208,12 @@ pub async fn run(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
             Err(e) => match crate::commands::images::image_json(c, name).await {
                 Ok(v) => out.push(v),
                 Err(_) => {
-                    eprintln!("berth: {e:#}");
+                    // Neither a container nor an image: Docker's words.
+                    if format!("{e:#}").contains("No such container") {
+                        eprintln!("Error: No such object: {name}");
+                    } else {
+                        eprintln!("berth: {e:#}");
+                    }
                     failed = true;
                 }
             },

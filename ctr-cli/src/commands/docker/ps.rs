@@ -53,8 +53,8 @@ impl PsFilters {
             })?;
             if !["status", "name", "id", "label", "ancestor", "exited"].contains(&k) {
                 return Err(Exit::with(
-                    125,
-                    format!("Error response from daemon: invalid filter '{k}'"),
+                    1,
+                    format!("Error response from daemon: Invalid filter '{k}'"),
                 ));
             }
             const STATES: [&str; 7] = [
@@ -68,8 +68,8 @@ impl PsFilters {
             ];
             if k == "status" && !STATES.contains(&v) {
                 return Err(Exit::with(
-                    125,
-                    format!("Error response from daemon: invalid filter 'status={v}'"),
+                    1,
+                    format!("Error response from daemon: Invalid filter 'status={v}'"),
                 ));
             }
             f.0.entry(k.to_string()).or_default().push(v.to_string());
@@ -77,8 +77,9 @@ impl PsFilters {
         Ok(f)
     }
 
+    /// A status filter looks at every container (an exit-code one does not), as Docker's.
     fn sees_stopped(&self) -> bool {
-        self.0.contains_key("status") || self.0.contains_key("exited")
+        self.0.contains_key("status")
     }
 
     fn matches(&self, ct: &pb::Container, t: Option<&Process>, state: &str) -> bool {
@@ -243,7 +244,7 @@ pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> 
     let filters = PsFilters::parse(&args.filter)?;
     // `-n N` / `-l`: the N last created, whatever their state (the list is newest first).
     let limit = if args.latest { Some(1) } else { args.last };
-    // A status or exit-code filter looks at every container, as Docker's.
+    // A status filter looks at every container, as Docker's.
     let all = args.all || limit.is_some() || filters.sees_stopped();
     if let Some(n) = limit {
         list.truncate(n);
@@ -299,6 +300,7 @@ pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> 
             "Names": name_of(ct),
             "Labels": labels.join(","),
             "Networks": networks.join(","),
+            "Platform": null,
             "Mounts": "",
             "LocalVolumes": "0",
             "Size": "",

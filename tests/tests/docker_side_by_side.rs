@@ -1,0 +1,225 @@
+//! The same command lines against `berth` and against the real `docker` (Debian's docker.io,
+//! its own dockerd): exit codes and output shapes must match. IDs, times and sizes are put
+//! in a normal form before the comparison; the differences kept on purpose are named where
+//! they are allowed, with the reason.
+
+use std::process::Output;
+
+use berth_tests::Daemon;
+use berth_tests::dockerd::Dockerd;
+use berth_tests::fixtures::BUSYBOX_REF as IMAGE;
+
+/// stdout with hex ids (12 or 64 digits, `sha256:` too) as `<id>`.
+fn normal(text: &str) -> String {
+    text.split_inclusive(['\n', ' ', '\t', '"', '/', ','])
+        .map(|w| {
+            let core = w.trim_end_matches(['\n', ' ', '\t', '"', '/', ',']);
+            let hex = core.strip_prefix("sha256:").unwrap_or(core);
+            if (hex.len() == 12 || hex.len() == 64) && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                w.replacen(core, "<id>", 1)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect()
+}
+
+struct Pair {
+    berth: Daemon,
+    _work: tempfile::TempDir,
+    docker: Dockerd,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        let (berth, work) = Daemon::with_busybox();
+        Pair {
+            berth,
+            _work: work,
+            docker: Dockerd::start(),
+        }
+    }
+
+    /// Both run `args`; returns (berth's, docker's).
+    fn both(&self, args: &[&str]) -> (Output, Output) {
+        (self.berth.berth(args), self.docker.docker(args))
+    }
+
+    /// Both run `args`: the same exit code and the same stdout (ids in normal form).
+    fn same(&self, args: &[&str]) -> String {
+        let (b, d) = self.both(args);
+        assert_eq!(
+            b.status.code(),
+            d.status.code(),
+            "exit code of {args:?}\nberth: {b:?}\ndocker: {d:?}"
+        );
+        let (bo, dout) = (
+            normal(&String::from_utf8_lossy(&b.stdout)),
+            normal(&String::from_utf8_lossy(&d.stdout)),
+        );
+        assert_eq!(bo, dout, "stdout of {args:?}");
+        bo
+    }
+
+    /// Both fail `args` with the same exit code, and both say `words` on stderr.
+    fn same_failure(&self, args: &[&str], words: &str) {
+        let (b, d) = self.both(args);
+        assert_eq!(
+            b.status.code(),
+            d.status.code(),
+            "exit code of {args:?}\nberth: {b:?}\ndocker: {d:?}"
+        );
+        assert!(!b.status.success(), "{args:?} succeeded");
+        for (who, out) in [("berth", &b), ("docker", &d)] {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(words),
+                "{who} {args:?} does not say {words:?}: {out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn docker_verbs_side_by_side() {
+    let p = Pair::start();
+    // Exit codes of run: the command's, 125 for a bad flag, 127 for a missing command.
+    p.same(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-h",
+        "myhost",
+        IMAGE,
+        "hostname",
+    ]);
+    p.same(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    let (b, d) = p.both(&["run", "--rm", "--network", "none", IMAGE, "/no/such"]);
+    assert_eq!((b.status.code(), d.status.code()), (Some(127), Some(127)));
+    p.same_failure(&["ps", "--no-such-flag"], "--no-such-flag");
+    p.same_failure(&["run", "--no-such-flag", IMAGE], "--no-such-flag");
+
+    // A stopped and a running container, named alike in both.
+    p.same(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "one",
+        IMAGE,
+        "true",
+    ]);
+    p.same(&["wait", "one"]);
+    p.same(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "two",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    // ps: quiet, all, filters, last, templates.
+    p.same(&["ps", "-q"]);
+    p.same(&["ps", "-aq"]);
+    p.same(&["ps", "-aq", "-f", "status=exited"]);
+    p.same(&["ps", "-q", "-f", "exited=0"]);
+    p.same(&["ps", "-aq", "-f", "exited=0"]);
+    p.same(&["ps", "-q", "-f", "name=tw"]);
+    p.same(&["ps", "-q", "-n", "1"]);
+    p.same(&["ps", "-ql"]);
+    p.same(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Image}}"]);
+    p.same(&["ps", "-a", "--format", "table {{.Names}}\t{{.State}}"]);
+    p.same(&["ps", "-a", "--format", "{{upper .Names}} {{len .ID}}"]);
+    // The JSON of a row: the same keys (the values of sizes, times and mounts differ).
+    let keys = |o: &Output| -> Vec<String> {
+        let line = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap_or("{}"))
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        let mut k: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        k.sort();
+        k
+    };
+    let (b, d) = p.both(&["ps", "--format", "{{json .}}"]);
+    assert_eq!(keys(&b), keys(&d), "ps {{json .}} keys");
+    p.same_failure(&["ps", "-f", "colour=red"], "Invalid filter 'colour'");
+    p.same_failure(
+        &["ps", "-f", "status=bogus"],
+        "Invalid filter 'status=bogus'",
+    );
+    p.same_failure(
+        &["ps", "-f", "noequals"],
+        "bad format of filter (expected name=value)",
+    );
+    p.same_failure(
+        &["images", "-f", "dangling=maybe"],
+        "Invalid filter 'dangling=[maybe]'",
+    );
+    // inspect -f of containers and of images.
+    p.same(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.Name}} {{.State.ExitCode}}",
+        "one",
+        "two",
+    ]);
+    p.same(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}} {{json .Config.Cmd}}",
+        "two",
+    ]);
+    p.same(&["inspect", "-f", "{{.State.Running}}", "two"]);
+    p.same(&["container", "inspect", "-f", "{{.Name}}", "two"]);
+    p.same(&["image", "inspect", "-f", "{{.Id}}", IMAGE]);
+    // images: ids, templates, filters, tags by Docker's names.
+    p.same(&["images", "-q"]);
+    p.same(&["images", "-qa"]);
+    p.same(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    p.same(&["images", "-q", "-f", "dangling=true"]);
+    p.same(&["images", "-q", "-f", "reference=example.com/*"]);
+    p.same(&["tag", IMAGE, "zz"]);
+    p.same(&["images", "--format", "{{.Repository}}:{{.Tag}}", "zz"]);
+    p.same(&["rmi", "zz:latest"]);
+    // What is not there.
+    p.same_failure(&["inspect", "nosuch"], "No such object: nosuch");
+    p.same(&["inspect", "nosuch"]);
+    p.same_failure(&["rmi", "nosuch"], "No such image: nosuch");
+    // rmi of an image a container uses: refused alike.
+    p.same_failure(
+        &["rmi", IMAGE],
+        "conflict: unable to remove repository reference",
+    );
+    // logs -n, container ls, prune.
+    p.same(&["logs", "-n", "1", "one"]);
+    p.same(&["container", "ls", "-q"]);
+    let (b, d) = p.both(&["container", "prune", "-f"]);
+    assert_eq!(b.status.code(), d.status.code());
+    let first_lines = |o: &Output| -> Vec<String> {
+        normal(&String::from_utf8_lossy(&o.stdout))
+            .lines()
+            .take(3)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(first_lines(&b), first_lines(&d), "container prune");
+    p.same(&["ps", "-aq"]);
+    p.same(&["rm", "-f", "two"]);
+    // Kept differences: the CLI's own name leads its error lines ("berth: ...",
+    // "docker: ..."), and sizes and times are each daemon's own: compared by shape only.
+}
