@@ -126,6 +126,26 @@ pub fn repo_tag(name: &str) -> (String, String) {
     (short, tag)
 }
 
+/// Docker's reference normalization: a missing registry is docker.io (with `library/`
+/// for one-component names), a missing tag is `latest`.
+pub fn normalize(name: &str) -> String {
+    let (first, _) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let mut out = if has_registry {
+        name.to_string()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    };
+    let last = out.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !out.contains('@') {
+        out.push_str(":latest");
+    }
+    out
+}
+
 /// Human size as docker prints it: decimal units, three significant digits.
 pub fn human_size(bytes: i64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];

@@ -196,6 +196,30 @@ pub async fn run_attached(c: &Client, ct: &Container, stdin: bool) -> anyhow::Re
     Ok(code)
 }
 
+/// Removes every container that is not running (nor waiting to be restarted); returns
+/// their ids and what their writable layers took.
+pub async fn prune_stopped(c: &Client) -> anyhow::Result<(Vec<String>, i64)> {
+    let usage = crate::client::usage::measure(c).await?;
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for ct in containers::list_all(c).await? {
+        let live = tasks::find(c, &ct.id).await?.is_some_and(|t| is_live(&t));
+        if live || crate::client::docker::restarting(c, &ct).await? {
+            continue;
+        }
+        let size = usage.snapshot_size(&ct.snapshot_key);
+        match remove(c, &ct, false).await {
+            Ok(()) => {
+                reclaimed += size;
+                deleted.push(ct.id.clone());
+            }
+            // Started meanwhile: it stays, as it would with Docker.
+            Err(e) => eprintln!("berth: {e:#}"),
+        }
+    }
+    Ok((deleted, reclaimed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,13 @@
-//! Image records: look one up, list them (the image commands, and `system df`'s measure).
+//! Image records: look one up (by Docker's names too), list them (the image commands, and
+//! `system df`'s measure), show one as Docker's inspect does, prune the unused ones.
 
 use berth_proto::containerd::services::images::v1 as pb;
 use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::{Client, status};
+use super::{Client, containers, status, usage};
+use crate::oci::{self, repo_tag};
 
 pub fn api(c: &Client) -> ImagesClient<Channel> {
     ImagesClient::new(c.channel.clone())
@@ -29,7 +32,7 @@ pub async fn find(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
     match get(c, name).await {
         Ok(img) => Ok(img),
         Err(e) => {
-            let normalized = crate::commands::docker::run::normalize(name);
+            let normalized = crate::oci::normalize(name);
             if normalized == name {
                 return Err(e);
             }
@@ -46,4 +49,64 @@ pub async fn list(c: &Client, filters: Vec<String>) -> anyhow::Result<Vec<pb::Im
         .map_err(status)?
         .into_inner()
         .images)
+}
+
+/// An image as Docker's inspect shows it.
+pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
+    {
+        let img = find(c, name).await?;
+        let target = img.target.clone().unwrap_or_default();
+        let r = oci::resolve(c, &target).await?;
+        let (repo, _) = repo_tag(&img.name);
+        Ok(json!({
+            "Id": r.config_digest,
+            "RepoTags": [img.name],
+            "RepoDigests": [format!("{repo}@{}", target.digest)],
+            "Created": r.config["created"],
+            "Author": r.config["author"],
+            "Architecture": r.config["architecture"],
+            "Variant": r.config["variant"],
+            "Os": r.config["os"],
+            "Config": r.config["config"],
+            "RootFS": r.config["rootfs"],
+            "Size": r.size(),
+            "Manifest": r.manifest_digest,
+            "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
+            "Labels": img.labels,
+        }))
+    }
+}
+
+/// Removes the images no container was made from: the dangling ones, or all with `all`;
+/// returns their names and what that freed.
+pub async fn prune_unused(c: &Client, all: bool) -> anyhow::Result<(Vec<String>, i64)> {
+    let mut api = api(c);
+    let images = list(c, vec![]).await?;
+    let used: std::collections::BTreeSet<String> = containers::list_all(c)
+        .await?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    let before = usage::disk_used(c).await?;
+    let mut removed = Vec::new();
+    for img in images {
+        if used.contains(&img.name) || !(all || is_dangling(&img.name)) {
+            continue;
+        }
+        api.delete(c.req(pb::DeleteImageRequest {
+            name: img.name.clone(),
+            sync: true,
+            target: None,
+        }))
+        .await
+        .map_err(status)?;
+        removed.push(img.name);
+    }
+    let after = usage::disk_used(c).await?;
+    Ok((removed, (before - after).max(0)))
+}
+
+/// An image known by digest alone (Docker's `<none>:<none>`).
+pub fn is_dangling(name: &str) -> bool {
+    name.contains("@sha256:") || name.ends_with(":<none>")
 }

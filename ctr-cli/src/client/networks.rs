@@ -136,6 +136,16 @@ pub async fn ports_of(c: &Client, ct: &Container) -> Vec<pb::PortBinding> {
     ports
 }
 
+/// Removes the user-defined networks no container is on; returns their names.
+pub async fn prune_unused(c: &Client, filters: Vec<String>) -> anyhow::Result<Vec<String>> {
+    Ok(api(c)
+        .prune(c.req(pb::PruneNetworksRequest { filters }))
+        .await
+        .map_err(|s| daemon_error(s, 1))?
+        .into_inner()
+        .deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

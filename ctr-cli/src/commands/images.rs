@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::images::{api, find, list};
-use crate::client::{Client, containers, gone_ok, snapshots, status, usage};
+use crate::client::images::{api, find, image_json, list};
+use crate::client::{Client, containers, gone_ok, snapshots, status};
 use crate::labels;
 use crate::oci::{self, human_size, repo_tag};
 use crate::output::{self, Format};
@@ -138,7 +138,7 @@ impl ImageFilter {
     /// Whether image `name` with `labels` passes.
     fn matches(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
         match self {
-            ImageFilter::Dangling(d) => is_dangling(name) == *d,
+            ImageFilter::Dangling(d) => crate::client::images::is_dangling(name) == *d,
             ImageFilter::Reference(pattern) => reference_matches(pattern, name),
             ImageFilter::Label(k, v) => match v {
                 Some(v) => labels.get(k) == Some(v),
@@ -374,7 +374,7 @@ async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::
 async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
     let src = find(c, source).await?;
     // Docker's normalization: `zz` is `docker.io/library/zz:latest`, shown as `zz:latest`.
-    let target = crate::commands::docker::run::normalize(&target);
+    let target = crate::oci::normalize(&target);
     let image = pb::Image {
         name: target,
         labels: src.labels.clone(),
@@ -413,32 +413,6 @@ async fn inspect(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
         out.push(image_json(c, &name).await?);
     }
     output::inspected(format, out)
-}
-
-/// An image as Docker's inspect shows it.
-pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
-    {
-        let img = find(c, name).await?;
-        let target = img.target.clone().unwrap_or_default();
-        let r = oci::resolve(c, &target).await?;
-        let (repo, _) = repo_tag(&img.name);
-        Ok(json!({
-            "Id": r.config_digest,
-            "RepoTags": [img.name],
-            "RepoDigests": [format!("{repo}@{}", target.digest)],
-            "Created": r.config["created"],
-            "Author": r.config["author"],
-            "Architecture": r.config["architecture"],
-            "Variant": r.config["variant"],
-            "Os": r.config["os"],
-            "Config": r.config["config"],
-            "RootFS": r.config["rootfs"],
-            "Size": r.size(),
-            "Manifest": r.manifest_digest,
-            "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
-            "Labels": img.labels,
-        }))
-    }
 }
 
 /// `image history`: one row per history entry, newest first (sizes from the layers, in
@@ -589,46 +563,12 @@ async fn prune(c: &Client, all: bool, force: bool) -> anyhow::Result<()> {
     } else {
         "WARNING! This will remove all dangling images."
     };
-    if !force && !crate::commands::volumes::confirm(warning)? {
+    if !force && !output::confirm(warning)? {
         return Ok(());
     }
-    let (removed, reclaimed) = prune_unused(c, all).await?;
+    let (removed, reclaimed) = crate::client::images::prune_unused(c, all).await?;
     let untagged: Vec<String> = removed.iter().map(|n| format!("untagged: {n}")).collect();
     output::deleted("Images", &untagged);
     println!("Total reclaimed space: {}", human_size(reclaimed));
     Ok(())
-}
-
-/// Removes the images no container was made from: the dangling ones, or all with `all`;
-/// returns their names and what that freed.
-pub async fn prune_unused(c: &Client, all: bool) -> anyhow::Result<(Vec<String>, i64)> {
-    let mut api = api(c);
-    let images = list(c, vec![]).await?;
-    let used: std::collections::BTreeSet<String> = containers::list_all(c)
-        .await?
-        .into_iter()
-        .map(|c| c.image)
-        .collect();
-    let before = usage::disk_used(c).await?;
-    let mut removed = Vec::new();
-    for img in images {
-        if used.contains(&img.name) || !(all || is_dangling(&img.name)) {
-            continue;
-        }
-        api.delete(c.req(pb::DeleteImageRequest {
-            name: img.name.clone(),
-            sync: true,
-            target: None,
-        }))
-        .await
-        .map_err(status)?;
-        removed.push(img.name);
-    }
-    let after = usage::disk_used(c).await?;
-    Ok((removed, (before - after).max(0)))
-}
-
-/// An image known by digest alone (Docker's `<none>:<none>`).
-fn is_dangling(name: &str) -> bool {
-    name.contains("@sha256:") || name.ends_with(":<none>")
 }

@@ -447,10 +447,10 @@ async fn rm(c: &Client, keys: &[String], force: bool) -> anyhow::Result<()> {
 async fn prune(c: &Client, force: bool, filters: Vec<String>) -> anyhow::Result<()> {
     let warning =
         "WARNING! This will remove all custom networks not used by at least one container.";
-    if !force && !crate::commands::volumes::confirm(warning)? {
+    if !force && !output::confirm(warning)? {
         return Ok(());
     }
-    let deleted = prune_unused(c, filters).await?;
+    let deleted = networks::prune_unused(c, filters).await?;
     if !deleted.is_empty() {
         println!("Deleted Networks:");
         for n in deleted {
@@ -458,16 +458,6 @@ async fn prune(c: &Client, force: bool, filters: Vec<String>) -> anyhow::Result<
         }
     }
     Ok(())
-}
-
-/// Removes the user-defined networks no container is on; returns their names.
-pub async fn prune_unused(c: &Client, filters: Vec<String>) -> anyhow::Result<Vec<String>> {
-    Ok(networks::api(c)
-        .prune(c.req(pb::PruneNetworksRequest { filters }))
-        .await
-        .map_err(|s| daemon_error(s, 1))?
-        .into_inner()
-        .deleted)
 }
 
 #[cfg(test)]

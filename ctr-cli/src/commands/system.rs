@@ -47,12 +47,12 @@ async fn prune(c: &Client, all: bool, volumes: bool, force: bool) -> anyhow::Res
     } else {
         "  - all dangling images\n"
     });
-    if !force && !crate::commands::volumes::confirm(&warning)? {
+    if !force && !output::confirm(&warning)? {
         return Ok(());
     }
-    let (containers, mut reclaimed) = crate::commands::docker::lifecycle::prune_stopped(c).await?;
+    let (containers, mut reclaimed) = crate::client::docker::prune_stopped(c).await?;
     output::deleted("Containers", &containers);
-    let networks = crate::commands::network::prune_unused(c, Vec::new()).await?;
+    let networks = crate::client::networks::prune_unused(c, Vec::new()).await?;
     output::deleted("Networks", &networks);
     if volumes {
         let (gone, size) = crate::client::volumes::prune(c, Vec::new(), false)
@@ -61,7 +61,7 @@ async fn prune(c: &Client, all: bool, volumes: bool, force: bool) -> anyhow::Res
         output::deleted("Volumes", &gone);
         reclaimed += i64::try_from(size).unwrap_or(0);
     }
-    let (images, size) = crate::commands::images::prune_unused(c, all).await?;
+    let (images, size) = crate::client::images::prune_unused(c, all).await?;
     let untagged: Vec<String> = images.iter().map(|n| format!("untagged: {n}")).collect();
     output::deleted("Images", &untagged);
     reclaimed += size;

@@ -2,7 +2,7 @@
 //! inspect, rm, prune), with Docker's output.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::client::Client;
 use crate::client::volumes::{self, Volume, daemon_error};
 use crate::exit::Exit;
-use crate::output::Format;
+use crate::output::{Format, confirm, human_size};
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
@@ -108,45 +108,6 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     stdout.write_all(&out)?;
     writeln!(stdout)?;
     Ok(())
-}
-
-/// Docker's `units.HumanSize`: decimal units, four significant digits.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    // %.4g: four significant digits, trailing zeros dropped.
-    let digits = if v >= 1000.0 {
-        0
-    } else if v >= 100.0 {
-        1
-    } else if v >= 10.0 {
-        2
-    } else {
-        3
-    };
-    let text = format!("{v:.digits$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    };
-    format!("{text}{}", UNITS[i])
-}
-
-pub fn confirm(warning: &str) -> anyhow::Result<bool> {
-    print!("{warning}\nAre you sure you want to continue? [y/N] ");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(
-        line.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
 }
 
 /// `volume ls --format json`'s line for `v`, with Docker's fields.

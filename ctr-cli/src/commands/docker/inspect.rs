@@ -205,7 +205,7 @@ pub async fn run(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
                 out.push(v);
             }
             // Not a container: an image of that name, as Docker's inspect looks for both.
-            Err(e) => match crate::commands::images::image_json(c, name).await {
+            Err(e) => match crate::client::images::image_json(c, name).await {
                 Ok(v) => out.push(v),
                 Err(_) => {
                     // Neither a container nor an image: Docker's words.

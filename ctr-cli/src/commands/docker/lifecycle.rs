@@ -110,40 +110,16 @@ pub async fn kill_cmd(c: &Client, names: Vec<String>, signal: String) -> anyhow:
 /// waiting to be restarted), with what its writable layer took, as Docker's.
 pub async fn prune(c: &Client, force: bool) -> anyhow::Result<()> {
     let warning = "WARNING! This will remove all stopped containers.";
-    if !force && !crate::commands::volumes::confirm(warning)? {
+    if !force && !crate::output::confirm(warning)? {
         return Ok(());
     }
-    let (deleted, reclaimed) = prune_stopped(c).await?;
+    let (deleted, reclaimed) = crate::client::docker::prune_stopped(c).await?;
     crate::output::deleted("Containers", &deleted);
     println!(
         "Total reclaimed space: {}",
-        crate::commands::volumes::human_size(u64::try_from(reclaimed).unwrap_or(0))
+        crate::output::human_size(u64::try_from(reclaimed).unwrap_or(0))
     );
     Ok(())
-}
-
-/// Removes every container that is not running (nor waiting to be restarted); returns
-/// their ids and what their writable layers took.
-pub async fn prune_stopped(c: &Client) -> anyhow::Result<(Vec<String>, i64)> {
-    let usage = crate::client::usage::measure(c).await?;
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0;
-    for ct in list_all(c).await? {
-        let live = tasks::find(c, &ct.id).await?.is_some_and(|t| is_live(&t));
-        if live || crate::client::docker::restarting(c, &ct).await? {
-            continue;
-        }
-        let size = usage.snapshot_size(&ct.snapshot_key);
-        match remove(c, &ct, false).await {
-            Ok(()) => {
-                reclaimed += size;
-                deleted.push(ct.id.clone());
-            }
-            // Started meanwhile: it stays, as it would with Docker.
-            Err(e) => eprintln!("berth: {e:#}"),
-        }
-    }
-    Ok((deleted, reclaimed))
 }
 
 pub async fn rm(c: &Client, names: Vec<String>, force: bool, volumes: bool) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@ use crate::client::{Client, networks, ports, snapshots, status, tasks};
 use crate::exit::{Exit, exit_with};
 use crate::labels;
 use crate::oci;
+use crate::oci::normalize;
 use berth_oci::restart::{PolicyError, RestartPolicy};
 
 /// Where static init binaries for `--init` are looked for (Debian's `tini` package).
@@ -260,26 +261,6 @@ fn short_reference(full: &str) -> &str {
     full.strip_prefix("docker.io/library/")
         .or_else(|| full.strip_prefix("docker.io/"))
         .unwrap_or(full)
-}
-
-/// Docker's reference normalization: a missing registry is docker.io (with `library/`
-/// for one-component names), a missing tag is `latest`.
-pub fn normalize(name: &str) -> String {
-    let (first, _) = name.split_once('/').unwrap_or(("", name));
-    let has_registry =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut out = if has_registry {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    let last = out.rsplit('/').next().unwrap_or_default();
-    if !last.contains(':') && !out.contains('@') {
-        out.push_str(":latest");
-    }
-    out
 }
 
 /// Docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
