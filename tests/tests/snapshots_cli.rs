@@ -196,7 +196,10 @@ fn snapshots_image_mount_df_and_prune() {
         .and_then(|s| s.parse().ok())
         .expect("count");
     assert_eq!(total, busybox.chain_ids().len() + chains.len(), "{df}");
-    let pruned = ok(&d.berth(&["image", "prune", "--all"]), "image prune --all");
+    let pruned = ok(
+        &d.berth(&["image", "prune", "--all", "-f"]),
+        "image prune --all",
+    );
     assert!(pruned.contains(&format!("untagged: {ml_ref}")), "{pruned}");
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
     assert!(!pruned.contains("Total reclaimed space: 0B"), "{pruned}");
