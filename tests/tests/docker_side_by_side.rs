@@ -24,6 +24,13 @@ fn normal(text: &str) -> String {
         .collect()
 }
 
+/// `run -d --network none --name NAME IMAGE cmd...`.
+fn detached<'a>(name: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "-d", "--network", "none", "--name", name, IMAGE];
+    args.extend_from_slice(cmd);
+    args
+}
+
 struct Pair {
     berth: Daemon,
     _work: tempfile::TempDir,
@@ -109,28 +116,9 @@ fn docker_verbs_side_by_side() {
     p.same_failure(&["run", "--no-such-flag", IMAGE], "--no-such-flag");
 
     // A stopped and a running container, named alike in both.
-    p.same(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "one",
-        IMAGE,
-        "true",
-    ]);
+    p.same(&detached("one", &["true"]));
     p.same(&["wait", "one"]);
-    p.same(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        "two",
-        IMAGE,
-        "sleep",
-        "600",
-    ]);
+    p.same(&detached("two", &["sleep", "600"]));
     // ps: quiet, all, filters, last, templates.
     p.same(&["ps", "-q"]);
     p.same(&["ps", "-aq"]);

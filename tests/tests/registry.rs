@@ -21,6 +21,19 @@ fn berth(d: &Daemon, auth: &Path, args: &[&str]) -> Output {
         .expect("run berth")
 }
 
+/// The names of the images of namespace `ns`, a line each (`REPOSITORY:TAG`, as Docker
+/// shows them).
+fn image_names(d: &Daemon, auth: &Path, ns: &str) -> String {
+    let args = [
+        "--namespace",
+        ns,
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ];
+    ok(&berth(d, auth, &args), "images")
+}
+
 fn berth_stdin(d: &Daemon, auth: &Path, args: &[&str], input: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(bin("berth"))
@@ -130,29 +143,9 @@ fn pull_images_inspect_push() {
         &berth(&d, &auth, &["image", "tag", &r, "example.com/bb:tagged"]),
         "tag",
     );
-    assert!(
-        ok(
-            &berth(
-                &d,
-                &auth,
-                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
-            ),
-            "images"
-        )
-        .contains("example.com/bb:tagged")
-    );
+    assert!(image_names(&d, &auth, "default").contains("example.com/bb:tagged"));
     ok(&berth(&d, &auth, &["rmi", "example.com/bb:tagged"]), "rmi");
-    assert!(
-        !ok(
-            &berth(
-                &d,
-                &auth,
-                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
-            ),
-            "images"
-        )
-        .contains("example.com/bb:tagged")
-    );
+    assert!(!image_names(&d, &auth, "default").contains("example.com/bb:tagged"));
 }
 
 #[test]
@@ -198,17 +191,7 @@ fn login_pull_from_basic_auth_registry() {
     );
     assert!(ok(&login, "login").contains("Login Succeeded"));
     ok(&berth(&d, &auth, &["pull", &r]), "pull after login");
-    assert!(
-        ok(
-            &berth(
-                &d,
-                &auth,
-                &["images", "--format", "{{.Repository}}:{{.Tag}}"]
-            ),
-            "images"
-        )
-        .contains("private/busybox:1.35")
-    );
+    assert!(image_names(&d, &auth, "default").contains("private/busybox:1.35"));
     // Push with the same credentials.
     ok(
         &berth(&d, &auth, &["push", &r, &reg.reference("private/copy:1")]),
@@ -296,21 +279,11 @@ fn save_rmi_load_round_trip_and_docker_archive() {
         ),
         "load docker archive",
     );
-    let images = ok(
-        &berth(
-            &d,
-            &auth,
-            &[
-                "-n",
-                "dock",
-                "images",
-                "--format",
-                "{{.Repository}}:{{.Tag}}",
-            ],
-        ),
-        "images",
+    assert_eq!(
+        image_names(&d, &auth, "dock"),
+        "mybox:7\n",
+        "named as Docker names it"
     );
-    assert_eq!(images, "mybox:7\n", "named as Docker names it");
     // Loaded images are unpacked into the default snapshotter, ready to run.
     let snaps = ok(
         &berth(&d, &auth, &["-n", "dock", "snapshots", "ls"]),
