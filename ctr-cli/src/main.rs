@@ -199,6 +199,8 @@ enum Command {
         #[command(subcommand)]
         cmd: system::Cmd,
     },
+    /// Show what the daemon holds and runs on (Docker's info).
+    Info,
     /// Manage volumes.
     #[command(alias = "volumes")]
     Volume {
@@ -585,6 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
+        Command::Info => system::info(&c, &cli.format).await,
         Command::Volume { cmd } => volumes::run(&c, cmd, cli.format).await,
         Command::Docker(cmd) => run_docker(&c, cmd, &cli.format).await,
         Command::Events { filters } => events::run(&c, filters, cli.format).await,

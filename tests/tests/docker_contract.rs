@@ -340,3 +340,43 @@ fn system_and_image_prune() {
     );
     berth(&["rm", "-f", "up"]);
 }
+
+/// `berth info` (and `system info`): Docker's sections and counts; templates over Docker's
+/// field names.
+#[test]
+fn info_counts_and_templates() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&["run", "-d", "--name", "up", IMAGE, "sleep", "600"]);
+    berth(&["create", "--name", "made", IMAGE, "true"]);
+    let info = berth(&["info"]);
+    for line in [
+        "Server:\n Containers: 2\n  Running: 1\n  Paused: 0\n  Stopped: 1\n Images: 1\n",
+        " Storage Driver: overlayfs\n",
+        " OSType: linux\n",
+    ] {
+        assert!(info.contains(line), "{line:?} in\n{info}");
+    }
+    assert!(
+        info.contains(&format!(" Berth Root Dir: {}\n", d.root.display())),
+        "{info}"
+    );
+    assert_eq!(
+        berth(&[
+            "system",
+            "info",
+            "--format",
+            "{{.Containers}} {{.ContainersRunning}} {{.Images}}"
+        ]),
+        "2 1 1\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&berth(&["info", "--format", "{{json .}}"])).expect("json");
+    assert_eq!(
+        v["NCPU"].as_u64(),
+        std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u64)
+    );
+    berth(&["rm", "-f", "up", "made"]);
+}

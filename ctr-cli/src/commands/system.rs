@@ -1,13 +1,18 @@
 //! `berth system df`: the space images, containers, snapshots and content use, and how much
-//! of it could be reclaimed (what no container uses); `berth system prune`.
+//! of it could be reclaimed (what no container uses); `berth system prune`; `berth info`.
 
 use std::collections::BTreeSet;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use berth_proto::containerd::services::introspection::v1 as inpb;
+use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
+use berth_proto::containerd::services::version::v1::version_client::VersionClient;
+
+use crate::client::tasks::state_name;
 use crate::client::usage::{Usage, measure};
+use crate::client::{Client, containers, images, status, tasks};
 use crate::oci::human_size;
 use crate::output::{self, Format};
 
@@ -19,6 +24,8 @@ pub enum Cmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Show what the daemon holds and runs on (as `berth info`).
+    Info,
     /// Remove stopped containers, unused networks, dangling images (every unused image
     /// with -a) and, with --volumes, unused anonymous volumes.
     Prune {
@@ -96,6 +103,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
             volumes,
             force,
         } => return prune(c, all, volumes, force).await,
+        Cmd::Info => return info(c, &format).await,
     };
     let u = measure(c).await?;
     let mut rows = summary(&u).to_vec();
@@ -294,4 +302,161 @@ fn containers_table(u: &Usage) -> anyhow::Result<()> {
         })
         .collect();
     output::table(&["CONTAINER", "IMAGE", "SIZE", "STATUS"], &rows)
+}
+
+/// The first line of `/etc/os-release` that sets `key`, unquoted.
+fn os_release(key: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Binary units as Docker's `units.BytesSize` prints them (`23.54GiB`).
+fn bytes_size(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let text = format!("{v:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{}", UNITS[i])
+}
+
+/// The daemon and its host, with Docker's field names.
+async fn gather(c: &Client) -> anyhow::Result<Value> {
+    let version = VersionClient::new(c.channel.clone())
+        .version(c.req(()))
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut intro = IntrospectionClient::new(c.channel.clone());
+    let server = intro.server(c.req(())).await.map_err(status)?.into_inner();
+    let plugins = intro
+        .plugins(c.req(inpb::PluginsRequest::default()))
+        .await
+        .map_err(status)?
+        .into_inner()
+        .plugins;
+    let root = plugins
+        .iter()
+        .find(|p| p.r#type == "io.containerd.metadata.v1")
+        .and_then(|p| p.exports.get("root").cloned())
+        .unwrap_or_default();
+    let snapshotters: Vec<&str> = plugins
+        .iter()
+        .filter(|p| p.r#type == "io.containerd.snapshotter.v1")
+        .map(|p| p.id.as_str())
+        .collect();
+    let driver = if snapshotters.contains(&"overlayfs") {
+        "overlayfs"
+    } else {
+        snapshotters.first().copied().unwrap_or("")
+    };
+    let all = containers::list_all(c).await?;
+    let procs = tasks::list(c).await.map_err(status)?;
+    let state = |id: &str| state_name(procs.iter().find(|p| p.id == id));
+    let count = |s: &str| all.iter().filter(|ct| state(&ct.id) == s).count();
+    let (running, paused) = (count("running"), count("paused"));
+    let images = images::list(c, Vec::new()).await?.len();
+    let proc = |f: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{f}"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    Ok(json!({
+        "ID": server.uuid,
+        "Containers": all.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": all.len() - running - paused,
+        "Images": images,
+        "Driver": driver,
+        "ServerVersion": version.version,
+        "CgroupVersion": if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "2" } else { "1" },
+        "KernelVersion": proc("osrelease"),
+        "OperatingSystem": os_release("PRETTY_NAME").unwrap_or_default(),
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "MemTotal": mem_total(),
+        "Name": proc("hostname"),
+        "DockerRootDir": root,
+        "Namespace": c.namespace,
+    }))
+}
+
+/// `berth info` / `berth system info`: what the daemon holds and runs on, in Docker's words
+/// (`--format` takes a template over Docker's field names).
+pub async fn info(c: &Client, format: &Format) -> anyhow::Result<()> {
+    let v = gather(c).await?;
+    match format {
+        Format::Template(t) | Format::TableTemplate(t) => {
+            println!("{}", crate::template::Compiled::new(t)?.render(&v)?);
+            return Ok(());
+        }
+        Format::Json => {
+            println!("{v}");
+            return Ok(());
+        }
+        Format::Table => {}
+    }
+    let f = |k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    println!("Client:");
+    println!(" Version:    {}", env!("CARGO_PKG_VERSION"));
+    println!(" Debug Mode: false");
+    println!();
+    println!("Server:");
+    println!(" Containers: {}", f("Containers"));
+    println!("  Running: {}", f("ContainersRunning"));
+    println!("  Paused: {}", f("ContainersPaused"));
+    println!("  Stopped: {}", f("ContainersStopped"));
+    println!(" Images: {}", f("Images"));
+    println!(" Server Version: {}", f("ServerVersion"));
+    println!(" Storage Driver: {}", f("Driver"));
+    println!(" Cgroup Version: {}", f("CgroupVersion"));
+    println!(" Kernel Version: {}", f("KernelVersion"));
+    println!(" Operating System: {}", f("OperatingSystem"));
+    println!(" OSType: {}", f("OSType"));
+    println!(" Architecture: {}", f("Architecture"));
+    println!(" CPUs: {}", f("NCPU"));
+    println!(
+        " Total Memory: {}",
+        bytes_size(v["MemTotal"].as_u64().unwrap_or(0))
+    );
+    println!(" Name: {}", f("Name"));
+    println!(" ID: {}", f("ID"));
+    println!(" Berth Root Dir: {}", f("DockerRootDir"));
+    println!(" Namespace: {}", f("Namespace"));
+    println!(" Debug Mode: false");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn binary_sizes_as_docker_prints_them() {
+        assert_eq!(super::bytes_size(512), "512B");
+        assert_eq!(super::bytes_size(1536), "1.5KiB");
+        assert_eq!(super::bytes_size(25_275_000_000), "23.54GiB");
+    }
 }
