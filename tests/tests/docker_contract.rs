@@ -380,3 +380,51 @@ fn info_counts_and_templates() {
     );
     berth(&["rm", "-f", "up", "made"]);
 }
+
+/// `cp CONTAINER:SRC -` writes a tar archive to stdout, `cp - CONTAINER:DIR` unpacks one
+/// from stdin, as Docker's.
+#[test]
+fn cp_through_tar_streams() {
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&["run", "-d", "--name", "box", IMAGE, "sleep", "600"]);
+    berth(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /srv/d && echo hi > /srv/d/f",
+    ]);
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("BERTH_ADDRESS", &d.address)
+            .env("B", bin("berth"))
+            .env("W", work.path())
+            .output()
+            .expect("sh");
+        ok(&out, script)
+    };
+    let listed = sh("\"$B\" cp box:/srv/d - | tar -t | sort");
+    assert_eq!(listed, "d/\nd/f\n");
+    assert_eq!(sh("\"$B\" cp box:/srv/d/f - | tar -xO"), "hi\n");
+    sh(
+        "mkdir -p \"$W/in/sub\" && echo there > \"$W/in/sub/g\" && tar -C \"$W/in\" -cf - sub | \"$B\" cp - box:/srv",
+    );
+    assert_eq!(berth(&["exec", "box", "cat", "/srv/sub/g"]), "there\n");
+    let bad = Command::new("sh")
+        .arg("-c")
+        .arg("tar -C \"$W/in\" -cf - sub | \"$B\" cp - box:/srv/d/f")
+        .env("BERTH_ADDRESS", &d.address)
+        .env("B", bin("berth"))
+        .env("W", work.path())
+        .output()
+        .expect("sh");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("must be a directory"),
+        "{bad:?}"
+    );
+    berth(&["rm", "-f", "box"]);
+}

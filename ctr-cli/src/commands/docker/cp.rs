@@ -20,15 +20,15 @@ use crate::client::{Client, containers};
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
-    /// Archive mode: copy uid/gid information too (copying in). No -a: that is --address.
-    #[arg(long)]
+    /// Archive mode: copy uid/gid information too (copying in).
+    #[arg(short, long)]
     pub archive: bool,
     /// Always follow a symlink given as SRC.
     #[arg(short = 'L', long)]
     pub follow_link: bool,
-    /// CONTAINER:SRC_PATH or a local path.
+    /// CONTAINER:SRC_PATH, a local path, or `-` (a tar archive on stdin).
     pub src: String,
-    /// CONTAINER:DEST_PATH or a local path.
+    /// CONTAINER:DEST_PATH, a local path, or `-` (a tar archive to stdout).
     pub dest: String,
 }
 
@@ -307,9 +307,93 @@ fn copy_in(root: &Path, src: &str, dest: &str, follow: bool, owner: Owner) -> an
     Ok(())
 }
 
+/// A directory of the CLI's own for one copy through a tar stream, removed on drop.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new() -> io::Result<Staging> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("berth-cp-{}-{nanos}", std::process::id()));
+        std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700).create(&dir)?;
+        Ok(Staging(dir))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs GNU tar (`-c` to stdout, `-x` from stdin) in `dir`, numeric owners kept.
+fn tar(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("--numeric-owner")
+        .args(args)
+        .status()
+        .map_err(|e| anyhow::anyhow!("run tar: {e}"))?;
+    anyhow::ensure!(status.success(), "tar {}: {status}", args.join(" "));
+    Ok(())
+}
+
+/// `cp CONTAINER:SRC -`: the path as a tar archive on stdout (as Docker's), named by its
+/// last component.
+fn copy_out_tar(root: &Path, container: &str, src: &str, follow: bool) -> anyhow::Result<()> {
+    let staging = Staging::new()?;
+    copy_out(
+        root,
+        container,
+        src,
+        &staging.0.display().to_string(),
+        follow,
+    )?;
+    let names: Vec<String> = fs::read_dir(&staging.0)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["-cf", "-"];
+    args.extend(names.iter().map(String::as_str));
+    tar(&staging.0, &args)
+}
+
+/// `cp - CONTAINER:DEST`: a tar archive from stdin unpacked into the directory DEST.
+fn copy_in_tar(root: &Path, dest: &str, owner: Owner) -> anyhow::Result<()> {
+    let dest_given = if dest.is_empty() { "/" } else { dest };
+    let resolved = resolve_in_root(root, Path::new(dest_given))?;
+    if !resolved.is_dir() {
+        anyhow::bail!("destination \"{dest_given}\" must be a directory");
+    }
+    let staging = Staging::new()?;
+    tar(&staging.0, &["-xf", "-"])?;
+    for child in fs::read_dir(&staging.0)? {
+        let child = child?;
+        let into = Dest {
+            root: Some(root),
+            base: PathBuf::from(dest_given),
+        };
+        copy_tree(&child.path(), &into, Path::new(&child.file_name()), owner)?;
+    }
+    Ok(())
+}
+
 pub async fn run(c: &Client, a: CpArgs) -> anyhow::Result<()> {
     let (src, dest) = (parse_loc(&a.src), parse_loc(&a.dest));
     match (src, dest) {
+        (Loc::Container(cref, path), Loc::Local(dest)) if dest == "-" => {
+            let ct = containers::resolve(c, &cref).await?;
+            let follow = a.follow_link;
+            with_root(c, &ct, move |root| copy_out_tar(root, &cref, &path, follow)).await
+        }
+        (Loc::Local(src), Loc::Container(cref, path)) if src == "-" => {
+            let ct = containers::resolve(c, &cref).await?;
+            let owner = if a.archive { Owner::Keep } else { Owner::Root };
+            with_root(c, &ct, move |root| copy_in_tar(root, &path, owner)).await
+        }
         (Loc::Container(cref, path), Loc::Local(dest)) => {
             let ct = containers::resolve(c, &cref).await?;
             let follow = a.follow_link;
