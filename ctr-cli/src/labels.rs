@@ -8,6 +8,7 @@
 //! - [`LOG_PATH`]: the file its output goes to in the CRI log format, written by the shim
 //!   (`file://<path>?format=cri` for both stdout and stderr), read by `berth logs`;
 //! - [`STARTED_AT`]: when its task was last started (RFC 3339), for `ps`' "Up 3 minutes"
+//! - [`OOM_KILLED`]: set by berthd when the kernel OOM-killed one of its processes
 //!   and inspect's `State.StartedAt` (the task API reports no start time; berthd's
 //!   supervisor sets it too when it restarts the container);
 //! - [`RESTART`] (`--restart`): the restart policy berthd's supervisor enforces;
@@ -33,6 +34,9 @@ pub const NAME: &str = "berth/name";
 pub const LOG_PATH: &str = "berth/log-path";
 /// The label holding when the container's task was last started (RFC 3339, nanoseconds).
 pub const STARTED_AT: &str = "berth/started-at";
+/// "true" once berthd saw the kernel kill one of the container's processes for want of
+/// memory (Docker's `State.OOMKilled`); cleared at the next start.
+pub const OOM_KILLED: &str = "berth/oom-killed";
 /// Set to "true" on containers that berthd removes when their task exits.
 pub const AUTO_REMOVE: &str = "berth/auto-remove";
 /// The network a container asks berthd for: `bridge`, `none` or `host` (berthd attaches it

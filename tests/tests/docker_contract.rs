@@ -428,3 +428,51 @@ fn cp_through_tar_streams() {
     );
     berth(&["rm", "-f", "box"]);
 }
+
+/// A container whose process the kernel kills for want of memory shows
+/// `State.OOMKilled` true (berthd records the shim's `/tasks/oom`), until its next start.
+#[test]
+fn oom_killed_is_recorded() {
+    let (d, _work) = Daemon::with_busybox();
+    let hog = "a=xxxxxxxxxxxxxxxx; while :; do a=\"$a$a\"; done";
+    let out = d.berth(&["run", "--name", "hog", "-m", "16m", IMAGE, "sh", "-c", hog]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    // The record follows the event: it may land a moment after the exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let state = loop {
+        let s = ok(
+            &d.berth(&[
+                "inspect",
+                "-f",
+                "{{.State.OOMKilled}} {{.State.ExitCode}}",
+                "hog",
+            ]),
+            "inspect",
+        );
+        if s.starts_with("true") || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(state, "true 137\n");
+    // The mark goes with the next start.
+    let id = ok(
+        &d.berth(&["create", "--name", "calm", IMAGE, "true"]),
+        "create",
+    );
+    let id = id.trim();
+    ok(
+        &d.berth(&["containers", "label", id, "berth/oom-killed=true"]),
+        "label",
+    );
+    let oom = |what: &str| {
+        ok(
+            &d.berth(&["inspect", "-f", "{{.State.OOMKilled}}", "calm"]),
+            what,
+        )
+    };
+    assert_eq!(oom("marked"), "true\n");
+    ok(&d.berth(&["start", "-a", "calm"]), "start");
+    assert_eq!(oom("started"), "false\n");
+    ok(&d.berth(&["rm", "hog", "calm"]), "rm");
+}

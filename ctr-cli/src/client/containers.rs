@@ -71,6 +71,19 @@ fn pick(list: Vec<pb::Container>, what: &str) -> anyhow::Result<pb::Container> {
 
 /// Sets one label of a container record.
 pub async fn set_label(c: &Client, id: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    relabel(c, id, (key, value), &[]).await
+}
+
+/// Sets label `key` of container `id` to `value` and removes the labels `clear`, in one
+/// update.
+pub async fn relabel(
+    c: &Client,
+    id: &str,
+    (key, value): (&str, &str),
+    clear: &[&str],
+) -> anyhow::Result<()> {
+    let mut paths = vec![format!("labels.{key}")];
+    paths.extend(clear.iter().map(|k| format!("labels.{k}")));
     api(c)
         .update(c.req(pb::UpdateContainerRequest {
             container: Some(pb::Container {
@@ -78,9 +91,7 @@ pub async fn set_label(c: &Client, id: &str, key: &str, value: &str) -> anyhow::
                 labels: [(key.to_string(), value.to_string())].into(),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec![format!("labels.{key}")],
-            }),
+            update_mask: Some(prost_types::FieldMask { paths }),
         }))
         .await
         .map_err(status)?;

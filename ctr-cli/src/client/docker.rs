@@ -78,7 +78,9 @@ pub async fn start_task(
     let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     match tasks::start(c, &ct.id, "").await {
         Ok(pid) => {
-            containers::set_label(c, &ct.id, labels::STARTED_AT, &now).await?;
+            // A new run: no OOM kill of an earlier one is told of it.
+            containers::relabel(c, &ct.id, (labels::STARTED_AT, &now), &[labels::OOM_KILLED])
+                .await?;
             Ok(pid)
         }
         Err(e) => {

@@ -9,12 +9,15 @@
 //! daemon-side status of tasks is current, and has the exited task's network released
 //! ([`Tasks::release_network`]).
 //!
+//! A `/tasks/oom` of one of berth's containers is recorded on it ([`OOM_LABEL`]: Docker's
+//! `State.OOMKilled`).
+//!
 //! The exit arrives as the shim's `/tasks/exit` event: shims keep an exit until berthd has
 //! taken it, so one that happened while berthd was down is acted on after the restart.
 
 use std::path::{Path, PathBuf};
 
-use berth_proto::containerd::events::TaskExit;
+use berth_proto::containerd::events::{TaskExit, TaskOom};
 use prost::Message;
 
 use crate::containers::Containers;
@@ -26,6 +29,9 @@ use crate::tasks::Tasks;
 pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
 /// The container's log file (written by its shim), removed with it.
 pub const LOG_LABEL: &str = "berth/log-path";
+/// Set to "true" on a container whose processes the kernel killed for want of memory
+/// (a `/tasks/oom` of it), as Docker's `State.OOMKilled`; the next start clears it.
+pub const OOM_LABEL: &str = "berth/oom-killed";
 
 /// What removes auto-remove containers.
 pub struct AutoRemover {
@@ -42,7 +48,11 @@ impl AutoRemover {
     /// Subscribes at once (so no exit published from now on is missed) and handles the
     /// exits in a task of its own until `stop` turns true.
     pub fn spawn(self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        let events = match Filter::parse_all(&["topic==\"/tasks/exit\"".to_string()]) {
+        let topics = [
+            "topic==\"/tasks/exit\"".to_string(),
+            "topic==\"/tasks/oom\"".to_string(),
+        ];
+        let events = match Filter::parse_all(&topics) {
             Ok(f) => Some(self.exchange.subscribe(f)),
             Err(e) => {
                 tracing::error!(error = %e, "auto-remove: bad event filter");
@@ -69,6 +79,17 @@ impl AutoRemover {
                 },
                 _ = stop.changed() => return,
             };
+            if envelope.topic == "/tasks/oom" {
+                if let Some(oom) = envelope
+                    .event
+                    .as_ref()
+                    .and_then(|a| TaskOom::decode(a.value.as_slice()).ok())
+                {
+                    // In line: recorded before the exit that follows it is handled.
+                    self.mark_oom(&envelope.namespace, &oom.container_id).await;
+                }
+                continue;
+            }
             let Some(exit) = envelope
                 .event
                 .as_ref()
@@ -101,6 +122,28 @@ impl AutoRemover {
             containers: self.containers.clone(),
             volumes: self.volumes.clone(),
             runtime_root: self.runtime_root.clone(),
+        }
+    }
+
+    /// Records on container `id` that the kernel killed one of its processes for want of
+    /// memory.
+    async fn mark_oom(&self, ns: &str, id: &str) {
+        let Ok(mut container) = self.containers.get(ns, id).await else {
+            return;
+        };
+        // Only berth's own containers carry berth's labels (a ctr or CRI one is left as
+        // its client made it).
+        if !container.labels.keys().any(|k| k.starts_with("berth/")) {
+            return;
+        }
+        container
+            .labels
+            .insert(OOM_LABEL.to_string(), "true".to_string());
+        let paths = vec![format!("labels.{OOM_LABEL}")];
+        if let Err(e) = self.containers.update(ns, container, paths).await {
+            tracing::warn!(namespace = %ns, id = %id, error = %e, "record an OOM kill");
+        } else {
+            tracing::info!(namespace = %ns, id = %id, "a process of the container was OOM-killed");
         }
     }
 

@@ -100,7 +100,7 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restart
             "Running": running,
             "Paused": state == "paused",
             "Restarting": restarting,
-            "OOMKilled": false,
+            "OOMKilled": c.labels.get(labels::OOM_KILLED).is_some_and(|v| v == "true"),
             "Dead": false,
             "Pid": if running && !restarting { task.map(|t| t.pid).unwrap_or(0) } else { 0 },
             "ExitCode": if exited { task.map(|t| t.exit_status).unwrap_or(0) } else { 0 },
