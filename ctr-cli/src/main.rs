@@ -312,6 +312,15 @@ enum DockerCmd {
         /// unless-stopped).
         #[arg(long)]
         restart: Option<String>,
+        /// Memory limit (`512m`, `1g`).
+        #[arg(short, long)]
+        memory: Option<String>,
+        /// CPUs (`1.5`).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Process limit (-1: none).
+        #[arg(long)]
+        pids_limit: Option<i64>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -388,8 +397,18 @@ async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Resu
         } => lifecycle::rename(c, &container, &new_name).await,
         DockerCmd::Update {
             restart,
+            memory,
+            cpus,
+            pids_limit,
             containers,
-        } => lifecycle::update(c, containers, restart).await,
+        } => {
+            let limits = lifecycle::Limits {
+                memory,
+                cpus,
+                pids_limit,
+            };
+            lifecycle::update(c, containers, restart, limits).await
+        }
     }
 }
 

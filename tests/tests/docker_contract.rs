@@ -476,3 +476,46 @@ fn oom_killed_is_recorded() {
     assert_eq!(oom("started"), "false\n");
     ok(&d.berth(&["rm", "hog", "calm"]), "rm");
 }
+
+/// `update -m --cpus --pids-limit`: a running container's limits change at once, and its
+/// next start keeps them.
+#[test]
+fn update_resources_live_and_kept() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&["run", "-d", "--name", "box", IMAGE, "sleep", "600"]);
+    assert_eq!(
+        berth(&[
+            "update",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "box"
+        ]),
+        "box\n"
+    );
+    let limits = || {
+        berth(&[
+            "exec",
+            "box",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            "/sys/fs/cgroup/pids/pids.max",
+        ])
+    };
+    assert_eq!(limits(), format!("{}\n50000\n50\n", 64 << 20));
+    berth(&["stop", "-t", "1", "box"]);
+    berth(&["start", "box"]);
+    assert_eq!(limits(), format!("{}\n50000\n50\n", 64 << 20));
+    let none = d.berth(&["update", "box"]);
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("you must provide one or more flags"),
+        "{none:?}"
+    );
+    berth(&["rm", "-f", "box"]);
+}

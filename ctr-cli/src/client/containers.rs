@@ -137,6 +137,30 @@ pub fn spec_of(c: &pb::Container) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// Replaces container `id`'s OCI spec (its type URL kept).
+pub async fn set_spec(
+    c: &Client,
+    ct: &pb::Container,
+    spec: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut any = ct.spec.clone().unwrap_or_default();
+    any.value = serde_json::to_vec(spec)?;
+    api(c)
+        .update(c.req(pb::UpdateContainerRequest {
+            container: Some(pb::Container {
+                id: ct.id.clone(),
+                spec: Some(any),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["spec".into()],
+            }),
+        }))
+        .await
+        .map_err(status)?;
+    Ok(())
+}
+
 /// Whether the container's process has a terminal.
 pub fn has_terminal(c: &pb::Container) -> bool {
     spec_of(c)["process"]["terminal"].as_bool() == Some(true)

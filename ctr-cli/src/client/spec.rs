@@ -268,7 +268,7 @@ pub fn parse_cpus(s: &str) -> Result<f64, SpecError> {
 }
 
 /// The CFS period `--cpus` is a quota of.
-const CPU_PERIOD: u64 = 100_000;
+pub const CPU_PERIOD: u64 = 100_000;
 
 /// The spec builder's inputs for the flags `o`, the image `img`, the rootfs' accounts and
 /// every capability the host can grant.

@@ -324,3 +324,25 @@ pub async fn metrics(
         .ok_or_else(|| anyhow::anyhow!("task {id}: metrics carry no data"))?;
     Ok((m.timestamp, Metrics::decode(data)?))
 }
+
+/// The type URL of an OCI `LinuxResources` (JSON), as containerd's clients send it.
+const LINUX_RESOURCES: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// Changes the running task `id`'s resource limits (`resources`: OCI `LinuxResources`).
+pub async fn update_resources(
+    c: &Client,
+    id: &str,
+    resources: &serde_json::Value,
+) -> Result<(), Status> {
+    api(c)
+        .update(c.req(pb::UpdateTaskRequest {
+            container_id: id.to_string(),
+            resources: Some(prost_types::Any {
+                type_url: LINUX_RESOURCES.to_string(),
+                value: serde_json::to_vec(resources).unwrap_or_default(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .map(drop)
+}

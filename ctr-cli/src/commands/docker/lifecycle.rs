@@ -214,33 +214,102 @@ pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
 
 /// `berth update --restart POLICY CONTAINER...`: berthd's supervisor validates the policy
 /// (Docker's words) and applies it from the next exit on.
-pub async fn update(c: &Client, names: Vec<String>, restart: Option<String>) -> anyhow::Result<()> {
-    let Some(policy) = restart else {
+/// `update`'s resource flags, as given.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub memory: Option<String>,
+    pub cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+}
+
+impl Limits {
+    /// The OCI `LinuxResources` the flags ask for; None when they ask nothing.
+    fn resources(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        use crate::client::spec::{CPU_PERIOD, parse_cpus, parse_memory};
+        let mut r = serde_json::Map::new();
+        if let Some(m) = &self.memory {
+            let limit = parse_memory(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+            r.insert("memory".into(), serde_json::json!({ "limit": limit }));
+        }
+        if let Some(c) = &self.cpus {
+            let cpus = parse_cpus(c).map_err(|e| anyhow::anyhow!("{e}"))?;
+            r.insert(
+                "cpu".into(),
+                serde_json::json!({
+                    "quota": (cpus * CPU_PERIOD as f64).round() as i64,
+                    "period": CPU_PERIOD,
+                }),
+            );
+        }
+        if let Some(p) = self.pids_limit {
+            r.insert("pids".into(), serde_json::json!({ "limit": p }));
+        }
+        Ok((!r.is_empty()).then_some(serde_json::Value::Object(r)))
+    }
+}
+
+/// `update`: a container's restart policy and resource limits. The limits go into its spec
+/// (the next start has them) and, while it runs, to its task at once.
+pub async fn update(
+    c: &Client,
+    names: Vec<String>,
+    restart: Option<String>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let resources = limits.resources()?;
+    if restart.is_none() && resources.is_none() {
         anyhow::bail!("you must provide one or more flags when using this command");
-    };
+    }
     // The format is the CLI's to check (Docker's words), before any container is touched;
     // the policy itself is checked here with the daemon's rule too, for Docker's message
     // (the daemon refuses it all the same).
-    let parsed = policy.parse::<berth_oci::restart::RestartPolicy>();
-    if let Err(e) = &parsed
+    let parsed = restart
+        .as_deref()
+        .map(|p| p.parse::<berth_oci::restart::RestartPolicy>());
+    if let Some(Err(e)) = &parsed
         && e.is_format()
     {
         anyhow::bail!("{e}");
     }
-    let (policy, parsed) = (&policy, &parsed);
+    let (restart, parsed, resources) = (&restart, &parsed, &resources);
     each(c, &names, |ct| async move {
-        if let Err(e) = parsed {
-            anyhow::bail!("Error response from daemon: {e}");
+        let failed = |m: &str| {
+            anyhow::anyhow!(
+                "Error response from daemon: Cannot update container {}: {m}",
+                ct.id
+            )
+        };
+        if let Some(r) = resources {
+            let mut spec = containers::spec_of(&ct);
+            let current = &mut spec["linux"]["resources"];
+            if !current.is_object() {
+                *current = serde_json::json!({});
+            }
+            for (k, v) in r.as_object().into_iter().flatten() {
+                let slot = &mut current[k.as_str()];
+                if !slot.is_object() {
+                    *slot = serde_json::json!({});
+                }
+                for (field, value) in v.as_object().into_iter().flatten() {
+                    slot[field.as_str()] = value.clone();
+                }
+            }
+            containers::set_spec(c, &ct, &spec).await?;
+            if tasks::find(c, &ct.id).await?.is_some_and(|t| is_live(&t)) {
+                tasks::update_resources(c, &ct.id, r)
+                    .await
+                    .map_err(|e| failed(e.message()))?;
+            }
         }
-        supervisor::set_policy(c, &ct.id, policy)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "Error response from daemon: Cannot update container {}: {}",
-                    ct.id,
-                    e.message()
-                )
-            })
+        if let Some(policy) = restart {
+            if let Some(Err(e)) = parsed {
+                anyhow::bail!("Error response from daemon: {e}");
+            }
+            supervisor::set_policy(c, &ct.id, policy)
+                .await
+                .map_err(|e| failed(e.message()))?;
+        }
+        Ok(())
     })
     .await
 }
