@@ -519,3 +519,36 @@ fn update_resources_live_and_kept() {
     );
     berth(&["rm", "-f", "box"]);
 }
+
+/// `logs --since` / `--until`: the lines of a time span (RFC 3339, Unix seconds or a
+/// duration back from now).
+#[test]
+fn logs_since_and_until() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&[
+        "run",
+        "-d",
+        "--name",
+        "talk",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo a; sleep 1.2; echo b",
+    ]);
+    berth(&["wait", "talk"]);
+    let stamped = berth(&["logs", "-t", "talk"]);
+    let b_time = stamped
+        .lines()
+        .find(|l| l.ends_with(" b"))
+        .and_then(|l| l.split(' ').next())
+        .expect("b's time")
+        .to_string();
+    assert_eq!(berth(&["logs", "--since", &b_time, "talk"]), "b\n");
+    assert_eq!(berth(&["logs", "--until", &b_time, "talk"]), "a\n");
+    assert_eq!(berth(&["logs", "--since", "1h", "talk"]), "a\nb\n");
+    assert_eq!(berth(&["logs", "--since", "4000000000", "talk"]), "");
+    let bad = d.berth(&["logs", "--since", "soon", "talk"]);
+    assert!(!bad.status.success());
+    berth(&["rm", "talk"]);
+}
