@@ -131,6 +131,18 @@ fn docker_verbs_side_by_side() {
     p.same(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Image}}"]);
     p.same(&["ps", "-a", "--format", "table {{.Names}}\t{{.State}}"]);
     p.same(&["ps", "-a", "--format", "{{upper .Names}} {{len .ID}}"]);
+    // -s: a SIZE column, "<rw> (virtual <rw + image>)" (the figures are each daemon's).
+    let (b, d) = p.both(&["ps", "-s", "--format", "table {{.Names}}\t{{.Size}}"]);
+    let shape = |o: &Output| -> Vec<(String, bool)> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                let name = l.split_whitespace().next().unwrap_or_default().to_string();
+                (name, l.contains("(virtual "))
+            })
+            .collect()
+    };
+    assert_eq!(shape(&b), shape(&d), "ps -s\nberth: {b:?}\ndocker: {d:?}");
     // The JSON of a row: the same keys (the values of sizes, times and mounts differ).
     let keys = |o: &Output| -> Vec<String> {
         let line = String::from_utf8_lossy(&o.stdout);

@@ -26,6 +26,9 @@ pub struct Args {
     /// Show the latest created container (every state).
     #[arg(short, long)]
     pub latest: bool,
+    /// Show each container's size: its writable layer (and with its image, "virtual").
+    #[arg(short, long)]
+    pub size: bool,
     /// Filters: status=, name=, id=, label=KEY[=VALUE], ancestor=IMAGE, exited=CODE.
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
@@ -255,6 +258,11 @@ pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> 
     } else {
         networks::endpoints_by_container(c, list.iter().flat_map(networks::networks_of)).await
     };
+    let usage = if args.size && !args.quiet {
+        Some(crate::client::usage::measure(c).await?)
+    } else {
+        None
+    };
     let mut items = Vec::new();
     for ct in &list {
         let t = tasks.get(&ct.id);
@@ -303,21 +311,29 @@ pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> 
             "Platform": null,
             "Mounts": "",
             "LocalVolumes": "0",
-            "Size": "",
+            "Size": usage.as_ref().map(|u| {
+                let rw = u.snapshot_size(&ct.snapshot_key);
+                let virt: i64 = u.chain(&ct.snapshot_key).iter().map(|k| u.snapshot_size(k)).sum();
+                format!("{} (virtual {})", crate::oci::human_size(rw), crate::oci::human_size(virt))
+            }).unwrap_or_default(),
         }));
     }
     if !args.quiet {
+        let mut columns = vec![
+            ("ID", "CONTAINER ID"),
+            ("Image", "IMAGE"),
+            ("Command", "COMMAND"),
+            ("RunningFor", "CREATED"),
+            ("Status", "STATUS"),
+            ("Ports", "PORTS"),
+            ("Names", "NAMES"),
+        ];
+        if args.size {
+            columns.push(("Size", "SIZE"));
+        }
         output::docker_list(
             format,
-            &[
-                ("ID", "CONTAINER ID"),
-                ("Image", "IMAGE"),
-                ("Command", "COMMAND"),
-                ("RunningFor", "CREATED"),
-                ("Status", "STATUS"),
-                ("Ports", "PORTS"),
-                ("Names", "NAMES"),
-            ],
+            &columns,
             &[
                 ("CreatedAt", "CREATED AT"),
                 ("State", "STATE"),
