@@ -146,6 +146,14 @@ pub fn normalize(name: &str) -> String {
     out
 }
 
+/// A reference as Docker prints it (its familiar name): without `docker.io/` and, for
+/// official images, `library/`.
+pub fn familiar(full: &str) -> &str {
+    full.strip_prefix("docker.io/library/")
+        .or_else(|| full.strip_prefix("docker.io/"))
+        .unwrap_or(full)
+}
+
 /// Human size as docker prints it: decimal units, three significant digits.
 pub fn human_size(bytes: i64) -> String {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];

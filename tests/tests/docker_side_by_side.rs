@@ -206,7 +206,9 @@ fn docker_verbs_side_by_side() {
         "conflict: unable to remove repository reference",
     );
     // logs -n, container ls, prune.
-    p.same(&["logs", "-n", "1", "one"]);
+    p.same(&detached("lines", &["sh", "-c", "echo a; echo b"]));
+    p.same(&["wait", "lines"]);
+    assert_eq!(p.same(&["logs", "-n", "1", "lines"]), "b\n");
     p.same(&["container", "ls", "-q"]);
     let (b, d) = p.both(&["container", "prune", "-f"]);
     assert_eq!(b.status.code(), d.status.code());

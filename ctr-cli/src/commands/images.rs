@@ -151,15 +151,9 @@ impl ImageFilter {
 /// Docker's `reference=` match: the pattern (with `*` wildcards) against the image's
 /// familiar name (`busybox:latest`) or its repository alone.
 fn reference_matches(pattern: &str, name: &str) -> bool {
-    let familiar = familiar(name);
-    let (repo, _) = repo_tag(&familiar);
-    glob(pattern, &familiar) || glob(pattern, &repo)
-}
-
-/// `docker.io/library/busybox:latest` as Docker shows it: `busybox:latest`.
-fn familiar(name: &str) -> String {
-    let n = name.strip_prefix("docker.io/").unwrap_or(name);
-    n.strip_prefix("library/").unwrap_or(n).to_string()
+    let familiar = oci::familiar(name);
+    let (repo, _) = repo_tag(familiar);
+    glob(pattern, familiar) || glob(pattern, &repo)
 }
 
 /// `*` matches any run of characters but `/`, as Go's path.Match.
@@ -202,11 +196,11 @@ pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> 
         .filter(|i| filters.iter().all(|f| f.matches(&i.name, &i.labels)))
         .filter(|i| {
             references.iter().all(|r| {
-                let (repo, tag) = repo_tag(&familiar(&i.name));
-                let r = familiar(r);
+                let (repo, tag) = repo_tag(oci::familiar(&i.name));
+                let r = oci::familiar(r);
                 match r.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
                     Some((rr, rt)) => glob(rr, &repo) && glob(rt, &tag),
-                    None => glob(&r, &repo),
+                    None => glob(r, &repo),
                 }
             })
         })

@@ -165,16 +165,10 @@ pub async fn load(
     if !quiet {
         // As Docker reports a load; "archive" is the upload's own progress.
         for name in saved.iter().filter(|n| n.as_str() != "archive") {
-            println!("Loaded image: {}", familiar(name));
+            println!("Loaded image: {}", crate::oci::familiar(name));
         }
     }
     Ok(())
-}
-
-/// An image name as Docker shows it (`docker.io/library/busybox:latest` is `busybox:latest`).
-fn familiar(name: &str) -> &str {
-    let n = name.strip_prefix("docker.io/").unwrap_or(name);
-    n.strip_prefix("library/").unwrap_or(n)
 }
 
 pub fn login(

@@ -97,14 +97,8 @@ impl PsFilters {
                 },
                 "ancestor" => {
                     let image = image_of(ct);
-                    let short = |s: &str| {
-                        let s = s.strip_prefix("docker.io/").unwrap_or(s);
-                        s.strip_prefix("library/").unwrap_or(s).to_string()
-                    };
-                    let (have, want) = (short(&image), short(v));
-                    have == want
-                        || have.strip_suffix(":latest") == Some(want.as_str())
-                        || image == *v
+                    let (have, want) = (crate::oci::familiar(&image), crate::oci::familiar(v));
+                    have == want || have.strip_suffix(":latest") == Some(want) || image == *v
                 }
                 "exited" => {
                     state == "exited"

@@ -214,7 +214,7 @@ async fn image_to_run(c: &Client, name: &str, pull: &str) -> anyhow::Result<ipb:
         if announce {
             eprintln!(
                 "Unable to find image '{}' locally",
-                short_reference(&reference)
+                crate::oci::familiar(&reference)
             );
         }
         crate::client::transfer::fetch(c, reference.clone(), None, false, false, true)
@@ -222,7 +222,7 @@ async fn image_to_run(c: &Client, name: &str, pull: &str) -> anyhow::Result<ipb:
             .map_err(|e| Exit::with(125, format!("Error response from daemon: {e:#}")))?;
         eprintln!(
             "Status: Downloaded newer image for {}",
-            short_reference(&reference)
+            crate::oci::familiar(&reference)
         );
         anyhow::Ok(())
     };
@@ -236,7 +236,7 @@ async fn image_to_run(c: &Client, name: &str, pull: &str) -> anyhow::Result<ipb:
                 125,
                 format!(
                     "Error response from daemon: No such image: {}",
-                    short_reference(&normalize(name))
+                    crate::oci::familiar(&normalize(name))
                 ),
             )
         }),
@@ -254,13 +254,6 @@ async fn image_to_run(c: &Client, name: &str, pull: &str) -> anyhow::Result<ipb:
             ),
         )),
     }
-}
-
-/// A reference as Docker prints it: without `docker.io/` and `library/`.
-fn short_reference(full: &str) -> &str {
-    full.strip_prefix("docker.io/library/")
-        .or_else(|| full.strip_prefix("docker.io/"))
-        .unwrap_or(full)
 }
 
 /// Docker's name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.

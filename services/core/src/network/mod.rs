@@ -222,9 +222,13 @@ pub struct Networks {
     dns: dns::Dns,
     /// Held from the choice of a container's host ports until its record holds them.
     port_claims: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// The bridges whose standing rules this run of berthd has put in place; held while
-    /// it puts a bridge's in place.
-    ruled: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Per bridge, whether this run of berthd has put its standing rules in place (the
+    /// cell is held while they are being put in place: other bridges do not wait).
+    ruled: std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<String, std::sync::Arc<tokio::sync::OnceCell<()>>>,
+        >,
+    >,
     /// The attachments whose ADDs run in the background, by (namespace, container).
     pending: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Pending>>>,
 }
@@ -374,23 +378,27 @@ impl Networks {
 
     /// Puts the standing iptables rules of `net` in place, once in this run of berthd.
     async fn ensure_rules(&self, net: &BridgeNetwork) -> Result<()> {
-        let mut ruled = self.ruled.lock().await;
-        if ruled.contains(&net.bridge) {
-            return Ok(());
-        }
+        let cell = self
+            .ruled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(net.bridge.clone())
+            .or_default()
+            .clone();
         let (bridge, subnet, internal) = (net.bridge.clone(), net.subnet.clone(), net.internal);
-        blocking(move || rules::add(&bridge, &subnet, internal)).await?;
-        ruled.insert(net.bridge.clone());
-        Ok(())
+        cell.get_or_try_init(|| blocking(move || rules::add(&bridge, &subnet, internal)))
+            .await
+            .map(drop)
     }
 
     /// Takes the standing iptables rules of `net` away (the network is being removed).
     async fn forget_rules(&self, net: &BridgeNetwork) -> Result<()> {
-        let mut ruled = self.ruled.lock().await;
+        self.ruled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&net.bridge);
         let (bridge, subnet, internal) = (net.bridge.clone(), net.subnet.clone(), net.internal);
-        blocking(move || rules::remove(&bridge, &subnet, internal)).await?;
-        ruled.remove(&net.bridge);
-        Ok(())
+        blocking(move || rules::remove(&bridge, &subnet, internal)).await
     }
 
     /// The default bridge network.
