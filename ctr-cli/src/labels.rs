@@ -21,9 +21,10 @@
 //! and whose value is that JSON object, written once at create.
 //!
 //! Everything else lives in the record itself (spec, image, snapshot = the container id
-//! in overlayfs) or in its task: a container's task is kept after it exits (so `ps -a`
-//! shows "Exited (N) … ago" from the task's exit status and time, also across berthd
-//! restarts) and replaced by the next `start`; `rm` deletes task, record, snapshot and log.
+//! in overlayfs) or in its task. Once a container exited for good (no restart follows),
+//! berthd records the exit on it ([`EXIT_CODE`], [`FINISHED_AT`]) and deletes its task, so
+//! no process is kept for it (as with Docker); `ps -a` shows "Exited (N) … ago" from those
+//! labels, and the next `start` makes a new task. `rm` deletes record, snapshot and log.
 
 // berth's own container labels. berthd reads AUTO_REMOVE and LOG_PATH too (its
 // `autoremove` module defines the same strings): they are a contract with the daemon.
@@ -37,6 +38,11 @@ pub const STARTED_AT: &str = "berth/started-at";
 /// "true" once berthd saw the kernel kill one of the container's processes for want of
 /// memory (Docker's `State.OOMKilled`); cleared at the next start.
 pub const OOM_KILLED: &str = "berth/oom-killed";
+/// The exit status of the container's last run, set by berthd when it retires the exited
+/// task (Docker's `State.ExitCode`; berthd's supervisor defines the same string).
+pub const EXIT_CODE: &str = "berth/exit-code";
+/// When the container's last run ended (RFC 3339), set with [`EXIT_CODE`].
+pub const FINISHED_AT: &str = "berth/finished-at";
 /// Set to "true" on containers that berthd removes when their task exits.
 pub const AUTO_REMOVE: &str = "berth/auto-remove";
 /// The network a container asks berthd for: `bridge`, `none` or `host` (berthd attaches it

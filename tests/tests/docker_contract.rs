@@ -538,3 +538,101 @@ fn logs_since_and_until() {
     assert!(!bad.status.success());
     berth(&["rm", "talk"]);
 }
+
+/// The shims whose arguments name container `id`, waited for to be gone (10 s at most).
+fn wait_no_shim_of(id: &str) {
+    let of_it = || {
+        berth_tests::shim_processes()
+            .into_iter()
+            .filter(|(_, args)| args.iter().any(|a| a == id))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !of_it().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a shim stays for the exited container: {:?}",
+            of_it()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_exited_container_keeps_no_process() {
+    let (mut d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let id = berth(&[
+        "run",
+        "-d",
+        "--name",
+        "gone",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo ran; exit 3",
+    ]);
+    let id = id.trim();
+    assert_eq!(berth(&["wait", "gone"]), "3\n");
+    // berthd retires the exited task: its shim exits, and the exit stays on record.
+    wait_no_shim_of(id);
+    let status = berth(&["ps", "-a", "--format", "{{.Status}}", "-f", "name=gone"]);
+    assert!(status.starts_with("Exited (3) "), "{status}");
+    assert_eq!(
+        berth(&["ps", "-aq", "-f", "exited=3"]),
+        format!("{}\n", &id[..12])
+    );
+    let state = berth(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}} {{.State.Pid}}",
+        "gone",
+    ]);
+    assert_eq!(state, "exited 3 false 0\n");
+    let finished = berth(&["inspect", "-f", "{{.State.FinishedAt}}", "gone"]);
+    assert!(!finished.starts_with("0001"), "{finished}");
+    assert_eq!(berth(&["wait", "gone"]), "3\n");
+    assert_eq!(berth(&["logs", "gone"]), "ran\n");
+    // `start` makes a new task; the output goes on in the same log.
+    assert_eq!(berth(&["start", "gone"]), "gone\n");
+    assert_eq!(berth(&["wait", "gone"]), "3\n");
+    assert_eq!(berth(&["logs", "gone"]), "ran\nran\n");
+    // `start -a` waits for it and ends with its code.
+    let attached = d.berth(&["start", "-a", "gone"]);
+    assert_eq!(attached.status.code(), Some(3), "{attached:?}");
+    assert_eq!(String::from_utf8_lossy(&attached.stdout), "ran\n");
+    // A foreground run has its exit code, however quickly berthd retires the task.
+    for _ in 0..5 {
+        let fg = d.berth(&["run", IMAGE, "sh", "-c", "echo hi; exit 7"]);
+        assert_eq!(fg.status.code(), Some(7), "{fg:?}");
+        assert_eq!(String::from_utf8_lossy(&fg.stdout), "hi\n");
+    }
+    // Stop of an exited container is a no-op; kill is refused as Docker refuses it.
+    assert_eq!(berth(&["stop", "gone"]), "gone\n");
+    let kill = d.berth(&["kill", "gone"]);
+    assert_eq!(kill.status.code(), Some(1), "{kill:?}");
+    assert!(String::from_utf8_lossy(&kill.stderr).contains("is not running"));
+    // A stopped long-running one goes the same way, and restarts.
+    berth(&["run", "-d", "--name", "long", IMAGE, "sleep", "600"]);
+    assert_eq!(berth(&["stop", "-t", "1", "long"]), "long\n");
+    assert_eq!(berth(&["restart", "-t", "1", "long"]), "long\n");
+    assert_eq!(
+        berth(&["inspect", "-f", "{{.State.Status}}", "long"]),
+        "running\n"
+    );
+    // One that exits while berthd is down is retired once berthd is back (the shim kept
+    // its exit).
+    let late = berth(&["run", "-d", "--name", "late", IMAGE, "sh", "-c", "sleep 1; exit 4"]);
+    d.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    d.restart();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    wait_no_shim_of(late.trim());
+    assert_eq!(berth(&["wait", "late"]), "4\n");
+    let all = berth(&["ps", "-aq"]);
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(all.lines());
+    assert_eq!(rm.len(), 2 + 8, "{all}");
+    berth(&rm);
+    assert_eq!(berth(&["ps", "-aq"]), "");
+}

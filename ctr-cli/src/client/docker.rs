@@ -30,6 +30,46 @@ pub fn log_stdio(ct: &Container) -> Stdio {
     }
 }
 
+/// The container's last run, as berthd recorded it when it retired the exited task
+/// ([`labels::EXIT_CODE`], [`labels::FINISHED_AT`]): a stopped task of pid 0, or None when
+/// nothing was recorded (never started, or ran before berthd retired tasks).
+pub fn last_run(ct: &Container) -> Option<Process> {
+    let code = ct.labels.get(labels::EXIT_CODE)?.parse().ok()?;
+    let finished = ct
+        .labels
+        .get(labels::FINISHED_AT)
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .map(prost_types::Timestamp::from);
+    Some(Process {
+        container_id: ct.id.clone(),
+        status: TaskStatus::Stopped as i32,
+        exit_status: code,
+        exited_at: finished,
+        ..Default::default()
+    })
+}
+
+/// The container's task, or its last run when berthd retired the task after it exited.
+pub async fn task_or_last_run(c: &Client, ct: &Container) -> anyhow::Result<Option<Process>> {
+    Ok(tasks::find(c, &ct.id).await?.or_else(|| last_run(ct)))
+}
+
+/// Waits for the container's task to exit: its exit status. berthd retires an exited task
+/// of a container at once, so a task gone by the time of the wait has its status recorded
+/// on the container ([`last_run`]).
+pub async fn wait_exit(c: &Client, id: &str) -> anyhow::Result<u32> {
+    match tasks::wait_raw(c, id, "").await {
+        Ok(code) => Ok(code),
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            let ct = containers::get(c, id).await?;
+            last_run(&ct)
+                .map(|p| p.exit_status)
+                .ok_or_else(|| status(e))
+        }
+        Err(e) => Err(status(e)),
+    }
+}
+
 /// Docker's exit code for a process that could not be started: 127 when the command is
 /// not found, 126 when it cannot be executed (`run`, `start` and `exec` alike).
 pub fn start_failure_code(message: &str) -> Option<u8> {
@@ -62,7 +102,8 @@ pub async fn start_task(
         if is_live(&t) {
             anyhow::bail!("container {} is already running", name_of(ct));
         }
-        tasks::delete(c, &ct.id).await.map_err(status)?;
+        // berthd may retire it meanwhile.
+        gone_ok(tasks::delete(c, &ct.id).await)?;
     }
     let failed = |e: tonic::Status| {
         let m = e.message().to_string();
@@ -102,15 +143,25 @@ pub async fn stop(c: &Client, ct: &Container, timeout: Duration) -> anyhow::Resu
         return Ok(());
     }
     let sig = signal::docker_stop_signal(&containers::docker_config(ct))?;
-    if tasks::kill_and_wait(c, &ct.id, "", sig, Some(timeout))
-        .await?
-        .is_none()
-    {
-        tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(30)))
+    let stopped = async {
+        if tasks::kill_and_wait(c, &ct.id, "", sig, Some(timeout))
             .await?
-            .ok_or_else(|| anyhow::anyhow!("container {} did not stop after SIGKILL", ct.id))?;
+            .is_none()
+        {
+            tasks::kill_and_wait(c, &ct.id, "", SIGKILL, Some(Duration::from_secs(30)))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("container {} did not stop after SIGKILL", ct.id))?;
+        }
+        anyhow::Ok(())
+    };
+    match stopped.await {
+        Ok(()) => Ok(()),
+        // It exited on its own meanwhile, and berthd retired its task: stopped all the same.
+        Err(e) => match tasks::find(c, &ct.id).await? {
+            Some(t) if is_live(&t) => Err(e),
+            Some(_) | None => Ok(()),
+        },
     }
-    Ok(())
 }
 
 /// Whether berthd's supervisor waits to restart `ct` (asked only of containers with a
@@ -192,7 +243,7 @@ pub async fn run_attached(c: &Client, ct: &Container, stdin: bool) -> anyhow::Re
     start_task(c, ct, io, 125).await?;
     let _watcher = tty.then(|| follow_size(c, &ct.id, ""));
     close_stdin_on_eof(c, &ct.id, "", &mut attached);
-    let code = tasks::wait(c, &ct.id, "").await?;
+    let code = wait_exit(c, &ct.id).await?;
     let _ = tokio::time::timeout(Duration::from_secs(2), attached.wait_output()).await;
     drop(raw);
     Ok(code)

@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Client, tasks};
+use super::Client;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -192,7 +192,7 @@ pub async fn follow_until_exit(
     mut follower: Follower,
     printer: &mut Printer,
 ) -> anyhow::Result<u32> {
-    let wait = tasks::wait(c, id, "");
+    let wait = super::docker::wait_exit(c, id);
     tokio::pin!(wait);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());

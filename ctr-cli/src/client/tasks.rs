@@ -158,15 +158,18 @@ pub async fn kill(
 
 /// Waits for a process to exit: its exit status.
 pub async fn wait(c: &Client, id: &str, exec_id: &str) -> anyhow::Result<u32> {
-    Ok(api(c)
+    wait_raw(c, id, exec_id).await.map_err(status)
+}
+
+/// [`wait`], with the gRPC status of a failure.
+pub async fn wait_raw(c: &Client, id: &str, exec_id: &str) -> Result<u32, Status> {
+    api(c)
         .wait(c.req(pb::WaitRequest {
             container_id: id.to_string(),
             exec_id: exec_id.to_string(),
         }))
         .await
-        .map_err(status)?
-        .into_inner()
-        .exit_status)
+        .map(|r| r.into_inner().exit_status)
 }
 
 /// Sends `signal` to a process and waits for it to exit, up to `timeout` when given:

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use berth_oci::restart::RestartPolicy;
 
 use crate::client::containers::{docker_config, log_path, name_of, resolve, spec_of, started_at};
-use crate::client::tasks::{self, state_name};
+use crate::client::docker::task_or_last_run;
+use crate::client::tasks::state_name;
 use crate::client::{Client, networks, supervisor};
 use crate::exit::Exit;
 use crate::labels;
@@ -106,7 +107,12 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restart
             "ExitCode": if exited { task.map(|t| t.exit_status).unwrap_or(0) } else { 0 },
             "Error": "",
             "StartedAt": rfc3339(started_at(c)),
-            "FinishedAt": rfc3339(if exited { task.and_then(|t| to_time(t.exited_at.as_ref())) } else { None }),
+            // A running container shows when its previous run ended, as Docker's.
+            "FinishedAt": rfc3339(if exited {
+                task.and_then(|t| to_time(t.exited_at.as_ref()))
+            } else {
+                c.labels.get(labels::FINISHED_AT).and_then(|t| humantime::parse_rfc3339(t).ok())
+            }),
         },
         "Image": c.image,
         "LogPath": log_path(c).map(|p| p.display().to_string()).unwrap_or_default(),
@@ -192,7 +198,7 @@ pub async fn run(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
     for name in &names {
         match resolve(c, name).await {
             Ok(ct) => {
-                let t = tasks::find(c, &ct.id).await?;
+                let t = task_or_last_run(c, &ct).await?;
                 let restarts = supervisor::get(c, &ct.id)
                     .await?
                     .map(|s| Restarts {

@@ -6,7 +6,9 @@ use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::Status;
 
 use crate::client::containers::{self, check_name_free, list_all, log_path, name_of, resolve};
-use crate::client::docker::{log_stdio, remove, run_attached, start_task, stop};
+use crate::client::docker::{
+    last_run, log_stdio, remove, run_attached, start_task, stop, wait_exit,
+};
 use crate::client::logs::{Follower, Printer, follow_until_exit};
 use crate::client::signal::{kills_all, parse_signal};
 use crate::client::tasks::{self, is_live};
@@ -168,11 +170,19 @@ pub async fn wait(c: &Client, names: Vec<String>) -> anyhow::Result<()> {
     let mut failed = false;
     for name in &names {
         let r = async {
-            let ct = resolve(c, name).await?;
-            while tasks::find(c, &ct.id).await?.is_none() {
+            let mut ct = resolve(c, name).await?;
+            // A container that ran and exited has its last run's status; one only created
+            // is waited for until it ran.
+            loop {
+                if tasks::find(c, &ct.id).await?.is_some() {
+                    break wait_exit(c, &ct.id).await;
+                }
+                if let Some(last) = last_run(&ct) {
+                    break Ok(last.exit_status);
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                ct = containers::get(c, &ct.id).await?;
             }
-            tasks::wait(c, &ct.id, "").await
         }
         .await;
         match r {

@@ -9,7 +9,7 @@ use berth_proto::containerd::v1::types::Process;
 use clap::Args as ClapArgs;
 
 use crate::client::containers::{docker_config, list_all, name_of, short_id, spec_of, started_at};
-use crate::client::docker::restarting;
+use crate::client::docker::{last_run, restarting};
 use crate::client::tasks::{self, state_name};
 use crate::client::{Client, networks, status};
 use crate::exit::Exit;
@@ -202,14 +202,27 @@ pub fn image_of(c: &pb::Container) -> String {
         .unwrap_or_else(|| c.image.clone())
 }
 
-pub async fn tasks_by_container(c: &Client) -> anyhow::Result<HashMap<String, Process>> {
-    Ok(tasks::list(c)
+/// The task of each container of `list` by its id, or its last run when berthd retired the
+/// exited task.
+pub async fn tasks_by_container(
+    c: &Client,
+    list: &[pb::Container],
+) -> anyhow::Result<HashMap<String, Process>> {
+    let mut tasks: HashMap<String, Process> = tasks::list(c)
         .await
         .map_err(status)?
         .into_iter()
         .filter(|t| t.id.is_empty() || t.id == t.container_id)
         .map(|t| (t.container_id.clone(), t))
-        .collect())
+        .collect();
+    for ct in list {
+        if !tasks.contains_key(&ct.id)
+            && let Some(last) = last_run(ct)
+        {
+            tasks.insert(ct.id.clone(), last);
+        }
+    }
+    Ok(tasks)
 }
 
 /// The PORTS column: the container's published ports, as Docker writes them.
@@ -229,7 +242,7 @@ fn ports_text(endpoints: Option<&Vec<NetEndpoint>>) -> String {
 
 pub async fn run(c: &Client, args: Args, format: &Format) -> anyhow::Result<()> {
     let mut list = list_all(c).await?;
-    let tasks = tasks_by_container(c).await?;
+    let tasks = tasks_by_container(c, &list).await?;
     list.sort_by_key(|ct| {
         std::cmp::Reverse(
             ct.created_at

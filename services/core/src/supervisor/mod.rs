@@ -18,6 +18,13 @@
 //! ones after a failure within their limit ([`Supervisor::resume_all`]); such a start
 //! resets the count, as dockerd's does.
 //!
+//! berth's own containers (docker-style: named by `berth/name`, not auto-remove) keep no
+//! process once they exited for good, as Docker keeps none: when no restart follows an
+//! exit, the supervisor records the exit status and time on the container
+//! ([`EXIT_CODE_LABEL`], [`FINISHED_AT_LABEL`]) and deletes its task, so its shim exits;
+//! the next start makes a new one. Containers of other clients (ctr, CRI) keep their
+//! stopped task, as containerd's API promises them.
+//!
 //! The per-container state is a row of the `restart_state` table ([`RestartRecord`]), not
 //! labels of the container: it is the daemon's bookkeeping (a counter changing on every
 //! restart, a mark set through this API), so it is written without touching the client's
@@ -54,6 +61,15 @@ pub use policy::{Backoff, restart_on_exit, restart_stdio, start_at_boot};
 /// When the container's task was last started (RFC 3339), the label clients show as
 /// "Up 3 minutes": the supervisor sets it on each restart, as the client does on a start.
 pub const STARTED_AT_LABEL: &str = "berth/started-at";
+
+/// The exit status of berth's container's last run (decimal), recorded when its task is
+/// retired: Docker's `State.ExitCode` of an exited container.
+pub const EXIT_CODE_LABEL: &str = "berth/exit-code";
+/// When that run ended (RFC 3339, nanoseconds): Docker's `State.FinishedAt`.
+pub const FINISHED_AT_LABEL: &str = "berth/finished-at";
+/// The label that makes a container berth's own (docker-style): only such containers have
+/// their exited task retired, as Docker keeps no process for an exited container.
+const NAME_LABEL: &str = "berth/name";
 
 /// The exit status of a task that vanished (its shim gone) while berthd was down.
 const UNKNOWN_EXIT: u32 = 255;
@@ -300,12 +316,16 @@ impl Supervisor {
         let delay = {
             let _held = entry.lock.lock().await;
             match self.decide(ns, id, Some(pid), Occasion::Exit).await {
-                Ok(Some(d)) => entry
+                Ok(Decision::Restart(d)) => entry
                     .backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .next(d.ran_for),
-                Ok(None) => return,
+                Ok(Decision::Retire(exit)) => {
+                    self.retire(ns, id, exit).await;
+                    return;
+                }
+                Ok(Decision::Nothing) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "supervisor: cannot decide on a restart");
                     return;
@@ -328,8 +348,12 @@ impl Supervisor {
         }
         // It may have been removed, or its policy changed, meanwhile: decide again.
         let decided = match self.decide(ns, id, Some(pid), Occasion::Exit).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return,
+            Ok(Decision::Restart(d)) => d,
+            Ok(Decision::Retire(exit)) => {
+                self.retire(ns, id, exit).await;
+                return;
+            }
+            Ok(Decision::Nothing) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "supervisor: cannot decide on a restart");
                 return;
@@ -360,7 +384,9 @@ impl Supervisor {
                 }
             };
             for c in list {
-                if policy_of(&ns.name, &c).is_none() {
+                // berth's own containers too: one whose exit was taken but whose task was
+                // not retired before berthd went down is retired now.
+                if policy_of(&ns.name, &c).is_none() && !retires(&c) {
                     continue;
                 }
                 let (this, n) = (self.clone(), ns.name.clone());
@@ -409,8 +435,12 @@ impl Supervisor {
         let entry = self.entry(ns, id);
         let _held = entry.lock.lock().await;
         let decided = match self.decide(ns, id, None, Occasion::Boot).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return,
+            Ok(Decision::Restart(d)) => d,
+            Ok(Decision::Retire(exit)) => {
+                self.retire(ns, id, exit).await;
+                return;
+            }
+            Ok(Decision::Nothing) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "supervisor: cannot decide on a start at start-up");
                 return;
@@ -422,27 +452,30 @@ impl Supervisor {
         }
     }
 
-    /// Whether container `id` is to be restarted now (with the wait before), given the exit
-    /// of `pid` (None: whatever stopped it). Called with the container's lock held.
+    /// Whether container `id` is to be restarted now (with the wait before), or its
+    /// exited task retired, given the exit of `pid` (None: whatever stopped it). Called
+    /// with the container's lock held.
     async fn decide(
         &self,
         ns: &str,
         id: &str,
         pid: Option<u32>,
         occasion: Occasion,
-    ) -> Result<Option<Decided>> {
+    ) -> Result<Decision> {
         let container = match self.containers.get(ns, id).await {
             Ok(c) => c,
-            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(Decision::Nothing),
             Err(e) => return Err(e),
         };
         let policy = policy_of(ns, &container);
-        if policy.is_none() {
-            return Ok(None);
+        let retire = retires(&container);
+        if policy.is_none() && !retire {
+            return Ok(Decision::Nothing);
         }
         let record = self.record(ns, id).await?.unwrap_or_default();
+        let mut stopped_task = None;
         let (exit_status, exited_at, stdio) = match self.current(ns, id).await? {
-            Current::Live => return Ok(None),
+            Current::Live => return Ok(Decision::Nothing),
             Current::Stopped {
                 pid: stopped,
                 exit_status,
@@ -451,14 +484,19 @@ impl Supervisor {
             } => {
                 // The exit of an earlier task: this one was handled already.
                 if pid.is_some_and(|p| p != stopped && p != 0) {
-                    return Ok(None);
+                    return Ok(Decision::Nothing);
                 }
+                stopped_task = Some(Retired {
+                    pid: stopped,
+                    exit_status,
+                    exited_at: exited_at.unwrap_or_else(SystemTime::now),
+                });
                 (exit_status, exited_at, stdio)
             }
             Current::Absent => {
                 // Never started (only created) or removed by its user: nothing to restart.
-                if !record.has_started {
-                    return Ok(None);
+                if !record.has_started || policy.is_none() {
+                    return Ok(Decision::Nothing);
                 }
                 let stdio = if record.stdout.is_empty() && record.stderr.is_empty() {
                     // Its stdio was never seen (a client started it): its log file.
@@ -471,9 +509,22 @@ impl Supervisor {
                         terminal: record.terminal,
                     }
                 };
-                (UNKNOWN_EXIT, None, stdio)
+                // Retired after its last run: that run's status, else unknown.
+                let status = container
+                    .labels
+                    .get(EXIT_CODE_LABEL)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(UNKNOWN_EXIT);
+                (status, None, stdio)
             }
         };
+        let not_restarted = move || match stopped_task {
+            Some(exit) if retire => Decision::Retire(exit),
+            _ => Decision::Nothing,
+        };
+        if policy.is_none() {
+            return Ok(not_restarted());
+        }
         let wanted = match occasion {
             Occasion::Exit => restart_on_exit(
                 policy,
@@ -490,7 +541,7 @@ impl Supervisor {
         };
         if !wanted {
             tracing::debug!(%policy, exit_status, manually_stopped = record.manually_stopped, restart_count = record.restart_count, "not restarted");
-            return Ok(None);
+            return Ok(not_restarted());
         }
         let started =
             UNIX_EPOCH + Duration::from_nanos(u64::try_from(record.last_start).unwrap_or(0));
@@ -499,11 +550,54 @@ impl Supervisor {
             .duration_since(started)
             .unwrap_or_default();
         let log = container.labels.get(LOG_LABEL).map(String::as_str);
-        Ok(Some(Decided {
+        Ok(Decision::Restart(Decided {
             ran_for,
             stdio: restart_stdio(&stdio, log),
             record,
         }))
+    }
+
+    /// Records the exit of container `id`'s last run on it and deletes its task (the shim
+    /// exits): unless a client replaced the task meanwhile. Called with its lock held.
+    async fn retire(&self, ns: &str, id: &str, exit: Retired) {
+        // A task whose start failed leaves the container created, as Docker's; its
+        // client deletes it.
+        if !self.tasks.was_started(ns, id, exit.pid) {
+            return;
+        }
+        let finished = humantime::format_rfc3339_nanos(exit.exited_at).to_string();
+        let update = Container {
+            id: id.to_string(),
+            labels: [
+                (EXIT_CODE_LABEL.to_string(), exit.exit_status.to_string()),
+                (FINISHED_AT_LABEL.to_string(), finished),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let paths = vec![
+            format!("labels.{EXIT_CODE_LABEL}"),
+            format!("labels.{FINISHED_AT_LABEL}"),
+        ];
+        // First: a task gone without its exit recorded would read as never started.
+        if let Err(e) = self.containers.update(ns, update, paths).await {
+            if !e.is_not_found() {
+                tracing::warn!(namespace = ns, id, error = %e, "supervisor: record an exit");
+            }
+            return;
+        }
+        match self.tasks.delete_exited(ns, id, exit.pid).await {
+            Ok(true) => tracing::debug!(
+                namespace = ns,
+                id,
+                exit_status = exit.exit_status,
+                "exited task retired"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(namespace = ns, id, error = %e, "supervisor: retire an exited task")
+            }
+        }
     }
 
     /// The container's task as a restart sees it.
@@ -711,6 +805,28 @@ impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
     }
+}
+
+/// What an exit (or berthd's start-up) leads to.
+enum Decision {
+    Nothing,
+    Restart(Decided),
+    /// No restart, and the container keeps no process once exited.
+    Retire(Retired),
+}
+
+/// The exit of a task to retire.
+struct Retired {
+    pid: u32,
+    exit_status: u32,
+    exited_at: SystemTime,
+}
+
+/// Whether container `c` is berth's own and so keeps no task once exited (an auto-remove
+/// one goes whole, by `autoremove`).
+fn retires(c: &Container) -> bool {
+    c.labels.contains_key(NAME_LABEL)
+        && c.labels.get(AUTO_REMOVE_LABEL).map(String::as_str) != Some("true")
 }
 
 /// A restart decided on.

@@ -89,6 +89,9 @@ pub struct Task {
     pub shim_pid: Option<u32>,
     /// What the daemon knows of the init process (see [`status`]).
     status: Mutex<TaskStatus>,
+    /// Its init process was started (or asked to be: set before the shim's Start, so an
+    /// exit racing the answer finds it); a task only created and deleted never was.
+    started: std::sync::atomic::AtomicBool,
     /// Held while the task is being deleted; true once it is.
     lock: tokio::sync::Mutex<bool>,
     /// Held while the task's network is being taken down.
@@ -239,6 +242,7 @@ impl Tasks {
                 runtime_config: t.runtime_config,
                 shim: t.shim,
                 shim_pid: t.shim_pid,
+                started: (t.status.status != ProcessStatus::Created).into(),
                 status: Mutex::new(t.status),
                 lock: tokio::sync::Mutex::new(false),
                 network: tokio::sync::Mutex::new(()),
@@ -505,6 +509,36 @@ impl Tasks {
     /// Deletes the task: shim Delete, shim Shutdown, bundle removed.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<Exit> {
         let task = self.get(ns, id)?;
+        self.delete_task(&task).await
+    }
+
+    /// Whether the task of `id` whose init process is `pid` was started (not only created).
+    pub fn was_started(&self, ns: &str, id: &str, pid: u32) -> bool {
+        self.get(ns, id).is_ok_and(|t| {
+            t.status().pid == pid && t.started.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    }
+
+    /// Deletes the task of `id` if it is still the one whose init process `pid` exited
+    /// (a client may have replaced it meanwhile); Ok(false) when it is not.
+    pub async fn delete_exited(&self, ns: &str, id: &str, pid: u32) -> Result<bool> {
+        let task = match self.get(ns, id) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if task.status().pid != pid {
+            return Ok(false);
+        }
+        match self.delete_task(&task).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn delete_task(&self, task: &Arc<Task>) -> Result<Exit> {
+        let (ns, id) = (task.namespace.as_str(), task.id.as_str());
         let mut deleted = task.lock.lock().await;
         if *deleted {
             return Err(not_found(ns, id));
@@ -527,7 +561,7 @@ impl Tasks {
         let exited = task.status().is_final();
         let network = async {
             if exited {
-                self.leave_task_network(&task).await;
+                self.leave_task_network(task).await;
             }
         };
         let began = std::time::Instant::now();
@@ -555,9 +589,9 @@ impl Tasks {
         let exit = exit?;
         // Gone before the task leaves the table (a new task of the id may join at once);
         // nothing to do if it went above.
-        self.leave_task_network(&task).await;
+        self.leave_task_network(task).await;
         *deleted = true;
-        self.remove_from_table(&task);
+        self.remove_from_table(task);
         shutdown(&task.shim).await;
         // A new task of the same id starts a shim on the same socket path: the old one must
         // be gone first, or the new start could find (and reuse) the old listener.

@@ -106,12 +106,23 @@ impl Tasks {
             self.networks.ready(ns, id).await?;
         }
         let exec = exec_id.to_string();
+        let init = exec_id.is_empty();
+        if init {
+            task.started
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let pid = self
             .on_shim(&task, |t| async move {
                 t.shim.start_process(&t.id, &exec).await
             })
-            .await?;
-        if exec_id.is_empty() {
+            .await
+            .inspect_err(|_| {
+                if init {
+                    task.started
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            })?;
+        if init {
             task.set_status(ProcessStatus::Running, Some(pid));
         }
         Ok(pid)
