@@ -54,6 +54,8 @@ use crate::events::{Exchange, NoFields, topics};
 use crate::filters::Filter;
 use crate::metadata::{self, CONTAINERS, DbContext, RESTART_STATE, Store};
 use crate::namespaces::Namespaces;
+// The label that makes a container berth's own (docker-style, named).
+use crate::network::NAME_LABEL;
 use crate::tasks::{CreateOptions, ProcessStatus, Stdio, Tasks};
 
 pub use policy::{Backoff, restart_on_exit, restart_stdio, start_at_boot};
@@ -67,9 +69,6 @@ pub const STARTED_AT_LABEL: &str = "berth/started-at";
 pub const EXIT_CODE_LABEL: &str = "berth/exit-code";
 /// When that run ended (RFC 3339, nanoseconds): Docker's `State.FinishedAt`.
 pub const FINISHED_AT_LABEL: &str = "berth/finished-at";
-/// The label that makes a container berth's own (docker-style): only such containers have
-/// their exited task retired, as Docker keeps no process for an exited container.
-const NAME_LABEL: &str = "berth/name";
 
 /// The exit status of a task that vanished (its shim gone) while berthd was down.
 const UNKNOWN_EXIT: u32 = 255;
