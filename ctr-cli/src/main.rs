@@ -167,15 +167,29 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Store credentials for a registry.
+    /// Log in to a registry: berthd checks the credentials, then they are stored.
     Login {
-        server: String,
+        /// The registry (host[:port]); Docker Hub when left out.
+        server: Option<String>,
+        /// Username (asked for on a terminal when left out).
         #[arg(short, long)]
-        username: String,
+        username: Option<String>,
+        /// Password (asked for on a terminal when left out).
         #[arg(short, long)]
         password: Option<String>,
+        /// Take the password from stdin.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Search a registry's catalog: `search HOST[:PORT]/TERM`.
+    Search {
+        term: String,
+        /// Show at most this many results.
+        #[arg(long, default_value_t = 25)]
+        limit: u32,
+        /// Docker's flag (descriptions are never truncated here).
+        #[arg(long)]
+        no_trunc: bool,
     },
     /// Remove stored credentials for a registry.
     Logout { server: String },
@@ -538,14 +552,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_mangen::Man::new(cli_command()).render(&mut std::io::stdout())?;
             return Ok(());
         }
-        Command::Login {
-            server,
-            username,
-            password,
-            password_stdin,
-        } => {
-            return registry::login(server, username.clone(), password.clone(), *password_stdin);
-        }
         Command::Logout { server } => return registry::logout(server),
         _ => {}
     }
@@ -586,10 +592,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             base_name,
             quiet,
         } => registry::load(&c, input, base_name, quiet).await,
-        Command::Login { .. }
-        | Command::Logout { .. }
-        | Command::Completion { .. }
-        | Command::Man => Ok(()),
+        Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => registry::login(&c, server, username, password, password_stdin).await,
+        Command::Search {
+            term,
+            limit,
+            no_trunc: _,
+        } => registry::search(&c, term, limit, &cli.format).await,
+        Command::Logout { .. } | Command::Completion { .. } | Command::Man => Ok(()),
         Command::Rmi { force, names } => {
             let cmd = images::Cmd::Rm {
                 names,

@@ -436,7 +436,11 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         leases: leases.clone(),
         snapshotters: snapshotters.clone(),
         archives: crate::archive::Archives::new(content.clone(), images.clone()),
-        registry_hosts: config.registry.config_path.clone(),
+        registry_hosts: crate::registry::Hosts {
+            dir: config.registry.config_path.clone(),
+            mirrors: config.registry.mirrors.clone(),
+            insecure: config.registry.insecure_registries.clone(),
+        },
         state: config.state.clone(),
     };
     let namespaces = crate::namespaces::Namespaces::new(store.clone(), exchange.clone());

@@ -622,7 +622,16 @@ fn an_exited_container_keeps_no_process() {
     );
     // One that exits while berthd is down is retired once berthd is back (the shim kept
     // its exit).
-    let late = berth(&["run", "-d", "--name", "late", IMAGE, "sh", "-c", "sleep 1; exit 4"]);
+    let late = berth(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; exit 4",
+    ]);
     d.kill9();
     std::thread::sleep(std::time::Duration::from_secs(2));
     d.restart();

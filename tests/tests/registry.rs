@@ -167,20 +167,40 @@ fn login_pull_from_basic_auth_registry() {
         "{denied}"
     );
 
+    // A wrong password is refused by the registry, and nothing is stored.
     let wrong = berth_stdin(
         &d,
         &auth,
         &["login", "-u", "alice", "--password-stdin", &reg.host()],
         "nope\n",
     );
-    ok(&wrong, "login stores credentials");
-    let denied = fails(
-        &berth(&d, &auth, &["pull", &r]),
-        "pull with a wrong password",
-    );
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    let said = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        denied.contains("401") || denied.to_lowercase().contains("unauthorized"),
-        "{denied}"
+        said.contains("Error response from daemon") && said.contains("unauthorized"),
+        "{said}"
+    );
+    assert!(!String::from_utf8_lossy(&wrong.stdout).contains("Login Succeeded"));
+    assert!(
+        !std::fs::read_to_string(&auth)
+            .unwrap_or_default()
+            .contains(&reg.host()),
+        "a refused login stored credentials"
+    );
+    // A registry that is not there: refused too.
+    let closed = berth_stdin(
+        &d,
+        &auth,
+        &["login", "-u", "alice", "--password-stdin", "127.0.0.1:1"],
+        "s3cret\n",
+    );
+    assert_eq!(closed.status.code(), Some(1), "{closed:?}");
+    // No terminal and no username: Docker's refusal.
+    let no_tty = berth(&d, &auth, &["login", &reg.host()]);
+    assert!(
+        String::from_utf8_lossy(&no_tty.stderr)
+            .contains("Cannot perform an interactive login from a non TTY device"),
+        "{no_tty:?}"
     );
 
     let login = berth_stdin(
@@ -190,6 +210,35 @@ fn login_pull_from_basic_auth_registry() {
         "s3cret\n",
     );
     assert!(ok(&login, "login").contains("Login Succeeded"));
+    // search: the registry's catalog, with the stored credentials.
+    let found = ok(
+        &berth(&d, &auth, &["search", &format!("{}/busy", reg.host())]),
+        "search",
+    );
+    let mut lines = found.lines();
+    assert!(
+        lines.next().is_some_and(|h| h.starts_with("NAME")),
+        "{found}"
+    );
+    assert_eq!(
+        lines.next().and_then(|l| l.split_whitespace().next()),
+        Some(format!("{}/private/busybox", reg.host()).as_str()),
+        "{found}"
+    );
+    let none = ok(
+        &berth(
+            &d,
+            &auth,
+            &[
+                "search",
+                "--format",
+                "{{.Name}}",
+                &format!("{}/nothing", reg.host()),
+            ],
+        ),
+        "search with no match",
+    );
+    assert_eq!(none, "");
     ok(&berth(&d, &auth, &["pull", &r]), "pull after login");
     assert!(image_names(&d, &auth, "default").contains("private/busybox:1.35"));
     // Push with the same credentials.
@@ -765,4 +814,97 @@ fn run_pulls_a_missing_image() {
         &["run", "--rm", "--pull", "sometimes", &r, "true"],
     );
     assert_eq!(bad.status.code(), Some(125), "{bad:?}");
+}
+
+/// `berth login` on a terminal asks for the username and the password (the password
+/// without echo), as Docker's does.
+#[test]
+fn login_prompts_on_a_terminal() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let reg = Registry::start_with_auth("alice", "s3cret");
+    let d = Daemon::start();
+    // `script` gives the command a terminal and passes our input to it.
+    let cmd = format!(
+        "{} -H {} login {}",
+        bin("berth").display(),
+        d.address.display(),
+        reg.host()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("BERTH_AUTH_FILE", &auth)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    {
+        use std::io::Write;
+        stdin.write_all(b"alice\n").expect("username");
+        std::thread::sleep(Duration::from_millis(500));
+        stdin.write_all(b"s3cret\n").expect("password");
+    }
+    let out = child.wait_with_output().expect("script");
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("Username: "), "{text}");
+    assert!(text.contains("Password: "), "{text}");
+    assert!(text.contains("Login Succeeded"), "{text}");
+    assert!(
+        std::fs::read_to_string(&auth)
+            .expect("auth file")
+            .contains(&reg.host())
+    );
+}
+
+/// Docker Hub's mirrors and the insecure registries of berthd's configuration: a pull of a
+/// Docker Hub name comes from the mirror, and `info` shows both.
+#[test]
+fn registry_mirrors_and_insecure_registries() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-reg-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let auth = work.path().join("auth.json");
+    let bb = busybox_image(&work.path().join("bb"), "1.35");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "library/busybox:1.35");
+    let config = format!(
+        "[registry]\nmirrors = [\"http://{}\"]\ninsecure_registries = [\"registry.test:5000\", \"10.99.0.0/16\"]\n",
+        reg.host()
+    );
+    let d = Daemon::start_with_config(&config);
+    ok(
+        &berth(&d, &auth, &["pull", "busybox:1.35"]),
+        "pull through the mirror",
+    );
+    assert!(image_names(&d, &auth, "default").contains("busybox:1.35"));
+    let info = ok(&berth(&d, &auth, &["info"]), "info");
+    assert!(
+        info.contains(&format!(" Registry Mirrors:\n  http://{}\n", reg.host())),
+        "{info}"
+    );
+    assert!(info.contains(" Insecure Registries:\n"), "{info}");
+    for r in ["registry.test:5000", "10.99.0.0/16", "127.0.0.0/8"] {
+        assert!(info.contains(&format!("\n  {r}\n")), "{r}: {info}");
+    }
+    let cidrs = ok(
+        &berth(
+            &d,
+            &auth,
+            &[
+                "info",
+                "--format",
+                "{{json .RegistryConfig.InsecureRegistryCIDRs}}",
+            ],
+        ),
+        "info --format",
+    );
+    assert_eq!(cidrs.trim(), r#"["10.99.0.0/16","127.0.0.0/8","::1/128"]"#);
 }

@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod networks;
 pub mod ports;
 pub mod process;
+pub mod registry;
 pub mod rootfs;
 pub mod signal;
 pub mod snapshots;

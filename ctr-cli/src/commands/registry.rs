@@ -171,31 +171,135 @@ pub async fn load(
     Ok(())
 }
 
-pub fn login(
-    server: &str,
-    username: String,
+/// `berth login [SERVER]`: asks for what was not given (on a terminal; Docker's refusal
+/// otherwise), has berthd check the credentials against the registry, and only then stores
+/// them.
+pub async fn login(
+    c: &Client,
+    server: Option<String>,
+    username: Option<String>,
     password: Option<String>,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
-    let password = match (password, password_stdin) {
-        (Some(p), false) => p,
-        (None, true) => {
-            let mut p = String::new();
-            std::io::stdin()
-                .read_line(&mut p)
-                .context("read password from stdin")?;
-            p.trim_end_matches(['\n', '\r']).to_string()
-        }
-        (Some(_), true) => anyhow::bail!("--password and --password-stdin are mutually exclusive"),
-        (None, false) => anyhow::bail!("give the password with --password-stdin (or --password)"),
-    };
-    if username.is_empty() || password.is_empty() {
-        anyhow::bail!("username and password must not be empty");
+    let server = server.unwrap_or_default();
+    if password.is_some() && password_stdin {
+        anyhow::bail!("--password and --password-stdin are mutually exclusive");
     }
+    if password.is_some() {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let password = if password_stdin {
+        if username.is_none() {
+            anyhow::bail!("Must provide --username with --password-stdin");
+        }
+        let mut p = String::new();
+        std::io::stdin()
+            .read_line(&mut p)
+            .context("read password from stdin")?;
+        Some(p.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        password
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let username = match username {
+        Some(u) => u,
+        None if interactive => prompt("Username: ", true)?,
+        None => anyhow::bail!("Cannot perform an interactive login from a non TTY device"),
+    };
+    let password = match password {
+        Some(p) => p,
+        None if interactive => prompt("Password: ", false)?,
+        None => anyhow::bail!("Cannot perform an interactive login from a non TTY device"),
+    };
+    if username.is_empty() {
+        anyhow::bail!("Username is required");
+    }
+    if password.is_empty() {
+        anyhow::bail!("Password is required");
+    }
+    let host = crate::client::registry::login(c, &server, &username, &password)
+        .await
+        .map_err(|e| {
+            crate::exit::Exit::with(1, format!("Error response from daemon: {}", e.message()))
+        })?;
     let store = credentials::Store::default_location()?;
-    store.store(server, &username, &password)?;
+    store.store(&host, &username, &password)?;
     println!("Login Succeeded");
     Ok(())
+}
+
+/// Asks for one line on the terminal, echoed or not.
+fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    print!("{question}");
+    std::io::stdout().flush()?;
+    let stdin = std::io::stdin();
+    let saved = if echo {
+        None
+    } else {
+        let saved = tcgetattr(stdin.as_fd()).context("read the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        tcsetattr(stdin.as_fd(), OptionalActions::Now, &quiet).context("turn echo off")?;
+        Some(saved)
+    };
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    if let Some(saved) = saved {
+        let _ = tcsetattr(stdin.as_fd(), OptionalActions::Now, &saved);
+        println!();
+    }
+    read.context("read from the terminal")?;
+    Ok(line.trim_end_matches(['\n', '\r']).trim().to_string())
+}
+
+/// `berth search [--limit N] [--format …] REGISTRY/TERM`: the registry's v2 catalog
+/// (Docker Hub's search API is not reachable here), with the NAME column Docker prints.
+pub async fn search(
+    c: &Client,
+    term: String,
+    limit: u32,
+    format: &crate::output::Format,
+) -> anyhow::Result<()> {
+    let (server, what) = match term.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => (host, rest),
+        _ => ("", term.as_str()),
+    };
+    let store = credentials::Store::default_location()?;
+    let creds = if server.is_empty() {
+        None
+    } else {
+        store.lookup(server)?
+    };
+    let names = crate::client::registry::search(c, server, what, limit, creds)
+        .await
+        .map_err(|e| {
+            crate::exit::Exit::with(1, format!("Error response from daemon: {}", e.message()))
+        })?;
+    let rows: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            let name = if server.is_empty() {
+                n.clone()
+            } else {
+                format!("{server}/{n}")
+            };
+            serde_json::json!({
+                "Name": name, "Description": "", "StarCount": 0,
+                "IsOfficial": false, "IsAutomated": false, "Official": "",
+            })
+        })
+        .collect();
+    // A catalog has no descriptions, stars or official marks: Docker's columns, empty.
+    let columns = [
+        ("Name", "NAME"),
+        ("Description", "DESCRIPTION"),
+        ("StarCount", "STARS"),
+        ("Official", "OFFICIAL"),
+    ];
+    crate::output::docker_list(format, &columns, &[], &rows)
 }
 
 pub fn logout(server: &str) -> anyhow::Result<()> {

@@ -399,6 +399,33 @@ async fn gather(c: &Client) -> anyhow::Result<Value> {
         "Name": proc("hostname"),
         "DockerRootDir": root,
         "Namespace": c.namespace,
+        "RegistryConfig": registry_config(c).await?,
+    }))
+}
+
+/// Docker's `RegistryConfig`: the insecure registries (host names, and CIDR ranges apart)
+/// and Docker Hub's mirrors, from berthd's configuration.
+async fn registry_config(c: &Client) -> anyhow::Result<Value> {
+    let Some(r) = crate::client::registry::info(c).await? else {
+        return Ok(Value::Null);
+    };
+    let (cidrs, names): (Vec<&String>, Vec<&String>) =
+        r.insecure_registries.iter().partition(|e| e.contains('/'));
+    let mut indexes = serde_json::Map::new();
+    for name in names {
+        indexes.insert(
+            name.clone(),
+            json!({"Name": name, "Mirrors": [], "Secure": false, "Official": false}),
+        );
+    }
+    indexes.insert(
+        "docker.io".to_string(),
+        json!({"Name": "docker.io", "Mirrors": r.mirrors, "Secure": true, "Official": true}),
+    );
+    Ok(json!({
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": indexes,
+        "Mirrors": r.mirrors,
     }))
 }
 
@@ -448,6 +475,37 @@ pub async fn info(c: &Client, format: &Format) -> anyhow::Result<()> {
     println!(" Berth Root Dir: {}", f("DockerRootDir"));
     println!(" Namespace: {}", f("Namespace"));
     println!(" Debug Mode: false");
+    let registries = &v["RegistryConfig"];
+    let insecure: Vec<String> = registries["IndexConfigs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, i)| i["Secure"] == json!(false))
+        .map(|(name, _)| name.clone())
+        .chain(
+            registries["InsecureRegistryCIDRs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(str::to_string)),
+        )
+        .collect();
+    if !insecure.is_empty() {
+        println!(" Insecure Registries:");
+        for r in insecure {
+            println!("  {r}");
+        }
+    }
+    let mirrors = registries["Mirrors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !mirrors.is_empty() {
+        println!(" Registry Mirrors:");
+        for m in mirrors {
+            println!("  {}", m.as_str().unwrap_or_default());
+        }
+    }
     Ok(())
 }
 

@@ -131,6 +131,13 @@ pub struct RuntimeConfig {
 pub struct RegistryConfig {
     /// A directory of `<host>/hosts.toml` files, in containerd's format.
     pub config_path: PathBuf,
+    /// Mirrors of Docker Hub, tried in order before it (Docker's `registry-mirrors`), when
+    /// no hosts file configures `docker.io`: `https://mirror.example` or `http://host:port`.
+    pub mirrors: Vec<String>,
+    /// Registries reached without verifying TLS, over plain HTTP when HTTPS fails (Docker's
+    /// `insecure-registries`): `host[:port]` or a CIDR range (`10.0.0.0/8`). Loopback
+    /// registries always are.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for Config {
@@ -193,6 +200,8 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             config_path: PathBuf::from("/etc/berth/certs.d"),
+            mirrors: Vec::new(),
+            insecure_registries: Vec::new(),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
 use crate::registry::client::BlobSource;
-use crate::registry::{Progress, ProgressState, Reference, Registries, RegistryClient};
+use crate::registry::{Hosts, Progress, ProgressState, Reference, Registries, RegistryClient};
 
 /// How to push.
 #[derive(Debug, Clone, Default)]
@@ -68,14 +68,14 @@ impl Pusher {
     pub fn new(
         content: ContentStore,
         images: Images,
-        hosts_dir: PathBuf,
+        hosts: impl Into<Hosts>,
         credentials: PathBuf,
     ) -> Pusher {
         Pusher {
             content,
             images,
             registries: Registries {
-                hosts_dir,
+                hosts: hosts.into(),
                 credentials,
             },
         }

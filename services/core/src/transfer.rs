@@ -104,8 +104,9 @@ pub struct Transfers {
     pub leases: Leases,
     pub snapshotters: Snapshotters,
     pub archives: Archives,
-    /// The registry hosts directory (containerd's hosts.toml layout).
-    pub registry_hosts: PathBuf,
+    /// The registry hosts directory (containerd's hosts.toml layout), mirrors and
+    /// insecure registries.
+    pub registry_hosts: crate::registry::Hosts,
     /// The daemon's state directory (temporary files go under `transfer/`).
     pub state: PathBuf,
 }

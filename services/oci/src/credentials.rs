@@ -89,6 +89,11 @@ impl CredentialFile {
         self.by_host.get(&normalize_host(host))
     }
 
+    /// Sets the credentials of a registry host (in memory).
+    pub fn insert(&mut self, host: &str, creds: Credentials) {
+        self.by_host.insert(normalize_host(host), creds);
+    }
+
     /// The hosts that have credentials.
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
         self.by_host.keys().map(String::as_str)

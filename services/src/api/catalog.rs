@@ -3,6 +3,7 @@
 //! cannot drift apart. A new front door (CRI, berth's own API) is one more entry here.
 
 use berth_proto::berth::services::networks::v1::networks_server::NetworksServer;
+use berth_proto::berth::services::registry::v1::registry_server::RegistryServer;
 use berth_proto::berth::services::supervisor::v1::supervisor_server::SupervisorServer;
 use berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer;
 use berth_proto::containerd::services::containers::v1::containers_server::ContainersServer;
@@ -153,6 +154,13 @@ pub fn containerd_services(s: &Services) -> Catalog {
         "supervisor",
         [METADATA, EVENT, SERVICE],
         SupervisorServer::new(api::supervisor::SupervisorApi(s.clone()))
+    );
+    serve!(
+        c,
+        BERTH_SERVICE,
+        "registry",
+        [CONTENT],
+        RegistryServer::new(api::registry::RegistryApi(s.clone()))
     );
     serve!(
         c,

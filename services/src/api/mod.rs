@@ -14,6 +14,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod networks;
+pub mod registry;
 pub mod snapshots;
 pub mod status;
 pub mod streaming;

@@ -30,7 +30,7 @@ use crate::content::{ContentStore, Writer};
 use crate::error::{Error, Result};
 use crate::images::{Descriptor, Image, Images};
 use crate::leases::{self, Leases, Resource};
-use crate::registry::{Progress, ProgressState, Reference, Registries, RegistryClient};
+use crate::registry::{Hosts, Progress, ProgressState, Reference, Registries, RegistryClient};
 use crate::unpack::{UnpackRequest, Unpacker};
 
 pub use crate::registry::{Progress as PullProgress, ProgressState as PullState};
@@ -158,7 +158,7 @@ impl Puller {
         content: ContentStore,
         images: Images,
         leases: Leases,
-        hosts_dir: PathBuf,
+        hosts: impl Into<Hosts>,
         credentials: PathBuf,
     ) -> Puller {
         Puller {
@@ -166,7 +166,7 @@ impl Puller {
             images,
             leases,
             registries: Registries {
-                hosts_dir,
+                hosts: hosts.into(),
                 credentials,
             },
             unpacker: None,

@@ -108,6 +108,57 @@ pub struct HostOptions {
     pub plain_http: bool,
     /// Do not verify TLS certificates (ctr's `--skip-verify`).
     pub skip_verify: bool,
+    /// The daemon lists the registry as insecure (Docker's `insecure-registries`): TLS
+    /// unverified, and plain HTTP when HTTPS fails, as for loopback registries.
+    pub insecure: bool,
+    /// The daemon's mirrors of this registry (Docker's `registry-mirrors`, for Docker Hub),
+    /// tried before it when no hosts file configures it.
+    pub mirrors: Vec<String>,
+}
+
+/// Whether `registry` (`host[:port]`) is one of the daemon's insecure registries: an entry
+/// that names it (with or without its port), or a CIDR range holding its address.
+pub fn is_insecure(insecure: &[String], registry: &str) -> bool {
+    let name = host_without_port(registry);
+    let ip = name
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    insecure.iter().any(|entry| {
+        let entry = entry
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        if entry.eq_ignore_ascii_case(registry) || entry.eq_ignore_ascii_case(name) {
+            return true;
+        }
+        match (entry.split_once('/'), ip) {
+            (Some((net, bits)), Some(ip)) => in_cidr(net, bits, ip),
+            _ => false,
+        }
+    })
+}
+
+/// Whether `ip` lies in `net/bits`.
+fn in_cidr(net: &str, bits: &str, ip: IpAddr) -> bool {
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    let prefix = |a: u128, width: u32| {
+        let keep = bits.min(width);
+        if keep == 0 { 0 } else { a >> (width - keep) }
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) if bits <= 32 => {
+            prefix(u32::from(n).into(), 32) == prefix(u32::from(i).into(), 32)
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) if bits <= 128 => {
+            prefix(u128::from(n), 128) == prefix(u128::from(i), 128)
+        }
+        _ => false,
+    }
 }
 
 /// Whether a registry host is on this machine: `localhost`, `127.0.0.0/8` or `::1`, with or
@@ -198,7 +249,12 @@ pub fn endpoints(
         .and_then(|d| host_directory(d, host))
         .map(|d| d.join("hosts.toml"));
     let Some(file) = file else {
-        return Ok(vec![default_endpoint(host, opts)?]);
+        let mut eps = Vec::new();
+        for m in &opts.mirrors {
+            eps.push(mirror_endpoint(m, host, opts)?);
+        }
+        eps.push(default_endpoint(host, opts)?);
+        return Ok(eps);
     };
     let text = std::fs::read_to_string(&file).map_err(|e| Error::io("read", &file, e))?;
     parse_hosts(&text, &file, host, opts)
@@ -215,16 +271,58 @@ fn default_endpoint(host: &str, opts: &HostOptions) -> Result<Endpoint> {
         ("https", host.to_string())
     };
     let url = parse_url(&format!("{scheme}://{server}/v2"), host)?;
+    // containerd skips verification for loopback registries it falls back for; Docker
+    // treats its insecure registries the same way.
+    let lenient = loopback || opts.insecure;
     Ok(Endpoint {
         url,
         capabilities: Capabilities::ALL,
-        // containerd skips verification for loopback registries it falls back for.
-        skip_verify: opts.skip_verify || loopback,
+        skip_verify: opts.skip_verify || lenient,
         ca: Vec::new(),
         headers: BTreeMap::new(),
-        http_fallback: loopback && scheme == "https",
+        http_fallback: lenient && scheme == "https",
         mirror: false,
     })
+}
+
+/// A mirror of the daemon's configuration (`https://mirror.example`, `http://127.0.0.1:5001`
+/// or a bare host): pull and resolve only, its API root `/v2`; TLS as for its own host.
+fn mirror_endpoint(mirror: &str, host: &str, opts: &HostOptions) -> Result<Endpoint> {
+    let with_scheme = if mirror.starts_with("http://") || mirror.starts_with("https://") {
+        mirror.to_string()
+    } else {
+        format!("https://{mirror}")
+    };
+    let context = format!("registry mirror of {host}");
+    let mut url = parse_url(&with_scheme, &context)?;
+    if url.host_str().is_none() {
+        return Err(Error::invalid(format!("{context}: {mirror:?} has no host")));
+    }
+    let path = clean_path(url.path());
+    if !path.ends_with("/v2") {
+        url.set_path(&format!("{}/v2", path.trim_end_matches('/')));
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut e = Endpoint {
+        url,
+        capabilities: Capabilities {
+            pull: true,
+            resolve: true,
+            push: false,
+        },
+        skip_verify: opts.skip_verify,
+        ca: Vec::new(),
+        headers: BTreeMap::new(),
+        http_fallback: false,
+        mirror: true,
+    };
+    let mirror_host = e.host();
+    if e.url.scheme() == "https" && is_loopback(&mirror_host) {
+        e.skip_verify = true;
+        e.http_fallback = true;
+    }
+    Ok(e)
 }
 
 fn parse_url(s: &str, context: &str) -> Result<Url> {
@@ -452,11 +550,68 @@ mod tests {
 
         let plain = HostOptions {
             plain_http: true,
-            skip_verify: false,
+            ..Default::default()
         };
         let eps = endpoints(None, "myregistry:5000", &plain).expect("eps");
         assert_eq!(urls(&eps), ["http://myregistry:5000/v2"]);
         assert!(endpoints(None, "", &o).is_err());
+    }
+
+    #[test]
+    fn insecure_registries_by_name_or_range() {
+        let list = vec![
+            "reg.test:5000".to_string(),
+            "plain.test".to_string(),
+            "10.1.0.0/16".to_string(),
+            "fd00::/8".to_string(),
+        ];
+        assert!(is_insecure(&list, "reg.test:5000"));
+        assert!(!is_insecure(&list, "reg.test:5001"));
+        assert!(is_insecure(&list, "plain.test:443"));
+        assert!(is_insecure(&list, "10.1.200.3:5000"));
+        assert!(!is_insecure(&list, "10.2.0.1"));
+        assert!(is_insecure(&list, "[fd12::1]:5000"));
+        assert!(!is_insecure(&list, "example.com"));
+        // Insecure: TLS unverified, and plain HTTP when HTTPS fails.
+        let o = HostOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let eps = endpoints(None, "10.1.0.9:5000", &o).expect("eps");
+        assert!(eps[0].http_fallback && eps[0].skip_verify);
+    }
+
+    #[test]
+    fn daemon_mirrors_come_first() {
+        let o = HostOptions {
+            mirrors: vec![
+                "https://mirror.test".to_string(),
+                "http://127.0.0.1:5001/".to_string(),
+            ],
+            ..Default::default()
+        };
+        let eps = endpoints(None, "docker.io", &o).expect("eps");
+        assert_eq!(
+            urls(&eps),
+            [
+                "https://mirror.test/v2",
+                "http://127.0.0.1:5001/v2",
+                "https://registry-1.docker.io/v2"
+            ]
+        );
+        assert!(eps[0].mirror && eps[1].mirror && !eps[2].mirror);
+        assert!(!eps[0].capabilities.push);
+        assert!(
+            endpoints(
+                None,
+                "docker.io",
+                &HostOptions {
+                    mirrors: vec!["https://".to_string()],
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod reference;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use client::{ClientOptions, Registries, RegistryClient};
+pub use client::{ClientOptions, Hosts, Registries, RegistryClient};
 pub use reference::Reference;
 
 /// What happens to one blob during a pull or a push.

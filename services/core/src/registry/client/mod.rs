@@ -41,14 +41,63 @@ pub struct ClientOptions {
     pub plain_http: bool,
     /// Do not verify TLS certificates (ctr's `--skip-verify`).
     pub skip_verify: bool,
+    /// The daemon's mirrors of Docker Hub (`registry.mirrors`).
+    pub mirrors: Vec<String>,
+    /// The daemon's insecure registries (`registry.insecure_registries`).
+    pub insecure: Vec<String>,
+}
+
+/// Where the daemon finds its registries: the hosts directory (`registry.config_path`),
+/// Docker Hub's mirrors and the insecure registries of its configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hosts {
+    pub dir: PathBuf,
+    pub mirrors: Vec<String>,
+    pub insecure: Vec<String>,
+}
+
+impl Hosts {
+    /// A client for `registry` with these hosts, and `creds` for it when given (no
+    /// credentials file: anonymous otherwise).
+    pub async fn client(
+        &self,
+        registry: &str,
+        creds: Option<auth::Credentials>,
+    ) -> Result<RegistryClient> {
+        let client = RegistryClient::new(
+            registry,
+            &ClientOptions {
+                hosts_dir: Some(self.dir.clone()),
+                credentials_file: None,
+                plain_http: false,
+                skip_verify: false,
+                mirrors: self.mirrors.clone(),
+                insecure: self.insecure.clone(),
+            },
+        )
+        .await?;
+        Ok(match creds {
+            Some(c) => client.with_credentials(c),
+            None => client,
+        })
+    }
+}
+
+impl From<PathBuf> for Hosts {
+    fn from(dir: PathBuf) -> Hosts {
+        Hosts {
+            dir,
+            ..Default::default()
+        }
+    }
 }
 
 /// The daemon's registry configuration, from which pull and push make a client per
-/// registry: the hosts directory (`config.registry.config_path`) and the `config.json`-style
-/// credentials file; either may not exist.
+/// registry: its [`Hosts`] and the `config.json`-style credentials file; either may not
+/// exist.
 #[derive(Debug, Clone)]
 pub struct Registries {
-    pub hosts_dir: PathBuf,
+    pub hosts: Hosts,
     pub credentials: PathBuf,
 }
 
@@ -64,10 +113,12 @@ impl Registries {
         RegistryClient::new(
             registry,
             &ClientOptions {
-                hosts_dir: Some(self.hosts_dir.clone()),
+                hosts_dir: Some(self.hosts.dir.clone()),
                 credentials_file: Some(self.credentials.clone()),
                 plain_http,
                 skip_verify,
+                mirrors: self.hosts.mirrors.clone(),
+                insecure: self.hosts.insecure.clone(),
             },
         )
         .await
@@ -248,6 +299,13 @@ impl RegistryClient {
         let host_opts = HostOptions {
             plain_http: opts.plain_http,
             skip_verify: opts.skip_verify,
+            insecure: hosts::is_insecure(&opts.insecure, registry),
+            // Docker's registry mirrors are Docker Hub's.
+            mirrors: if registry == "docker.io" {
+                opts.mirrors.clone()
+            } else {
+                Vec::new()
+            },
         };
         let (reg, dir, creds_file) = (
             registry.to_string(),
@@ -286,6 +344,90 @@ impl RegistryClient {
             endpoints: eps,
             auth: Authorizer::new(registry, creds),
         })
+    }
+
+    /// This client with `creds` for its registry in place of the credentials file's (a
+    /// login checks credentials before they are stored).
+    pub fn with_credentials(mut self, creds: auth::Credentials) -> RegistryClient {
+        let mut file = auth::CredentialFile::default();
+        file.insert(&self.registry, creds);
+        self.auth = Authorizer::new(&self.registry, file);
+        self
+    }
+
+    /// The registry itself: its own endpoint, not a mirror's.
+    fn server(&self) -> Result<&Ep> {
+        self.endpoints
+            .iter()
+            .rev()
+            .find(|e| !e.endpoint.mirror)
+            .ok_or_else(|| {
+                Error::invalid(format!("registry {}: no server endpoint", self.registry))
+            })
+    }
+
+    /// `<api root>/<rest>` of an endpoint, with the scheme in use.
+    fn api_url(ep: &Ep, rest: &str) -> Url {
+        let mut url = ep.endpoint.url.clone();
+        if ep.plain.load(Ordering::Relaxed) {
+            let _ = url.set_scheme("http");
+        }
+        let path = format!("{}/{rest}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+
+    /// Checks that the registry accepts this client's credentials (`GET /v2/`, answering
+    /// its challenge), as Docker's login does: Ok, or why not (a 401 is FailedPrecondition,
+    /// "unauthorized: ...").
+    pub async fn check_login(&self) -> Result<()> {
+        let ep = self.server()?;
+        let url = Self::api_url(ep, "");
+        let resp = self
+            .send(ep, Method::GET, url.clone(), &[], &HeaderMap::new(), None)
+            .await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(self
+            .status_error(ep, resp, &format!("login attempt to {url}"))
+            .await)
+    }
+
+    /// The repositories of the registry's catalog (`GET /v2/_catalog?n=N`), where it offers
+    /// one.
+    pub async fn catalog(&self, limit: u32) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let ep = self.server()?;
+        let mut url = Self::api_url(ep, "_catalog");
+        url.set_query(Some(&format!("n={limit}")));
+        let scopes = vec!["registry:catalog:*".to_string()];
+        let resp = self
+            .send(
+                ep,
+                Method::GET,
+                url.clone(),
+                &scopes,
+                &HeaderMap::new(),
+                None,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(ep, resp, &format!("GET {url}")).await);
+        }
+        let body = resp.bytes().await.map_err(|e| {
+            Error::Unavailable(format!(
+                "GET {url}: read the answer: {}",
+                describe_reqwest(&e)
+            ))
+        })?;
+        let catalog: Catalog = serde_json::from_slice(&body)
+            .map_err(|e| Error::Unavailable(format!("GET {url}: not a catalog: {e}")))?;
+        Ok(catalog.repositories)
     }
 
     /// The registry host this client talks to.
