@@ -33,6 +33,11 @@
 pub const NAME: &str = "berth/name";
 /// The label holding the path of a container's log file (CRI log format).
 pub const LOG_PATH: &str = "berth/log-path";
+/// The FIFO the container's stdin is read from, for a container made with `-i` (Docker's
+/// `OpenStdin`): made with the container beside its log, opened by the shim at each start
+/// (read and write, so that no client's leaving ends the stream), written by `attach`;
+/// removed with the container (berthd's `autoremove` reads it too).
+pub const STDIN_PATH: &str = "berth/stdin-path";
 /// The label holding when the container's task was last started (RFC 3339, nanoseconds).
 pub const STARTED_AT: &str = "berth/started-at";
 /// "true" once berthd saw the kernel kill one of the container's processes for want of

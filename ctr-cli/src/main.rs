@@ -292,7 +292,18 @@ enum DockerCmd {
     /// Show a container's output.
     Logs(docker::logs::Args),
     /// Show a running container's output until it exits.
-    Attach { container: String },
+    Attach {
+        container: String,
+        /// Do not attach stdin.
+        #[arg(long)]
+        no_stdin: bool,
+        /// The key sequence that detaches (Docker's format).
+        #[arg(long, default_value = crate::client::attach::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        /// Forward the signals berth gets to the container (without a terminal).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        sig_proxy: bool,
+    },
     /// Wait for containers to exit and print their exit codes.
     Wait {
         #[arg(required = true)]
@@ -400,7 +411,12 @@ async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Resu
             private_port,
         } => docker::port::run(c, &container, private_port.as_deref()).await,
         DockerCmd::Logs(args) => logs::run(c, args).await,
-        DockerCmd::Attach { container } => lifecycle::attach(c, &container).await,
+        DockerCmd::Attach {
+            container,
+            no_stdin,
+            detach_keys,
+            sig_proxy,
+        } => lifecycle::attach(c, &container, !no_stdin, &detach_keys, sig_proxy).await,
         DockerCmd::Wait { containers } => lifecycle::wait(c, containers).await,
         DockerCmd::Pause { containers } => lifecycle::pause(c, containers, true).await,
         DockerCmd::Unpause { containers } => lifecycle::pause(c, containers, false).await,

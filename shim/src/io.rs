@@ -327,6 +327,9 @@ struct CriSink {
     path: PathBuf,
     lines: crate::crilog::CriLines,
     failed: bool,
+    /// A terminal's output: what a read brought that ends without a newline (a shell's
+    /// prompt, an echoed key) is written at once as a `P` record, for `attach` to show.
+    eager: bool,
 }
 
 impl CriSink {
@@ -336,7 +339,14 @@ impl CriSink {
             path: path.to_path_buf(),
             lines: crate::crilog::CriLines::new(stream, crate::crilog::MAX_LINE),
             failed: false,
+            eager: false,
         }
+    }
+
+    /// A terminal's sink (see `eager`).
+    fn eager(mut self) -> CriSink {
+        self.eager = true;
+        self
     }
 
     fn write_records(&mut self, records: &[u8]) {
@@ -360,7 +370,11 @@ impl AsyncWrite for CriSink {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let mut out = Vec::new();
-        self.lines.push(buf, std::time::SystemTime::now(), &mut out);
+        let now = std::time::SystemTime::now();
+        self.lines.push(buf, now, &mut out);
+        if self.eager {
+            self.lines.finish(now, &mut out);
+        }
         self.write_records(&out);
         std::task::Poll::Ready(Ok(buf.len()))
     }
@@ -589,11 +603,9 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
     }
     let dst: Option<Box<dyn AsyncWrite + Unpin + Send>> = match parse_output(&paths.stdout)? {
         Output::Writer(dst) => Some(dst),
-        Output::Cri(path) => Some(Box::new(CriSink::new(
-            open_cri_log(&path)?,
-            &path,
-            "stdout",
-        ))),
+        Output::Cri(path) => Some(Box::new(
+            CriSink::new(open_cri_log(&path)?, &path, "stdout").eager(),
+        )),
         Output::Null | Output::Binary(..) => None,
     };
     if let Some(mut dst) = dst {

@@ -645,3 +645,94 @@ fn an_exited_container_keeps_no_process() {
     berth(&rm);
     assert_eq!(berth(&["ps", "-aq"]), "");
 }
+
+/// `attach` to an `-itd` shell: our input reaches it through a terminal, its output comes
+/// back, and Ctrl-P Ctrl-Q leaves it running; without a terminal, stdin of a `-di` container
+/// is forwarded and attach ends with the container's exit code.
+#[test]
+fn attach_forwards_stdin_and_detaches() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    berth(&["run", "-itd", "--name", "sh", IMAGE, "sh"]);
+    // `script` gives attach a terminal and passes our input to it.
+    let cmd = format!(
+        "{} -H {} attach sh",
+        bin("berth").display(),
+        d.address.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut input = child.stdin.take().expect("stdin");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    input.write_all(b"echo hello-$((40+2))\n").expect("type");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    input.write_all(&[0x10, 0x11]).expect("detach keys");
+    let out = child.wait_with_output().expect("script");
+    drop(input);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("hello-42"), "{text}");
+    assert!(text.contains("read escape sequence"), "{text}");
+    // It runs on, and what was typed is in its log.
+    assert_eq!(
+        berth(&["inspect", "-f", "{{.State.Status}}", "sh"]),
+        "running\n"
+    );
+    assert!(berth(&["logs", "sh"]).contains("hello-42"));
+    // Bad detach keys: Docker's words.
+    let bad = d.berth(&["attach", "--detach-keys", "ctrl-1", "sh"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Invalid detach keys (ctrl-1) provided"),
+        "{bad:?}"
+    );
+    // A terminal container wants a terminal for its stdin.
+    let no_tty = d.berth(&["attach", "sh"]);
+    assert!(
+        String::from_utf8_lossy(&no_tty.stderr).contains("the input device is not a TTY"),
+        "{no_tty:?}"
+    );
+
+    // Without a terminal: a cat reading our stdin, stopped while we are attached.
+    berth(&["run", "-di", "--name", "cat", IMAGE, "cat"]);
+    let mut attach = Command::new(bin("berth"))
+        .args(["-H", &d.address.display().to_string(), "attach", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth attach");
+    let mut input = attach.stdin.take().expect("stdin");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    input.write_all(b"through-the-fifo\n").expect("write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !berth(&["logs", "cat"]).contains("through-the-fifo") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cat never got the input"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    berth(&["stop", "-t", "1", "cat"]);
+    let out = attach.wait_with_output().expect("attach");
+    drop(input);
+    // cat, as pid 1, ignores SIGTERM: killed after the second.
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("through-the-fifo"));
+    // The container's stdin FIFO goes with it.
+    let fifo = berth(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"berth/stdin-path\"}}",
+        "cat",
+    ]);
+    assert!(std::path::Path::new(fifo.trim()).exists(), "{fifo}");
+    berth(&["rm", "-f", "sh", "cat"]);
+    assert!(!std::path::Path::new(fifo.trim()).exists(), "{fifo}");
+}

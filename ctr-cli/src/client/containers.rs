@@ -193,6 +193,11 @@ pub fn log_path(c: &pb::Container) -> Option<PathBuf> {
     c.labels.get(labels::LOG_PATH).map(PathBuf::from)
 }
 
+/// The FIFO the container's stdin is read from (made with `-i`).
+pub fn stdin_path(c: &pb::Container) -> Option<PathBuf> {
+    c.labels.get(labels::STDIN_PATH).map(PathBuf::from)
+}
+
 /// When the container's task was last started (its [`labels::STARTED_AT`]).
 pub fn started_at(c: &pb::Container) -> Option<SystemTime> {
     c.labels

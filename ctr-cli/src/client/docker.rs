@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_proto::containerd::services::containers::v1::Container;
 use berth_proto::containerd::v1::types::{Process, Status as TaskStatus};
 
-use super::containers::{self, log_path, name_of, short_id};
+use super::containers::{self, log_path, name_of, short_id, stdin_path};
 use super::process::{close_stdin_on_eof, follow_size};
 use super::signal::{self, SIGKILL};
 use super::stdio::{self, Attached, Fifos};
@@ -17,13 +17,16 @@ use super::{Client, gone_ok, snapshots, status, supervisor};
 use crate::exit::Exit;
 use crate::labels;
 
-/// Both output streams into the container's log file.
+/// Both output streams into the container's log file; stdin from its FIFO when it was
+/// made with `-i` ([`labels::STDIN_PATH`]).
 pub fn log_stdio(ct: &Container) -> Stdio {
     let uri = log_path(ct)
         .map(|p| format!("file://{}?format=cri", p.display()))
         .unwrap_or_default();
     Stdio {
-        stdin: String::new(),
+        stdin: stdin_path(ct)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         stdout: uri.clone(),
         stderr: uri,
         terminal: containers::has_terminal(ct),
@@ -211,11 +214,11 @@ pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<(
     if !ct.snapshot_key.is_empty() {
         gone_ok(snapshots::remove(c, &ct.snapshotter, &ct.snapshot_key).await)?;
     }
-    if let Some(log) = log_path(ct) {
-        match std::fs::remove_file(&log) {
+    for file in [log_path(ct), stdin_path(ct)].into_iter().flatten() {
+        match std::fs::remove_file(&file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(anyhow::anyhow!("remove log {}: {e}", log.display())),
+            Err(e) => return Err(anyhow::anyhow!("remove {}: {e}", file.display())),
         }
     }
     Ok(())

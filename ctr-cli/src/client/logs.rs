@@ -72,6 +72,7 @@ pub struct Printer {
     pub timestamps: bool,
     /// The last entry was partial: the next continues its line (no timestamp).
     in_line: bool,
+    crlf: bool,
 }
 
 impl Printer {
@@ -79,7 +80,14 @@ impl Printer {
         Printer {
             timestamps,
             in_line: false,
+            crlf: false,
         }
+    }
+
+    /// Ends lines with "\r\n" (for a terminal in raw mode).
+    pub fn crlf(mut self, on: bool) -> Printer {
+        self.crlf = on;
+        self
     }
 
     /// Writes the entries of `lines` (complete lines of the file, newline-terminated or
@@ -101,6 +109,9 @@ impl Printer {
             }
             buf.extend_from_slice(e.text);
             if !e.partial {
+                if self.crlf {
+                    buf.push(b'\r');
+                }
                 buf.push(b'\n');
             }
             self.in_line = e.partial;

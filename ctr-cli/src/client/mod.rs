@@ -4,6 +4,7 @@
 //!
 //! The connection is gRPC over a unix socket, with the namespace header on every call.
 
+pub mod attach;
 pub mod containers;
 pub mod content;
 pub mod docker;

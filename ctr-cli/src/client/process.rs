@@ -126,7 +126,7 @@ impl std::fmt::Display for StartFailed {
 impl std::error::Error for StartFailed {}
 
 /// Forwards the signals a user sends us (^C...) to the process.
-fn forward_signals(c: &Client, id: &str, exec_id: &str) -> tokio::task::JoinHandle<()> {
+pub fn forward_signals(c: &Client, id: &str, exec_id: &str) -> tokio::task::JoinHandle<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (c, id, exec_id) = (c.clone(), id.to_string(), exec_id.to_string());
     tokio::spawn(async move {

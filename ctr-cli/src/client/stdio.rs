@@ -76,6 +76,23 @@ impl Drop for Fifos {
     }
 }
 
+/// Makes a FIFO that outlives this process (a container's stdin), with its directory.
+pub fn make_fifo(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .with_context(|| format!("create directory {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
+    }
+    mkfifo(path)
+}
+
 fn mkfifo(path: &Path) -> anyhow::Result<()> {
     use rustix::fs::{CWD, FileType, Mode, mknodat};
     mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0)

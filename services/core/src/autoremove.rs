@@ -29,6 +29,8 @@ use crate::tasks::Tasks;
 pub const AUTO_REMOVE_LABEL: &str = "berth/auto-remove";
 /// The container's log file (written by its shim), removed with it.
 pub const LOG_LABEL: &str = "berth/log-path";
+/// The FIFO of the container's stdin (made with `-i`), removed with it.
+pub const STDIN_LABEL: &str = "berth/stdin-path";
 /// Set to "true" on a container whose processes the kernel killed for want of memory
 /// (a `/tasks/oom` of it), as Docker's `State.OOMKilled`; the next start clears it.
 pub const OOM_LABEL: &str = "berth/oom-killed";
@@ -173,10 +175,12 @@ impl AutoRemover {
         {
             tracing::warn!(namespace = %ns, id = %id, error = %e, "auto-remove: remove anonymous volumes");
         }
-        if let Some(log) = container.labels.get(LOG_LABEL)
-            && let Some(path) = inside(&self.runtime_root, Path::new(log))
-        {
-            let _ = tokio::fs::remove_file(&path).await;
+        for label in [LOG_LABEL, STDIN_LABEL] {
+            if let Some(file) = container.labels.get(label)
+                && let Some(path) = inside(&self.runtime_root, Path::new(file))
+            {
+                let _ = tokio::fs::remove_file(&path).await;
+            }
         }
     }
 }

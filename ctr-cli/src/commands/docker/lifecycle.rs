@@ -5,6 +5,7 @@ use std::time::Duration;
 use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::v1::types::Status;
 
+use crate::client::attach::Ended;
 use crate::client::containers::{self, check_name_free, list_all, log_path, name_of, resolve};
 use crate::client::docker::{
     last_run, log_stdio, remove, run_attached, start_task, stop, wait_exit,
@@ -54,7 +55,22 @@ pub async fn start(
             anyhow::bail!("you cannot start and attach multiple containers at once");
         };
         let ct = resolve(c, name).await?;
-        let code = if interactive {
+        let code = if interactive && containers::stdin_path(&ct).is_some() {
+            // Made with -i: its own stdin FIFO, attached as `attach` does (detach keys too).
+            let follow = crate::client::attach::Options {
+                stdin: true,
+                detach_keys: crate::client::attach::parse_detach_keys(
+                    crate::client::attach::DEFAULT_DETACH_KEYS,
+                )?,
+                sig_proxy: true,
+            };
+            let follower = crate::client::attach::follower(&ct);
+            start_task(c, &ct, log_stdio(&ct), 1).await?;
+            match crate::client::attach::attach(c, &ct, follower, follow).await? {
+                Ended::Exited(code) => code,
+                Ended::Detached => return Ok(()),
+            }
+        } else if interactive {
             run_attached(c, &ct, true).await?
         } else {
             let follower = Follower::at_end(&log_path(&ct).unwrap_or_default());
@@ -210,16 +226,33 @@ pub async fn rename(c: &Client, old: &str, new: &str) -> anyhow::Result<()> {
     containers::set_label(c, &ct.id, labels::NAME, new).await
 }
 
-/// `berth attach`: shows the container's output from now on until it exits, and ends
-/// with its exit code.
-pub async fn attach(c: &Client, name: &str) -> anyhow::Result<()> {
+/// `berth attach`: the container's output from now on, our stdin into it (made with
+/// `-i`), until it exits (its exit code) or the detach keys are typed (0: it runs on).
+pub async fn attach(
+    c: &Client,
+    name: &str,
+    stdin: bool,
+    detach_keys: &str,
+    sig_proxy: bool,
+) -> anyhow::Result<()> {
+    let detach_keys = crate::client::attach::parse_detach_keys(detach_keys)?;
     let ct = resolve(c, name).await?;
     if !tasks::find(c, &ct.id).await?.is_some_and(|t| is_live(&t)) {
         anyhow::bail!("You cannot attach to a stopped container, start it first");
     }
-    let follower = Follower::at_end(&log_path(&ct).unwrap_or_default());
-    let code = follow_until_exit(c, &ct.id, follower, &mut Printer::new(false)).await?;
-    exit_with(code)
+    let opts = crate::client::attach::Options {
+        stdin,
+        detach_keys,
+        sig_proxy,
+    };
+    let follower = crate::client::attach::follower(&ct);
+    match crate::client::attach::attach(c, &ct, follower, opts).await? {
+        Ended::Exited(code) => exit_with(code),
+        Ended::Detached => {
+            eprintln!("read escape sequence");
+            Ok(())
+        }
+    }
 }
 
 /// `berth update --restart POLICY CONTAINER...`: berthd's supervisor validates the policy

@@ -839,6 +839,11 @@ async fn record(
         (labels::LOG_PATH.to_string(), p.log.display().to_string()),
         (labels::NETWORK.to_string(), p.network.clone()),
     ]);
+    if a.interactive {
+        let fifo = p.log.with_extension("stdin");
+        crate::client::stdio::make_fifo(&fifo)?;
+        record_labels.insert(labels::STDIN_PATH.to_string(), fifo.display().to_string());
+    }
     if !p.ports.is_empty() && p.network != "host" {
         record_labels.insert(labels::PORTS.to_string(), p.ports.join(","));
     }

@@ -47,7 +47,7 @@ use berth_proto::containerd::events::{ContainerDelete, TaskExit};
 use prost::Message;
 use redb::ReadableTable;
 
-use crate::autoremove::{AUTO_REMOVE_LABEL, LOG_LABEL};
+use crate::autoremove::{AUTO_REMOVE_LABEL, LOG_LABEL, STDIN_LABEL};
 use crate::containers::{Container, Containers};
 use crate::error::{Error, Result};
 use crate::events::{Exchange, NoFields, topics};
@@ -189,7 +189,7 @@ fn log_stdio(c: &Container) -> Stdio {
         .and_then(|v| v["process"]["terminal"].as_bool())
         .unwrap_or(false);
     Stdio {
-        stdin: String::new(),
+        stdin: c.labels.get(STDIN_LABEL).cloned().unwrap_or_default(),
         stdout: uri.clone(),
         stderr: uri,
         terminal,
@@ -549,9 +549,10 @@ impl Supervisor {
             .duration_since(started)
             .unwrap_or_default();
         let log = container.labels.get(LOG_LABEL).map(String::as_str);
+        let stdin = container.labels.get(STDIN_LABEL).map(String::as_str);
         Ok(Decision::Restart(Decided {
             ran_for,
-            stdio: restart_stdio(&stdio, log),
+            stdio: restart_stdio(&stdio, log, stdin),
             record,
         }))
     }

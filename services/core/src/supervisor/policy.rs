@@ -76,8 +76,9 @@ impl Backoff {
 /// The stdio of a restarted task: the previous task's, where it does not depend on a client
 /// (a URI such as `file://…` or `binary://…`, or nothing); streams that were FIFOs of a
 /// client (`run -it`, `start -a`) go to the container's log file instead (`log`, the path
-/// its log label names; nothing without one), and stdin is only kept as a URI.
-pub fn restart_stdio(prev: &Stdio, log: Option<&str>) -> Stdio {
+/// its log label names; nothing without one), and stdin is kept as a URI, else is the
+/// container's own stdin FIFO (`stdin_fifo`, made with `-i`) or nothing.
+pub fn restart_stdio(prev: &Stdio, log: Option<&str>, stdin_fifo: Option<&str>) -> Stdio {
     let uri = |s: &str| s.contains("://");
     let log = log
         .filter(|l| !l.is_empty())
@@ -90,10 +91,11 @@ pub fn restart_stdio(prev: &Stdio, log: Option<&str>) -> Stdio {
         }
     };
     Stdio {
+        // A client's FIFO went with the client: the container's own (`-i`) instead.
         stdin: if uri(&prev.stdin) {
             prev.stdin.clone()
         } else {
-            String::new()
+            stdin_fifo.unwrap_or_default().to_string()
         },
         stdout: out(&prev.stdout),
         stderr: out(&prev.stderr),
@@ -176,19 +178,25 @@ mod tests {
             stderr: file.into(),
             terminal: false,
         };
-        assert_eq!(restart_stdio(&detached, log), detached);
+        assert_eq!(restart_stdio(&detached, log, None), detached);
         let attached = Stdio {
             stdin: "/run/fifo/x-stdin".into(),
             stdout: "/run/fifo/x-stdout".into(),
             stderr: String::new(),
             terminal: true,
         };
-        let s = restart_stdio(&attached, log);
+        let s = restart_stdio(&attached, log, None);
         assert_eq!(s.stdin, "");
         assert_eq!(s.stdout, file);
         assert_eq!(s.stderr, "");
         assert!(s.terminal);
-        assert_eq!(restart_stdio(&attached, None).stdout, "");
-        assert_eq!(restart_stdio(&Stdio::default(), log), Stdio::default());
+        assert_eq!(restart_stdio(&attached, None, None).stdout, "");
+        assert_eq!(
+            restart_stdio(&Stdio::default(), log, None),
+            Stdio::default()
+        );
+        // A container made with -i reads its own FIFO again.
+        let fifo = "/var/lib/berth/runtime/default/x.stdin";
+        assert_eq!(restart_stdio(&attached, log, Some(fifo)).stdin, fifo);
     }
 }
