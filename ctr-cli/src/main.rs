@@ -199,11 +199,21 @@ enum Command {
         #[command(subcommand)]
         cmd: leases::Cmd,
     },
-    /// Print events as they happen.
+    /// Print events as they happen: Docker's container and image events of the
+    /// namespace; with containerd filters, the raw containerd events of all namespaces.
     #[command(alias = "event")]
     Events {
-        /// Filters (containerd syntax), e.g. topic~="/containers/".
-        filters: Vec<String>,
+        /// containerd filters, e.g. topic~="/containers/" (the raw stream).
+        topics: Vec<String>,
+        /// Docker's filters: container=, event=, image=, label=, type=.
+        #[arg(short = 'f', long = "filter")]
+        filter: Vec<String>,
+        /// Only events from this time on (RFC 3339, Unix seconds or a duration back).
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop at this time.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Manage snapshots.
     #[command(alias = "snapshot", alias = "snap")]
@@ -639,7 +649,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => system::info(&c, &cli.format).await,
         Command::Volume { cmd } => volumes::run(&c, cmd, cli.format).await,
         Command::Docker(cmd) => run_docker(&c, cmd, &cli.format).await,
-        Command::Events { filters } => events::run(&c, filters, cli.format).await,
+        Command::Events {
+            topics,
+            filter,
+            since,
+            until,
+        } => {
+            let args = events::Args {
+                topics,
+                filters: filter,
+                since,
+                until,
+            };
+            events::run(&c, args, cli.format).await
+        }
         Command::Plugins { cmd } => {
             let (quiet, detailed, filters) = match cmd {
                 Some(PluginsCmd::Ls {

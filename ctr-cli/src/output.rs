@@ -390,6 +390,28 @@ pub fn inspected(format: &Format, objects: Vec<serde_json::Value>) -> anyhow::Re
     }
 }
 
+/// A `--since`/`--until` value as Docker reads it.
+pub fn parse_time(
+    flag: &str,
+    s: &str,
+    now: std::time::SystemTime,
+) -> anyhow::Result<std::time::SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs));
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH));
+    }
+    anyhow::bail!(
+        "invalid value for \"{flag}\": failed to parse value as time or duration: \"{s}\""
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

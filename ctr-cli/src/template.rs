@@ -8,6 +8,44 @@ use gtmpl::{Context, FuncError, Template, Value};
 
 /// `v` as a template value.
 pub fn value(v: &serde_json::Value) -> Value {
+    value_of(v, false)
+}
+
+/// The fields that are Go maps in Docker's types (their keys are the user's): a missing
+/// key there is Go's `<no value>`, where a struct's missing field is an error.
+const MAP_FIELDS: &[&str] = &[
+    "Labels",
+    "Attributes",
+    "Networks",
+    "Options",
+    "DriverOpts",
+    "Ports",
+    "ExposedPorts",
+    "Volumes",
+    "Annotations",
+    "Sysctls",
+    "Tmpfs",
+    "StorageOpt",
+    "Data",
+];
+
+fn value_of(v: &serde_json::Value, map: bool) -> Value {
+    match v {
+        serde_json::Value::Object(o) if map => Value::Map(
+            o.iter()
+                .map(|(k, v)| (k.clone(), value(v)))
+                .collect::<HashMap<_, _>>(),
+        ),
+        serde_json::Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), value_of(v, MAP_FIELDS.contains(&k.as_str()))))
+                .collect::<HashMap<_, _>>(),
+        ),
+        _ => plain(v),
+    }
+}
+
+fn plain(v: &serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Nil,
         serde_json::Value::Bool(b) => Value::Bool(*b),

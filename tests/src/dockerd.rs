@@ -94,13 +94,19 @@ impl Dockerd {
 
     /// `docker -H <its socket> args`.
     pub fn docker(&self, args: &[&str]) -> Output {
-        Command::new(&self.docker)
-            .arg("-H")
-            .arg(format!("unix://{}", self.dir.path().join("sock").display()))
-            .args(args)
+        self.docker_command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run docker")
+    }
+
+    /// The `docker` CLI against this dockerd, to be run as the caller likes.
+    pub fn docker_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.docker);
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.dir.path().join("sock").display()))
+            .args(args);
+        cmd
     }
 }
 

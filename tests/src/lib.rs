@@ -388,14 +388,20 @@ impl Daemon {
 
     /// Runs our `berth` CLI against this daemon.
     pub fn berth(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
-            .arg("--address")
-            .arg(&self.address)
-            .args(args)
-            .env_remove("BERTH_NAMESPACE")
+        self.berth_command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run berth")
+    }
+
+    /// Our `berth` CLI against this daemon, to be run as the caller likes.
+    pub fn berth_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.arg("--address")
+            .arg(&self.address)
+            .args(args)
+            .env_remove("BERTH_NAMESPACE");
+        cmd
     }
 
     /// A gRPC channel to this daemon.

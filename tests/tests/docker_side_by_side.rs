@@ -225,3 +225,58 @@ fn docker_verbs_side_by_side() {
     // Kept differences: the CLI's own name leads its error lines ("berth: ...",
     // "docker: ..."), and sizes and times are each daemon's own: compared by shape only.
 }
+
+/// `events`: the same container events, in the same order, with the same attributes, in
+/// Docker's line format and through a template.
+#[test]
+fn events_side_by_side() {
+    use berth_tests::Background;
+    use std::time::Duration;
+    let p = Pair::start();
+    let watch = ["events", "-f", "type=container", "-f", "container=ev"];
+    let template = [
+        "events",
+        "-f",
+        "type=container",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+    ];
+    let (b_lines, d_lines) = (
+        Background::spawn(p.berth.berth_command(&watch)),
+        Background::spawn(p.docker.docker_command(&watch)),
+    );
+    let (b_tmpl, d_tmpl) = (
+        Background::spawn(p.berth.berth_command(&template)),
+        Background::spawn(p.docker.docker_command(&template)),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    p.same(&detached("ev", &["sh", "-c", "exit 3"]));
+    p.same(&["wait", "ev"]);
+    p.same(&["rm", "ev"]);
+    // A missing key is Go's "<no value>" in both.
+    let expected = "container create ev <no value>\ncontainer start ev <no value>\n\
+                    container die ev 3\ncontainer destroy ev <no value>\n";
+    for (who, bg) in [("berth", &b_tmpl), ("docker", &d_tmpl)] {
+        let text = bg.wait_for(&["destroy"], Duration::from_secs(10));
+        assert_eq!(text, expected, "{who}");
+    }
+    // Docker's line: time, type, action, full id, sorted attributes.
+    let shape = |bg: &Background| -> Vec<String> {
+        bg.wait_for(&["destroy"], Duration::from_secs(10))
+            .lines()
+            .map(|l| {
+                let mut w = l.splitn(4, ' ');
+                let time = w.next().unwrap_or_default();
+                assert!(time.len() == 30 && time.ends_with('Z'), "{l}");
+                let rest: Vec<&str> = w.collect();
+                normal(&rest.join(" "))
+            })
+            .collect()
+    };
+    let (b, d) = (shape(&b_lines), shape(&d_lines));
+    assert_eq!(b, d);
+    assert!(
+        b[2].contains("exitCode=3") && b[2].contains("name=ev"),
+        "{b:?}"
+    );
+}

@@ -2,7 +2,7 @@
 //! the format), the last lines only with `--tail`, those of a time span with `--since` /
 //! `--until`, followed while it runs with `-f`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use berth_proto::containerd::v1::types::Status;
 use clap::Args as ClapArgs;
@@ -29,24 +29,6 @@ pub struct Args {
     #[arg(long)]
     pub until: Option<String>,
     pub container: String,
-}
-
-/// A `--since`/`--until` value as Docker reads it.
-fn parse_time(flag: &str, s: &str, now: SystemTime) -> anyhow::Result<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t);
-    }
-    if let Ok(secs) = s.parse::<f64>()
-        && secs >= 0.0
-    {
-        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
-    }
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now.checked_sub(d).unwrap_or(UNIX_EPOCH));
-    }
-    anyhow::bail!(
-        "invalid value for \"{flag}\": failed to parse value as time or duration: \"{s}\""
-    )
 }
 
 /// The lines of `data` whose time is in `[since, until)`; a line with no time is kept.
@@ -79,12 +61,12 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
     let since = args
         .since
         .as_deref()
-        .map(|s| parse_time("since", s, now))
+        .map(|s| crate::output::parse_time("since", s, now))
         .transpose()?;
     let until = args
         .until
         .as_deref()
-        .map(|s| parse_time("until", s, now))
+        .map(|s| crate::output::parse_time("until", s, now))
         .transpose()?;
     let filtered;
     let data_in = if since.is_some() || until.is_some() {
@@ -121,23 +103,24 @@ pub async fn run(c: &Client, args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn times_as_docker_reads_them() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(
-            parse_time("since", "10m", now).unwrap(),
+            crate::output::parse_time("since", "10m", now).unwrap(),
             now - Duration::from_secs(600)
         );
         assert_eq!(
-            parse_time("since", "999400", now).unwrap(),
+            crate::output::parse_time("since", "999400", now).unwrap(),
             UNIX_EPOCH + Duration::from_secs(999_400)
         );
         assert_eq!(
-            parse_time("since", "1970-01-12T13:46:40Z", now).unwrap(),
+            crate::output::parse_time("since", "1970-01-12T13:46:40Z", now).unwrap(),
             now
         );
-        assert!(parse_time("since", "soon", now).is_err());
+        assert!(crate::output::parse_time("since", "soon", now).is_err());
     }
 
     #[test]
