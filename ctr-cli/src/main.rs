@@ -391,7 +391,7 @@ async fn run_container(c: &Client, cmd: ContainerCmd, format: &Format) -> anyhow
         ContainerCmd::Prune { force } => docker::lifecycle::prune(c, force).await,
         ContainerCmd::Exec(args) => docker::exec::run(c, args).await,
         ContainerCmd::Top(args) => docker::top::run(c, args).await,
-        ContainerCmd::Stats(args) => docker::stats::run(c, args).await,
+        ContainerCmd::Stats(args) => docker::stats::run(c, args, format).await,
         ContainerCmd::Cp(args) => docker::cp::run(c, args).await,
         ContainerCmd::Docker(cmd) => run_docker(c, cmd, format).await,
     }
@@ -593,7 +593,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { cmd } => tasks::run(&c, cmd, cli.format).await,
         Command::Exec(args) => docker::exec::run(&c, args).await,
         Command::Top(args) => docker::top::run(&c, args).await,
-        Command::Stats(args) => docker::stats::run(&c, args).await,
+        Command::Stats(args) => docker::stats::run(&c, args, &cli.format).await,
         Command::Cp(args) => docker::cp::run(&c, args).await,
         Command::Images(args) => images::ls(&c, args, cli.format).await,
         Command::Image { cmd } => images::run(&c, cmd, cli.format).await,

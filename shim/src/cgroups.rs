@@ -58,8 +58,10 @@ impl Cgroup {
         }
     }
 
-    /// The metrics now, packed for the StatsResponse.
-    pub fn metrics(&self) -> Result<Any> {
+    /// The metrics now, packed for the StatsResponse; with the network counters of the
+    /// namespace of process `pid` (the container's init), when it has one of its own.
+    pub fn metrics(&self, pid: u32) -> Result<Any> {
+        let network = own_network(pid);
         let (type_url, value) = match self {
             Cgroup::V1(dirs) => {
                 if !dirs.values().any(|d| d.exists()) {
@@ -73,19 +75,45 @@ impl Cgroup {
                 }
                 let files = DirFiles::V1(dirs);
                 let partitions = std::fs::read_to_string("/proc/partitions").unwrap_or_default();
-                (
-                    V1_METRICS_TYPE,
-                    v1_metrics(&files, &partitions).write_to_bytes()?,
-                )
+                let mut m = v1_metrics(&files, &partitions);
+                m.network = network
+                    .iter()
+                    .map(|(name, c)| v1::NetworkStat {
+                        name: name.clone(),
+                        rx_bytes: c[0],
+                        rx_packets: c[1],
+                        rx_errors: c[2],
+                        rx_dropped: c[3],
+                        tx_bytes: c[4],
+                        tx_packets: c[5],
+                        tx_errors: c[6],
+                        tx_dropped: c[7],
+                        ..Default::default()
+                    })
+                    .collect();
+                (V1_METRICS_TYPE, m.write_to_bytes()?)
             }
             Cgroup::V2(dir) => {
                 if !dir.exists() {
                     return Err(ShimError::NotFound(format!("cgroup {}", dir.display())));
                 }
-                (
-                    V2_METRICS_TYPE,
-                    v2_metrics(&DirFiles::V2(dir)).write_to_bytes()?,
-                )
+                let mut m = v2_metrics(&DirFiles::V2(dir));
+                m.network = network
+                    .iter()
+                    .map(|(name, c)| v2::NetworkStat {
+                        name: name.clone(),
+                        rx_bytes: c[0],
+                        rx_packets: c[1],
+                        rx_errors: c[2],
+                        rx_dropped: c[3],
+                        tx_bytes: c[4],
+                        tx_packets: c[5],
+                        tx_errors: c[6],
+                        tx_dropped: c[7],
+                        ..Default::default()
+                    })
+                    .collect();
+                (V2_METRICS_TYPE, m.write_to_bytes()?)
             }
         };
         Ok(Any {
@@ -94,6 +122,44 @@ impl Cgroup {
             ..Default::default()
         })
     }
+}
+
+/// The interfaces of process `pid`'s network namespace, when it is not the shim's own (a
+/// container on the host's network has none to count, as with Docker), loopback left out:
+/// each with its counters (rx bytes, packets, errors, dropped; then the same for tx).
+fn own_network(pid: u32) -> Vec<(String, [u64; 8])> {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let theirs = ns(&format!("/proc/{pid}/ns/net"));
+    if pid == 0 || theirs.is_none() || theirs == ns("/proc/self/ns/net") {
+        return Vec::new();
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .map(|t| net_dev(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| name != "lo")
+        .collect()
+}
+
+/// Parses `/proc/net/dev`: per interface, its rx bytes, packets, errors, dropped, then
+/// the same four for tx.
+pub fn net_dev(text: &str) -> Vec<(String, [u64; 8])> {
+    text.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|n| n.parse().unwrap_or(0))
+                .collect();
+            if f.len() < 12 {
+                return None;
+            }
+            Some((
+                name.trim().to_string(),
+                [f[0], f[1], f[2], f[3], f[8], f[9], f[10], f[11]],
+            ))
+        })
+        .collect()
 }
 
 /// Moves process `pid` into cgroup `path` (as runc's options `ShimCgroup` name it): on
@@ -705,6 +771,20 @@ pub fn memory_events(text: &str) -> v2::MemoryEvents {
 mod tests {
     use super::*;
 
+    #[test]
+    fn net_dev_counters() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0:    1296      12    1    2    0     0          0         0      656       8    3    4    0     0       0          0
+";
+        let got = net_dev(text);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], ("eth0".to_string(), [1296, 12, 1, 2, 656, 8, 3, 4]));
+        // A process of the shim's own namespace has none of its own to count.
+        assert!(own_network(std::process::id()).is_empty());
+    }
+
     #[derive(Default)]
     struct Fixture(BTreeMap<(String, String), String>);
 
@@ -966,12 +1046,12 @@ mod tests {
         std::fs::write(dir.path().join("memory.current"), "4096\n").expect("write");
         std::fs::write(dir.path().join("memory.stat"), "anon 1\n").expect("write");
         let any = Cgroup::V2(dir.path().to_path_buf())
-            .metrics()
+            .metrics(0)
             .expect("metrics");
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
         let m = v2::Metrics::parse_from_bytes(&any.value).expect("decode");
         assert_eq!(m.memory.usage, 4096);
-        let gone = Cgroup::V2(dir.path().join("gone")).metrics();
+        let gone = Cgroup::V2(dir.path().join("gone")).metrics(0);
         assert!(matches!(gone, Err(ShimError::NotFound(_))));
     }
 }

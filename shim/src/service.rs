@@ -932,9 +932,9 @@ impl Task for TaskService {
                 .cgroup
                 .as_ref()
                 .ok_or_else(|| ShimError::NotFound(format!("cgroup of container {}", req.id)))?;
-            // A few small cgroupfs reads: inline (see the cgroups module).
+            // A few small cgroupfs and procfs reads: inline (see the cgroups module).
             Ok(api::StatsResponse {
-                stats: MessageField::some(cgroup.metrics()?),
+                stats: MessageField::some(cgroup.metrics(c.init.pid())?),
                 ..Default::default()
             })
         });

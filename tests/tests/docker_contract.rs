@@ -736,3 +736,44 @@ fn attach_forwards_stdin_and_detaches() {
     berth(&["rm", "-f", "sh", "cat"]);
     assert!(!std::path::Path::new(fifo.trim()).exists(), "{fifo}");
 }
+
+/// `stats`' NET I/O: the counters of the container's own network namespace (loopback left
+/// out); a container on the host's network has none, as with Docker.
+#[test]
+fn stats_counts_network_io() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let script = "ping -c 3 -W 1 $(ip route | awk '/default/ {print $3}'); sleep 600";
+    berth(&["run", "-d", "--name", "net", IMAGE, "sh", "-c", script]);
+    berth(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--name",
+        "host",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let io = |name: &str| {
+        berth(&["stats", "--no-stream", "--format", "{{.NetIO}}", name])
+            .trim()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let net = io("net");
+        let (rx, tx) = net.split_once(" / ").unwrap_or_else(|| panic!("{net}"));
+        if rx != "0B" && tx != "0B" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic counted: {net}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(io("host"), "0B / 0B");
+    berth(&["rm", "-f", "net", "host"]);
+}

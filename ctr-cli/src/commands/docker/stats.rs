@@ -209,7 +209,29 @@ async fn sample_all(c: &Client, ts: &[Target]) -> Vec<Sample> {
     futures::future::join_all(ts.iter().map(|t| sample(c, &t.id))).await
 }
 
-pub async fn run(c: &Client, a: StatsArgs) -> anyhow::Result<()> {
+/// A row as Docker's `--format` sees it (its field names).
+fn row_json(t: &Target, r: &[String]) -> serde_json::Value {
+    let at = |i: usize| r.get(i).cloned().unwrap_or_default();
+    serde_json::json!({
+        "ID": at(0), "Container": at(0), "Name": t.name, "CPUPerc": at(2),
+        "MemUsage": at(3), "MemPerc": at(4), "NetIO": at(5), "BlockIO": at(6), "PIDs": at(7),
+    })
+}
+
+/// The table's columns for a `table` template's headers.
+const COLUMNS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Container", "CONTAINER"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
+
+pub async fn run(c: &Client, a: StatsArgs, format: &crate::output::Format) -> anyhow::Result<()> {
     let host_mem = host_memory();
     let mut ts = targets(c, &a).await?;
     let mut prev = sample_all(c, &ts).await;
@@ -221,7 +243,16 @@ pub async fn run(c: &Client, a: StatsArgs) -> anyhow::Result<()> {
             .zip(prev.iter().zip(&cur))
             .map(|(t, (p, s))| row(t, p, s, host_mem, a.no_trunc))
             .collect();
-        print(&rows, !a.no_stream)?;
+        if *format == crate::output::Format::Table {
+            print(&rows, !a.no_stream)?;
+        } else {
+            if !a.no_stream {
+                print!("\x1b[2J\x1b[H");
+            }
+            let items: Vec<serde_json::Value> =
+                ts.iter().zip(&rows).map(|(t, r)| row_json(t, r)).collect();
+            crate::output::docker_list(format, &[], COLUMNS, &items)?;
+        }
         if a.no_stream {
             return Ok(());
         }
