@@ -167,6 +167,21 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Make an image of a filesystem tarball (a file, or `-` for stdin).
+    Import {
+        source: String,
+        /// REPOSITORY[:TAG] of the new image (none: a dangling image).
+        reference: Option<String>,
+        /// Apply a Dockerfile instruction to the image's config (CMD, ENV, ...).
+        #[arg(short, long = "change")]
+        change: Vec<String>,
+        /// The history comment of the image's layer.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// The image's platform (this host's only).
+        #[arg(long)]
+        platform: Option<String>,
+    },
     /// Log in to a registry: berthd checks the credentials, then they are stored.
     Login {
         /// The registry (host[:port]); Docker Hub when left out.
@@ -249,6 +264,15 @@ enum Command {
 /// The docker-style container verbs.
 #[derive(Subcommand, Debug)]
 enum DockerCmd {
+    /// List the changes to a container's filesystem (A added, C changed, D deleted).
+    Diff { container: String },
+    /// Write a container's filesystem as a tar archive (to stdout without -o).
+    Export {
+        /// Write to this file.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        container: String,
+    },
     /// Create a container from an image and run it.
     Run(Box<docker::run::RunArgs>),
     /// Create a container from an image (not started).
@@ -400,6 +424,10 @@ async fn run_container(c: &Client, cmd: ContainerCmd, format: &Format) -> anyhow
 async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Result<()> {
     use docker::{inspect, lifecycle, logs, ps, run};
     match cmd {
+        DockerCmd::Diff { container } => docker::filesystem::diff(c, &container).await,
+        DockerCmd::Export { output, container } => {
+            docker::filesystem::export(c, &container, output).await
+        }
         DockerCmd::Run(args) => run::run(c, *args).await,
         DockerCmd::Create(args) => run::create_cmd(c, *args).await,
         DockerCmd::Start {
@@ -624,6 +652,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password,
             password_stdin,
         } => registry::login(&c, server, username, password, password_stdin).await,
+        Command::Import {
+            source,
+            reference,
+            change,
+            message,
+            platform,
+        } => {
+            let args = docker::filesystem::ImportArgs {
+                source,
+                reference,
+                changes: change,
+                message,
+                platform,
+            };
+            docker::filesystem::import(&c, args).await
+        }
         Command::Search {
             term,
             limit,

@@ -777,3 +777,106 @@ fn stats_counts_network_io() {
     assert_eq!(io("host"), "0B / 0B");
     berth(&["rm", "-f", "net", "host"]);
 }
+
+/// `diff` lists a container's changes (A/C/D), `export` writes its filesystem as a tar,
+/// and `import` makes that tar an image again (with `-c` changes), which runs.
+#[test]
+fn diff_export_import() {
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let script = "mkdir /new && echo hi > /new/file && echo x >> /etc/passwd && rm /etc/group";
+    berth(&[
+        "run",
+        "--name",
+        "fs",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let diff = berth(&["diff", "fs"]);
+    for line in [
+        "A /new\n",
+        "A /new/file\n",
+        "C /etc\n",
+        "C /etc/passwd\n",
+        "D /etc/group\n",
+    ] {
+        assert!(diff.contains(line), "{line:?} missing:\n{diff}");
+    }
+    assert_eq!(berth(&["container", "diff", "fs"]), diff);
+    // export: to a file, and to stdout through a pipe; never to a terminal.
+    let tar = work.path().join("fs.tar");
+    berth(&["export", "-o", tar.to_str().expect("utf8"), "fs"]);
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(names.lines().any(|l| l == "new/file"), "{names}");
+    assert!(!names.lines().any(|l| l == "etc/group"), "{names}");
+    let piped = shell(
+        &d,
+        work.path(),
+        "$B export fs | tar -tf - | grep -c '^new/file$'",
+    );
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "1\n", "{piped:?}");
+    // import: the tar as a one-layer image, with changes; it runs as the container left it.
+    let id = berth(&[
+        "import",
+        "-c",
+        "CMD [\"cat\", \"/new/file\"]",
+        "-c",
+        "ENV WHO=imported",
+        "-m",
+        "from the test",
+        tar.to_str().expect("utf8"),
+        "imported:v1",
+    ]);
+    assert!(id.starts_with("sha256:") && id.trim().len() == 71, "{id}");
+    assert_eq!(
+        berth(&["images", "-q", "imported:v1"]).trim(),
+        &id.trim()["sha256:".len()..][..12]
+    );
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "imported:v1"]),
+        "hi\n"
+    );
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "imported:v1",
+            "sh",
+            "-c",
+            "echo $WHO"
+        ]),
+        "imported\n"
+    );
+    let history = berth(&["history", "--no-trunc", "imported:v1"]);
+    assert!(history.contains("from the test"), "{history}");
+    // From stdin, gzip'd, without a name: a dangling image.
+    let gz = shell(
+        &d,
+        work.path(),
+        &format!("gzip -c {} | $B import -", tar.display()),
+    );
+    assert!(gz.status.success(), "{gz:?}");
+    let dangling = berth(&["images", "-q", "-f", "dangling=true"]);
+    assert_eq!(
+        dangling.trim(),
+        &String::from_utf8_lossy(&gz.stdout).trim()["sha256:".len()..][..12]
+    );
+    // A change Docker does not take, and a URL, are refused.
+    let bad = d.berth(&["import", "-c", "FROM busybox", tar.to_str().expect("utf8")]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("FROM is not a valid change command"),
+        "{bad:?}"
+    );
+    berth(&["rm", "fs"]);
+}

@@ -221,6 +221,23 @@ fn docker_verbs_side_by_side() {
     };
     assert_eq!(first_lines(&b), first_lines(&d), "container prune");
     p.same(&["ps", "-aq"]);
+    // diff: the same changes, listed alike.
+    let script = "mkdir /new && echo hi > /new/file && echo x > /bin/extra";
+    p.same(&detached("fs", &["sh", "-c", script]));
+    p.same(&["wait", "fs"]);
+    // Docker lists them in its upper directory's order; berth by path: compared sorted.
+    let (b, d) = p.both(&["diff", "fs"]);
+    let sorted = |o: &Output| {
+        let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(b.status.code(), d.status.code());
+    assert_eq!(sorted(&b), sorted(&d), "diff\nberth: {b:?}\ndocker: {d:?}");
+    p.same(&["rm", "fs"]);
     p.same(&["rm", "-f", "two"]);
     // Kept differences: the CLI's own name leads its error lines ("berth: ...",
     // "docker: ..."), and sizes and times are each daemon's own: compared by shape only.

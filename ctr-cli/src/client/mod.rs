@@ -5,9 +5,11 @@
 //! The connection is gRPC over a unix socket, with the namespace header on every call.
 
 pub mod attach;
+pub mod changes;
 pub mod containers;
 pub mod content;
 pub mod docker;
+pub mod image_config;
 pub mod images;
 pub mod leases;
 pub mod logs;

@@ -372,3 +372,32 @@ pub async fn fetch(
         .await
         .map(drop)
 }
+
+/// Loads an image archive (OCI or docker) through the Transfer service, unpacked into the
+/// default snapshotter so that it runs at once; entries named only by a tag (or not at all)
+/// take `base_name`. Returns the names of the images it stored.
+pub async fn load_archive(
+    c: &Client,
+    from: Endpoint,
+    base_name: String,
+) -> anyhow::Result<Vec<String>> {
+    let stream = open(c).await?;
+    let stream_id = stream.id.clone();
+    let sent = send_file(stream, from);
+    let source = tt::ImageImportStream {
+        stream: stream_id,
+        media_type: "application/x-tar".into(),
+        ..Default::default()
+    };
+    let destination = tt::ImageStore {
+        name: base_name,
+        unpacks: vec![tt::UnpackConfiguration::default()],
+        ..Default::default()
+    };
+    let result = run_transfer(c, any(&source), any(&destination)).await;
+    let sent = sent.await.map_err(|e| anyhow::anyhow!("send task: {e}"))?;
+    let saved = result?;
+    sent?;
+    // "archive" is the upload's own progress.
+    Ok(saved.into_iter().filter(|n| n != "archive").collect())
+}

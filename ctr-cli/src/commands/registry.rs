@@ -144,28 +144,10 @@ pub async fn load(
         }
         None => transfer::Endpoint::Std,
     };
-    let stream = transfer::open(c).await?;
-    let stream_id = stream.id.clone();
-    let sent = transfer::send_file(stream, from);
-    let source = tt::ImageImportStream {
-        stream: stream_id,
-        media_type: "application/x-tar".into(),
-        ..Default::default()
-    };
-    // Unpacked into the default snapshotter, so that a loaded image runs at once.
-    let destination = tt::ImageStore {
-        name: base_name.unwrap_or_default(),
-        unpacks: vec![tt::UnpackConfiguration::default()],
-        ..Default::default()
-    };
-    let result = run_transfer(c, any(&source), any(&destination)).await;
-    let sent = sent.await.context("send task")?;
-    let saved = result?;
-    sent?;
+    let saved = transfer::load_archive(c, from, base_name.unwrap_or_default()).await?;
     if !quiet {
-        // As Docker reports a load; "archive" is the upload's own progress.
-        for name in saved.iter().filter(|n| n.as_str() != "archive") {
-            println!("Loaded image: {}", crate::oci::familiar(name));
+        for name in saved {
+            println!("Loaded image: {}", crate::oci::familiar(&name));
         }
     }
     Ok(())

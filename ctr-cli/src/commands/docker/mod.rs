@@ -5,6 +5,7 @@
 
 pub mod cp;
 pub mod exec;
+pub mod filesystem;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;

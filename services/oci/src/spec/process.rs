@@ -50,14 +50,14 @@ pub fn merge_env(base: &[String], over: &[String]) -> Vec<String> {
     out
 }
 
-/// The image's environment (or [`DEFAULT_PATH`]) with `c.env` merged in, then `HOSTNAME`
-/// and, with a terminal, `TERM=xterm` put first unless already set.
+/// The image's environment (with [`DEFAULT_PATH`] first when it sets no `PATH`, as Docker's
+/// daemon does) with `c.env` merged in, then `HOSTNAME` and, with a terminal, `TERM=xterm`
+/// put first unless already set.
 fn environment(c: &ContainerConfig) -> Vec<String> {
-    let base = if c.image.env.is_empty() {
-        vec![DEFAULT_PATH.to_string()]
-    } else {
-        c.image.env.clone()
-    };
+    let mut base = c.image.env.clone();
+    if !base.iter().any(|e| env_key(e) == "PATH") {
+        base.insert(0, DEFAULT_PATH.to_string());
+    }
     let mut env = merge_env(&base, &c.env);
     let mut extra = Vec::new();
     if let Some(h) = &c.hostname {
