@@ -146,7 +146,7 @@ mod tests {
         std::fs::write(upper.join("etc/new/file"), "x").unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &upper.join("bin"),
+            upper.join("bin"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::empty(),
             0,
