@@ -699,6 +699,44 @@ fn attach_forwards_stdin_and_detaches() {
         "{no_tty:?}"
     );
 
+    // `run -it` detaches the same way (here with other keys), and --rm then falls to
+    // berthd.
+    let cmd = format!(
+        "{} -H {} run -it --rm --detach-keys ctrl-a,x --name runit {IMAGE} sh",
+        bin("berth").display(),
+        d.address.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut input = child.stdin.take().expect("stdin");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    input.write_all(b"echo run-$((6*7))\n").expect("type");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    input.write_all(&[0x01, b'x']).expect("detach keys");
+    let out = child.wait_with_output().expect("script");
+    drop(input);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("run-42"), "{text}");
+    assert_eq!(
+        berth(&["inspect", "-f", "{{.State.Status}}", "runit"]),
+        "running\n"
+    );
+    berth(&["stop", "-t", "1", "runit"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.berth(&["inspect", "runit"]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runit was not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // Without a terminal: a cat reading our stdin, stopped while we are attached.
     berth(&["run", "-di", "--name", "cat", IMAGE, "cat"]);
     let mut attach = Command::new(bin("berth"))

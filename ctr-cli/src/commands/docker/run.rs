@@ -170,6 +170,9 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// The key sequence that detaches from `-it` (Docker's format; Ctrl-P Ctrl-Q).
+    #[arg(long, default_value = crate::client::attach::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -1061,7 +1064,33 @@ pub async fn run(c: &Client, a: RunArgs) -> anyhow::Result<()> {
         println!("{}", ct.id);
         return Ok(());
     }
-    let result = if a.create.interactive || a.create.tty {
+    let on_terminal = a.create.interactive
+        && a.create.tty
+        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && containers::stdin_path(&ct).is_some();
+    let result = if on_terminal {
+        // Attached as `attach` is: the detach keys leave it running.
+        use crate::client::attach::{self, Ended};
+        let keys = attach::parse_detach_keys(&a.detach_keys)?;
+        let follower = attach::follower(&ct);
+        start_task(c, &ct, log_stdio(&ct), 125).await?;
+        let opts = attach::Options {
+            stdin: true,
+            detach_keys: keys,
+            sig_proxy: true,
+        };
+        match attach::attach(c, &ct, follower, opts).await {
+            Ok(Ended::Exited(code)) => Ok(code),
+            Ok(Ended::Detached) => {
+                // Nobody stays to remove it: berthd does, when it exits.
+                if a.create.rm {
+                    containers::set_label(c, &ct.id, labels::AUTO_REMOVE, "true").await?;
+                }
+                return Ok(());
+            }
+            Err(e) => Err(e),
+        }
+    } else if a.create.interactive || a.create.tty {
         run_attached(c, &ct, a.create.interactive).await
     } else {
         foreground(c, &ct).await
