@@ -496,6 +496,16 @@ fn update_resources_live_and_kept() {
     berth(&["stop", "-t", "1", "box"]);
     berth(&["start", "box"]);
     assert_eq!(limits(), format!("{}\n50000\n50\n", 64 << 20));
+    // inspect shows the limits as they are now.
+    assert_eq!(
+        berth(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+            "box"
+        ]),
+        format!("{} 500000000 50\n", 64 << 20)
+    );
     let none = d.berth(&["update", "box"]);
     assert!(!none.status.success());
     assert!(

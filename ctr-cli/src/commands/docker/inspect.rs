@@ -90,6 +90,20 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restart
         json!({})
     };
     host["LogConfig"] = json!({"Type": "cri-file", "Config": {}});
+    // The limits as the spec has them now (`update` changes the spec).
+    let res = &spec["linux"]["resources"];
+    if let Some(m) = res["memory"]["limit"].as_i64() {
+        host["Memory"] = json!(m);
+    }
+    if let (Some(q), Some(p)) = (res["cpu"]["quota"].as_i64(), res["cpu"]["period"].as_i64())
+        && q > 0
+        && p > 0
+    {
+        host["NanoCpus"] = json!(q * 1_000_000_000 / p);
+    }
+    if let Some(p) = res["pids"]["limit"].as_i64() {
+        host["PidsLimit"] = json!(p);
+    }
     host["RestartPolicy"] = restart_policy(c);
     json!({
         "Id": c.id,
