@@ -168,20 +168,7 @@ enum Command {
         quiet: bool,
     },
     /// Make an image of a filesystem tarball (a file, or `-` for stdin).
-    Import {
-        source: String,
-        /// REPOSITORY[:TAG] of the new image (none: a dangling image).
-        reference: Option<String>,
-        /// Apply a Dockerfile instruction to the image's config (CMD, ENV, ...).
-        #[arg(short, long = "change")]
-        change: Vec<String>,
-        /// The history comment of the image's layer.
-        #[arg(short, long)]
-        message: Option<String>,
-        /// The image's platform (this host's only).
-        #[arg(long)]
-        platform: Option<String>,
-    },
+    Import(client::image_import::ImportArgs),
     /// Log in to a registry: berthd checks the credentials, then they are stored.
     Login {
         /// The registry (host[:port]); Docker Hub when left out.
@@ -652,22 +639,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password,
             password_stdin,
         } => registry::login(&c, server, username, password, password_stdin).await,
-        Command::Import {
-            source,
-            reference,
-            change,
-            message,
-            platform,
-        } => {
-            let args = docker::filesystem::ImportArgs {
-                source,
-                reference,
-                changes: change,
-                message,
-                platform,
-            };
-            docker::filesystem::import(&c, args).await
-        }
+        Command::Import(args) => docker::filesystem::import(&c, args).await,
         Command::Search {
             term,
             limit,

@@ -920,6 +920,14 @@ fn diff_export_import() {
         dangling.trim(),
         &String::from_utf8_lossy(&gz.stdout).trim()["sha256:".len()..][..12]
     );
+    // The management command's spelling.
+    let again = berth(&[
+        "image",
+        "import",
+        tar.to_str().expect("utf8"),
+        "imported:v2",
+    ]);
+    assert!(again.starts_with("sha256:"), "{again}");
     // A change Docker does not take, and a URL, are refused.
     let bad = d.berth(&["import", "-c", "FROM busybox", tar.to_str().expect("utf8")]);
     assert!(

@@ -10,6 +10,7 @@ pub mod containers;
 pub mod content;
 pub mod docker;
 pub mod image_config;
+pub mod image_import;
 pub mod images;
 pub mod leases;
 pub mod logs;

@@ -32,6 +32,8 @@ pub enum Cmd {
     },
     /// Give an image another name.
     Tag { source: String, target: String },
+    /// Make an image of a filesystem tarball (a file, or `-` for stdin).
+    Import(crate::client::image_import::ImportArgs),
     /// Show images as JSON.
     Inspect { names: Vec<String> },
     /// Show the layers' history of an image.
@@ -297,6 +299,10 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
         Cmd::Ls(args) => ls(c, args, format).await,
         Cmd::Rm { names, force, sync } => rm(c, names, force, sync).await,
         Cmd::Tag { source, target } => tag(c, &source, target).await,
+        Cmd::Import(args) => {
+            println!("{}", crate::client::image_import::import(c, args).await?);
+            Ok(())
+        }
         Cmd::Mount {
             name,
             target,
