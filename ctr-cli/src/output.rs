@@ -177,10 +177,37 @@ pub async fn remove_each<Fut>(
 where
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
+    remove_each_telling(
+        ids,
+        |id| {
+            let f = remove(id);
+            async move { f.await.map(|()| Vec::new()) }
+        },
+        removed,
+        failed,
+    )
+    .await
+}
+
+/// [`remove_each`], where a removal may tell more lines (printed after its own).
+pub async fn remove_each_telling<Fut>(
+    ids: Vec<String>,
+    mut remove: impl FnMut(String) -> Fut,
+    removed: impl Fn(&str) -> String,
+    failed: impl Fn(&str) -> String,
+) -> Result<(), RemoveFailed>
+where
+    Fut: Future<Output = Result<Vec<String>, tonic::Status>>,
+{
     let mut first = None;
     for id in ids {
         match remove(id.clone()).await {
-            Ok(()) => println!("{}", removed(&id)),
+            Ok(more) => {
+                println!("{}", removed(&id));
+                for line in more {
+                    println!("{line}");
+                }
+            }
             Err(e) => {
                 let what = failed(&id);
                 eprintln!("berth: {what}: {}", e.message());

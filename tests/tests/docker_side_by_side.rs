@@ -297,3 +297,107 @@ fn events_side_by_side() {
         "{b:?}"
     );
 }
+
+/// The verbs of the second half of the contract: update, stats and info templates, kill and
+/// attach of a stopped container, login and search failures, import, prune output.
+#[test]
+fn more_verbs_side_by_side() {
+    let p = Pair::start();
+    p.same(&detached("long", &["sleep", "600"]));
+    p.same(&detached("done", &["sh", "-c", "exit 2"]));
+    p.same(&["wait", "done"]);
+    // update: the policy (Docker's words when it is wrong), the limits.
+    p.same(&["update", "--restart", "on-failure:3", "long"]);
+    p.same(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+        "long",
+    ]);
+    p.same_failure(
+        &["update", "--restart", "sometimes", "long"],
+        "invalid restart policy",
+    );
+    p.same(&["update", "--pids-limit", "64", "long"]);
+    p.same(&["inspect", "-f", "{{.HostConfig.PidsLimit}}", "long"]);
+    // stats and info templates.
+    p.same(&["stats", "--no-stream", "--format", "{{.Name}}", "long"]);
+    p.same(&[
+        "info",
+        "--format",
+        "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}",
+    ]);
+    // A stopped container: no kill, no attach (an exited one keeps no process in either).
+    p.same_failure(&["kill", "done"], "is not running");
+    p.same_failure(
+        &["attach", "done"],
+        "You cannot attach to a stopped container, start it first",
+    );
+    p.same(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.Pid}}",
+        "done",
+    ]);
+    // Nothing listens on port 1: login and search fail alike.
+    p.same_failure(
+        &["login", "-u", "u", "-p", "p", "127.0.0.1:1"],
+        "Error response from daemon",
+    );
+    // import: a tarball from stdin, with a change; the image ID printed.
+    let tar = p._work.path().join("rootfs.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(p._work.path())
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let import = |o: &Output| {
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{o:?}");
+        normal(&text)
+    };
+    let tar_arg = tar.display().to_string();
+    let args = [
+        "import",
+        "-c",
+        "CMD [\"sh\"]",
+        tar_arg.as_str(),
+        "imported:1",
+    ];
+    let (b, d) = p.both(&args);
+    assert_eq!(import(&b), import(&d));
+    assert_eq!(import(&b), "<id>\n", "sha256:<64 hex>");
+    p.same(&["images", "--format", "{{.Repository}}:{{.Tag}}", "imported"]);
+    p.same(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Cmd}}",
+        "imported:1",
+    ]);
+    p.same(&["rmi", "imported:1"]);
+    // prune: the same report's shape.
+    p.same(&["rm", "-f", "long"]);
+    let (b, d) = p.both(&["container", "prune", "-f"]);
+    let shape = |o: &Output| -> Vec<String> {
+        normal(&String::from_utf8_lossy(&o.stdout))
+            .lines()
+            .map(|l| {
+                if l.starts_with("Total reclaimed space:") {
+                    "Total reclaimed space:".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        shape(&b),
+        shape(&d),
+        "container prune\nberth: {b:?}\ndocker: {d:?}"
+    );
+}

@@ -77,6 +77,58 @@ pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// An image's identity and layers, for what its removal deletes.
+pub struct Layers {
+    /// The image record's target (its manifest or index).
+    pub target: String,
+    /// Its ID (the config's digest).
+    pub id: String,
+    /// The chain IDs of its layers, bottom first.
+    pub chain: Vec<String>,
+}
+
+/// The [`Layers`] of `img`.
+pub async fn layers_of(c: &Client, img: &pb::Image) -> anyhow::Result<Layers> {
+    let target = img.target.clone().unwrap_or_default();
+    let r = oci::resolve(c, &target).await?;
+    let diff_ids: Vec<String> = r.config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str().map(str::to_string))
+        .collect();
+    Ok(Layers {
+        target: target.digest,
+        id: r.config_digest,
+        chain: berth_oci::image::chain_ids(&diff_ids),
+    })
+}
+
+/// Docker's `Deleted:` lines once an image record went: none while another name keeps
+/// the image; else its ID, then its layers no other image has, top first.
+pub async fn deleted_lines(c: &Client, gone: &Layers) -> anyhow::Result<Vec<String>> {
+    let rest = list(c, vec![]).await?;
+    if rest
+        .iter()
+        .any(|i| i.target.as_ref().is_some_and(|t| t.digest == gone.target))
+    {
+        return Ok(Vec::new());
+    }
+    let mut kept = std::collections::BTreeSet::new();
+    for img in &rest {
+        if let Ok(l) = layers_of(c, img).await {
+            kept.extend(l.chain);
+        }
+    }
+    let mut lines = vec![format!("Deleted: {}", gone.id)];
+    for chain in gone.chain.iter().rev() {
+        if !kept.contains(chain) {
+            lines.push(format!("Deleted: {chain}"));
+        }
+    }
+    Ok(lines)
+}
+
 /// Removes the images no container was made from: the dangling ones, or all with `all`;
 /// returns their names and what that freed.
 pub async fn prune_unused(c: &Client, all: bool) -> anyhow::Result<(Vec<String>, i64)> {

@@ -326,7 +326,7 @@ async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::
     } else {
         containers::list_all(c).await?
     };
-    output::remove_each(
+    output::remove_each_telling(
         names,
         |name| {
             let mut api = api.clone();
@@ -353,13 +353,21 @@ async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::
                         crate::client::containers::short_id(&ct.id)
                     )));
                 }
+                // What goes with the last name of an image (Docker's "Deleted:" lines) is
+                // known before it goes.
+                let before = crate::client::images::layers_of(c, &found).await.ok();
                 api.delete(c.req(pb::DeleteImageRequest {
                     name: found.name,
                     sync,
                     target: None,
                 }))
-                .await
-                .map(drop)
+                .await?;
+                Ok(match before {
+                    Some(b) => crate::client::images::deleted_lines(c, &b)
+                        .await
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                })
             }
         },
         |name| format!("Untagged: {name}"),
