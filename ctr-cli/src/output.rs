@@ -180,20 +180,19 @@ where
     remove_each_telling(
         ids,
         |id| {
+            let line = removed(&id);
             let f = remove(id);
-            async move { f.await.map(|()| Vec::new()) }
+            async move { f.await.map(|()| vec![line]) }
         },
-        removed,
         failed,
     )
     .await
 }
 
-/// [`remove_each`], where a removal may tell more lines (printed after its own).
+/// [`remove_each`], where each removal tells the lines that say what it removed.
 pub async fn remove_each_telling<Fut>(
     ids: Vec<String>,
     mut remove: impl FnMut(String) -> Fut,
-    removed: impl Fn(&str) -> String,
     failed: impl Fn(&str) -> String,
 ) -> Result<(), RemoveFailed>
 where
@@ -202,9 +201,8 @@ where
     let mut first = None;
     for id in ids {
         match remove(id.clone()).await {
-            Ok(more) => {
-                println!("{}", removed(&id));
-                for line in more {
+            Ok(lines) => {
+                for line in lines {
                     println!("{line}");
                 }
             }

@@ -204,9 +204,10 @@ fn image_names_tags_and_removal() {
         err.contains("conflict: unable to remove repository reference \"example.com/yy\" (must force) - container"),
         "{err}"
     );
+    // The name as stored, tag and all (Docker's words).
     assert_eq!(
         berth(&["rmi", "-f", "example.com/yy"]),
-        "Untagged: example.com/yy\n"
+        "Untagged: example.com/yy:latest\n"
     );
     assert_eq!(berth(&["rmi", "zz:latest"]), "Untagged: zz:latest\n");
     let gone = d.berth(&["rmi", "zz"]);
@@ -920,6 +921,14 @@ fn diff_export_import() {
         dangling.trim(),
         &String::from_utf8_lossy(&gz.stdout).trim()["sha256:".len()..][..12]
     );
+    // The tutorial's clean-up line.
+    let cleaned = shell(&d, work.path(), "$B rmi $($B images -q -f dangling=true)");
+    assert!(cleaned.status.success(), "{cleaned:?}");
+    assert!(
+        String::from_utf8_lossy(&cleaned.stdout).contains("Deleted: sha256:"),
+        "{cleaned:?}"
+    );
+    assert_eq!(berth(&["images", "-q", "-f", "dangling=true"]), "");
     // The management command's spelling.
     let again = berth(&[
         "image",

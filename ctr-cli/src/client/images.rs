@@ -27,8 +27,20 @@ pub async fn get(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
 }
 
 /// The image `name` names as Docker reads a name: as given, else normalized (`busybox` is
-/// `docker.io/library/busybox:latest`, `host:5000/repo` is `host:5000/repo:latest`).
+/// `docker.io/library/busybox:latest`, `host:5000/repo` is `host:5000/repo:latest`), else
+/// as an image ID or a prefix of one (the first of its names).
 pub async fn find(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
+    match find_by_name(c, name).await {
+        Ok(img) => Ok(img),
+        Err(e) => match by_id(c, name).await?.into_iter().next() {
+            Some(img) => Ok(img),
+            None => Err(e),
+        },
+    }
+}
+
+/// The image `name` names, by name only (as given, else normalized).
+pub async fn find_by_name(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
     match get(c, name).await {
         Ok(img) => Ok(img),
         Err(e) => {
@@ -39,6 +51,28 @@ pub async fn find(c: &Client, name: &str) -> anyhow::Result<pb::Image> {
             get(c, &normalized).await.map_err(|_| e)
         }
     }
+}
+
+/// The image records whose ID (config digest) is `id` or starts with it (`sha256:` may be
+/// left out; at least four hex digits); none when `id` cannot be one.
+pub async fn by_id(c: &Client, id: &str) -> anyhow::Result<Vec<pb::Image>> {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    if hex.len() < 4 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
+    let prefix = format!("sha256:{}", hex.to_ascii_lowercase());
+    let mut found = Vec::new();
+    for img in list(c, vec![]).await? {
+        let Some(target) = img.target.as_ref() else {
+            continue;
+        };
+        if let Ok(r) = oci::resolve(c, target).await
+            && r.config_digest.starts_with(&prefix)
+        {
+            found.push(img);
+        }
+    }
+    Ok(found)
 }
 
 /// Every image of the namespace matching `filters`.

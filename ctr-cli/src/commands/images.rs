@@ -320,7 +320,6 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
 }
 
 async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::Result<()> {
-    let api = api(c);
     let containers = if force {
         Vec::new()
     } else {
@@ -329,52 +328,79 @@ async fn rm(c: &Client, names: Vec<String>, force: bool, sync: bool) -> anyhow::
     output::remove_each_telling(
         names,
         |name| {
-            let mut api = api.clone();
             let containers = &containers;
-            async move {
-                // The record the name reads as (Docker's normalization).
-                let found = match find(c, &name).await {
-                    Ok(img) => img,
-                    Err(_) => {
-                        return Err(tonic::Status::not_found(format!(
-                            "No such image: {name}"
-                        )));
-                    }
-                };
-                // An image a container was made from stays, unless forced (as Docker).
-                if let Some(ct) = containers.iter().find(|ct| ct.image == found.name) {
-                    let id = found
-                        .target
-                        .as_ref()
-                        .map(|t| short_id(&t.digest))
-                        .unwrap_or_default();
-                    return Err(tonic::Status::failed_precondition(format!(
-                        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {id}",
-                        crate::client::containers::short_id(&ct.id)
-                    )));
-                }
-                // What goes with the last name of an image (Docker's "Deleted:" lines) is
-                // known before it goes.
-                let before = crate::client::images::layers_of(c, &found).await.ok();
-                api.delete(c.req(pb::DeleteImageRequest {
-                    name: found.name,
-                    sync,
-                    target: None,
-                }))
-                .await?;
-                Ok(match before {
-                    Some(b) => crate::client::images::deleted_lines(c, &b)
-                        .await
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                })
-            }
+            async move { remove_image(c, &name, force, sync, containers).await }
         },
-        |name| format!("Untagged: {name}"),
         |name| format!("unable to remove {name}"),
     )
     .await?;
     Ok(())
+}
+
+/// Removes the image `name` names, or every name of the image an ID names (with `force`
+/// when it has several, as Docker's): Docker's `Untagged:` and `Deleted:` lines.
+async fn remove_image(
+    c: &Client,
+    name: &str,
+    force: bool,
+    sync: bool,
+    containers: &[berth_proto::containerd::services::containers::v1::Container],
+) -> Result<Vec<String>, tonic::Status> {
+    let gone = || tonic::Status::not_found(format!("No such image: {name}"));
+    let records = match crate::client::images::find_by_name(c, name).await {
+        Ok(img) => vec![img],
+        Err(_) => {
+            let by_id = crate::client::images::by_id(c, name)
+                .await
+                .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
+            if by_id.is_empty() {
+                return Err(gone());
+            }
+            if by_id.len() > 1 && !force {
+                return Err(tonic::Status::failed_precondition(format!(
+                    "conflict: unable to delete {name} (must be forced) - image is referenced in multiple repositories"
+                )));
+            }
+            by_id
+        }
+    };
+    let mut lines = Vec::new();
+    for found in records {
+        // An image a container was made from stays, unless forced (as Docker).
+        if let Some(ct) = containers.iter().find(|ct| ct.image == found.name) {
+            let id = found
+                .target
+                .as_ref()
+                .map(|t| short_id(&t.digest))
+                .unwrap_or_default();
+            return Err(tonic::Status::failed_precondition(format!(
+                "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {id}",
+                crate::client::containers::short_id(&ct.id)
+            )));
+        }
+        // What goes with the last name of an image (Docker's "Deleted:" lines) is known
+        // before it goes.
+        let before = crate::client::images::layers_of(c, &found).await.ok();
+        api(c)
+            .delete(c.req(pb::DeleteImageRequest {
+                name: found.name.clone(),
+                sync,
+                target: None,
+            }))
+            .await?;
+        // A dangling image has no name to untag.
+        if !crate::client::images::is_dangling(&found.name) {
+            lines.push(format!("Untagged: {}", crate::oci::familiar(&found.name)));
+        }
+        if let Some(b) = before {
+            lines.extend(
+                crate::client::images::deleted_lines(c, &b)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    Ok(lines)
 }
 
 /// `image tag`: a record named `target` for the source's image (its target moved there
