@@ -907,6 +907,20 @@ fn diff_export_import() {
         ]),
         "imported\n"
     );
+    // By its ID too.
+    let short = &id.trim()["sha256:".len()..][..12];
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            short,
+            "cat",
+            "/new/file"
+        ]),
+        "hi\n"
+    );
     let history = berth(&["history", "--no-trunc", "imported:v1"]);
     assert!(history.contains("from the test"), "{history}");
     // From stdin, gzip'd, without a name: a dangling image.

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_proto::containerd::services::containers::v1 as pb;
 use berth_proto::containerd::services::images::v1 as ipb;
-use berth_proto::containerd::services::images::v1::images_client::ImagesClient;
 use berth_proto::containerd::services::introspection::v1 as inpb;
 use berth_proto::containerd::services::introspection::v1::introspection_client::IntrospectionClient;
 use clap::Args as ClapArgs;
@@ -180,33 +179,16 @@ pub struct RunArgs {
 /// The image record of `name`: as given, else as Docker would normalize it
 /// (`busybox` → `docker.io/library/busybox:latest`).
 pub async fn find_image(c: &Client, name: &str) -> anyhow::Result<ipb::Image> {
-    let mut api = ImagesClient::new(c.channel.clone());
-    let mut names = vec![name.to_string()];
-    let full = normalize(name);
-    if full != name {
-        names.push(full);
-    }
-    for n in &names {
-        match api
-            .get(c.req(ipb::GetImageRequest { name: n.clone() }))
-            .await
-        {
-            Ok(r) => {
-                if let Some(img) = r.into_inner().image {
-                    return Ok(img);
-                }
-            }
-            Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => return Err(status(e)),
-        }
-    }
-    Err(Exit::with(
-        125,
-        format!(
-            "Unable to find image '{name}' locally: image {:?} not found (pull it first: berth pull {name})",
-            names.last().cloned().unwrap_or_default()
-        ),
-    ))
+    // By name (as given, else normalized), else by image ID.
+    crate::client::images::find(c, name).await.map_err(|_| {
+        Exit::with(
+            125,
+            format!(
+                "Unable to find image '{name}' locally: image {:?} not found (pull it first: berth pull {name})",
+                normalize(name)
+            ),
+        )
+    })
 }
 
 /// The image a container runs from, pulled first as `--pull` says: `missing` (Docker's
