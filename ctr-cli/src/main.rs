@@ -251,6 +251,8 @@ enum Command {
 /// The docker-style container verbs.
 #[derive(Subcommand, Debug)]
 enum DockerCmd {
+    /// Make a new image of a container's changes.
+    Commit(client::commit::CommitArgs),
     /// List the changes to a container's filesystem (A added, C changed, D deleted).
     Diff { container: String },
     /// Write a container's filesystem as a tar archive (to stdout without -o).
@@ -411,6 +413,10 @@ async fn run_container(c: &Client, cmd: ContainerCmd, format: &Format) -> anyhow
 async fn run_docker(c: &Client, cmd: DockerCmd, format: &Format) -> anyhow::Result<()> {
     use docker::{inspect, lifecycle, logs, ps, run};
     match cmd {
+        DockerCmd::Commit(args) => {
+            println!("{}", client::commit::commit(c, args).await?);
+            Ok(())
+        }
         DockerCmd::Diff { container } => docker::filesystem::diff(c, &container).await,
         DockerCmd::Export { output, container } => {
             docker::filesystem::export(c, &container, output).await

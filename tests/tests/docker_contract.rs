@@ -959,3 +959,120 @@ fn diff_export_import() {
     );
     berth(&["rm", "fs"]);
 }
+
+/// `commit`: a container's changes become an image (with `-m`, `-a`, `-c`), which runs at
+/// once; a running container is paused for it; a commit of a commit stacks.
+#[test]
+fn commit_makes_an_image_of_a_container() {
+    let (d, _work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let none = ["--network", "none"];
+    let mut run = vec!["run", "--name", "base"];
+    run.extend(none);
+    run.extend([
+        IMAGE,
+        "sh",
+        "-c",
+        "echo committed > /hello && rm /etc/group",
+    ]);
+    berth(&run);
+    let id = berth(&[
+        "commit",
+        "-m",
+        "the first",
+        "-a",
+        "Me <me@example.com>",
+        "-c",
+        "CMD [\"cat\", \"/hello\"]",
+        "base",
+        "committed:v1",
+    ]);
+    assert!(id.starts_with("sha256:") && id.trim().len() == 71, "{id}");
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "committed:v1"]),
+        "committed\n"
+    );
+    let gone = d.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v1",
+        "cat",
+        "/etc/group",
+    ]);
+    assert!(!gone.status.success(), "{gone:?}");
+    assert_eq!(
+        berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Author}} {{len .RootFS.Layers}}",
+            "committed:v1"
+        ]),
+        format!(
+            "Me <me@example.com> {}\n",
+            berth(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", IMAGE])
+                .trim()
+                .parse::<usize>()
+                .expect("layers")
+                + 1
+        )
+    );
+    let history = berth(&["history", "--no-trunc", "committed:v1"]);
+    assert!(history.contains("the first"), "{history}");
+    // A running container, paused while committed; then a commit of the commit.
+    berth(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "--network",
+        "none",
+        "committed:v1",
+        "sleep",
+        "600",
+    ]);
+    berth(&["exec", "live", "sh", "-c", "echo second > /second"]);
+    berth(&["container", "commit", "live", "committed:v2"]);
+    assert_eq!(
+        berth(&["inspect", "-f", "{{.State.Status}}", "live"]),
+        "running\n"
+    );
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "committed:v2",
+            "cat",
+            "/hello",
+            "/second"
+        ]),
+        "committed\nsecond\n"
+    );
+    // The container's own run configuration is kept (its command here).
+    assert_eq!(
+        berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.Cmd}}",
+            "committed:v2"
+        ]),
+        "[\"sleep\",\"600\"]\n"
+    );
+    // Unnamed: a dangling image.
+    berth(&["commit", "base"]);
+    assert_eq!(
+        berth(&["images", "-q", "-f", "dangling=true"])
+            .lines()
+            .count(),
+        1
+    );
+    let bad = d.berth(&["commit", "-c", "FROM x", "base", "nope:1"]);
+    assert!(!bad.status.success());
+    assert!(d.berth(&["image", "inspect", "nope:1"]).status.code() != Some(0));
+    berth(&["rm", "-f", "live", "base"]);
+}

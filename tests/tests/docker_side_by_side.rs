@@ -380,6 +380,24 @@ fn more_verbs_side_by_side() {
         "imported:1",
     ]);
     p.same(&["rmi", "imported:1"]);
+    // commit: the ID printed; the image's command, author and layers alike.
+    p.same(&[
+        "commit",
+        "-a",
+        "A <a@b>",
+        "-c",
+        "CMD [\"cat\", \"/x\"]",
+        "done",
+        "committed:1",
+    ]);
+    p.same(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Cmd}} {{.Author}} {{len .RootFS.Layers}} {{.RootFS.Type}}",
+        "committed:1",
+    ]);
+    p.same(&["rmi", "committed:1"]);
     // prune: the same report's shape.
     p.same(&["rm", "-f", "long"]);
     let (b, d) = p.both(&["container", "prune", "-f"]);

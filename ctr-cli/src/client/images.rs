@@ -102,7 +102,8 @@ pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
             "Variant": r.config["variant"],
             "Os": r.config["os"],
             "Config": r.config["config"],
-            "RootFS": r.config["rootfs"],
+            // Docker's names for the OCI config's `rootfs`.
+            "RootFS": {"Type": r.config["rootfs"]["type"], "Layers": r.config["rootfs"]["diff_ids"]},
             "Size": r.size(),
             "Manifest": r.manifest_digest,
             "Target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},

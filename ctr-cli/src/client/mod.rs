@@ -6,12 +6,14 @@
 
 pub mod attach;
 pub mod changes;
+pub mod commit;
 pub mod containers;
 pub mod content;
 pub mod docker;
 pub mod image_config;
 pub mod image_import;
 pub mod images;
+pub mod layers;
 pub mod leases;
 pub mod logs;
 pub mod metrics;

@@ -5,8 +5,6 @@ use std::io::{Read, Write};
 use anyhow::Context;
 use berth_proto::containerd::services::content::v1 as pb;
 use clap::Subcommand;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::content::{api, list};
 use crate::client::{Client, status};
@@ -179,78 +177,16 @@ async fn ingest(
     std::io::stdin()
         .read_to_end(&mut data)
         .context("read stdin")?;
-    let (tx, rx) = mpsc::channel(4);
-    let expected = expected_digest.unwrap_or_default();
-    let chunks: Vec<Vec<u8>> = data.chunks(1 << 20).map(<[u8]>::to_vec).collect();
-    let total = if expected_size > 0 {
-        expected_size
-    } else {
-        data.len() as i64
-    };
-    tokio::spawn(send_writes(tx, reference.clone(), expected, total, chunks));
-    let mut resp = api(c)
-        .write(c.req(ReceiverStream::new(rx)))
-        .await
-        .map_err(status)?
-        .into_inner();
-    let mut last = None;
-    while let Some(r) = resp
-        .message()
-        .await
-        .map_err(|e| anyhow::anyhow!("failed commit on ref {reference:?}: {}", e.message()))?
-    {
-        last = Some(r);
-    }
-    if let Some(r) = last {
-        println!("{}", r.digest);
-    }
-    Ok(())
-}
-
-/// The requests of one write session: a stat, each chunk at its offset, the commit. Stops
-/// when the server has gone away.
-async fn send_writes(
-    tx: mpsc::Sender<pb::WriteContentRequest>,
-    reference: String,
-    expected: String,
-    total: i64,
-    chunks: Vec<Vec<u8>>,
-) {
-    let mut offset = 0i64;
-    let first = pb::WriteContentRequest {
-        action: pb::WriteAction::Stat as i32,
-        r#ref: reference.clone(),
-        total,
-        expected: expected.clone(),
+    let write = crate::client::content::Write {
+        reference,
+        expected: expected_digest.unwrap_or_default(),
+        total: expected_size,
         ..Default::default()
     };
-    if tx.send(first).await.is_err() {
-        return;
+    if let Some(digest) = crate::client::content::write(c, write, data).await? {
+        println!("{digest}");
     }
-    for chunk in chunks {
-        let n = chunk.len() as i64;
-        let msg = pb::WriteContentRequest {
-            action: pb::WriteAction::Write as i32,
-            r#ref: reference.clone(),
-            offset,
-            data: chunk,
-            ..Default::default()
-        };
-        offset += n;
-        if tx.send(msg).await.is_err() {
-            return;
-        }
-    }
-    let _ = tx
-        .send(pb::WriteContentRequest {
-            action: pb::WriteAction::Commit as i32,
-            r#ref: reference,
-            total,
-            offset,
-            expected,
-            ..Default::default()
-        })
-        .await;
+    Ok(())
 }
 
 async fn active(c: &Client, filters: Vec<String>) -> anyhow::Result<()> {

@@ -6,17 +6,15 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_proto::containerd::services::diff::v1 as diffpb;
-use berth_proto::containerd::services::diff::v1::diff_client::DiffClient;
 use berth_proto::containerd::services::snapshots::v1 as pb;
-use berth_proto::containerd::types::{Descriptor, Mount};
+use berth_proto::containerd::types::Mount;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::client::snapshots::{
     Create, api, create, list, mount_local, mounts, remove, stat, usage,
 };
-use crate::client::{Client, status};
+use crate::client::{Client, layers, status};
 use crate::labels;
 use crate::oci::human_size;
 use crate::output::{self, Format};
@@ -385,16 +383,21 @@ async fn diff_leased(
     } else {
         let key = format!("{tmp}-upper");
         views.push(key.clone());
-        temp_view(c, sn, &key, job.a, lease).await?
+        layers::temp_view(c, sn, &key, job.a, lease).await?
     };
     let lower = if lower_key.is_empty() {
         Vec::new()
     } else {
         let key = format!("{tmp}-lower");
         views.push(key.clone());
-        temp_view(c, sn, &key, lower_key, lease).await?
+        layers::temp_view(c, sn, &key, lower_key, lease).await?
     };
-    let desc = write_layer(c, lower, upper, job.media_type, job.keep, lease).await?;
+    let labels = if job.keep {
+        kept_labels(&[])
+    } else {
+        BTreeMap::new()
+    };
+    let desc = layers::write_layer(c, lower, upper, job.media_type, labels, lease).await?;
     for key in views {
         let _ = remove(c, sn, &key).await;
     }
@@ -403,61 +406,6 @@ async fn diff_leased(
         return Ok(());
     }
     copy_out(c, &desc.digest, job.output).await
-}
-
-/// A view of `parent` under the diff's lease.
-async fn temp_view(
-    c: &Client,
-    sn: &str,
-    key: &str,
-    parent: String,
-    lease: &str,
-) -> anyhow::Result<Vec<Mount>> {
-    create(
-        c,
-        sn,
-        Create::View,
-        key,
-        Some(parent),
-        BTreeMap::new(),
-        Some(lease),
-    )
-    .await
-    .map_err(status)
-}
-
-/// The Diff service's layer of `upper` over `lower`, in the content store under `lease`
-/// (and a garbage-collection root with `keep`).
-async fn write_layer(
-    c: &Client,
-    lower: Vec<Mount>,
-    upper: Vec<Mount>,
-    media_type: String,
-    keep: bool,
-    lease: &str,
-) -> anyhow::Result<Descriptor> {
-    let labels = if keep {
-        kept_labels(&[])
-    } else {
-        BTreeMap::new()
-    };
-    Ok(DiffClient::new(c.channel.clone())
-        .diff(c.leased(
-            diffpb::DiffRequest {
-                left: lower,
-                right: upper,
-                media_type,
-                r#ref: String::new(),
-                labels,
-                source_date_epoch: None,
-            },
-            lease,
-        ))
-        .await
-        .map_err(status)?
-        .into_inner()
-        .diff
-        .unwrap_or_default())
 }
 
 /// The layer `digest` written to `out`, or to stdout.
