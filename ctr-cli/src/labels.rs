@@ -48,6 +48,9 @@ pub const OOM_KILLED: &str = "berth/oom-killed";
 pub const EXIT_CODE: &str = "berth/exit-code";
 /// When the container's last run ended (RFC 3339), set with [`EXIT_CODE`].
 pub const FINISHED_AT: &str = "berth/finished-at";
+/// On the intermediate images `build` leaves (one per step, dangling): the step's cache
+/// key, what a later build looks its cache up by. `images` shows them with `-a` only.
+pub const BUILD_CACHE: &str = "berth/build-cache";
 /// Set to "true" on containers that berthd removes when their task exits.
 pub const AUTO_REMOVE: &str = "berth/auto-remove";
 /// The network a container asks berthd for: `bridge`, `none` or `host` (berthd attaches it

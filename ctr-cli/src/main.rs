@@ -169,6 +169,8 @@ enum Command {
     },
     /// Make an image of a filesystem tarball (a file, or `-` for stdin).
     Import(client::image_import::ImportArgs),
+    /// Build an image from a Dockerfile.
+    Build(client::build::BuildArgs),
     /// Log in to a registry: berthd checks the credentials, then they are stored.
     Login {
         /// The registry (host[:port]); Docker Hub when left out.
@@ -646,6 +648,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
         } => registry::login(&c, server, username, password, password_stdin).await,
         Command::Import(args) => docker::filesystem::import(&c, args).await,
+        Command::Build(args) => {
+            let id = client::build::build(&c, &args).await?;
+            if args.quiet {
+                println!("{id}");
+            }
+            Ok(())
+        }
         Command::Search {
             term,
             limit,

@@ -83,49 +83,87 @@ async fn commit_leased(
     let sn = ct.snapshotter.clone();
     let base = images::find(c, &ct.image).await?;
     let resolved = oci::resolve(c, &base.target.clone().unwrap_or_default()).await?;
-    // No change of the container's own (the runtime's mount points aside): no layer, the
-    // history entry marked empty, as Docker's commit does.
-    if super::changes::of_container(c, ct).await?.is_empty() {
-        let mut config = new_config(ct, a, &resolved.config)?;
-        if let Some(h) = config["history"].as_array_mut().and_then(|h| h.last_mut()) {
-            h["empty_layer"] = json!(true);
-        }
-        let top = berth_oci::image::chain_ids(&diff_ids_of(&config))
-            .last()
-            .cloned()
-            .unwrap_or_default();
-        let layers = resolved.manifest["layers"].clone();
-        return store_image(c, a, &sn, config, layers, &top, lease).await;
+    let mut config = new_config(ct, a, &resolved.config)?;
+    let mut layers = resolved.manifest["layers"].clone();
+    match container_layer(c, ct, lease).await? {
+        // No change of the container's own (the runtime's mount points aside): no layer,
+        // the history entry marked empty, as Docker's commit does.
+        None => mark_empty(&mut config),
+        Some(layer) => add_layer(c, &sn, &mut config, &mut layers, &layer, lease).await?,
     }
-    // The layer: the container's snapshot over its parent.
-    let info = snapshots::stat(c, &sn, &ct.snapshot_key).await?;
-    let upper = snapshots::mounts(c, &sn, &ct.snapshot_key).await?;
-    let tmp = format!("commit-{}", uuid::Uuid::new_v4().simple());
+    let name = a.reference.as_deref().map(oci::normalize);
+    store_image(c, name, &sn, config, layers, BTreeMap::new(), lease).await
+}
+
+/// A layer the Diff service wrote, with its diff ID.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub desc: Descriptor,
+    pub diff_id: String,
+}
+
+/// The container's changes (its snapshot over its parent) as a gzip'd layer; None when it
+/// changed nothing of its own.
+pub async fn container_layer(
+    c: &Client,
+    ct: &Container,
+    lease: &str,
+) -> anyhow::Result<Option<Layer>> {
+    if super::changes::of_container(c, ct).await?.is_empty() {
+        return Ok(None);
+    }
+    let sn = &ct.snapshotter;
+    let info = snapshots::stat(c, sn, &ct.snapshot_key).await?;
+    let upper = snapshots::mounts(c, sn, &ct.snapshot_key).await?;
+    let view = format!("commit-{}-lower", uuid::Uuid::new_v4().simple());
     let lower = if info.parent.is_empty() {
         Vec::new()
     } else {
-        layers::temp_view(c, &sn, &format!("{tmp}-lower"), info.parent.clone(), lease).await?
+        layers::temp_view(c, sn, &view, info.parent.clone(), lease).await?
     };
-    let layer =
+    let desc =
         layers::write_layer(c, lower, upper, LAYER_GZIP.into(), BTreeMap::new(), lease).await?;
     if !info.parent.is_empty() {
-        let _ = snapshots::remove(c, &sn, &format!("{tmp}-lower")).await;
+        let _ = snapshots::remove(c, sn, &view).await;
     }
-    let diff_id = uncompressed_digest(c, &layer).await?;
-    let mut config = new_config(ct, a, &resolved.config)?;
-    push(&mut config["rootfs"]["diff_ids"], json!(diff_id));
-    let chain = berth_oci::image::chain_ids(&diff_ids_of(&config));
+    let diff_id = uncompressed_digest(c, &desc).await?;
+    Ok(Some(Layer { desc, diff_id }))
+}
+
+/// Marks the last history entry of `config` as making no layer.
+pub fn mark_empty(config: &mut Value) {
+    if let Some(h) = config["history"].as_array_mut().and_then(|h| h.last_mut()) {
+        h["empty_layer"] = json!(true);
+    }
+}
+
+/// Adds `layer` to an image being made: its diff ID to `config`, its descriptor to
+/// `layers` (the manifest's), and its snapshot (the layer applied onto the image's top,
+/// committed under the new chain ID) so the image runs at once.
+pub async fn add_layer(
+    c: &Client,
+    sn: &str,
+    config: &mut Value,
+    layers: &mut Value,
+    layer: &Layer,
+    lease: &str,
+) -> anyhow::Result<()> {
+    push(&mut config["rootfs"]["diff_ids"], json!(layer.diff_id));
+    push(
+        layers,
+        json!({"mediaType": layer.desc.media_type, "digest": layer.desc.digest, "size": layer.desc.size}),
+    );
+    let chain = berth_oci::image::chain_ids(&diff_ids_of(config));
     let top = chain.last().cloned().unwrap_or_default();
-    // The snapshot of the new image: the layer applied onto the image's top.
     let parent = chain
         .len()
         .checked_sub(2)
         .and_then(|i| chain.get(i))
         .cloned();
-    let key = format!("{tmp}-apply");
+    let key = format!("commit-{}-apply", uuid::Uuid::new_v4().simple());
     let mounts = snapshots::create(
         c,
-        &sn,
+        sn,
         Create::Active,
         &key,
         parent,
@@ -134,12 +172,12 @@ async fn commit_leased(
     )
     .await
     .map_err(status)?;
-    layers::apply_layer(c, layer.clone(), mounts, lease).await?;
+    layers::apply_layer(c, layer.desc.clone(), mounts, lease).await?;
     match snapshots::api(c)
         .commit(c.leased(
             spb::CommitSnapshotRequest {
-                snapshotter: sn.clone(),
-                name: top.clone(),
+                snapshotter: sn.to_string(),
+                name: top,
                 key: key.clone(),
                 labels: BTreeMap::new(),
                 parent: String::new(),
@@ -148,19 +186,14 @@ async fn commit_leased(
         ))
         .await
     {
-        Ok(_) => {}
-        // The same changes were committed before: that snapshot serves.
+        Ok(_) => Ok(()),
+        // The same layer was stacked there before: that snapshot serves.
         Err(e) if e.code() == tonic::Code::AlreadyExists => {
-            let _ = snapshots::remove(c, &sn, &key).await;
+            let _ = snapshots::remove(c, sn, &key).await;
+            Ok(())
         }
-        Err(e) => return Err(status(e)),
+        Err(e) => Err(status(e)),
     }
-    let mut layers = resolved.manifest["layers"].clone();
-    push(
-        &mut layers,
-        json!({"mediaType": LAYER_GZIP, "digest": layer.digest, "size": layer.size}),
-    );
-    store_image(c, a, &sn, config, layers, &top, lease).await
 }
 
 /// The new image's config: the image's, run as the container is (its command, env...),
@@ -214,7 +247,7 @@ fn new_config(ct: &Container, a: &CommitArgs, base: &Value) -> anyhow::Result<Va
     Ok(config)
 }
 
-fn diff_ids_of(config: &Value) -> Vec<String> {
+pub fn diff_ids_of(config: &Value) -> Vec<String> {
     config["rootfs"]["diff_ids"]
         .as_array()
         .into_iter()
@@ -223,17 +256,22 @@ fn diff_ids_of(config: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Writes the config (holding snapshot `top`) and the manifest (holding the config and
-/// `layers`), and makes the image record; returns the image's ID.
-async fn store_image(
+/// Writes the config (holding the snapshot of its top layer) and the manifest (holding the
+/// config and `layers`), and makes the image record `name` with `labels` (none: a dangling
+/// record named by the manifest's digest, Docker's `<none>`); returns the image's ID.
+pub async fn store_image(
     c: &Client,
-    a: &CommitArgs,
+    name: Option<String>,
     sn: &str,
     config: Value,
     layers: Value,
-    top: &str,
+    labels: BTreeMap<String, String>,
     lease: &str,
 ) -> anyhow::Result<String> {
+    let top = berth_oci::image::chain_ids(&diff_ids_of(&config))
+        .last()
+        .cloned()
+        .unwrap_or_default();
     // Config and manifest, holding what they need.
     let config_bytes = serde_json::to_vec(&config)?;
     let config_digest = digest(&config_bytes);
@@ -283,11 +321,7 @@ async fn store_image(
         lease,
     )
     .await?;
-    // The record: named as asked, else dangling (Docker's `<none>`).
-    let name = match &a.reference {
-        Some(r) => oci::normalize(r),
-        None => format!("commit@{manifest_digest}"),
-    };
+    let name = name.unwrap_or_else(|| format!("commit@{manifest_digest}"));
     let target = Descriptor {
         media_type: "application/vnd.oci.image.manifest.v1+json".into(),
         digest: manifest_digest,
@@ -297,6 +331,7 @@ async fn store_image(
     let image = ipb::Image {
         name: name.clone(),
         target: Some(target),
+        labels,
         ..Default::default()
     };
     let mut api = images::api(c);
@@ -312,7 +347,7 @@ async fn store_image(
             api.update(c.req(ipb::UpdateImageRequest {
                 image: Some(image),
                 update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["target".into()],
+                    paths: vec!["target".into(), "labels".into()],
                 }),
                 source_date_epoch: None,
             }))

@@ -3,12 +3,13 @@
 //! naming it) and loaded through the same archive load as `berth load`.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::staging::Staging;
 use super::{Client, image_config, transfer};
 
 /// What `import` (and `image import`) takes.
@@ -52,7 +53,7 @@ pub async fn import(c: &Client, a: ImportArgs) -> anyhow::Result<String> {
     for ch in &a.changes {
         image_config::apply(&mut config, ch)?;
     }
-    let staging = Staging::new()?;
+    let staging = Staging::new("berth-import")?;
     let blobs = staging.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs)?;
     let source = a.source.clone();
@@ -121,31 +122,6 @@ pub async fn import(c: &Client, a: ImportArgs) -> anyhow::Result<String> {
     }
     transfer::load_archive(c, transfer::Endpoint::File(archive), String::new()).await?;
     Ok(config_digest)
-}
-
-/// A private directory, removed with what it holds on drop.
-struct Staging(PathBuf);
-
-impl Staging {
-    fn new() -> anyhow::Result<Staging> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = std::env::temp_dir().join(format!("berth-import-{}", uuid::Uuid::new_v4()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("create {}", dir.display()))?;
-        Ok(Staging(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Copies the tarball (a file or stdin; gzip is taken off) into `blobs` under its digest:

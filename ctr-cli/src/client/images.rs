@@ -177,7 +177,9 @@ pub async fn prune_unused(c: &Client, all: bool) -> anyhow::Result<(Vec<String>,
     let before = usage::disk_used(c).await?;
     let mut removed = Vec::new();
     for img in images {
-        if used.contains(&img.name) || !(all || is_dangling(&img.name)) {
+        // The build cache goes with -a only (a dangling image otherwise).
+        let cache = img.labels.contains_key(crate::labels::BUILD_CACHE);
+        if used.contains(&img.name) || !(all || (is_dangling(&img.name) && !cache)) {
             continue;
         }
         api.delete(c.req(pb::DeleteImageRequest {

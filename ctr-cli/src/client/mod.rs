@@ -5,6 +5,7 @@
 //! The connection is gRPC over a unix socket, with the namespace header on every call.
 
 pub mod attach;
+pub mod build;
 pub mod changes;
 pub mod commit;
 pub mod containers;
@@ -26,6 +27,7 @@ pub mod rootfs;
 pub mod signal;
 pub mod snapshots;
 pub mod spec;
+pub mod staging;
 pub mod stdio;
 pub mod supervisor;
 pub mod tasks;

@@ -13,8 +13,11 @@
 //! network namespace whose path berthd fills in when it attaches the container at task
 //! create; `--network host` shares the host's.
 
+use anyhow::Context;
 use berth_oci::spec::{self as oci, Capability, ContainerConfig, Resources};
 use serde_json::Value;
+
+use super::{Client, snapshots, status};
 
 /// Why a spec could not be made; each names what the user gave.
 #[derive(Debug)]
@@ -352,6 +355,55 @@ pub fn host_capabilities() -> Vec<Capability> {
         })
         .unwrap_or(u64::MAX);
     oci::capabilities_from_mask(bounding)
+}
+
+/// Reads the rootfs' /etc/passwd and /etc/group through a read-only view of the image's
+/// top snapshot mounted here for a moment.
+pub async fn read_accounts(
+    c: &Client,
+    snapshotter: &str,
+    parent: &str,
+    id: &str,
+    lease: &str,
+) -> anyhow::Result<Accounts> {
+    let key = format!("{id}-accounts");
+    let mounts = snapshots::create(
+        c,
+        snapshotter,
+        snapshots::Create::View,
+        &key,
+        Some(parent.to_string()),
+        Default::default(),
+        Some(lease),
+    )
+    .await
+    .map_err(status)?;
+    let dir = std::env::temp_dir().join(format!("berth-accounts-{id}"));
+    let result = async {
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        snapshots::mount_local(&mounts, dir.clone()).await?;
+        let read = |f: &str| {
+            let p = dir.join(f);
+            // A symlink could point out of the rootfs: treat it as absent.
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+                _ => String::new(),
+            }
+        };
+        let acc = Accounts {
+            passwd: read("etc/passwd"),
+            group: read("etc/group"),
+        };
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&d))
+            .await?
+            .with_context(|| format!("unmount {}", dir.display()))?;
+        anyhow::Ok(acc)
+    }
+    .await;
+    let _ = std::fs::remove_dir(&dir);
+    let _ = snapshots::remove(c, snapshotter, &key).await;
+    result
 }
 
 #[cfg(test)]

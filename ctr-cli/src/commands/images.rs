@@ -78,7 +78,7 @@ fn mount_key(target: &std::path::Path) -> anyhow::Result<String> {
 
 #[derive(clap::Args, Debug, Default)]
 pub struct LsArgs {
-    /// Every image (berth keeps no intermediate images: the same list).
+    /// Every image, the build cache's intermediate images too.
     #[arg(short, long)]
     pub all: bool,
     /// Print only image IDs.
@@ -196,6 +196,8 @@ pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> 
         .await?
         .into_iter()
         .filter(|i| filters.iter().all(|f| f.matches(&i.name, &i.labels)))
+        // The build cache's steps are intermediate images: shown with -a only.
+        .filter(|i| args.all || !i.labels.contains_key(crate::labels::BUILD_CACHE))
         .filter(|i| {
             references.iter().all(|r| {
                 let (repo, tag) = repo_tag(oci::familiar(&i.name));

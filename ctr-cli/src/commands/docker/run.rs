@@ -344,55 +344,6 @@ async fn log_root(c: &Client) -> PathBuf {
     PathBuf::from("/var/lib/berth/runtime")
 }
 
-/// Reads the rootfs' /etc/passwd and /etc/group through a read-only view of the image's
-/// top snapshot mounted here for a moment.
-async fn read_accounts(
-    c: &Client,
-    snapshotter: &str,
-    parent: &str,
-    id: &str,
-    lease: &str,
-) -> anyhow::Result<Accounts> {
-    let key = format!("{id}-accounts");
-    let mounts = snapshots::create(
-        c,
-        snapshotter,
-        snapshots::Create::View,
-        &key,
-        Some(parent.to_string()),
-        Default::default(),
-        Some(lease),
-    )
-    .await
-    .map_err(status)?;
-    let dir = std::env::temp_dir().join(format!("berth-accounts-{id}"));
-    let result = async {
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        snapshots::mount_local(&mounts, dir.clone()).await?;
-        let read = |f: &str| {
-            let p = dir.join(f);
-            // A symlink could point out of the rootfs: treat it as absent.
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
-                _ => String::new(),
-            }
-        };
-        let acc = Accounts {
-            passwd: read("etc/passwd"),
-            group: read("etc/group"),
-        };
-        let d = dir.clone();
-        tokio::task::spawn_blocking(move || berth_snapshotter::mount::unmount(&d))
-            .await?
-            .with_context(|| format!("unmount {}", dir.display()))?;
-        anyhow::Ok(acc)
-    }
-    .await;
-    let _ = std::fs::remove_dir(&dir);
-    let _ = snapshots::remove(c, snapshotter, &key).await;
-    result
-}
-
 /// Creates the container: snapshot (under a short lease until the record holds it), spec,
 /// record. Errors are [`Exit`] 125 (Docker's code for "the container did not start").
 pub async fn create(c: &Client, a: &CreateArgs) -> anyhow::Result<pb::Container> {
@@ -798,7 +749,7 @@ async fn make(
     let accounts = if user.is_empty() {
         Accounts::default()
     } else {
-        read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
+        spec::read_accounts(c, &p.snapshotter, &p.top, &p.id, lease).await?
     };
     let mut spec = spec::build(&p.img_cfg, &p.opts, &accounts, &p.all_caps)?;
     if let Some(d) = a.domainname.as_deref().filter(|d| !d.is_empty()) {

@@ -1,0 +1,254 @@
+//! `berth build` (issue 15, the first part): a Dockerfile built on berthd's own content
+//! store, snapshots, Diff service and tasks, with the classic builder's cache.
+
+use std::process::Command;
+
+use berth_tests::{Daemon, bin, ok};
+
+const IMAGE: &str = "example.com/busybox:latest";
+
+fn write(dir: &std::path::Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+}
+
+#[test]
+fn a_dockerfile_builds_runs_and_caches() {
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let ctx = work.path().join("ctx");
+    write(
+        &ctx,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "# a comment\n\
+                     ARG BASE={IMAGE}\n\
+                     FROM $BASE AS base\n\
+                     ARG GREETING=hello\n\
+                     ENV APP=/app \\\n    MODE=${{GREETING:-none}}\n\
+                     WORKDIR $APP\n\
+                     COPY files/ ./files/\n\
+                     COPY --chown=1000:1000 one.txt two.txt ./\n\
+                     RUN echo \"$GREETING from run\" > run.txt && mkdir -p /data\n\
+                     LABEL org.example.tier=front\n\
+                     EXPOSE 8080/tcp\n\
+                     VOLUME /data\n\
+                     STOPSIGNAL SIGINT\n\
+                     HEALTHCHECK --interval=5s CMD true\n\
+                     USER 1000\n\
+                     ENTRYPOINT [\"cat\"]\n\
+                     CMD [\"run.txt\"]\n"
+                ),
+            ),
+            ("files/a.txt", "A\n"),
+            ("files/skip.log", "no\n"),
+            ("one.txt", "1\n"),
+            ("two.txt", "2\n"),
+            (".dockerignore", "**/*.log\n"),
+        ],
+    );
+    let out = d.berth(&[
+        "build",
+        "-t",
+        "built:v1",
+        "-t",
+        "built:also",
+        "--build-arg",
+        "GREETING=hi",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("Step 1/16 : ARG BASE="), "{text}");
+    assert!(
+        text.contains("Step 2/16 : FROM example.com/busybox:latest AS base"),
+        "{text}"
+    );
+    assert!(text.contains("Successfully tagged built:v1"), "{text}");
+    // It runs, with what each instruction set.
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "built:v1"]),
+        "hi from run\n"
+    );
+    let check = berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        "built:v1",
+        "-c",
+        "pwd; id -u; echo $MODE; cat files/a.txt; ls files; stat -c '%u %g' one.txt two.txt",
+    ]);
+    assert_eq!(check, "/app\n1000\nhi\nA\na.txt\n1000 1000\n1000 1000\n");
+    let cfg = berth(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}} {{.Config.StopSignal}} {{json .Config.Healthcheck.Test}} {{.Config.User}}",
+        "built:v1",
+    ]);
+    assert_eq!(
+        cfg,
+        "{\"org.example.tier\":\"front\"} {\"8080/tcp\":{}} {\"/data\":{}} SIGINT [\"CMD-SHELL\",\"true\"] 1000\n"
+    );
+    assert_eq!(
+        berth(&["images", "-q", "built:also"]),
+        berth(&["images", "-q", "built:v1"])
+    );
+    // Again: every step from the cache, the same image.
+    let again = d.berth(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "GREETING=hi",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    assert!(again.status.success(), "{again:?}");
+    let id = berth(&["image", "inspect", "-f", "{{.Id}}", "built:v1"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), id);
+    let cached = d.berth(&[
+        "build",
+        "--build-arg",
+        "GREETING=hi",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&cached.stdout);
+    assert_eq!(text.matches("Using cache").count(), 13, "{text}");
+    // A changed COPY source: built again from that step on.
+    write(&ctx, &[("two.txt", "2 changed\n")]);
+    let changed = d.berth(&[
+        "build",
+        "--build-arg",
+        "GREETING=hi",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&changed.stdout);
+    assert!(changed.status.success(), "{changed:?}");
+    assert_eq!(text.matches("Using cache").count(), 3, "{text}");
+    // The intermediate images are shown with -a only.
+    assert!(
+        berth(&["images", "-a", "-q"]).lines().count() > berth(&["images", "-q"]).lines().count()
+    );
+}
+
+#[test]
+fn multi_stage_failures_and_context_on_stdin() {
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let ctx = work.path().join("ms");
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {IMAGE} AS build\n\
+                 RUN mkdir /out && echo artefact > /out/thing && echo junk > /junk\n\
+                 FROM {IMAGE}\n\
+                 COPY --from=build /out/thing /thing\n\
+                 CMD [\"cat\", \"/thing\"]\n"
+            ),
+        )],
+    );
+    berth(&[
+        "build",
+        "-t",
+        "ms:1",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "ms:1"]),
+        "artefact\n"
+    );
+    // None of the build stage's layers: one layer more than the base.
+    let layers = |img: &str| {
+        berth(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", img])
+            .trim()
+            .parse::<usize>()
+            .expect("count")
+    };
+    assert_eq!(layers("ms:1"), layers(IMAGE) + 1);
+    let junk = d.berth(&["run", "--rm", "--network", "none", "ms:1", "ls", "/junk"]);
+    assert!(!junk.status.success());
+    // --target: the first stage only.
+    berth(&[
+        "build",
+        "--target",
+        "build",
+        "-t",
+        "ms:build",
+        "--network",
+        "none",
+        ctx.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "ms:build",
+            "cat",
+            "/junk"
+        ]),
+        "junk\n"
+    );
+    // A failing RUN: its code and output, nothing left behind.
+    let bad = work.path().join("bad");
+    write(
+        &bad,
+        &[(
+            "Dockerfile",
+            &format!("FROM {IMAGE}\nRUN echo before-failing && exit 7\nRUN echo never\n"),
+        )],
+    );
+    let containers_before = berth(&["containers", "ls", "-q"]);
+    let failed = d.berth(&[
+        "build",
+        "-t",
+        "bad:1",
+        "--network",
+        "none",
+        bad.to_str().expect("utf8"),
+    ]);
+    assert_eq!(failed.status.code(), Some(7), "{failed:?}");
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("before-failing"));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("returned a non-zero code: 7"),
+        "{failed:?}"
+    );
+    assert_eq!(berth(&["containers", "ls", "-q"]), containers_before);
+    assert!(!d.berth(&["image", "inspect", "bad:1"]).status.success());
+    // The context as a tar on stdin.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -cf - . | {} -H {} build -q -t piped:1 --network none -",
+            ctx.display(),
+            bin("berth").display(),
+            d.address.display()
+        ))
+        .output()
+        .expect("sh");
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "piped:1"]),
+        "artefact\n"
+    );
+}
