@@ -252,3 +252,98 @@ fn multi_stage_failures_and_context_on_stdin() {
         "artefact\n"
     );
 }
+
+/// Here-documents in RUN and COPY, ONBUILD triggers, `history` of the steps, and a built
+/// image pushed to a registry and pulled back with the same digest.
+#[test]
+fn heredocs_onbuild_history_and_push() {
+    use berth_tests::fixtures::Registry;
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    let base = work.path().join("base");
+    write(
+        &base,
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {IMAGE}\n\
+                 RUN <<EOF\n\
+                 mkdir -p /hd\n\
+                 echo from-heredoc > /hd/run.txt\n\
+                 EOF\n\
+                 COPY <<CONF /hd/app.conf\n\
+                 key=value\n\
+                 CONF\n\
+                 ONBUILD RUN echo triggered > /hd/trigger.txt\n"
+            ),
+        )],
+    );
+    berth(&[
+        "build",
+        "-t",
+        "onbuild-base:1",
+        "--network",
+        "none",
+        base.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "onbuild-base:1",
+            "cat",
+            "/hd/run.txt",
+            "/hd/app.conf"
+        ]),
+        "from-heredoc\nkey=value\n"
+    );
+    // The base's trigger runs when another build starts FROM it, and is not inherited.
+    let child = work.path().join("child");
+    write(
+        &child,
+        &[(
+            "Dockerfile",
+            "FROM onbuild-base:1\nCMD [\"cat\", \"/hd/trigger.txt\"]\n",
+        )],
+    );
+    let out = d.berth(&[
+        "build",
+        "-t",
+        "onbuild-child:1",
+        "--network",
+        "none",
+        child.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Executing 1 build trigger"));
+    assert_eq!(
+        berth(&["run", "--rm", "--network", "none", "onbuild-child:1"]),
+        "triggered\n"
+    );
+    assert_eq!(
+        berth(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{json .Config.OnBuild}}",
+            "onbuild-child:1"
+        ]),
+        "null\n"
+    );
+    // history: a line per step, newest first.
+    let history = berth(&["history", "--no-trunc", "onbuild-base:1"]);
+    assert!(history.contains("ONBUILD RUN echo triggered"), "{history}");
+    assert!(history.contains("mkdir -p /hd"), "{history}");
+    // Pushed and pulled back: the same digest.
+    let reg = Registry::start();
+    let remote = reg.reference("built/onbuild:1");
+    berth(&["tag", "onbuild-base:1", &remote]);
+    berth(&["push", &remote]);
+    let digest = |r: &str| berth(&["image", "inspect", "-f", "{{.Target.digest}}", r]);
+    let pushed = digest(&remote);
+    berth(&["rmi", &remote]);
+    berth(&["pull", &remote]);
+    assert_eq!(digest(&remote), pushed);
+}

@@ -13,6 +13,42 @@ pub struct Instruction {
     pub rest: String,
     /// The line it starts on (1-based), for errors.
     pub line: usize,
+    /// Its here-documents (`<<EOF` ... `EOF`), in order.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document of RUN, COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The word after `<<` (quotes off).
+    pub name: String,
+    /// Its lines, each with its newline.
+    pub content: String,
+}
+
+/// The here-document words of an instruction's text: `<<EOF`, `<<-EOF`, `<<"EOF"`.
+pub fn heredoc_names(rest: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut s = rest;
+    while let Some(i) = s.find("<<") {
+        let mut after = &s[i + 2..];
+        let strip = after.starts_with('-');
+        if strip {
+            after = &after[1..];
+        }
+        let quote = after.starts_with(['"', '\'']);
+        let word: String = after
+            .trim_start_matches(['"', '\''])
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !word.is_empty() {
+            out.push((word.clone(), strip));
+        }
+        let skip = word.len() + usize::from(quote) * 2;
+        s = &after[skip.min(after.len())..];
+    }
+    out
 }
 
 /// Parses a Dockerfile's text into its instructions.
@@ -42,7 +78,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Instruction>> {
     }
     let mut out = Vec::new();
     let mut current: Option<(usize, String)> = None;
-    for (i, raw) in lines {
+    while let Some((i, raw)) = lines.next() {
         let line = raw.trim_end_matches('\r');
         let trimmed = line.trim_start();
         if current.is_none() && (trimmed.is_empty() || trimmed.starts_with('#')) {
@@ -63,7 +99,30 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Instruction>> {
             None => current = Some((i + 1, body)),
         }
         if !continues && let Some((n, text)) = current.take() {
-            out.push(instruction(n, &text)?);
+            let mut ins = instruction(n, &text)?;
+            if ["RUN", "COPY", "ADD"].contains(&ins.keyword.as_str()) {
+                for (name, strip) in heredoc_names(&ins.rest) {
+                    let mut content = String::new();
+                    let mut closed = false;
+                    for (_, l) in lines.by_ref() {
+                        let l = l.trim_end_matches('\r');
+                        let l = if strip { l.trim_start_matches('\t') } else { l };
+                        if l == name {
+                            closed = true;
+                            break;
+                        }
+                        content.push_str(l);
+                        content.push('\n');
+                    }
+                    if !closed {
+                        anyhow::bail!(
+                            "dockerfile parse error on line {n}: unterminated heredoc {name}"
+                        );
+                    }
+                    ins.heredocs.push(Heredoc { name, content });
+                }
+            }
+            out.push(ins);
         }
     }
     if let Some((n, text)) = current.take() {
@@ -106,6 +165,7 @@ fn instruction(line: usize, text: &str) -> anyhow::Result<Instruction> {
         keyword,
         rest: rest.to_string(),
         line,
+        heredocs: Vec::new(),
     })
 }
 
@@ -212,6 +272,18 @@ mod tests {
         // Another escape character.
         let got = parse("# escape=`\nRUN a `\n b\n").unwrap();
         assert_eq!(got[0].rest, "a  b");
+    }
+
+    #[test]
+    fn heredocs() {
+        let text = "FROM x\nRUN <<EOF\necho one\necho two\nEOF\nCOPY <<-\"END\" /etc/conf\n\tkey=value\n\tEND\nCMD [\"sh\"]\n";
+        let got = parse(text).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1].heredocs[0].name, "EOF");
+        assert_eq!(got[1].heredocs[0].content, "echo one\necho two\n");
+        assert_eq!(got[2].heredocs[0].content, "key=value\n");
+        assert_eq!(got[3].keyword, "CMD");
+        assert!(parse("FROM x\nRUN <<EOF\nnever closed\n").is_err());
     }
 
     #[test]

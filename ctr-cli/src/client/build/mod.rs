@@ -311,9 +311,34 @@ impl Builder<'_> {
             };
             self.say(&format!("Step {}/{total} : {} {shown}", n + 1, ins.keyword));
             if ins.keyword == "FROM" {
-                let stage = self.from(&shown).await?;
+                let mut stage = self.from(&shown).await?;
                 self.say(&format!(" ---> {}", short(&stage.id)));
+                // The base image's ONBUILD triggers run first, and are not inherited.
+                let triggers: Vec<String> = stage.config["config"]["OnBuild"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect();
+                if !triggers.is_empty() {
+                    stage.run_config()["OnBuild"] = Value::Null;
+                }
                 self.stages.push(stage);
+                if !triggers.is_empty() {
+                    self.say(&format!("# Executing {} build trigger(s)", triggers.len()));
+                    for t in &triggers {
+                        for trigger in dockerfile::parse(t)? {
+                            if ["FROM", "ONBUILD", "MAINTAINER"].contains(&trigger.keyword.as_str())
+                            {
+                                anyhow::bail!(
+                                    "{} isn't allowed as an ONBUILD trigger",
+                                    trigger.keyword
+                                );
+                            }
+                            self.step(&trigger).await?;
+                        }
+                    }
+                }
                 continue;
             }
             self.step(ins).await?;
@@ -393,12 +418,19 @@ impl Builder<'_> {
         let text;
         let mut sources_hash = String::new();
         match ins.keyword.as_str() {
-            "RUN" | "CMD" | "ENTRYPOINT" | "SHELL" | "HEALTHCHECK" | "ONBUILD" => {
-                text = ins.rest.clone()
+            "RUN" => {
+                text = ins.rest.clone();
+                // A here-document is part of the command (and of its cache key).
+                sources_hash = heredocs_hash(&ins.heredocs);
             }
+            "CMD" | "ENTRYPOINT" | "SHELL" | "HEALTHCHECK" | "ONBUILD" => text = ins.rest.clone(),
             "COPY" | "ADD" => {
                 text = subst(&st)?;
-                sources_hash = self.hash_sources(&text)?;
+                sources_hash = if ins.heredocs.is_empty() {
+                    self.hash_sources(&text)?
+                } else {
+                    heredocs_hash(&ins.heredocs)
+                };
             }
             _ => text = subst(&st)?,
         }
@@ -444,13 +476,17 @@ impl Builder<'_> {
                     Some(v) => v,
                     None => {
                         let mut v = st.shell();
-                        v.push(text.clone());
+                        v.push(with_heredocs(&text, &ins.heredocs));
                         v
                     }
                 };
                 created_by = match json_form(&text) {
                     Some(v) => format!("RUN {}", serde_json::to_string(&v)?),
-                    None => format!("{} {}", st.shell().join(" "), text),
+                    None => format!(
+                        "{} {}",
+                        st.shell().join(" "),
+                        with_heredocs(&text, &ins.heredocs)
+                    ),
                 };
                 layer = self.run_step(&st, cmd).await?;
             }
@@ -461,7 +497,7 @@ impl Builder<'_> {
                     sources_hash,
                     text.split_whitespace().last().unwrap_or_default()
                 );
-                layer = self.copy_step(&st, &ins.keyword, &text).await?;
+                layer = self.copy_step(&st, ins, &text).await?;
             }
             _ => {
                 self.apply_meta(&mut st, &ins.keyword, &text)?;
@@ -734,10 +770,30 @@ impl Builder<'_> {
     async fn copy_step(
         &self,
         st: &Stage,
-        keyword: &str,
+        ins: &Instruction,
         text: &str,
     ) -> anyhow::Result<Option<Layer>> {
-        let (flags, words) = copy_words(text)?;
+        let keyword = ins.keyword.as_str();
+        let (flags, mut words) = copy_words(text)?;
+        // Here-documents are files of their own, in a directory of their own.
+        let heredocs = if ins.heredocs.is_empty() {
+            None
+        } else {
+            let dir = Staging::new("berth-build-heredoc")?;
+            for h in &ins.heredocs {
+                std::fs::write(dir.path().join(&h.name), &h.content)?;
+            }
+            for w in words.iter_mut() {
+                if w.starts_with("<<") {
+                    *w = w
+                        .trim_start_matches("<<")
+                        .trim_start_matches('-')
+                        .trim_matches(['"', '\''])
+                        .to_string();
+                }
+            }
+            Some(dir)
+        };
         if words.len() < 2 {
             anyhow::bail!("{keyword} requires at least two arguments");
         }
@@ -775,6 +831,14 @@ impl Builder<'_> {
                 );
             }
             match from {
+                None if heredocs.is_some() => {
+                    let dir = heredocs
+                        .as_ref()
+                        .map(|d| d.path().to_path_buf())
+                        .unwrap_or_default();
+                    super::rootfs::with_root(self.c, &ct, move |root| job.run(&dir, None, root))
+                        .await?;
+                }
                 None => {
                     let context = self.context.clone();
                     let ignore = self.ignore.clone();
@@ -865,6 +929,40 @@ impl Builder<'_> {
         }
         Ok(format!("file:{}", hex::encode(h.finalize())))
     }
+}
+
+/// A shell-form RUN with its here-documents after it, as a shell reads them; a RUN that is
+/// only a here-document runs it as the script.
+fn with_heredocs(text: &str, heredocs: &[dockerfile::Heredoc]) -> String {
+    if heredocs.is_empty() {
+        return text.to_string();
+    }
+    let names = dockerfile::heredoc_names(text);
+    let only = text.split_whitespace().all(|w| w.starts_with("<<"));
+    if only && heredocs.len() == 1 {
+        return heredocs[0].content.clone();
+    }
+    let mut script = format!("{text}\n");
+    for (h, (_, _)) in heredocs.iter().zip(names.iter()) {
+        script.push_str(&h.content);
+        script.push_str(&h.name);
+        script.push('\n');
+    }
+    script
+}
+
+/// The here-documents' contents hashed (for the cache key); "" without any.
+fn heredocs_hash(heredocs: &[dockerfile::Heredoc]) -> String {
+    if heredocs.is_empty() {
+        return String::new();
+    }
+    let mut h = Sha256::new();
+    for d in heredocs {
+        h.update(d.name.as_bytes());
+        h.update([0]);
+        h.update(d.content.as_bytes());
+    }
+    format!("heredoc:{}", hex::encode(h.finalize()))
 }
 
 /// The name a FROM gives its stage (`FROM x AS name`).
