@@ -124,6 +124,9 @@ enum Command {
         name: String,
         #[arg(long)]
         no_trunc: bool,
+        /// Print only the IDs.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Pull an image from a registry.
     Pull {
@@ -672,8 +675,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag { source, target } => {
             images::run(&c, images::Cmd::Tag { source, target }, cli.format).await
         }
-        Command::History { name, no_trunc } => {
-            images::run(&c, images::Cmd::History { name, no_trunc }, cli.format).await
+        Command::History {
+            name,
+            no_trunc,
+            quiet,
+        } => {
+            let cmd = images::Cmd::History {
+                name,
+                no_trunc,
+                quiet,
+            };
+            images::run(&c, cmd, cli.format).await
         }
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,

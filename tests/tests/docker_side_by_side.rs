@@ -419,3 +419,68 @@ fn more_verbs_side_by_side() {
         "container prune\nberth: {b:?}\ndocker: {d:?}"
     );
 }
+
+/// The same Dockerfile built by berth and by Docker's builder: the same run configuration,
+/// the same files, the same history shape.
+#[test]
+fn build_side_by_side() {
+    let p = Pair::start();
+    let ctx = p._work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("files")).expect("mkdir");
+    std::fs::write(ctx.join("files/a.txt"), "A\n").expect("write");
+    std::fs::write(ctx.join("files/skip.log"), "no\n").expect("write");
+    std::fs::write(ctx.join(".dockerignore"), "**/*.log\n").expect("write");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             ARG WHO=world\n\
+             ENV GREETING=\"hello $WHO\" APP=/app\n\
+             WORKDIR $APP\n\
+             COPY files/ ./files/\n\
+             RUN echo \"$GREETING\" > greeting.txt\n\
+             LABEL tier=front\n\
+             EXPOSE 8080\n\
+             USER 1000:1000\n\
+             CMD [\"cat\", \"greeting.txt\"]\n"
+        ),
+    )
+    .expect("write");
+    let ctx_arg = ctx.display().to_string();
+    let build = [
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "--build-arg",
+        "WHO=there",
+        "-t",
+        "sbs:1",
+        ctx_arg.as_str(),
+    ];
+    let (b, d) = p.both(&build);
+    assert!(b.status.success(), "berth build: {b:?}");
+    assert!(d.status.success(), "docker build: {d:?}");
+    p.same(&["run", "--rm", "--network", "none", "sbs:1"]);
+    p.same(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "sbs:1",
+        "sh",
+        "-c",
+        "pwd; id -u; ls files",
+    ]);
+    p.same(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Env}} {{.Config.WorkingDir}} {{.Config.User}} {{json .Config.Cmd}} {{json .Config.Labels}} {{json .Config.ExposedPorts}} {{len .RootFS.Layers}}",
+        "sbs:1",
+    ]);
+    // The same history, step by step (the commands as each builder records them).
+    let steps = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
+    let (b, d) = p.both(&["history", "-q", "sbs:1"]);
+    assert_eq!(steps(&b), steps(&d), "history\nberth: {b:?}\ndocker: {d:?}");
+}

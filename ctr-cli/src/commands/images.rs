@@ -41,6 +41,9 @@ pub enum Cmd {
         name: String,
         #[arg(long)]
         no_trunc: bool,
+        /// Print only the IDs (`<missing>` for steps of no image here).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Mount an image's filesystem on a directory (read-only unless --rw).
     Mount {
@@ -317,7 +320,11 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
         } => unmount(c, target, snapshotter).await,
         Cmd::Prune { all, force } => prune(c, all, force).await,
         Cmd::Inspect { names } => inspect(c, names, &format).await,
-        Cmd::History { name, no_trunc } => history(c, &name, no_trunc).await,
+        Cmd::History {
+            name,
+            no_trunc,
+            quiet,
+        } => history(c, &name, no_trunc, quiet).await,
     }
 }
 
@@ -453,7 +460,7 @@ async fn inspect(c: &Client, names: Vec<String>, format: &Format) -> anyhow::Res
 
 /// `image history`: one row per history entry, newest first (sizes from the layers, in
 /// order, for the entries that made one); the layers alone when the config has no history.
-async fn history(c: &Client, name: &str, no_trunc: bool) -> anyhow::Result<()> {
+async fn history(c: &Client, name: &str, no_trunc: bool, quiet: bool) -> anyhow::Result<()> {
     let img = find(c, name).await?;
     let r = oci::resolve(c, &img.target.unwrap_or_default()).await?;
     let layers = r.manifest["layers"].as_array().cloned().unwrap_or_default();
@@ -473,6 +480,12 @@ async fn history(c: &Client, name: &str, no_trunc: bool) -> anyhow::Result<()> {
     if let Some(first) = rows.first_mut() {
         first[0] = short_id(&r.config_digest);
     }
+    if quiet {
+        for row in &rows {
+            println!("{}", row[0]);
+        }
+        return Ok(());
+    }
     output::table(
         &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
         &rows,
@@ -481,7 +494,8 @@ async fn history(c: &Client, name: &str, no_trunc: bool) -> anyhow::Result<()> {
 
 /// The rows of `image history` from the config's history entries, newest first.
 fn history_rows(history: &[Value], layers: &[Value], no_trunc: bool) -> Vec<Vec<String>> {
-    let mut layer_sizes = layers.iter().map(|l| l["size"].as_i64().unwrap_or(0));
+    // Newest first, as the history is walked.
+    let mut layer_sizes = layers.iter().rev().map(|l| l["size"].as_i64().unwrap_or(0));
     let mut rows = Vec::new();
     for h in history.iter().rev() {
         let empty = h["empty_layer"].as_bool().unwrap_or(false);

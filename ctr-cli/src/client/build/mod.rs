@@ -434,15 +434,13 @@ impl Builder<'_> {
             }
             _ => text = subst(&st)?,
         }
-        // ARG: a variable for the rest of the stage, with the build's value.
+        // ARG: a variable for the rest of the stage, with the build's value (and a step
+        // of its own in the history, as the classic builder makes).
         if ins.keyword == "ARG" {
             let (k, v) = arg_pair(&text);
             let v = self.build_args.get(&k).cloned().or(v).unwrap_or_default();
             st.vars.entry(k.clone()).or_insert_with(|| v.clone());
             st.args.insert(k, v);
-            self.say(&format!(" ---> {}", short(&st.id)));
-            *self.stages.last_mut().context("stage")? = st;
-            return Ok(());
         }
         let args_text: Vec<String> = st.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let key = sha256(
@@ -499,6 +497,13 @@ impl Builder<'_> {
                 );
                 layer = self.copy_step(&st, ins, &text).await?;
             }
+            "WORKDIR" => {
+                self.apply_meta(&mut st, &ins.keyword, &text)?;
+                created_by = format!("/bin/sh -c #(nop) WORKDIR {text}");
+                // The directory is made when missing: a layer then, as the classic builder.
+                layer = self.workdir_step(&st).await?;
+            }
+            "ARG" => created_by = format!("/bin/sh -c #(nop)  ARG {text}"),
             _ => {
                 self.apply_meta(&mut st, &ins.keyword, &text)?;
                 created_by = format!("/bin/sh -c #(nop)  {} {}", ins.keyword, text);
@@ -876,6 +881,28 @@ impl Builder<'_> {
                     copied?;
                 }
             }
+            commit::container_layer(self.c, &ct, &self.lease).await
+        }
+        .await;
+        let _ = snapshots::remove(self.c, &self.snapshotter, &id).await;
+        result
+    }
+
+    /// WORKDIR: the directory made in a snapshot of the stage's image when it is missing.
+    async fn workdir_step(&self, st: &Stage) -> anyhow::Result<Option<Layer>> {
+        let dir = st.config["config"]["WorkingDir"]
+            .as_str()
+            .unwrap_or("/")
+            .to_string();
+        let id = containers::new_id();
+        let ct = self.scratch_container(st, &id).await?;
+        let result = async {
+            super::rootfs::with_root(self.c, &ct, move |root| {
+                let path = super::rootfs::resolve_in_root(root, Path::new(&dir))?;
+                std::fs::create_dir_all(&path)
+                    .with_context(|| format!("WORKDIR {dir}: create {}", path.display()))
+            })
+            .await?;
             commit::container_layer(self.c, &ct, &self.lease).await
         }
         .await;
