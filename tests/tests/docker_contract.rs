@@ -774,13 +774,12 @@ fn attach_forwards_stdin_and_detaches() {
     // cat, as pid 1, ignores SIGTERM: killed after the second.
     assert_eq!(out.status.code(), Some(137), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("through-the-fifo"));
-    // The container's stdin FIFO goes with it.
-    let fifo = berth(&[
-        "inspect",
-        "-f",
-        "{{index .Config.Labels \"berth/stdin-path\"}}",
-        "cat",
-    ]);
+    // The container's stdin FIFO (beside its log) goes with it.
+    let log = berth(&["inspect", "-f", "{{.LogPath}}", "cat"]);
+    let fifo = std::path::Path::new(log.trim())
+        .with_extension("stdin")
+        .display()
+        .to_string();
     assert!(std::path::Path::new(fifo.trim()).exists(), "{fifo}");
     berth(&["rm", "-f", "sh", "cat"]);
     assert!(!std::path::Path::new(fifo.trim()).exists(), "{fifo}");

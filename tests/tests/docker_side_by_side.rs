@@ -320,6 +320,26 @@ fn more_verbs_side_by_side() {
     );
     p.same(&["update", "--pids-limit", "64", "long"]);
     p.same(&["inspect", "-f", "{{.HostConfig.PidsLimit}}", "long"]);
+    // Labels of a container: set, filtered on, inspected.
+    p.same(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "lab",
+        "-l",
+        "tier=front",
+        "--label",
+        "bare",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    p.same(&["ps", "-q", "-f", "label=tier=front"]);
+    p.same(&["ps", "-q", "-f", "label=bare"]);
+    p.same(&["inspect", "-f", "{{json .Config.Labels}}", "lab"]);
+    p.same(&["rm", "-f", "lab"]);
     // stats and info templates.
     p.same(&["stats", "--no-stream", "--format", "{{.Name}}", "long"]);
     p.same(&[

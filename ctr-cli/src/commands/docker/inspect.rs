@@ -83,7 +83,13 @@ pub fn inspect_json(c: &pb::Container, task: Option<&Process>, restarts: Restart
             "OpenStdin": false,
         })
     };
-    config["Labels"] = json!(c.labels);
+    // The user's labels: berth's own bookkeeping (`berth/...`) is not shown.
+    let user: std::collections::BTreeMap<&String, &String> = c
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("berth/"))
+        .collect();
+    config["Labels"] = json!(user);
     let mut host = if cfg["HostConfig"].is_object() {
         cfg["HostConfig"].clone()
     } else {

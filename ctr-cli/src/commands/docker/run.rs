@@ -58,6 +58,12 @@ pub struct CreateArgs {
     /// Environment variables (KEY=VALUE, or KEY to take this shell's value).
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
+    /// Labels of the container (KEY=VALUE, or KEY for an empty value).
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Read labels from a file of KEY=VALUE lines.
+    #[arg(long)]
+    pub label_file: Vec<PathBuf>,
     /// Files of environment variables, one KEY=VALUE a line.
     #[arg(long)]
     pub env_file: Vec<PathBuf>,
@@ -760,6 +766,30 @@ async fn make(
     record(c, a, p, planned, &spec, &config).await
 }
 
+/// The labels of `-l` and `--label-file`, as Docker reads them (a file's `#` lines and blank
+/// lines skipped; `KEY` alone is an empty value).
+fn user_labels(a: &CreateArgs) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut lines: Vec<String> = Vec::new();
+    for f in &a.label_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Exit::with(125, format!("open {}: {e}", f.display())))?;
+        lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    lines.extend(a.label.iter().cloned());
+    Ok(lines
+        .into_iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l, String::new()),
+        })
+        .collect())
+}
+
 /// Creates the container record: its spec, its names and log path as labels, its
 /// docker-level config as an extension.
 async fn record(
@@ -775,6 +805,16 @@ async fn record(
         (labels::LOG_PATH.to_string(), p.log.display().to_string()),
         (labels::NETWORK.to_string(), p.network.clone()),
     ]);
+    // The user's labels; berth's own (`berth/...`) are not theirs to set.
+    for (k, v) in user_labels(a)? {
+        if k.starts_with("berth/") {
+            return Err(Exit::with(
+                125,
+                format!("label {k:?}: the berth/ prefix is berth's own"),
+            ));
+        }
+        record_labels.insert(k, v);
+    }
     if a.interactive {
         let fifo = p.log.with_extension("stdin");
         crate::client::stdio::make_fifo(&fifo)?;
@@ -896,7 +936,7 @@ fn docker_config(
             "Entrypoint": if entrypoint.is_empty() { Value::Null } else { json!(entrypoint) },
             "Image": a.image,
             "WorkingDir": spec["process"]["cwd"],
-            "Labels": {},
+            "Labels": user_labels(a).unwrap_or_default(),
             "StopSignal": if img.stop_signal.is_empty() { "SIGTERM" } else { &img.stop_signal },
         },
         "HostConfig": {
