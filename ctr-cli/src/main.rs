@@ -174,6 +174,8 @@ enum Command {
     Import(client::image_import::ImportArgs),
     /// Build an image from a Dockerfile.
     Build(client::build::BuildArgs),
+    /// Run a Compose project (compose.yaml): up, down, ps, logs, build, run...
+    Compose(commands::compose::ComposeArgs),
     /// Log in to a registry: berthd checks the credentials, then they are stored.
     Login {
         /// The registry (host[:port]); Docker Hub when left out.
@@ -594,6 +596,10 @@ enum PluginsCmd {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // compose runs berth's own verbs as steps, with the same socket and namespace.
+    if let Command::Compose(args) = cli.command {
+        return commands::compose::run(cli.address, cli.namespace, args).await;
+    }
     // Credential commands, completion and the man page never talk to the daemon.
     match &cli.command {
         Command::Completion { shell } => {
@@ -651,6 +657,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
         } => registry::login(&c, server, username, password, password_stdin).await,
         Command::Import(args) => docker::filesystem::import(&c, args).await,
+        Command::Compose(_) => Ok(()),
         Command::Build(args) => {
             let id = client::build::build(&c, &args).await?;
             if args.quiet {

@@ -183,6 +183,50 @@ fn println(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(format!("{}\n", words.join(" "))))
 }
 
+/// `label labels key`: the value of `key` in a list's `Labels` text (`k=v,k2=v2`, as
+/// Docker's `ps` shows them); what `.Label "key"` reads as.
+fn label(args: &[Value]) -> Result<Value, FuncError> {
+    let labels = text(arg(args, 0, "label")?);
+    let key = text(arg(args, 1, "label")?);
+    Ok(Value::String(
+        labels
+            .split(',')
+            .find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == key).then(|| v.to_string())
+            })
+            .unwrap_or_default(),
+    ))
+}
+
+/// Docker's `.Label "key"` method of list rows (Go calls methods with arguments; the
+/// template engine here reads fields only): written as `(label .Labels "key")`.
+fn label_calls(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(i) = rest.find(".Label \"") {
+        let before = &rest[..i];
+        let starts_word = before
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_whitespace() || c == '{' || c == '(');
+        let after = &rest[i + ".Label \"".len()..];
+        match (starts_word, after.find('"')) {
+            (true, Some(end)) => {
+                out.push_str(before);
+                out.push_str(&format!("(label .Labels \"{}\")", &after[..end]));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..i + 1]);
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A parsed `--format` template with Docker's functions.
 pub struct Compiled(Template);
 
@@ -199,8 +243,9 @@ impl Compiled {
             ("pad", pad),
             ("truncate", truncate),
             ("println", println),
+            ("label", label),
         ]);
-        t.parse(source)
+        t.parse(label_calls(source))
             .map_err(|e| anyhow::anyhow!("template parsing error: {e}"))?;
         Ok(Compiled(t))
     }
@@ -220,6 +265,17 @@ mod tests {
 
     fn render(t: &str, v: &serde_json::Value) -> String {
         Compiled::new(t).expect("parse").render(v).expect("render")
+    }
+
+    #[test]
+    fn label_method_of_rows() {
+        let row = json!({"Labels": "a=1,com.x.project=shop,empty="});
+        assert_eq!(render("{{.Label \"com.x.project\"}}", &row), "shop");
+        assert_eq!(
+            render("{{.Label \"nope\"}}|{{.Label \"empty\"}}", &row),
+            "|"
+        );
+        assert_eq!(label_calls("{{.Labels}}"), "{{.Labels}}");
     }
 
     #[test]

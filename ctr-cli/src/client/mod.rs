@@ -8,6 +8,7 @@ pub mod attach;
 pub mod build;
 pub mod changes;
 pub mod commit;
+pub mod compose;
 pub mod containers;
 pub mod content;
 pub mod docker;

@@ -1,4 +1,5 @@
 //! One module per command group.
+pub mod compose;
 pub mod containers;
 pub mod content;
 pub mod docker;

@@ -134,7 +134,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: &output::Format) -> anyhow::Resul
             quiet,
             no_trunc,
             filters,
-        } => ls(c, quiet, no_trunc, &filters).await,
+        } => ls(c, quiet, no_trunc, &filters, format).await,
         Cmd::Inspect { networks } => inspect(c, &networks, format).await,
         Cmd::Rm { networks, force } => rm(c, &networks, force).await,
         Cmd::Prune { force, filters } => prune(c, force, filters).await,
@@ -322,7 +322,13 @@ fn selected(n: &pb::Network, filters: &[String]) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-async fn ls(c: &Client, quiet: bool, no_trunc: bool, filters: &[String]) -> anyhow::Result<()> {
+async fn ls(
+    c: &Client,
+    quiet: bool,
+    no_trunc: bool,
+    filters: &[String],
+    format: &output::Format,
+) -> anyhow::Result<()> {
     let list = networks::list(c).await.map_err(|s| daemon_error(s, 1))?;
     let mut rows = Vec::new();
     for n in &list {
@@ -337,16 +343,33 @@ async fn ls(c: &Client, quiet: bool, no_trunc: bool, filters: &[String]) -> anyh
         if quiet {
             println!("{id}");
         } else {
-            rows.push(vec![
-                id,
-                n.name.clone(),
-                n.driver.clone(),
-                "local".to_string(),
-            ]);
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            rows.push(json!({
+                "ID": id, "Name": n.name, "Driver": n.driver, "Scope": "local",
+                "IPv6": "false", "Internal": n.internal.to_string(),
+                "Labels": labels.join(","),
+                "CreatedAt": output::rfc3339_nanos(n.created_at.as_ref()),
+            }));
         }
     }
     if !quiet {
-        output::table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)?;
+        let columns = [
+            ("ID", "NETWORK ID"),
+            ("Name", "NAME"),
+            ("Driver", "DRIVER"),
+            ("Scope", "SCOPE"),
+        ];
+        output::docker_list(
+            format,
+            &columns,
+            &[
+                ("IPv6", "IPV6"),
+                ("Internal", "INTERNAL"),
+                ("Labels", "LABELS"),
+                ("CreatedAt", "CREATED AT"),
+            ],
+            &rows,
+        )?;
     }
     Ok(())
 }
