@@ -126,7 +126,7 @@ fn a_dockerfile_builds_runs_and_caches() {
         ctx.to_str().expect("utf8"),
     ]);
     let text = String::from_utf8_lossy(&cached.stdout);
-    assert_eq!(text.matches("Using cache").count(), 14, "{text}");
+    assert_eq!(text.matches("---> CACHED").count(), 14, "{text}");
     // A changed COPY source: built again from that step on.
     write(&ctx, &[("two.txt", "2 changed\n")]);
     let changed = d.berth(&[
@@ -139,7 +139,7 @@ fn a_dockerfile_builds_runs_and_caches() {
     ]);
     let text = String::from_utf8_lossy(&changed.stdout);
     assert!(changed.status.success(), "{changed:?}");
-    assert_eq!(text.matches("Using cache").count(), 4, "{text}");
+    assert_eq!(text.matches("---> CACHED").count(), 4, "{text}");
     // The intermediate images are shown with -a only.
     assert!(
         berth(&["images", "-a", "-q"]).lines().count() > berth(&["images", "-q"]).lines().count()

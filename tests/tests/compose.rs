@@ -43,12 +43,17 @@ impl Project<'_> {
 #[test]
 fn a_project_comes_up_and_goes_down() {
     let (d, work) = Daemon::with_busybox();
-    let net = TestNetwork::claim();
+    let (net, back) = (TestNetwork::claim(), TestNetwork::claim());
+    let port = berth_tests::fixtures::free_port();
     let dir = work.path().join("shop");
     std::fs::create_dir_all(dir.join("web")).expect("mkdir");
     std::fs::create_dir_all(dir.join("site")).expect("mkdir");
     std::fs::write(dir.join("site/index.txt"), "bound\n").expect("write");
-    std::fs::write(dir.join(".env"), "GREETING=hello-from-dotenv\n").expect("write");
+    std::fs::write(
+        dir.join(".env"),
+        "GREETING=hello-from-dotenv\nPORT=PORT_VALUE\n".replace("PORT_VALUE", &port.to_string()),
+    )
+    .expect("write");
     std::fs::write(
         dir.join("web/Dockerfile"),
         format!("FROM {IMAGE}\nRUN echo built-by-compose > /built.txt\n"),
@@ -60,16 +65,16 @@ fn a_project_comes_up_and_goes_down() {
             "services:
   web:
     build: ./web
-    command: \"sh -c 'echo web-up $$GREETING; sleep 600'\"
+    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/site\"]
+    ports:
+      - \"127.0.0.1:${{PORT}}:80\"
+    volumes:
+      - ./site:/site:ro
+    networks: [front]
     environment:
       GREETING: ${{GREETING}}
       FROM_ENV: ${{TAG_FROM_ENV:-unset}}
-    volumes:
-      - data:/data
-      - ./site:/site:ro
     depends_on:
-      db:
-        condition: service_healthy
       migrate:
         condition: service_completed_successfully
     labels:
@@ -78,32 +83,55 @@ fn a_project_comes_up_and_goes_down() {
       resources:
         limits:
           memory: 64m
-  db:
+  app:
     image: {IMAGE}
-    command: [\"sh\", \"-c\", \"sleep 1; touch /ready; sleep 600\"]
-    healthcheck:
-      test: [\"CMD\", \"test\", \"-f\", \"/ready\"]
-      interval: 1s
-      retries: 10
-    restart: unless-stopped
+    command: \"sh -c 'echo app-up $$GREETING; while :; do wget -q -O /data/fetched http://web/index.txt && sleep 600; sleep 0.2; done'\"
+    environment:
+      - GREETING
+    volumes:
+      - data:/data
+    networks:
+      front:
+        aliases: [shop-app]
+      back: {{}}
+    depends_on:
+      web:
+        condition: service_healthy
   migrate:
     image: {IMAGE}
     command: echo migrated
+    networks: [back]
 networks:
-  default:
+  front:
     driver_opts:
       com.docker.network.bridge.name: {bridge}
     ipam:
       config:
         - subnet: {subnet}
+  back:
+    driver_opts:
+      com.docker.network.bridge.name: {back_bridge}
+    ipam:
+      config:
+        - subnet: {back_subnet}
 volumes:
   data: {{}}
 ",
             bridge = net.bridge,
             subnet = net.subnet,
+            back_bridge = back.bridge,
+            back_subnet = back.subnet,
         ),
     )
     .expect("write");
+    // web's health: its page served.
+    let compose_file = dir.join("compose.yaml");
+    let text = std::fs::read_to_string(&compose_file).expect("read");
+    let text = text.replace(
+        "    labels:\n      tier: front\n",
+        "    labels:\n      tier: front\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1/index.txt\"]\n      interval: 1s\n      retries: 20\n",
+    );
+    std::fs::write(&compose_file, text).expect("write");
     let p = Project {
         d: &d,
         dir: dir.clone(),
@@ -116,21 +144,49 @@ volumes:
         "{config}"
     );
     assert!(config.contains("$GREETING"), "{config}");
-    assert_eq!(p.ok(&["config", "--services"]), "db\nmigrate\nweb\n");
+    assert_eq!(p.ok(&["config", "--services"]), "migrate\nweb\napp\n");
     let up = p.ok(&["up", "-d"]);
     for line in [
-        "Network shop_default  Created",
+        "Network shop_front  Created",
+        "Network shop_back  Created",
         "Volume \"shop_data\"  Created",
-        "Container shop-db-1  Healthy",
-        "Container shop-web-1  Started",
+        "Container shop-web-1  Healthy",
+        "Container shop-app-1  Started",
     ] {
         assert!(up.contains(line), "{line:?} missing:\n{up}");
     }
-    // Started after what it depends on: the job had finished.
+    // The web server answers on its published port.
+    let page = http_get(port, "/index.txt");
+    assert!(page.ends_with("bound\n"), "{page}");
+    // The app reached it by its service name, into the named volume.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = p.compose(&["exec", "app", "cat", "/data/fetched"]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) == "bound\n" {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            // What the app sees, for the failure's message.
+            let why = p.compose(&[
+                "exec",
+                "app",
+                "sh",
+                "-c",
+                "cat /etc/resolv.conf; nslookup web; wget -O - http://web/index.txt",
+            ]);
+            panic!(
+                "the app never fetched the page: {out:?}\n{}\n{}",
+                String::from_utf8_lossy(&why.stdout),
+                String::from_utf8_lossy(&why.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The job had finished before web started; it is not running.
     let ps = p.ok(&["ps"]);
     assert!(ps.starts_with("NAME"), "{ps}");
     assert!(
-        ps.contains("shop-web-1") && ps.contains("shop-db-1"),
+        ps.contains("shop-web-1") && ps.contains("shop-app-1"),
         "{ps}"
     );
     assert!(
@@ -138,55 +194,70 @@ volumes:
         "a finished job is not running: {ps}"
     );
     assert!(p.ok(&["ps", "-a"]).contains("shop-migrate-1"));
-    // The service's view: its build, env, volumes, the other service by name, its limits.
+    // The service's view: its build, env, and its limits.
     let exec = p.ok(&[
         "exec",
         "web",
         "sh",
         "-c",
-        "cat /built.txt /site/index.txt; echo $FROM_ENV; ping -c 1 -W 2 db >/dev/null && echo db-resolves; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+        "cat /built.txt; echo $FROM_ENV; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
     ]);
     assert_eq!(
         exec,
-        format!(
-            "built-by-compose\nbound\nfrom-the-environment\ndb-resolves\n{}\n",
-            64 << 20
-        )
+        format!("built-by-compose\nfrom-the-environment\n{}\n", 64 << 20)
     );
-    let logs = p.ok(&["logs", "web"]);
+    let logs = p.ok(&["logs", "app"]);
     assert!(
-        logs.contains("shop-web-1  | web-up hello-from-dotenv"),
+        logs.contains("shop-app-1  | app-up hello-from-dotenv"),
         "{logs}"
     );
-    // A one-off container on the project's network.
-    let run = p.ok(&[
-        "run",
-        "--rm",
-        "migrate",
-        "sh",
-        "-c",
-        "ping -c 1 -W 2 db >/dev/null && echo one-off",
-    ]);
+    // A one-off container on the service's networks.
+    let run = p.ok(&["run", "--rm", "migrate", "sh", "-c", "echo one-off"]);
     assert_eq!(run, "one-off\n");
     // stop / start.
     assert!(
-        p.ok(&["stop", "-t", "1", "web"])
-            .contains("Container shop-web-1  Stopped")
+        p.ok(&["stop", "-t", "1", "app"])
+            .contains("Container shop-app-1  Stopped")
     );
-    assert!(!p.ok(&["ps"]).contains("shop-web-1"));
-    p.ok(&["start", "web"]);
-    assert!(p.ok(&["ps"]).contains("shop-web-1"));
+    assert!(!p.ok(&["ps"]).contains("shop-app-1"));
+    p.ok(&["start", "app"]);
+    assert!(p.ok(&["ps"]).contains("shop-app-1"));
     // down -v: nothing of the project stays.
     let down = p.ok(&["down", "-v"]);
-    assert!(down.contains("Network shop_default  Removed"), "{down}");
+    assert!(down.contains("Network shop_front  Removed"), "{down}");
     assert!(down.contains("Volume shop_data  Removed"), "{down}");
     let berth = |args: &[&str]| {
         let out = d.berth(args);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(berth(&["ps", "-aq"]), "");
-    assert!(!berth(&["network", "ls"]).contains("shop_default"));
+    let nets = berth(&["network", "ls"]);
+    assert!(
+        !nets.contains("shop_front") && !nets.contains("shop_back"),
+        "{nets}"
+    );
     assert!(!berth(&["volume", "ls"]).contains("shop_data"));
+}
+
+/// A GET of `path` on 127.0.0.1:`port`: the whole answer.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
+                return out;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answers on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -391,7 +391,7 @@ fn run_flags(p: &Project, svc: &Service) -> anyhow::Result<Vec<String>> {
         }
         _ => {}
     }
-    for e in svc.environment(&p.dir)? {
+    for e in svc.environment(&p.dir, &p.vars)? {
         f.extend([s("-e"), e]);
     }
     // Networks: the first joined at run with the service's name as alias.

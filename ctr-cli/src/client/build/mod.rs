@@ -6,7 +6,8 @@
 //! layer ([`super::commit`]). Every step's image is kept as an intermediate image labelled
 //! with the step's cache key ([`labels::BUILD_CACHE`]: the parent image's ID, the
 //! instruction, and for COPY/ADD the sources' contents), so a later build that reaches the
-//! same step takes it from the cache (`Using cache`). The result is tagged with each `-t`.
+//! same step takes it from the cache (printing `CACHED`, BuildKit's word for it). The
+//! result is tagged with each `-t`.
 
 pub mod dockerfile;
 mod ignore;
@@ -460,7 +461,7 @@ impl Builder<'_> {
             st.config = cached.0;
             st.layers = cached.1;
             st.id = cached.2;
-            self.say(" ---> Using cache");
+            self.say(" ---> CACHED");
             self.say(&format!(" ---> {}", short(&st.id)));
             self.after(&mut st, ins);
             *self.stages.last_mut().context("stage")? = st;

@@ -40,6 +40,8 @@ pub struct Project {
     pub volumes: BTreeMap<String, Value>,
     /// The whole interpolated model (for `config`).
     pub model: Value,
+    /// The variables it was interpolated with (ours, then `.env`'s).
+    pub vars: BTreeMap<String, String>,
 }
 
 /// One service, its keys as the file has them (interpolated, short forms kept).
@@ -106,8 +108,13 @@ impl Service {
     }
 
     /// Its environment as `KEY=VALUE` lines: `env_file`s first, then `environment` (list
-    /// or map; a key without a value takes ours, and is left out when we have none).
-    pub fn environment(&self, dir: &Path) -> anyhow::Result<Vec<String>> {
+    /// or map; a key without a value takes the project's variable — ours, else `.env`'s —
+    /// and is left out when there is none).
+    pub fn environment(
+        &self,
+        dir: &Path,
+        vars: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<String>> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         let files: Vec<String> = match &self.spec["env_file"] {
             Value::String(s) => vec![s.clone()],
@@ -132,8 +139,8 @@ impl Service {
                             env.insert(k.to_string(), v.to_string());
                         }
                         None => {
-                            if let Ok(v) = std::env::var(e) {
-                                env.insert(e.to_string(), v);
+                            if let Some(v) = vars.get(e) {
+                                env.insert(e.to_string(), v.clone());
                             }
                         }
                     }
@@ -143,8 +150,8 @@ impl Service {
                 for (k, v) in m {
                     match v {
                         Value::Null => {
-                            if let Ok(v) = std::env::var(k) {
-                                env.insert(k.clone(), v);
+                            if let Some(v) = vars.get(k) {
+                                env.insert(k.clone(), v.clone());
                             }
                         }
                         Value::String(s) => {
@@ -265,6 +272,7 @@ pub fn load(dir: &Path, files: &[PathBuf], name: Option<&str>) -> anyhow::Result
         networks,
         volumes,
         model,
+        vars,
     })
 }
 

@@ -1,8 +1,10 @@
 //! The name server of user-defined networks, as Docker's embedded DNS and Podman's
 //! aardvark-dns: berthd answers on each such network's gateway address (UDP port 53) for the
-//! names, aliases and short ids of the containers attached to that network — read from the
-//! attachment records at each query, so connects and disconnects count at once — and
-//! forwards every other question to the host's resolvers.
+//! names, aliases and short ids of the containers attached to that network — and, for a
+//! container on several networks, to any of its networks, as Docker's embedded DNS answers
+//! (the asker known by its address) — read from the attachment records at each query, so
+//! connects and disconnects count at once; every other question goes to the host's
+//! resolvers.
 //!
 //! The server of a network starts when a container first attaches to it (its bridge has the
 //! gateway address from then on), again at daemon start for the networks whose bridge is up,
@@ -114,7 +116,7 @@ impl Server {
             let packet = buf[..n].to_vec();
             let me = me.clone();
             tokio::spawn(async move {
-                if let Some(reply) = me.reply(&packet).await
+                if let Some(reply) = me.reply(&packet, peer).await
                     && let Err(e) = me.socket.send_to(&reply, peer).await
                 {
                     tracing::debug!(network = %me.network, %peer, error = %e, "name server send");
@@ -123,9 +125,13 @@ impl Server {
         }
     }
 
-    async fn reply(&self, packet: &[u8]) -> Option<Vec<u8>> {
+    async fn reply(&self, packet: &[u8], peer: SocketAddr) -> Option<Vec<u8>> {
         let q = Query::parse(packet)?;
-        match self.lookup(&q.name).await {
+        let asker = match peer.ip() {
+            std::net::IpAddr::V4(ip) => Some(ip),
+            std::net::IpAddr::V6(_) => None,
+        };
+        match self.lookup(&q.name, asker).await {
             Ok(Some(ip)) => Some(q.answer((q.qtype == TYPE_A).then_some(ip), 0)),
             Ok(None) => match self.forward(packet, q.id).await {
                 Some(r) => Some(r),
@@ -138,26 +144,48 @@ impl Server {
         }
     }
 
-    /// The address of the container on this network that answers to `name`.
-    async fn lookup(&self, name: &str) -> Result<Option<Ipv4Addr>> {
+    /// The address of the container that answers to `name` on this network, else on
+    /// another network the asker (the container at address `asker` on this network) is on.
+    async fn lookup(&self, name: &str, asker: Option<Ipv4Addr>) -> Result<Option<Ipv4Addr>> {
         let (network, name) = (self.network.clone(), name.to_string());
         self.store
             .view(move |txn| {
                 let t = txn
                     .open_table(NETWORK_ATTACHMENTS)
                     .ctx("open network_attachments")?;
+                let mut records = Vec::new();
                 for item in t.iter().ctx("scan network_attachments")? {
                     let (k, v) = item.ctx("read attachment")?;
                     let rec: AttachmentRecord =
                         metadata::decode("network attachment", k.value().1, v.value())?;
-                    let found = rec.networks.iter().find(|n| {
-                        n.network == network
-                            && n.aliases.iter().any(|a| a.eq_ignore_ascii_case(&name))
-                    });
-                    if let Some(ip) =
-                        found.and_then(|n| n.address.split('/').next().and_then(|a| a.parse().ok()))
-                    {
-                        return Ok(Some(ip));
+                    records.push(rec);
+                }
+                let ip_of = |address: &str| address.split('/').next().and_then(|a| a.parse().ok());
+                // This network first, then the asker's other networks.
+                let mut networks = vec![network.clone()];
+                if let Some(asker) = asker
+                    && let Some(rec) = records.iter().find(|r| {
+                        r.networks
+                            .iter()
+                            .any(|n| n.network == network && ip_of(&n.address) == Some(asker))
+                    })
+                {
+                    networks.extend(
+                        rec.networks
+                            .iter()
+                            .map(|n| n.network.clone())
+                            .filter(|n| *n != network),
+                    );
+                }
+                for net in &networks {
+                    for rec in &records {
+                        let found = rec.networks.iter().find(|n| {
+                            n.network == *net
+                                && n.aliases.iter().any(|a| a.eq_ignore_ascii_case(&name))
+                        });
+                        if let Some(ip) = found.and_then(|n| ip_of(&n.address)) {
+                            return Ok(Some(ip));
+                        }
                     }
                 }
                 Ok(None)
