@@ -991,6 +991,8 @@ fn commit_makes_an_image_of_a_container() {
         berth(&["run", "--rm", "--network", "none", "committed:v1"]),
         "committed\n"
     );
+    // The round trip: what the container changed is exactly what its diff lists.
+    assert_eq!(berth(&["diff", "base"]), "C /etc\nD /etc/group\nA /hello\n");
     let gone = d.berth(&[
         "run",
         "--rm",

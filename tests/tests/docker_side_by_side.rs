@@ -461,8 +461,12 @@ fn build_side_by_side() {
              RUN echo \"$GREETING\" > greeting.txt\n\
              LABEL tier=front\n\
              EXPOSE 8080\n\
+             VOLUME /data\n\
+             STOPSIGNAL SIGINT\n\
+             HEALTHCHECK --interval=5s --retries=2 CMD test -f greeting.txt\n\
              USER 1000:1000\n\
-             CMD [\"cat\", \"greeting.txt\"]\n"
+             ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+             CMD [\"cat greeting.txt\"]\n"
         ),
     )
     .expect("write");
@@ -496,9 +500,45 @@ fn build_side_by_side() {
         "image",
         "inspect",
         "-f",
-        "{{json .Config.Env}} {{.Config.WorkingDir}} {{.Config.User}} {{json .Config.Cmd}} {{json .Config.Labels}} {{json .Config.ExposedPorts}} {{len .RootFS.Layers}}",
+        "{{json .Config.Env}} {{.Config.WorkingDir}} {{.Config.User}} {{json .Config.Cmd}} {{json .Config.Entrypoint}} {{json .Config.Labels}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}} {{.Config.StopSignal}} {{json .Config.Healthcheck.Test}} {{json .Config.Healthcheck.Interval}} {{.Config.Healthcheck.Retries}} {{len .RootFS.Layers}}",
         "sbs:1",
     ]);
+    // The same filesystem, file by file (modes, owners, sizes, contents; not the times),
+    // the runtime's own files and mount points aside.
+    p.same(&["create", "--name", "sbs-fs", "--network", "none", "sbs:1"]);
+    let listing = |o: &Output| -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("fs.tar"), &o.stdout).expect("write");
+        let out = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(dir.path().join("fs.tar"))
+            .output()
+            .expect("tar");
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // mode owner size date time name [-> target]
+                let name = f.get(5..)?.join(" ");
+                let bare = name.trim_end_matches('/');
+                if bare != "app" && !bare.starts_with("app/") {
+                    return None;
+                }
+                Some(format!("{} {} {} {}", f[0], f[1], f[2], bare))
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (b, d) = p.both(&["export", "sbs-fs"]);
+    assert!(
+        b.status.success() && d.status.success(),
+        "export\nberth: {:?}\ndocker: {:?}",
+        b.stderr,
+        d.stderr
+    );
+    assert_eq!(listing(&b), listing(&d), "exported filesystems differ");
+    p.same(&["rm", "sbs-fs"]);
     // The same history, step by step (the commands as each builder records them).
     let steps = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
     let (b, d) = p.both(&["history", "-q", "sbs:1"]);
