@@ -334,28 +334,7 @@ pub async fn store_image(
         labels,
         ..Default::default()
     };
-    let mut api = images::api(c);
-    match api
-        .create(c.req(ipb::CreateImageRequest {
-            image: Some(image.clone()),
-            source_date_epoch: None,
-        }))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::AlreadyExists => {
-            api.update(c.req(ipb::UpdateImageRequest {
-                image: Some(image),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["target".into(), "labels".into()],
-                }),
-                source_date_epoch: None,
-            }))
-            .await
-            .map_err(status)?;
-        }
-        Err(e) => return Err(status(e)),
-    }
+    images::put(c, image, true).await?;
     Ok(config_digest)
 }
 

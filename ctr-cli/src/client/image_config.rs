@@ -136,8 +136,9 @@ fn pairs(rest: &str, instr: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Words split on blanks, with double or single quotes grouping (and removed).
-fn split_words(s: &str) -> Vec<String> {
+/// Words split on blanks as a shell splits them: double or single quotes group (and are
+/// taken off), a backslash escapes the next character outside single quotes.
+pub fn split_words(s: &str) -> Vec<String> {
     let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
     let mut chars = s.chars();
     while let Some(ch) = chars.next() {
@@ -147,7 +148,7 @@ fn split_words(s: &str) -> Vec<String> {
                 any = true;
             }
             (Some(q), c) if c == q => quote = None,
-            (_, '\\') => {
+            (Some('"') | None, '\\') => {
                 if let Some(n) = chars.next() {
                     cur.push(n);
                     any = true;

@@ -112,6 +112,36 @@ pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// Records `image`: made, or when its name is taken, that record given its target and
+/// (with `labels`) its labels.
+pub async fn put(c: &Client, image: pb::Image, labels: bool) -> anyhow::Result<()> {
+    let mut api = api(c);
+    match api
+        .create(c.req(pb::CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            let mut paths = vec!["target".to_string()];
+            if labels {
+                paths.push("labels".to_string());
+            }
+            api.update(c.req(pb::UpdateImageRequest {
+                image: Some(image),
+                update_mask: Some(prost_types::FieldMask { paths }),
+                source_date_epoch: None,
+            }))
+            .await
+            .map_err(status)?;
+            Ok(())
+        }
+        Err(e) => Err(status(e)),
+    }
+}
+
 /// An image's identity and layers, for what its removal deletes.
 pub struct Layers {
     /// The image record's target (its manifest or index).
@@ -126,12 +156,7 @@ pub struct Layers {
 pub async fn layers_of(c: &Client, img: &pb::Image) -> anyhow::Result<Layers> {
     let target = img.target.clone().unwrap_or_default();
     let r = oci::resolve(c, &target).await?;
-    let diff_ids: Vec<String> = r.config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().map(str::to_string))
-        .collect();
+    let diff_ids = super::commit::diff_ids_of(&r.config);
     Ok(Layers {
         target: target.digest,
         id: r.config_digest,

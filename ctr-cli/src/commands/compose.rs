@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::client::compose::{self, ONEOFF_LABEL, PROJECT_LABEL, Project, SERVICE_LABEL, Service};
+use crate::client::image_config::split_words;
 use crate::exit::Exit;
 
 #[derive(Args, Debug)]
@@ -525,46 +526,11 @@ fn run_args(svc: &Service) -> Vec<String> {
         _ => Vec::new(),
     };
     match &svc.spec["command"] {
-        Value::String(c) => args.extend(shell_words(c)),
+        Value::String(c) => args.extend(split_words(c)),
         Value::Array(a) => args.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
         _ => {}
     }
     args
-}
-
-/// A command string split as a shell splits words (quotes grouping), as Compose does.
-fn shell_words(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
-    let mut chars = s.chars();
-    while let Some(ch) = chars.next() {
-        match (quote, ch) {
-            (None, '"' | '\'') => {
-                quote = Some(ch);
-                any = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (Some('"') | None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    any = true;
-                }
-            }
-            (None, c) if c.is_whitespace() => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
 }
 
 /// A `volumes:` entry as `-v` takes it: a project volume by its full name, a bind's host
@@ -986,10 +952,10 @@ mod tests {
     #[test]
     fn commands_split_as_compose_splits_them() {
         assert_eq!(
-            shell_words("sh -c 'echo hi; exit 3'"),
+            split_words("sh -c 'echo hi; exit 3'"),
             ["sh", "-c", "echo hi; exit 3"]
         );
-        assert_eq!(shell_words("a \"b c\" d\\ e"), ["a", "b c", "d e"]);
+        assert_eq!(split_words("a \"b c\" d\\ e"), ["a", "b c", "d e"]);
     }
 
     #[test]

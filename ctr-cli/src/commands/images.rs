@@ -424,29 +424,7 @@ async fn tag(c: &Client, source: &str, target: String) -> anyhow::Result<()> {
         target: src.target.clone(),
         ..Default::default()
     };
-    let mut api = api(c);
-    match api
-        .create(c.req(pb::CreateImageRequest {
-            image: Some(image.clone()),
-            source_date_epoch: None,
-        }))
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::AlreadyExists => {
-            api.update(c.req(pb::UpdateImageRequest {
-                image: Some(image),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["target".into()],
-                }),
-                source_date_epoch: None,
-            }))
-            .await
-            .map_err(status)?;
-        }
-        Err(e) => return Err(status(e)),
-    }
-    Ok(())
+    crate::client::images::put(c, image, false).await
 }
 
 /// `image inspect`: the images as Docker's inspect shows them, one JSON array.

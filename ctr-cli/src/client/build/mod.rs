@@ -645,30 +645,7 @@ impl Builder<'_> {
             target: found.target.clone(),
             ..Default::default()
         };
-        let mut api = images::api(self.c);
-        use berth_proto::containerd::services::images::v1 as ipb;
-        match api
-            .create(self.c.req(ipb::CreateImageRequest {
-                image: Some(image.clone()),
-                source_date_epoch: None,
-            }))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == tonic::Code::AlreadyExists => {
-                api.update(self.c.req(ipb::UpdateImageRequest {
-                    image: Some(image),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["target".into()],
-                    }),
-                    source_date_epoch: None,
-                }))
-                .await
-                .map_err(status)?;
-                Ok(())
-            }
-            Err(e) => Err(status(e)),
-        }
+        images::put(self.c, image, false).await
     }
 
     /// A snapshot of the stage's image, as a container record would name it (not made).
@@ -925,13 +902,9 @@ impl Builder<'_> {
             .await
             .with_context(|| format!("COPY --from={from}: no such stage or image"))?;
         let r = oci::resolve(self.c, &img.target.clone().unwrap_or_default()).await?;
-        let diff_ids: Vec<String> = r.config["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
-        Ok(berth_oci::image::chain_ids(&diff_ids).last().cloned())
+        Ok(berth_oci::image::chain_ids(&commit::diff_ids_of(&r.config))
+            .last()
+            .cloned())
     }
 
     /// The COPY/ADD sources' contents hashed (names, modes, sizes, bytes), for the cache
