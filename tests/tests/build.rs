@@ -158,6 +158,8 @@ fn multi_stage_failures_and_context_on_stdin() {
             &format!(
                 "FROM {IMAGE} AS build\n\
                  RUN mkdir /out && echo artefact > /out/thing && echo junk > /junk\n\
+                 FROM {IMAGE} AS unused\n\
+                 RUN exit 9\n\
                  FROM {IMAGE}\n\
                  COPY --from=build /out/thing /thing\n\
                  CMD [\"cat\", \"/thing\"]\n"
@@ -274,10 +276,25 @@ fn heredocs_onbuild_history_and_push() {
                  COPY <<CONF /hd/app.conf\n\
                  key=value\n\
                  CONF\n\
-                 ONBUILD RUN echo triggered > /hd/trigger.txt\n"
+                 ONBUILD RUN echo triggered > /hd/trigger.txt\n\
+                 ADD bundle.tar /bundle/\n"
             ),
         )],
     );
+    // ADD of a local archive unpacks it.
+    write(
+        &base,
+        &[("bundle-src/inner/file.txt", "from the archive\n")],
+    );
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(base.join("bundle-src"))
+        .arg("-cf")
+        .arg(base.join("bundle.tar"))
+        .arg("inner")
+        .status()
+        .expect("tar");
+    assert!(status.success());
     berth(&[
         "build",
         "-t",
@@ -298,6 +315,18 @@ fn heredocs_onbuild_history_and_push() {
             "/hd/app.conf"
         ]),
         "from-heredoc\nkey=value\n"
+    );
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "onbuild-base:1",
+            "cat",
+            "/bundle/inner/file.txt"
+        ]),
+        "from the archive\n"
     );
     // The base's trigger runs when another build starts FROM it, and is not inherited.
     let child = work.path().join("child");

@@ -12,7 +12,7 @@
 pub mod dockerfile;
 mod ignore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -295,16 +295,30 @@ impl Builder<'_> {
             None => steps.len(),
         };
         let steps = &steps[..last];
+        // Only the stages the target needs are built (the target, the stages its FROM and
+        // COPY --from name, and theirs).
+        let stage_of = stage_indices(steps);
+        let needed = needed_stages(steps, &stage_of);
+        let wanted = |n: usize| needed.contains(&stage_of[n]);
         // The ARGs before the first FROM count as steps, as the classic builder counts them.
-        let total = declared + steps.len();
+        let total = declared + (0..steps.len()).filter(|n| wanted(*n)).count();
+        let mut shown_n = declared;
         for (n, i) in all[..first_from].iter().enumerate() {
             self.say(&format!("Step {}/{total} : ARG {}", n + 1, i.rest));
             let (k, v) = arg_pair(&i.rest);
             let v = self.build_args.get(&k).cloned().or(v).unwrap_or_default();
             global.insert(k, v);
         }
-        for (n, ins) in steps.iter().enumerate() {
-            let n = n + declared;
+        for (i, ins) in steps.iter().enumerate() {
+            if !wanted(i) {
+                // A stage nobody needs: a place kept so that stage indices hold.
+                if ins.keyword == "FROM" {
+                    self.stages.push(Stage::scratch(stage_name(&ins.rest)));
+                }
+                continue;
+            }
+            let n = shown_n;
+            shown_n += 1;
             let shown = if ins.keyword == "FROM" {
                 substitute(&ins.rest, &global)?
             } else {
@@ -966,6 +980,67 @@ fn heredocs_hash(heredocs: &[dockerfile::Heredoc]) -> String {
     format!("heredoc:{}", hex::encode(h.finalize()))
 }
 
+/// The stage (counted from 0) each step belongs to.
+fn stage_indices(steps: &[&Instruction]) -> Vec<usize> {
+    let mut stage = 0;
+    let mut out = Vec::with_capacity(steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        if s.keyword == "FROM" && i > 0 {
+            stage += 1;
+        }
+        out.push(stage);
+    }
+    out
+}
+
+/// The stages the last one needs, itself included: the earlier stage a FROM starts from
+/// and the stages a COPY/ADD `--from` names, and theirs.
+fn needed_stages(steps: &[&Instruction], stage_of: &[usize]) -> BTreeSet<usize> {
+    let names: Vec<(usize, String)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.keyword == "FROM")
+        .filter_map(|(i, s)| stage_name(&s.rest).map(|n| (stage_of[i], n)))
+        .collect();
+    let by_name = |name: &str, before: usize| {
+        names
+            .iter()
+            .rev()
+            .find(|(s, n)| *s < before && n.eq_ignore_ascii_case(name))
+            .map(|(s, _)| *s)
+    };
+    let mut deps: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        let stage = stage_of[i];
+        let refd = match s.keyword.as_str() {
+            "FROM" => s
+                .rest
+                .split_whitespace()
+                .next()
+                .and_then(|image| by_name(image, stage)),
+            "COPY" | "ADD" => copy_words(&s.rest).ok().and_then(|(flags, _)| {
+                let from = flags.get("from")?;
+                from.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n < stage)
+                    .or_else(|| by_name(from, stage))
+            }),
+            _ => None,
+        };
+        if let Some(d) = refd {
+            deps.entry(stage).or_default().push(d);
+        }
+    }
+    let mut needed = BTreeSet::new();
+    let mut todo: Vec<usize> = stage_of.last().copied().into_iter().collect();
+    while let Some(s) = todo.pop() {
+        if needed.insert(s) {
+            todo.extend(deps.get(&s).into_iter().flatten().copied());
+        }
+    }
+    needed
+}
+
 /// The name a FROM gives its stage (`FROM x AS name`).
 fn stage_name(rest: &str) -> Option<String> {
     let words: Vec<&str> = rest.split_whitespace().collect();
@@ -1283,4 +1358,20 @@ fn owner(root: &Path, spec: &str) -> anyhow::Result<(u32, u32)> {
         lookup("etc/group", g, 2)?
     };
     Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_stages_the_target_needs() {
+        let text = "FROM a AS base\nRUN x\nFROM b AS unused\nRUN y\nFROM base AS mid\nRUN z\nFROM c\nCOPY --from=mid /x /x\nCOPY --from=0 /y /y\n";
+        let all = dockerfile::parse(text).unwrap();
+        let steps: Vec<&Instruction> = all.iter().collect();
+        let stage_of = stage_indices(&steps);
+        assert_eq!(stage_of, [0, 0, 1, 1, 2, 2, 3, 3, 3]);
+        let needed: Vec<usize> = needed_stages(&steps, &stage_of).into_iter().collect();
+        assert_eq!(needed, [0, 2, 3]);
+    }
 }
