@@ -120,14 +120,7 @@ enum Command {
     /// Give an image another name (Docker's normalization: `zz` is `zz:latest`).
     Tag { source: String, target: String },
     /// Show the history of an image.
-    History {
-        name: String,
-        #[arg(long)]
-        no_trunc: bool,
-        /// Print only the IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    History(images::HistoryArgs),
     /// Pull an image from a registry.
     Pull {
         reference: String,
@@ -682,18 +675,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag { source, target } => {
             images::run(&c, images::Cmd::Tag { source, target }, cli.format).await
         }
-        Command::History {
-            name,
-            no_trunc,
-            quiet,
-        } => {
-            let cmd = images::Cmd::History {
-                name,
-                no_trunc,
-                quiet,
-            };
-            images::run(&c, cmd, cli.format).await
-        }
+        Command::History(a) => images::run(&c, images::Cmd::History(a), cli.format).await,
         Command::Snapshots(args) => snapshots::run(&c, args, cli.format).await,
         Command::System { cmd } => system::run(&c, cmd, cli.format).await,
         Command::Info => system::info(&c, &cli.format).await,

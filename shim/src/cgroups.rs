@@ -39,6 +39,28 @@ pub enum Cgroup {
     V2(PathBuf),
 }
 
+/// The network counters of [`own_network`] as the `NetworkStat`s of cgroups metrics module
+/// `$v` (v1 and v2 have the same fields in types of their own).
+macro_rules! network_stats {
+    ($v:ident, $network:expr) => {
+        $network
+            .iter()
+            .map(|(name, c)| $v::NetworkStat {
+                name: name.clone(),
+                rx_bytes: c[0],
+                rx_packets: c[1],
+                rx_errors: c[2],
+                rx_dropped: c[3],
+                tx_bytes: c[4],
+                tx_packets: c[5],
+                tx_errors: c[6],
+                tx_dropped: c[7],
+                ..Default::default()
+            })
+            .collect()
+    };
+}
+
 impl Cgroup {
     /// The cgroup of a live process.
     pub fn of_pid(pid: u32) -> Result<Cgroup> {
@@ -76,21 +98,7 @@ impl Cgroup {
                 let files = DirFiles::V1(dirs);
                 let partitions = std::fs::read_to_string("/proc/partitions").unwrap_or_default();
                 let mut m = v1_metrics(&files, &partitions);
-                m.network = network
-                    .iter()
-                    .map(|(name, c)| v1::NetworkStat {
-                        name: name.clone(),
-                        rx_bytes: c[0],
-                        rx_packets: c[1],
-                        rx_errors: c[2],
-                        rx_dropped: c[3],
-                        tx_bytes: c[4],
-                        tx_packets: c[5],
-                        tx_errors: c[6],
-                        tx_dropped: c[7],
-                        ..Default::default()
-                    })
-                    .collect();
+                m.network = network_stats!(v1, network);
                 (V1_METRICS_TYPE, m.write_to_bytes()?)
             }
             Cgroup::V2(dir) => {
@@ -98,21 +106,7 @@ impl Cgroup {
                     return Err(ShimError::NotFound(format!("cgroup {}", dir.display())));
                 }
                 let mut m = v2_metrics(&DirFiles::V2(dir));
-                m.network = network
-                    .iter()
-                    .map(|(name, c)| v2::NetworkStat {
-                        name: name.clone(),
-                        rx_bytes: c[0],
-                        rx_packets: c[1],
-                        rx_errors: c[2],
-                        rx_dropped: c[3],
-                        tx_bytes: c[4],
-                        tx_packets: c[5],
-                        tx_errors: c[6],
-                        tx_dropped: c[7],
-                        ..Default::default()
-                    })
-                    .collect();
+                m.network = network_stats!(v2, network);
                 (V2_METRICS_TYPE, m.write_to_bytes()?)
             }
         };

@@ -550,14 +550,17 @@ fn logs_since_and_until() {
     berth(&["rm", "talk"]);
 }
 
-/// The shims whose arguments name container `id`, waited for to be gone (10 s at most).
+/// The shims whose arguments name container `id`.
+fn shims_of(id: &str) -> Vec<(i32, Vec<String>)> {
+    berth_tests::shim_processes()
+        .into_iter()
+        .filter(|(_, args)| args.iter().any(|a| a == id))
+        .collect()
+}
+
+/// The shims of container `id`, waited for to be gone (10 s at most).
 fn wait_no_shim_of(id: &str) {
-    let of_it = || {
-        berth_tests::shim_processes()
-            .into_iter()
-            .filter(|(_, args)| args.iter().any(|a| a == id))
-            .collect::<Vec<_>>()
-    };
+    let of_it = || shims_of(id);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !of_it().is_empty() {
         assert!(
@@ -623,9 +626,18 @@ fn an_exited_container_keeps_no_process() {
     let kill = d.berth(&["kill", "gone"]);
     assert_eq!(kill.status.code(), Some(1), "{kill:?}");
     assert!(String::from_utf8_lossy(&kill.stderr).contains("is not running"));
-    // A stopped long-running one goes the same way, and restarts.
-    berth(&["run", "-d", "--name", "long", IMAGE, "sleep", "600"]);
+    // A stopped long-running one goes the same way, and restarts. While it runs its shim
+    // is there to be seen (the checks above look for the right processes).
+    let long = berth(&["run", "-d", "--name", "long", IMAGE, "sleep", "600"]);
+    let long = long.trim().to_string();
+    assert_eq!(
+        shims_of(&long).len(),
+        1,
+        "{:?}",
+        berth_tests::shim_processes()
+    );
     assert_eq!(berth(&["stop", "-t", "1", "long"]), "long\n");
+    wait_no_shim_of(&long);
     assert_eq!(berth(&["restart", "-t", "1", "long"]), "long\n");
     assert_eq!(
         berth(&["inspect", "-f", "{{.State.Status}}", "long"]),
@@ -649,6 +661,38 @@ fn an_exited_container_keeps_no_process() {
     let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
     wait_no_shim_of(late.trim());
     assert_eq!(berth(&["wait", "late"]), "4\n");
+    // Through the containerd API (the real ctr): the retired task is gone, the exit is on
+    // the container; a container ctr made keeps its stopped task, as containerd's has it.
+    let tasks = ok(&d.ctr(&["tasks", "ls"]), "ctr tasks ls");
+    assert!(!tasks.contains(late.trim()), "{tasks}");
+    let info = ok(
+        &d.ctr(&["containers", "info", late.trim()]),
+        "ctr containers info",
+    );
+    assert!(info.contains("\"berth/exit-code\": \"4\""), "{info}");
+    ok(&d.ctr(&["run", "-d", IMAGE, "ctrbox", "true"]), "ctr run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = ok(&d.ctr(&["tasks", "ls"]), "ctr tasks ls");
+        if tasks
+            .lines()
+            .any(|l| l.starts_with("ctrbox") && l.contains("STOPPED"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tasks}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let tasks = ok(&d.ctr(&["tasks", "ls"]), "ctr tasks ls");
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("ctrbox") && l.contains("STOPPED")),
+        "{tasks}"
+    );
+    ok(&d.ctr(&["tasks", "rm", "ctrbox"]), "ctr tasks rm");
+    ok(&d.ctr(&["containers", "rm", "ctrbox"]), "ctr containers rm");
     let all = berth(&["ps", "-aq"]);
     let mut rm = vec!["rm", "-f"];
     rm.extend(all.lines());

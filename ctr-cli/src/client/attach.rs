@@ -3,8 +3,7 @@
 //! with `-i`, our terminal raw and its size followed when it has a terminal, and the detach
 //! keys (Ctrl-P Ctrl-Q unless told otherwise) to leave it running.
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -126,7 +125,7 @@ pub async fn attach(
 ) -> anyhow::Result<Ended> {
     let tty = containers::has_terminal(ct);
     let fifo = stdin_path(ct).filter(|_| opts.stdin);
-    let our_tty = std::io::stdin().is_terminal_fd();
+    let our_tty = std::io::stdin().is_terminal();
     if tty && fifo.is_some() && !our_tty {
         anyhow::bail!("the input device is not a TTY");
     }
@@ -166,17 +165,6 @@ pub async fn attach(
     }
     drop(raw);
     Ok(ended)
-}
-
-/// Whether a descriptor is a terminal.
-trait IsTerminalFd {
-    fn is_terminal_fd(&self) -> bool;
-}
-
-impl IsTerminalFd for std::io::Stdin {
-    fn is_terminal_fd(&self) -> bool {
-        rustix::termios::isatty(self.as_fd())
-    }
 }
 
 /// Opens the write end of the container's stdin FIFO without waiting: the shim holds its

@@ -14,7 +14,6 @@ use berth_proto::containerd::services::images::v1 as ipb;
 use berth_proto::containerd::services::snapshots::v1 as spb;
 use berth_proto::containerd::types::Descriptor;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::snapshots::{self, Create};
 use super::{Client, containers, content, image_config, images, layers, status, tasks};
@@ -274,7 +273,7 @@ pub async fn store_image(
         .unwrap_or_default();
     // Config and manifest, holding what they need.
     let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = digest(&config_bytes);
+    let config_digest = berth_oci::image::sha256_digest(&config_bytes);
     let config_labels = BTreeMap::from([(
         format!("containerd.io/gc.ref.snapshot.{sn}"),
         top.to_string(),
@@ -312,7 +311,7 @@ pub async fn store_image(
         }
     }
     let manifest_bytes = serde_json::to_vec(&manifest)?;
-    let manifest_digest = digest(&manifest_bytes);
+    let manifest_digest = berth_oci::image::sha256_digest(&manifest_bytes);
     write_blob(
         c,
         &manifest_digest,
@@ -339,17 +338,13 @@ pub async fn store_image(
 }
 
 /// Appends `v` to the array at `slot` (made one when it is not).
-fn push(slot: &mut Value, v: Value) {
+pub fn push(slot: &mut Value, v: Value) {
     if !slot.is_array() {
         *slot = json!([]);
     }
     if let Some(a) = slot.as_array_mut() {
         a.push(v);
     }
-}
-
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 /// What made the layer, as Docker's history says it: the container's command.

@@ -38,11 +38,7 @@ pub async fn import(c: &Client, a: ImportArgs) -> anyhow::Result<String> {
             a.source
         );
     }
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
+    let arch = berth_oci::image::host_platform().architecture;
     if let Some(p) = a.platform.as_deref()
         && p != format!("linux/{arch}")
         && p != "linux"
@@ -195,7 +191,7 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn write_blob(blobs: &Path, data: &[u8]) -> anyhow::Result<(String, u64)> {
-    let hex = hex::encode(Sha256::digest(data));
-    std::fs::write(blobs.join(&hex), data)?;
-    Ok((format!("sha256:{hex}"), data.len() as u64))
+    let digest = berth_oci::image::sha256_digest(data);
+    std::fs::write(blobs.join(&digest["sha256:".len()..]), data)?;
+    Ok((digest, data.len() as u64))
 }

@@ -112,6 +112,15 @@ pub async fn image_json(c: &Client, name: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// The 12-digit form of an image ID or digest (`sha256:` left out), as `images` shows it.
+pub fn short_image_id(digest: &str) -> String {
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
 /// Records `image`: made, or when its name is taken, that record given its target and
 /// (with `labels`) its labels.
 pub async fn put(c: &Client, image: pb::Image, labels: bool) -> anyhow::Result<()> {

@@ -37,14 +37,7 @@ pub enum Cmd {
     /// Show images as JSON.
     Inspect { names: Vec<String> },
     /// Show the layers' history of an image.
-    History {
-        name: String,
-        #[arg(long)]
-        no_trunc: bool,
-        /// Print only the IDs (`<missing>` for steps of no image here).
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    History(HistoryArgs),
     /// Mount an image's filesystem on a directory (read-only unless --rw).
     Mount {
         name: String,
@@ -77,6 +70,18 @@ fn mount_key(target: &std::path::Path) -> anyhow::Result<String> {
     let abs =
         std::path::absolute(target).with_context(|| format!("resolve {}", target.display()))?;
     Ok(abs.to_string_lossy().into_owned())
+}
+
+/// What `history` (and `image history`) takes.
+#[derive(clap::Args, Debug)]
+pub struct HistoryArgs {
+    pub name: String,
+    /// Don't truncate the commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Print only the IDs (`<missing>` for steps of no image here).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -176,14 +181,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     go(&p, &t)
 }
 
-fn short_id(digest: &str) -> String {
-    digest
-        .trim_start_matches("sha256:")
-        .chars()
-        .take(12)
-        .collect()
-}
-
 pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> {
     let filters: Vec<ImageFilter> = args
         .filter
@@ -240,7 +237,7 @@ pub async fn ls(c: &Client, args: LsArgs, format: Format) -> anyhow::Result<()> 
         let shown_id = if args.no_trunc {
             id.clone()
         } else {
-            short_id(&id)
+            crate::client::images::short_image_id(&id)
         };
         if args.quiet {
             println!("{shown_id}");
@@ -320,11 +317,7 @@ pub async fn run(c: &Client, cmd: Cmd, format: Format) -> anyhow::Result<()> {
         } => unmount(c, target, snapshotter).await,
         Cmd::Prune { all, force } => prune(c, all, force).await,
         Cmd::Inspect { names } => inspect(c, names, &format).await,
-        Cmd::History {
-            name,
-            no_trunc,
-            quiet,
-        } => history(c, &name, no_trunc, quiet).await,
+        Cmd::History(a) => history(c, &a.name, a.no_trunc, a.quiet).await,
     }
 }
 
@@ -380,7 +373,7 @@ async fn remove_image(
             let id = found
                 .target
                 .as_ref()
-                .map(|t| short_id(&t.digest))
+                .map(|t| crate::client::images::short_image_id(&t.digest))
                 .unwrap_or_default();
             return Err(tonic::Status::failed_precondition(format!(
                 "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {id}",
@@ -447,7 +440,7 @@ async fn history(c: &Client, name: &str, no_trunc: bool, quiet: bool) -> anyhow:
     if rows.is_empty() {
         for l in layers.iter().rev() {
             rows.push(vec![
-                short_id(l["digest"].as_str().unwrap_or("")),
+                crate::client::images::short_image_id(l["digest"].as_str().unwrap_or("")),
                 "N/A".into(),
                 String::new(),
                 human_size(l["size"].as_i64().unwrap_or(0)),
@@ -456,7 +449,7 @@ async fn history(c: &Client, name: &str, no_trunc: bool, quiet: bool) -> anyhow:
         }
     }
     if let Some(first) = rows.first_mut() {
-        first[0] = short_id(&r.config_digest);
+        first[0] = crate::client::images::short_image_id(&r.config_digest);
     }
     if quiet {
         for row in &rows {

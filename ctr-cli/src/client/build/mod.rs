@@ -144,12 +144,9 @@ impl Stage {
     }
 }
 
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+/// This host's OCI architecture (`amd64`...).
+fn arch() -> String {
+    berth_oci::image::host_platform().architecture
 }
 
 /// The build's own state: where the output goes and what the build holds.
@@ -261,15 +258,6 @@ fn context_dir(given: &str) -> anyhow::Result<(PathBuf, Option<Staging>)> {
     Ok((staging.path().to_path_buf(), Some(staging)))
 }
 
-fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
-}
-
 impl Builder<'_> {
     async fn run(&mut self, all: &[Instruction]) -> anyhow::Result<String> {
         // ARGs before the first FROM are for the FROM lines.
@@ -327,7 +315,7 @@ impl Builder<'_> {
             self.say(&format!("Step {}/{total} : {} {shown}", n + 1, ins.keyword));
             if ins.keyword == "FROM" {
                 let mut stage = self.from(&shown).await?;
-                self.say(&format!(" ---> {}", short(&stage.id)));
+                self.say(&format!(" ---> {}", images::short_image_id(&stage.id)));
                 // The base image's ONBUILD triggers run first, and are not inherited.
                 let triggers: Vec<String> = stage.config["config"]["OnBuild"]
                     .as_array()
@@ -368,7 +356,10 @@ impl Builder<'_> {
             }
             id = self.store(&mut st, None, true).await?;
         }
-        self.say(&format!("Successfully built {}", short(&id)));
+        self.say(&format!(
+            "Successfully built {}",
+            images::short_image_id(&id)
+        ));
         for t in &self.a.tags {
             let name = oci::normalize(t);
             self.tag(&id, &name).await?;
@@ -458,7 +449,7 @@ impl Builder<'_> {
             st.args.insert(k, v);
         }
         let args_text: Vec<String> = st.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let key = sha256(
+        let key = berth_oci::image::sha256_digest(
             format!(
                 "{}\n{} {}\n{}\n{}",
                 st.id,
@@ -476,7 +467,7 @@ impl Builder<'_> {
             st.layers = cached.1;
             st.id = cached.2;
             self.say(" ---> CACHED");
-            self.say(&format!(" ---> {}", short(&st.id)));
+            self.say(&format!(" ---> {}", images::short_image_id(&st.id)));
             self.after(&mut st, ins);
             *self.stages.last_mut().context("stage")? = st;
             return Ok(());
@@ -524,7 +515,7 @@ impl Builder<'_> {
                 created_by = format!("/bin/sh -c #(nop)  {} {}", ins.keyword, text);
             }
         }
-        push(
+        commit::push(
             &mut st.config["history"],
             json!({
                 "created": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
@@ -548,7 +539,7 @@ impl Builder<'_> {
             None => commit::mark_empty(&mut st.config),
         }
         st.id = self.store(&mut st, Some(&key), false).await?;
-        self.say(&format!(" ---> {}", short(&st.id)));
+        self.say(&format!(" ---> {}", images::short_image_id(&st.id)));
         self.after(&mut st, ins);
         *self.stages.last_mut().context("stage")? = st;
         Ok(())
@@ -1076,15 +1067,6 @@ fn copy_words(text: &str) -> anyhow::Result<(BTreeMap<String, String>, Vec<Strin
         None => rest.split_whitespace().map(str::to_string).collect(),
     };
     Ok((flags, words))
-}
-
-fn push(slot: &mut Value, v: Value) {
-    if !slot.is_array() {
-        *slot = json!([]);
-    }
-    if let Some(a) = slot.as_array_mut() {
-        a.push(v);
-    }
 }
 
 /// HEALTHCHECK's config (`NONE`, or `[--interval=…] CMD …`), as Docker stores it.

@@ -297,14 +297,8 @@ fn user_env(a: &CreateArgs) -> anyhow::Result<Vec<String>> {
         }
     };
     for f in &a.env_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("read env file {}", f.display()))?;
-        for line in text.lines() {
-            let line = line.trim_start();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            add(line);
+        for line in setting_lines(f, "env file")? {
+            add(&line);
         }
     }
     for e in &a.env {
@@ -766,19 +760,26 @@ async fn make(
     record(c, a, p, planned, &spec, &config).await
 }
 
+/// The lines of an `--env-file` or `--label-file` (`what`), as Docker reads them: blank and
+/// `#` lines skipped, leading blanks taken off.
+fn setting_lines(path: &Path, what: &str) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read {what} {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
 /// The labels of `-l` and `--label-file`, as Docker reads them (a file's `#` lines and blank
 /// lines skipped; `KEY` alone is an empty value).
 fn user_labels(a: &CreateArgs) -> anyhow::Result<BTreeMap<String, String>> {
     let mut lines: Vec<String> = Vec::new();
     for f in &a.label_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Exit::with(125, format!("open {}: {e}", f.display())))?;
-        lines.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
+        lines
+            .extend(setting_lines(f, "label file").map_err(|e| Exit::with(125, format!("{e:#}")))?);
     }
     lines.extend(a.label.iter().cloned());
     Ok(lines

@@ -56,7 +56,65 @@ pub struct Hosts {
     pub insecure: Vec<String>,
 }
 
+/// Docker's default number of search results.
+const DEFAULT_SEARCH_LIMIT: u32 = 25;
+
+/// The registry host a client named (`http://h:5000/` is `h:5000`; empty and Docker Hub's
+/// aliases are `docker.io`).
+pub fn server_host(server: &str) -> String {
+    let bare = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let bare = bare.split('/').next().unwrap_or(bare);
+    if bare.is_empty() {
+        return "docker.io".to_string();
+    }
+    auth::normalize_host(bare)
+}
+
 impl Hosts {
+    /// Checks `creds` against `registry` (as [`RegistryClient::check_login`]); the
+    /// registry host they belong to.
+    pub async fn login(&self, registry: &str, creds: auth::Credentials) -> Result<String> {
+        if creds.username.is_empty() || creds.password.is_empty() {
+            return Err(Error::invalid("username and password must not be empty"));
+        }
+        let server = server_host(registry);
+        self.client(&server, Some(creds))
+            .await?
+            .check_login()
+            .await?;
+        tracing::info!(registry = %server, "login checked");
+        Ok(server)
+    }
+
+    /// The repositories of `registry`'s catalog whose name contains `term` (any case), at
+    /// most `limit` of them (0: Docker's 25).
+    pub async fn search(
+        &self,
+        registry: &str,
+        term: &str,
+        limit: u32,
+        creds: Option<auth::Credentials>,
+    ) -> Result<Vec<String>> {
+        let limit = if limit == 0 {
+            DEFAULT_SEARCH_LIMIT
+        } else {
+            limit
+        };
+        let client = self.client(&server_host(registry), creds).await?;
+        // The catalog is asked for more than the limit: the term filters it here.
+        let names = client.catalog(limit.max(1000)).await?;
+        let term = term.to_ascii_lowercase();
+        Ok(names
+            .into_iter()
+            .filter(|n| n.to_ascii_lowercase().contains(&term))
+            .take(limit as usize)
+            .collect())
+    }
+
     /// A client for `registry` with these hosts, and `creds` for it when given (no
     /// credentials file: anonymous otherwise).
     pub async fn client(

@@ -67,3 +67,11 @@ async fn endpoint_urls() {
         Some("registry-1.docker.io")
     );
 }
+
+#[test]
+fn servers_as_clients_name_them() {
+    assert_eq!(server_host(""), "docker.io");
+    assert_eq!(server_host("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+    assert_eq!(server_host("https://index.docker.io/v1/"), "docker.io");
+    assert_eq!(server_host("localhost:5000"), "localhost:5000");
+}
