@@ -11,6 +11,7 @@
 //!   (files, directories, symlinks, hard links, whiteouts, opaque markers).
 //! - **Other formats of the same image**: [`pack_layout`] (OCI archive tar) and
 //!   [`docker_archive`] (`docker save` format).
+//! - **A file server**: [`FileServer`] serves files over HTTP on 127.0.0.1 (for `ADD <url>`).
 //! - **A registry**: [`Registry`] runs Debian's `docker-registry` on 127.0.0.1 on a free
 //!   port, optionally with htpasswd basic auth, and pushes layouts into it with `skopeo`.
 //!
@@ -22,6 +23,7 @@
 //! unpacker and the reference), and run as root (chroot, mount). A missing program fails
 //! loudly.
 
+mod files;
 mod images;
 mod layout;
 mod registry;
@@ -29,6 +31,7 @@ mod rootfs;
 #[cfg(test)]
 mod tests;
 
+pub use files::{FileServer, LAST_MODIFIED};
 pub use images::{
     BIG_FILE_SEED, BUSYBOX, IMAGE_PATH_ENV, MultilayerImage, busybox_applets, busybox_image,
     busybox_image_with, busybox_layer, host_busybox, multilayer_image,

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use berth_tests::fixtures::FileServer;
 use berth_tests::{Daemon, bin, ok};
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -375,4 +376,168 @@ fn heredocs_onbuild_history_and_push() {
     berth(&["rmi", &remote]);
     berth(&["pull", &remote]);
     assert_eq!(digest(&remote), pushed);
+}
+
+#[test]
+fn add_from_a_url_and_the_progress_views() {
+    let (d, work) = Daemon::with_busybox();
+    let berth = |args: &[&str]| ok(&d.berth(args), &format!("berth {args:?}"));
+    // A tar archive served as is: ADD of a URL does not unpack it.
+    let tarball = {
+        let dir = work.path().join("tarsrc");
+        write(&dir, &[("inner.txt", "inner\n")]);
+        let out = Command::new("tar")
+            .args(["-C", dir.to_str().expect("utf8"), "-cf", "-", "inner.txt"])
+            .output()
+            .expect("tar");
+        out.stdout
+    };
+    let files = FileServer::serve(&[("/files/hello.txt", b"hello\n"), ("/data.tar", &tarball)]);
+    let ctx = work.path().join("ctx");
+    write(
+        &ctx,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {IMAGE}\n\
+                     ADD {hello} /srv/\n\
+                     ADD {hello} /srv/renamed.txt\n\
+                     ADD --chmod=644 {tar} local.txt /srv/data/\n\
+                     RUN echo ran\n",
+                    hello = files.url("/files/hello.txt"),
+                    tar = files.url("/data.tar"),
+                ),
+            ),
+            ("local.txt", "local\n"),
+        ],
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "fromurl:1", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().expect("utf8"));
+        d.berth(&args)
+    };
+    let first = build(&[]);
+    assert!(first.status.success(), "{first:?}");
+    // The classic builder's mode 0600, owner root, the server's Last-Modified; the archive
+    // kept whole beside the local file.
+    let seen = berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "fromurl:1",
+        "sh",
+        "-c",
+        "stat -c '%a %u %Y' /srv/hello.txt; cat /srv/hello.txt /srv/renamed.txt; \
+         ls /srv/data; stat -c '%a' /srv/data/data.tar",
+    ]);
+    assert_eq!(
+        seen,
+        "600 0 784111777\nhello\nhello\ndata.tar\nlocal.txt\n644\n"
+    );
+    // Again: fetched again (its contents key the step), every step from the cache.
+    let hits = files.hits();
+    let again = build(&[]);
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(text.matches("---> CACHED").count(), 4, "{text}");
+    assert_eq!(files.hits(), hits + 3);
+    // A changed file at the URL: built again from that step on.
+    files.set("/files/hello.txt", b"changed\n");
+    let changed = build(&[]);
+    let text = String::from_utf8_lossy(&changed.stdout);
+    assert!(changed.status.success(), "{changed:?}");
+    assert_eq!(text.matches("---> CACHED").count(), 0, "{text}");
+    assert_eq!(
+        berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "fromurl:1",
+            "cat",
+            "/srv/renamed.txt"
+        ]),
+        "changed\n"
+    );
+    // A URL that is not there, and one with no file name for a directory: clear errors,
+    // nothing left behind.
+    let containers_before = berth(&["containers", "ls", "-q"]);
+    let snapshots_before = berth(&["snapshots", "ls"]).lines().count();
+    for (add, error) in [
+        (
+            format!("ADD {} /x", files.url("/nothere")),
+            "404 Not Found".to_string(),
+        ),
+        (
+            format!("ADD http://127.0.0.1:{}/ /dir/", files.port),
+            "cannot determine filename from url".to_string(),
+        ),
+    ] {
+        write(&ctx, &[("Dockerfile", &format!("FROM {IMAGE}\n{add}\n"))]);
+        let out = build(&[]);
+        assert!(!out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&error), "{err}");
+    }
+    assert_eq!(berth(&["containers", "ls", "-q"]), containers_before);
+    assert_eq!(
+        berth(&["snapshots", "ls"]).lines().count(),
+        snapshots_before
+    );
+
+    // -q: only the ID; a failing step's output on stderr.
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            &format!("FROM {IMAGE}\nRUN echo quietly-said\nRUN echo says-why && exit 3\n"),
+        )],
+    );
+    let quiet = build(&["-q"]);
+    assert_eq!(quiet.status.code(), Some(3), "{quiet:?}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), "");
+    let err = String::from_utf8_lossy(&quiet.stderr);
+    assert!(
+        err.contains("says-why") && err.contains("Step 3/3"),
+        "{err}"
+    );
+    // --progress=tty wants a terminal; on one it draws BuildKit's view on stderr.
+    let no_tty = build(&["--progress=tty"]);
+    assert!(!no_tty.status.success());
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("needs a terminal"));
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            &format!("FROM {IMAGE}\nRUN echo on-a-terminal\nLABEL a=b\n"),
+        )],
+    );
+    let cmd = format!(
+        "{} --address {} build --progress=tty -t viewed:1 --network none {}",
+        berth_tests::bin("berth").display(),
+        d.address.display(),
+        ctx.display()
+    );
+    let out = Command::new(berth_tests::system_bin("script"))
+        .args(["-qefc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "[+] Building",
+        "(3/3) FINISHED",
+        "=> [1/3] FROM example.com/busybox:latest",
+        "=> [2/3] RUN echo on-a-terminal",
+        "=> [3/3] LABEL a=b",
+        "=> => naming to docker.io/library/viewed:1",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    assert!(!text.contains("Step 2/3"), "{text}");
+    berth(&["image", "inspect", "viewed:1"]);
 }

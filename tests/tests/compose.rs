@@ -239,6 +239,95 @@ volumes:
     assert!(!berth(&["volume", "ls"]).contains("shop_data"));
 }
 
+#[test]
+fn up_attached_shows_output_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let (d, work) = Daemon::with_busybox();
+    let dir = work.path().join("fg");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            "services:
+  talker:
+    image: {IMAGE}
+    network_mode: none
+    command: [\"sh\", \"-c\", \"trap 'echo got-term; exit 0' TERM; echo hello-from-talker; while :; do sleep 0.1; done\"]
+  once:
+    image: {IMAGE}
+    network_mode: none
+    command: [\"sh\", \"-c\", \"echo one-shot-done; exit 3\"]
+"
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(bin("berth"))
+        .arg("--address")
+        .arg(&d.address)
+        .args(["compose", "up"])
+        .current_dir(&dir)
+        .env_remove("BERTH_NAMESPACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("berth compose up");
+    // The output, line by line, as it comes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let wait_for = |seen: &mut Vec<String>, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !seen.iter().any(|l| l.contains(want)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("{want:?} never came:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    wait_for(&mut seen, "fg-talker-1  | hello-from-talker");
+    wait_for(&mut seen, "fg-once-1    | one-shot-done");
+    wait_for(&mut seen, "fg-once-1 exited with code 3");
+    assert!(
+        seen.iter().any(|l| l.starts_with("Attaching to fg-")),
+        "{seen:?}"
+    );
+    // Ctrl-C: the running container stopped gracefully (its TERM trap ran), then up ends.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = child.wait().expect("wait");
+    reader.join().expect("reader");
+    while let Ok(line) = rx.try_recv() {
+        seen.push(line);
+    }
+    let text = seen.join("\n");
+    assert!(status.success(), "{status:?}\n{text}");
+    for want in [
+        "Gracefully stopping... (press Ctrl+C again to force)",
+        "fg-talker-1  | got-term",
+        " Container fg-talker-1  Stopped",
+        "fg-talker-1 exited with code 0",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    let out = d.berth(&["ps", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let p = Project {
+        d: &d,
+        dir: dir.clone(),
+    };
+    p.ok(&["down"]);
+}
+
 /// A GET of `path` on 127.0.0.1:`port`: the whole answer.
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};

@@ -450,6 +450,7 @@ fn build_side_by_side() {
     std::fs::write(ctx.join("files/a.txt"), "A\n").expect("write");
     std::fs::write(ctx.join("files/skip.log"), "no\n").expect("write");
     std::fs::write(ctx.join(".dockerignore"), "**/*.log\n").expect("write");
+    let served = berth_tests::fixtures::FileServer::serve(&[("/dl/remote.txt", b"remote\n")]);
     std::fs::write(
         ctx.join("Dockerfile"),
         format!(
@@ -458,6 +459,8 @@ fn build_side_by_side() {
              ENV GREETING=\"hello $WHO\" APP=/app\n\
              WORKDIR $APP\n\
              COPY files/ ./files/\n\
+             ADD {url} ./\n\
+             ADD {url} ./renamed.txt\n\
              RUN echo \"$GREETING\" > greeting.txt\n\
              LABEL tier=front\n\
              EXPOSE 8080\n\
@@ -466,7 +469,8 @@ fn build_side_by_side() {
              HEALTHCHECK --interval=5s --retries=2 CMD test -f greeting.txt\n\
              USER 1000:1000\n\
              ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
-             CMD [\"cat greeting.txt\"]\n"
+             CMD [\"cat greeting.txt\"]\n",
+            url = served.url("/dl/remote.txt"),
         ),
     )
     .expect("write");
@@ -494,7 +498,7 @@ fn build_side_by_side() {
         "sbs:1",
         "sh",
         "-c",
-        "pwd; id -u; ls files",
+        "pwd; id -u; ls files; stat -c '%a %u %Y %n' remote.txt renamed.txt",
     ]);
     p.same(&[
         "image",

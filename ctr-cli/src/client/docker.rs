@@ -11,7 +11,7 @@ use berth_proto::containerd::v1::types::{Process, Status as TaskStatus};
 use super::containers::{self, log_path, name_of, short_id, stdin_path};
 use super::process::{close_stdin_on_eof, follow_size};
 use super::signal::{self, SIGKILL};
-use super::stdio::{self, Attached, Fifos};
+use super::stdio::{self, Attached, Fifos, Output};
 use super::tasks::{self, Stdio, is_live};
 use super::{Client, gone_ok, snapshots, status, supervisor};
 use crate::exit::Exit;
@@ -228,9 +228,19 @@ pub async fn remove(c: &Client, ct: &Container, force: bool) -> anyhow::Result<(
 /// terminal in raw mode and resized with ours when the container has one, our stdin
 /// forwarded (and closed at its end) with `-i`. Returns the container's exit status.
 pub async fn run_attached(c: &Client, ct: &Container, stdin: bool) -> anyhow::Result<u32> {
+    run_attached_to(c, ct, stdin, Output::Inherit).await
+}
+
+/// Like [`run_attached`], the output sent to `out`.
+pub async fn run_attached_to(
+    c: &Client,
+    ct: &Container,
+    stdin: bool,
+    out: Output,
+) -> anyhow::Result<u32> {
     let tty = containers::has_terminal(ct);
     let fifos = Fifos::new(short_id(&ct.id), stdin, tty)?;
-    let mut attached = Attached::start(&fifos)?;
+    let mut attached = Attached::start_to(&fifos, out)?;
     let (i, o, e) = fifos.uris();
     let raw = if tty && stdin {
         stdio::raw_terminal()?

@@ -108,8 +108,38 @@ pub struct Attached {
     pending: Vec<(PathBuf, Arc<AtomicBool>)>,
 }
 
+/// Where a process's output goes: this process's own stdout and stderr, or a channel
+/// (both streams, chunk by chunk, as they come) for a caller that shows it its own way.
+#[derive(Clone, Default)]
+pub enum Output {
+    #[default]
+    Inherit,
+    To(std::sync::mpsc::Sender<Vec<u8>>),
+}
+
+/// Writes into an [`Output::To`] channel.
+struct ChannelWriter(std::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Attached {
     pub fn start(f: &Fifos) -> anyhow::Result<Attached> {
+        Attached::start_to(f, Output::Inherit)
+    }
+
+    /// Like [`Attached::start`], the output sent to `out`.
+    pub fn start_to(f: &Fifos, out: Output) -> anyhow::Result<Attached> {
         let mut a = Attached {
             stdin_eof: None,
             outputs: Vec::new(),
@@ -138,14 +168,15 @@ impl Attached {
             let opened = Arc::new(AtomicBool::new(false));
             a.pending.push((path.clone(), opened.clone()));
             let path = path.clone();
+            let out = out.clone();
             spawn("output", move || {
                 let fifo = File::open(&path);
                 opened.store(true, Ordering::SeqCst);
                 if let Ok(mut fifo) = fifo {
-                    let _ = if is_err {
-                        copy(&mut fifo, &mut std::io::stderr().lock())
-                    } else {
-                        copy(&mut fifo, &mut std::io::stdout().lock())
+                    let _ = match out {
+                        Output::To(tx) => copy(&mut fifo, &mut ChannelWriter(tx)),
+                        Output::Inherit if is_err => copy(&mut fifo, &mut std::io::stderr().lock()),
+                        Output::Inherit => copy(&mut fifo, &mut std::io::stdout().lock()),
                     };
                 }
                 let _ = tx.send(());

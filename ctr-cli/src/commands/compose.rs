@@ -697,9 +697,74 @@ fn up(
     if detach {
         return Ok(());
     }
-    // Attached: everyone's output until all have exited.
     let names: Vec<String> = services.iter().map(|svc| p.container_name(svc)).collect();
-    follow(b, &names, true)
+    attached_up(b, &names)
+}
+
+/// What an attached `up` waits on.
+enum UpEvent {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// Every container exited (their output all shown).
+    Done(anyhow::Result<()>),
+}
+
+/// `up` without `-d`: everyone's output, prefixed, until all have exited. Ctrl-C (or
+/// SIGTERM) stops the containers gracefully, as Compose does; a second one kills them.
+fn attached_up(b: &Berth, names: &[String]) -> anyhow::Result<()> {
+    println!("Attaching to {}", names.join(", "));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let signals = tx.clone();
+    let listener = tokio::runtime::Handle::current().spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if signals.send(UpEvent::Signal).is_err() {
+                return;
+            }
+        }
+    });
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let _ = tx.send(UpEvent::Done(follow(b, names, true)));
+        });
+        let mut stopping = false;
+        loop {
+            match rx.recv() {
+                Ok(UpEvent::Done(r)) => return r,
+                Ok(UpEvent::Signal) if !stopping => {
+                    stopping = true;
+                    println!("Gracefully stopping... (press Ctrl+C again to force)");
+                    scope.spawn(|| {
+                        for n in names {
+                            match b.quiet(&[s("stop"), n.clone()]) {
+                                Ok(_) => println!(" Container {n}  Stopped"),
+                                Err(e) => eprintln!("berth: stop {n}: {e:#}"),
+                            }
+                        }
+                    });
+                }
+                Ok(UpEvent::Signal) => {
+                    let mut args = vec![s("kill")];
+                    args.extend(names.iter().cloned());
+                    let _ = b.quiet(&args);
+                    return Err(Exit::with(2, "the containers were killed".to_string()));
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    });
+    listener.abort();
+    result
 }
 
 /// Waits (bounded) until `svc`'s container is in the state `condition` asks for.
@@ -775,6 +840,7 @@ fn wait_healthy(b: &Berth, svc: &Service, name: &str) -> anyhow::Result<()> {
 /// Every named container's output, each line after its name, until all exited (or, not
 /// `until_exit`, until ^C).
 fn follow(b: &Berth, names: &[String], until_exit: bool) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
     let width = names.iter().map(String::len).max().unwrap_or(0);
     let mut children = Vec::new();
     for n in names {
@@ -785,6 +851,9 @@ fn follow(b: &Berth, names: &[String], until_exit: bool) -> anyhow::Result<()> {
         args.push(n.clone());
         let mut child = b
             .cmd(&args)
+            // A group of its own: the terminal's Ctrl-C is ours to handle, not the
+            // followers' (they end when the containers do).
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -794,14 +863,25 @@ fn follow(b: &Berth, names: &[String], until_exit: bool) -> anyhow::Result<()> {
         let out = child.stdout.take().context("logs stdout")?;
         let err = child.stderr.take().context("logs stderr")?;
         let threads = [prefixed(out, prefix.clone()), prefixed(err, prefix)];
-        children.push((child, threads));
+        children.push((n, child, threads));
     }
-    for (mut child, threads) in children {
-        let _ = child.wait();
-        for t in threads {
-            let _ = t.join();
+    // Each container's end told as it comes (with its code, when following to the end).
+    std::thread::scope(|scope| {
+        for (n, mut child, threads) in children {
+            scope.spawn(move || {
+                let _ = child.wait();
+                for t in threads {
+                    let _ = t.join();
+                }
+                if until_exit
+                    && let Ok(code) =
+                        b.quiet(&[s("inspect"), s("-f"), s("{{.State.ExitCode}}"), n.clone()])
+                {
+                    println!("{n} exited with code {}", code.trim());
+                }
+            });
         }
-    }
+    });
     Ok(())
 }
 

@@ -11,9 +11,10 @@
 
 pub mod dockerfile;
 mod ignore;
+mod remote;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -159,14 +160,12 @@ struct Builder<'a> {
     snapshotter: String,
     build_args: BTreeMap<String, String>,
     stages: Vec<Stage>,
+    view: view::View,
 }
 
 impl Builder<'_> {
     fn say(&self, line: &str) {
-        if !self.a.quiet {
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-        }
+        self.view.say(line);
     }
 }
 
@@ -203,6 +202,7 @@ pub async fn build(c: &Client, a: &BuildArgs) -> anyhow::Result<String> {
         anyhow::bail!("the Dockerfile must start with FROM (or ARG)");
     }
     let ignore = ignore::Patterns::read(&context)?;
+    let view = view::View::new(a.quiet, &a.progress)?;
     let mut build_args = BTreeMap::new();
     for b in &a.build_args {
         match b.split_once('=') {
@@ -222,8 +222,12 @@ pub async fn build(c: &Client, a: &BuildArgs) -> anyhow::Result<String> {
         snapshotter: labels::SNAPSHOTTER.to_string(),
         build_args,
         stages: Vec::new(),
+        view,
     };
     let result = b.run(&instructions).await;
+    if result.is_err() {
+        b.view.failed();
+    }
     if let Err(e) = c.delete_lease(&lease).await {
         eprintln!("berth: delete lease {lease}: {e:#}");
     }
@@ -292,7 +296,7 @@ impl Builder<'_> {
         let total = declared + (0..steps.len()).filter(|n| wanted(*n)).count();
         let mut shown_n = declared;
         for (n, i) in all[..first_from].iter().enumerate() {
-            self.say(&format!("Step {}/{total} : ARG {}", n + 1, i.rest));
+            self.view.step(n + 1, total, &format!("ARG {}", i.rest));
             let (k, v) = arg_pair(&i.rest);
             let v = self.build_args.get(&k).cloned().or(v).unwrap_or_default();
             global.insert(k, v);
@@ -312,7 +316,8 @@ impl Builder<'_> {
             } else {
                 ins.rest.clone()
             };
-            self.say(&format!("Step {}/{total} : {} {shown}", n + 1, ins.keyword));
+            self.view
+                .step(n + 1, total, &format!("{} {shown}", ins.keyword));
             if ins.keyword == "FROM" {
                 let mut stage = self.from(&shown).await?;
                 self.say(&format!(" ---> {}", images::short_image_id(&stage.id)));
@@ -356,15 +361,13 @@ impl Builder<'_> {
             }
             id = self.store(&mut st, None, true).await?;
         }
-        self.say(&format!(
-            "Successfully built {}",
-            images::short_image_id(&id)
-        ));
+        let mut names = Vec::new();
         for t in &self.a.tags {
             let name = oci::normalize(t);
             self.tag(&id, &name).await?;
-            self.say(&format!("Successfully tagged {}", oci::familiar(&name)));
+            names.push((name.clone(), oci::familiar(&name).to_string()));
         }
+        self.view.finish(&id, &images::short_image_id(&id), &names);
         Ok(id)
     }
 
@@ -423,6 +426,7 @@ impl Builder<'_> {
         let subst = |s: &Stage| substitute(&ins.rest, &s.vars);
         let text;
         let mut sources_hash = String::new();
+        let mut fetched = None;
         match ins.keyword.as_str() {
             "RUN" => {
                 text = ins.rest.clone();
@@ -432,8 +436,22 @@ impl Builder<'_> {
             "CMD" | "ENTRYPOINT" | "SHELL" | "HEALTHCHECK" | "ONBUILD" => text = ins.rest.clone(),
             "COPY" | "ADD" => {
                 text = subst(&st)?;
+                if ins.keyword == "ADD" && ins.heredocs.is_empty() {
+                    // URL sources are fetched first: their contents key the step.
+                    let (_, words) = copy_words(&text)?;
+                    if let Some((dest, srcs)) = words.split_last() {
+                        fetched = remote::fetch(srcs, dest.ends_with('/') || srcs.len() > 1)
+                            .await
+                            .map_err(|e| anyhow::anyhow!("ADD failed: {e:#}"))?;
+                    }
+                }
                 sources_hash = if ins.heredocs.is_empty() {
-                    self.hash_sources(&text)?
+                    let local = self.hash_sources(&text)?;
+                    match &fetched {
+                        Some(f) if local.is_empty() => f.hash.clone(),
+                        Some(f) => format!("{local},{}", f.hash),
+                        None => local,
+                    }
                 } else {
                     heredocs_hash(&ins.heredocs)
                 };
@@ -466,7 +484,7 @@ impl Builder<'_> {
             st.config = cached.0;
             st.layers = cached.1;
             st.id = cached.2;
-            self.say(" ---> CACHED");
+            self.view.cached();
             self.say(&format!(" ---> {}", images::short_image_id(&st.id)));
             self.after(&mut st, ins);
             *self.stages.last_mut().context("stage")? = st;
@@ -501,7 +519,7 @@ impl Builder<'_> {
                     sources_hash,
                     text.split_whitespace().last().unwrap_or_default()
                 );
-                layer = self.copy_step(&st, ins, &text).await?;
+                layer = self.copy_step(&st, ins, &text, fetched.as_ref()).await?;
             }
             "WORKDIR" => {
                 self.apply_meta(&mut st, &ins.keyword, &text)?;
@@ -734,7 +752,7 @@ impl Builder<'_> {
         let result = async {
             made?;
             self.say(&format!(" ---> Running in {}", &id[..12]));
-            let code = super::docker::run_attached(c, &ct, false).await?;
+            let code = super::docker::run_attached_to(c, &ct, false, self.view.output()).await?;
             if code != 0 {
                 return Err(Exit::with(
                     code as u8,
@@ -760,6 +778,7 @@ impl Builder<'_> {
         st: &Stage,
         ins: &Instruction,
         text: &str,
+        fetched: Option<&remote::Fetched>,
     ) -> anyhow::Result<Option<Layer>> {
         let keyword = ins.keyword.as_str();
         let (flags, mut words) = copy_words(text)?;
@@ -803,20 +822,36 @@ impl Builder<'_> {
             // The source root: the context, or an earlier stage's image mounted here.
             let from = flags.get("from").cloned();
             let job = CopyJob {
-                srcs: srcs.to_vec(),
+                srcs: srcs
+                    .iter()
+                    .filter(|s| !remote::is_url(s))
+                    .cloned()
+                    .collect(),
                 dest: dest_abs,
                 dir_dest,
                 chown: flags.get("chown").cloned(),
                 chmod: flags.get("chmod").cloned(),
                 extract: keyword == "ADD",
             };
-            if srcs
-                .iter()
-                .any(|s| s.starts_with("http://") || s.starts_with("https://"))
-            {
-                anyhow::bail!(
-                    "{keyword} from a URL is not supported here: download it into the context"
-                );
+            // The downloaded files: copied from where they were saved, never unpacked.
+            if let Some(f) = fetched {
+                if from.is_some() {
+                    anyhow::bail!("{keyword} --from cannot take a URL source");
+                }
+                let url_job = CopyJob {
+                    srcs: srcs
+                        .iter()
+                        .filter_map(|s| f.name_of(s).map(str::to_string))
+                        .collect(),
+                    extract: false,
+                    ..job.clone()
+                };
+                let dir = f.dir.path().to_path_buf();
+                super::rootfs::with_root(self.c, &ct, move |root| url_job.run(&dir, None, root))
+                    .await?;
+                if job.srcs.is_empty() {
+                    return commit::container_layer(self.c, &ct, &self.lease).await;
+                }
             }
             match from {
                 None if heredocs.is_some() => {
@@ -919,8 +954,15 @@ impl Builder<'_> {
         if flags.contains_key("from") || words.len() < 2 {
             return Ok(String::new());
         }
+        let local: Vec<&String> = words[..words.len() - 1]
+            .iter()
+            .filter(|s| !remote::is_url(s))
+            .collect();
+        if local.is_empty() {
+            return Ok(String::new());
+        }
         let mut h = Sha256::new();
-        for src in &words[..words.len() - 1] {
+        for src in local {
             for (rel, path) in ignore::expand(&self.context, src, &self.ignore)? {
                 h.update(rel.as_bytes());
                 let meta = std::fs::symlink_metadata(&path)?;
@@ -1117,6 +1159,7 @@ fn healthcheck(text: &str) -> anyhow::Result<Value> {
 }
 
 /// One COPY/ADD's work, run with the destination's root mounted.
+#[derive(Clone)]
 struct CopyJob {
     srcs: Vec<String>,
     dest: String,
