@@ -19,6 +19,10 @@ for b in berthd berth containerd-shim-berth-v2 berth-snapshotter; do
 done
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/config.toml ] || install -m 0644 "$here/deploy/config.toml" /etc/berth/config.toml
+# The pods' network (CRI), unless the host has one: a bridge on 10.88.0.0/16 with host ports.
+if ! ls /etc/cni/net.d/*.conf* >/dev/null 2>&1; then
+  install -D -m 0644 "$here/deploy/cni/10-berth-pods.conflist" /etc/cni/net.d/10-berth-pods.conflist
+fi
 if [ -d /etc/systemd/system ]; then
   install -m 0644 "$here/deploy/berthd.service" /etc/systemd/system/berthd.service
   sed -i "s#/usr/local/bin/berthd#$prefix/bin/berthd#" /etc/systemd/system/berthd.service

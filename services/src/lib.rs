@@ -4,7 +4,7 @@
 //! their own names so that `crate::content`, `crate::tasks`… read the same in both crates.
 
 pub use berth_core::{
-    archive, autoremove, collector, config, containers, content, diff, digest, error, events,
+    archive, autoremove, collector, config, containers, content, cri, diff, digest, error, events,
     filters, gc, identifiers, images, labels, leases, memory, metadata, namespaces, network, pull,
     push, registry, runtime, snapshots, streams, supervisor, tasks, transfer, types, unpack,
     volumes,

@@ -443,6 +443,22 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         },
         state: config.state.clone(),
     };
+    let cri = if config.cri.enable {
+        Some(
+            open_cri(
+                config,
+                &containers,
+                &images,
+                &content,
+                &snapshots,
+                &tasks,
+                &transfers,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let namespaces = crate::namespaces::Namespaces::new(store.clone(), exchange.clone());
     let supervisor = crate::supervisor::Supervisor::new(
         store.clone(),
@@ -469,7 +485,72 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         store,
         tasks,
         volumes,
+        cri,
     })
+}
+
+/// The pods' pause program, built with berthd (see build.rs).
+const PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-pause"));
+
+/// The CRI domain over the cores, its pause written to `<state>/cri/pause` (each start:
+/// the state directory does not outlive a reboot, and a new berthd may bring a new pause).
+async fn open_cri(
+    config: &Config,
+    containers: &crate::containers::Containers,
+    images: &Images,
+    content: &ContentStore,
+    snapshots: &Snapshots,
+    tasks: &crate::tasks::Tasks,
+    transfers: &crate::transfer::Transfers,
+) -> Result<crate::cri::Cri> {
+    let dir = config.state.join("cri");
+    let pause = dir.join("pause");
+    {
+        let (dir, pause) = (dir.clone(), pause.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            ensure_dir_mode(&dir, 0o711)?;
+            let tmp = dir.join(".pause.tmp");
+            std::fs::write(&tmp, PAUSE).map_err(|e| Error::io("write", &tmp, e))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", &tmp, e))?;
+            std::fs::rename(&tmp, &pause).map_err(|e| Error::io("rename", &pause, e))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("write the pause program: {e}")))??;
+    }
+    let snapshots_root = config
+        .root
+        .join("snapshots")
+        .join(&config.default_snapshotter);
+    let cri = &config.cri;
+    Ok(crate::cri::Cri::new(crate::cri::CriParts {
+        config: cri.clone(),
+        containers: containers.clone(),
+        images: images.clone(),
+        content: content.clone(),
+        snapshots: snapshots.clone(),
+        tasks: tasks.clone(),
+        transfers: transfers.clone(),
+        cni_bin_dirs: if cri.cni_bin_dirs.is_empty() {
+            config.network.cni_bin_dirs.clone()
+        } else {
+            cri.cni_bin_dirs.clone()
+        },
+        state: config.state.clone(),
+        pause,
+        default_runtime: if cri.default_runtime.is_empty() {
+            config.default_runtime.clone()
+        } else {
+            cri.default_runtime.clone()
+        },
+        snapshotter: config.default_snapshotter.clone(),
+        snapshots_root: if snapshots_root.exists() {
+            snapshots_root
+        } else {
+            config.root.join("snapshots")
+        },
+    }))
 }
 
 /// The network domain: CNI plugins from the config, namespaces and address leases under the

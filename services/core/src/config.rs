@@ -35,6 +35,44 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub content: ContentConfig,
     pub network: NetworkConfig,
+    pub cri: CriConfig,
+}
+
+/// Kubernetes' CRI (`runtime.v1`) on the daemon's socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CriConfig {
+    /// Serve the CRI RuntimeService and ImageService.
+    pub enable: bool,
+    /// The image of pod sandboxes' init process; empty: berth's own pause, built in (no
+    /// image to pull).
+    pub sandbox_image: String,
+    /// The CNI network configurations of pods (the first `*.conflist`/`*.conf` by name).
+    pub cni_conf_dir: PathBuf,
+    /// Where the CNI plugins are; empty: `network.cni_bin_dirs`.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The streaming server's (exec, attach, port-forward) address and port (0: any free).
+    pub stream_address: String,
+    pub stream_port: u16,
+    /// A container's log line longer than this is split into partial records.
+    pub max_container_log_line_size: usize,
+    /// The runtime of pods whose RuntimeHandler is empty; empty: `default_runtime`.
+    pub default_runtime: String,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            enable: true,
+            sandbox_image: String::new(),
+            cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_bin_dirs: Vec::new(),
+            stream_address: "127.0.0.1".to_string(),
+            stream_port: 0,
+            max_container_log_line_size: 16 * 1024,
+            default_runtime: String::new(),
+        }
+    }
 }
 
 /// Container networking through CNI plugins.
@@ -163,6 +201,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             content: ContentConfig::default(),
             network: NetworkConfig::default(),
+            cri: CriConfig::default(),
         }
     }
 }

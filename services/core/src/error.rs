@@ -22,6 +22,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}: not implemented")]
     NotImplemented(String),
+    /// A deadline the caller gave passed (an ExecSync's timeout).
+    #[error("{0}: deadline exceeded")]
+    DeadlineExceeded(String),
     /// A write at the wrong offset (gRPC OutOfRange, as containerd's content service).
     #[error("{0}")]
     OutOfRange(String),
@@ -197,6 +200,7 @@ pub enum Class {
     OutOfRange,
     ResourceExhausted,
     Cancelled,
+    DeadlineExceeded,
     Internal,
 }
 
@@ -245,6 +249,7 @@ impl Error {
             Error::Unavailable(_) => Class::Unavailable,
             Error::NotImplemented(_) => Class::Unimplemented,
             Error::OutOfRange(_) => Class::OutOfRange,
+            Error::DeadlineExceeded(_) => Class::DeadlineExceeded,
             Error::Io { source, .. } if is_no_space(source) => Class::ResourceExhausted,
             Error::Database { message, .. } if says_no_space(message) => Class::ResourceExhausted,
             Error::Database { .. }

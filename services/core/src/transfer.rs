@@ -146,7 +146,7 @@ impl Transfers {
         Ok((Some(file), path))
     }
 
-    fn unpacker(&self) -> Unpacker {
+    pub fn unpacker(&self) -> Unpacker {
         Unpacker::new(
             self.content.clone(),
             self.snapshotters.clone(),

@@ -19,6 +19,8 @@ use berth_proto::containerd::services::streaming::v1::streaming_server::Streamin
 use berth_proto::containerd::services::tasks::v1::tasks_server::TasksServer;
 use berth_proto::containerd::services::transfer::v1::transfer_server::TransferServer;
 use berth_proto::containerd::services::version::v1::version_server::VersionServer;
+use berth_proto::runtime::v1::image_service_server::ImageServiceServer;
+use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 
@@ -169,5 +171,21 @@ pub fn containerd_services(s: &Services) -> Catalog {
         [METADATA],
         VolumesServer::new(api::volumes::VolumesApi(s.clone()))
     );
+    if let Some(cri) = &s.cri {
+        serve!(
+            c,
+            "cri",
+            [SERVICE],
+            RuntimeServiceServer::new(api::cri::CriApi(cri.clone()))
+        );
+        c.names
+            .push(name_of(&ImageServiceServer::new(api::cri::CriApi(
+                cri.clone(),
+            ))));
+        c.routes.add_service(
+            ImageServiceServer::new(api::cri::CriApi(cri.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        );
+    }
     c
 }

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod containers;
 pub mod content;
+pub mod cri;
 pub mod diff;
 pub mod events;
 pub mod health;
@@ -160,6 +161,8 @@ pub struct Services {
     /// Restart policies (berth's own API).
     pub supervisor: crate::supervisor::Supervisor,
     pub volumes: crate::volumes::Volumes,
+    /// Kubernetes' CRI (None when `cri.enable` is off).
+    pub cri: Option<crate::cri::Cri>,
 }
 
 /// A conversion between a core type and its wire message, in either direction. (`From`

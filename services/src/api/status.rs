@@ -17,6 +17,7 @@ fn code(class: Class) -> Code {
         Class::OutOfRange => Code::OutOfRange,
         Class::ResourceExhausted => Code::ResourceExhausted,
         Class::Cancelled => Code::Cancelled,
+        Class::DeadlineExceeded => Code::DeadlineExceeded,
         Class::Internal => Code::Internal,
     }
 }

@@ -1,4 +1,308 @@
-//! The CRI domain (next issue): pod sandboxes and their containers, their state and the
-//! pod-level rules. It will use `containers`, `images`, `tasks` (one shim per pod),
-//! `network` and `transfer`; none of those may use it. Its front door (the CRI gRPC
-//! services) goes next to `berth-services`' `api`, registered in the catalog.
+//! The CRI domain: Kubernetes' pod sandboxes and their containers (`runtime.v1`), on the
+//! core's containers, images, snapshots, tasks and CNI. The CRI front door calls it and
+//! converts nothing but errors; the CRI's own messages are its domain types, as they are
+//! containerd's CRI plugin's. None of the services it uses may use it.
+//!
+//! - Everything lives in the containerd namespace [`NAMESPACE`] (`k8s.io`), so `ctr -n
+//!   k8s.io` sees the pods' containers, tasks and images, as with containerd.
+//! - A sandbox is a container record (label [`KIND_LABEL`] = `sandbox`) whose task runs
+//!   berth's own pause ([`Cri::pause`]: a static binary berthd ships, bind-mounted into an
+//!   empty root, so a pod needs no image); its containers are container records (kind
+//!   `container`) that join its namespaces. Sandbox and containers carry the annotation
+//!   `io.kubernetes.cri.sandbox-id`, so one shim runs the whole pod.
+//! - The records keep what the CRI asked for (the config, encoded, as an extension) and
+//!   what was decided (pod IP, netns path, log path, as labels): a berthd restart finds
+//!   every pod again, and the tasks (restored with the shims) are the live state.
+//! - A pod's network: a network namespace bind-mounted under `<state>/cri/netns`, set up
+//!   by the real CNI plugins from the first configuration in `cri.cni_conf_dir`, torn down
+//!   at StopPodSandbox.
+
+mod container;
+mod image;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_proto::runtime::v1 as cri;
+use prost::Message;
+
+use crate::config::CriConfig;
+use crate::containers::{Container, Containers};
+use crate::content::ContentStore;
+use crate::error::{Error, Result};
+use crate::filters::Filter;
+use crate::images::Images;
+use crate::network::cni::{Cni, NetworkList};
+use crate::snapshots::Snapshots;
+use crate::tasks::Tasks;
+use crate::transfer::Transfers;
+use crate::types::AnyValue;
+
+pub use image::ImageFs;
+
+/// The containerd namespace of everything the CRI makes.
+pub const NAMESPACE: &str = "k8s.io";
+/// `sandbox` or `container` (containerd's CRI label).
+pub const KIND_LABEL: &str = "io.cri-containerd.kind";
+/// A container's sandbox.
+pub const SANDBOX_LABEL: &str = "io.kubernetes.cri.sandbox-id";
+/// The name reserved by a sandbox or container (`name_namespace_uid_attempt`).
+const NAME_LABEL: &str = "berth.cri/name";
+/// A sandbox's pod IP and network namespace.
+const IP_LABEL: &str = "berth.cri/ip";
+const NETNS_LABEL: &str = "berth.cri/netns";
+/// A container's log file and the image reference it was created from.
+const LOG_LABEL: &str = "berth.cri/log-path";
+const IMAGE_REF_LABEL: &str = "berth.cri/image";
+/// When a container's task started (Unix nanoseconds).
+const STARTED_LABEL: &str = "berth.cri/started-at";
+/// The extension holding the CRI config (PodSandboxConfig or ContainerConfig).
+const CONFIG_EXTENSION: &str = "berth.cri/config";
+/// The OCI spec's type URL in container records.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The annotations that tell the shim (and tools) what a container is in its pod.
+const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+const CONTAINER_NAME_ANNOTATION: &str = "io.kubernetes.cri.container-name";
+const SANDBOX_NAME_ANNOTATION: &str = "io.kubernetes.cri.sandbox-name";
+const SANDBOX_NAMESPACE_ANNOTATION: &str = "io.kubernetes.cri.sandbox-namespace";
+/// Where the pause program is inside a sandbox.
+const PAUSE_PATH: &str = "/pause";
+
+/// The CRI runtime's version, as Version reports it.
+pub const RUNTIME_NAME: &str = "berth";
+pub const RUNTIME_API_VERSION: &str = "v1";
+
+/// What the CRI domain is made of.
+pub struct CriParts {
+    pub config: CriConfig,
+    pub containers: Containers,
+    pub images: Images,
+    pub content: ContentStore,
+    pub snapshots: Snapshots,
+    pub tasks: Tasks,
+    pub transfers: Transfers,
+    /// The CNI plugins' directories.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// The daemon's state directory (`<state>/cri` is the CRI's).
+    pub state: PathBuf,
+    /// The pause program on the host.
+    pub pause: PathBuf,
+    /// The runtime of pods that name none.
+    pub default_runtime: String,
+    /// The snapshotter of containers' root filesystems, and its directory.
+    pub snapshotter: String,
+    pub snapshots_root: PathBuf,
+}
+
+/// The CRI domain. Cheap to clone.
+#[derive(Clone)]
+pub struct Cri {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parts: CriParts,
+    cni: Cni,
+    /// Held while a name is checked and reserved (RunPodSandbox, CreateContainer).
+    naming: tokio::sync::Mutex<()>,
+}
+
+impl Cri {
+    pub fn new(parts: CriParts) -> Cri {
+        let cni = Cni::new(parts.cni_bin_dirs.clone());
+        Cri {
+            inner: Arc::new(Inner {
+                parts,
+                cni,
+                naming: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn p(&self) -> &CriParts {
+        &self.inner.parts
+    }
+
+    /// `<state>/cri`.
+    fn dir(&self) -> PathBuf {
+        self.p().state.join("cri")
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.dir().join("sandboxes").join(id)
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.dir().join("netns")
+    }
+
+    /// The pod network's CNI configuration: the first `*.conflist` (or single-plugin
+    /// `*.conf`) in the configured directory, by name.
+    pub fn network_config(&self) -> Result<NetworkList> {
+        let dir = &self.p().config.cni_conf_dir;
+        let not_ready = || {
+            Error::precondition(format!(
+                "cni config load failed: no network config found in {}: cni plugin not initialized",
+                dir.display()
+            ))
+        };
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|_| not_ready())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conflist" | "conf" | "json")
+                )
+            })
+            .collect();
+        names.sort();
+        let path = names.first().ok_or_else(not_ready)?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("read CNI config", path, e))?;
+        let text = if path.extension().and_then(|e| e.to_str()) == Some("conflist") {
+            text
+        } else {
+            single_plugin_list(&text)?
+        };
+        NetworkList::parse(&text).map_err(|e| e.context(&format!("CNI config {}", path.display())))
+    }
+
+    /// The runtime's conditions: RuntimeReady always, NetworkReady when a CNI
+    /// configuration loads (with the reason when not).
+    pub fn conditions(&self) -> Vec<cri::RuntimeCondition> {
+        let network = self.network_config();
+        vec![
+            cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                ..Default::default()
+            },
+            cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: network.is_ok(),
+                reason: if network.is_ok() {
+                    String::new()
+                } else {
+                    "NetworkPluginNotReady".into()
+                },
+                message: network
+                    .err()
+                    .map(|e| format!("Network plugin returns error: {e}"))
+                    .unwrap_or_default(),
+            },
+        ]
+    }
+
+    /// Status's verbose info: the CRI config in effect.
+    pub fn info(&self) -> BTreeMap<String, String> {
+        let c = &self.p().config;
+        let config = serde_json::json!({
+            "sandboxImage": c.sandbox_image,
+            "cniConfDir": c.cni_conf_dir,
+            "cniBinDirs": self.p().cni_bin_dirs,
+            "streamServerAddress": c.stream_address,
+            "streamServerPort": c.stream_port.to_string(),
+            "maxContainerLogLineSize": c.max_container_log_line_size,
+            "defaultRuntimeName": self.p().default_runtime,
+            "snapshotter": self.p().snapshotter,
+            "pause": self.p().pause,
+        });
+        BTreeMap::from([("config".to_string(), config.to_string())])
+    }
+
+    /// The records of `kind` (`sandbox` or `container`).
+    async fn records(&self, kind: &str) -> Result<Vec<Container>> {
+        let filter = Filter::parse(&format!("labels.\"{KIND_LABEL}\"=={kind}"))?;
+        self.p().containers.list(NAMESPACE, filter).await
+    }
+
+    /// The record of `kind` whose id is `id` or starts with it (a unique prefix, as
+    /// containerd's truncated ids).
+    async fn find(&self, kind: &str, id: &str) -> Result<Container> {
+        if id.is_empty() {
+            return Err(Error::invalid(format!("{kind} id must not be empty")));
+        }
+        let all = self.records(kind).await?;
+        if let Some(c) = all.iter().find(|c| c.id == id) {
+            return Ok(c.clone());
+        }
+        let mut matching = all.into_iter().filter(|c| c.id.starts_with(id));
+        match (matching.next(), matching.next()) {
+            (Some(c), None) => Ok(c),
+            (Some(_), Some(_)) => Err(Error::invalid(format!(
+                "{kind} id {id:?} is ambiguous: give more of it"
+            ))),
+            _ => Err(Error::not_found(format!(
+                "an error occurred when try to find {kind} {id:?}"
+            ))),
+        }
+    }
+
+    /// Reserves `name` for a new record of `kind` (the caller holds the naming lock):
+    /// containerd's "name is reserved" rule.
+    async fn check_name(&self, kind: &str, name: &str) -> Result<()> {
+        if let Some(c) = self
+            .records(kind)
+            .await?
+            .into_iter()
+            .find(|c| c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
+        {
+            return Err(Error::already_exists(format!(
+                "failed to reserve {kind} name {name:?}: name {name:?} is reserved for {:?}",
+                c.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A new sandbox or container id: 64 hex digits, as containerd's.
+fn new_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A config kept on a record.
+fn encode_config(m: &impl Message, type_url: &str) -> AnyValue {
+    AnyValue {
+        type_url: type_url.to_string(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn decode_config<M: Message + Default>(c: &Container) -> M {
+    c.extensions
+        .get(CONFIG_EXTENSION)
+        .and_then(|a| M::decode(a.value.as_slice()).ok())
+        .unwrap_or_default()
+}
+
+use crate::metadata::now_nanos;
+
+/// Whether `labels` has every pair of `selector`.
+fn selected(labels: &BTreeMap<String, String>, selector: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A single plugin's `.conf` made a list of one.
+fn single_plugin_list(text: &str) -> Result<String> {
+    let conf: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid(format!("CNI network configuration: {e}")))?;
+    let list = serde_json::json!({
+        "cniVersion": conf["cniVersion"].clone(),
+        "name": conf["name"].clone(),
+        "plugins": [conf],
+    });
+    Ok(list.to_string())
+}
+
+/// Writes `text` to `path` (a pod's hosts, resolv.conf, hostname).
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}

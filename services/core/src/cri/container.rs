@@ -1,0 +1,831 @@
+//! A pod's containers: CreateContainer, StartContainer, StopContainer, RemoveContainer,
+//! ContainerStatus, ListContainers and ExecSync.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_oci::spec as oci;
+use berth_proto::runtime::v1 as cri;
+use serde_json::Value;
+
+use super::sandbox::{cgroups_path, host_capabilities, namespace_options};
+use super::*;
+use crate::containers::Runtime;
+use crate::snapshots::Create;
+use crate::tasks::{CreateOptions, ExecOptions, ProcessStatus, Stdio};
+
+const CONTAINER_CONFIG_TYPE: &str = "runtime.v1.ContainerConfig";
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+/// The exit a container's task left, kept on the record once seen (the task may be gone
+/// after a restart).
+const EXIT_LABEL: &str = "berth.cri/exit-code";
+const FINISHED_LABEL: &str = "berth.cri/finished-at";
+/// What an ExecSync keeps of each stream at most (the kubelet's own cap).
+const EXEC_OUTPUT_CAP: u64 = 16 << 20;
+
+/// Where a container's task is.
+struct Observed {
+    state: cri::ContainerState,
+    pid: u32,
+    exit_code: i32,
+    finished_at: i64,
+}
+
+impl Cri {
+    /// CreateContainer: the container's snapshot of its image and its spec in the pod's
+    /// namespaces; its id.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::invalid("container config must include metadata"))?;
+        if meta.name.is_empty() {
+            return Err(Error::invalid("container metadata.name must not be empty"));
+        }
+        let image_ref = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let sb = self.sandbox(sandbox_id).await?;
+        let Some(pause_pid) = sb.pid else {
+            return Err(Error::precondition(format!(
+                "sandbox container {:?} is not running",
+                sb.record.id
+            )));
+        };
+        let pod = sb.config.metadata.clone().unwrap_or_default();
+        let name = format!(
+            "{}_{}_{}_{}_{}",
+            meta.name, pod.name, pod.namespace, pod.uid, meta.attempt
+        );
+        let image = self.resolve_image(&image_ref).await.map_err(|e| {
+            e.context(&format!(
+                "failed to get image {image_ref:?} of container {:?}",
+                meta.name
+            ))
+        })?;
+        let _naming = self.inner.naming.lock().await;
+        self.check_name("container", &name).await?;
+        let id = new_id();
+        let spec = self.container_spec(&id, &config, &sb, pause_pid, &image)?;
+        let chain_id = berth_oci::image::chain_ids(&image::diff_ids(&image.config))
+            .last()
+            .cloned();
+        let snapshotter = self.p().snapshotter.clone();
+        let create = Create {
+            snapshotter: snapshotter.clone(),
+            key: id.clone(),
+            parent: chain_id.unwrap_or_default(),
+            labels: BTreeMap::new(),
+            view: false,
+        };
+        self.p()
+            .snapshots
+            .create(NAMESPACE, create, None)
+            .await
+            .map_err(|e| {
+                e.context(&format!(
+                    "prepare the root filesystem of container {}",
+                    meta.name
+                ))
+            })?;
+        let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
+        labels.insert(KIND_LABEL.into(), "container".into());
+        labels.insert(SANDBOX_LABEL.into(), sb.record.id.clone());
+        labels.insert(NAME_LABEL.into(), name);
+        labels.insert(IMAGE_REF_LABEL.into(), image_ref.clone());
+        if let Some(log) = log_path(&sb.config, &config) {
+            labels.insert(LOG_LABEL.into(), log.display().to_string());
+        }
+        let record = Container {
+            id: id.clone(),
+            labels,
+            image: image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            runtime: Some(Runtime {
+                name: sb.record.runtime_name().to_string(),
+                options: None,
+            }),
+            spec: Some(AnyValue {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec,
+            }),
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.clone(),
+            extensions: BTreeMap::from([(
+                CONFIG_EXTENSION.to_string(),
+                encode_config(&config, CONTAINER_CONFIG_TYPE),
+            )]),
+            sandbox: sb.record.id.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.p().containers.create(NAMESPACE, record).await {
+            let _ = self
+                .p()
+                .snapshots
+                .remove(NAMESPACE, &snapshotter, &id, None)
+                .await;
+            return Err(e);
+        }
+        tracing::info!(namespace = NAMESPACE, id, sandbox = %sb.record.id, "container created");
+        Ok(id)
+    }
+
+    /// The container's runtime spec: its image's config with the CRI config's overrides,
+    /// in the pod's namespaces, with the pod's hosts, resolv.conf and hostname files.
+    fn container_spec(
+        &self,
+        id: &str,
+        config: &cri::ContainerConfig,
+        sb: &super::sandbox::Sandbox,
+        pause_pid: u32,
+        image: &image::Resolved,
+    ) -> Result<Vec<u8>> {
+        use oci::LinuxNamespaceType as Ns;
+        let linux = config.linux.clone().unwrap_or_default();
+        let sc = linux.security_context.clone().unwrap_or_default();
+        let pod_sc = sb
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        if sc.privileged && !pod_sc.privileged {
+            return Err(Error::invalid(
+                "no privileged container allowed in sandbox: the pod's security context is not privileged",
+            ));
+        }
+        let img = &image.config["config"];
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let image_config = oci::ImageConfig {
+            entrypoint: strings(&img["Entrypoint"]),
+            cmd: strings(&img["Cmd"]),
+            env: strings(&img["Env"]),
+            working_dir: img["WorkingDir"].as_str().unwrap_or_default().to_string(),
+        };
+        let user = user_of(&sc, img["User"].as_str().unwrap_or_default())?;
+        let opts = namespace_options(&sb.config);
+        let own = namespace_options_of(&sc).unwrap_or(opts.clone());
+        let ns_path = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
+        let node = cri::NamespaceMode::Node as i32;
+        let pod = cri::NamespaceMode::Pod as i32;
+        let mut namespaces = vec![oci::Namespace {
+            kind: Ns::Mount,
+            path: None,
+        }];
+        match own.pid {
+            p if p == node => {}
+            p if p == pod => namespaces.push(oci::Namespace {
+                kind: Ns::Pid,
+                path: Some(ns_path("pid")),
+            }),
+            _ => namespaces.push(oci::Namespace {
+                kind: Ns::Pid,
+                path: None,
+            }),
+        }
+        if opts.ipc != node {
+            namespaces.push(oci::Namespace {
+                kind: Ns::Ipc,
+                path: Some(ns_path("ipc")),
+            });
+        }
+        if let Some(netns) = sb.netns() {
+            namespaces.push(oci::Namespace {
+                kind: Ns::Uts,
+                path: Some(ns_path("uts")),
+            });
+            namespaces.push(oci::Namespace {
+                kind: Ns::Network,
+                path: Some(netns.to_string()),
+            });
+        }
+        let dir = self.sandbox_dir(&sb.record.id);
+        let mut mounts: Vec<oci::Mount> = ["hostname", "hosts", "resolv.conf"]
+            .iter()
+            .filter(|f| {
+                !config
+                    .mounts
+                    .iter()
+                    .any(|m| m.container_path == format!("/etc/{f}"))
+            })
+            .map(|f| oci::Mount {
+                destination: format!("/etc/{f}"),
+                kind: "bind".into(),
+                source: dir.join(f).display().to_string(),
+                options: vec![
+                    "rbind".into(),
+                    "rprivate".into(),
+                    if sc.readonly_rootfs { "ro" } else { "rw" }.into(),
+                ],
+            })
+            .collect();
+        for m in &config.mounts {
+            mounts.push(cri_mount(m)?);
+        }
+        let res = linux.resources.clone().unwrap_or_default();
+        let positive = |v: i64| (v > 0).then_some(v);
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        let pod_meta = sb.config.metadata.clone().unwrap_or_default();
+        let meta = config.metadata.clone().unwrap_or_default();
+        let c = oci::ContainerConfig {
+            image: image_config,
+            entrypoint: (!config.command.is_empty()).then(|| config.command.clone()),
+            args: config.args.clone(),
+            env: config
+                .envs
+                .iter()
+                .map(|kv| format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)))
+                .collect(),
+            cwd: (!config.working_dir.is_empty()).then(|| config.working_dir.clone()),
+            user,
+            terminal: config.tty,
+            hostname: sb.netns().map(|_| {
+                std::fs::read_to_string(dir.join("hostname"))
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            }),
+            readonly_rootfs: sc.readonly_rootfs,
+            privileged: sc.privileged,
+            no_new_privileges: sc.no_new_privs,
+            cap_add: caps.add_capabilities,
+            cap_drop: caps.drop_capabilities,
+            host_capabilities: host_capabilities(),
+            mounts,
+            namespaces: Some(namespaces),
+            resources: oci::Resources {
+                memory_limit: positive(res.memory_limit_in_bytes),
+                cpu_shares: u64::try_from(res.cpu_shares).ok().filter(|v| *v > 0),
+                cpu_quota: positive(res.cpu_quota),
+                cpu_period: u64::try_from(res.cpu_period).ok().filter(|v| *v > 0),
+                pids_limit: None,
+            },
+            annotations: BTreeMap::from([
+                (SANDBOX_LABEL.to_string(), sb.record.id.clone()),
+                (
+                    CONTAINER_TYPE_ANNOTATION.to_string(),
+                    "container".to_string(),
+                ),
+                (CONTAINER_NAME_ANNOTATION.to_string(), meta.name.clone()),
+                (SANDBOX_NAME_ANNOTATION.to_string(), pod_meta.name.clone()),
+                (
+                    SANDBOX_NAMESPACE_ANNOTATION.to_string(),
+                    pod_meta.namespace.clone(),
+                ),
+            ]),
+            cgroups_path: cgroups_path(
+                &sb.config.linux.clone().unwrap_or_default().cgroup_parent,
+                id,
+            ),
+            masked_paths: (!sc.masked_paths.is_empty()).then(|| sc.masked_paths.clone()),
+            readonly_paths: (!sc.readonly_paths.is_empty()).then(|| sc.readonly_paths.clone()),
+            ..Default::default()
+        };
+        let spec = oci::build(&c).map_err(|e| Error::invalid(format!("container spec: {e}")))?;
+        let value =
+            oci::to_value(&spec).map_err(|e| Error::invalid(format!("container spec: {e}")))?;
+        serde_json::to_vec(&value).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+    }
+
+    /// The containers of sandbox `id`.
+    pub(super) async fn containers_of(&self, sandbox: &str) -> Result<Vec<Container>> {
+        Ok(self
+            .records("container")
+            .await?
+            .into_iter()
+            .filter(|c| c.labels.get(SANDBOX_LABEL).is_some_and(|s| s == sandbox))
+            .collect())
+    }
+
+    /// StartContainer: its task, its output into its CRI log.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let c = self.find("container", id).await?;
+        let id = c.id.clone();
+        let sandbox = c.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+        let sb = self.sandbox(&sandbox).await?;
+        if !sb.ready() {
+            return Err(Error::precondition(format!(
+                "sandbox container {sandbox:?} is not running"
+            )));
+        }
+        let observed = self.observe(&c).await;
+        if observed.state != cri::ContainerState::ContainerCreated {
+            return Err(Error::precondition(format!(
+                "container {id} is in {} state",
+                state_word(observed.state)
+            )));
+        }
+        let config: cri::ContainerConfig = decode_config(&c);
+        let stdio = match c.labels.get(LOG_LABEL) {
+            Some(log) => {
+                let log = PathBuf::from(log);
+                if let Some(parent) = log.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::io("create log directory", parent, e))?;
+                }
+                let uri = format!("file://{}?format=cri", log.display());
+                Stdio {
+                    stdin: String::new(),
+                    stdout: uri.clone(),
+                    stderr: if config.tty { String::new() } else { uri },
+                    terminal: config.tty,
+                }
+            }
+            None => Stdio::default(),
+        };
+        let tasks = &self.p().tasks;
+        tasks
+            .create(
+                NAMESPACE,
+                &id,
+                CreateOptions {
+                    stdio,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if let Err(e) = tasks.start(NAMESPACE, &id, "").await {
+            let _ = tasks.delete(NAMESPACE, &id).await;
+            return Err(e.context(&format!("failed to start container {id:?}")));
+        }
+        let mut started = c.clone();
+        started
+            .labels
+            .insert(STARTED_LABEL.into(), now_nanos().to_string());
+        self.p()
+            .containers
+            .update(NAMESPACE, started, vec![format!("labels.{STARTED_LABEL}")])
+            .await?;
+        tracing::info!(namespace = NAMESPACE, id, "container started");
+        Ok(())
+    }
+
+    /// StopContainer: its stop signal, then SIGKILL after `timeout` seconds. A container
+    /// that is not running is no error.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let c = self.find("container", id).await?;
+        self.stop_container_record(&c, timeout).await
+    }
+
+    pub(super) async fn stop_container_record(&self, c: &Container, timeout: i64) -> Result<()> {
+        let tasks = &self.p().tasks;
+        if self.observe(c).await.state != cri::ContainerState::ContainerRunning {
+            return Ok(());
+        }
+        let id = c.id.as_str();
+        if timeout > 0 {
+            let config: cri::ContainerConfig = decode_config(c);
+            let signal = match u32::try_from(config.stop_signal) {
+                Ok(s) if s > 0 => s,
+                _ => 15,
+            };
+            let _ = tasks.kill(NAMESPACE, id, "", signal, false).await;
+            let waited = tokio::time::timeout(
+                Duration::from_secs(timeout.unsigned_abs()),
+                tasks.wait(NAMESPACE, id, ""),
+            )
+            .await;
+            if waited.is_ok() {
+                self.keep_exit(c).await;
+                return Ok(());
+            }
+        }
+        match tasks.kill(NAMESPACE, id, "", 9, true).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e.context(&format!("failed to stop container {id:?}"))),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait(NAMESPACE, id, "")).await;
+        self.keep_exit(c).await;
+        Ok(())
+    }
+
+    /// The exit of a container's stopped task kept on its record.
+    async fn keep_exit(&self, c: &Container) {
+        let Ok(s) = self.p().tasks.state(NAMESPACE, &c.id, "").await else {
+            return;
+        };
+        if s.status != ProcessStatus::Stopped {
+            return;
+        }
+        let mut rec = c.clone();
+        rec.labels
+            .insert(EXIT_LABEL.into(), s.exit_status.to_string());
+        let finished = s
+            .exited_at
+            .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+            .unwrap_or_else(now_nanos);
+        rec.labels
+            .insert(FINISHED_LABEL.into(), finished.to_string());
+        let paths = vec![
+            format!("labels.{EXIT_LABEL}"),
+            format!("labels.{FINISHED_LABEL}"),
+        ];
+        if let Err(e) = self.p().containers.update(NAMESPACE, rec, paths).await {
+            tracing::warn!(namespace = NAMESPACE, id = %c.id, error = %e, "keep a container's exit");
+        }
+    }
+
+    /// RemoveContainer: killed if it runs, its task, snapshot and record gone. An unknown
+    /// container is no error, as with containerd.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        match self.find("container", id).await {
+            Ok(c) => self.remove_container_record(&c).await,
+            Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn remove_container_record(&self, c: &Container) -> Result<()> {
+        self.stop_container_record(c, 0).await?;
+        let id = c.id.as_str();
+        match self.p().tasks.delete(NAMESPACE, id).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e.context(&format!("failed to remove container {id:?}"))),
+        }
+        match self
+            .p()
+            .snapshots
+            .remove(NAMESPACE, &c.snapshotter, &c.snapshot_key, None)
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => {
+                tracing::warn!(namespace = NAMESPACE, id, error = %e, "remove a container's snapshot")
+            }
+        }
+        match self.p().containers.delete(NAMESPACE, id).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(namespace = NAMESPACE, id, "container removed");
+        Ok(())
+    }
+
+    /// Where a container's task is (or was).
+    async fn observe(&self, c: &Container) -> Observed {
+        let label = |k: &str| c.labels.get(k).and_then(|v| v.parse::<i64>().ok());
+        match self.p().tasks.state(NAMESPACE, &c.id, "").await {
+            Ok(s) => {
+                let state = match s.status {
+                    ProcessStatus::Created => cri::ContainerState::ContainerCreated,
+                    ProcessStatus::Running | ProcessStatus::Paused | ProcessStatus::Pausing => {
+                        cri::ContainerState::ContainerRunning
+                    }
+                    ProcessStatus::Stopped => cri::ContainerState::ContainerExited,
+                    ProcessStatus::Unknown => cri::ContainerState::ContainerUnknown,
+                };
+                Observed {
+                    state,
+                    pid: s.pid,
+                    exit_code: i32::try_from(s.exit_status).unwrap_or(i32::MAX),
+                    finished_at: s
+                        .exited_at
+                        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+                        .unwrap_or(0),
+                }
+            }
+            // No task: never started, or its task is gone (kept exit, if any).
+            Err(_) if label(STARTED_LABEL).is_some() => Observed {
+                state: cri::ContainerState::ContainerExited,
+                pid: 0,
+                exit_code: label(EXIT_LABEL).map_or(255, |v| v as i32),
+                finished_at: label(FINISHED_LABEL).unwrap_or(0),
+            },
+            Err(_) => Observed {
+                state: cri::ContainerState::ContainerCreated,
+                pid: 0,
+                exit_code: 0,
+                finished_at: 0,
+            },
+        }
+    }
+
+    /// ContainerStatus.
+    pub async fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(cri::ContainerStatus, BTreeMap<String, String>)> {
+        let c = self.find("container", id).await?;
+        let config: cri::ContainerConfig = decode_config(&c);
+        let o = self.observe(&c).await;
+        let image_id = self
+            .resolve_image(&c.image)
+            .await
+            .map(|r| r.id)
+            .unwrap_or_default();
+        let exited = o.state == cri::ContainerState::ContainerExited;
+        let reason = match (exited, o.exit_code) {
+            (false, _) => "",
+            (true, 0) => "Completed",
+            (true, _) => "Error",
+        };
+        let status = cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: config.metadata.clone(),
+            state: o.state as i32,
+            created_at: c.created_at,
+            started_at: c
+                .labels
+                .get(STARTED_LABEL)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            finished_at: if exited { o.finished_at } else { 0 },
+            exit_code: if exited { o.exit_code } else { 0 },
+            image: Some(cri::ImageSpec {
+                image: c.labels.get(IMAGE_REF_LABEL).cloned().unwrap_or_default(),
+                ..Default::default()
+            }),
+            image_ref: image_id.clone(),
+            image_id,
+            reason: reason.into(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            mounts: config.mounts.clone(),
+            log_path: c.labels.get(LOG_LABEL).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut info = BTreeMap::new();
+        if verbose {
+            let spec: Value = c
+                .spec
+                .as_ref()
+                .and_then(|s| serde_json::from_slice(&s.value).ok())
+                .unwrap_or(Value::Null);
+            let v = serde_json::json!({
+                "sandboxID": c.labels.get(SANDBOX_LABEL),
+                "pid": o.pid,
+                "snapshotKey": c.snapshot_key,
+                "snapshotter": c.snapshotter,
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok((status, info))
+    }
+
+    /// ListContainers.
+    pub async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>> {
+        let f = filter.unwrap_or_default();
+        let mut out = Vec::new();
+        for c in self.records("container").await? {
+            let sandbox = c.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+            if (!f.id.is_empty() && !c.id.starts_with(&f.id))
+                || (!f.pod_sandbox_id.is_empty() && !sandbox.starts_with(&f.pod_sandbox_id))
+            {
+                continue;
+            }
+            let config: cri::ContainerConfig = decode_config(&c);
+            let o = self.observe(&c).await;
+            if f.state.as_ref().is_some_and(|s| s.state != o.state as i32)
+                || !selected(&config.labels, &f.label_selector)
+            {
+                continue;
+            }
+            let image_id = self
+                .resolve_image(&c.image)
+                .await
+                .map(|r| r.id)
+                .unwrap_or_default();
+            out.push(cri::Container {
+                id: c.id.clone(),
+                pod_sandbox_id: sandbox,
+                metadata: config.metadata.clone(),
+                image: Some(cri::ImageSpec {
+                    image: c.labels.get(IMAGE_REF_LABEL).cloned().unwrap_or_default(),
+                    ..Default::default()
+                }),
+                image_ref: image_id.clone(),
+                image_id,
+                state: o.state as i32,
+                created_at: c.created_at,
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// ExecSync: `cmd` run in the running container; its output and exit code. `timeout`
+    /// seconds (0: none), after which the process is killed and the call fails with
+    /// DeadlineExceeded.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
+        if cmd.is_empty() {
+            return Err(Error::invalid("ExecSync: the command must not be empty"));
+        }
+        let c = self.find("container", id).await?;
+        let id = c.id.clone();
+        if self.observe(&c).await.state != cri::ContainerState::ContainerRunning {
+            return Err(Error::precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let spec: Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Error::Internal(format!("container {id} has no spec")))?;
+        let mut process = spec["process"].clone();
+        process["args"] = Value::from(cmd.clone());
+        process["terminal"] = Value::Bool(false);
+        let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let dir = self.dir().join("exec").join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
+        let result = self.exec_in(&id, &exec_id, &dir, process, timeout).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    async fn exec_in(
+        &self,
+        id: &str,
+        exec_id: &str,
+        dir: &Path,
+        process: Value,
+        timeout: i64,
+    ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
+        let tasks = &self.p().tasks;
+        let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+        let opts = ExecOptions {
+            stdio: Stdio {
+                stdin: String::new(),
+                stdout: format!("file://{}", out.display()),
+                stderr: format!("file://{}", err.display()),
+                terminal: false,
+            },
+            spec: Some(AnyValue {
+                type_url: PROCESS_TYPE_URL.into(),
+                value: serde_json::to_vec(&process)
+                    .map_err(|e| Error::Internal(format!("encode process: {e}")))?,
+            }),
+        };
+        tasks.exec(NAMESPACE, id, exec_id, opts).await?;
+        if let Err(e) = tasks.start(NAMESPACE, id, exec_id).await {
+            let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+            return Err(e);
+        }
+        let waited = if timeout > 0 {
+            tokio::time::timeout(
+                Duration::from_secs(timeout.unsigned_abs()),
+                tasks.wait(NAMESPACE, id, exec_id),
+            )
+            .await
+            .ok()
+        } else {
+            Some(tasks.wait(NAMESPACE, id, exec_id).await)
+        };
+        let code = match waited {
+            Some(Ok((code, _))) => code,
+            Some(Err(e)) => {
+                let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+                return Err(e);
+            }
+            None => {
+                let _ = tasks.kill(NAMESPACE, id, exec_id, 9, false).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tasks.wait(NAMESPACE, id, exec_id),
+                )
+                .await;
+                let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+                return Err(Error::DeadlineExceeded(format!(
+                    "command {:?} in container {id}: timeout {timeout}s exceeded",
+                    process["args"]
+                )));
+            }
+        };
+        let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+        let read = |p: PathBuf| {
+            use std::io::Read as _;
+            let mut buf = Vec::new();
+            if let Ok(f) = std::fs::File::open(&p) {
+                let _ = f.take(EXEC_OUTPUT_CAP).read_to_end(&mut buf);
+            }
+            buf
+        };
+        Ok((
+            read(out),
+            read(err),
+            i32::try_from(code).unwrap_or(i32::MAX),
+        ))
+    }
+}
+
+/// The CRI's words for a state, in messages.
+fn state_word(s: cri::ContainerState) -> &'static str {
+    match s {
+        cri::ContainerState::ContainerCreated => "CONTAINER_CREATED",
+        cri::ContainerState::ContainerRunning => "CONTAINER_RUNNING",
+        cri::ContainerState::ContainerExited => "CONTAINER_EXITED",
+        cri::ContainerState::ContainerUnknown => "CONTAINER_UNKNOWN",
+    }
+}
+
+/// The container's log file: the pod's log directory joined with its log path.
+fn log_path(pod: &cri::PodSandboxConfig, c: &cri::ContainerConfig) -> Option<PathBuf> {
+    if c.log_path.is_empty() {
+        return None;
+    }
+    let p = Path::new(&c.log_path);
+    if p.is_absolute() || pod.log_directory.is_empty() {
+        return Some(p.to_path_buf());
+    }
+    Some(Path::new(&pod.log_directory).join(p))
+}
+
+/// The container's own namespace options, when it gives any.
+fn namespace_options_of(sc: &cri::LinuxContainerSecurityContext) -> Option<cri::NamespaceOption> {
+    sc.namespace_options.clone()
+}
+
+/// The process's credentials: the security context's, else the image's numeric USER.
+fn user_of(sc: &cri::LinuxContainerSecurityContext, image_user: &str) -> Result<oci::User> {
+    let (image_uid, image_gid) = match image_user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (image_user, None),
+    };
+    let uid = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(u), _) => u32::try_from(u.value)
+            .map_err(|_| Error::invalid(format!("run_as_user {} is not a uid", u.value)))?,
+        (None, name) if !name.is_empty() => {
+            return Err(Error::NotImplemented(format!(
+                "run_as_username {name:?}: give run_as_user (a uid)"
+            )));
+        }
+        (None, _) if image_uid.is_empty() => 0,
+        (None, _) => image_uid.parse().map_err(|_| {
+            Error::NotImplemented(format!(
+                "the image's user {image_user:?} is a name: give run_as_user (a uid)"
+            ))
+        })?,
+    };
+    let gid = match (&sc.run_as_group, image_gid) {
+        (Some(g), _) => u32::try_from(g.value)
+            .map_err(|_| Error::invalid(format!("run_as_group {} is not a gid", g.value)))?,
+        (None, Some(g)) => g.parse().unwrap_or(0),
+        (None, None) => 0,
+    };
+    Ok(oci::User {
+        uid,
+        gid,
+        additional_gids: sc
+            .supplemental_groups
+            .iter()
+            .filter_map(|g| u32::try_from(*g).ok())
+            .collect(),
+    })
+}
+
+/// A CRI mount as a bind mount with its propagation.
+fn cri_mount(m: &cri::Mount) -> Result<oci::Mount> {
+    if m.container_path.is_empty() || m.host_path.is_empty() {
+        return Err(Error::invalid(format!(
+            "mount {:?} -> {:?}: both paths are needed",
+            m.host_path, m.container_path
+        )));
+    }
+    if !Path::new(&m.host_path).exists() {
+        return Err(Error::invalid(format!(
+            "failed to mount {:?}: the host path does not exist",
+            m.host_path
+        )));
+    }
+    let propagation = match cri::MountPropagation::try_from(m.propagation) {
+        Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
+        Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
+        _ => "rprivate",
+    };
+    Ok(oci::Mount {
+        destination: m.container_path.clone(),
+        kind: "bind".into(),
+        source: m.host_path.clone(),
+        options: vec![
+            "rbind".into(),
+            propagation.into(),
+            if m.readonly { "ro" } else { "rw" }.into(),
+        ],
+    })
+}

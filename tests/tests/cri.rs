@@ -1,0 +1,580 @@
+//! Kubernetes' CRI on berthd (issue 12, the first part): a tonic CRI client drives the
+//! RuntimeService and ImageService on berthd's socket, as a kubelet does. A pod with two
+//! containers sharing its network (one reaches the other on localhost), its IP reachable
+//! from the host, its hosts/resolv.conf/hostname files, a security context seen inside,
+//! ExecSync codes and timeouts, CRI logs, images pulled with auth, bad input refused, and
+//! everything still there after berthd is killed with -9 and started again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_proto::runtime::v1 as cri;
+use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
+use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
+use berth_tests::fixtures::{Registry, busybox_image};
+use berth_tests::{Daemon, TestNetwork, channel};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Clients {
+    rt: RuntimeServiceClient<Channel>,
+    img: ImageServiceClient<Channel>,
+}
+
+async fn clients(d: &Daemon) -> Clients {
+    let ch = channel(&d.address).await;
+    Clients {
+        rt: RuntimeServiceClient::new(ch.clone()),
+        img: ImageServiceClient::new(ch),
+    }
+}
+
+/// A CNI configuration directory for the pods of this test: a bridge on the test's own
+/// interface and subnet, addresses from host-local (its data under the test's dir), and
+/// portmap for host ports.
+fn cni_dir(work: &std::path::Path, net: &TestNetwork) -> std::path::PathBuf {
+    let dir = work.join("net.d");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("cri-{}", net.bridge),
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": net.bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": net.subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": work.join("ipam").display().to_string(),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    });
+    std::fs::write(dir.join("10-test.conflist"), conf.to_string()).expect("write conflist");
+    dir
+}
+
+fn pod_config(work: &std::path::Path, name: &str, host_port: i32) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "pod-host".into(),
+        log_directory: work.join("logs").display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        port_mappings: vec![cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port,
+            host_ip: String::new(),
+        }],
+        labels: BTreeMap::from([("app".into(), "web".into())]),
+        annotations: BTreeMap::from([("note".into(), "kept".into())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: BTreeMap::from([("role".into(), name.into())]),
+        ..Default::default()
+    }
+}
+
+async fn exec(c: &mut Clients, id: &str, cmd: &[&str], timeout: i64) -> cri::ExecSyncResponse {
+    c.rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+    .into_inner()
+}
+
+async fn sandbox_state(c: &mut Clients, id: &str) -> cri::PodSandboxStatus {
+    c.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("PodSandboxStatus")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+async fn container_state(c: &mut Clients, id: &str) -> cri::ContainerStatus {
+    c.rt.container_status(cri::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+/// A GET of `path` on `host:port`: the body, once something answers (10 s at most).
+fn http_get(host: &str, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect((host, port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
+                return out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answers on {host}:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_runs_through_the_cri() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-cri-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let w = work.path().to_path_buf();
+    let net = TestNetwork::claim();
+    let cni = cni_dir(&w, &net);
+    let bb = busybox_image(&w.join("bb"), "1.35");
+    let reg = Registry::start_with_auth("kube", "s3cret");
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    let image = reg.reference("lib/busybox:1.35");
+    let mut d =
+        Daemon::start_with_config(&format!("[cri]\ncni_conf_dir = \"{}\"\n", cni.display()));
+    let mut c = clients(&d).await;
+
+    // Version and Status.
+    let v =
+        c.rt.version(cri::VersionRequest::default())
+            .await
+            .expect("Version")
+            .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("berth", "v1")
+    );
+    let status =
+        c.rt.status(cri::StatusRequest { verbose: true })
+            .await
+            .expect("Status")
+            .into_inner();
+    let conditions = status.status.expect("status").conditions;
+    assert!(conditions.iter().all(|c| c.status), "{conditions:?}");
+    assert!(status.info["config"].contains("cniConfDir"));
+
+    // Images: a pull without credentials is refused; with them it lands, by name and id.
+    let pull = |auth: Option<cri::AuthConfig>| cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    };
+    assert!(c.img.pull_image(pull(None)).await.is_err());
+    let image_id = c
+        .img
+        .pull_image(pull(Some(cri::AuthConfig {
+            username: "kube".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        })))
+        .await
+        .expect("PullImage")
+        .into_inner()
+        .image_ref;
+    assert_eq!(image_id, bb.config.digest);
+    let listed = c
+        .img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert!(
+        listed
+            .iter()
+            .any(|i| i.id == image_id && i.repo_tags.contains(&image)),
+        "{listed:?}"
+    );
+    let by_id = c
+        .img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image_id.clone(),
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert_eq!(by_id.image.expect("image").repo_tags, vec![image.clone()]);
+    assert!(by_id.info["info"].contains("chainID"));
+
+    // A pod: its name is reserved, its IP reachable.
+    let host_port = berth_tests::fixtures::free_port();
+    let config = pod_config(&w, "web", i32::from(host_port));
+    let sandbox =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let again =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("a second pod of the same name");
+    assert!(again.message().contains("is reserved for"), "{again:?}");
+    let st = sandbox_state(&mut c, &sandbox).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = st.network.expect("network").ip;
+    assert!(ip.starts_with(&net.prefix), "{ip}");
+    assert_eq!(st.annotations["note"], "kept");
+    let listed =
+        c.rt.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: BTreeMap::from([("app".into(), "web".into())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    assert_eq!(listed.len(), 1);
+    let ctr_list = d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]);
+    assert!(String::from_utf8_lossy(&ctr_list.stdout).contains(&sandbox));
+
+    // Two containers: a web server on a mounted directory, a client that reaches it on
+    // localhost, as a user, on a read-only root.
+    let site = w.join("site");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    std::fs::write(site.join("index.txt"), "served-in-pod\n").expect("write");
+    let mut web = container_config("web", &image, &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    web.mounts.push(cri::Mount {
+        container_path: "/www".into(),
+        host_path: site.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    });
+    let mut client = container_config(
+        "client",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "echo hello-log; echo to-stderr >&2; exec sleep 1000",
+        ],
+    );
+    client.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+    });
+    let mut ids = Vec::new();
+    for cfg in [web, client] {
+        let id =
+            c.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(cfg),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .expect("CreateContainer")
+            .into_inner()
+            .container_id;
+        assert_eq!(
+            container_state(&mut c, &id).await.state,
+            cri::ContainerState::ContainerCreated as i32
+        );
+        c.rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+        ids.push(id);
+    }
+    let (web_id, client_id) = (ids[0].clone(), ids[1].clone());
+    assert_eq!(
+        container_state(&mut c, &client_id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    // One shim for the whole pod.
+    let shims: Vec<_> = berth_tests::shim_processes()
+        .into_iter()
+        .filter(|(_, args)| {
+            args.iter()
+                .any(|a| a.contains(&d.address.display().to_string()))
+        })
+        .collect();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+
+    // Inside the client: the web server on localhost, the pod's files, its user, its
+    // read-only root, its memory limit.
+    let mut fetched = String::new();
+    for _ in 0..50 {
+        let r = exec(
+            &mut c,
+            &client_id,
+            &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.txt"],
+            10,
+        )
+        .await;
+        fetched = String::from_utf8_lossy(&r.stdout).into_owned();
+        if r.exit_code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(fetched, "served-in-pod\n");
+    let r = exec(
+        &mut c,
+        &client_id,
+        &["sh", "-c", "id -u; cat /etc/hostname; hostname; cat /etc/resolv.conf; grep -c localhost /etc/hosts"],
+        10,
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "1000\npod-host\npod-host\nsearch default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n2\n"
+    );
+    let r = exec(&mut c, &client_id, &["touch", "/made"], 10).await;
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{r:?}"
+    );
+    let r = exec(
+        &mut c,
+        &client_id,
+        &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"],
+        10,
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        (64u64 << 20).to_string()
+    );
+    // Exit codes and a timeout.
+    assert_eq!(
+        exec(&mut c, &client_id, &["sh", "-c", "exit 3"], 0)
+            .await
+            .exit_code,
+        3
+    );
+    let late =
+        c.rt.exec_sync(cri::ExecSyncRequest {
+            container_id: client_id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .expect_err("a timeout");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    // The pod's IP from the host, and its host port.
+    assert_eq!(http_get(&ip, 8080, "/index.txt"), "served-in-pod\n");
+    assert_eq!(
+        http_get("127.0.0.1", host_port, "/index.txt"),
+        "served-in-pod\n"
+    );
+    // The client's log, in the CRI format.
+    let log = std::fs::read_to_string(w.join("logs/client/0.log")).expect("client log");
+    assert!(
+        log.lines().any(|l| l.contains(" stdout F hello-log")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(" stderr F to-stderr")),
+        "{log}"
+    );
+
+    // Bad input.
+    let missing =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "0123456789ab".into(),
+            config: Some(container_config("x", &image, &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .expect_err("an unknown sandbox");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let no_image =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config("y", "example.com/none:1", &["true"])),
+            sandbox_config: None,
+        })
+        .await
+        .expect_err("a missing image");
+    assert_eq!(no_image.code(), Code::NotFound, "{no_image:?}");
+    let unknown =
+        c.rt.start_container(cri::StartContainerRequest {
+            container_id: "feedfacefeedface".into(),
+        })
+        .await
+        .expect_err("an unknown container");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // berthd killed with -9 and started again: the pod and its containers are as they were.
+    d.kill9();
+    d.restart();
+    let mut c = clients(&d).await;
+    let st = sandbox_state(&mut c, &sandbox).await;
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.network.expect("network").ip, ip);
+    assert_eq!(
+        container_state(&mut c, &web_id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let r = exec(
+        &mut c,
+        &client_id,
+        &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.txt"],
+        10,
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "served-in-pod\n");
+
+    // Stop one container, then the pod; remove it all.
+    c.rt.stop_container(cri::StopContainerRequest {
+        container_id: web_id.clone(),
+        timeout: 2,
+    })
+    .await
+    .expect("StopContainer");
+    let web_st = container_state(&mut c, &web_id).await;
+    assert_eq!(web_st.state, cri::ContainerState::ContainerExited as i32);
+    assert!(web_st.finished_at > 0);
+    let running =
+        c.rt.list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                state: Some(cri::ContainerStateValue {
+                    state: cri::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert_eq!(
+        running.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![client_id.clone()]
+    );
+    c.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    assert_eq!(
+        sandbox_state(&mut c, &sandbox).await.state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    assert!(!d.state.join("cri/netns").join(&sandbox).exists());
+    // The host port's rules went with the pod's network.
+    let rules = std::process::Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    assert!(
+        !rules.contains(&format!("cri-{}", net.bridge)),
+        "{rules}\n{}",
+        d.log_text()
+    );
+    c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let left =
+        c.rt.list_containers(cri::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+    assert!(left.is_empty(), "{left:?}");
+    let pods =
+        c.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let ctr_list = d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&ctr_list.stdout), "");
+    // Removing again is no error (as containerd).
+    c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox again");
+    c.img
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("RemoveImage");
+    let gone = c
+        .img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .expect("ImageStatus")
+        .into_inner();
+    assert!(gone.image.is_none());
+}
