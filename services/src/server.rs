@@ -444,18 +444,20 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         state: config.state.clone(),
     };
     let cri = if config.cri.enable {
-        Some(
-            open_cri(
-                config,
-                &containers,
-                &images,
-                &content,
-                &snapshots,
-                &tasks,
-                &transfers,
-            )
-            .await?,
+        let cri = open_cri(
+            config,
+            &containers,
+            &images,
+            &content,
+            &snapshots,
+            &tasks,
+            &transfers,
         )
+        .await?;
+        // The pods' containers that kept running are watched for their exits again.
+        let watching = cri.clone();
+        tokio::spawn(async move { watching.watch_all().await });
+        Some(cri)
     } else {
         None
     };

@@ -317,6 +317,11 @@ async fn a_pod_runs_through_the_cri() {
             ..Default::default()
         }),
     });
+    let mut events =
+        c.rt.get_container_events(cri::GetEventsRequest::default())
+            .await
+            .expect("GetContainerEvents")
+            .into_inner();
     let mut ids = Vec::new();
     for cfg in [web, client] {
         let id =
@@ -417,6 +422,107 @@ async fn a_pod_runs_through_the_cri() {
         .await
         .expect_err("a timeout");
     assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    // Stats of the containers and of the pod.
+    let stats =
+        c.rt.container_stats(cri::ContainerStatsRequest {
+            container_id: client_id.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats.memory.expect("memory");
+    assert!(
+        memory.working_set_bytes.expect("working set").value > 0,
+        "{memory:?}"
+    );
+    assert!(
+        stats
+            .cpu
+            .expect("cpu")
+            .usage_core_nano_seconds
+            .expect("cpu")
+            .value
+            > 0
+    );
+    assert!(stats.writable_layer.is_some());
+    let pod_stats =
+        c.rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let linux = pod_stats.linux.expect("linux");
+    assert_eq!(linux.containers.len(), 2);
+    assert!(
+        linux
+            .process
+            .expect("process")
+            .process_count
+            .expect("count")
+            .value
+            >= 3
+    );
+    let listed =
+        c.rt.list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: sandbox.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 2);
+    // New limits, seen in the cgroup at once.
+    c.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: client_id.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let r = exec(
+        &mut c,
+        &client_id,
+        &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"],
+        10,
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        (96u64 << 20).to_string()
+    );
+    // The events so far: each container created, then started.
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event in time")
+            .expect("event stream")
+            .expect("an event");
+        seen.push((e.container_id.clone(), e.container_event_type));
+        assert_eq!(e.pod_sandbox_status.expect("pod status").id, sandbox);
+    }
+    let created = cri::ContainerEventType::ContainerCreatedEvent as i32;
+    let started = cri::ContainerEventType::ContainerStartedEvent as i32;
+    assert_eq!(
+        seen,
+        vec![
+            (web_id.clone(), created),
+            (web_id.clone(), started),
+            (client_id.clone(), created),
+            (client_id.clone(), started),
+        ]
+    );
     // The pod's IP from the host, and its host port.
     assert_eq!(http_get(&ip, 8080, "/index.txt"), "served-in-pod\n");
     assert_eq!(
@@ -481,7 +587,13 @@ async fn a_pod_runs_through_the_cri() {
     .await;
     assert_eq!(String::from_utf8_lossy(&r.stdout), "served-in-pod\n");
 
-    // Stop one container, then the pod; remove it all.
+    // Stop one container, then the pod; remove it all. The restarted berthd watches the
+    // containers that kept running: the stop is an event.
+    let mut events =
+        c.rt.get_container_events(cri::GetEventsRequest::default())
+            .await
+            .expect("GetContainerEvents")
+            .into_inner();
     c.rt.stop_container(cri::StopContainerRequest {
         container_id: web_id.clone(),
         timeout: 2,
@@ -491,6 +603,18 @@ async fn a_pod_runs_through_the_cri() {
     let web_st = container_state(&mut c, &web_id).await;
     assert_eq!(web_st.state, cri::ContainerState::ContainerExited as i32);
     assert!(web_st.finished_at > 0);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .unwrap_or_else(|_| panic!("no stop event:\n{}", d.log_text()))
+        .expect("event stream")
+        .expect("an event");
+    assert_eq!(
+        (stopped.container_id.as_str(), stopped.container_event_type),
+        (
+            web_id.as_str(),
+            cri::ContainerEventType::ContainerStoppedEvent as i32
+        )
+    );
     let running =
         c.rt.list_containers(cri::ListContainersRequest {
             filter: Some(cri::ContainerFilter {

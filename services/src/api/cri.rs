@@ -232,9 +232,14 @@ impl RuntimeService for CriApi {
 
     async fn update_container_resources(
         &self,
-        _r: Request<cri::UpdateContainerResourcesRequest>,
+        r: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        let r = r.into_inner();
+        self.0
+            .update_container_resources(&r.container_id, r.linux.unwrap_or_default())
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
@@ -275,16 +280,28 @@ impl RuntimeService for CriApi {
 
     async fn container_stats(
         &self,
-        _r: Request<cri::ContainerStatsRequest>,
+        r: Request<cri::ContainerStatsRequest>,
     ) -> Rpc<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let stats = self
+            .0
+            .container_stats(&r.into_inner().container_id)
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _r: Request<cri::ListContainerStatsRequest>,
+        r: Request<cri::ListContainerStatsRequest>,
     ) -> Rpc<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let stats = self
+            .0
+            .list_container_stats(r.into_inner().filter)
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     type StreamContainerStatsStream = Streamed<cri::StreamContainerStatsResponse>;
@@ -298,16 +315,28 @@ impl RuntimeService for CriApi {
 
     async fn pod_sandbox_stats(
         &self,
-        _r: Request<cri::PodSandboxStatsRequest>,
+        r: Request<cri::PodSandboxStatsRequest>,
     ) -> Rpc<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let stats = self
+            .0
+            .sandbox_stats(&r.into_inner().pod_sandbox_id)
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _r: Request<cri::ListPodSandboxStatsRequest>,
+        r: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let stats = self
+            .0
+            .list_sandbox_stats(r.into_inner().filter)
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     type StreamPodSandboxStatsStream = Streamed<cri::StreamPodSandboxStatsResponse>;
@@ -377,7 +406,12 @@ impl RuntimeService for CriApi {
         &self,
         _r: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        use tokio_stream::StreamExt as _;
+        // A subscriber too slow to keep up misses events (as containerd's bounded
+        // channel); the stream goes on.
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.0.events())
+            .filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_metric_descriptors(

@@ -17,10 +17,8 @@ use crate::tasks::{CreateOptions, ExecOptions, ProcessStatus, Stdio};
 
 const CONTAINER_CONFIG_TYPE: &str = "runtime.v1.ContainerConfig";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
-/// The exit a container's task left, kept on the record once seen (the task may be gone
-/// after a restart).
-const EXIT_LABEL: &str = "berth.cri/exit-code";
-const FINISHED_LABEL: &str = "berth.cri/finished-at";
+const LINUX_RESOURCES_TYPE_URL: &str =
+    "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 /// What an ExecSync keeps of each stream at most (the kubelet's own cap).
 const EXEC_OUTPUT_CAP: u64 = 16 << 20;
 
@@ -137,6 +135,12 @@ impl Cri {
             return Err(e);
         }
         tracing::info!(namespace = NAMESPACE, id, sandbox = %sb.record.id, "container created");
+        self.publish(
+            &id,
+            &sb.record.id,
+            cri::ContainerEventType::ContainerCreatedEvent,
+        )
+        .await;
         Ok(id)
     }
 
@@ -372,6 +376,13 @@ impl Cri {
             .update(NAMESPACE, started, vec![format!("labels.{STARTED_LABEL}")])
             .await?;
         tracing::info!(namespace = NAMESPACE, id, "container started");
+        self.watch_exit(&c);
+        self.publish(
+            &id,
+            &sandbox,
+            cri::ContainerEventType::ContainerStartedEvent,
+        )
+        .await;
         Ok(())
     }
 
@@ -415,7 +426,7 @@ impl Cri {
     }
 
     /// The exit of a container's stopped task kept on its record.
-    async fn keep_exit(&self, c: &Container) {
+    pub(super) async fn keep_exit(&self, c: &Container) {
         let Ok(s) = self.p().tasks.state(NAMESPACE, &c.id, "").await else {
             return;
         };
@@ -473,6 +484,80 @@ impl Cri {
             Err(e) => return Err(e),
         }
         tracing::info!(namespace = NAMESPACE, id, "container removed");
+        let sandbox = c.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+        self.publish(id, &sandbox, cri::ContainerEventType::ContainerDeletedEvent)
+            .await;
+        Ok(())
+    }
+
+    /// UpdateContainerResources: the running task's cgroup limits changed, and the new
+    /// limits kept in the container's spec (a later start has them too).
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let c = self.find("container", id).await?;
+        let mut spec: Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Error::Internal(format!("container {} has no spec", c.id)))?;
+        let r = &resources;
+        let mut linux_resources = spec["linux"]["resources"].clone();
+        if !linux_resources.is_object() {
+            linux_resources = serde_json::json!({});
+        }
+        if r.memory_limit_in_bytes > 0 {
+            linux_resources["memory"]["limit"] = r.memory_limit_in_bytes.into();
+        }
+        if r.memory_swap_limit_in_bytes > 0 {
+            linux_resources["memory"]["swap"] = r.memory_swap_limit_in_bytes.into();
+        }
+        if r.cpu_shares > 0 {
+            linux_resources["cpu"]["shares"] = r.cpu_shares.into();
+        }
+        if r.cpu_quota > 0 {
+            linux_resources["cpu"]["quota"] = r.cpu_quota.into();
+        }
+        if r.cpu_period > 0 {
+            linux_resources["cpu"]["period"] = r.cpu_period.into();
+        }
+        if !r.cpuset_cpus.is_empty() {
+            linux_resources["cpu"]["cpus"] = r.cpuset_cpus.clone().into();
+        }
+        if !r.cpuset_mems.is_empty() {
+            linux_resources["cpu"]["mems"] = r.cpuset_mems.clone().into();
+        }
+        if !r.unified.is_empty() {
+            linux_resources["unified"] = serde_json::to_value(&r.unified)
+                .map_err(|e| Error::invalid(format!("unified: {e}")))?;
+        }
+        if self.observe(&c).await.state == cri::ContainerState::ContainerRunning {
+            let any = AnyValue {
+                type_url: LINUX_RESOURCES_TYPE_URL.into(),
+                value: serde_json::to_vec(&linux_resources)
+                    .map_err(|e| Error::Internal(format!("encode resources: {e}")))?,
+            };
+            self.p()
+                .tasks
+                .update(NAMESPACE, &c.id, Some(any), Vec::new())
+                .await
+                .map_err(|e| {
+                    e.context(&format!("failed to update resources of container {}", c.id))
+                })?;
+        }
+        spec["linux"]["resources"] = linux_resources;
+        let mut rec = c.clone();
+        rec.spec = Some(AnyValue {
+            type_url: SPEC_TYPE_URL.into(),
+            value: serde_json::to_vec(&spec)
+                .map_err(|e| Error::Internal(format!("encode spec: {e}")))?,
+        });
+        self.p()
+            .containers
+            .update(NAMESPACE, rec, vec!["spec".into()])
+            .await?;
         Ok(())
     }
 

@@ -20,6 +20,7 @@
 mod container;
 mod image;
 mod sandbox;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,8 +57,11 @@ const NETNS_LABEL: &str = "berth.cri/netns";
 /// A container's log file and the image reference it was created from.
 const LOG_LABEL: &str = "berth.cri/log-path";
 const IMAGE_REF_LABEL: &str = "berth.cri/image";
-/// When a container's task started (Unix nanoseconds).
+/// When a container's task started (Unix nanoseconds), and the exit it left (kept once
+/// seen: the task may be gone after a restart).
 const STARTED_LABEL: &str = "berth.cri/started-at";
+const EXIT_LABEL: &str = "berth.cri/exit-code";
+const FINISHED_LABEL: &str = "berth.cri/finished-at";
 /// The extension holding the CRI config (PodSandboxConfig or ContainerConfig).
 const CONFIG_EXTENSION: &str = "berth.cri/config";
 /// The OCI spec's type URL in container records.
@@ -105,6 +109,8 @@ pub struct Cri {
 struct Inner {
     parts: CriParts,
     cni: Cni,
+    /// The containers' lifecycle events (GetContainerEvents).
+    events: tokio::sync::broadcast::Sender<cri::ContainerEventResponse>,
     /// Held while a name is checked and reserved (RunPodSandbox, CreateContainer).
     naming: tokio::sync::Mutex<()>,
 }
@@ -112,10 +118,12 @@ struct Inner {
 impl Cri {
     pub fn new(parts: CriParts) -> Cri {
         let cni = Cni::new(parts.cni_bin_dirs.clone());
+        let (events, _) = tokio::sync::broadcast::channel(256);
         Cri {
             inner: Arc::new(Inner {
                 parts,
                 cni,
+                events,
                 naming: tokio::sync::Mutex::new(()),
             }),
         }
@@ -211,6 +219,77 @@ impl Cri {
             "pause": self.p().pause,
         });
         BTreeMap::from([("config".to_string(), config.to_string())])
+    }
+
+    /// The containers' lifecycle events from now on (GetContainerEvents): created,
+    /// started, stopped (also when a container exits by itself) and deleted.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<cri::ContainerEventResponse> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tells the event's subscribers, with the pod's status and its containers'.
+    async fn publish(&self, container: &str, sandbox: &str, kind: cri::ContainerEventType) {
+        if self.inner.events.receiver_count() == 0 {
+            return;
+        }
+        let pod_sandbox_status = self
+            .sandbox_status(sandbox, false)
+            .await
+            .ok()
+            .map(|(s, _)| s);
+        let mut containers_statuses = Vec::new();
+        if let Ok(all) = self.containers_of(sandbox).await {
+            for c in all {
+                if let Ok((s, _)) = self.container_status(&c.id, false).await {
+                    containers_statuses.push(s);
+                }
+            }
+        }
+        let _ = self.inner.events.send(cri::ContainerEventResponse {
+            container_id: container.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status,
+            containers_statuses,
+        });
+    }
+
+    /// Watches every running container of every pod for its exit (at start-up: the
+    /// watchers of a previous berthd are gone).
+    pub async fn watch_all(&self) {
+        let all = match self.records("container").await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the pods' containers");
+                return;
+            }
+        };
+        // Every container started and not seen to exit: a task that is gone ends its
+        // watcher at once.
+        for c in all {
+            if c.labels.contains_key(STARTED_LABEL) && !c.labels.contains_key(EXIT_LABEL) {
+                self.watch_exit(&c);
+            }
+        }
+    }
+
+    /// When the container's task exits: its exit kept, CONTAINER_STOPPED_EVENT told.
+    fn watch_exit(&self, c: &Container) {
+        let (cri, c) = (self.clone(), c.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cri.p().tasks.wait(NAMESPACE, &c.id, "").await {
+                tracing::debug!(namespace = NAMESPACE, id = %c.id, error = %e, "not watching a container's exit");
+                return;
+            }
+            cri.keep_exit(&c).await;
+            let sandbox = c.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+            cri.publish(
+                &c.id,
+                &sandbox,
+                cri::ContainerEventType::ContainerStoppedEvent,
+            )
+            .await;
+        });
     }
 
     /// The records of `kind` (`sandbox` or `container`).
