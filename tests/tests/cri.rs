@@ -540,6 +540,69 @@ async fn a_pod_runs_through_the_cri() {
         "{log}"
     );
 
+    // A third container: a user by name, berth's default seccomp profile; a Localhost
+    // profile file that is not there is refused.
+    let mut guarded = container_config("guarded", &image, &["sleep", "1000"]);
+    guarded.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: "nobody".into(),
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            ..Default::default()
+        }),
+        resources: None,
+    });
+    let guarded_id =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(guarded.clone()),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer guarded")
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: guarded_id.clone(),
+    })
+    .await
+    .expect("StartContainer guarded");
+    let r = exec(&mut c, &guarded_id, &["id", "-u"], 10).await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "65534\n");
+    let r = exec(&mut c, &guarded_id, &["unshare", "-U", "true"], 10).await;
+    assert_ne!(r.exit_code, 0, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{r:?}"
+    );
+    let mut bad_profile = guarded.clone();
+    bad_profile.metadata = Some(cri::ContainerMetadata {
+        name: "bad-profile".into(),
+        attempt: 0,
+    });
+    if let Some(sc) = bad_profile
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/nonexistent/profile.json".into(),
+        });
+    }
+    let refused =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(bad_profile),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect_err("a missing seccomp profile");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("failed to load seccomp profile"));
+
     // Bad input.
     let missing =
         c.rt.create_container(cri::CreateContainerRequest {
@@ -628,10 +691,11 @@ async fn a_pod_runs_through_the_cri() {
         .expect("ListContainers")
         .into_inner()
         .containers;
-    assert_eq!(
-        running.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
-        vec![client_id.clone()]
-    );
+    let mut running: Vec<String> = running.iter().map(|c| c.id.clone()).collect();
+    running.sort();
+    let mut want = vec![client_id.clone(), guarded_id.clone()];
+    want.sort();
+    assert_eq!(running, want);
     c.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),
     })

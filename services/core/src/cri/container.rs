@@ -71,7 +71,6 @@ impl Cri {
         let _naming = self.inner.naming.lock().await;
         self.check_name("container", &name).await?;
         let id = new_id();
-        let spec = self.container_spec(&id, &config, &sb, pause_pid, &image)?;
         let chain_id = berth_oci::image::chain_ids(&image::diff_ids(&image.config))
             .last()
             .cloned();
@@ -83,7 +82,8 @@ impl Cri {
             labels: BTreeMap::new(),
             view: false,
         };
-        self.p()
+        let mounts = self
+            .p()
             .snapshots
             .create(NAMESPACE, create, None)
             .await
@@ -93,6 +93,21 @@ impl Cri {
                     meta.name
                 ))
             })?;
+        let spec = match self.accounts_for(&config, &image, mounts).await {
+            Ok(accounts) => self.container_spec(&id, &config, &sb, pause_pid, &image, &accounts),
+            Err(e) => Err(e),
+        };
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                let _ = self
+                    .p()
+                    .snapshots
+                    .remove(NAMESPACE, &snapshotter, &id, None)
+                    .await;
+                return Err(e);
+            }
+        };
         let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
         labels.insert(KIND_LABEL.into(), "container".into());
         labels.insert(SANDBOX_LABEL.into(), sb.record.id.clone());
@@ -153,6 +168,7 @@ impl Cri {
         sb: &super::sandbox::Sandbox,
         pause_pid: u32,
         image: &image::Resolved,
+        accounts: &Accounts,
     ) -> Result<Vec<u8>> {
         use oci::LinuxNamespaceType as Ns;
         let linux = config.linux.clone().unwrap_or_default();
@@ -182,7 +198,7 @@ impl Cri {
             env: strings(&img["Env"]),
             working_dir: img["WorkingDir"].as_str().unwrap_or_default().to_string(),
         };
-        let user = user_of(&sc, img["User"].as_str().unwrap_or_default())?;
+        let user = user_of(&sc, img["User"].as_str().unwrap_or_default(), accounts)?;
         let opts = namespace_options(&sb.config);
         let own = namespace_options_of(&sc).unwrap_or(opts.clone());
         let ns_path = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
@@ -301,8 +317,11 @@ impl Cri {
             ..Default::default()
         };
         let spec = oci::build(&c).map_err(|e| Error::invalid(format!("container spec: {e}")))?;
-        let value =
+        let mut value =
             oci::to_value(&spec).map_err(|e| Error::invalid(format!("container spec: {e}")))?;
+        if let Some(profile) = super::seccomp::profile_for(&sc)? {
+            value["linux"]["seccomp"] = profile;
+        }
         serde_json::to_vec(&value).map_err(|e| Error::Internal(format!("encode spec: {e}")))
     }
 
@@ -846,33 +865,124 @@ fn namespace_options_of(sc: &cri::LinuxContainerSecurityContext) -> Option<cri::
     sc.namespace_options.clone()
 }
 
-/// The process's credentials: the security context's, else the image's numeric USER.
-fn user_of(sc: &cri::LinuxContainerSecurityContext, image_user: &str) -> Result<oci::User> {
+/// The image's /etc/passwd and /etc/group, read when a user or group is given by name.
+#[derive(Debug, Default)]
+pub(super) struct Accounts {
+    passwd: String,
+    group: String,
+}
+
+impl Accounts {
+    /// (uid, gid) of user `name`.
+    fn user(&self, name: &str) -> Option<(u32, u32)> {
+        self.passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() > 3 && f[0] == name {
+                Some((f[2].parse().ok()?, f[3].parse().ok()?))
+            } else {
+                None
+            }
+        })
+    }
+
+    fn group(&self, name: &str) -> Option<u32> {
+        self.group.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() > 2 && f[0] == name {
+                f[2].parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// Whether `user` (`user[:group]`) names someone rather than numbering them.
+fn has_names(user: &str) -> bool {
+    user.split(':')
+        .any(|p| !p.is_empty() && p.parse::<u32>().is_err())
+}
+
+impl Cri {
+    /// The image's accounts, read from the container's new snapshot when names need them.
+    async fn accounts_for(
+        &self,
+        config: &cri::ContainerConfig,
+        image: &image::Resolved,
+        mounts: Vec<berth_snapshotter::Mount>,
+    ) -> Result<Accounts> {
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let image_user = image.config["config"]["User"].as_str().unwrap_or_default();
+        let needed =
+            !sc.run_as_username.is_empty() || (sc.run_as_user.is_none() && has_names(image_user));
+        if !needed {
+            return Ok(Accounts::default());
+        }
+        tokio::task::spawn_blocking(move || {
+            berth_snapshotter::mount::with_temp_mount(&mounts, |root| {
+                let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+                Ok(Accounts {
+                    passwd: read("etc/passwd"),
+                    group: read("etc/group"),
+                })
+            })
+            .map_err(Error::from)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read the image's accounts: {e}")))?
+    }
+}
+
+/// The process's credentials: the security context's (a uid, or a user name of the
+/// image's), else the image's USER (numbers or names).
+fn user_of(
+    sc: &cri::LinuxContainerSecurityContext,
+    image_user: &str,
+    accounts: &Accounts,
+) -> Result<oci::User> {
     let (image_uid, image_gid) = match image_user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (image_user, None),
     };
-    let uid = match (&sc.run_as_user, sc.run_as_username.as_str()) {
-        (Some(u), _) => u32::try_from(u.value)
-            .map_err(|_| Error::invalid(format!("run_as_user {} is not a uid", u.value)))?,
-        (None, name) if !name.is_empty() => {
-            return Err(Error::NotImplemented(format!(
-                "run_as_username {name:?}: give run_as_user (a uid)"
-            )));
-        }
-        (None, _) if image_uid.is_empty() => 0,
-        (None, _) => image_uid.parse().map_err(|_| {
-            Error::NotImplemented(format!(
-                "the image's user {image_user:?} is a name: give run_as_user (a uid)"
+    let by_name = |name: &str| {
+        accounts.user(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "failed to find user {name:?} in the image's /etc/passwd"
             ))
-        })?,
+        })
     };
-    let gid = match (&sc.run_as_group, image_gid) {
-        (Some(g), _) => u32::try_from(g.value)
-            .map_err(|_| Error::invalid(format!("run_as_group {} is not a gid", g.value)))?,
-        (None, Some(g)) => g.parse().unwrap_or(0),
-        (None, None) => 0,
+    let (uid, mut gid) = match (&sc.run_as_user, sc.run_as_username.as_str()) {
+        (Some(u), _) => {
+            let uid = u32::try_from(u.value)
+                .map_err(|_| Error::invalid(format!("run_as_user {} is not a uid", u.value)))?;
+            (uid, 0)
+        }
+        (None, name) if !name.is_empty() => by_name(name)?,
+        (None, _) if image_uid.is_empty() => (0, 0),
+        (None, _) => match image_uid.parse::<u32>() {
+            Ok(uid) => (uid, 0),
+            Err(_) => by_name(image_uid)?,
+        },
     };
+    let from_image = sc.run_as_user.is_none() && sc.run_as_username.is_empty();
+    if let Some(g) = image_gid.filter(|_| from_image) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => accounts.group(g).ok_or_else(|| {
+                Error::invalid(format!(
+                    "failed to find group {g:?} in the image's /etc/group"
+                ))
+            })?,
+        };
+    }
+    if let Some(g) = &sc.run_as_group {
+        gid = u32::try_from(g.value)
+            .map_err(|_| Error::invalid(format!("run_as_group {} is not a gid", g.value)))?;
+    }
     Ok(oci::User {
         uid,
         gid,

@@ -20,6 +20,7 @@
 mod container;
 mod image;
 mod sandbox;
+mod seccomp;
 mod stats;
 
 use std::collections::BTreeMap;
