@@ -616,7 +616,7 @@ pub fn minimal_spec() -> String {
 }
 
 /// Real containerd (Debian's package) on its own temporary root, state and socket, for
-/// side-by-side comparisons. CRI is disabled: it is not what is being compared.
+/// side-by-side comparisons. CRI is disabled unless asked for ([`Containerd::start_with_cri`]).
 pub struct Containerd {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
@@ -648,7 +648,27 @@ impl Containerd {
         Self::start_in_with(base, "", path_first)
     }
 
+    /// Starts containerd with its CRI plugin on, `cri_toml` appended to its config (the
+    /// plugin's sandbox image, CNI and registry tables).
+    pub fn start_with_cri(cri_toml: &str) -> Containerd {
+        Self::start_full("/tmp", cri_toml, None, true)
+    }
+
     fn start_in_with(base: &str, extra_toml: &str, path_first: Option<&Path>) -> Containerd {
+        Self::start_full(base, extra_toml, path_first, false)
+    }
+
+    fn start_full(
+        base: &str,
+        extra_toml: &str,
+        path_first: Option<&Path>,
+        cri: bool,
+    ) -> Containerd {
+        let disabled = if cri {
+            ""
+        } else {
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"
+        };
         let dir = tempfile::Builder::new()
             .prefix("berth-ctd-")
             .tempdir_in(base)
@@ -661,7 +681,7 @@ impl Containerd {
         std::fs::write(
             &config,
             format!(
-                "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                "version = 2\nroot = {:?}\nstate = {:?}\n{disabled}\
                  [grpc]\n  address = {:?}\n[ttrpc]\n  address = \"{}.ttrpc\"\n[debug]\n  address = \"\"\n\
                  [metrics]\n  address = \"\"\n{extra_toml}\n",
                 root.display().to_string(),

@@ -766,3 +766,281 @@ async fn a_pod_runs_through_the_cri() {
         .into_inner();
     assert!(gone.image.is_none());
 }
+
+/// The same CRI requests to berthd and to containerd 1.6's own CRI plugin (Debian's
+/// containerd, its own root, socket and CNI network): the same states, status fields,
+/// exec results and error codes. What differs on purpose is named where it is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_answers_as_containerd() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-cri-sbs-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let w = work.path().to_path_buf();
+    let reg = Registry::start();
+    let bb = busybox_image(&w.join("bb"), "1.35");
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    // containerd's sandboxes need an image: a busybox that sleeps, as its pause.
+    let pause = berth_tests::fixtures::busybox_image_with(
+        &w.join("pause"),
+        "3.6",
+        serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["100000000"]}),
+    );
+    reg.push_layout(&pause.layout, "pause:3.6");
+    let image = reg.reference("lib/busybox:1.35");
+    let host = image.split('/').next().expect("host").to_string();
+    let (berth_net, ctd_net) = (TestNetwork::claim(), TestNetwork::claim());
+    std::fs::create_dir_all(w.join("b")).expect("mkdir");
+    std::fs::create_dir_all(w.join("c")).expect("mkdir");
+    let berth_cni = cni_dir(&w.join("b"), &berth_net);
+    let ctd_cni = cni_dir(&w.join("c"), &ctd_net);
+    let d = Daemon::start_with_config(&format!(
+        "[cri]\ncni_conf_dir = \"{}\"\n",
+        berth_cni.display()
+    ));
+    let ctd = berth_tests::Containerd::start_with_cri(&format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
+           sandbox_image = \"{host}/pause:3.6\"\n\
+           disable_apparmor = true\n\
+           restrict_oom_score_adj = true\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+           bin_dir = \"/usr/lib/cni\"\n\
+           conf_dir = \"{}\"\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n\
+           endpoint = [\"http://{host}\"]\n",
+        ctd_cni.display()
+    ));
+    let mut sides = [
+        ("berth", clients(&d).await),
+        ("containerd", {
+            let ch = channel(&ctd.address).await;
+            Clients {
+                rt: RuntimeServiceClient::new(ch.clone()),
+                img: ImageServiceClient::new(ch),
+            }
+        }),
+    ];
+    let image_spec = |i: &str| {
+        Some(cri::ImageSpec {
+            image: i.to_string(),
+            ..Default::default()
+        })
+    };
+
+    // Version and Status.
+    for (name, c) in sides.iter_mut() {
+        let v =
+            c.rt.version(cri::VersionRequest::default())
+                .await
+                .expect("Version")
+                .into_inner();
+        assert_eq!(v.runtime_api_version, "v1", "{name}");
+        let st =
+            c.rt.status(cri::StatusRequest::default())
+                .await
+                .expect("Status")
+                .into_inner();
+        let conditions: Vec<(String, bool)> = st
+            .status
+            .expect("status")
+            .conditions
+            .into_iter()
+            .map(|c| (c.r#type, c.status))
+            .collect();
+        assert_eq!(
+            conditions,
+            vec![
+                ("RuntimeReady".to_string(), true),
+                ("NetworkReady".to_string(), true)
+            ],
+            "{name}"
+        );
+    }
+
+    // Images: a missing one is no image (not an error); a pull gives the config digest.
+    let mut ids = Vec::new();
+    for (name, c) in sides.iter_mut() {
+        let none = c
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: image_spec(&format!("{host}/lib/none:1")),
+                verbose: false,
+            })
+            .await
+            .expect("ImageStatus")
+            .into_inner();
+        assert!(none.image.is_none(), "{name}");
+        let id = c
+            .img
+            .pull_image(cri::PullImageRequest {
+                image: image_spec(&image),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} PullImage: {e}"))
+            .into_inner()
+            .image_ref;
+        let st = c
+            .img
+            .image_status(cri::ImageStatusRequest {
+                image: image_spec(&image),
+                verbose: false,
+            })
+            .await
+            .expect("ImageStatus")
+            .into_inner()
+            .image
+            .expect("image");
+        ids.push((id, st.repo_tags, st.size > 0));
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0].0, bb.config.digest);
+
+    // A pod on each, the same config.
+    let config = pod_config(&w, "same", 0);
+    let mut states = Vec::new();
+    let mut pods = Vec::new();
+    for (name, c) in sides.iter_mut() {
+        let id =
+            c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} RunPodSandbox: {e}"))
+            .into_inner()
+            .pod_sandbox_id;
+        assert_eq!(id.len(), 64, "{name}");
+        // A second pod of the same name: refused, naming the holder. (containerd answers
+        // with code Unknown; berthd with AlreadyExists, the code of what happened.)
+        let again =
+            c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .expect_err("a second pod of the same name");
+        assert!(
+            again.message().contains("is reserved for"),
+            "{name}: {again:?}"
+        );
+        let st = sandbox_state(c, &id).await;
+        states.push((
+            st.state,
+            st.metadata.clone(),
+            st.labels.clone(),
+            st.annotations.get("note").cloned(),
+            st.linux.clone(),
+        ));
+        pods.push(id);
+    }
+    assert_eq!(states[0], states[1]);
+    // The same container in each pod: its states, exec results and exit.
+    let mut seen = Vec::new();
+    for (i, (name, c)) in sides.iter_mut().enumerate() {
+        let cid =
+            c.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pods[i].clone(),
+                config: Some(container_config("app", &image, &["sleep", "1000"])),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} CreateContainer: {e}"))
+            .into_inner()
+            .container_id;
+        let created = container_state(c, &cid).await;
+        c.rt.start_container(cri::StartContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} StartContainer: {e}"));
+        let running = container_state(c, &cid).await;
+        let hello = exec(c, &cid, &["sh", "-c", "echo hi; echo oops >&2; exit 3"], 10).await;
+        let hostname = exec(c, &cid, &["hostname"], 10).await;
+        c.rt.stop_container(cri::StopContainerRequest {
+            container_id: cid.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} StopContainer: {e}"));
+        let exited = container_state(c, &cid).await;
+        seen.push((
+            (
+                created.state,
+                created.metadata,
+                created.labels,
+                running.state,
+                running.image.map(|i| i.image),
+                running.image_ref,
+            ),
+            (
+                hello.stdout,
+                hello.stderr,
+                hello.exit_code,
+                hostname.stdout,
+                exited.state,
+                exited.exit_code,
+                exited.reason,
+            ),
+        ));
+        // Unknown ids: NotFound for status, nothing for removal.
+        let unknown =
+            c.rt.container_status(cri::ContainerStatusRequest {
+                container_id: "0000000000000000".into(),
+                verbose: false,
+            })
+            .await
+            .expect_err("unknown container");
+        assert_eq!(unknown.code(), Code::NotFound, "{name}: {unknown:?}");
+        let unknown_pod =
+            c.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: "0000000000000000".into(),
+                verbose: false,
+            })
+            .await
+            .expect_err("unknown pod");
+        assert_eq!(
+            unknown_pod.code(),
+            Code::NotFound,
+            "{name}: {unknown_pod:?}"
+        );
+        c.rt.remove_container(cri::RemoveContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} RemoveContainer: {e}"));
+        c.rt.remove_container(cri::RemoveContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} RemoveContainer again: {e}"));
+    }
+    assert_eq!(seen[0], seen[1]);
+    // Stopped, then removed; removing again is no error.
+    for (i, (name, c)) in sides.iter_mut().enumerate() {
+        c.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pods[i].clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} StopPodSandbox: {e}"));
+        assert_eq!(
+            sandbox_state(c, &pods[i]).await.state,
+            cri::PodSandboxState::SandboxNotready as i32,
+            "{name}"
+        );
+        for _ in 0..2 {
+            c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pods[i].clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name} RemovePodSandbox: {e}"));
+        }
+        let left =
+            c.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+                .await
+                .expect("ListPodSandbox")
+                .into_inner()
+                .items;
+        assert!(left.is_empty(), "{name}: {left:?}");
+    }
+}

@@ -628,11 +628,15 @@ impl Cri {
         let c = self.find("container", id).await?;
         let config: cri::ContainerConfig = decode_config(&c);
         let o = self.observe(&c).await;
-        let image_id = self
-            .resolve_image(&c.image)
-            .await
-            .map(|r| r.id)
-            .unwrap_or_default();
+        // The image's id, and (as containerd's status gives it) its first repo digest as
+        // the reference when it has one.
+        let (image_id, image_ref) = match self.resolve_image(&c.image).await {
+            Ok(r) => {
+                let digest = Self::cri_image(&r).repo_digests.first().cloned();
+                (r.id.clone(), digest.unwrap_or(r.id))
+            }
+            Err(_) => (String::new(), String::new()),
+        };
         let exited = o.state == cri::ContainerState::ContainerExited;
         let reason = match (exited, o.exit_code) {
             (false, _) => "",
@@ -655,7 +659,7 @@ impl Cri {
                 image: c.labels.get(IMAGE_REF_LABEL).cloned().unwrap_or_default(),
                 ..Default::default()
             }),
-            image_ref: image_id.clone(),
+            image_ref,
             image_id,
             reason: reason.into(),
             labels: config.labels.clone(),
