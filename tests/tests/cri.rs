@@ -1044,3 +1044,191 @@ async fn the_same_answers_as_containerd() {
         assert!(left.is_empty(), "{name}: {left:?}");
     }
 }
+
+/// What goes wrong is refused with a clear error and leaves nothing: a CNI plugin that
+/// fails, invalid security options; a pod whose shim died is NOTREADY, its containers
+/// EXITED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_leave_nothing_behind() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-cri-bad-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let w = work.path().to_path_buf();
+    let net = TestNetwork::claim();
+    let cni = cni_dir(&w, &net);
+    let good = std::fs::read_to_string(cni.join("10-test.conflist")).expect("read");
+    // First a configuration whose plugin does not exist.
+    std::fs::write(
+        cni.join("10-test.conflist"),
+        good.replace("\"type\":\"bridge\"", "\"type\":\"no-such-plugin\""),
+    )
+    .expect("write");
+    let bb = busybox_image(&w.join("bb"), "1.35");
+    let reg = Registry::start();
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    let image = reg.reference("lib/busybox:1.35");
+    let d = Daemon::start_with_config(&format!("[cri]\ncni_conf_dir = \"{}\"\n", cni.display()));
+    let mut c = clients(&d).await;
+    let config = pod_config(&w, "broken", 0);
+    let failed =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect_err("a CNI plugin that is not there");
+    assert!(
+        failed
+            .message()
+            .contains("failed to setup network for sandbox"),
+        "{failed:?}"
+    );
+    let pods =
+        c.rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+            .expect("ListPodSandbox")
+            .into_inner()
+            .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    let netns: Vec<_> = std::fs::read_dir(d.state.join("cri/netns"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(netns.is_empty(), "{netns:?}");
+    let ctr_list = d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&ctr_list.stdout), "");
+    // A runtime handler that is not configured.
+    let handler =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .expect_err("an unknown handler");
+    assert_eq!(handler.code(), Code::NotFound, "{handler:?}");
+    // With a working network, the name was not kept reserved by the failure.
+    std::fs::write(cni.join("10-test.conflist"), &good).expect("write");
+    let sandbox =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    c.img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage");
+    // Invalid security options: a privileged container in a pod that is not, an unknown
+    // capability, a missing host path.
+    let mut privileged = container_config("privileged", &image, &["true"]);
+    privileged.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        resources: None,
+    });
+    let mut bad_cap = container_config("badcap", &image, &["true"]);
+    bad_cap.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["CAP_MAKE_COFFEE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        resources: None,
+    });
+    let mut bad_mount = container_config("badmount", &image, &["true"]);
+    bad_mount.mounts.push(cri::Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/berth/path".into(),
+        ..Default::default()
+    });
+    for cfg in [privileged, bad_cap, bad_mount] {
+        let name = cfg.metadata.clone().expect("metadata").name;
+        let e =
+            c.rt.create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(cfg),
+                sandbox_config: Some(config.clone()),
+            })
+            .await
+            .expect_err("invalid options");
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+    }
+    let left =
+        c.rt.list_containers(cri::ListContainersRequest::default())
+            .await
+            .expect("ListContainers")
+            .into_inner()
+            .containers;
+    assert!(left.is_empty(), "{left:?}");
+    let snapshots = d.ctr(&["-n", "k8s.io", "snapshots", "ls"]);
+    let active = String::from_utf8_lossy(&snapshots.stdout)
+        .lines()
+        .filter(|l| l.contains("Active"))
+        .count();
+    assert_eq!(active, 0, "{}", String::from_utf8_lossy(&snapshots.stdout));
+    // A running container, then the pod's shim killed: the pod is NOTREADY, the
+    // container EXITED.
+    let id =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config("sleeper", &image, &["sleep", "1000"])),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    let shim = berth_tests::shim_processes()
+        .into_iter()
+        .find(|(_, args)| {
+            args.iter()
+                .any(|a| a.contains(&d.address.display().to_string()))
+        })
+        .expect("the pod's shim");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim.0),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the shim");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pod = sandbox_state(&mut c, &sandbox).await.state;
+        let ct = container_state(&mut c, &id).await;
+        if pod == cri::PodSandboxState::SandboxNotready as i32
+            && ct.state == cri::ContainerState::ContainerExited as i32
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod {pod}, container {ct:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let ctr_list = d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&ctr_list.stdout), "");
+    assert!(!d.state.join("cri/netns").join(&sandbox).exists());
+}

@@ -222,7 +222,12 @@ impl Cri {
             .cni
             .add(&net, &a)
             .await
-            .map_err(|e| e.context(&format!("failed to setup network for sandbox {id:?}")))?;
+            .map_err(|e| match e {
+                Error::Cni { .. } => {
+                    Error::Internal(format!("failed to setup network for sandbox {id:?}: {e}"))
+                }
+                e => e.context(&format!("failed to setup network for sandbox {id:?}")),
+            })?;
         let path = dir.join(CNI_RESULT);
         write_file(&path, &added.raw.to_string())?;
         // The pod's loopback interface up, as containerd does with the loopback plugin.
