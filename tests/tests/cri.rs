@@ -1232,3 +1232,80 @@ async fn failures_leave_nothing_behind() {
     assert_eq!(String::from_utf8_lossy(&ctr_list.stdout), "");
     assert!(!d.state.join("cri/netns").join(&sandbox).exists());
 }
+
+/// A configured `cri.sandbox_image` is pulled and run as the pods' init process instead
+/// of berth's own pause; its snapshot goes with the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_sandbox_image_is_honoured() {
+    let work = tempfile::Builder::new()
+        .prefix("berth-cri-img-")
+        .tempdir_in("/tmp")
+        .expect("tmp");
+    let w = work.path().to_path_buf();
+    let net = TestNetwork::claim();
+    let cni = cni_dir(&w, &net);
+    let reg = Registry::start();
+    let pause = berth_tests::fixtures::busybox_image_with(
+        &w.join("pause"),
+        "3.9",
+        serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["100000000"]}),
+    );
+    reg.push_layout(&pause.layout, "pause:3.9");
+    let pause_ref = reg.reference("pause:3.9");
+    let d = Daemon::start_with_config(&format!(
+        "[cri]\ncni_conf_dir = \"{}\"\nsandbox_image = \"{pause_ref}\"\n",
+        cni.display()
+    ));
+    let mut c = clients(&d).await;
+    let sandbox =
+        c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&w, "imaged", 0)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    let status =
+        c.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    assert_eq!(
+        status.status.expect("status").state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    assert!(
+        status.info["info"].contains("pause:3.9"),
+        "{:?}",
+        status.info
+    );
+    let images = c
+        .img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert!(
+        images.iter().any(|i| i.repo_tags.contains(&pause_ref)),
+        "{images:?}"
+    );
+    let active = |d: &Daemon| {
+        let out = d.ctr(&["-n", "k8s.io", "snapshots", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("Active"))
+            .count()
+    };
+    assert_eq!(active(&d), 1);
+    c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert_eq!(active(&d), 0);
+}

@@ -185,19 +185,7 @@ impl Cri {
             ));
         }
         let img = &image.config["config"];
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        };
-        let image_config = oci::ImageConfig {
-            entrypoint: strings(&img["Entrypoint"]),
-            cmd: strings(&img["Cmd"]),
-            env: strings(&img["Env"]),
-            working_dir: img["WorkingDir"].as_str().unwrap_or_default().to_string(),
-        };
+        let image_config = super::sandbox::image_config(&image.config);
         let user = user_of(&sc, img["User"].as_str().unwrap_or_default(), accounts)?;
         let opts = namespace_options(&sb.config);
         let own = namespace_options_of(&sc).unwrap_or(opts.clone());

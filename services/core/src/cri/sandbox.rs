@@ -82,12 +82,6 @@ impl Cri {
             }
         }
         let runtime = self.runtime_for(runtime_handler)?;
-        if !self.p().config.sandbox_image.is_empty() {
-            return Err(Error::NotImplemented(format!(
-                "cri.sandbox_image {:?}: berthd runs pods on its built-in pause only; leave sandbox_image empty",
-                self.p().config.sandbox_image
-            )));
-        }
         let name = format!(
             "{}_{}_{}_{}",
             meta.name, meta.namespace, meta.uid, meta.attempt
@@ -142,11 +136,51 @@ impl Cri {
             let ip = self.network_up(id, config, &path, dir).await?;
             labels.insert(IP_LABEL.into(), ip);
         }
-        let spec = self.pause_spec(id, config, &hostname, netns_path.as_deref())?;
+        // The init process: berth's pause, or the configured sandbox image's (pulled when
+        // it is not here), on a snapshot of its own.
+        let sandbox_image = self.p().config.sandbox_image.clone();
+        let (image, snapshot) = if sandbox_image.is_empty() {
+            (None, String::new())
+        } else {
+            let image = match self.resolve_image(&sandbox_image).await {
+                Ok(r) => r,
+                Err(Error::NotFound(_)) => {
+                    self.pull_image(&sandbox_image, None).await?;
+                    self.resolve_image(&sandbox_image).await?
+                }
+                Err(e) => return Err(e),
+            };
+            let parent = berth_oci::image::chain_ids(&super::image::diff_ids(&image.config))
+                .last()
+                .cloned()
+                .unwrap_or_default();
+            let create = crate::snapshots::Create {
+                snapshotter: self.p().snapshotter.clone(),
+                key: id.to_string(),
+                parent,
+                ..Default::default()
+            };
+            self.p()
+                .snapshots
+                .create(NAMESPACE, create, None)
+                .await
+                .map_err(|e| e.context(&format!("prepare the sandbox image {sandbox_image}")))?;
+            (Some(image), id.to_string())
+        };
+        let spec = self.pause_spec(id, config, &hostname, netns_path.as_deref(), image.as_ref())?;
         let record = Container {
             id: id.to_string(),
             labels,
-            image: "berth/pause".into(),
+            image: image
+                .as_ref()
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_else(|| "berth/pause".into()),
+            snapshotter: if snapshot.is_empty() {
+                String::new()
+            } else {
+                self.p().snapshotter.clone()
+            },
+            snapshot_key: snapshot,
             runtime: Some(Runtime {
                 name: runtime.to_string(),
                 options: None,
@@ -217,17 +251,12 @@ impl Cri {
     ) -> Result<String> {
         let net = self.network_config()?;
         let a = attachment(id, config, netns);
-        let added = self
-            .inner
-            .cni
-            .add(&net, &a)
-            .await
-            .map_err(|e| match e {
-                Error::Cni { .. } => {
-                    Error::Internal(format!("failed to setup network for sandbox {id:?}: {e}"))
-                }
-                e => e.context(&format!("failed to setup network for sandbox {id:?}")),
-            })?;
+        let added = self.inner.cni.add(&net, &a).await.map_err(|e| match e {
+            Error::Cni { .. } => {
+                Error::Internal(format!("failed to setup network for sandbox {id:?}: {e}"))
+            }
+            e => e.context(&format!("failed to setup network for sandbox {id:?}")),
+        })?;
         let path = dir.join(CNI_RESULT);
         write_file(&path, &added.raw.to_string())?;
         // The pod's loopback interface up, as containerd does with the loopback plugin.
@@ -280,6 +309,7 @@ impl Cri {
         config: &cri::PodSandboxConfig,
         hostname: &str,
         netns: Option<&Path>,
+        image: Option<&super::image::Resolved>,
     ) -> Result<Vec<u8>> {
         use oci::LinuxNamespaceType as Ns;
         let opts = namespace_options(config);
@@ -313,18 +343,24 @@ impl Cri {
         let linux = config.linux.clone().unwrap_or_default();
         let meta = config.metadata.clone().unwrap_or_default();
         let c = oci::ContainerConfig {
-            image: oci::ImageConfig {
-                entrypoint: vec![PAUSE_PATH.into()],
-                ..Default::default()
+            image: match image {
+                Some(i) => image_config(&i.config),
+                None => oci::ImageConfig {
+                    entrypoint: vec![PAUSE_PATH.into()],
+                    ..Default::default()
+                },
             },
             hostname: netns.map(|_| hostname.to_string()),
             readonly_rootfs: true,
-            mounts: vec![oci::Mount {
-                destination: PAUSE_PATH.into(),
-                kind: "bind".into(),
-                source: self.p().pause.display().to_string(),
-                options: vec!["rbind".into(), "ro".into()],
-            }],
+            mounts: match image {
+                Some(_) => Vec::new(),
+                None => vec![oci::Mount {
+                    destination: PAUSE_PATH.into(),
+                    kind: "bind".into(),
+                    source: self.p().pause.display().to_string(),
+                    options: vec!["rbind".into(), "ro".into()],
+                }],
+            },
             namespaces: Some(namespaces),
             sysctls: linux.sysctls.clone().into_iter().collect(),
             cgroups_path: cgroups_path(&linux.cgroup_parent, id),
@@ -441,6 +477,20 @@ impl Cri {
                 tracing::warn!(namespace = NAMESPACE, id, error = %e, "delete a sandbox record")
             }
         }
+        // The sandbox image's snapshot, when it has one (named by the sandbox's id).
+        if !self.p().config.sandbox_image.is_empty() {
+            match self
+                .p()
+                .snapshots
+                .remove(NAMESPACE, &self.p().snapshotter, id, None)
+                .await
+            {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = NAMESPACE, id, error = %e, "remove a sandbox's snapshot")
+                }
+            }
+        }
         let dir = self.sandbox_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -481,7 +531,11 @@ impl Cri {
                 "netNamespacePath": sb.netns().unwrap_or_default(),
                 "runtimeHandler": sb.record.runtime.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
                 "sandboxDirectory": self.sandbox_dir(&sb.record.id),
-                "image": "berth built-in pause",
+                "image": if self.p().config.sandbox_image.is_empty() {
+                    "berth built-in pause".to_string()
+                } else {
+                    sb.record.image.clone()
+                },
             });
             info.insert("info".to_string(), v.to_string());
         }
@@ -571,6 +625,24 @@ fn attachment(id: &str, config: &cri::PodSandboxConfig, netns: &Path) -> Attachm
             ("K8S_POD_UID".into(), meta.uid),
         ],
         runtime_config,
+    }
+}
+
+/// The run configuration of an image's config (`config` in its JSON).
+pub(super) fn image_config(config: &Value) -> oci::ImageConfig {
+    let c = &config["config"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    oci::ImageConfig {
+        entrypoint: strings(&c["Entrypoint"]),
+        cmd: strings(&c["Cmd"]),
+        env: strings(&c["Env"]),
+        working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
     }
 }
 
