@@ -454,6 +454,9 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
             &transfers,
         )
         .await?;
+        if let Err(e) = cri.start_streaming().await {
+            tracing::warn!(error = %e, "no CRI streaming server: Exec and PortForward will fail");
+        }
         // The pods' containers that kept running are watched for their exits again.
         let watching = cri.clone();
         tokio::spawn(async move { watching.watch_all().await });

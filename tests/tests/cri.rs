@@ -603,6 +603,9 @@ async fn a_pod_runs_through_the_cri() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("failed to load seccomp profile"));
 
+    // Exec and PortForward through the streaming server.
+    streaming_checks(&mut c, &client_id, &sandbox).await;
+
     // Bad input.
     let missing =
         c.rt.create_container(cri::CreateContainerRequest {
@@ -1308,4 +1311,239 @@ async fn a_configured_sandbox_image_is_honoured() {
     .await
     .expect("RemovePodSandbox");
     assert_eq!(active(&d), 0);
+}
+
+/// A minimal WebSocket client of Kubernetes' channel protocol, for the streaming server:
+/// the upgrade, masked binary messages out, messages in until the server closes.
+struct Ws {
+    conn: std::net::TcpStream,
+}
+
+impl Ws {
+    /// Connects to `url` (`http://host:port/path`), offering `protocol`; the answer's
+    /// status line when it is not a 101.
+    fn connect(url: &str, protocol: &str) -> Result<Ws, String> {
+        use std::io::{BufRead, BufReader, Write};
+        let rest = url.strip_prefix("http://").expect("http URL");
+        let (host, path) = rest.split_once('/').expect("path");
+        let mut conn = std::net::TcpStream::connect(host).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        write!(
+            conn,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: {protocol}\r\n\r\n"
+        )
+        .expect("request");
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status");
+        let mut accept = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if line
+                .to_ascii_lowercase()
+                .starts_with("sec-websocket-accept:")
+            {
+                accept = line[21..].trim().to_string();
+            }
+        }
+        if !status.contains(" 101 ") {
+            return Err(status);
+        }
+        // RFC 6455's example key and its answer.
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        Ok(Ws { conn })
+    }
+
+    fn send(&mut self, channel: u8, data: &[u8]) {
+        use std::io::Write;
+        let mut payload = vec![channel];
+        payload.extend_from_slice(data);
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let mut f = vec![0x82u8];
+        if payload.len() < 126 {
+            f.push(0x80 | payload.len() as u8);
+        } else {
+            f.push(0x80 | 126);
+            f.extend((payload.len() as u16).to_be_bytes());
+        }
+        f.extend(mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.conn.write_all(&f).expect("send");
+    }
+
+    /// The next message (channel, data); None at the close frame.
+    fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut h = [0u8; 2];
+        self.conn.read_exact(&mut h).ok()?;
+        let mut len = usize::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.conn.read_exact(&mut b).ok()?;
+            len = usize::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.conn.read_exact(&mut b).ok()?;
+            len = u64::from_be_bytes(b) as usize;
+        }
+        let mut payload = vec![0u8; len];
+        self.conn.read_exact(&mut payload).ok()?;
+        if h[0] & 0x0f == 8 {
+            return None;
+        }
+        let (ch, data) = payload.split_first()?;
+        Some((*ch, data.to_vec()))
+    }
+
+    /// Every message until the close, by channel.
+    fn drain(&mut self) -> BTreeMap<u8, Vec<u8>> {
+        let mut out: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        while let Some((ch, data)) = self.recv() {
+            out.entry(ch).or_default().extend(data);
+        }
+        out
+    }
+}
+
+/// Exec and PortForward through the streaming server, with a WebSocket client.
+async fn streaming_checks(c: &mut Clients, client_id: &str, sandbox: &str) {
+    // An exec with stdin, stdout and stderr: the input, the outputs, the exit status.
+    let url =
+        c.rt.exec(cri::ExecRequest {
+            container_id: client_id.into(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "read line; echo got:$line; echo err >&2; exit 4".into(),
+            ],
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let u = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut ws = Ws::connect(&u, "v5.channel.k8s.io").expect("upgrade");
+        ws.send(0, b"hello\n");
+        ws.send(255, &[0]);
+        ws.drain()
+    })
+    .await
+    .expect("exec stream");
+    assert_eq!(String::from_utf8_lossy(&out[&1]), "got:hello\n");
+    assert_eq!(String::from_utf8_lossy(&out[&2]), "err\n");
+    let status = String::from_utf8_lossy(&out[&3]).into_owned();
+    assert!(
+        status.contains("NonZeroExitCode") && status.contains("\"message\":\"4\""),
+        "{status}"
+    );
+    // A URL serves once.
+    let u = url.clone();
+    let again = tokio::task::spawn_blocking(move || Ws::connect(&u, "v5.channel.k8s.io").err())
+        .await
+        .expect("again");
+    assert!(again.expect("refused").contains("404"));
+    // A terminal, resized.
+    let url =
+        c.rt.exec(cri::ExecRequest {
+            container_id: client_id.into(),
+            cmd: vec!["sh".into(), "-c".into(), "sleep 1; stty size".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec tty")
+        .into_inner()
+        .url;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut ws = Ws::connect(&url, "v4.channel.k8s.io").expect("upgrade");
+        ws.send(4, br#"{"Width":100,"Height":40}"#);
+        ws.drain()
+    })
+    .await
+    .expect("tty stream");
+    assert_eq!(String::from_utf8_lossy(&out[&1]).trim(), "40 100");
+    assert!(String::from_utf8_lossy(&out[&3]).contains("Success"));
+    // Port forwarding to the web server on the pod's localhost.
+    let url =
+        c.rt.port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sandbox.into(),
+            port: vec![8080],
+        })
+        .await
+        .expect("PortForward")
+        .into_inner()
+        .url;
+    let page = tokio::task::spawn_blocking(move || {
+        let mut ws =
+            Ws::connect(&format!("{url}?port=8080"), "v4.channel.k8s.io").expect("upgrade");
+        // Each channel opens with the port.
+        let opened = [ws.recv(), ws.recv()];
+        assert_eq!(
+            opened,
+            [
+                Some((0, 8080u16.to_le_bytes().to_vec())),
+                Some((1, 8080u16.to_le_bytes().to_vec()))
+            ]
+        );
+        ws.send(0, b"GET /index.txt HTTP/1.0\r\n\r\n");
+        let mut page = Vec::new();
+        while let Some((ch, data)) = ws.recv() {
+            if ch == 0 {
+                page.extend(data);
+            }
+            if String::from_utf8_lossy(&page).contains("served-in-pod") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&page).into_owned()
+    })
+    .await
+    .expect("port-forward stream");
+    assert!(page.ends_with("served-in-pod\n"), "{page}");
+    // SPDY (no WebSocket upgrade) is refused clearly.
+    let url =
+        c.rt.exec(cri::ExecRequest {
+            container_id: client_id.into(),
+            cmd: vec!["true".into()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").expect("http");
+        let (host, path) = rest.split_once('/').expect("path");
+        let mut conn = std::net::TcpStream::connect(host).expect("connect");
+        write!(
+            conn,
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: SPDY/3.1\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        let _ = conn.read_to_string(&mut text);
+        text
+    })
+    .await
+    .expect("spdy");
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("SPDY"),
+        "{answer}"
+    );
 }

@@ -263,19 +263,21 @@ impl RuntimeService for CriApi {
         }))
     }
 
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec (the streaming server)")
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        let url = self.0.exec_url(r.into_inner()).await.or_status()?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _r: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach (the streaming server)")
+        unimplemented("Attach (the streaming server serves Exec and PortForward)")
     }
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward (the streaming server)")
+        let url = self.0.port_forward_url(r.into_inner()).await.or_status()?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -22,6 +22,7 @@ mod image;
 mod sandbox;
 mod seccomp;
 mod stats;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ struct Inner {
     cni: Cni,
     /// The containers' lifecycle events (GetContainerEvents).
     events: tokio::sync::broadcast::Sender<cri::ContainerEventResponse>,
+    /// The streaming server's address and the URLs it has handed out.
+    streams: stream::Streams,
     /// Held while a name is checked and reserved (RunPodSandbox, CreateContainer).
     naming: tokio::sync::Mutex<()>,
 }
@@ -125,6 +128,7 @@ impl Cri {
                 parts,
                 cni,
                 events,
+                streams: stream::Streams::default(),
                 naming: tokio::sync::Mutex::new(()),
             }),
         }

@@ -1,0 +1,743 @@
+//! The CRI streaming server: Exec and PortForward hand out a one-time URL on it
+//! (`http://<stream_address>:<port>/exec/<token>`), and the client (the kubelet, crictl,
+//! kubectl through the kubelet) connects there with a WebSocket speaking Kubernetes'
+//! channel protocol (`v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io`): every
+//! binary message starts with its channel (0 stdin, 1 stdout, 2 stderr, 3 the status,
+//! 4 terminal resizes; v5's 255 closes a channel). Port forwarding gives each requested
+//! port a data and an error channel, each opened by the port number (two bytes, little
+//! endian).
+//!
+//! The WebSocket (RFC 6455) is spoken here directly over the TCP stream: the upgrade is
+//! one HTTP/1.1 request, and the frames are small. SPDY, the older protocol, is refused
+//! with a clear 400.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_proto::runtime::v1 as cri;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::tasks::{ExecOptions, Stdio};
+
+/// How long an Exec or PortForward URL may wait for its client.
+const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// The largest request head and message accepted.
+const MAX_HEAD: usize = 16 << 10;
+const MAX_MESSAGE: u64 = 16 << 20;
+const PROTOCOLS: [&str; 3] = ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"];
+
+/// What a URL was handed out for.
+#[derive(Debug, Clone)]
+enum Pending {
+    Exec(cri::ExecRequest),
+    PortForward(cri::PortForwardRequest),
+}
+
+/// The server's state: where it listens, the URLs not used yet.
+#[derive(Default)]
+pub(super) struct Streams {
+    addr: std::sync::OnceLock<SocketAddr>,
+    pending: Mutex<HashMap<String, (Pending, Instant)>>,
+}
+
+impl Streams {
+    fn put(&self, p: Pending) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
+        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+        m.insert(token.clone(), (p, Instant::now()));
+        token
+    }
+
+    fn take(&self, token: &str) -> Option<Pending> {
+        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(token)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(p, _)| p)
+    }
+}
+
+impl Cri {
+    /// Starts the streaming server on the configured address and port.
+    pub async fn start_streaming(&self) -> Result<SocketAddr> {
+        let c = &self.p().config;
+        let listener = TcpListener::bind((c.stream_address.as_str(), c.stream_port))
+            .await
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "cri streaming server on {}:{}: {e}",
+                    c.stream_address, c.stream_port
+                ))
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("streaming server address: {e}")))?;
+        let _ = self.inner.streams.addr.set(addr);
+        let cri = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let cri = cri.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = cri.serve_stream(conn).await {
+                        tracing::debug!(error = %e, "streaming connection ended");
+                    }
+                });
+            }
+        });
+        tracing::info!(%addr, "CRI streaming server listening");
+        Ok(addr)
+    }
+
+    fn stream_url(&self, kind: &str, token: &str) -> Result<String> {
+        let addr =
+            self.inner.streams.addr.get().ok_or_else(|| {
+                Error::Unavailable("the CRI streaming server is not running".into())
+            })?;
+        Ok(format!("http://{addr}/{kind}/{token}"))
+    }
+
+    /// Exec: the URL of the command's stream.
+    pub async fn exec_url(&self, r: cri::ExecRequest) -> Result<String> {
+        if r.cmd.is_empty() {
+            return Err(Error::invalid("Exec: the command must not be empty"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Error::invalid(
+                "Exec: one of stdin, stdout and stderr must be set",
+            ));
+        }
+        if r.tty && r.stderr {
+            return Err(Error::invalid("Exec: tty and stderr cannot both be set"));
+        }
+        let c = self.find("container", &r.container_id).await?;
+        if self.observe_state(&c).await != cri::ContainerState::ContainerRunning {
+            return Err(Error::precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let mut r = r;
+        r.container_id = c.id;
+        let token = self.inner.streams.put(Pending::Exec(r));
+        self.stream_url("exec", &token)
+    }
+
+    /// PortForward: the URL of the pod's port forwarding.
+    pub async fn port_forward_url(&self, r: cri::PortForwardRequest) -> Result<String> {
+        let sb = self.sandbox(&r.pod_sandbox_id).await?;
+        if !sb.ready() {
+            return Err(Error::precondition(format!(
+                "sandbox {} is not running",
+                sb.record.id
+            )));
+        }
+        let mut r = r;
+        r.pod_sandbox_id = sb.record.id.clone();
+        let token = self.inner.streams.put(Pending::PortForward(r));
+        self.stream_url("portforward", &token)
+    }
+
+    /// One connection: the upgrade, then the exec or the forwarding.
+    async fn serve_stream(&self, mut conn: TcpStream) -> Result<()> {
+        let head = read_head(&mut conn).await?;
+        let req = Head::parse(&head)?;
+        let (kind, token) = req
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map(|(k, t)| (k.to_string(), t.split('?').next().unwrap_or(t).to_string()))
+            .unwrap_or_default();
+        let Some(pending) = self.inner.streams.take(&token) else {
+            return reply(
+                &mut conn,
+                "404 Not Found",
+                "unknown or expired stream token",
+            )
+            .await;
+        };
+        if !req.header("upgrade").eq_ignore_ascii_case("websocket") {
+            return reply(
+                &mut conn,
+                "400 Bad Request",
+                "berthd's streaming server speaks WebSocket (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported",
+            )
+            .await;
+        }
+        let offered: Vec<&str> = req
+            .header("sec-websocket-protocol")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let protocol = PROTOCOLS.iter().find(|p| offered.contains(p)).copied();
+        let key = req.header("sec-websocket-key");
+        if key.is_empty() {
+            return reply(&mut conn, "400 Bad Request", "no Sec-WebSocket-Key").await;
+        }
+        let accept = websocket_accept(key);
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+        );
+        if let Some(p) = protocol {
+            answer.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        }
+        answer.push_str("\r\n");
+        conn.write_all(answer.as_bytes())
+            .await
+            .map_err(|e| Error::Internal(format!("stream upgrade: {e}")))?;
+        let v5 = protocol == Some("v5.channel.k8s.io");
+        let (rd, wr) = conn.into_split();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+        let writer = tokio::spawn(write_frames(wr, rx));
+        let result = match (kind.as_str(), pending) {
+            ("exec", Pending::Exec(r)) => self.stream_exec(r, rd, tx.clone(), v5).await,
+            ("portforward", Pending::PortForward(r)) => {
+                self.stream_port_forward(r, &req.path, rd, tx.clone()).await
+            }
+            _ => Err(Error::invalid(
+                "the stream token is for another kind of stream",
+            )),
+        };
+        if let Err(e) = &result {
+            let status = json!({"metadata": {}, "status": "Failure", "message": e.to_string()});
+            let mut msg = vec![3u8];
+            msg.extend(status.to_string().as_bytes());
+            let _ = tx.send(msg).await;
+        }
+        drop(tx);
+        let _ = writer.await;
+        result
+    }
+
+    /// An exec over the channels: FIFOs between the WebSocket and the shim.
+    async fn stream_exec(
+        &self,
+        r: cri::ExecRequest,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        tx: mpsc::Sender<Vec<u8>>,
+        v5: bool,
+    ) -> Result<()> {
+        let c = self.find("container", &r.container_id).await?;
+        let id = c.id.clone();
+        let spec: Value = c
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::from_slice(&s.value).ok())
+            .ok_or_else(|| Error::Internal(format!("container {id} has no spec")))?;
+        let mut process = spec["process"].clone();
+        process["args"] = Value::from(r.cmd.clone());
+        process["terminal"] = Value::Bool(r.tty);
+        let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let dir = self.dir().join("exec").join(&exec_id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
+        let result = self
+            .exec_fifos(&id, &exec_id, &dir, process, &r, &mut rd, tx, v5)
+            .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_fifos(
+        &self,
+        id: &str,
+        exec_id: &str,
+        dir: &Path,
+        process: Value,
+        r: &cri::ExecRequest,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        tx: mpsc::Sender<Vec<u8>>,
+        v5: bool,
+    ) -> Result<()> {
+        use tokio::net::unix::pipe;
+        let fifo = |name: &str, wanted: bool| -> Result<Option<PathBuf>> {
+            if !wanted {
+                return Ok(None);
+            }
+            let p = dir.join(name);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .map_err(|e| Error::io("mkfifo", &p, e.into()))?;
+            Ok(Some(p))
+        };
+        let stdin = fifo("stdin", r.stdin)?;
+        let stdout = fifo("stdout", r.stdout)?;
+        let stderr = fifo("stderr", r.stderr && !r.tty)?;
+        let open_out = |p: &Option<PathBuf>| -> Result<Option<pipe::Receiver>> {
+            p.as_ref()
+                .map(|p| {
+                    pipe::OpenOptions::new()
+                        .open_receiver(p)
+                        .map_err(|e| Error::io("open FIFO", p, e))
+                })
+                .transpose()
+        };
+        let out_rx = open_out(&stdout)?;
+        let err_rx = open_out(&stderr)?;
+        let in_tx = stdin
+            .as_ref()
+            .map(|p| {
+                pipe::OpenOptions::new()
+                    .read_write(true)
+                    .open_sender(p)
+                    .map_err(|e| Error::io("open FIFO", p, e))
+            })
+            .transpose()?;
+        let path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let tasks = &self.p().tasks;
+        let opts = ExecOptions {
+            stdio: Stdio {
+                stdin: path(&stdin),
+                stdout: path(&stdout),
+                stderr: path(&stderr),
+                terminal: r.tty,
+            },
+            spec: Some(AnyValue {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process)
+                    .map_err(|e| Error::Internal(format!("encode process: {e}")))?,
+            }),
+        };
+        tasks.exec(NAMESPACE, id, exec_id, opts).await?;
+        if let Err(e) = tasks.start(NAMESPACE, id, exec_id).await {
+            let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+            return Err(e);
+        }
+        // Output: each stream to its channel until the process and its children close it.
+        let pumps: Vec<_> = [(out_rx, 1u8), (err_rx, 2u8)]
+            .into_iter()
+            .filter_map(|(rx, ch)| rx.map(|rx| (rx, ch)))
+            .map(|(rx, ch)| tokio::spawn(pump_out(rx, ch, tx.clone())))
+            .collect();
+        // Input: stdin and resizes, until the client closes or the process exits.
+        let input = {
+            let (cri, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+            let mut in_tx = in_tx;
+            let rd: &mut tokio::net::tcp::OwnedReadHalf = rd;
+            async move {
+                loop {
+                    let msg = match read_message(rd).await {
+                        Ok(Some(m)) => m,
+                        _ => return,
+                    };
+                    let Some((&ch, data)) = msg.split_first() else {
+                        continue;
+                    };
+                    match ch {
+                        0 => {
+                            if let Some(w) = in_tx.as_mut()
+                                && w.write_all(data).await.is_err()
+                            {
+                                in_tx = None;
+                            }
+                        }
+                        4 => {
+                            if let Ok(size) = serde_json::from_slice::<Value>(data) {
+                                let w = size["Width"].as_u64().unwrap_or(0) as u32;
+                                let h = size["Height"].as_u64().unwrap_or(0) as u32;
+                                let _ = cri
+                                    .p()
+                                    .tasks
+                                    .resize_pty(NAMESPACE, &id, &exec_id, w, h)
+                                    .await;
+                            }
+                        }
+                        255 if v5 && data.first() == Some(&0) => in_tx = None,
+                        _ => {}
+                    }
+                }
+            }
+        };
+        let waited = tokio::select! {
+            w = tasks.wait(NAMESPACE, id, exec_id) => w,
+            () = input => tasks.wait(NAMESPACE, id, exec_id).await,
+        };
+        for p in pumps {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        }
+        let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+        let (code, _) = waited?;
+        let status = if code == 0 {
+            json!({"metadata": {}, "status": "Success"})
+        } else {
+            json!({
+                "metadata": {},
+                "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: error executing command {:?}, exit code {code}", r.cmd),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+            })
+        };
+        let mut msg = vec![3u8];
+        msg.extend(status.to_string().as_bytes());
+        let _ = tx.send(msg).await;
+        Ok(())
+    }
+
+    /// Port forwarding: each `port=` of the URL gets a data channel (2n) and an error
+    /// channel (2n+1); the data goes to that port on the pod's localhost.
+    async fn stream_port_forward(
+        &self,
+        r: cri::PortForwardRequest,
+        path: &str,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        tx: mpsc::Sender<Vec<u8>>,
+    ) -> Result<()> {
+        let sb = self.sandbox(&r.pod_sandbox_id).await?;
+        let netns = sb
+            .netns()
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid("port forwarding to a pod on the host's network"))?;
+        let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let mut ports: Vec<u16> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("port="))
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if ports.is_empty() {
+            ports = r
+                .port
+                .iter()
+                .filter_map(|p| u16::try_from(*p).ok())
+                .collect();
+        }
+        if ports.is_empty() {
+            return Err(Error::invalid("port forwarding: no port given"));
+        }
+        let mut conns = Vec::new();
+        for (n, port) in ports.iter().enumerate() {
+            for ch in [2 * n as u8, 2 * n as u8 + 1] {
+                let mut msg = vec![ch];
+                msg.extend(port.to_le_bytes());
+                let _ = tx.send(msg).await;
+            }
+            let stream = connect_in(&netns, *port).await;
+            match stream {
+                Ok(s) => {
+                    let (r_half, w_half) = s.into_split();
+                    tokio::spawn(pump_out(r_half, 2 * n as u8, tx.clone()));
+                    conns.push(Some(w_half));
+                }
+                Err(e) => {
+                    let mut msg = vec![2 * n as u8 + 1];
+                    msg.extend(
+                        format!(
+                            "failed to connect to localhost:{port} in pod {}: {e}",
+                            sb.record.id
+                        )
+                        .as_bytes(),
+                    );
+                    let _ = tx.send(msg).await;
+                    conns.push(None);
+                }
+            }
+        }
+        while let Ok(Some(msg)) = read_message(&mut rd).await {
+            let Some((&ch, data)) = msg.split_first() else {
+                continue;
+            };
+            // Data on a port's data channel; its error channel carries nothing inward.
+            let n = usize::from(ch / 2);
+            if ch % 2 != 0 || n >= conns.len() || data.is_empty() {
+                continue;
+            }
+            if let Some(w) = conns[n].as_mut()
+                && w.write_all(data).await.is_err()
+            {
+                conns[n] = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn observe_state(&self, c: &Container) -> cri::ContainerState {
+        match self.p().tasks.state(NAMESPACE, &c.id, "").await {
+            Ok(s) if s.status == crate::tasks::ProcessStatus::Running => {
+                cri::ContainerState::ContainerRunning
+            }
+            _ => cri::ContainerState::ContainerExited,
+        }
+    }
+}
+
+/// A TCP connection to `port` on the loopback of the network namespace at `netns`: the
+/// socket is made in a thread that entered the namespace, and keeps it.
+async fn connect_in(netns: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let netns = netns.to_string();
+    let std_stream =
+        tokio::task::spawn_blocking(move || -> std::io::Result<std::net::TcpStream> {
+            let ns = std::fs::File::open(&netns)?;
+            let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let connected = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(5),
+            );
+            // Back to the daemon's namespace before the thread serves anything else.
+            nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            connected
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    std_stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(std_stream)
+}
+
+/// Copies `r` to channel `ch` until its end.
+async fn pump_out(mut r: impl AsyncRead + Unpin, ch: u8, tx: mpsc::Sender<Vec<u8>>) {
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        match r.read(&mut buf[1..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                buf[0] = ch;
+                if tx.send(buf[..=n].to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes each message as one binary frame, then a close frame.
+async fn write_frames(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(msg) = rx.recv().await {
+        if w.write_all(&frame(2, &msg)).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.write_all(&frame(8, &1000u16.to_be_bytes())).await;
+    let _ = w.shutdown().await;
+}
+
+/// A server frame (final, unmasked).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(n as u8),
+        n if n <= 0xffff => {
+            f.push(126);
+            f.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(127);
+            f.extend((n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The next whole data message from the client (fragments joined, pings skipped); None
+/// at a close frame or the end of the connection.
+async fn read_message(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
+    let mut message = Vec::new();
+    loop {
+        let mut h = [0u8; 2];
+        if r.read_exact(&mut h).await.is_err() {
+            return Ok(None);
+        }
+        let fin = h[0] & 0x80 != 0;
+        let opcode = h[0] & 0x0f;
+        let masked = h[1] & 0x80 != 0;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).await?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            r.read_exact(&mut b).await?;
+            len = u64::from_be_bytes(b);
+        }
+        if len > MAX_MESSAGE {
+            return Err(std::io::Error::other("WebSocket message too large"));
+        }
+        let mut mask = [0u8; 4];
+        if masked {
+            r.read_exact(&mut mask).await?;
+        }
+        let mut payload = vec![0u8; len as usize];
+        r.read_exact(&mut payload).await?;
+        if masked {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+        }
+        match opcode {
+            8 => return Ok(None),
+            9 | 10 => continue,
+            _ => {
+                message.extend(payload);
+                if fin {
+                    return Ok(Some(message));
+                }
+            }
+        }
+    }
+}
+
+/// The request head, up to the blank line.
+async fn read_head(conn: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err(Error::invalid("streaming request head too large"));
+        }
+        let n = conn
+            .read(&mut byte)
+            .await
+            .map_err(|e| Error::Internal(format!("read stream request: {e}")))?;
+        if n == 0 {
+            return Err(Error::invalid(
+                "streaming connection closed before its request",
+            ));
+        }
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+struct Head {
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn parse(text: &str) -> Result<Head> {
+        let mut lines = text.split("\r\n");
+        let first = lines.next().unwrap_or_default();
+        let mut words = first.split_whitespace();
+        let (method, path) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        if method != "GET" && method != "POST" {
+            return Err(Error::invalid(format!("streaming request {first:?}")));
+        }
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Ok(Head {
+            path: path.to_string(),
+            headers,
+        })
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    }
+}
+
+async fn reply(conn: &mut TcpStream, status: &str, text: &str) -> Result<()> {
+    let body = format!("{text}\n");
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(answer.as_bytes())
+        .await
+        .map_err(|e| Error::Internal(format!("stream reply: {e}")))?;
+    Err(Error::invalid(format!("streaming request refused: {text}")))
+}
+
+/// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + the RFC's GUID)).
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine as _;
+    let digest = sha1(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// SHA-1 (FIPS 180-4), for the WebSocket handshake only (no security rests on it).
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    let bits = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend(bits.to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_of_rfc_6455() {
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            hex::encode(sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+
+    #[test]
+    fn frames_of_every_length() {
+        assert_eq!(frame(2, b"hi"), vec![0x82, 2, b'h', b'i']);
+        assert_eq!(&frame(2, &[0; 200])[..4], &[0x82, 126, 0, 200]);
+        assert_eq!(&frame(2, &vec![0; 70_000])[..2], &[0x82, 127]);
+    }
+}
