@@ -44,12 +44,22 @@ pub struct ProcessIo {
     pub logger_pid: Option<u32>,
     /// The read end of the logger's readiness pipe (its fd 5), until it said ready.
     logger_ready: Option<OwnedFd>,
+    /// The CRI log files it writes (reopened by ReopenContainerLog).
+    cri_logs: Vec<Arc<CriLog>>,
 }
 
 /// How long a `binary://` logger may take to say it is ready.
 const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ProcessIo {
+    /// Reopens its CRI log files; false when it writes none.
+    pub fn reopen_logs(&self) -> Result<bool> {
+        for l in &self.cri_logs {
+            l.reopen()?;
+        }
+        Ok(!self.cri_logs.is_empty())
+    }
+
     /// Waits until the `binary://` logger is ready to read the container's output: it
     /// closes (or writes to) its fd 5, as containerd's logging binaries do.
     pub async fn logger_ready(&mut self) -> Result<()> {
@@ -292,6 +302,34 @@ fn percent_decode(s: &str, query: bool) -> Option<String> {
 }
 
 /// Opens a CRI log for appending (0640), creating its directory (0755) when missing.
+/// A CRI log file, shared by the streams that write it; reopened at the same path when
+/// the kubelet rotated it (ReopenContainerLog).
+pub struct CriLog {
+    path: PathBuf,
+    file: std::sync::RwLock<Arc<std::fs::File>>,
+}
+
+impl CriLog {
+    fn open(path: &Path) -> Result<Arc<CriLog>> {
+        Ok(Arc::new(CriLog {
+            path: path.to_path_buf(),
+            file: std::sync::RwLock::new(open_cri_log(path)?),
+        }))
+    }
+
+    fn file(&self) -> Arc<std::fs::File> {
+        self.file.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Opens the path again (a new file when the old one was renamed away); later
+    /// records go there.
+    pub fn reopen(&self) -> Result<()> {
+        let f = open_cri_log(&self.path)?;
+        *self.file.write().unwrap_or_else(|e| e.into_inner()) = f;
+        Ok(())
+    }
+}
+
 fn open_cri_log(path: &Path) -> Result<Arc<std::fs::File>> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if !path.is_absolute() {
@@ -323,8 +361,7 @@ fn open_cri_log(path: &Path) -> Result<Arc<std::fs::File>> {
 /// less than handing each to a blocking thread. A failed write is logged (once) and the
 /// output dropped: the container's pipe keeps draining either way.
 struct CriSink {
-    file: Arc<std::fs::File>,
-    path: PathBuf,
+    log: Arc<CriLog>,
     lines: crate::crilog::CriLines,
     failed: bool,
     /// A terminal's output: what a read brought that ends without a newline (a shell's
@@ -333,10 +370,9 @@ struct CriSink {
 }
 
 impl CriSink {
-    fn new(file: Arc<std::fs::File>, path: &Path, stream: &'static str) -> CriSink {
+    fn new(log: Arc<CriLog>, stream: &'static str) -> CriSink {
         CriSink {
-            file,
-            path: path.to_path_buf(),
+            log,
             lines: crate::crilog::CriLines::new(stream, crate::crilog::MAX_LINE),
             failed: false,
             eager: false,
@@ -354,11 +390,11 @@ impl CriSink {
         if records.is_empty() {
             return;
         }
-        if let Err(e) = (&*self.file).write_all(records)
+        if let Err(e) = (&*self.log.file()).write_all(records)
             && !self.failed
         {
             self.failed = true;
-            log::error!("write log {}: {e}", self.path.display());
+            log::error!("write log {}: {e}", self.log.path.display());
         }
     }
 }
@@ -464,7 +500,7 @@ pub fn setup_pipes(
     let mut logger: Option<(PathBuf, Vec<(String, String)>)> = None;
     let mut logger_fds: [Option<OwnedFd>; 2] = [None, None];
     // A CRI log named by both streams is opened once and shared.
-    let mut cri_log: Option<(PathBuf, Arc<std::fs::File>)> = None;
+    let mut cri_log: Option<Arc<CriLog>> = None;
     let outputs = [
         (&paths.stdout, &mut child.stdout, "stdout"),
         (&paths.stderr, &mut child.stderr, "stderr"),
@@ -473,18 +509,18 @@ pub fn setup_pipes(
         match parse_output(uri)? {
             Output::Null => {}
             Output::Cri(path) => {
-                let file = match &cri_log {
-                    Some((p, f)) if *p == path => f.clone(),
+                let log = match &cri_log {
+                    Some(l) if l.path == path => l.clone(),
                     _ => {
-                        let f = open_cri_log(&path)?;
-                        cri_log = Some((path.clone(), f.clone()));
-                        f
+                        let l = CriLog::open(&path)?;
+                        cri_log = Some(l.clone());
+                        io.cri_logs.push(l.clone());
+                        l
                     }
                 };
                 let (r, w) = pipe()?;
                 let src = pipe::Receiver::from_owned_fd(r).map_err(ShimError::io("output pipe"))?;
-                io.copies
-                    .push(spawn_copy(src, CriSink::new(file, &path, stream)));
+                io.copies.push(spawn_copy(src, CriSink::new(log, stream)));
                 *slot = Some(w);
             }
             Output::Writer(dst) => {
@@ -603,9 +639,11 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
     }
     let dst: Option<Box<dyn AsyncWrite + Unpin + Send>> = match parse_output(&paths.stdout)? {
         Output::Writer(dst) => Some(dst),
-        Output::Cri(path) => Some(Box::new(
-            CriSink::new(open_cri_log(&path)?, &path, "stdout").eager(),
-        )),
+        Output::Cri(path) => {
+            let log = CriLog::open(&path)?;
+            io.cri_logs.push(log.clone());
+            Some(Box::new(CriSink::new(log, "stdout").eager()))
+        }
         Output::Null | Output::Binary(..) => None,
     };
     if let Some(mut dst) = dst {

@@ -180,6 +180,11 @@ impl Process {
         }
     }
 
+    /// Reopens the process's CRI log files; false when it writes none.
+    pub fn reopen_logs(&self) -> crate::error::Result<bool> {
+        self.lock().io.reopen_logs()
+    }
+
     pub fn close_stdin(&self) {
         let mut i = self.lock();
         i.stdin_closed = true;

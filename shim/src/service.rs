@@ -702,6 +702,17 @@ impl TaskService {
     async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
         let c = self.inner.container(&req.id)?;
         c.init.check("update", Status::can_kill)?;
+        // berthd's ReopenContainerLog (CRI): an update with this annotation and no
+        // resources reopens the container's CRI log files.
+        if req.resources.is_none() && req.annotations.contains_key(REOPEN_LOG_ANNOTATION) {
+            return match c.init.reopen_logs()? {
+                true => Ok(()),
+                false => Err(ShimError::InvalidArgument(format!(
+                    "container {} writes no CRI log to reopen",
+                    req.id
+                ))),
+            };
+        }
         let resources = req
             .resources
             .as_ref()
@@ -723,6 +734,9 @@ impl TaskService {
         })
     }
 }
+
+/// The annotation of an Update that asks for the container's CRI logs to be reopened.
+pub const REOPEN_LOG_ANNOTATION: &str = "io.berth.cri.reopen-log";
 
 /// Whether the bundle's container has no PID namespace of its own (it shares the host's or
 /// joins another's): then its init's exit does not end its other processes.

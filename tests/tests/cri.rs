@@ -606,6 +606,67 @@ async fn a_pod_runs_through_the_cri() {
     // Exec and PortForward through the streaming server.
     streaming_checks(&mut c, &client_id, &sandbox).await;
 
+    // The kubelet's log rotation: the log renamed, ReopenContainerLog, new lines in a new
+    // file at the same path.
+    let ticker =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(container_config(
+                "ticker",
+                &image,
+                &["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
+            )),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer ticker")
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: ticker.clone(),
+    })
+    .await
+    .expect("StartContainer ticker");
+    let log = w.join("logs/ticker/0.log");
+    let wait_for_tick = |p: &std::path::Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .contains("stdout F tick")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no tick in {}",
+                p.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for_tick(&log);
+    let rotated = w.join("logs/ticker/0.log.20261206-000000");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    c.rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: ticker.clone(),
+    })
+    .await
+    .expect("ReopenContainerLog");
+    wait_for_tick(&log);
+    let before = std::fs::metadata(&rotated).expect("rotated").len();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(std::fs::metadata(&rotated).expect("rotated").len(), before);
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: ticker.clone(),
+    })
+    .await
+    .expect("RemoveContainer ticker");
+    let stopped =
+        c.rt.reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .expect_err("a removed container");
+    assert_eq!(stopped.code(), Code::NotFound);
+
     // Bad input.
     let missing =
         c.rt.create_container(cri::CreateContainerRequest {

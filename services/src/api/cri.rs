@@ -244,9 +244,13 @@ impl RuntimeService for CriApi {
 
     async fn reopen_container_log(
         &self,
-        _r: Request<cri::ReopenContainerLogRequest>,
+        r: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        self.0
+            .reopen_container_log(&r.into_inner().container_id)
+            .await
+            .or_status()?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> Rpc<cri::ExecSyncResponse> {

@@ -16,6 +16,8 @@ use crate::snapshots::Create;
 use crate::tasks::{CreateOptions, ExecOptions, ProcessStatus, Stdio};
 
 const CONTAINER_CONFIG_TYPE: &str = "runtime.v1.ContainerConfig";
+/// The Update annotation that has berth's shim reopen a container's CRI log files.
+const REOPEN_LOG_ANNOTATION: &str = "io.berth.cri.reopen-log";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const LINUX_RESOURCES_TYPE_URL: &str =
     "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
@@ -566,6 +568,34 @@ impl Cri {
             .update(NAMESPACE, rec, vec!["spec".into()])
             .await?;
         Ok(())
+    }
+
+    /// ReopenContainerLog: the running container's log file opened again at its path
+    /// (after the kubelet renamed it away), by the shim that writes it.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let c = self.find("container", id).await?;
+        if self.observe(&c).await.state != cri::ContainerState::ContainerRunning {
+            return Err(Error::precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        if !c.labels.contains_key(LOG_LABEL) {
+            return Err(Error::precondition(format!(
+                "container {} has no log path",
+                c.id
+            )));
+        }
+        self.p()
+            .tasks
+            .update(
+                NAMESPACE,
+                &c.id,
+                None,
+                [(REOPEN_LOG_ANNOTATION.to_string(), "1".to_string())],
+            )
+            .await
+            .map_err(|e| e.context(&format!("failed to reopen the log of container {}", c.id)))
     }
 
     /// Where a container's task is (or was).
