@@ -81,7 +81,10 @@ fn pod_config(work: &std::path::Path, name: &str, host_port: i32) -> cri::PodSan
         }],
         labels: BTreeMap::from([("app".into(), "web".into())]),
         annotations: BTreeMap::from([("note".into(), "kept".into())]),
-        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            sysctls: BTreeMap::from([("net.ipv4.ip_unprivileged_port_start".into(), "80".into())]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -605,6 +608,61 @@ async fn a_pod_runs_through_the_cri() {
 
     // Exec and PortForward through the streaming server.
     streaming_checks(&mut c, &client_id, &sandbox).await;
+
+    // The pod's sysctls and its shared /dev/shm; a container's cpuset and OOM score.
+    let r = exec(
+        &mut c,
+        &client_id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; echo shared > /dev/shm/note",
+        ],
+        10,
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "80\n", "{r:?}");
+    let mut tuned = container_config("tuned", &image, &["sleep", "1000"]);
+    tuned.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            cpuset_cpus: "0".into(),
+            oom_score_adj: 500,
+            ..Default::default()
+        }),
+        security_context: None,
+    });
+    let tuned_id =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(tuned),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer tuned")
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: tuned_id.clone(),
+    })
+    .await
+    .expect("StartContainer tuned");
+    let r = exec(
+        &mut c,
+        &tuned_id,
+        &["sh", "-c", "cat /dev/shm/note /proc/self/oom_score_adj; cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpuset.cpus"],
+        10,
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "shared\n500\n0\n",
+        "{r:?}"
+    );
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: tuned_id.clone(),
+    })
+    .await
+    .expect("RemoveContainer tuned");
 
     // The kubelet's log rotation: the log renamed, ReopenContainerLog, new lines in a new
     // file at the same path.

@@ -96,7 +96,10 @@ impl Cri {
                 ))
             })?;
         let spec = match self.accounts_for(&config, &image, mounts).await {
-            Ok(accounts) => self.container_spec(&id, &config, &sb, pause_pid, &image, &accounts),
+            Ok(accounts) => {
+                let targets = self.running_pids(&sb.record.id).await;
+                self.container_spec(&id, &config, &sb, pause_pid, &image, &accounts, &targets)
+            }
             Err(e) => Err(e),
         };
         let spec = match spec {
@@ -171,6 +174,7 @@ impl Cri {
         pause_pid: u32,
         image: &image::Resolved,
         accounts: &Accounts,
+        target_pids: &[(String, u32)],
     ) -> Result<Vec<u8>> {
         use oci::LinuxNamespaceType as Ns;
         let linux = config.linux.clone().unwrap_or_default();
@@ -189,6 +193,17 @@ impl Cri {
         let img = &image.config["config"];
         let image_config = super::sandbox::image_config(&image.config);
         let user = user_of(&sc, img["User"].as_str().unwrap_or_default(), accounts)?;
+        let target_pid = |target: &str| -> Result<u32> {
+            target_pids
+                .iter()
+                .find(|(id, _)| id == target)
+                .map(|(_, pid)| *pid)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "the PID namespace target {target:?} is not a running container of the pod"
+                    ))
+                })
+        };
         let opts = namespace_options(&sb.config);
         let own = namespace_options_of(&sc).unwrap_or(opts.clone());
         let ns_path = |kind: &str| format!("/proc/{pause_pid}/ns/{kind}");
@@ -198,11 +213,17 @@ impl Cri {
             kind: Ns::Mount,
             path: None,
         }];
+        let target = cri::NamespaceMode::Target as i32;
         match own.pid {
             p if p == node => {}
             p if p == pod => namespaces.push(oci::Namespace {
                 kind: Ns::Pid,
                 path: Some(ns_path("pid")),
+            }),
+            // TARGET: the PID namespace of another container of the pod.
+            p if p == target => namespaces.push(oci::Namespace {
+                kind: Ns::Pid,
+                path: Some(format!("/proc/{}/ns/pid", target_pid(&own.target_id)?)),
             }),
             _ => namespaces.push(oci::Namespace {
                 kind: Ns::Pid,
@@ -245,6 +266,20 @@ impl Cri {
                 ],
             })
             .collect();
+        // The pod's /dev/shm (its IPC namespace's), or the host's with the host's IPC.
+        let shm = if opts.ipc == node {
+            PathBuf::from("/dev/shm")
+        } else {
+            dir.join(super::sandbox::SHM)
+        };
+        if !config.mounts.iter().any(|m| m.container_path == "/dev/shm") {
+            mounts.push(oci::Mount {
+                destination: "/dev/shm".into(),
+                kind: "bind".into(),
+                source: shm.display().to_string(),
+                options: vec!["rbind".into(), "rprivate".into(), "rw".into()],
+            });
+        }
         for m in &config.mounts {
             mounts.push(cri_mount(m)?);
         }
@@ -312,7 +347,21 @@ impl Cri {
         if let Some(profile) = super::seccomp::profile_for(&sc)? {
             value["linux"]["seccomp"] = profile;
         }
+        extra_resources(&mut value, &res);
         serde_json::to_vec(&value).map_err(|e| Error::Internal(format!("encode spec: {e}")))
+    }
+
+    /// The running containers of sandbox `id` and their init pids (PID namespace targets).
+    async fn running_pids(&self, sandbox: &str) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for c in self.containers_of(sandbox).await.unwrap_or_default() {
+            if let Ok(s) = self.p().tasks.state(NAMESPACE, &c.id, "").await
+                && s.status == ProcessStatus::Running
+            {
+                out.push((c.id, s.pid));
+            }
+        }
+        out
     }
 
     /// The containers of sandbox `id`.
@@ -857,6 +906,40 @@ impl Cri {
             read(err),
             i32::try_from(code).unwrap_or(i32::MAX),
         ))
+    }
+}
+
+/// The limits berth-oci's spec builder does not carry: cpusets, huge pages, cgroup v2
+/// `unified` keys, swap, and the OOM score adjustment. A negative adjustment below the
+/// daemon's own is clamped to it (this host cannot lower it without CAP_SYS_RESOURCE, as
+/// containerd's `restrict_oom_score_adj`).
+fn extra_resources(spec: &mut Value, r: &cri::LinuxContainerResources) {
+    let res = &mut spec["linux"]["resources"];
+    if !r.cpuset_cpus.is_empty() {
+        res["cpu"]["cpus"] = r.cpuset_cpus.clone().into();
+    }
+    if !r.cpuset_mems.is_empty() {
+        res["cpu"]["mems"] = r.cpuset_mems.clone().into();
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        res["memory"]["swap"] = r.memory_swap_limit_in_bytes.into();
+    }
+    if !r.hugepage_limits.is_empty() {
+        res["hugepageLimits"] = r
+            .hugepage_limits
+            .iter()
+            .map(|h| serde_json::json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect();
+    }
+    if !r.unified.is_empty() {
+        res["unified"] = serde_json::to_value(&r.unified).unwrap_or_default();
+    }
+    if r.oom_score_adj != 0 {
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        spec["process"]["oomScoreAdj"] = r.oom_score_adj.max(own).into();
     }
 }
 

@@ -17,6 +17,8 @@ use crate::tasks::{CreateOptions, ProcessStatus};
 const SANDBOX_CONFIG_TYPE: &str = "runtime.v1.PodSandboxConfig";
 /// The CNI ADD result of a pod, kept for its DEL.
 const CNI_RESULT: &str = "cni-result.json";
+/// The pod's /dev/shm: a tmpfs under its directory, shared by its containers.
+pub(super) const SHM: &str = "shm";
 
 /// What a sandbox is, read back from its record.
 pub(super) struct Sandbox {
@@ -124,6 +126,9 @@ impl Cri {
             config.hostname.clone()
         };
         self.write_pod_files(dir, config, &hostname)?;
+        if namespace_options(config).ipc != cri::NamespaceMode::Node as i32 {
+            mount_shm(&dir.join(SHM))?;
+        }
         let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
         labels.insert(KIND_LABEL.into(), "sandbox".into());
         labels.insert(NAME_LABEL.into(), name.into());
@@ -492,6 +497,7 @@ impl Cri {
             }
         }
         let dir = self.sandbox_dir(id);
+        unmount_shm(&dir.join(SHM));
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -643,6 +649,31 @@ pub(super) fn image_config(config: &Value) -> oci::ImageConfig {
         cmd: strings(&c["Cmd"]),
         env: strings(&c["Env"]),
         working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Mounts the pod's /dev/shm (64 MiB, as Docker's and containerd's default).
+fn mount_shm(path: &Path) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+    mount(
+        Some("shm"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| Error::io("mount the pod's shm on", path, e.into()))
+}
+
+/// Unmounts the pod's /dev/shm, if it is mounted.
+fn unmount_shm(path: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    if path.exists()
+        && let Err(e) = umount2(path, MntFlags::MNT_DETACH)
+        && e != nix::errno::Errno::EINVAL
+    {
+        tracing::warn!(path = %path.display(), error = %e, "unmount a pod's shm");
     }
 }
 
