@@ -24,6 +24,13 @@ const LINUX_RESOURCES_TYPE_URL: &str =
 /// What an ExecSync keeps of each stream at most (the kubelet's own cap).
 const EXEC_OUTPUT_CAP: u64 = 16 << 20;
 
+/// The processes of a pod a new container's namespaces are found by: its pause, and
+/// its running containers (PID namespace targets).
+struct PodPids {
+    pause: u32,
+    running: Vec<(String, u32)>,
+}
+
 /// Where a container's task is.
 struct Observed {
     state: cri::ContainerState,
@@ -97,8 +104,11 @@ impl Cri {
             })?;
         let spec = match self.accounts_for(&config, &image, mounts).await {
             Ok(accounts) => {
-                let targets = self.running_pids(&sb.record.id).await;
-                self.container_spec(&id, &config, &sb, pause_pid, &image, &accounts, &targets)
+                let pids = PodPids {
+                    pause: pause_pid,
+                    running: self.running_pids(&sb.record.id).await,
+                };
+                self.container_spec(&id, &config, &sb, &pids, &image, &accounts)
             }
             Err(e) => Err(e),
         };
@@ -171,11 +181,11 @@ impl Cri {
         id: &str,
         config: &cri::ContainerConfig,
         sb: &super::sandbox::Sandbox,
-        pause_pid: u32,
+        pids: &PodPids,
         image: &image::Resolved,
         accounts: &Accounts,
-        target_pids: &[(String, u32)],
     ) -> Result<Vec<u8>> {
+        let pause_pid = pids.pause;
         use oci::LinuxNamespaceType as Ns;
         let linux = config.linux.clone().unwrap_or_default();
         let sc = linux.security_context.clone().unwrap_or_default();
@@ -194,7 +204,7 @@ impl Cri {
         let image_config = super::sandbox::image_config(&image.config);
         let user = user_of(&sc, img["User"].as_str().unwrap_or_default(), accounts)?;
         let target_pid = |target: &str| -> Result<u32> {
-            target_pids
+            pids.running
                 .iter()
                 .find(|(id, _)| id == target)
                 .map(|(_, pid)| *pid)
