@@ -228,8 +228,9 @@ fn fifo_receiver(path: &str) -> Result<pipe::Receiver> {
 enum Output {
     Null,
     Writer(Box<dyn AsyncWrite + Unpin + Send>),
-    /// `file://<path>?format=cri`: the shim writes CRI log records into the file.
-    Cri(PathBuf),
+    /// `file://<path>?format=cri[&max-line=N]`: the shim writes CRI log records into the
+    /// file, lines longer than N bytes (16 KiB) cut into partial records.
+    Cri(PathBuf, usize),
     /// `binary://`: the logger reads our pipe itself.
     Binary(PathBuf, Vec<(String, String)>),
 }
@@ -241,7 +242,13 @@ fn parse_output(uri: &str) -> Result<Output> {
     if let Some(rest) = uri.strip_prefix("file://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         if query.split('&').any(|kv| kv == "format=cri") {
-            return Ok(Output::Cri(PathBuf::from(path)));
+            let max = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("max-line="))
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(crate::crilog::MAX_LINE);
+            return Ok(Output::Cri(PathBuf::from(path), max));
         }
         if let Some(dir) = Path::new(path).parent() {
             std::fs::create_dir_all(dir)
@@ -307,13 +314,15 @@ fn percent_decode(s: &str, query: bool) -> Option<String> {
 pub struct CriLog {
     path: PathBuf,
     file: std::sync::RwLock<Arc<std::fs::File>>,
+    max_line: usize,
 }
 
 impl CriLog {
-    fn open(path: &Path) -> Result<Arc<CriLog>> {
+    fn open(path: &Path, max_line: usize) -> Result<Arc<CriLog>> {
         Ok(Arc::new(CriLog {
             path: path.to_path_buf(),
             file: std::sync::RwLock::new(open_cri_log(path)?),
+            max_line,
         }))
     }
 
@@ -372,8 +381,8 @@ struct CriSink {
 impl CriSink {
     fn new(log: Arc<CriLog>, stream: &'static str) -> CriSink {
         CriSink {
+            lines: crate::crilog::CriLines::new(stream, log.max_line),
             log,
-            lines: crate::crilog::CriLines::new(stream, crate::crilog::MAX_LINE),
             failed: false,
             eager: false,
         }
@@ -508,11 +517,11 @@ pub fn setup_pipes(
     for (n, (uri, slot, stream)) in outputs.into_iter().enumerate() {
         match parse_output(uri)? {
             Output::Null => {}
-            Output::Cri(path) => {
+            Output::Cri(path, max) => {
                 let log = match &cri_log {
                     Some(l) if l.path == path => l.clone(),
                     _ => {
-                        let l = CriLog::open(&path)?;
+                        let l = CriLog::open(&path, max)?;
                         cri_log = Some(l.clone());
                         io.cri_logs.push(l.clone());
                         l
@@ -639,8 +648,8 @@ pub fn setup_console(master: OwnedFd, paths: &StdioPaths) -> Result<ProcessIo> {
     }
     let dst: Option<Box<dyn AsyncWrite + Unpin + Send>> = match parse_output(&paths.stdout)? {
         Output::Writer(dst) => Some(dst),
-        Output::Cri(path) => {
-            let log = CriLog::open(&path)?;
+        Output::Cri(path, max) => {
+            let log = CriLog::open(&path, max)?;
             io.cri_logs.push(log.clone());
             Some(Box::new(CriSink::new(log, "stdout").eager()))
         }
@@ -753,7 +762,10 @@ mod tests {
         }
         assert!(parse_output("binary:///l?x=%zz").is_err());
         match parse_output("file:///var/log/c/x.log?format=cri").expect("cri") {
-            Output::Cri(p) => assert_eq!(p, Path::new("/var/log/c/x.log")),
+            Output::Cri(p, max) => {
+                assert_eq!(p, Path::new("/var/log/c/x.log"));
+                assert_eq!(max, crate::crilog::MAX_LINE);
+            }
             _ => panic!("not cri"),
         }
     }

@@ -1190,7 +1190,10 @@ async fn failures_leave_nothing_behind() {
     let reg = Registry::start();
     reg.push_layout(&bb.layout, "lib/busybox:1.35");
     let image = reg.reference("lib/busybox:1.35");
-    let d = Daemon::start_with_config(&format!("[cri]\ncni_conf_dir = \"{}\"\n", cni.display()));
+    let d = Daemon::start_with_config(&format!(
+        "[cri]\ncni_conf_dir = \"{}\"\nmax_container_log_line_size = 8\n",
+        cni.display()
+    ));
     let mut c = clients(&d).await;
     let config = pod_config(&w, "broken", 0);
     let failed =
@@ -1306,7 +1309,11 @@ async fn failures_leave_nothing_behind() {
     let id =
         c.rt.create_container(cri::CreateContainerRequest {
             pod_sandbox_id: sandbox.clone(),
-            config: Some(container_config("sleeper", &image, &["sleep", "1000"])),
+            config: Some(container_config(
+                "sleeper",
+                &image,
+                &["sh", "-c", "echo 0123456789abcdef; exec sleep 1000"],
+            )),
             sandbox_config: Some(config.clone()),
         })
         .await
@@ -1318,6 +1325,31 @@ async fn failures_leave_nothing_behind() {
     })
     .await
     .expect("StartContainer");
+    // A line longer than max_container_log_line_size: partial records of that size.
+    let log = w.join("logs/sleeper/0.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(" F ")
+    {
+        assert!(std::time::Instant::now() < deadline, "no log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| {
+            l.split_once(' ')
+                .map(|x| x.1)
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        records,
+        vec!["stdout P 01234567", "stdout F 89abcdef"],
+        "{records:?}"
+    );
     let shim = berth_tests::shim_processes()
         .into_iter()
         .find(|(_, args)| {

@@ -410,7 +410,11 @@ impl Cri {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| Error::io("create log directory", parent, e))?;
                 }
-                let uri = format!("file://{}?format=cri", log.display());
+                let uri = format!(
+                    "file://{}?format=cri&max-line={}",
+                    log.display(),
+                    self.p().config.max_container_log_line_size
+                );
                 Stdio {
                     stdin: String::new(),
                     stdout: uri.clone(),
