@@ -609,6 +609,78 @@ async fn a_pod_runs_through_the_cri() {
     // Exec and PortForward through the streaming server.
     streaming_checks(&mut c, &client_id, &sandbox).await;
 
+    // Attach: into a container's stdin, out of its output.
+    let mut talker = container_config(
+        "talker",
+        &image,
+        &["sh", "-c", "while read l; do echo heard:$l; done"],
+    );
+    talker.stdin = true;
+    let talker_id =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.clone(),
+            config: Some(talker),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .expect("CreateContainer talker")
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: talker_id.clone(),
+    })
+    .await
+    .expect("StartContainer talker");
+    let url =
+        c.rt.attach(cri::AttachRequest {
+            container_id: talker_id.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let heard = tokio::task::spawn_blocking(move || {
+        let mut ws = Ws::connect(&url, "v5.channel.k8s.io").expect("upgrade");
+        std::thread::sleep(Duration::from_millis(300));
+        ws.send(0, b"one\n");
+        let mut out = Vec::new();
+        while let Some((ch, data)) = ws.recv() {
+            if ch == 1 {
+                out.extend(data);
+            }
+            if String::from_utf8_lossy(&out).contains("heard:one\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("attach stream");
+    assert_eq!(heard, "heard:one\n");
+    // The client gone, the container goes on.
+    assert_eq!(
+        container_state(&mut c, &talker_id).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let refused =
+        c.rt.attach(cri::AttachRequest {
+            container_id: client_id.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("stdin of a container without it");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: talker_id.clone(),
+    })
+    .await
+    .expect("RemoveContainer talker");
+
     // The pod's sysctls and its shared /dev/shm; a container's cpuset and OOM score.
     let r = exec(
         &mut c,

@@ -272,8 +272,9 @@ impl RuntimeService for CriApi {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach (the streaming server serves Exec and PortForward)")
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        let url = self.0.attach_url(r.into_inner()).await.or_status()?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(

@@ -374,6 +374,11 @@ impl Cri {
         out
     }
 
+    /// The FIFO a container with `stdin` reads its input from.
+    pub(super) fn stdin_fifo(&self, sandbox: &str, id: &str) -> PathBuf {
+        self.sandbox_dir(sandbox).join(format!("{id}.stdin"))
+    }
+
     /// The containers of sandbox `id`.
     pub(super) async fn containers_of(&self, sandbox: &str) -> Result<Vec<Container>> {
         Ok(self
@@ -403,6 +408,17 @@ impl Cri {
             )));
         }
         let config: cri::ContainerConfig = decode_config(&c);
+        // A container that keeps stdin open reads it from a FIFO that Attach writes to.
+        let stdin = if config.stdin {
+            let path = self.stdin_fifo(&sandbox, &id);
+            if !path.exists() {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .map_err(|e| Error::io("mkfifo", &path, e.into()))?;
+            }
+            path.display().to_string()
+        } else {
+            String::new()
+        };
         let stdio = match c.labels.get(LOG_LABEL) {
             Some(log) => {
                 let log = PathBuf::from(log);
@@ -416,13 +432,17 @@ impl Cri {
                     self.p().config.max_container_log_line_size
                 );
                 Stdio {
-                    stdin: String::new(),
+                    stdin,
                     stdout: uri.clone(),
                     stderr: if config.tty { String::new() } else { uri },
                     terminal: config.tty,
                 }
             }
-            None => Stdio::default(),
+            None => Stdio {
+                stdin,
+                terminal: config.tty,
+                ..Default::default()
+            },
         };
         let tasks = &self.p().tasks;
         tasks

@@ -37,6 +37,7 @@ const PROTOCOLS: [&str; 3] = ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel
 #[derive(Debug, Clone)]
 enum Pending {
     Exec(cri::ExecRequest),
+    Attach(cri::AttachRequest),
     PortForward(cri::PortForwardRequest),
 }
 
@@ -132,6 +133,39 @@ impl Cri {
         self.stream_url("exec", &token)
     }
 
+    /// Attach: the URL of the running container's streams.
+    pub async fn attach_url(&self, r: cri::AttachRequest) -> Result<String> {
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Error::invalid(
+                "Attach: one of stdin, stdout and stderr must be set",
+            ));
+        }
+        let c = self.find("container", &r.container_id).await?;
+        if self.observe_state(&c).await != cri::ContainerState::ContainerRunning {
+            return Err(Error::precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let config: cri::ContainerConfig = decode_config(&c);
+        if r.stdin && !config.stdin {
+            return Err(Error::invalid(format!(
+                "Attach: container {} was not created with stdin",
+                c.id
+            )));
+        }
+        if !c.labels.contains_key(LOG_LABEL) && (r.stdout || r.stderr) {
+            return Err(Error::invalid(format!(
+                "Attach: container {} has no log to follow",
+                c.id
+            )));
+        }
+        let mut r = r;
+        r.container_id = c.id;
+        let token = self.inner.streams.put(Pending::Attach(r));
+        self.stream_url("attach", &token)
+    }
+
     /// PortForward: the URL of the pod's port forwarding.
     pub async fn port_forward_url(&self, r: cri::PortForwardRequest) -> Result<String> {
         let sb = self.sandbox(&r.pod_sandbox_id).await?;
@@ -200,6 +234,7 @@ impl Cri {
         let writer = tokio::spawn(write_frames(wr, rx));
         let result = match (kind.as_str(), pending) {
             ("exec", Pending::Exec(r)) => self.stream_exec(r, rd, tx.clone(), v5).await,
+            ("attach", Pending::Attach(r)) => self.stream_attach(r, rd, tx.clone(), v5).await,
             ("portforward", Pending::PortForward(r)) => {
                 self.stream_port_forward(r, &req.path, rd, tx.clone()).await
             }
@@ -462,6 +497,88 @@ impl Cri {
         Ok(())
     }
 
+    /// An attach: the container's output, as it reaches its log from now on, to the
+    /// output channels; the input channel into its stdin FIFO. It ends when the container
+    /// exits or the client goes; with `stdin_once`, the container's stdin is closed then.
+    async fn stream_attach(
+        &self,
+        r: cri::AttachRequest,
+        mut rd: tokio::net::tcp::OwnedReadHalf,
+        tx: mpsc::Sender<Vec<u8>>,
+        v5: bool,
+    ) -> Result<()> {
+        use tokio::net::unix::pipe;
+        let c = self.find("container", &r.container_id).await?;
+        let config: cri::ContainerConfig = decode_config(&c);
+        let id = c.id.clone();
+        let sandbox = c.labels.get(SANDBOX_LABEL).cloned().unwrap_or_default();
+        let follow = match c.labels.get(LOG_LABEL) {
+            Some(log) if r.stdout || r.stderr => {
+                let (path, tx) = (PathBuf::from(log), tx.clone());
+                let (stdout, stderr) = (r.stdout, r.stderr && !config.tty);
+                Some(tokio::spawn(follow_log(path, stdout, stderr, tx)))
+            }
+            _ => None,
+        };
+        let mut stdin = if r.stdin {
+            let path = self.stdin_fifo(&sandbox, &id);
+            Some(
+                pipe::OpenOptions::new()
+                    .read_write(true)
+                    .open_sender(&path)
+                    .map_err(|e| Error::io("open FIFO", &path, e))?,
+            )
+        } else {
+            None
+        };
+        let input = async {
+            while let Ok(Some(msg)) = read_message(&mut rd).await {
+                let Some((&ch, data)) = msg.split_first() else {
+                    continue;
+                };
+                match ch {
+                    0 => {
+                        if let Some(w) = stdin.as_mut()
+                            && w.write_all(data).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                    }
+                    4 => {
+                        if let Ok(size) = serde_json::from_slice::<Value>(data) {
+                            let w = size["Width"].as_u64().unwrap_or(0) as u32;
+                            let h = size["Height"].as_u64().unwrap_or(0) as u32;
+                            let _ = self.p().tasks.resize_pty(NAMESPACE, &id, "", w, h).await;
+                        }
+                    }
+                    255 if v5 && data.first() == Some(&0) => stdin = None,
+                    _ => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.p().tasks.wait(NAMESPACE, &id, "") => {
+                // The last lines reach the log just after the exit.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            () = input => {}
+        }
+        if let Some(f) = follow {
+            f.abort();
+        }
+        if r.stdin && config.stdin_once {
+            let _ = self.p().tasks.close_io(NAMESPACE, &id, "", true).await;
+        }
+        let mut msg = vec![3u8];
+        msg.extend(
+            json!({"metadata": {}, "status": "Success"})
+                .to_string()
+                .as_bytes(),
+        );
+        let _ = tx.send(msg).await;
+        Ok(())
+    }
+
     async fn observe_state(&self, c: &Container) -> cri::ContainerState {
         match self.p().tasks.state(NAMESPACE, &c.id, "").await {
             Ok(s) if s.status == crate::tasks::ProcessStatus::Running => {
@@ -495,6 +612,65 @@ async fn connect_in(netns: &str, port: u16) -> std::io::Result<tokio::net::TcpSt
         .map_err(std::io::Error::other)??;
     std_stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std_stream)
+}
+
+/// Follows a CRI log from its current end: each record's content to the channel of its
+/// stream (a full record with its newline), until aborted.
+async fn follow_log(path: PathBuf, stdout: bool, stderr: bool, tx: mpsc::Sender<Vec<u8>>) {
+    use tokio::io::AsyncSeekExt;
+    let Ok(mut f) = tokio::fs::File::open(&path).await else {
+        return;
+    };
+    if f.seek(std::io::SeekFrom::End(0)).await.is_err() {
+        return;
+    }
+    let mut partial = Vec::new();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // A rotated log (a new file at the path): follow the new one from its start.
+        if let (Ok(now), Ok(open)) = (tokio::fs::metadata(&path).await, f.metadata().await) {
+            use std::os::unix::fs::MetadataExt;
+            if now.ino() != open.ino() {
+                match tokio::fs::File::open(&path).await {
+                    Ok(new) => {
+                        f = new;
+                        partial.clear();
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        let n = match f.read(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        partial.extend_from_slice(&buf[..n]);
+        while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+            let record: Vec<u8> = partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&record[..record.len() - 1]).into_owned();
+            // <time> <stream> <P|F> <content>
+            let mut parts = text.splitn(4, ' ');
+            let (_, stream, tag) = (parts.next(), parts.next(), parts.next());
+            let content = parts.next().unwrap_or_default();
+            let ch = match stream {
+                Some("stdout") if stdout => 1u8,
+                Some("stderr") if stderr => 2u8,
+                _ => continue,
+            };
+            let mut msg = vec![ch];
+            msg.extend(content.as_bytes());
+            if tag == Some("F") {
+                msg.push(b'\n');
+            }
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Copies `r` to channel `ch` until its end.
