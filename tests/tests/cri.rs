@@ -482,6 +482,40 @@ async fn a_pod_runs_through_the_cri() {
         .into_inner()
         .stats;
     assert_eq!(listed.len(), 2);
+    // Metrics, as the kubelet reads them with PodAndContainerStatsFromCRI.
+    let descriptors =
+        c.rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest::default())
+            .await
+            .expect("ListMetricDescriptors")
+            .into_inner()
+            .descriptors;
+    assert!(
+        descriptors
+            .iter()
+            .any(|d| d.name == "container_memory_working_set_bytes")
+    );
+    let pods =
+        c.rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest::default())
+            .await
+            .expect("ListPodSandboxMetrics")
+            .into_inner()
+            .pod_metrics;
+    let ours = pods
+        .iter()
+        .find(|p| p.pod_sandbox_id == sandbox)
+        .expect("our pod");
+    let client_metrics = ours
+        .container_metrics
+        .iter()
+        .find(|m| m.container_id == client_id)
+        .expect("the client's metrics");
+    let working_set = client_metrics
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .expect("working set");
+    assert!(working_set.value.expect("value").value > 0);
+    assert_eq!(working_set.label_values[0], "client");
     // New limits, seen in the cgroup at once.
     c.rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: client_id.clone(),

@@ -425,14 +425,19 @@ impl RuntimeService for CriApi {
         &self,
         _r: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: self.0.metric_descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _r: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = self.0.pod_metrics().await.or_status()?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     type StreamPodSandboxMetricsStream = Streamed<cri::StreamPodSandboxMetricsResponse>;

@@ -392,7 +392,7 @@ impl Cri {
         Ok(self.sandbox_of(record).await)
     }
 
-    async fn sandbox_of(&self, record: Container) -> Sandbox {
+    pub(super) async fn sandbox_of(&self, record: Container) -> Sandbox {
         let config = decode_config(&record);
         let pid = match self.p().tasks.state(NAMESPACE, &record.id, "").await {
             Ok(s) if matches!(s.status, ProcessStatus::Running | ProcessStatus::Paused) => {
