@@ -715,7 +715,8 @@ async fn a_pod_runs_through_the_cri() {
     .await
     .expect("RemoveContainer talker");
 
-    // The pod's sysctls and its shared /dev/shm; a container's cpuset and OOM score.
+    // The pod's sysctls and its shared /dev/shm; a container's cpuset, OOM score and a
+    // host device.
     let r = exec(
         &mut c,
         &client_id,
@@ -729,6 +730,11 @@ async fn a_pod_runs_through_the_cri() {
     .await;
     assert_eq!(String::from_utf8_lossy(&r.stdout), "80\n", "{r:?}");
     let mut tuned = container_config("tuned", &image, &["sleep", "1000"]);
+    tuned.devices.push(cri::Device {
+        container_path: "/dev/berth-null".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    });
     tuned.linux = Some(cri::LinuxContainerConfig {
         resources: Some(cri::LinuxContainerResources {
             cpuset_cpus: "0".into(),
@@ -755,13 +761,13 @@ async fn a_pod_runs_through_the_cri() {
     let r = exec(
         &mut c,
         &tuned_id,
-        &["sh", "-c", "cat /dev/shm/note /proc/self/oom_score_adj; cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpuset.cpus"],
+        &["sh", "-c", "cat /dev/shm/note /proc/self/oom_score_adj; (cat /sys/fs/cgroup/cpuset/cpuset.cpus 2>/dev/null || cat /sys/fs/cgroup/cpuset.cpus); echo written > /dev/berth-null && stat -c '%t:%T' /dev/berth-null"],
         10,
     )
     .await;
     assert_eq!(
         String::from_utf8_lossy(&r.stdout),
-        "shared\n500\n0\n",
+        "shared\n500\n0\n1:3\n",
         "{r:?}"
     );
     c.rt.remove_container(cri::RemoveContainerRequest {

@@ -315,9 +315,16 @@ impl RuntimeService for CriApi {
 
     async fn stream_container_stats(
         &self,
-        _r: Request<cri::StreamContainerStatsRequest>,
+        r: Request<cri::StreamContainerStatsRequest>,
     ) -> Rpc<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        let container_stats = self
+            .0
+            .list_container_stats(r.into_inner().filter)
+            .await
+            .or_status()?;
+        Ok(Response::new(once(cri::StreamContainerStatsResponse {
+            container_stats,
+        })))
     }
 
     async fn pod_sandbox_stats(
@@ -350,9 +357,16 @@ impl RuntimeService for CriApi {
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _r: Request<cri::StreamPodSandboxStatsRequest>,
+        r: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Rpc<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        let pod_sandbox_stats = self
+            .0
+            .list_sandbox_stats(r.into_inner().filter)
+            .await
+            .or_status()?;
+        Ok(Response::new(once(cri::StreamPodSandboxStatsResponse {
+            pod_sandbox_stats,
+        })))
     }
 
     async fn update_runtime_config(
@@ -446,7 +460,10 @@ impl RuntimeService for CriApi {
         &self,
         _r: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        let pod_sandbox_metrics = self.0.pod_metrics().await.or_status()?;
+        Ok(Response::new(once(cri::StreamPodSandboxMetricsResponse {
+            pod_sandbox_metrics,
+        })))
     }
 
     async fn runtime_config(

@@ -293,6 +293,11 @@ impl Cri {
         for m in &config.mounts {
             mounts.push(cri_mount(m)?);
         }
+        let devices = config
+            .devices
+            .iter()
+            .map(host_device)
+            .collect::<Result<Vec<_>>>()?;
         let res = linux.resources.clone().unwrap_or_default();
         let positive = |v: i64| (v > 0).then_some(v);
         let caps = sc.capabilities.clone().unwrap_or_default();
@@ -322,6 +327,7 @@ impl Cri {
             cap_drop: caps.drop_capabilities,
             host_capabilities: host_capabilities(),
             mounts,
+            devices,
             namespaces: Some(namespaces),
             resources: oci::Resources {
                 memory_limit: positive(res.memory_limit_in_bytes),
@@ -1130,6 +1136,48 @@ fn user_of(
             .iter()
             .filter_map(|g| u32::try_from(*g).ok())
             .collect(),
+    })
+}
+
+/// A host device node made in the container (and allowed by its device cgroup).
+fn host_device(d: &cri::Device) -> Result<oci::Device> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(&d.host_path)
+        .map_err(|e| Error::invalid(format!("device {:?}: {e}", d.host_path)))?;
+    let kind = if meta.file_type().is_char_device() {
+        oci::LinuxDeviceType::C
+    } else if meta.file_type().is_block_device() {
+        oci::LinuxDeviceType::B
+    } else {
+        return Err(Error::invalid(format!(
+            "device {:?} is not a device node",
+            d.host_path
+        )));
+    };
+    let rdev = meta.rdev();
+    let permissions = if d.permissions.is_empty() {
+        "rwm".to_string()
+    } else if d.permissions.chars().all(|c| "rwm".contains(c)) {
+        d.permissions.clone()
+    } else {
+        return Err(Error::invalid(format!(
+            "device {:?}: permissions {:?} are not a subset of rwm",
+            d.host_path, d.permissions
+        )));
+    };
+    Ok(oci::Device {
+        path: if d.container_path.is_empty() {
+            d.host_path.clone()
+        } else {
+            d.container_path.clone()
+        },
+        kind,
+        major: i64::try_from(nix::sys::stat::major(rdev)).unwrap_or(0),
+        minor: i64::try_from(nix::sys::stat::minor(rdev)).unwrap_or(0),
+        file_mode: Some(meta.mode() & 0o777),
+        uid: Some(0),
+        gid: Some(0),
+        access: permissions,
     })
 }
 

@@ -26,8 +26,8 @@ mod tests;
 use std::collections::BTreeMap;
 
 use oci_spec::OciSpecError;
-pub use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
-use oci_spec::runtime::{LinuxDeviceType, RootBuilder, SpecBuilder};
+pub use oci_spec::runtime::{Capability, LinuxDeviceType, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{RootBuilder, SpecBuilder};
 use serde_json::Value;
 
 use crate::Error;
