@@ -106,6 +106,32 @@ fn container_config(name: &str, image: &str, command: &[&str]) -> cri::Container
     }
 }
 
+/// CreateContainer then StartContainer in pod `sandbox`: the container's id.
+async fn run_container(
+    c: &mut Clients,
+    sandbox: &str,
+    pod: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> String {
+    let name = config.metadata.clone().map(|m| m.name).unwrap_or_default();
+    let id =
+        c.rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(config),
+            sandbox_config: Some(pod.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+        .into_inner()
+        .container_id;
+    c.rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+    id
+}
+
 async fn exec(c: &mut Clients, id: &str, cmd: &[&str], timeout: i64) -> cri::ExecSyncResponse {
     c.rt.exec_sync(cri::ExecSyncRequest {
         container_id: id.into(),
@@ -591,21 +617,7 @@ async fn a_pod_runs_through_the_cri() {
         }),
         resources: None,
     });
-    let guarded_id =
-        c.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(guarded.clone()),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer guarded")
-        .into_inner()
-        .container_id;
-    c.rt.start_container(cri::StartContainerRequest {
-        container_id: guarded_id.clone(),
-    })
-    .await
-    .expect("StartContainer guarded");
+    let guarded_id = run_container(&mut c, &sandbox, &config, guarded.clone()).await;
     let r = exec(&mut c, &guarded_id, &["id", "-u"], 10).await;
     assert_eq!(String::from_utf8_lossy(&r.stdout), "65534\n");
     let r = exec(&mut c, &guarded_id, &["unshare", "-U", "true"], 10).await;
@@ -650,21 +662,7 @@ async fn a_pod_runs_through_the_cri() {
         &["sh", "-c", "while read l; do echo heard:$l; done"],
     );
     talker.stdin = true;
-    let talker_id =
-        c.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(talker),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer talker")
-        .into_inner()
-        .container_id;
-    c.rt.start_container(cri::StartContainerRequest {
-        container_id: talker_id.clone(),
-    })
-    .await
-    .expect("StartContainer talker");
+    let talker_id = run_container(&mut c, &sandbox, &config, talker).await;
     let url =
         c.rt.attach(cri::AttachRequest {
             container_id: talker_id.clone(),
@@ -743,21 +741,7 @@ async fn a_pod_runs_through_the_cri() {
         }),
         security_context: None,
     });
-    let tuned_id =
-        c.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(tuned),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer tuned")
-        .into_inner()
-        .container_id;
-    c.rt.start_container(cri::StartContainerRequest {
-        container_id: tuned_id.clone(),
-    })
-    .await
-    .expect("StartContainer tuned");
+    let tuned_id = run_container(&mut c, &sandbox, &config, tuned).await;
     let r = exec(
         &mut c,
         &tuned_id,
@@ -778,25 +762,17 @@ async fn a_pod_runs_through_the_cri() {
 
     // The kubelet's log rotation: the log renamed, ReopenContainerLog, new lines in a new
     // file at the same path.
-    let ticker =
-        c.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container_config(
-                "ticker",
-                &image,
-                &["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
-            )),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer ticker")
-        .into_inner()
-        .container_id;
-    c.rt.start_container(cri::StartContainerRequest {
-        container_id: ticker.clone(),
-    })
-    .await
-    .expect("StartContainer ticker");
+    let ticker = run_container(
+        &mut c,
+        &sandbox,
+        &config,
+        container_config(
+            "ticker",
+            &image,
+            &["sh", "-c", "while :; do echo tick; sleep 0.1; done"],
+        ),
+    )
+    .await;
     let log = w.join("logs/ticker/0.log");
     let wait_for_tick = |p: &std::path::Path| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1418,25 +1394,17 @@ async fn failures_leave_nothing_behind() {
     assert_eq!(active, 0, "{}", String::from_utf8_lossy(&snapshots.stdout));
     // A running container, then the pod's shim killed: the pod is NOTREADY, the
     // container EXITED.
-    let id =
-        c.rt.create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.clone(),
-            config: Some(container_config(
-                "sleeper",
-                &image,
-                &["sh", "-c", "echo 0123456789abcdef; exec sleep 1000"],
-            )),
-            sandbox_config: Some(config.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
-    c.rt.start_container(cri::StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
+    let id = run_container(
+        &mut c,
+        &sandbox,
+        &config,
+        container_config(
+            "sleeper",
+            &image,
+            &["sh", "-c", "echo 0123456789abcdef; exec sleep 1000"],
+        ),
+    )
+    .await;
     // A line longer than max_container_log_line_size: partial records of that size.
     let log = w.join("logs/sleeper/0.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -346,15 +346,7 @@ pub fn build(
 
 /// Every capability this host can grant: the bits of our bounding set.
 pub fn host_capabilities() -> Vec<Capability> {
-    let bounding = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapBnd:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(u64::MAX);
-    oci::capabilities_from_mask(bounding)
+    oci::bounding_set(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
 }
 
 /// Reads the rootfs' /etc/passwd and /etc/group through a read-only view of the image's

@@ -192,24 +192,8 @@ impl Unpacker {
         platform: Option<&Platform>,
     ) -> Result<Unpacked> {
         let want = platform.cloned().unwrap_or_else(oci::host_platform);
-        let mut manifest = target.clone();
-        if oci::MediaType::from(&target.media_type).kind()? == oci::Kind::Index {
-            let data = self.read_blob(namespace, &target.digest).await?;
-            let index = oci::parse_index(&target.digest, &data)?;
-            let candidates = index
-                .manifests
-                .iter()
-                .filter(|m| m.media_type.is_manifest_or_index())
-                .map(|m| (m.platform.as_ref(), m));
-            manifest = oci::best_match(&want, candidates)
-                .map(Descriptor::from)
-                .ok_or_else(|| {
-                    Error::not_found(format!(
-                        "no manifest for platform {want} in index {}",
-                        target.digest
-                    ))
-                })?;
-        }
+        let manifest =
+            crate::blobs::platform_manifest(&self.content, namespace, target, &want).await?;
         let data = self.read_blob(namespace, &manifest.digest).await?;
         let parsed = oci::parse_manifest(&manifest.digest, &data)?;
         let layers: Vec<Descriptor> = parsed.layers.iter().map(Descriptor::from).collect();

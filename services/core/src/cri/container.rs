@@ -102,61 +102,27 @@ impl Cri {
                     meta.name
                 ))
             })?;
-        let spec = match self.accounts_for(&config, &image, mounts).await {
-            Ok(accounts) => {
-                let pids = PodPids {
-                    pause: pause_pid,
-                    running: self.running_pids(&sb.record.id).await,
-                };
-                self.container_spec(&id, &config, &sb, &pids, &image, &accounts)
-            }
+        // The spec and the record; on a failure the new snapshot goes again.
+        let made = async {
+            let accounts = self.accounts_for(&config, &image, mounts).await?;
+            let pids = PodPids {
+                pause: pause_pid,
+                running: self.running_pids(&sb.record.id).await,
+            };
+            let spec = self.container_spec(&id, &config, &sb, &pids, &image, &accounts)?;
+            self.container_record(&id, name, &config, &sb, &image, spec)
+        }
+        .await;
+        let created = match made {
+            Ok(record) => self
+                .p()
+                .containers
+                .create(NAMESPACE, record)
+                .await
+                .map(drop),
             Err(e) => Err(e),
         };
-        let spec = match spec {
-            Ok(spec) => spec,
-            Err(e) => {
-                let _ = self
-                    .p()
-                    .snapshots
-                    .remove(NAMESPACE, &snapshotter, &id, None)
-                    .await;
-                return Err(e);
-            }
-        };
-        let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
-        labels.insert(KIND_LABEL.into(), "container".into());
-        labels.insert(SANDBOX_LABEL.into(), sb.record.id.clone());
-        labels.insert(NAME_LABEL.into(), name);
-        labels.insert(IMAGE_REF_LABEL.into(), image_ref.clone());
-        if let Some(log) = log_path(&sb.config, &config) {
-            labels.insert(LOG_LABEL.into(), log.display().to_string());
-        }
-        let record = Container {
-            id: id.clone(),
-            labels,
-            image: image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.clone()),
-            runtime: Some(Runtime {
-                name: sb.record.runtime_name().to_string(),
-                options: None,
-            }),
-            spec: Some(AnyValue {
-                type_url: SPEC_TYPE_URL.into(),
-                value: spec,
-            }),
-            snapshotter: snapshotter.clone(),
-            snapshot_key: id.clone(),
-            extensions: BTreeMap::from([(
-                CONFIG_EXTENSION.to_string(),
-                encode_config(&config, CONTAINER_CONFIG_TYPE),
-            )]),
-            sandbox: sb.record.id.clone(),
-            ..Default::default()
-        };
-        if let Err(e) = self.p().containers.create(NAMESPACE, record).await {
+        if let Err(e) = created {
             let _ = self
                 .p()
                 .snapshots
@@ -172,6 +138,59 @@ impl Cri {
         )
         .await;
         Ok(id)
+    }
+
+    /// The record of a new container: its labels (kind, pod, name, image reference, log),
+    /// runtime, spec, snapshot and CRI config.
+    fn container_record(
+        &self,
+        id: &str,
+        name: String,
+        config: &cri::ContainerConfig,
+        sb: &super::sandbox::Sandbox,
+        image: &image::Resolved,
+        spec: Vec<u8>,
+    ) -> Result<Container> {
+        let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
+        labels.insert(KIND_LABEL.into(), "container".into());
+        labels.insert(SANDBOX_LABEL.into(), sb.record.id.clone());
+        labels.insert(NAME_LABEL.into(), name);
+        labels.insert(
+            IMAGE_REF_LABEL.into(),
+            config
+                .image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
+        );
+        if let Some(log) = log_path(&sb.config, config) {
+            labels.insert(LOG_LABEL.into(), log.display().to_string());
+        }
+        Ok(Container {
+            id: id.to_string(),
+            labels,
+            image: image
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            runtime: Some(Runtime {
+                name: sb.record.runtime_name().to_string(),
+                options: None,
+            }),
+            spec: Some(AnyValue {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec,
+            }),
+            snapshotter: self.p().snapshotter.clone(),
+            snapshot_key: id.to_string(),
+            extensions: BTreeMap::from([(
+                CONFIG_EXTENSION.to_string(),
+                encode_config(config, CONTAINER_CONFIG_TYPE),
+            )]),
+            sandbox: sb.record.id.clone(),
+            ..Default::default()
+        })
     }
 
     /// The container's runtime spec: its image's config with the CRI config's overrides,
@@ -858,20 +877,39 @@ impl Cri {
                 "container {id} is not running"
             )));
         }
-        let spec: Value = c
-            .spec
-            .as_ref()
-            .and_then(|s| serde_json::from_slice(&s.value).ok())
-            .ok_or_else(|| Error::Internal(format!("container {id} has no spec")))?;
-        let mut process = spec["process"].clone();
-        process["args"] = Value::from(cmd.clone());
-        process["terminal"] = Value::Bool(false);
+        let process = exec_process(&c, &cmd, false)?;
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let dir = self.dir().join("exec").join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
         let result = self.exec_in(&id, &exec_id, &dir, process, timeout).await;
         let _ = std::fs::remove_dir_all(&dir);
         result
+    }
+
+    /// Creates and starts an exec of `process` (an OCI process) with `stdio`; nothing
+    /// stays when it cannot start.
+    pub(super) async fn start_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stdio: Stdio,
+        process: &Value,
+    ) -> Result<()> {
+        let tasks = &self.p().tasks;
+        let opts = ExecOptions {
+            stdio,
+            spec: Some(AnyValue {
+                type_url: PROCESS_TYPE_URL.into(),
+                value: serde_json::to_vec(process)
+                    .map_err(|e| Error::Internal(format!("encode process: {e}")))?,
+            }),
+        };
+        tasks.exec(NAMESPACE, id, exec_id, opts).await?;
+        if let Err(e) = tasks.start(NAMESPACE, id, exec_id).await {
+            let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     async fn exec_in(
@@ -884,24 +922,13 @@ impl Cri {
     ) -> Result<(Vec<u8>, Vec<u8>, i32)> {
         let tasks = &self.p().tasks;
         let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-        let opts = ExecOptions {
-            stdio: Stdio {
-                stdin: String::new(),
-                stdout: format!("file://{}", out.display()),
-                stderr: format!("file://{}", err.display()),
-                terminal: false,
-            },
-            spec: Some(AnyValue {
-                type_url: PROCESS_TYPE_URL.into(),
-                value: serde_json::to_vec(&process)
-                    .map_err(|e| Error::Internal(format!("encode process: {e}")))?,
-            }),
+        let stdio = Stdio {
+            stdin: String::new(),
+            stdout: format!("file://{}", out.display()),
+            stderr: format!("file://{}", err.display()),
+            terminal: false,
         };
-        tasks.exec(NAMESPACE, id, exec_id, opts).await?;
-        if let Err(e) = tasks.start(NAMESPACE, id, exec_id).await {
-            let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
-            return Err(e);
-        }
+        self.start_exec(id, exec_id, stdio, &process).await?;
         let waited = if timeout > 0 {
             tokio::time::timeout(
                 Duration::from_secs(timeout.unsigned_abs()),
@@ -981,6 +1008,20 @@ fn extra_resources(spec: &mut Value, r: &cri::LinuxContainerResources) {
             .unwrap_or(0);
         spec["process"]["oomScoreAdj"] = r.oom_score_adj.max(own).into();
     }
+}
+
+/// The OCI process of an exec of `cmd` in container `c`: its init's process (env, user,
+/// working directory, capabilities) with these arguments.
+pub(super) fn exec_process(c: &Container, cmd: &[String], tty: bool) -> Result<Value> {
+    let spec: Value = c
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .ok_or_else(|| Error::Internal(format!("container {} has no spec", c.id)))?;
+    let mut process = spec["process"].clone();
+    process["args"] = Value::from(cmd.to_vec());
+    process["terminal"] = Value::Bool(tty);
+    Ok(process)
 }
 
 /// The CRI's words for a state, in messages.

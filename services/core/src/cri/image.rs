@@ -76,22 +76,9 @@ impl Cri {
     async fn resolve_record(&self, image: &Image) -> Result<Resolved> {
         let target = image.target();
         let content = &self.p().content;
-        let mut manifest = target.clone();
-        if oci::MediaType::from(&target.media_type).kind()? == oci::Kind::Index {
-            let data = crate::blobs::read_blob(content, NAMESPACE, &target.digest).await?;
-            let index = oci::parse_index(&target.digest, &data)?;
-            let want = oci::host_platform();
-            let candidates = index
-                .manifests
-                .iter()
-                .filter(|m| m.media_type.is_manifest_or_index())
-                .map(|m| (m.platform.as_ref(), m));
-            manifest = oci::best_match(&want, candidates)
-                .map(Descriptor::from)
-                .ok_or_else(|| {
-                    Error::not_found(format!("no manifest for {want} in {}", image.name))
-                })?;
-        }
+        let manifest =
+            crate::blobs::platform_manifest(content, NAMESPACE, &target, &oci::host_platform())
+                .await?;
         let data = crate::blobs::read_blob(content, NAMESPACE, &manifest.digest).await?;
         let parsed = oci::parse_manifest(&manifest.digest, &data)?;
         let config_digest = parsed.config.digest.to_string();

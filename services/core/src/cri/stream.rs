@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::tasks::{ExecOptions, Stdio};
+use crate::tasks::Stdio;
 
 /// How long an Exec or PortForward URL may wait for its client.
 const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -263,14 +263,7 @@ impl Cri {
     ) -> Result<()> {
         let c = self.find("container", &r.container_id).await?;
         let id = c.id.clone();
-        let spec: Value = c
-            .spec
-            .as_ref()
-            .and_then(|s| serde_json::from_slice(&s.value).ok())
-            .ok_or_else(|| Error::Internal(format!("container {id} has no spec")))?;
-        let mut process = spec["process"].clone();
-        process["args"] = Value::from(r.cmd.clone());
-        process["terminal"] = Value::Bool(r.tty);
+        let process = super::container::exec_process(&c, &r.cmd, r.tty)?;
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let dir = self.dir().join("exec").join(&exec_id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
@@ -332,24 +325,13 @@ impl Cri {
                 .unwrap_or_default()
         };
         let tasks = &self.p().tasks;
-        let opts = ExecOptions {
-            stdio: Stdio {
-                stdin: path(&stdin),
-                stdout: path(&stdout),
-                stderr: path(&stderr),
-                terminal: r.tty,
-            },
-            spec: Some(AnyValue {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                value: serde_json::to_vec(&process)
-                    .map_err(|e| Error::Internal(format!("encode process: {e}")))?,
-            }),
+        let stdio = Stdio {
+            stdin: path(&stdin),
+            stdout: path(&stdout),
+            stderr: path(&stderr),
+            terminal: r.tty,
         };
-        tasks.exec(NAMESPACE, id, exec_id, opts).await?;
-        if let Err(e) = tasks.start(NAMESPACE, id, exec_id).await {
-            let _ = tasks.delete_process(NAMESPACE, id, exec_id).await;
-            return Err(e);
-        }
+        self.start_exec(id, exec_id, stdio, &process).await?;
         // Output: each stream to its channel until the process and its children close it.
         let pumps: Vec<_> = [(out_rx, 1u8), (err_rx, 2u8)]
             .into_iter()
@@ -357,44 +339,7 @@ impl Cri {
             .map(|(rx, ch)| tokio::spawn(pump_out(rx, ch, tx.clone())))
             .collect();
         // Input: stdin and resizes, until the client closes or the process exits.
-        let input = {
-            let (cri, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
-            let mut in_tx = in_tx;
-            let rd: &mut tokio::net::tcp::OwnedReadHalf = rd;
-            async move {
-                loop {
-                    let msg = match read_message(rd).await {
-                        Ok(Some(m)) => m,
-                        _ => return,
-                    };
-                    let Some((&ch, data)) = msg.split_first() else {
-                        continue;
-                    };
-                    match ch {
-                        0 => {
-                            if let Some(w) = in_tx.as_mut()
-                                && w.write_all(data).await.is_err()
-                            {
-                                in_tx = None;
-                            }
-                        }
-                        4 => {
-                            if let Ok(size) = serde_json::from_slice::<Value>(data) {
-                                let w = size["Width"].as_u64().unwrap_or(0) as u32;
-                                let h = size["Height"].as_u64().unwrap_or(0) as u32;
-                                let _ = cri
-                                    .p()
-                                    .tasks
-                                    .resize_pty(NAMESPACE, &id, &exec_id, w, h)
-                                    .await;
-                            }
-                        }
-                        255 if v5 && data.first() == Some(&0) => in_tx = None,
-                        _ => {}
-                    }
-                }
-            }
-        };
+        let input = self.pump_input(rd, in_tx, id, exec_id, v5);
         let waited = tokio::select! {
             w = tasks.wait(NAMESPACE, id, exec_id) => w,
             () = input => tasks.wait(NAMESPACE, id, exec_id).await,
@@ -520,7 +465,7 @@ impl Cri {
             }
             _ => None,
         };
-        let mut stdin = if r.stdin {
+        let stdin = if r.stdin {
             let path = self.stdin_fifo(&sandbox, &id);
             Some(
                 pipe::OpenOptions::new()
@@ -531,31 +476,7 @@ impl Cri {
         } else {
             None
         };
-        let input = async {
-            while let Ok(Some(msg)) = read_message(&mut rd).await {
-                let Some((&ch, data)) = msg.split_first() else {
-                    continue;
-                };
-                match ch {
-                    0 => {
-                        if let Some(w) = stdin.as_mut()
-                            && w.write_all(data).await.is_err()
-                        {
-                            stdin = None;
-                        }
-                    }
-                    4 => {
-                        if let Ok(size) = serde_json::from_slice::<Value>(data) {
-                            let w = size["Width"].as_u64().unwrap_or(0) as u32;
-                            let h = size["Height"].as_u64().unwrap_or(0) as u32;
-                            let _ = self.p().tasks.resize_pty(NAMESPACE, &id, "", w, h).await;
-                        }
-                    }
-                    255 if v5 && data.first() == Some(&0) => stdin = None,
-                    _ => {}
-                }
-            }
-        };
+        let input = self.pump_input(&mut rd, stdin, &id, "", v5);
         tokio::select! {
             _ = self.p().tasks.wait(NAMESPACE, &id, "") => {
                 // The last lines reach the log just after the exit.
@@ -577,6 +498,46 @@ impl Cri {
         );
         let _ = tx.send(msg).await;
         Ok(())
+    }
+
+    /// The client's messages until it closes: stdin (channel 0) into `stdin`, terminal
+    /// resizes (4) to the process `exec_id` ("" for the container's own), v5's close of
+    /// stdin (255, 0).
+    async fn pump_input(
+        &self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        mut stdin: Option<tokio::net::unix::pipe::Sender>,
+        id: &str,
+        exec_id: &str,
+        v5: bool,
+    ) {
+        while let Ok(Some(msg)) = read_message(rd).await {
+            let Some((&ch, data)) = msg.split_first() else {
+                continue;
+            };
+            match ch {
+                0 => {
+                    if let Some(w) = stdin.as_mut()
+                        && w.write_all(data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                4 => {
+                    if let Ok(size) = serde_json::from_slice::<Value>(data) {
+                        let w = size["Width"].as_u64().unwrap_or(0) as u32;
+                        let h = size["Height"].as_u64().unwrap_or(0) as u32;
+                        let _ = self
+                            .p()
+                            .tasks
+                            .resize_pty(NAMESPACE, id, exec_id, w, h)
+                            .await;
+                    }
+                }
+                255 if v5 && data.first() == Some(&0) => stdin = None,
+                _ => {}
+            }
+        }
     }
 
     async fn observe_state(&self, c: &Container) -> cri::ContainerState {

@@ -78,6 +78,17 @@ pub fn capabilities_from_mask(mask: u64) -> Vec<Capability> {
         .collect()
 }
 
+/// The bounding set a `/proc/<pid>/status` text names (`CapBnd:`); every capability when
+/// it names none. The caller reads the file (this crate reads no host state).
+pub fn bounding_set(status: &str) -> Vec<Capability> {
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(u64::MAX);
+    capabilities_from_mask(mask)
+}
+
 /// The number of `cap` (its bit in a capability mask).
 pub fn capability_number(cap: Capability) -> usize {
     CAPABILITIES

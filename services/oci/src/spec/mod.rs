@@ -33,8 +33,8 @@ use serde_json::Value;
 use crate::Error;
 
 pub use caps::{
-    CAPABILITIES, DEFAULT_CAPABILITIES, capabilities, capabilities_from_mask, capability_name,
-    capability_number,
+    CAPABILITIES, DEFAULT_CAPABILITIES, bounding_set, capabilities, capabilities_from_mask,
+    capability_name, capability_number,
 };
 pub use linux::{default_mounts, default_namespaces};
 pub use process::{command, merge_env};
