@@ -487,6 +487,14 @@ async fn a_pod_runs_through_the_cri() {
         .expect("stats");
     let linux = pod_stats.linux.expect("linux");
     assert_eq!(linux.containers.len(), 2);
+    // The pod's eth0 carried the client's fetches.
+    let eth0 = linux
+        .network
+        .expect("network")
+        .default_interface
+        .expect("eth0");
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.rx_bytes.expect("rx").value > 0, "{eth0:?}");
     assert!(
         linux
             .process

@@ -652,6 +652,22 @@ pub(super) fn image_config(config: &Value) -> oci::ImageConfig {
     }
 }
 
+/// Runs `f` on this (blocking) thread inside the network namespace at `netns`, then
+/// puts the thread back in its own: what `f` makes there (a socket) stays there.
+pub(super) fn in_netns<T>(
+    netns: &str,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use nix::sched::{CloneFlags, setns};
+    let ns = std::fs::File::open(netns)?;
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    let result = f();
+    // Back to the daemon's namespace before the thread serves anything else.
+    setns(&own, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+    result
+}
+
 /// Mounts the pod's /dev/shm (64 MiB, as Docker's and containerd's default).
 fn mount_shm(path: &Path) -> Result<()> {
     use nix::mount::{MsFlags, mount};

@@ -54,6 +54,47 @@ impl Usage {
     }
 }
 
+/// The pod's interfaces' counters (loopback aside), read in its network namespace;
+/// `eth0` is the default interface.
+async fn network_usage(netns: &str, at: i64) -> Option<cri::NetworkUsage> {
+    let netns = netns.to_string();
+    let text = tokio::task::spawn_blocking(move || {
+        super::sandbox::in_netns(&netns, || {
+            std::fs::read_to_string("/proc/thread-self/net/dev")
+        })
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let v = |value| Some(cri::UInt64Value { value });
+    let interfaces: Vec<cri::NetworkInterfaceUsage> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, counters) = l.split_once(':')?;
+            let name = name.trim();
+            let n: Vec<u64> = counters
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // rx: bytes packets errs drop fifo frame compressed multicast; then tx: bytes
+            // packets errs ...
+            (name != "lo" && n.len() >= 11).then(|| cri::NetworkInterfaceUsage {
+                name: name.to_string(),
+                rx_bytes: v(n[0]),
+                rx_errors: v(n[2]),
+                tx_bytes: v(n[8]),
+                tx_errors: v(n[10]),
+            })
+        })
+        .collect();
+    Some(cri::NetworkUsage {
+        timestamp: at,
+        default_interface: interfaces.iter().find(|i| i.name == "eth0").cloned(),
+        interfaces,
+    })
+}
+
 /// A metric's `Any` decoded (cgroups v1 or v2).
 fn usage_of(data: &AnyValue) -> Option<Usage> {
     let name = data.type_url.rsplit('/').next().unwrap_or(&data.type_url);
@@ -188,6 +229,10 @@ impl Cri {
                 annotations: sb.config.annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
+                network: match sb.netns() {
+                    Some(netns) => network_usage(netns, at).await,
+                    None => None,
+                },
                 cpu: Some(total.cpu(at)),
                 memory: Some(total.memory(at)),
                 process: Some(cri::ProcessUsage {

@@ -554,23 +554,16 @@ impl Cri {
 /// socket is made in a thread that entered the namespace, and keeps it.
 async fn connect_in(netns: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
     let netns = netns.to_string();
-    let std_stream =
-        tokio::task::spawn_blocking(move || -> std::io::Result<std::net::TcpStream> {
-            let ns = std::fs::File::open(&netns)?;
-            let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            let connected = std::net::TcpStream::connect_timeout(
+    let std_stream = tokio::task::spawn_blocking(move || {
+        super::sandbox::in_netns(&netns, || {
+            std::net::TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], port)),
                 Duration::from_secs(5),
-            );
-            // Back to the daemon's namespace before the thread serves anything else.
-            nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
-            connected
+            )
         })
-        .await
-        .map_err(std::io::Error::other)??;
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     std_stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std_stream)
 }
