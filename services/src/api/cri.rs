@@ -382,7 +382,7 @@ impl RuntimeService for CriApi {
         let verbose = r.into_inner().verbose;
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
-                conditions: self.0.conditions(),
+                conditions: self.0.conditions().await,
             }),
             info: if verbose {
                 self.0.info()

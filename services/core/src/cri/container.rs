@@ -436,11 +436,16 @@ impl Cri {
         // A container that keeps stdin open reads it from a FIFO that Attach writes to.
         let stdin = if config.stdin {
             let path = self.stdin_fifo(&sandbox, &id);
-            if !path.exists() {
-                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .map_err(|e| Error::io("mkfifo", &path, e.into()))?;
-            }
-            path.display().to_string()
+            let shown = path.display().to_string();
+            blocking(move || match path.exists() {
+                true => Ok(()),
+                false => {
+                    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .map_err(|e| Error::io("mkfifo", &path, e.into()))
+                }
+            })
+            .await?;
+            shown
         } else {
             String::new()
         };
@@ -448,7 +453,8 @@ impl Cri {
             Some(log) => {
                 let log = PathBuf::from(log);
                 if let Some(parent) = log.parent() {
-                    std::fs::create_dir_all(parent)
+                    tokio::fs::create_dir_all(parent)
+                        .await
                         .map_err(|e| Error::io("create log directory", parent, e))?;
                 }
                 let uri = format!(
@@ -880,9 +886,11 @@ impl Cri {
         let process = exec_process(&c, &cmd, false)?;
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let dir = self.dir().join("exec").join(&exec_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("create exec directory", &dir, e))?;
         let result = self.exec_in(&id, &exec_id, &dir, process, timeout).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
 

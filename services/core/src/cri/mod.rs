@@ -183,10 +183,16 @@ impl Cri {
         NetworkList::parse(&text).map_err(|e| e.context(&format!("CNI config {}", path.display())))
     }
 
+    /// [`Cri::network_config`] on the blocking pool.
+    async fn load_network(&self) -> Result<NetworkList> {
+        let cri = self.clone();
+        blocking(move || cri.network_config()).await
+    }
+
     /// The runtime's conditions: RuntimeReady always, NetworkReady when a CNI
     /// configuration loads (with the reason when not).
-    pub fn conditions(&self) -> Vec<cri::RuntimeCondition> {
-        let network = self.network_config();
+    pub async fn conditions(&self) -> Vec<cri::RuntimeCondition> {
+        let network = self.load_network().await;
         vec![
             cri::RuntimeCondition {
                 r#type: "RuntimeReady".into(),
@@ -384,6 +390,13 @@ fn single_plugin_list(text: &str) -> Result<String> {
         "plugins": [conf],
     });
     Ok(list.to_string())
+}
+
+/// Runs `f` on the blocking pool (file system work, mounts, namespaces).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
 }
 
 /// Writes `text` to `path` (a pod's hosts, resolv.conf, hostname).

@@ -119,26 +119,36 @@ impl Cri {
         runtime: &str,
         dir: &Path,
     ) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create sandbox directory", dir, e))?;
         let hostname = if config.hostname.is_empty() {
             host_hostname()
         } else {
             config.hostname.clone()
         };
-        self.write_pod_files(dir, config, &hostname)?;
-        if namespace_options(config).ipc != cri::NamespaceMode::Node as i32 {
-            mount_shm(&dir.join(SHM))?;
-        }
+        // The pod's directory, files, /dev/shm and network namespace, on the blocking pool.
+        let netns_path = {
+            let (dir, config, hostname) = (dir.to_path_buf(), config.clone(), hostname.clone());
+            let (netns_dir, id) = (self.netns_dir(), id.to_string());
+            blocking(move || {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create sandbox directory", &dir, e))?;
+                write_pod_files(&dir, &config, &hostname)?;
+                if namespace_options(&config).ipc != cri::NamespaceMode::Node as i32 {
+                    mount_shm(&dir.join(SHM))?;
+                }
+                match host_network(&config) {
+                    true => Ok(None),
+                    false => netns::create(&netns_dir, &id).map(Some),
+                }
+            })
+            .await?
+        };
         let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
         labels.insert(KIND_LABEL.into(), "sandbox".into());
         labels.insert(NAME_LABEL.into(), name.into());
         // The network first: the pause joins the namespace the plugins set up.
-        let mut netns_path = None;
-        if !host_network(config) {
-            let path = netns::create(&self.netns_dir(), id)?;
+        if let Some(path) = &netns_path {
             labels.insert(NETNS_LABEL.into(), path.display().to_string());
-            netns_path = Some(path.clone());
-            let ip = self.network_up(id, config, &path, dir).await?;
+            let ip = self.network_up(id, config, path, dir).await?;
             labels.insert(IP_LABEL.into(), ip);
         }
         // The init process: berth's pause, or the configured sandbox image's (pulled when
@@ -210,42 +220,6 @@ impl Cri {
         Ok(())
     }
 
-    /// /etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, shared by its containers.
-    fn write_pod_files(
-        &self,
-        dir: &Path,
-        config: &cri::PodSandboxConfig,
-        hostname: &str,
-    ) -> Result<()> {
-        write_file(&dir.join("hostname"), &format!("{hostname}\n"))?;
-        let hosts = if host_network(config) {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-        } else {
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-             fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-             ff02::2\tip6-allrouters\n"
-                .to_string()
-        };
-        write_file(&dir.join("hosts"), &hosts)?;
-        let resolv = match &config.dns_config {
-            Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() => {
-                let mut text = String::new();
-                if !dns.searches.is_empty() {
-                    text.push_str(&format!("search {}\n", dns.searches.join(" ")));
-                }
-                for s in &dns.servers {
-                    text.push_str(&format!("nameserver {s}\n"));
-                }
-                if !dns.options.is_empty() {
-                    text.push_str(&format!("options {}\n", dns.options.join(" ")));
-                }
-                text
-            }
-            _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        };
-        write_file(&dir.join("resolv.conf"), &resolv)
-    }
-
     /// CNI ADD of the pod into `netns`: its IP. The result is kept for the DEL.
     async fn network_up(
         &self,
@@ -254,7 +228,7 @@ impl Cri {
         netns: &Path,
         dir: &Path,
     ) -> Result<String> {
-        let net = self.network_config()?;
+        let net = self.load_network().await?;
         let a = attachment(id, config, netns);
         let added = self.inner.cni.add(&net, &a).await.map_err(|e| match e {
             Error::Cni { .. } => {
@@ -262,8 +236,8 @@ impl Cri {
             }
             e => e.context(&format!("failed to setup network for sandbox {id:?}")),
         })?;
-        let path = dir.join(CNI_RESULT);
-        write_file(&path, &added.raw.to_string())?;
+        let (path, raw) = (dir.join(CNI_RESULT), added.raw.to_string());
+        blocking(move || write_file(&path, &raw)).await?;
         // The pod's loopback interface up, as containerd does with the loopback plugin.
         let lo = NetworkList::parse(
             r#"{"cniVersion":"0.3.1","name":"cni-loopback","plugins":[{"type":"loopback"}]}"#,
@@ -289,19 +263,23 @@ impl Cri {
     async fn network_down(&self, id: &str, config: &cri::PodSandboxConfig, netns: &str) {
         let path = PathBuf::from(netns);
         let dir = self.sandbox_dir(id);
-        let added: Option<Value> = std::fs::read(dir.join(CNI_RESULT))
+        let added: Option<Value> = tokio::fs::read(dir.join(CNI_RESULT))
+            .await
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        if let Ok(net) = self.network_config() {
+        if let Ok(net) = self.load_network().await {
             let a = attachment(id, config, &path);
             if let Err(e) = self.inner.cni.del(&net, &a, added.as_ref()).await {
                 tracing::warn!(namespace = NAMESPACE, id, error = %e, "CNI DEL of a pod");
             }
         }
-        let _ = std::fs::remove_file(dir.join(CNI_RESULT));
-        if netns::exists(&path)
-            && let Err(e) = netns::remove(&path)
-        {
+        let _ = tokio::fs::remove_file(dir.join(CNI_RESULT)).await;
+        let removed = blocking(move || match netns::exists(&path) {
+            true => netns::remove(&path),
+            false => Ok(()),
+        })
+        .await;
+        if let Err(e) = removed {
             tracing::warn!(namespace = NAMESPACE, id, error = %e, "remove a pod's network namespace");
         }
     }
@@ -472,9 +450,11 @@ impl Cri {
         } else if network {
             // Failed before the record was written: the netns (and attachment) by its path.
             let path = self.netns_dir().join(id);
-            if path.exists() {
-                let _ = netns::remove(&path);
-            }
+            let _ = blocking(move || match path.exists() {
+                true => netns::remove(&path),
+                false => Ok(()),
+            })
+            .await;
         }
         match self.p().containers.delete(NAMESPACE, id).await {
             Ok(()) | Err(Error::NotFound(_)) => {}
@@ -497,10 +477,17 @@ impl Cri {
             }
         }
         let dir = self.sandbox_dir(id);
-        unmount_shm(&dir.join(SHM));
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        let removed = blocking(move || {
+            unmount_shm(&dir.join(SHM));
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", &dir, e))
+                }
+                _ => Ok(()),
+            }
+        })
+        .await;
+        if let Err(e) = removed {
             tracing::warn!(namespace = NAMESPACE, id, error = %e, "remove a sandbox directory");
         }
     }
@@ -650,6 +637,37 @@ pub(super) fn image_config(config: &Value) -> oci::ImageConfig {
         env: strings(&c["Env"]),
         working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_string(),
     }
+}
+
+/// /etc/hostname, /etc/hosts and /etc/resolv.conf of the pod, shared by its containers.
+fn write_pod_files(dir: &Path, config: &cri::PodSandboxConfig, hostname: &str) -> Result<()> {
+    write_file(&dir.join("hostname"), &format!("{hostname}\n"))?;
+    let hosts = if host_network(config) {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n"
+            .to_string()
+    };
+    write_file(&dir.join("hosts"), &hosts)?;
+    let resolv = match &config.dns_config {
+        Some(dns) if !dns.servers.is_empty() || !dns.searches.is_empty() => {
+            let mut text = String::new();
+            if !dns.searches.is_empty() {
+                text.push_str(&format!("search {}\n", dns.searches.join(" ")));
+            }
+            for s in &dns.servers {
+                text.push_str(&format!("nameserver {s}\n"));
+            }
+            if !dns.options.is_empty() {
+                text.push_str(&format!("options {}\n", dns.options.join(" ")));
+            }
+            text
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    write_file(&dir.join("resolv.conf"), &resolv)
 }
 
 /// Runs `f` on this (blocking) thread inside the network namespace at `netns`, then

@@ -266,11 +266,13 @@ impl Cri {
         let process = super::container::exec_process(&c, &r.cmd, r.tty)?;
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let dir = self.dir().join("exec").join(&exec_id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create exec directory", &dir, e))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("create exec directory", &dir, e))?;
         let result = self
             .exec_fifos(&id, &exec_id, &dir, process, &r, &mut rd, tx, v5)
             .await;
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = tokio::fs::remove_dir_all(&dir).await;
         result
     }
 
