@@ -515,10 +515,21 @@ async fn open_cri(
         tokio::task::spawn_blocking(move || -> Result<()> {
             use std::os::unix::fs::PermissionsExt;
             ensure_dir_mode(&dir, 0o711)?;
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
             let tmp = dir.join(".pause.tmp");
-            std::fs::write(&tmp, PAUSE).map_err(|e| Error::io("write", &tmp, e))?;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o755)
+                .open(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            f.write_all(PAUSE)
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("chmod", &tmp, e))?;
+            f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
             std::fs::rename(&tmp, &pause).map_err(|e| Error::io("rename", &pause, e))
         })
         .await

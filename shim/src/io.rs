@@ -52,12 +52,9 @@ pub struct ProcessIo {
 const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ProcessIo {
-    /// Reopens its CRI log files; false when it writes none.
-    pub fn reopen_logs(&self) -> Result<bool> {
-        for l in &self.cri_logs {
-            l.reopen()?;
-        }
-        Ok(!self.cri_logs.is_empty())
+    /// The CRI log files it writes (to reopen outside the process's lock).
+    pub fn cri_logs(&self) -> Vec<Arc<CriLog>> {
+        self.cri_logs.clone()
     }
 
     /// Waits until the `binary://` logger is ready to read the container's output: it

@@ -182,7 +182,12 @@ impl Process {
 
     /// Reopens the process's CRI log files; false when it writes none.
     pub fn reopen_logs(&self) -> crate::error::Result<bool> {
-        self.lock().io.reopen_logs()
+        // The files are opened with the process's lock released.
+        let logs = self.lock().io.cri_logs();
+        for l in &logs {
+            l.reopen()?;
+        }
+        Ok(!logs.is_empty())
     }
 
     pub fn close_stdin(&self) {

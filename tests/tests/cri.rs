@@ -628,6 +628,10 @@ async fn a_pod_runs_through_the_cri() {
     let guarded_id = run_container(&mut c, &sandbox, &config, guarded.clone()).await;
     let r = exec(&mut c, &guarded_id, &["id", "-u"], 10).await;
     assert_eq!(String::from_utf8_lossy(&r.stdout), "65534\n");
+    // The same call is allowed without the profile (the client is unconfined): the
+    // refusal below is the profile's.
+    let free = exec(&mut c, &client_id, &["unshare", "-U", "true"], 10).await;
+    assert_eq!(free.exit_code, 0, "{free:?}");
     let r = exec(&mut c, &guarded_id, &["unshare", "-U", "true"], 10).await;
     assert_ne!(r.exit_code, 0, "{r:?}");
     assert!(
@@ -1327,7 +1331,39 @@ async fn failures_leave_nothing_behind() {
         .await
         .expect_err("an unknown handler");
     assert_eq!(handler.code(), Code::NotFound, "{handler:?}");
-    // With a working network, the name was not kept reserved by the failure.
+    // With a working network, the name was not kept reserved by the failure; two
+    // creations of one name at once: one pod, one refusal.
+    std::fs::write(cni.join("10-test.conflist"), &good).expect("write");
+    let twin = pod_config(&w, "twin", 0);
+    let (mut c1, mut c2) = (clients(&d).await, clients(&d).await);
+    let run = |c: &mut Clients| {
+        let mut rt = c.rt.clone();
+        let twin = twin.clone();
+        async move {
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(twin),
+                runtime_handler: String::new(),
+            })
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(run(&mut c1), run(&mut c2));
+    let (won, lost): (Vec<_>, Vec<_>) = [a, b].into_iter().partition(|r| r.is_ok());
+    assert_eq!((won.len(), lost.len()), (1, 1), "{won:?} {lost:?}");
+    let lost = lost.into_iter().next().expect("lost").expect_err("lost");
+    assert!(lost.message().contains("is reserved for"), "{lost:?}");
+    let winner = won
+        .into_iter()
+        .next()
+        .expect("won")
+        .expect("won")
+        .into_inner()
+        .pod_sandbox_id;
+    c.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: winner,
+    })
+    .await
+    .expect("RemovePodSandbox twin");
     std::fs::write(cni.join("10-test.conflist"), &good).expect("write");
     let sandbox =
         c.rt.run_pod_sandbox(cri::RunPodSandboxRequest {

@@ -21,6 +21,16 @@ static IDENTIFIER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(PATTERN).expect("the identifier pattern is a valid regex"));
 
 /// Checks that `s` is a valid identifier; the error is `InvalidArgument`.
+/// A fresh random id of 64 hex digits (containers, pods and anonymous volumes name
+/// themselves so, as Docker and containerd's CRI do).
+pub fn random_id() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 pub fn validate(s: &str) -> Result<()> {
     if s.is_empty() {
         return Err(Error::invalid("identifier must not be empty"));

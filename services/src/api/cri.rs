@@ -12,8 +12,9 @@ use berth_proto::runtime::v1::runtime_service_server::RuntimeService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::status::OrStatus;
+use super::status::{OrStatus, status};
 use crate::cri::{Cri, RUNTIME_API_VERSION, RUNTIME_NAME};
+use crate::error::Error;
 
 /// The CRI front door.
 #[derive(Clone)]
@@ -23,9 +24,15 @@ type Rpc<T> = Result<Response<T>, Status>;
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn unimplemented<T>(what: &str) -> Rpc<T> {
-    Err(Status::unimplemented(format!(
+    Err(status(Error::NotImplemented(format!(
         "{what} is not implemented by berthd yet"
-    )))
+    ))))
+}
+
+fn no_checkpoints<T>(what: &str) -> Rpc<T> {
+    Err(status(Error::NotImplemented(format!(
+        "{what}: berthd does not checkpoint (no CRIU)"
+    ))))
 }
 
 /// One message as a stream (the Stream* calls answer with the whole list at once).
@@ -55,7 +62,7 @@ impl RuntimeService for CriApi {
         let r = r.into_inner();
         let config = r
             .config
-            .ok_or_else(|| Status::invalid_argument("sandbox config must not be empty"))?;
+            .ok_or_else(|| status(Error::invalid("sandbox config must not be empty")))?;
         let id = self
             .0
             .run_sandbox(config, &r.runtime_handler)
@@ -141,7 +148,7 @@ impl RuntimeService for CriApi {
         let r = r.into_inner();
         let config = r
             .config
-            .ok_or_else(|| Status::invalid_argument("container config must not be empty"))?;
+            .ok_or_else(|| status(Error::invalid("container config must not be empty")))?;
         let id = self
             .0
             .create_container(&r.pod_sandbox_id, config)
@@ -398,27 +405,21 @@ impl RuntimeService for CriApi {
         &self,
         _r: Request<cri::CheckpointContainerRequest>,
     ) -> Rpc<cri::CheckpointContainerResponse> {
-        Err(Status::unimplemented(
-            "CheckpointContainer: berthd does not checkpoint containers (no CRIU)",
-        ))
+        no_checkpoints("CheckpointContainer")
     }
 
     async fn checkpoint_pod(
         &self,
         _r: Request<cri::CheckpointPodRequest>,
     ) -> Rpc<cri::CheckpointPodResponse> {
-        Err(Status::unimplemented(
-            "CheckpointPod: berthd does not checkpoint pods (no CRIU)",
-        ))
+        no_checkpoints("CheckpointPod")
     }
 
     async fn restore_pod(
         &self,
         _r: Request<cri::RestorePodRequest>,
     ) -> Rpc<cri::RestorePodResponse> {
-        Err(Status::unimplemented(
-            "RestorePod: berthd does not checkpoint pods (no CRIU)",
-        ))
+        no_checkpoints("RestorePod")
     }
 
     type GetContainerEventsStream = Streamed<cri::ContainerEventResponse>;

@@ -77,9 +77,8 @@ impl Cri {
                 meta.name
             ))
         })?;
-        let _naming = self.inner.naming.lock().await;
-        self.check_name("container", &name).await?;
         let id = new_id();
+        let _reserved = self.reserve("container", &name, &id).await?;
         let chain_id = berth_oci::image::chain_ids(&image::diff_ids(&image.config))
             .last()
             .cloned();
@@ -1030,6 +1029,52 @@ pub(super) fn exec_process(c: &Container, cmd: &[String], tty: bool) -> Result<V
     process["args"] = Value::from(cmd.to_vec());
     process["terminal"] = Value::Bool(tty);
     Ok(process)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_the_spec_builder_does_not_carry() {
+        let mut spec = serde_json::json!({"linux": {"resources": {}}, "process": {}});
+        let r = cri::LinuxContainerResources {
+            cpuset_cpus: "0-1".into(),
+            cpuset_mems: "0".into(),
+            memory_swap_limit_in_bytes: 1 << 30,
+            hugepage_limits: vec![cri::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: [("memory.high".to_string(), "100M".to_string())].into(),
+            oom_score_adj: 500,
+            ..Default::default()
+        };
+        extra_resources(&mut spec, &r);
+        let res = &spec["linux"]["resources"];
+        assert_eq!(res["cpu"]["cpus"], "0-1");
+        assert_eq!(res["cpu"]["mems"], "0");
+        assert_eq!(res["memory"]["swap"], 1 << 30);
+        assert_eq!(
+            res["hugepageLimits"],
+            serde_json::json!([{"pageSize": "2MB", "limit": 4 << 20}])
+        );
+        assert_eq!(res["unified"]["memory.high"], "100M");
+        assert_eq!(spec["process"]["oomScoreAdj"], 500);
+        // Below the daemon's own score it is clamped (this host cannot lower it).
+        let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .expect("oom_score_adj")
+            .trim()
+            .parse()
+            .expect("number");
+        let mut spec = serde_json::json!({"linux": {"resources": {}}, "process": {}});
+        let low = cri::LinuxContainerResources {
+            oom_score_adj: -998,
+            ..Default::default()
+        };
+        extra_resources(&mut spec, &low);
+        assert_eq!(spec["process"]["oomScoreAdj"], (-998i64).max(own));
+    }
 }
 
 /// The CRI's words for a state, in messages.

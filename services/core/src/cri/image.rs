@@ -225,27 +225,23 @@ impl Cri {
     /// ImageFsInfo: the snapshotter's directory and what is under it.
     pub async fn image_fs(&self) -> Result<ImageFs> {
         let dir = self.p().snapshots_root.clone();
-        tokio::task::spawn_blocking(move || {
-            let (bytes, inodes) = usage(&dir);
-            ImageFs {
+        blocking(move || {
+            let u = berth_snapshotter::store::disk_usage(&dir)?;
+            Ok(ImageFs {
                 mountpoint: dir,
-                used_bytes: bytes,
-                inodes_used: inodes,
-            }
+                used_bytes: u64::try_from(u.size).unwrap_or(0),
+                inodes_used: u64::try_from(u.inodes).unwrap_or(0),
+            })
         })
         .await
-        .map_err(|e| Error::Internal(format!("image fs usage: {e}")))
     }
 }
 
-/// The image config's layer diff IDs.
+/// The image config's layer diff IDs (berth-oci's reading of a config).
 pub(super) fn diff_ids(config: &Value) -> Vec<String> {
-    config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str().map(str::to_string))
-        .collect()
+    serde_json::from_value::<oci::ImageConfig>(config.clone())
+        .map(|c| c.rootfs.diff_ids)
+        .unwrap_or_default()
 }
 
 /// A pull's credentials: username and password, or Docker's base64 `auth`.
@@ -266,29 +262,4 @@ fn credentials_of(a: cri::AuthConfig) -> Option<berth_oci::credentials::Credenti
         username: u.to_string(),
         password: p.to_string(),
     })
-}
-
-/// Bytes (of regular files, by blocks) and inodes under `dir`, hard links counted once.
-fn usage(dir: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let (mut bytes, mut inodes) = (0u64, 0u64);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if !seen.insert((m.dev(), m.ino())) {
-                continue;
-            }
-            inodes += 1;
-            bytes += m.blocks() * 512;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    (bytes, inodes)
 }

@@ -115,8 +115,11 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<cri::ContainerEventResponse>,
     /// The streaming server's address and the URLs it has handed out.
     streams: stream::Streams,
-    /// Held while a name is checked and reserved (RunPodSandbox, CreateContainer).
+    /// Held only while a name is checked against the records and the reservations.
     naming: tokio::sync::Mutex<()>,
+    /// The names of sandboxes and containers being made (name → id), until their records
+    /// hold them: the slow part of a creation runs without any lock.
+    reserved: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Cri {
@@ -130,6 +133,7 @@ impl Cri {
                 events,
                 streams: stream::Streams::default(),
                 naming: tokio::sync::Mutex::new(()),
+                reserved: std::sync::Mutex::default(),
             }),
         }
     }
@@ -331,31 +335,55 @@ impl Cri {
         }
     }
 
-    /// Reserves `name` for a new record of `kind` (the caller holds the naming lock):
-    /// containerd's "name is reserved" rule.
-    async fn check_name(&self, kind: &str, name: &str) -> Result<()> {
-        if let Some(c) = self
+    /// Reserves `name` for the new record `id` of `kind`: containerd's "name is reserved"
+    /// rule, against the records and the creations under way. The reservation ends with
+    /// the guard (by then the record holds the name, or the creation failed).
+    async fn reserve(&self, kind: &str, name: &str, id: &str) -> Result<Reservation> {
+        let _naming = self.inner.naming.lock().await;
+        let holder = self
             .records(kind)
             .await?
             .into_iter()
             .find(|c| c.labels.get(NAME_LABEL).is_some_and(|n| n == name))
-        {
+            .map(|c| c.id);
+        let mut reserved = self
+            .inner
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(holder) = holder.or_else(|| reserved.get(name).cloned()) {
             return Err(Error::already_exists(format!(
-                "failed to reserve {kind} name {name:?}: name {name:?} is reserved for {:?}",
-                c.id
+                "failed to reserve {kind} name {name:?}: name {name:?} is reserved for {holder:?}"
             )));
         }
-        Ok(())
+        reserved.insert(name.to_string(), id.to_string());
+        Ok(Reservation {
+            cri: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A name reserved while its sandbox or container is made.
+struct Reservation {
+    cri: Cri,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.cri
+            .inner
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
     }
 }
 
 /// A new sandbox or container id: 64 hex digits, as containerd's.
 fn new_id() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    crate::identifiers::random_id()
 }
 
 /// A config kept on a record.
@@ -399,7 +427,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
 }
 
-/// Writes `text` to `path` (a pod's hosts, resolv.conf, hostname).
+/// Writes `text` to `path` (a pod's hosts, resolv.conf, hostname, its CNI result): temp,
+/// fsync, rename, so that a crash leaves the old file or the new one.
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+    crate::runtime::write_file_atomic(path, text.as_bytes())
 }

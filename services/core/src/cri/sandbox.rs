@@ -88,9 +88,8 @@ impl Cri {
             "{}_{}_{}_{}",
             meta.name, meta.namespace, meta.uid, meta.attempt
         );
-        let _naming = self.inner.naming.lock().await;
-        self.check_name("sandbox", &name).await?;
         let id = new_id();
+        let _reserved = self.reserve("sandbox", &name, &id).await?;
         let dir = self.sandbox_dir(&id);
         let made = self.make_sandbox(&id, &name, &config, &runtime, &dir).await;
         if let Err(e) = made {

@@ -142,11 +142,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// A random anonymous volume name: 64 hex digits, as Docker's.
 pub fn anonymous_name() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    crate::identifiers::random_id()
 }
 
 /// The volume names a container's labels list (named and anonymous).
