@@ -838,7 +838,12 @@ async fn bad_input_over_grpc() {
                 right: view.clone(),
                 media_type: String::new(),
                 r#ref: String::new(),
-                labels: BTreeMap::from([("test".to_string(), "yes".to_string())]),
+                // A root too: made without a lease, the layer would be garbage for a
+                // collection the removals above may have started.
+                labels: gc_root()
+                    .into_iter()
+                    .chain([("test".to_string(), "yes".to_string())])
+                    .collect(),
                 source_date_epoch: None,
             },
         ))
