@@ -50,6 +50,50 @@ pub fn system_bin(name: &str) -> PathBuf {
     panic!("{name} is not installed: .ci/run installs it (apt-get install containerd runc ...)");
 }
 
+/// Builds the Go program in `tests/<name>/` (GOPATH mode, offline, on Debian's Go
+/// packages under /usr/share/gocode) into the target dir, once per test process, and
+/// returns its path. It is built under a name of its own, then renamed: another test
+/// process building at the same time never sees a half-written binary.
+pub fn go_build(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get_or_insert_with(HashMap::new).get(name) {
+        return p.clone();
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    let out = target_dir().join(name);
+    let tmp = target_dir().join(format!("{name}.tmp-{}", std::process::id()));
+    let mut cmd = Command::new(system_bin("go"));
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOFLAGS", "")
+        .stdin(Stdio::null());
+    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
+        cmd.env("GOCACHE", target_dir().join("go-build-cache"));
+    }
+    let result = cmd.output().expect("run go build");
+    assert!(
+        result.status.success(),
+        "go build of {} failed ({}):\n{}{}",
+        src.display(),
+        result.status,
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("move the Go program into place");
+    built
+        .get_or_insert_with(HashMap::new)
+        .insert(name.to_string(), out.clone());
+    out
+}
+
 /// A berthd process on its own temporary root, state and socket.
 pub struct Daemon {
     child: Option<Child>,

@@ -12,7 +12,7 @@ use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_tests::fixtures::{Registry, busybox_image};
-use berth_tests::{Daemon, TestNetwork, channel};
+use berth_tests::{Daemon, TestNetwork, channel, go_build};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -1789,36 +1789,192 @@ async fn streaming_checks(c: &mut Clients, client_id: &str, sandbox: &str) {
     .await
     .expect("port-forward stream");
     assert!(page.ends_with("served-in-pod\n"), "{page}");
-    // SPDY (no WebSocket upgrade) is refused clearly.
-    let url =
-        c.rt.exec(cri::ExecRequest {
+    spdy_checks(c, client_id, sandbox).await;
+}
+
+/// Runs the SPDY client (`tests/spdyclient`, on moby/spdystream as client-go) and
+/// returns what it printed.
+async fn spdy(args: Vec<String>) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(go_build("spdyclient"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run spdyclient")
+    })
+    .await
+    .expect("spdyclient");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "spdyclient failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The streams over SPDY/3.1, as client-go (kubectl through the kubelet, crictl before
+/// 1.30) opens them: exec with all three streams and its exit status in each protocol
+/// version's form, a resized terminal, port forwarding with a reachable and an
+/// unreachable port, and the refusals.
+async fn spdy_checks(c: &mut Clients, client_id: &str, sandbox: &str) {
+    let rt = c.rt.clone();
+    let exec_url = |cmd: &str, stdin: bool, tty: bool| {
+        let mut rt = rt.clone();
+        let request = cri::ExecRequest {
             container_id: client_id.into(),
-            cmd: vec!["true".into()],
+            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+            stdin,
             stdout: true,
-            ..Default::default()
+            stderr: !tty,
+            tty,
+        };
+        async move { rt.exec(request).await.expect("Exec").into_inner().url }
+    };
+    let script = "read line; echo got:$line; echo err >&2; exit 4";
+    let url = exec_url(script, true, false).await;
+    let v = spdy(
+        [
+            "exec", "-url", &url, "-stdin", "hello\n", "-stdout", "-stderr",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(v["protocol"], "v4.channel.k8s.io", "{v}");
+    assert_eq!(v["stdout"], "got:hello\n", "{v}");
+    assert_eq!(v["stderr"], "err\n", "{v}");
+    let status: serde_json::Value =
+        serde_json::from_str(v["error"].as_str().unwrap_or_default()).expect("a Status");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{v}");
+    assert_eq!(status["details"]["causes"][0]["message"], "4", "{v}");
+    // v2 (and v3) write only a failure's message, and nothing for a success.
+    for (cmd, error) in [
+        (
+            script,
+            "command terminated with non-zero exit code: error executing command [sh -c read line; echo got:$line; echo err >&2; exit 4], exit code 4",
+        ),
+        ("read line; echo $line", ""),
+    ] {
+        let url = exec_url(cmd, true, false).await;
+        let v = spdy(
+            [
+                "exec",
+                "-url",
+                &url,
+                "-protocols",
+                "v2.channel.k8s.io",
+                "-stdin",
+                "x\n",
+                "-stdout",
+                "-stderr",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        assert_eq!(v["protocol"], "v2.channel.k8s.io", "{v}");
+        assert_eq!(v["error"], error, "{v}");
+    }
+    // A terminal, resized through the resize stream.
+    let url = exec_url("sleep 1; stty size", false, true).await;
+    let v = spdy(
+        ["exec", "-url", &url, "-stdout", "-tty", "-resize", "120x33"]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(
+        v["stdout"].as_str().unwrap_or_default().trim(),
+        "33 120",
+        "{v}"
+    );
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("Success"),
+        "{v}"
+    );
+    // Port forwarding: one connection to the pod's web server, one to a closed port.
+    let url =
+        c.rt.port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: sandbox.into(),
+            port: vec![8080],
         })
         .await
-        .expect("Exec")
+        .expect("PortForward")
         .into_inner()
         .url;
+    let v = spdy(
+        [
+            "portforward",
+            "-url",
+            &url,
+            "-ports",
+            "8080,9",
+            "-send",
+            "GET /index.txt HTTP/1.0\r\n\r\n",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(v["protocol"], "portforward.k8s.io", "{v}");
+    let web = &v["ports"][0];
+    assert!(
+        web["data"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("served-in-pod\n"),
+        "{v}"
+    );
+    assert_eq!(web["error"], "", "{v}");
+    let closed = &v["ports"][1];
+    assert_eq!(closed["data"], "", "{v}");
+    assert!(
+        closed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("failed to connect to localhost:9 in pod "),
+        "{v}"
+    );
+    // A protocol the server does not speak: 403, as the kubelet answers.
+    let url = exec_url("true", false, false).await;
+    let v = spdy(
+        [
+            "exec",
+            "-url",
+            &url,
+            "-protocols",
+            "v9.channel.k8s.io",
+            "-stdout",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(v["status"], 403, "{v}");
+    assert!(
+        v["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unable to negotiate protocol"),
+        "{v}"
+    );
+    // No upgrade at all: a clear 400.
+    let url = exec_url("true", false, false).await;
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let rest = url.strip_prefix("http://").expect("http");
         let (host, path) = rest.split_once('/').expect("path");
         let mut conn = std::net::TcpStream::connect(host).expect("connect");
-        write!(
-            conn,
-            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: SPDY/3.1\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .expect("request");
+        write!(conn, "POST /{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").expect("request");
         let mut text = String::new();
         let _ = conn.read_to_string(&mut text);
         text
     })
     .await
-    .expect("spdy");
+    .expect("plain request");
     assert!(
-        answer.starts_with("HTTP/1.1 400") && answer.contains("SPDY"),
+        answer.starts_with("HTTP/1.1 400") && answer.contains("SPDY/3.1"),
         "{answer}"
     );
 }

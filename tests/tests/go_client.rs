@@ -8,50 +8,16 @@
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use berth_tests::fixtures::import_busybox;
-use berth_tests::{Containerd, Daemon, bin, ok, system_bin, target_dir};
+use berth_tests::{Containerd, Daemon, bin, go_build, ok, system_bin};
 
 const IMAGE: &str = "example.com/busybox:latest";
 const NAMESPACE: &str = "gotest";
 
-/// Builds the Go program once per test binary run (into the target dir) and returns its path.
+/// The Go program, built once per test process.
 fn goclient() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_goclient).clone()
-}
-
-fn build_goclient() -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("goclient");
-    let out = target_dir().join("goclient");
-    // Built under a name of its own, then renamed: another test process building at the same
-    // time never sees a half-written binary.
-    let tmp = target_dir().join(format!("goclient.tmp-{}", std::process::id()));
-    let mut cmd = Command::new(system_bin("go"));
-    cmd.arg("build")
-        .arg("-o")
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOFLAGS", "")
-        .stdin(Stdio::null());
-    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
-        cmd.env("GOCACHE", target_dir().join("go-build-cache"));
-    }
-    let built = cmd.output().expect("run go build");
-    assert!(
-        built.status.success(),
-        "go build of {} failed ({}):\n{}{}",
-        src.display(),
-        built.status,
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("move goclient into place");
-    out
+    go_build("goclient")
 }
 
 /// The helper binaries the checks expect in `-bindir`: `containerd-shim-berthalt-v2` and

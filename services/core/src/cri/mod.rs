@@ -21,6 +21,7 @@ mod container;
 mod image;
 mod sandbox;
 mod seccomp;
+mod spdy;
 mod stats;
 mod stream;
 

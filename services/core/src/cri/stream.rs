@@ -8,8 +8,9 @@
 //! endian).
 //!
 //! The WebSocket (RFC 6455) is spoken here directly over the TCP stream: the upgrade is
-//! one HTTP/1.1 request, and the frames are small. SPDY, the older protocol, is refused
-//! with a clear 400.
+//! one HTTP/1.1 request, and the frames are small. The older clients' SPDY/3.1
+//! (`v4`/`v3`/`v2.channel.k8s.io`, `portforward.k8s.io`; see `spdy.rs`) is taken too:
+//! its streams are mapped onto the same channels.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +33,15 @@ const TOKEN_TTL: Duration = Duration::from_secs(60);
 const MAX_HEAD: usize = 16 << 10;
 const MAX_MESSAGE: u64 = 16 << 20;
 const PROTOCOLS: [&str; 3] = ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"];
+/// The exec and attach protocols over SPDY, best first (v4 reports the exit as a
+/// metav1.Status; v3 and v2 write only a failure's message; v2 has no resize stream).
+const SPDY_PROTOCOLS: [&str; 3] = [
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+];
+/// How long a SPDY client has to open the streams its request asks for.
+const STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// What a URL was handed out for.
 #[derive(Debug, Clone)]
@@ -181,7 +191,8 @@ impl Cri {
         self.stream_url("portforward", &token)
     }
 
-    /// One connection: the upgrade, then the exec or the forwarding.
+    /// One connection: the upgrade (WebSocket or SPDY), then the exec, the attach or the
+    /// forwarding.
     async fn serve_stream(&self, mut conn: TcpStream) -> Result<()> {
         let head = read_head(&mut conn).await?;
         let req = Head::parse(&head)?;
@@ -199,19 +210,30 @@ impl Cri {
             )
             .await;
         };
-        if !req.header("upgrade").eq_ignore_ascii_case("websocket") {
-            return reply(
+        let upgrade = req.header("upgrade").to_ascii_lowercase();
+        if upgrade == "websocket" {
+            self.serve_websocket(conn, req, &kind, pending).await
+        } else if upgrade.starts_with("spdy/3") {
+            self.serve_spdy(conn, req, &kind, pending).await
+        } else {
+            reply(
                 &mut conn,
                 "400 Bad Request",
-                "berthd's streaming server speaks WebSocket (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported",
+                "berthd's streaming server needs an upgrade to WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) or SPDY/3.1 (v4.channel.k8s.io, portforward.k8s.io)",
             )
-            .await;
+            .await
         }
-        let offered: Vec<&str> = req
-            .header("sec-websocket-protocol")
-            .split(',')
-            .map(str::trim)
-            .collect();
+    }
+
+    /// A WebSocket session: Kubernetes' channel protocol, one binary message per write.
+    async fn serve_websocket(
+        &self,
+        mut conn: TcpStream,
+        req: Head,
+        kind: &str,
+        pending: Pending,
+    ) -> Result<()> {
+        let offered: Vec<&str> = req.values("sec-websocket-protocol");
         let protocol = PROTOCOLS.iter().find(|p| offered.contains(p)).copied();
         let key = req.header("sec-websocket-key");
         if key.is_empty() {
@@ -232,34 +254,178 @@ impl Cri {
         let (rd, wr) = conn.into_split();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
         let writer = tokio::spawn(write_frames(wr, rx));
-        let result = match (kind.as_str(), pending) {
-            ("exec", Pending::Exec(r)) => self.stream_exec(r, rd, tx.clone(), v5).await,
-            ("attach", Pending::Attach(r)) => self.stream_attach(r, rd, tx.clone(), v5).await,
+        let (in_tx, mut input) = mpsc::channel::<Vec<u8>>(64);
+        let reader = tokio::spawn(read_websocket(rd, in_tx, v5));
+        let result = self
+            .serve_channels(kind, pending, &req.path, &mut input, tx.clone())
+            .await;
+        if let Err(e) = &result {
+            let _ = tx.send(failure(e)).await;
+        }
+        drop(tx);
+        let _ = writer.await;
+        reader.abort();
+        result
+    }
+
+    /// A SPDY session: exec and attach map its streams onto the channels; port
+    /// forwarding pairs its streams by request.
+    async fn serve_spdy(
+        &self,
+        mut conn: TcpStream,
+        req: Head,
+        kind: &str,
+        pending: Pending,
+    ) -> Result<()> {
+        let offered = req.values("x-stream-protocol-version");
+        let supported: &[&str] = if kind == "portforward" {
+            &["portforward.k8s.io"]
+        } else {
+            &SPDY_PROTOCOLS
+        };
+        let Some(&protocol) = supported.iter().find(|p| offered.contains(p)) else {
+            return reply(
+                &mut conn,
+                "403 Forbidden",
+                &format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
+                ),
+            )
+            .await;
+        };
+        // A port forwarding's pod is looked up before the upgrade, so a refusal is an
+        // HTTP answer.
+        let forward = match &pending {
+            Pending::PortForward(r) => match self.forward_target(r).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    return reply(&mut conn, "500 Internal Server Error", &e.to_string()).await;
+                }
+            },
+            _ => None,
+        };
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
+        );
+        conn.write_all(answer.as_bytes())
+            .await
+            .map_err(|e| Error::Internal(format!("stream upgrade: {e}")))?;
+        let (rd, wr) = conn.into_split();
+        let (out, out_rx) = mpsc::channel::<spdy::Out>(64);
+        let writer = tokio::spawn(spdy::write_loop(wr, out_rx));
+        let frames = spdy::FrameReader::new(rd);
+        let result = match forward {
+            Some((netns, pod)) => {
+                spdy_port_forward(frames, out, netns, pod).await;
+                Ok(())
+            }
+            None => {
+                self.spdy_channels(frames, out, kind, pending, &req.path, protocol)
+                    .await
+            }
+        };
+        let _ = writer.await;
+        result
+    }
+
+    /// Exec or attach over SPDY: once the client has opened the streams the request
+    /// asks for, the same work as over a WebSocket.
+    async fn spdy_channels(
+        &self,
+        frames: spdy::FrameReader<tokio::net::tcp::OwnedReadHalf>,
+        out: mpsc::Sender<spdy::Out>,
+        kind: &str,
+        pending: Pending,
+        path: &str,
+        protocol: &str,
+    ) -> Result<()> {
+        let (stdin, stdout, stderr, tty) = match &pending {
+            Pending::Exec(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::Attach(r) => (r.stdin, r.stdout, r.stderr, r.tty),
+            Pending::PortForward(_) => (false, false, false, false),
+        };
+        let mut expected = vec!["error"];
+        for (wanted, name) in [
+            (stdin, "stdin"),
+            (stdout, "stdout"),
+            (stderr && !tty, "stderr"),
+            (tty && protocol != "v2.channel.k8s.io", "resize"),
+        ] {
+            if wanted {
+                expected.push(name);
+            }
+        }
+        let (in_tx, mut input) = mpsc::channel::<Vec<u8>>(64);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn(spdy::read_channels(
+            frames,
+            out.clone(),
+            in_tx,
+            expected.clone(),
+            ready_tx,
+        ));
+        let streams = match tokio::time::timeout(STREAM_WAIT, ready_rx).await {
+            Ok(Ok(streams)) => streams,
+            _ => {
+                reader.abort();
+                return Err(Error::invalid(format!(
+                    "the client did not open the streams {expected:?} within {}s",
+                    STREAM_WAIT.as_secs()
+                )));
+            }
+        };
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
+        let status_json = protocol == "v4.channel.k8s.io";
+        let writer = tokio::spawn(spdy::write_channels(rx, out, streams, status_json));
+        let result = self
+            .serve_channels(kind, pending, path, &mut input, tx.clone())
+            .await;
+        if let Err(e) = &result {
+            let _ = tx.send(failure(e)).await;
+        }
+        drop(tx);
+        let _ = writer.await;
+        reader.abort();
+        result
+    }
+
+    /// The work of a session whose transport gives channel messages.
+    async fn serve_channels(
+        &self,
+        kind: &str,
+        pending: Pending,
+        path: &str,
+        input: &mut mpsc::Receiver<Vec<u8>>,
+        tx: mpsc::Sender<Vec<u8>>,
+    ) -> Result<()> {
+        match (kind, pending) {
+            ("exec", Pending::Exec(r)) => self.stream_exec(r, input, tx).await,
+            ("attach", Pending::Attach(r)) => self.stream_attach(r, input, tx).await,
             ("portforward", Pending::PortForward(r)) => {
-                self.stream_port_forward(r, &req.path, rd, tx.clone()).await
+                self.stream_port_forward(r, path, input, tx).await
             }
             _ => Err(Error::invalid(
                 "the stream token is for another kind of stream",
             )),
-        };
-        if let Err(e) = &result {
-            let status = json!({"metadata": {}, "status": "Failure", "message": e.to_string()});
-            let mut msg = vec![3u8];
-            msg.extend(status.to_string().as_bytes());
-            let _ = tx.send(msg).await;
         }
-        drop(tx);
-        let _ = writer.await;
-        result
+    }
+
+    /// The network namespace and id of the pod a port forwarding reaches.
+    async fn forward_target(&self, r: &cri::PortForwardRequest) -> Result<(String, String)> {
+        let sb = self.sandbox(&r.pod_sandbox_id).await?;
+        let netns = sb
+            .netns()
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid("port forwarding to a pod on the host's network"))?;
+        Ok((netns, sb.record.id.clone()))
     }
 
     /// An exec over the channels: FIFOs between the WebSocket and the shim.
     async fn stream_exec(
         &self,
         r: cri::ExecRequest,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
+        input: &mut mpsc::Receiver<Vec<u8>>,
         tx: mpsc::Sender<Vec<u8>>,
-        v5: bool,
     ) -> Result<()> {
         let c = self.find("container", &r.container_id).await?;
         let id = c.id.clone();
@@ -270,7 +436,7 @@ impl Cri {
             .await
             .map_err(|e| Error::io("create exec directory", &dir, e))?;
         let result = self
-            .exec_fifos(&id, &exec_id, &dir, process, &r, &mut rd, tx, v5)
+            .exec_fifos(&id, &exec_id, &dir, process, &r, input, tx)
             .await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         result
@@ -284,9 +450,8 @@ impl Cri {
         dir: &Path,
         process: Value,
         r: &cri::ExecRequest,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        input: &mut mpsc::Receiver<Vec<u8>>,
         tx: mpsc::Sender<Vec<u8>>,
-        v5: bool,
     ) -> Result<()> {
         use tokio::net::unix::pipe;
         let fifo = |name: &str, wanted: bool| -> Result<Option<PathBuf>> {
@@ -341,7 +506,7 @@ impl Cri {
             .map(|(rx, ch)| tokio::spawn(pump_out(rx, ch, tx.clone())))
             .collect();
         // Input: stdin and resizes, until the client closes or the process exits.
-        let input = self.pump_input(rd, in_tx, id, exec_id, v5);
+        let input = self.pump_input(input, in_tx, id, exec_id);
         let waited = tokio::select! {
             w = tasks.wait(NAMESPACE, id, exec_id) => w,
             () = input => tasks.wait(NAMESPACE, id, exec_id).await,
@@ -357,7 +522,8 @@ impl Cri {
             json!({
                 "metadata": {},
                 "status": "Failure",
-                "message": format!("command terminated with non-zero exit code: error executing command {:?}, exit code {code}", r.cmd),
+                // As containerd words it (Go's %v of the command).
+                "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", r.cmd.join(" ")),
                 "reason": "NonZeroExitCode",
                 "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
             })
@@ -374,14 +540,10 @@ impl Cri {
         &self,
         r: cri::PortForwardRequest,
         path: &str,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
+        input: &mut mpsc::Receiver<Vec<u8>>,
         tx: mpsc::Sender<Vec<u8>>,
     ) -> Result<()> {
-        let sb = self.sandbox(&r.pod_sandbox_id).await?;
-        let netns = sb
-            .netns()
-            .map(str::to_string)
-            .ok_or_else(|| Error::invalid("port forwarding to a pod on the host's network"))?;
+        let (netns, pod) = self.forward_target(&r).await?;
         let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
         let mut ports: Vec<u16> = query
             .split('&')
@@ -414,19 +576,13 @@ impl Cri {
                 }
                 Err(e) => {
                     let mut msg = vec![2 * n as u8 + 1];
-                    msg.extend(
-                        format!(
-                            "failed to connect to localhost:{port} in pod {}: {e}",
-                            sb.record.id
-                        )
-                        .as_bytes(),
-                    );
+                    msg.extend(forward_error(*port, &pod, &e).as_bytes());
                     let _ = tx.send(msg).await;
                     conns.push(None);
                 }
             }
         }
-        while let Ok(Some(msg)) = read_message(&mut rd).await {
+        while let Some(msg) = input.recv().await {
             let Some((&ch, data)) = msg.split_first() else {
                 continue;
             };
@@ -450,9 +606,8 @@ impl Cri {
     async fn stream_attach(
         &self,
         r: cri::AttachRequest,
-        mut rd: tokio::net::tcp::OwnedReadHalf,
+        input: &mut mpsc::Receiver<Vec<u8>>,
         tx: mpsc::Sender<Vec<u8>>,
-        v5: bool,
     ) -> Result<()> {
         use tokio::net::unix::pipe;
         let c = self.find("container", &r.container_id).await?;
@@ -478,7 +633,7 @@ impl Cri {
         } else {
             None
         };
-        let input = self.pump_input(&mut rd, stdin, &id, "", v5);
+        let input = self.pump_input(input, stdin, &id, "");
         tokio::select! {
             _ = self.p().tasks.wait(NAMESPACE, &id, "") => {
                 // The last lines reach the log just after the exit.
@@ -503,17 +658,16 @@ impl Cri {
     }
 
     /// The client's messages until it closes: stdin (channel 0) into `stdin`, terminal
-    /// resizes (4) to the process `exec_id` ("" for the container's own), v5's close of
+    /// resizes (4) to the process `exec_id` ("" for the container's own), the close of
     /// stdin (255, 0).
     async fn pump_input(
         &self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        input: &mut mpsc::Receiver<Vec<u8>>,
         mut stdin: Option<tokio::net::unix::pipe::Sender>,
         id: &str,
         exec_id: &str,
-        v5: bool,
     ) {
-        while let Ok(Some(msg)) = read_message(rd).await {
+        while let Some(msg) = input.recv().await {
             let Some((&ch, data)) = msg.split_first() else {
                 continue;
             };
@@ -536,7 +690,7 @@ impl Cri {
                             .await;
                     }
                 }
-                255 if v5 && data.first() == Some(&0) => stdin = None,
+                255 if data.first() == Some(&0) => stdin = None,
                 _ => {}
             }
         }
@@ -568,6 +722,166 @@ async fn connect_in(netns: &str, port: u16) -> std::io::Result<tokio::net::TcpSt
     .map_err(std::io::Error::other)??;
     std_stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std_stream)
+}
+
+/// What a port forwarding's error channel or stream says when the pod's port is not
+/// reachable.
+fn forward_error(port: u16, pod: &str, e: &std::io::Error) -> String {
+    format!("failed to connect to localhost:{port} in pod {pod}: {e}")
+}
+
+/// A failed session's status message (channel 3).
+fn failure(e: &Error) -> Vec<u8> {
+    let status = json!({"metadata": {}, "status": "Failure", "message": e.to_string()});
+    let mut msg = vec![3u8];
+    msg.extend(status.to_string().as_bytes());
+    msg
+}
+
+/// The client's WebSocket messages onto `tx`; the close of a channel (255) only where
+/// the protocol has it (v5).
+async fn read_websocket(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    tx: mpsc::Sender<Vec<u8>>,
+    v5: bool,
+) {
+    while let Ok(Some(msg)) = read_message(&mut rd).await {
+        if msg.first() == Some(&255) && !v5 {
+            continue;
+        }
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Port forwarding over SPDY: each `data` stream is a connection to its `port` on the
+/// pod's loopback; the `error` stream of the same `requestid` carries a failure.
+async fn spdy_port_forward(
+    mut frames: spdy::FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    out: mpsc::Sender<spdy::Out>,
+    netns: String,
+    pod: String,
+) {
+    let mut errors: HashMap<String, u32> = HashMap::new();
+    let mut inputs: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    while let Ok(Some(frame)) = frames.next().await {
+        match frame {
+            spdy::Frame::Syn {
+                stream, headers, ..
+            } => {
+                let field = |name| spdy::Frame::header(&headers, name).to_string();
+                let (kind, request) = (field("streamtype"), field("requestid"));
+                match kind.as_str() {
+                    "error" => {
+                        errors.insert(request, stream);
+                    }
+                    "data" => {
+                        let (tx, rx) = mpsc::channel(64);
+                        inputs.insert(stream, tx);
+                        let target = Forward {
+                            netns: netns.clone(),
+                            pod: pod.clone(),
+                            port: field("port"),
+                            stream,
+                            error: errors.get(&request).copied(),
+                        };
+                        tokio::spawn(target.run(rx, out.clone()));
+                    }
+                    _ => {
+                        let _ = out
+                            .send(spdy::Out::Reset(stream, spdy::REFUSED_STREAM))
+                            .await;
+                        continue;
+                    }
+                }
+                let _ = out.send(spdy::Out::Reply(stream)).await;
+            }
+            spdy::Frame::Data { stream, fin, data } => {
+                if let Some(tx) = inputs.get(&stream)
+                    && !data.is_empty()
+                    && tx.send(data).await.is_err()
+                {
+                    inputs.remove(&stream);
+                }
+                if fin {
+                    inputs.remove(&stream);
+                }
+            }
+            spdy::Frame::Reset { stream } => {
+                inputs.remove(&stream);
+            }
+            spdy::Frame::Ping(id) => {
+                let _ = out.send(spdy::Out::Ping(id)).await;
+            }
+            spdy::Frame::GoAway => break,
+            spdy::Frame::Other => {}
+        }
+    }
+}
+
+/// One forwarded connection of a SPDY session.
+struct Forward {
+    netns: String,
+    pod: String,
+    port: String,
+    stream: u32,
+    error: Option<u32>,
+}
+
+impl Forward {
+    /// Connects, then copies both ways until both ends are done; a failure goes to the
+    /// error stream. Each stream ends with FIN.
+    async fn run(self, mut input: mpsc::Receiver<Vec<u8>>, out: mpsc::Sender<spdy::Out>) {
+        let fin = |stream: u32, data: Vec<u8>| spdy::Out::Data {
+            stream,
+            data,
+            fin: true,
+        };
+        let conn = match self.port.parse::<u16>() {
+            Ok(port) => connect_in(&self.netns, port)
+                .await
+                .map_err(|e| forward_error(port, &self.pod, &e)),
+            Err(_) => Err(format!("unable to parse {:?} as a port", self.port)),
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(message) => {
+                if let Some(e) = self.error {
+                    let _ = out.send(fin(e, message.into_bytes())).await;
+                }
+                let _ = out.send(fin(self.stream, Vec::new())).await;
+                return;
+            }
+        };
+        let (mut rd, mut wr) = conn.into_split();
+        let inbound = async {
+            while let Some(data) = input.recv().await {
+                if wr.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 32 << 10];
+            while let Ok(n @ 1..) = rd.read(&mut buf).await {
+                let data = spdy::Out::Data {
+                    stream: self.stream,
+                    data: buf[..n].to_vec(),
+                    fin: false,
+                };
+                if out.send(data).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out.send(fin(self.stream, Vec::new())).await;
+        };
+        tokio::join!(inbound, outbound);
+        if let Some(e) = self.error {
+            let _ = out.send(fin(e, Vec::new())).await;
+        }
+    }
 }
 
 /// Follows a CRI log from its current end: each record's content to the channel of its
@@ -770,6 +1084,17 @@ impl Head {
             path: path.to_string(),
             headers,
         })
+    }
+
+    /// Every value of a header given once or more, each list split at its commas.
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
     }
 
     fn header(&self, name: &str) -> &str {
