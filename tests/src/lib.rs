@@ -157,6 +157,35 @@ impl TestNetwork {
         )
     }
 
+    /// A CNI configuration directory (`<work>/net.d`) for CRI pods on this network: a
+    /// bridge on its interface and subnet, addresses from host-local (its data under
+    /// `work`), and portmap for host ports.
+    pub fn cni_conf_dir(&self, work: &Path) -> PathBuf {
+        let dir = work.join("net.d");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("cri-{}", self.bridge),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": self.subnet}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": work.join("ipam").display().to_string(),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        });
+        std::fs::write(dir.join("10-test.conflist"), conf.to_string()).expect("write conflist");
+        dir
+    }
+
     /// The iptables rules (`iptables-save` lines) that name this subnet.
     pub fn iptables_rules(&self) -> Vec<String> {
         let out = Command::new("iptables-save")

@@ -29,35 +29,6 @@ async fn clients(d: &Daemon) -> Clients {
     }
 }
 
-/// A CNI configuration directory for the pods of this test: a bridge on the test's own
-/// interface and subnet, addresses from host-local (its data under the test's dir), and
-/// portmap for host ports.
-fn cni_dir(work: &std::path::Path, net: &TestNetwork) -> std::path::PathBuf {
-    let dir = work.join("net.d");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": format!("cri-{}", net.bridge),
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": net.bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": net.subnet}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": work.join("ipam").display().to_string(),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": true}},
-        ],
-    });
-    std::fs::write(dir.join("10-test.conflist"), conf.to_string()).expect("write conflist");
-    dir
-}
-
 fn pod_config(work: &std::path::Path, name: &str, host_port: i32) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -196,7 +167,7 @@ async fn a_pod_runs_through_the_cri() {
         .expect("tmp");
     let w = work.path().to_path_buf();
     let net = TestNetwork::claim();
-    let cni = cni_dir(&w, &net);
+    let cni = net.cni_conf_dir(&w);
     let bb = busybox_image(&w.join("bb"), "1.35");
     let reg = Registry::start_with_auth("kube", "s3cret");
     reg.push_layout(&bb.layout, "lib/busybox:1.35");
@@ -1014,8 +985,8 @@ async fn the_same_answers_as_containerd() {
     let (berth_net, ctd_net) = (TestNetwork::claim(), TestNetwork::claim());
     std::fs::create_dir_all(w.join("b")).expect("mkdir");
     std::fs::create_dir_all(w.join("c")).expect("mkdir");
-    let berth_cni = cni_dir(&w.join("b"), &berth_net);
-    let ctd_cni = cni_dir(&w.join("c"), &ctd_net);
+    let berth_cni = berth_net.cni_conf_dir(&w.join("b"));
+    let ctd_cni = ctd_net.cni_conf_dir(&w.join("c"));
     let d = Daemon::start_with_config(&format!(
         "[cri]\ncni_conf_dir = \"{}\"\n",
         berth_cni.display()
@@ -1278,7 +1249,7 @@ async fn failures_leave_nothing_behind() {
         .expect("tmp");
     let w = work.path().to_path_buf();
     let net = TestNetwork::claim();
-    let cni = cni_dir(&w, &net);
+    let cni = net.cni_conf_dir(&w);
     let good = std::fs::read_to_string(cni.join("10-test.conflist")).expect("read");
     // First a configuration whose plugin does not exist.
     std::fs::write(
@@ -1521,7 +1492,7 @@ async fn a_configured_sandbox_image_is_honoured() {
         .expect("tmp");
     let w = work.path().to_path_buf();
     let net = TestNetwork::claim();
-    let cni = cni_dir(&w, &net);
+    let cni = net.cni_conf_dir(&w);
     let reg = Registry::start();
     let pause = berth_tests::fixtures::busybox_image_with(
         &w.join("pause"),

@@ -592,10 +592,17 @@ impl Tasks {
         self.leave_task_network(task).await;
         *deleted = true;
         self.remove_from_table(task);
-        shutdown(&task.shim).await;
-        // A new task of the same id starts a shim on the same socket path: the old one must
-        // be gone first, or the new start could find (and reuse) the old listener.
-        wait_gone(task.shim_pid).await;
+        // A shim that still hosts other tasks (a pod's) stays: nothing to shut down, and
+        // nothing to wait for.
+        let shared = task
+            .shim_pid
+            .is_some_and(|pid| self.table().tasks.values().any(|t| t.shim_pid == Some(pid)));
+        if !shared {
+            shutdown(&task.shim).await;
+            // A new task of the same id starts a shim on the same socket path: the old one
+            // must be gone first, or the new start could find (and reuse) the old listener.
+            wait_gone(task.shim_pid).await;
+        }
         remove_bundle(&task.bundle).await;
         Ok(exit)
     }
