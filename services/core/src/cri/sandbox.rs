@@ -144,11 +144,8 @@ impl Cri {
         let mut labels: BTreeMap<String, String> = config.labels.clone().into_iter().collect();
         labels.insert(KIND_LABEL.into(), "sandbox".into());
         labels.insert(NAME_LABEL.into(), name.into());
-        // The network first: the pause joins the namespace the plugins set up.
         if let Some(path) = &netns_path {
             labels.insert(NETNS_LABEL.into(), path.display().to_string());
-            let ip = self.network_up(id, config, path, dir).await?;
-            labels.insert(IP_LABEL.into(), ip);
         }
         // The init process: berth's pause, or the configured sandbox image's (pulled when
         // it is not here), on a snapshot of its own.
@@ -210,12 +207,33 @@ impl Cri {
             sandbox: id.to_string(),
             ..Default::default()
         };
-        self.p().containers.create(NAMESPACE, record).await?;
-        self.p()
-            .tasks
-            .create(NAMESPACE, id, CreateOptions::default())
-            .await?;
-        self.p().tasks.start(NAMESPACE, id, "").await?;
+        // The network is set up while the pause starts: the pause only holds the
+        // namespace, which exists already, and the pod's containers come after this call.
+        let network = async {
+            match &netns_path {
+                Some(path) => self.network_up(id, config, path, dir).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let pause = async {
+            self.p()
+                .containers
+                .create(NAMESPACE, record.clone())
+                .await?;
+            self.p()
+                .tasks
+                .create(NAMESPACE, id, CreateOptions::default())
+                .await?;
+            self.p().tasks.start(NAMESPACE, id, "").await
+        };
+        let (ip, started) = tokio::join!(network, pause);
+        started?;
+        if let Some(ip) = ip? {
+            let mut record = record;
+            record.labels.insert(IP_LABEL.into(), ip);
+            let paths = vec![format!("labels.{IP_LABEL}")];
+            self.p().containers.update(NAMESPACE, record, paths).await?;
+        }
         Ok(())
     }
 
@@ -229,15 +247,8 @@ impl Cri {
     ) -> Result<String> {
         let net = self.load_network().await?;
         let a = attachment(id, config, netns);
-        let added = self.inner.cni.add(&net, &a).await.map_err(|e| match e {
-            Error::Cni { .. } => {
-                Error::Internal(format!("failed to setup network for sandbox {id:?}: {e}"))
-            }
-            e => e.context(&format!("failed to setup network for sandbox {id:?}")),
-        })?;
-        let (path, raw) = (dir.join(CNI_RESULT), added.raw.to_string());
-        blocking(move || write_file(&path, &raw)).await?;
-        // The pod's loopback interface up, as containerd does with the loopback plugin.
+        // The pod's loopback interface up, as containerd does with the loopback plugin,
+        // at the same time as the pod's network.
         let lo = NetworkList::parse(
             r#"{"cniVersion":"0.3.1","name":"cni-loopback","plugins":[{"type":"loopback"}]}"#,
         )?;
@@ -245,10 +256,19 @@ impl Cri {
             ifname: "lo".into(),
             ..a.clone()
         };
-        self.inner
-            .cni
-            .add(&lo, &lo_attachment)
-            .await
+        let (added, lo_added) = tokio::join!(
+            self.inner.cni.add(&net, &a),
+            self.inner.cni.add(&lo, &lo_attachment)
+        );
+        let added = added.map_err(|e| match e {
+            Error::Cni { .. } => {
+                Error::Internal(format!("failed to setup network for sandbox {id:?}: {e}"))
+            }
+            e => e.context(&format!("failed to setup network for sandbox {id:?}")),
+        })?;
+        let (path, raw) = (dir.join(CNI_RESULT), added.raw.to_string());
+        blocking(move || write_file(&path, &raw)).await?;
+        lo_added
             .map_err(|e| e.context(&format!("failed to set up the loopback of sandbox {id:?}")))?;
         added.address_of("eth0").ok_or_else(|| {
             Error::Internal(format!(
