@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use berth_tests::fixtures::{Registry, busybox_image, busybox_image_with};
-use berth_tests::{Containerd, Daemon, TestNetwork, channel, rss_kib};
+use berth_tests::{Containerd, Daemon, TestNetwork, channel, cri_registry, rss_kib};
 use tonic::transport::Channel;
 
 const RUNS: usize = 10;
@@ -231,17 +230,7 @@ async fn main() {
         .tempdir_in("/tmp")
         .expect("tmp");
     let w = work.path().to_path_buf();
-    let reg = Registry::start();
-    let bb = busybox_image(&w.join("bb"), "1.35");
-    reg.push_layout(&bb.layout, "lib/busybox:1.35");
-    // containerd's sandboxes need an image: a busybox that sleeps, as its pause.
-    let pause = busybox_image_with(
-        &w.join("pause"),
-        "3.6",
-        serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["100000000"]}),
-    );
-    reg.push_layout(&pause.layout, "pause:3.6");
-    let image = reg.reference("lib/busybox:1.35");
+    let (_reg, image, _) = cri_registry(&w);
     let host = image.split('/').next().expect("host").to_string();
     let (berth_net, ctd_net) = (TestNetwork::claim(), TestNetwork::claim());
 
@@ -249,18 +238,7 @@ async fn main() {
         "[cri]\ncni_conf_dir = \"{}\"\n",
         berth_net.cni_conf_dir(&w.join("b")).display()
     ));
-    let ctd = Containerd::start_with_cri(&format!(
-        "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
-           sandbox_image = \"{host}/pause:3.6\"\n\
-           disable_apparmor = true\n\
-           restrict_oom_score_adj = true\n\
-         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
-           bin_dir = \"/usr/lib/cni\"\n\
-           conf_dir = \"{}\"\n\
-         [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n\
-           endpoint = [\"http://{host}\"]\n",
-        ctd_net.cni_conf_dir(&w.join("c")).display()
-    ));
+    let ctd = Containerd::start_cri(&host, &ctd_net.cni_conf_dir(&w.join("c")));
     let mut sides = Vec::new();
     for (name, address, pid) in [
         ("berth", d.address.clone(), d.pid()),

@@ -94,6 +94,23 @@ pub fn go_build(name: &str) -> PathBuf {
     out
 }
 
+/// The registry of a CRI side-by-side run (images built under `work`): busybox as
+/// `lib/busybox:1.35` (returned with its reference), and, as containerd's sandbox image, a
+/// busybox that sleeps as `pause:3.6`.
+pub fn cri_registry(work: &Path) -> (fixtures::Registry, String, fixtures::BuiltImage) {
+    let reg = fixtures::Registry::start();
+    let bb = fixtures::busybox_image(&work.join("bb"), "1.35");
+    reg.push_layout(&bb.layout, "lib/busybox:1.35");
+    let pause = fixtures::busybox_image_with(
+        &work.join("pause"),
+        "3.6",
+        serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["100000000"]}),
+    );
+    reg.push_layout(&pause.layout, "pause:3.6");
+    let image = reg.reference("lib/busybox:1.35");
+    (reg, image, bb)
+}
+
 /// A berthd process on its own temporary root, state and socket.
 pub struct Daemon {
     child: Option<Child>,
@@ -725,6 +742,24 @@ impl Containerd {
     /// plugin's sandbox image, CNI and registry tables).
     pub fn start_with_cri(cri_toml: &str) -> Containerd {
         Self::start_full("/tmp", cri_toml, None, true)
+    }
+
+    /// containerd with its CRI plugin on, as the CRI side-by-side runs use it: the
+    /// sandbox image `<registry>/pause:3.6` (see [`cri_registry`]), that registry as a
+    /// plain-HTTP mirror, Debian's CNI plugins with the config of `cni_conf_dir`.
+    pub fn start_cri(registry: &str, cni_conf_dir: &Path) -> Containerd {
+        Self::start_with_cri(&format!(
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
+               sandbox_image = \"{registry}/pause:3.6\"\n\
+               disable_apparmor = true\n\
+               restrict_oom_score_adj = true\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+               bin_dir = \"/usr/lib/cni\"\n\
+               conf_dir = \"{}\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{registry}\"]\n\
+               endpoint = [\"http://{registry}\"]\n",
+            cni_conf_dir.display()
+        ))
     }
 
     fn start_in_with(base: &str, extra_toml: &str, path_first: Option<&Path>) -> Containerd {

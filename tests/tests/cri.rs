@@ -970,17 +970,7 @@ async fn the_same_answers_as_containerd() {
         .tempdir_in("/tmp")
         .expect("tmp");
     let w = work.path().to_path_buf();
-    let reg = Registry::start();
-    let bb = busybox_image(&w.join("bb"), "1.35");
-    reg.push_layout(&bb.layout, "lib/busybox:1.35");
-    // containerd's sandboxes need an image: a busybox that sleeps, as its pause.
-    let pause = berth_tests::fixtures::busybox_image_with(
-        &w.join("pause"),
-        "3.6",
-        serde_json::json!({"Entrypoint": ["/bin/sleep"], "Cmd": ["100000000"]}),
-    );
-    reg.push_layout(&pause.layout, "pause:3.6");
-    let image = reg.reference("lib/busybox:1.35");
+    let (_reg, image, bb) = berth_tests::cri_registry(&w);
     let host = image.split('/').next().expect("host").to_string();
     let (berth_net, ctd_net) = (TestNetwork::claim(), TestNetwork::claim());
     std::fs::create_dir_all(w.join("b")).expect("mkdir");
@@ -991,18 +981,7 @@ async fn the_same_answers_as_containerd() {
         "[cri]\ncni_conf_dir = \"{}\"\n",
         berth_cni.display()
     ));
-    let ctd = berth_tests::Containerd::start_with_cri(&format!(
-        "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
-           sandbox_image = \"{host}/pause:3.6\"\n\
-           disable_apparmor = true\n\
-           restrict_oom_score_adj = true\n\
-         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
-           bin_dir = \"/usr/lib/cni\"\n\
-           conf_dir = \"{}\"\n\
-         [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n\
-           endpoint = [\"http://{host}\"]\n",
-        ctd_cni.display()
-    ));
+    let ctd = berth_tests::Containerd::start_cri(&host, &ctd_cni);
     let mut sides = [
         ("berth", clients(&d).await),
         ("containerd", {

@@ -43,6 +43,15 @@ const SPDY_PROTOCOLS: [&str; 3] = [
 /// How long a SPDY client has to open the streams its request asks for.
 const STREAM_WAIT: Duration = Duration::from_secs(30);
 
+/// A session over either transport: the client's channel messages, the channel for
+/// the server's, and the tasks that carry them.
+struct Session {
+    input: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::Sender<Vec<u8>>,
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
 /// What a URL was handed out for.
 #[derive(Debug, Clone)]
 enum Pending {
@@ -254,18 +263,15 @@ impl Cri {
         let (rd, wr) = conn.into_split();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
         let writer = tokio::spawn(write_frames(wr, rx));
-        let (in_tx, mut input) = mpsc::channel::<Vec<u8>>(64);
+        let (in_tx, input) = mpsc::channel::<Vec<u8>>(64);
         let reader = tokio::spawn(read_websocket(rd, in_tx, v5));
-        let result = self
-            .serve_channels(kind, pending, &req.path, &mut input, tx.clone())
-            .await;
-        if let Err(e) = &result {
-            let _ = tx.send(failure(e)).await;
-        }
-        drop(tx);
-        let _ = writer.await;
-        reader.abort();
-        result
+        let session = Session {
+            input,
+            tx,
+            writer,
+            reader,
+        };
+        self.serve_channels(kind, pending, &req.path, session).await
     }
 
     /// A SPDY session: exec and attach map its streams onto the channels; port
@@ -355,7 +361,7 @@ impl Cri {
                 expected.push(name);
             }
         }
-        let (in_tx, mut input) = mpsc::channel::<Vec<u8>>(64);
+        let (in_tx, input) = mpsc::channel::<Vec<u8>>(64);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let reader = tokio::spawn(spdy::read_channels(
             frames,
@@ -377,28 +383,26 @@ impl Cri {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(64);
         let status_json = protocol == "v4.channel.k8s.io";
         let writer = tokio::spawn(spdy::write_channels(rx, out, streams, status_json));
-        let result = self
-            .serve_channels(kind, pending, path, &mut input, tx.clone())
-            .await;
-        if let Err(e) = &result {
-            let _ = tx.send(failure(e)).await;
-        }
-        drop(tx);
-        let _ = writer.await;
-        reader.abort();
-        result
+        let session = Session {
+            input,
+            tx,
+            writer,
+            reader,
+        };
+        self.serve_channels(kind, pending, path, session).await
     }
 
-    /// The work of a session whose transport gives channel messages.
+    /// The work of a session whose transport gives channel messages; a failure is
+    /// reported on the status channel, then the writer finishes and the reader stops.
     async fn serve_channels(
         &self,
         kind: &str,
         pending: Pending,
         path: &str,
-        input: &mut mpsc::Receiver<Vec<u8>>,
-        tx: mpsc::Sender<Vec<u8>>,
+        mut s: Session,
     ) -> Result<()> {
-        match (kind, pending) {
+        let (input, tx) = (&mut s.input, s.tx.clone());
+        let result = match (kind, pending) {
             ("exec", Pending::Exec(r)) => self.stream_exec(r, input, tx).await,
             ("attach", Pending::Attach(r)) => self.stream_attach(r, input, tx).await,
             ("portforward", Pending::PortForward(r)) => {
@@ -407,7 +411,14 @@ impl Cri {
             _ => Err(Error::invalid(
                 "the stream token is for another kind of stream",
             )),
+        };
+        if let Err(e) = &result {
+            let _ = s.tx.send(failure(e)).await;
         }
+        drop(s.tx);
+        let _ = s.writer.await;
+        s.reader.abort();
+        result
     }
 
     /// The network namespace and id of the pod a port forwarding reaches.
