@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs berth's binaries, default config and systemd unit from a built workspace.
+# Installs berth's binaries, default config and systemd unit from a built workspace
+# (`cargo build --release --workspace`, then deploy/build-shim.sh for the lean shim).
 #   deploy/install.sh [--prefix /usr/local] [--profile release]
 set -euo pipefail
 prefix=/usr/local
@@ -14,8 +15,13 @@ done
 here=$(cd "$(dirname "$0")/.." && pwd)
 bins="$here/target/$profile"
 for b in berthd berth containerd-shim-berth-v2 berth-snapshotter; do
-  [ -x "$bins/$b" ] || { echo "missing $bins/$b: run cargo build --$profile first" >&2; exit 1; }
-  install -D -m 0755 "$bins/$b" "$prefix/bin/$b"
+  src="$bins/$b"
+  # The shim as deployed (deploy/build-shim.sh: small, static), when it was built.
+  if [ "$b" = containerd-shim-berth-v2 ] && [ "$profile" = release ] && [ -x "$here/target/shim/$b" ]; then
+    src="$here/target/shim/$b"
+  fi
+  [ -x "$src" ] || { echo "missing $src: run cargo build --$profile first" >&2; exit 1; }
+  install -D -m 0755 "$src" "$prefix/bin/$b"
 done
 install -d -m 0755 /etc/berth
 [ -e /etc/berth/config.toml ] || install -m 0644 "$here/deploy/config.toml" /etc/berth/config.toml

@@ -50,6 +50,20 @@ pub fn system_bin(name: &str) -> PathBuf {
     panic!("{name} is not installed: .ci/run installs it (apt-get install containerd runc ...)");
 }
 
+/// Where berthd finds the shim: next to the other binaries, except for a release run
+/// (the benchmarks) when deploy/build-shim.sh built the deployed shim in `target/shim`.
+pub fn shim_dir() -> PathBuf {
+    let dir = target_dir();
+    let deployed = dir.with_file_name("shim");
+    if dir.ends_with("release") && deployed.join("containerd-shim-berth-v2").exists() {
+        return deployed;
+    }
+    bin("containerd-shim-berth-v2")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(dir)
+}
+
 /// Builds the Go program in `tests/<name>/` (GOPATH mode, offline, on Debian's Go
 /// packages under /usr/share/gocode) into the target dir, once per test process, and
 /// returns its path. It is built under a name of its own, then renamed: another test
@@ -335,17 +349,14 @@ impl Daemon {
             .arg("debug")
             .args(&self.extra_args);
         // The default runtime names the shim by bare name: find ours first on PATH.
-        if let Some(dir) = bin("containerd-shim-berth-v2").parent() {
-            let path = std::env::var("PATH").unwrap_or_default();
-            cmd.env("PATH", format!("{}:{path}", dir.display()));
-        }
+        let shim_dir = shim_dir();
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", shim_dir.display()));
         if let Some(first) = &self.path_first {
-            let path = std::env::var("PATH").unwrap_or_default();
-            let shim_dir = bin("containerd-shim-berth-v2")
-                .parent()
-                .map(|d| format!("{}:", d.display()))
-                .unwrap_or_default();
-            cmd.env("PATH", format!("{}:{shim_dir}{path}", first.display()));
+            cmd.env(
+                "PATH",
+                format!("{}:{}:{path}", first.display(), shim_dir.display()),
+            );
         }
         cmd
     }
