@@ -3,7 +3,9 @@
 // library client-go uses (moby/spdystream, Debian's golang-github-docker-spdystream-dev).
 // It prints what it got as one JSON object; a refused upgrade prints the HTTP status.
 //
-//	spdyclient exec -url URL [-protocols v4.channel.k8s.io,...] [-stdin TEXT] [-stdout] [-stderr] [-tty -resize 100x40]
+//	spdyclient exec -url URL [-protocols v4.channel.k8s.io,...] [-stdin TEXT [-wait 300ms]] [-stdout] [-stderr] [-tty -resize 100x40]
+//
+// (exec also serves an attach: the streams are the same)
 //	spdyclient portforward -url URL -ports 8080,9 [-send TEXT]
 package main
 
@@ -40,6 +42,7 @@ func main() {
 	resize := fs.String("resize", "", "a terminal size WxH sent on the resize stream")
 	ports := fs.String("ports", "", "the ports to forward, comma separated")
 	send := fs.String("send", "", "what to write to each forwarded port")
+	wait := fs.Duration("wait", 0, "how long to wait before writing the input")
 	fs.Parse(os.Args[2:])
 
 	switch mode {
@@ -49,7 +52,7 @@ func main() {
 		}
 		conn, chosen := upgrade(*rawURL, strings.Split(*protocols, ","))
 		defer conn.Close()
-		result := execStreams(conn, *stdin, *stdout, *stderr, *tty, *resize)
+		result := execStreams(conn, *stdin, *stdout, *stderr, *tty, *resize, *wait)
 		result["protocol"] = chosen
 		emit(result)
 	case "portforward":
@@ -124,7 +127,7 @@ func typed(kind string) http.Header {
 
 // execStreams opens the streams in client-go's order (error, stdin, stdout, stderr,
 // resize), writes the input and the size, and reads every stream to its end.
-func execStreams(conn *spdystream.Connection, stdin string, stdout, stderr, tty bool, resize string) map[string]interface{} {
+func execStreams(conn *spdystream.Connection, stdin string, stdout, stderr, tty bool, resize string, wait time.Duration) map[string]interface{} {
 	errorStream := create(conn, typed("error"))
 	var in, out, errOut, sizes *spdystream.Stream
 	if stdin != "" {
@@ -163,6 +166,7 @@ func execStreams(conn *spdystream.Connection, stdin string, stdout, stderr, tty 
 		fmt.Sscanf(resize, "%dx%d", &w, &h)
 		json.NewEncoder(sizes).Encode(map[string]int{"Width": w, "Height": h})
 	}
+	time.Sleep(wait)
 	if in != nil {
 		io.WriteString(in, stdin)
 		in.Close()

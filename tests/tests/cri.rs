@@ -695,6 +695,41 @@ async fn a_pod_runs_through_the_cri() {
     })
     .await
     .expect("RemoveContainer talker");
+    // The same over SPDY, into a container that reads one line (stdin_once): it ends
+    // when the container does.
+    let mut echoer = container_config("echoer", &image, &["sh", "-c", "read l; echo heard:$l"]);
+    echoer.stdin = true;
+    echoer.stdin_once = true;
+    let echoer_id = run_container(&mut c, &sandbox, &config, echoer).await;
+    let url =
+        c.rt.attach(cri::AttachRequest {
+            container_id: echoer_id.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .expect("Attach")
+        .into_inner()
+        .url;
+    let v = spdy(
+        [
+            "exec", "-url", &url, "-stdin", "two\n", "-wait", "300ms", "-stdout",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(v["stdout"], "heard:two\n", "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("Success"),
+        "{v}"
+    );
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: echoer_id,
+    })
+    .await
+    .expect("RemoveContainer echoer");
 
     // The pod's sysctls and its shared /dev/shm; a container's cpuset, OOM score and a
     // host device.
