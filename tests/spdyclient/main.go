@@ -6,6 +6,7 @@
 //	spdyclient exec -url URL [-protocols v4.channel.k8s.io,...] [-stdin TEXT [-wait 300ms]] [-stdout] [-stderr] [-tty -resize 100x40]
 //
 // (exec also serves an attach: the streams are the same)
+//
 //	spdyclient portforward -url URL -ports 8080,9 [-send TEXT]
 package main
 
