@@ -422,6 +422,52 @@ async fn a_pod_runs_through_the_cri() {
         .await
         .expect_err("a timeout");
     assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
+    // Output beyond 16 MiB is cut there (the kubelet's own cap).
+    let big =
+        c.rt.clone()
+            .max_decoding_message_size(64 << 20)
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: client_id.clone(),
+                cmd: ["head", "-c", "20000000", "/dev/zero"]
+                    .map(String::from)
+                    .to_vec(),
+                timeout: 60,
+            })
+            .await
+            .expect("ExecSync of 20 MB")
+            .into_inner();
+    assert_eq!((big.stdout.len(), big.exit_code), (16 << 20, 0));
+    // A container in another container's PID namespace (TARGET) sees its processes.
+    let mut peer = container_config("peer", &image, &["sleep", "1001"]);
+    peer.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                pid: cri::NamespaceMode::Target as i32,
+                target_id: client_id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let peer_id = run_container(&mut c, &sandbox, &config, peer).await;
+    let seen = exec(
+        &mut c,
+        &peer_id,
+        &["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"],
+        10,
+    )
+    .await;
+    let seen = String::from_utf8_lossy(&seen.stdout).into_owned();
+    assert!(
+        seen.contains("sleep 1000 ") && seen.contains("sleep 1001 "),
+        "{seen}"
+    );
+    c.rt.remove_container(cri::RemoveContainerRequest {
+        container_id: peer_id,
+    })
+    .await
+    .expect("RemoveContainer peer");
     // Stats of the containers and of the pod.
     let stats =
         c.rt.container_stats(cri::ContainerStatsRequest {
