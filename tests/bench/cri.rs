@@ -7,7 +7,8 @@
 //! - CreateContainer + StartContainer of a `sleep` in a ready pod;
 //! - StopPodSandbox + RemovePodSandbox of that pod;
 //! - the memory of 10 idle pods of one container each: the daemon and the shims, as RSS
-//!   and as PSS (the shims' shared pages counted once).
+//!   and as PSS (the shims' shared pages counted once);
+//! - a pod's shim as the pod grows from one container to five: what each one adds.
 //!
 //! Medians of RUNS, with the spread (min–max); printed with berth/containerd ratios, never
 //! asserted. Run: `cargo build --release --workspace && cargo bench -p berth-tests --bench cri`.
@@ -24,6 +25,7 @@ use tonic::transport::Channel;
 
 const RUNS: usize = 10;
 const IDLE_PODS: usize = 10;
+const GROWN: usize = 5;
 
 struct Side {
     name: &'static str,
@@ -45,6 +47,9 @@ struct Figures {
     shims_rss: u64,
     shims_pss: u64,
     shims: usize,
+    /// The RSS of a pod's shim with one container, and what each further one adds.
+    pod_shim_one: u64,
+    pod_shim_extra: u64,
 }
 
 fn pod(side: &Side, name: &str) -> cri::PodSandboxConfig {
@@ -62,10 +67,10 @@ fn pod(side: &Side, name: &str) -> cri::PodSandboxConfig {
     }
 }
 
-fn container(image: &str) -> cri::ContainerConfig {
+fn container(name: &str, image: &str) -> cri::ContainerConfig {
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
-            name: "sleeper".into(),
+            name: name.into(),
             attempt: 0,
         }),
         image: Some(cri::ImageSpec {
@@ -73,7 +78,7 @@ fn container(image: &str) -> cri::ContainerConfig {
             ..Default::default()
         }),
         command: vec!["sleep".into(), "100000".into()],
-        log_path: "sleeper.log".into(),
+        log_path: format!("{name}.log"),
         ..Default::default()
     }
 }
@@ -92,11 +97,22 @@ impl Side {
     }
 
     async fn create_start(&mut self, sandbox: &str, config: &cri::PodSandboxConfig, image: &str) {
+        self.create_start_named(sandbox, config, image, "sleeper")
+            .await
+    }
+
+    async fn create_start_named(
+        &mut self,
+        sandbox: &str,
+        config: &cri::PodSandboxConfig,
+        image: &str,
+        name: &str,
+    ) {
         let id = self
             .rt
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: sandbox.into(),
-                config: Some(container(image)),
+                config: Some(container(name, image)),
                 sandbox_config: Some(config.clone()),
             })
             .await
@@ -175,6 +191,21 @@ impl Side {
         for id in idle {
             self.stop_remove(&id).await;
         }
+        // One pod's shim as its containers grow from one to GROWN.
+        let config = pod(self, "grow");
+        let id = self.run_pod(&config).await;
+        self.create_start(&id, &config, image).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let one: u64 = self.shims().iter().map(|p| rss_kib(*p)).sum();
+        for n in 1..GROWN {
+            self.create_start_named(&id, &config, image, &format!("more{n}"))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let grown: u64 = self.shims().iter().map(|p| rss_kib(*p)).sum();
+        f.pod_shim_one = one;
+        f.pod_shim_extra = grown.saturating_sub(one) / (GROWN as u64 - 1);
+        self.stop_remove(&id).await;
         f
     }
 }
@@ -313,6 +344,18 @@ async fn main() {
         b.daemon_rss + b.shims_rss,
         c.daemon_rss + c.shims_rss,
         "  (target <= 0.35)",
+    );
+    mem_row(
+        "a pod's shim RSS, one container",
+        b.pod_shim_one,
+        c.pod_shim_one,
+        "",
+    );
+    println!(
+        "{:<34} berth {:>7} KiB  containerd {:>7} KiB",
+        format!("each further container (to {GROWN})"),
+        b.pod_shim_extra,
+        c.pod_shim_extra
     );
     mem_row(
         &format!("{IDLE_PODS} idle pods: daemon + shims PSS"),
