@@ -27,6 +27,39 @@ pub struct RuntimeConfig {
     pub systemd_cgroup: bool,
 }
 
+/// The path of the program `name`: a name without a slash is looked up on `PATH` once
+/// per shim (a stat per directory; the child would otherwise try an exec in each one,
+/// on every runc call) and kept while the file is there.
+fn program(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Mutex;
+    static FOUND: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let found = found.get_or_insert_with(HashMap::new);
+    if let Some(p) = found.get(name).filter(|p| executable(p)) {
+        return p.clone();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    match std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_absolute() && executable(p))
+    {
+        Some(p) => {
+            found.insert(name.to_string(), p.clone());
+            p
+        }
+        // Not found: the spawn says so in its own words.
+        None => PathBuf::from(name),
+    }
+}
+
 impl RuntimeConfig {
     /// From the runc options of a create request (`binary_name`, `root`); the root gets
     /// the namespace appended, as containerd does.
@@ -165,7 +198,7 @@ impl Runc {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.config.binary);
+        let mut cmd = Command::new(program(&self.config.binary));
         cmd.arg("--root")
             .arg(&self.config.root)
             .arg("--log")
@@ -371,6 +404,19 @@ impl Runc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_are_found_on_path_once() {
+        let sh = program("sh");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        assert_eq!(program("sh"), sh);
+        assert_eq!(program("/opt/x/runc"), Path::new("/opt/x/runc"));
+        // Not found: left to the spawn to say so.
+        assert_eq!(
+            program("no-such-runtime-here"),
+            Path::new("no-such-runtime-here")
+        );
+    }
 
     #[test]
     fn config_roots_per_namespace() {

@@ -810,13 +810,19 @@ async fn shutdown(shim: &Shim) {
     shim.shut_down().await;
 }
 
-/// Waits (at most two seconds) until process `pid` is gone or a zombie.
+/// Waits (at most two seconds) until process `pid` is gone or a zombie: woken by its
+/// pidfd where the kernel has them, else by looking every 5 ms.
 async fn wait_gone(pid: Option<u32>) {
     let Some(pid) = pid else {
         return;
     };
+    let limit = Duration::from_secs(2);
+    if let Some(pidfd) = open_pidfd(pid) {
+        let _ = tokio::time::timeout(limit, wait_for_exit(pidfd)).await;
+        return;
+    }
     let stat = PathBuf::from(format!("/proc/{pid}/stat"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         match tokio::fs::read_to_string(&stat).await {
             // The state follows the parenthesised command name.
