@@ -114,6 +114,20 @@ async fn exec(c: &mut Clients, id: &str, cmd: &[&str], timeout: i64) -> cri::Exe
     .into_inner()
 }
 
+/// The streaming URL of an Attach to a container's stdin and stdout.
+async fn attach_url(c: &mut Clients, id: &str) -> String {
+    c.rt.attach(cri::AttachRequest {
+        container_id: id.into(),
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    })
+    .await
+    .expect("Attach")
+    .into_inner()
+    .url
+}
+
 async fn sandbox_state(c: &mut Clients, id: &str) -> cri::PodSandboxStatus {
     c.rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
         pod_sandbox_id: id.into(),
@@ -692,17 +706,7 @@ async fn a_pod_runs_through_the_cri() {
     );
     talker.stdin = true;
     let talker_id = run_container(&mut c, &sandbox, &config, talker).await;
-    let url =
-        c.rt.attach(cri::AttachRequest {
-            container_id: talker_id.clone(),
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("Attach")
-        .into_inner()
-        .url;
+    let url = attach_url(&mut c, &talker_id).await;
     let heard = tokio::task::spawn_blocking(move || {
         let mut ws = Ws::connect(&url, "v5.channel.k8s.io").expect("upgrade");
         std::thread::sleep(Duration::from_millis(300));
@@ -747,17 +751,7 @@ async fn a_pod_runs_through_the_cri() {
     echoer.stdin = true;
     echoer.stdin_once = true;
     let echoer_id = run_container(&mut c, &sandbox, &config, echoer).await;
-    let url =
-        c.rt.attach(cri::AttachRequest {
-            container_id: echoer_id.clone(),
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        })
-        .await
-        .expect("Attach")
-        .into_inner()
-        .url;
+    let url = attach_url(&mut c, &echoer_id).await;
     let v = spdy(
         [
             "exec", "-url", &url, "-stdin", "two\n", "-wait", "300ms", "-stdout",
