@@ -249,6 +249,28 @@ impl Drop for TestNetwork {
                     .output();
             }
         }
+        // The host ports of CRI pods left by a failed test: portmap's per-pod chain and
+        // its jump, named by the network's name (`cri-<bridge>`, see `cni_conf_dir`).
+        let nat = Command::new("iptables-save").args(["-t", "nat"]).output();
+        let nat = nat.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let name = format!("dnat name: \\\"cri-{}\\\"", self.bridge);
+        for line in nat.unwrap_or_default().lines() {
+            let Some(rule) = line.strip_prefix("-A CNI-HOSTPORT-DNAT ") else {
+                continue;
+            };
+            let Some(chain) = rule.split_whitespace().skip_while(|w| *w != "-j").nth(1) else {
+                continue;
+            };
+            if !rule.contains(&name) || !chain.starts_with("CNI-DN-") {
+                continue;
+            }
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "iptables -w -t nat -D CNI-HOSTPORT-DNAT {rule}; iptables -w -t nat -F {chain}; iptables -w -t nat -X {chain}"
+                ))
+                .output();
+        }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
@@ -1007,5 +1029,38 @@ impl Drop for SmallDisk {
             .arg("-l")
             .arg(self.dir.path())
             .output();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a failed CRI test leaves of a pod's host ports (portmap's per-pod chain and
+    /// its jump) goes with the test's network.
+    #[test]
+    fn a_network_takes_its_pods_host_ports_along() {
+        let net = TestNetwork::claim();
+        let chain = format!("CNI-DN-berthtest{}", std::process::id());
+        let rule = format!(
+            "-p tcp -m comment --comment 'dnat name: \"cri-{}\" id: \"x\"' -m multiport --dports 9 -j {chain}",
+            net.bridge
+        );
+        let run = |cmd: &str| {
+            let out = Command::new("sh").arg("-c").arg(cmd).output().expect("sh");
+            assert!(out.status.success(), "{cmd}: {out:?}");
+        };
+        // portmap's chain may not exist on this host yet.
+        let _ = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-N", "CNI-HOSTPORT-DNAT"])
+            .output();
+        run(&format!("iptables -w -t nat -N {chain}"));
+        run(&format!("iptables -w -t nat -A CNI-HOSTPORT-DNAT {rule}"));
+        drop(net);
+        let nat = Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .expect("iptables-save");
+        assert!(!String::from_utf8_lossy(&nat.stdout).contains(&chain));
     }
 }
