@@ -20,7 +20,6 @@ const PATTERN: &str = r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$";
 static IDENTIFIER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(PATTERN).expect("the identifier pattern is a valid regex"));
 
-/// Checks that `s` is a valid identifier; the error is `InvalidArgument`.
 /// A fresh random id of 64 hex digits (containers, pods and anonymous volumes name
 /// themselves so, as Docker and containerd's CRI do).
 pub fn random_id() -> String {
@@ -31,6 +30,7 @@ pub fn random_id() -> String {
     )
 }
 
+/// Checks that `s` is a valid identifier; the error is `InvalidArgument`.
 pub fn validate(s: &str) -> Result<()> {
     if s.is_empty() {
         return Err(Error::invalid("identifier must not be empty"));

@@ -689,20 +689,13 @@ fn write_pod_files(dir: &Path, config: &cri::PodSandboxConfig, hostname: &str) -
     write_file(&dir.join("resolv.conf"), &resolv)
 }
 
-/// Runs `f` on this (blocking) thread inside the network namespace at `netns`, then
-/// puts the thread back in its own: what `f` makes there (a socket) stays there.
-pub(super) fn in_netns<T>(
+/// Runs `f` inside the pod's network namespace at `netns` (blocking), on a thread that
+/// ends with it: see [`netns::run_in`].
+pub(super) fn in_netns<T: Send>(
     netns: &str,
-    f: impl FnOnce() -> std::io::Result<T>,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
 ) -> std::io::Result<T> {
-    use nix::sched::{CloneFlags, setns};
-    let ns = std::fs::File::open(netns)?;
-    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
-    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-    let result = f();
-    // Back to the daemon's namespace before the thread serves anything else.
-    setns(&own, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-    result
+    netns::run_in(Path::new(netns), f)
 }
 
 /// Mounts the pod's /dev/shm (64 MiB, as Docker's and containerd's default).

@@ -57,6 +57,25 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Runs `f` inside the network namespace at `path` and returns what it gives: a socket
+/// made there stays there. Blocking: run it on the blocking pool. As with [`create`], `f`
+/// runs on a thread of its own that ends with it, so no thread of the daemon is ever left
+/// in the namespace.
+pub fn run_in<T: Send>(
+    path: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let ns = std::fs::File::open(path)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            f()
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("network namespace thread panicked"))?
+    })
+}
+
 /// Removes the network namespace at `path`: unmounts and unlinks it. One already gone is
 /// no error (a removal after a crash may find half of it). Blocking.
 pub fn remove(path: &Path) -> Result<()> {
