@@ -446,6 +446,7 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
     let cri = if config.cri.enable {
         let cri = open_cri(
             config,
+            &leases,
             &containers,
             &images,
             &content,
@@ -499,8 +500,10 @@ const PAUSE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-pause"));
 
 /// The CRI domain over the cores, its pause written to `<state>/cri/pause` (each start:
 /// the state directory does not outlive a reboot, and a new berthd may bring a new pause).
+#[allow(clippy::too_many_arguments)]
 async fn open_cri(
     config: &Config,
+    leases: &Leases,
     containers: &crate::containers::Containers,
     images: &Images,
     content: &ContentStore,
@@ -546,6 +549,7 @@ async fn open_cri(
         images: images.clone(),
         content: content.clone(),
         snapshots: snapshots.clone(),
+        leases: leases.clone(),
         tasks: tasks.clone(),
         transfers: transfers.clone(),
         cni_bin_dirs: if cri.cni_bin_dirs.is_empty() {

@@ -90,45 +90,54 @@ impl Cri {
             labels: BTreeMap::new(),
             view: false,
         };
-        let mounts = self
-            .p()
-            .snapshots
-            .create(NAMESPACE, create, None)
-            .await
-            .map_err(|e| {
-                e.context(&format!(
-                    "prepare the root filesystem of container {}",
-                    meta.name
-                ))
-            })?;
-        // The spec and the record; on a failure the new snapshot goes again.
-        let made = async {
-            let accounts = self.accounts_for(&config, &image, mounts).await?;
-            let pids = PodPids {
-                pause: pause_pid,
-                running: self.running_pids(&sb.record.id).await,
-            };
-            let spec = self.container_spec(&id, &config, &sb, &pids, &image, &accounts)?;
-            self.container_record(&id, name, &config, &sb, &image, spec)
-        }
-        .await;
-        let created = match made {
-            Ok(record) => self
-                .p()
-                .containers
-                .create(NAMESPACE, record)
-                .await
-                .map(drop),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = created {
-            let _ = self
+        let lease = self.creation_lease().await?;
+        let created = async {
+            let mounts = self
                 .p()
                 .snapshots
-                .remove(NAMESPACE, &snapshotter, &id, None)
-                .await;
-            return Err(e);
+                .create(NAMESPACE, create, Some(&lease))
+                .await
+                .map_err(|e| {
+                    e.context(&format!(
+                        "prepare the root filesystem of container {}",
+                        meta.name
+                    ))
+                })?;
+            // The spec and the record; on a failure the new snapshot goes again.
+            let made = async {
+                let accounts = self.accounts_for(&config, &image, mounts).await?;
+                let pids = PodPids {
+                    pause: pause_pid,
+                    running: self.running_pids(&sb.record.id).await,
+                };
+                let spec = self.container_spec(&id, &config, &sb, &pids, &image, &accounts)?;
+                self.container_record(&id, name, &config, &sb, &image, spec)
+            }
+            .await;
+            let created = match made {
+                Ok(record) => self
+                    .p()
+                    .containers
+                    .create(NAMESPACE, record)
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = created {
+                let _ = self
+                    .p()
+                    .snapshots
+                    .remove(NAMESPACE, &snapshotter, &id, None)
+                    .await;
+                return Err(e);
+            }
+            Ok(())
         }
+        .await;
+        if let Err(e) = self.p().leases.delete(NAMESPACE, &lease).await {
+            tracing::warn!(namespace = NAMESPACE, id, lease, error = %e, "delete a creation lease");
+        }
+        created?;
         tracing::info!(namespace = NAMESPACE, id, sandbox = %sb.record.id, "container created");
         self.publish(
             &id,

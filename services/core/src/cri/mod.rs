@@ -88,6 +88,8 @@ pub struct CriParts {
     pub images: Images,
     pub content: ContentStore,
     pub snapshots: Snapshots,
+    /// Leases hold a new container's snapshot until its record does.
+    pub leases: crate::leases::Leases,
     pub tasks: Tasks,
     pub transfers: Transfers,
     /// The CNI plugins' directories.
@@ -362,6 +364,25 @@ impl Cri {
             cri: self.clone(),
             name: name.to_string(),
         })
+    }
+}
+
+impl Cri {
+    /// A lease that holds what a creation makes until its record does, so that a
+    /// collection started meanwhile (by another removal) cannot take it; it expires by
+    /// itself if berthd dies first. The caller deletes it.
+    async fn creation_lease(&self) -> Result<String> {
+        let id = format!("berth-cri-{}", uuid::Uuid::new_v4().simple());
+        let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+        let labels = BTreeMap::from([(
+            crate::leases::EXPIRE_LABEL.to_string(),
+            humantime::format_rfc3339_seconds(expiry).to_string(),
+        )]);
+        self.p()
+            .leases
+            .create(NAMESPACE, id.clone(), labels)
+            .await?;
+        Ok(id)
     }
 }
 
