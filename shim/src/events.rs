@@ -15,14 +15,49 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::{Client, EventsClient};
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::context::Context;
 use tokio::sync::Notify;
+
+/// A task event the shim publishes, with its protobuf type name (the `Any`'s type URL, as
+/// containerd's shims write it).
+///
+/// The name is a constant rather than asked of the message's descriptor: rust-protobuf
+/// builds a message's descriptor by parsing its whole `.proto` file and every file it
+/// imports (the events' import `descriptor.proto`, comments and all) and keeps them for
+/// the life of the process, ~0.3 MB of heap in every idle shim.
+pub trait Event: Message {
+    const TYPE: &'static str;
+}
+
+macro_rules! events {
+    ($($t:ident),*) => {
+        $(impl Event for $t {
+            const TYPE: &'static str = concat!("containerd.events.", stringify!($t));
+        })*
+    };
+}
+
+events!(
+    TaskCreate,
+    TaskStart,
+    TaskExit,
+    TaskOOM,
+    TaskExecAdded,
+    TaskExecStarted,
+    TaskDelete,
+    TaskPaused,
+    TaskResumed
+);
 
 /// Most events kept while the daemon does not take them.
 pub const QUEUE_CAP: usize = 1024;
@@ -136,9 +171,9 @@ impl EventQueue {
     }
 
     /// Queues `event` under `topic`; returns at once.
-    pub fn publish(&self, topic: &str, event: &dyn MessageDyn) {
+    pub fn publish<E: Event>(&self, topic: &str, event: &E) {
         let mut value = Vec::new();
-        if let Err(e) = event.write_to_vec_dyn(&mut value) {
+        if let Err(e) = event.write_to_vec(&mut value) {
             log::error!("publish {topic}: encode the event: {e}");
             return;
         }
@@ -147,7 +182,7 @@ impl EventQueue {
             namespace: self.shared.namespace.clone(),
             topic: topic.to_string(),
             event: MessageField::some(Any {
-                type_url: event.descriptor_dyn().full_name().to_string(),
+                type_url: E::TYPE.to_string(),
                 value,
                 ..Default::default()
             }),
@@ -236,8 +271,25 @@ async fn run(s: Arc<Shared>, mut sink: impl Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use containerd_shim_protos::events::task::{TaskExit, TaskStart};
+    use containerd_shim_protos::protobuf::MessageFull;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn named<E: Event + MessageFull>() {
+        assert_eq!(E::TYPE, E::descriptor().full_name());
+    }
+
+    #[test]
+    fn event_type_names_are_the_descriptors() {
+        named::<TaskCreate>();
+        named::<TaskStart>();
+        named::<TaskExit>();
+        named::<TaskOOM>();
+        named::<TaskExecAdded>();
+        named::<TaskExecStarted>();
+        named::<TaskDelete>();
+        named::<TaskPaused>();
+        named::<TaskResumed>();
+    }
 
     /// Fails the first `fail` sends, then records what it accepts.
     struct Flaky {

@@ -96,7 +96,7 @@ impl Inner {
     }
 
     /// Queues an event for the daemon; never waits for it.
-    fn publish(&self, topic: &str, event: &dyn containerd_shim_protos::protobuf::MessageDyn) {
+    fn publish<E: crate::events::Event>(&self, topic: &str, event: &E) {
         self.events.publish(topic, event);
     }
 
