@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs berth's binaries, default config and systemd unit from a built workspace
-# (`cargo build --release --workspace`, then deploy/build-shim.sh for the lean shim).
+# (`cargo build --release --workspace`, then deploy/build-lean.sh for the deployed berthd and
+# shim).
 #   deploy/install.sh [--prefix /usr/local] [--profile release]
 set -euo pipefail
 prefix=/usr/local
@@ -16,9 +17,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bins="$here/target/$profile"
 for b in berthd berth containerd-shim-berth-v2 berth-snapshotter; do
   src="$bins/$b"
-  # The shim as deployed (deploy/build-shim.sh: small, static), when it was built.
-  if [ "$b" = containerd-shim-berth-v2 ] && [ "$profile" = release ] && [ -x "$here/target/shim/$b" ]; then
-    src="$here/target/shim/$b"
+  # berthd and the shim as deployed (deploy/build-lean.sh: static, the shim small), when
+  # they were built and are not older than the release build.
+  if [ "$profile" = release ] && [ -x "$here/target/lean/$b" ] && ! [ "$src" -nt "$here/target/lean/$b" ]; then
+    src="$here/target/lean/$b"
   fi
   [ -x "$src" ] || { echo "missing $src: run cargo build --$profile first" >&2; exit 1; }
   install -D -m 0755 "$src" "$prefix/bin/$b"

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use berth_tests::{Containerd, Daemon, TestNetwork, channel, cri_registry, rss_kib};
+use berth_tests::{Containerd, Daemon, TestNetwork, channel, cri_registry, pss_kib, rss_kib};
 use tonic::transport::Channel;
 
 const RUNS: usize = 10;
@@ -208,17 +208,6 @@ impl Side {
         self.stop_remove(&id).await;
         f
     }
-}
-
-/// Proportional set size of a process, in KiB.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Median and spread, in ms.

@@ -3,7 +3,10 @@
 //!
 //! - berth: `berth pull` (fetch, verify, store, unpack into overlayfs snapshots); the unpack
 //!   part is timed by berthd itself (its `unpacked ... duration_ms=` log line);
-//! - containerd: `ctr images pull` (which unpacks into overlayfs snapshots too).
+//! - containerd: `ctr images pull` (which unpacks into overlayfs snapshots too);
+//! - the same `ctr images pull` against berthd (the client-side figure the issue compares);
+//! - the physical yardstick: GNU tar gunzipping and untarring the same layer blobs, bottom
+//!   first, into one new directory on the same tmpfs.
 //!
 //! One daemon each, root and state on tmpfs (the disk here is noisy), rounds interleaved.
 //! Every round is cold: the image is removed with `--sync` (a garbage collection), and the
@@ -15,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::fixtures::{Registry, multilayer_image};
+use berth_tests::fixtures::{Compression, Registry, multilayer_image};
 use berth_tests::{Containerd, Daemon, bin, ok, system_bin};
 
 const ROUNDS: usize = 5;
@@ -31,6 +34,18 @@ fn time(mut cmd: Command, what: &str) -> Duration {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// "median s (min-max)".
+fn spread(v: &[Duration]) -> String {
+    let mut v = v.to_vec();
+    v.sort();
+    format!(
+        "{:>7.3}s ({:.3}-{:.3})",
+        v[v.len() / 2].as_secs_f64(),
+        v[0].as_secs_f64(),
+        v[v.len() - 1].as_secs_f64()
+    )
 }
 
 /// Entries of a directory (0 when it does not exist).
@@ -90,8 +105,54 @@ fn main() {
         cmd
     };
 
+    let tar_into = work.path().join("tar");
+    let ctr_berth_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(system_bin("ctr"));
+        cmd.arg("-a")
+            .arg(&berth.address)
+            .args(["-n", "bench"])
+            .args(args);
+        cmd
+    };
+
     let (mut b_total, mut b_unpack, mut c_total) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cb_total, mut tar_total) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
+        // GNU tar: every layer, bottom first, into one directory.
+        std::fs::create_dir_all(&tar_into).expect("tar dir");
+        let start = Instant::now();
+        for layer in &image.image.layers {
+            let mut tar = Command::new("tar");
+            // A layer may put a file where a lower layer had a directory.
+            tar.args(["-x", "--recursive-unlink"]);
+            if layer.compression == Compression::Gzip {
+                tar.arg("-z");
+            }
+            tar.arg("-f")
+                .arg(image.image.blob_path(&layer.descriptor.digest))
+                .arg("-C")
+                .arg(&tar_into);
+            ok(&tar.output().expect("run tar"), "tar -x");
+        }
+        tar_total.push(start.elapsed());
+        std::fs::remove_dir_all(&tar_into).expect("remove the tar dir");
+
+        // ctr against berthd
+        cb_total.push(time(
+            ctr_berth_cmd(&["images", "pull", "--plain-http", &reference]),
+            "ctr images pull (berthd)",
+        ));
+        time(
+            ctr_berth_cmd(&["images", "rm", "--sync", &reference]),
+            "ctr images rm (berthd)",
+        );
+        let blobs = count(&berth.root.join("content/blobs/sha256"));
+        let snaps = count(&berth.root.join("snapshots/overlayfs/snapshots"));
+        assert!(
+            blobs == 0 && snaps == 0,
+            "berth round {round} (ctr) not cold: {blobs} blobs, {snaps} snapshots left"
+        );
+
         // berth
         b_total.push(time(berth_cmd(&["pull", &reference]), "berth pull"));
         b_unpack.push(last_unpack(&berth.log_text()));
@@ -122,23 +183,40 @@ fn main() {
             "containerd round {round} not cold: {blobs} blobs, {snaps} snapshots left"
         );
         println!(
-            "round {round}: berth {:.3}s (unpack {:.3}s), containerd {:.3}s",
+            "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s, containerd {:.3}s; tar {:.3}s",
             b_total[round].as_secs_f64(),
             b_unpack[round].as_secs_f64(),
-            c_total[round].as_secs_f64()
+            cb_total[round].as_secs_f64(),
+            c_total[round].as_secs_f64(),
+            tar_total[round].as_secs_f64()
         );
     }
-    let (b, u, c) = (median(b_total), median(b_unpack), median(c_total));
-    println!("cold pull + unpack, median of {ROUNDS}:");
-    println!("  berth pull          {:>7.3}s", b.as_secs_f64());
+    let (b, u, c) = (
+        median(b_total.clone()),
+        median(b_unpack),
+        median(c_total.clone()),
+    );
+    let (cb, tar) = (median(cb_total.clone()), median(tar_total.clone()));
+    println!("cold pull + unpack, median of {ROUNDS} (min-max):");
+    println!("  berth pull                  {}", spread(&b_total));
     println!(
-        "    of which unpack   {:>7.3}s  {:>7.1} MB/s uncompressed",
+        "    of which unpack           {:>7.3}s  {:>7.1} MB/s uncompressed",
         u.as_secs_f64(),
         uncompressed / u.as_secs_f64()
     );
-    println!("  ctr images pull     {:>7.3}s", c.as_secs_f64());
+    println!("  ctr images pull, berthd     {}", spread(&cb_total));
+    println!("  ctr images pull, containerd {}", spread(&c_total));
+    println!("  GNU tar -xzf of the layers  {}", spread(&tar_total));
     println!(
-        "ratio berth/containerd: {:.2}",
+        "ratio ctr images pull berthd/containerd: {:.2}  (target <= 0.40)",
+        cb.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "ratio berth pull/containerd's ctr images pull: {:.2}",
         b.as_secs_f64() / c.as_secs_f64()
+    );
+    println!(
+        "ratio berth pull/GNU tar: {:.2}  (target <= 1.30)",
+        b.as_secs_f64() / tar.as_secs_f64()
     );
 }

@@ -28,9 +28,21 @@ pub fn target_dir() -> PathBuf {
     dir
 }
 
-/// Path of one of our binaries; panics with a clear message when it was not built.
+/// Path of one of our binaries; panics with a clear message when it was not built. A
+/// release run (the benchmarks) takes the deployed build of berthd and of the shim in
+/// `target/lean` (deploy/build-lean.sh) when it is there and not older than the release
+/// build's own.
 pub fn bin(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
+    let dir = target_dir();
+    let lean = dir.with_file_name("lean").join(name);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if dir.ends_with("release")
+        && let Some(lean_time) = modified(&lean)
+        && modified(&dir.join(name)).is_none_or(|t| lean_time >= t)
+    {
+        return lean;
+    }
+    let p = dir.join(name);
     assert!(
         p.exists(),
         "{} is missing: build the workspace first (cargo build --workspace)",
@@ -50,18 +62,12 @@ pub fn system_bin(name: &str) -> PathBuf {
     panic!("{name} is not installed: .ci/run installs it (apt-get install containerd runc ...)");
 }
 
-/// Where berthd finds the shim: next to the other binaries, except for a release run
-/// (the benchmarks) when deploy/build-shim.sh built the deployed shim in `target/shim`.
+/// Where berthd finds the shim: the directory of [`bin`]'s shim.
 pub fn shim_dir() -> PathBuf {
-    let dir = target_dir();
-    let deployed = dir.with_file_name("shim");
-    if dir.ends_with("release") && deployed.join("containerd-shim-berth-v2").exists() {
-        return deployed;
-    }
-    bin("containerd-shim-berth-v2")
-        .parent()
+    let shim = bin("containerd-shim-berth-v2");
+    shim.parent()
         .map(Path::to_path_buf)
-        .unwrap_or(dir)
+        .unwrap_or_else(target_dir)
 }
 
 /// Builds the Go program in `tests/<name>/` (GOPATH mode, offline, on Debian's Go
@@ -929,6 +935,31 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmRSS")
+}
+
+/// Drops a program's file from the page cache (`POSIX_FADV_DONTNEED`; pages some process
+/// maps stay), so that the next start maps it as after a reboot. How a binary came into
+/// the page cache (written by the linker, copied, read ahead) sets the size of its cached
+/// folios and so how many pages each fault maps: the same file started "warm" after a copy
+/// showed 0.9 MB more RSS here than started cold. The memory benches start every daemon
+/// and shim cold.
+pub fn evict_from_page_cache(path: &Path) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+        .unwrap_or_else(|e| panic!("fadvise {}: {e}", path.display()));
+}
+
+/// Proportional set size of a process (shared pages counted once across their sharers), in
+/// KiB; 0 once it is gone.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The parent pid of a process (from `/proc/<pid>/status`); None once it is gone.
