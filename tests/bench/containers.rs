@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{busybox_image, pack_layout};
 use berth_tests::{
-    Containerd, Daemon, bin, evict_from_page_cache, ok, pss_kib, rss_kib, shim_dir, system_bin,
+    Containerd, Daemon, bin, evict_from_page_cache, ok, parent_pid, pss_kib, rss_kib, shim_dir,
+    spread_ms, system_bin,
 };
 
 const IMAGE: &str = "example.com/busybox:latest";
@@ -74,23 +75,6 @@ impl Target {
         ok(&self.ctr(&["tasks", "rm", "-f", id]), "tasks rm -f");
         ok(&self.ctr(&["containers", "rm", id]), "containers rm");
     }
-}
-
-fn parent_of(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PPid:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no parent of {pid}"))
-}
-
-/// Median, min and max, in ms.
-fn spread(mut v: Vec<Duration>) -> (f64, f64, f64) {
-    v.sort();
-    (ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -165,7 +149,10 @@ fn shims_of(t: &Target, ids: &[String]) -> Vec<u32> {
         })
         .collect();
     assert_eq!(pids.len(), ids.len(), "{}: tasks ls:\n{out}", t.name);
-    let mut shims: Vec<u32> = pids.into_iter().map(parent_of).collect();
+    let mut shims: Vec<u32> = pids
+        .into_iter()
+        .map(|p| parent_pid(p).unwrap_or_else(|| panic!("no parent of {p}")))
+        .collect();
     shims.sort();
     shims.dedup();
     shims
@@ -189,7 +176,7 @@ fn measure(t: &Target, fresh_kib: u64) -> Figures {
         ok(&t.ctr(&["run", "--rm", IMAGE, &id, "true"]), "run --rm");
         runs.push(start.elapsed());
     }
-    f.run_rm = spread(runs);
+    f.run_rm = spread_ms(&runs);
 
     t.run_d("exec-host");
     let mut runs = Vec::new();
@@ -205,7 +192,7 @@ fn measure(t: &Target, fresh_kib: u64) -> Figures {
             runs.push(start.elapsed());
         }
     }
-    f.exec = spread(runs);
+    f.exec = spread_ms(&runs);
     t.remove("exec-host");
 
     let idle: Vec<String> = (0..IDLE).map(|i| format!("idle{i}")).collect();

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use berth_proto::runtime::v1 as cri;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
-use berth_tests::{Containerd, Daemon, TestNetwork, channel, cri_registry, pss_kib, rss_kib};
+use berth_tests::{
+    Containerd, Daemon, TestNetwork, channel, cri_registry, pss_kib, rss_kib, spread_ms,
+};
 use tonic::transport::Channel;
 
 const RUNS: usize = 10;
@@ -210,16 +212,9 @@ impl Side {
     }
 }
 
-/// Median and spread, in ms.
-fn stats(v: &[Duration]) -> (f64, f64, f64) {
-    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    (ms[ms.len() / 2], ms[0], ms[ms.len() - 1])
-}
-
 fn time_row(what: &str, b: &[Duration], c: &[Duration], target: &str) {
-    let (bm, blo, bhi) = stats(b);
-    let (cm, clo, chi) = stats(c);
+    let (bm, blo, bhi) = spread_ms(b);
+    let (cm, clo, chi) = spread_ms(c);
     println!(
         "{what:<34} berth {bm:>7.1} ms ({blo:.1}-{bhi:.1})  containerd {cm:>7.1} ms ({clo:.1}-{chi:.1})  ratio {:.2}{target}",
         bm / cm

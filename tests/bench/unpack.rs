@@ -14,12 +14,12 @@
 //! Timings are printed, never asserted.
 //! Run: `cargo build --release --workspace && cargo bench -p berth-tests --bench unpack`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_tests::fixtures::{Compression, Registry, multilayer_image};
-use berth_tests::{Containerd, Daemon, bin, ok, system_bin};
+use berth_tests::{Containerd, Daemon, bin, ok, spread_ms, system_bin};
 
 const ROUNDS: usize = 5;
 
@@ -38,14 +38,29 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// "median s (min-max)".
 fn spread(v: &[Duration]) -> String {
-    let mut v = v.to_vec();
-    v.sort();
+    let (median, min, max) = spread_ms(v);
     format!(
         "{:>7.3}s ({:.3}-{:.3})",
-        v[v.len() / 2].as_secs_f64(),
-        v[0].as_secs_f64(),
-        v[v.len() - 1].as_secs_f64()
+        median / 1000.0,
+        min / 1000.0,
+        max / 1000.0
     )
+}
+
+/// `program -a address -n bench args…`.
+fn client(program: PathBuf, address: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg("-a").arg(address).args(["-n", "bench"]).args(args);
+    cmd
+}
+
+/// Checks that a round left no blob and no snapshot behind.
+fn assert_cold(blobs: &Path, snapshots: &Path, what: &str) {
+    let (b, s) = (count(blobs), count(snapshots));
+    assert!(
+        b == 0 && s == 0,
+        "{what} not cold: {b} blobs, {s} snapshots left"
+    );
 }
 
 /// Entries of a directory (0 when it does not exist).
@@ -86,34 +101,15 @@ fn main() {
     );
 
     let berth = Daemon::start_in("/dev/shm");
-    let berth_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(bin("berth"));
-        cmd.arg("-a")
-            .arg(&berth.address)
-            .args(["-n", "bench"])
-            .args(args);
-        cmd
-    };
+    let berth_cmd = |args: &[&str]| client(bin("berth"), &berth.address, args);
     let ctd = Containerd::start_in("/dev/shm");
     let ctd_root = ctd.dir.path().join("root");
-    let ctr_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(system_bin("ctr"));
-        cmd.arg("-a")
-            .arg(&ctd.address)
-            .args(["-n", "bench"])
-            .args(args);
-        cmd
-    };
+    let ctr_cmd = |args: &[&str]| client(system_bin("ctr"), &ctd.address, args);
 
     let tar_into = work.path().join("tar");
-    let ctr_berth_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(system_bin("ctr"));
-        cmd.arg("-a")
-            .arg(&berth.address)
-            .args(["-n", "bench"])
-            .args(args);
-        cmd
-    };
+    let ctr_berth_cmd = |args: &[&str]| client(system_bin("ctr"), &berth.address, args);
+    let berth_blobs = berth.root.join("content/blobs/sha256");
+    let berth_snaps = berth.root.join("snapshots/overlayfs/snapshots");
 
     let (mut b_total, mut b_unpack, mut c_total) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cb_total, mut tar_total) = (Vec::new(), Vec::new());
@@ -146,11 +142,10 @@ fn main() {
             ctr_berth_cmd(&["images", "rm", "--sync", &reference]),
             "ctr images rm (berthd)",
         );
-        let blobs = count(&berth.root.join("content/blobs/sha256"));
-        let snaps = count(&berth.root.join("snapshots/overlayfs/snapshots"));
-        assert!(
-            blobs == 0 && snaps == 0,
-            "berth round {round} (ctr) not cold: {blobs} blobs, {snaps} snapshots left"
+        assert_cold(
+            &berth_blobs,
+            &berth_snaps,
+            &format!("berth round {round} (ctr)"),
         );
 
         // berth
@@ -160,12 +155,7 @@ fn main() {
             berth_cmd(&["image", "rm", "--sync", &reference]),
             "berth image rm",
         );
-        let blobs = count(&berth.root.join("content/blobs/sha256"));
-        let snaps = count(&berth.root.join("snapshots/overlayfs/snapshots"));
-        assert!(
-            blobs == 0 && snaps == 0,
-            "berth round {round} not cold: {blobs} blobs, {snaps} snapshots left"
-        );
+        assert_cold(&berth_blobs, &berth_snaps, &format!("berth round {round}"));
 
         // containerd
         c_total.push(time(
@@ -176,11 +166,10 @@ fn main() {
             ctr_cmd(&["images", "rm", "--sync", &reference]),
             "ctr images rm",
         );
-        let blobs = count(&ctd_root.join("io.containerd.content.v1.content/blobs/sha256"));
-        let snaps = count(&ctd_root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"));
-        assert!(
-            blobs == 0 && snaps == 0,
-            "containerd round {round} not cold: {blobs} blobs, {snaps} snapshots left"
+        assert_cold(
+            &ctd_root.join("io.containerd.content.v1.content/blobs/sha256"),
+            &ctd_root.join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
+            &format!("containerd round {round}"),
         );
         println!(
             "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s, containerd {:.3}s; tar {:.3}s",

@@ -1461,6 +1461,7 @@ async fn failures_leave_nothing_behind() {
         .filter(|l| l.contains("Active"))
         .count();
     assert_eq!(active, 0, "{}", String::from_utf8_lossy(&snapshots.stdout));
+    assert_no_creation_lease(&d);
     // A running container, then the pod's shim killed: the pod is NOTREADY, the
     // container EXITED.
     let id = run_container(
@@ -1474,6 +1475,8 @@ async fn failures_leave_nothing_behind() {
         ),
     )
     .await;
+    // The lease that held its snapshot while it was made is gone once its record holds it.
+    assert_no_creation_lease(&d);
     // A line longer than max_container_log_line_size: partial records of that size.
     let log = w.join("logs/sleeper/0.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1534,6 +1537,16 @@ async fn failures_leave_nothing_behind() {
     let ctr_list = d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]);
     assert_eq!(String::from_utf8_lossy(&ctr_list.stdout), "");
     assert!(!d.state.join("cri/netns").join(&sandbox).exists());
+}
+
+/// No lease of CreateContainer's (which holds a new container's snapshot until its
+/// record does) is left, whether the creation succeeded or failed.
+fn assert_no_creation_lease(d: &Daemon) {
+    let leases = berth_tests::ok(&d.ctr(&["-n", "k8s.io", "leases", "ls", "-q"]), "leases ls");
+    assert!(
+        !leases.lines().any(|l| l.starts_with("berth-cri-")),
+        "{leases}"
+    );
 }
 
 /// A configured `cri.sandbox_image` is pulled and run as the pods' init process instead

@@ -21,6 +21,9 @@ pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 pub const PULL_LEASE_PREFIX: &str = "berth-pull-";
 /// The id prefix of the lease an import makes for itself.
 pub const IMPORT_LEASE_PREFIX: &str = "berth-import-";
+/// The id prefix of the lease that holds a new CRI container's snapshot until its record
+/// does.
+pub const CRI_CREATE_LEASE_PREFIX: &str = "berth-cri-";
 
 /// A lease. Stored as the `leases` table's record.
 #[derive(Clone, PartialEq, Message)]
@@ -294,6 +297,22 @@ impl Leases {
                     self.wake.notify_one();
                 }
             })
+    }
+
+    /// Creates a lease of berthd's own for one job (a pull, an import, a creation): a fresh
+    /// id under `prefix`, expiring `ttl` from now so that what it holds is collected by
+    /// itself should berthd die before the job deletes it. Returns its id.
+    pub async fn create_temporary(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        let id = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
+        let expires = humantime::format_rfc3339_seconds(SystemTime::now() + ttl).to_string();
+        let labels = BTreeMap::from([(EXPIRE_LABEL.to_string(), expires)]);
+        self.create(namespace, id.clone(), labels).await?;
+        Ok(id)
     }
 
     /// Gives a lease an expiry `after` from now (replacing any it had), so that what it

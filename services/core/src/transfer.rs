@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -282,18 +282,9 @@ impl Transfers {
 
     /// A lease for one import, expiring by itself should berthd die before it ends it.
     async fn import_lease(&self, ns: &str) -> Result<String> {
-        let id = format!(
-            "{}{}",
-            crate::leases::IMPORT_LEASE_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
-        let expires = SystemTime::now() + IMPORT_LEASE_TTL;
-        let labels = BTreeMap::from([(
-            crate::leases::EXPIRE_LABEL.to_string(),
-            humantime::format_rfc3339_seconds(expires).to_string(),
-        )]);
-        self.leases.create(ns, id.clone(), labels).await?;
-        Ok(id)
+        self.leases
+            .create_temporary(ns, crate::leases::IMPORT_LEASE_PREFIX, IMPORT_LEASE_TTL)
+            .await
     }
 
     async fn unpack_imported(

@@ -372,17 +372,14 @@ impl Cri {
     /// collection started meanwhile (by another removal) cannot take it; it expires by
     /// itself if berthd dies first. The caller deletes it.
     async fn creation_lease(&self) -> Result<String> {
-        let id = format!("berth-cri-{}", uuid::Uuid::new_v4().simple());
-        let expiry = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
-        let labels = BTreeMap::from([(
-            crate::leases::EXPIRE_LABEL.to_string(),
-            humantime::format_rfc3339_seconds(expiry).to_string(),
-        )]);
         self.p()
             .leases
-            .create(NAMESPACE, id.clone(), labels)
-            .await?;
-        Ok(id)
+            .create_temporary(
+                NAMESPACE,
+                crate::leases::CRI_CREATE_LEASE_PREFIX,
+                std::time::Duration::from_secs(600),
+            )
+            .await
     }
 }
 

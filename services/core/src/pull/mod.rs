@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use berth_oci::image::{self as oci, DISTRIBUTION_SOURCE_PREFIX, Kind, MediaType, Platform};
 use futures::{StreamExt, TryStreamExt};
@@ -248,18 +248,9 @@ impl Puller {
     }
 
     async fn start_lease(&self, namespace: &str) -> Result<String> {
-        let id = format!(
-            "{}{}",
-            leases::PULL_LEASE_PREFIX,
-            uuid::Uuid::new_v4().simple()
-        );
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            leases::EXPIRE_LABEL.to_string(),
-            humantime::format_rfc3339_seconds(SystemTime::now() + LEASE_TTL).to_string(),
-        );
-        self.leases.create(namespace, id.clone(), labels).await?;
-        Ok(id)
+        self.leases
+            .create_temporary(namespace, leases::PULL_LEASE_PREFIX, LEASE_TTL)
+            .await
     }
 
     async fn pull_leased(
