@@ -12,5 +12,6 @@ pub use berth_core::{
 
 pub mod api;
 pub mod authority;
+pub mod gate;
 pub mod plugins;
 pub mod server;

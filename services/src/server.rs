@@ -15,6 +15,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::api::{self, Services};
+use crate::collector::Collector;
 use crate::config::Config;
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
@@ -156,12 +157,14 @@ pub async fn bind_socket(path: &Path, uid: u32, gid: u32) -> Result<UnixListener
 pub struct Daemon {
     pub config: Config,
     pub services: Services,
+    /// The collector, for its first collection once the previous run's tasks are restored.
+    gc: Collector,
     lock: RootLock,
 }
 
 impl Daemon {
     /// Creates the directories, takes the root lock, opens the metadata store and builds
-    /// the cores (reconnecting the tasks a previous run left).
+    /// the cores. The tasks a previous run left are restored by [`Daemon::serve`].
     pub async fn open(config: Config) -> Result<Daemon> {
         create_dir(&config.root, 0o711)?;
         create_dir(&config.state, 0o711)?;
@@ -169,7 +172,7 @@ impl Daemon {
         secure_layout(&config)?;
         let store = open_store(&config.root).await?;
         let server_uuid = server_uuid(&store).await?;
-        let services = build_services(&config, store, server_uuid).await?;
+        let (services, gc) = build_services(&config, store, server_uuid).await?;
         // Pulls and imports do not outlive the process: what a killed run's left is kept
         // for a resumed pull as long as a failed pull's, then collected.
         let keep = config.content.ingest_expiry()?;
@@ -179,40 +182,55 @@ impl Daemon {
         Ok(Daemon {
             config,
             services,
+            gc,
             lock,
         })
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight calls finish
     /// (up to a bound), ends event subscriptions and removes the sockets.
+    ///
+    /// The gRPC socket is served at once; the calls that depend on the previous run's
+    /// tasks are held (see [`crate::gate`]) while they are restored. The ttrpc socket, where
+    /// shims forward the exits they kept while berthd was down, opens after the restore.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        // Listening from now on (a signal during the restore stops the daemon after it).
+        let shutdown = tokio::spawn(shutdown);
         let grpc_path = self.config.grpc.address.clone();
         let ttrpc_path = self.config.ttrpc_address();
         let (uid, gid) = (self.config.grpc.uid, self.config.grpc.gid);
         let grpc_listener = bind_socket(&grpc_path, uid, gid).await?;
+        // Bound now, accepted from after the restore: a shim's connection waits meanwhile.
         let ttrpc_listener = bind_socket(&ttrpc_path, uid, gid).await?;
 
         let s = self.services.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (gate, opener) = crate::gate::Gate::closed(api::catalog::HELD_UNTIL_RESTORED);
+        let mut grpc = self.spawn_grpc(grpc_listener, gate, &stop_rx);
+        tracing::info!(
+            address = %grpc_path.display(),
+            root = %self.config.root.display(),
+            state = %self.config.state.display(),
+            lock = %self.lock.path().display(),
+            "berthd is serving; the tasks of the previous run are being restored"
+        );
+        recover(&s, &self.gc).await;
         let background = self.spawn_background(&stop_rx);
         let mut ttrpc_server = berth_proto::ttrpc::ttrpc::r#async::Server::new()
             .add_listener(ttrpc_listener.into())
             .register_service(api::events::ttrpc_services(s.exchange.clone()));
-        ttrpc_server.start().await.map_err(|e| {
-            Error::Internal(format!(
+        if let Err(e) = ttrpc_server.start().await {
+            let _ = stop_tx.send(true);
+            grpc.abort();
+            remove_socket(&grpc_path);
+            remove_socket(&ttrpc_path);
+            return Err(Error::Internal(format!(
                 "start ttrpc server on {}: {e}",
                 ttrpc_path.display()
-            ))
-        })?;
-        let mut grpc = self.spawn_grpc(grpc_listener, &stop_rx);
-        tracing::info!(
-            address = %grpc_path.display(),
-            ttrpc = %ttrpc_path.display(),
-            root = %self.config.root.display(),
-            state = %self.config.state.display(),
-            lock = %self.lock.path().display(),
-            "berthd is serving"
-        );
+            )));
+        }
+        opener.open();
+        tracing::info!(ttrpc = %ttrpc_path.display(), "tasks restored; every call is served");
 
         let early = tokio::select! {
             _ = shutdown => None,
@@ -274,10 +292,11 @@ impl Daemon {
     }
 
     /// Starts the gRPC server on `listener`: the service catalog (which also fills the
-    /// Introspection plugin list) and Health, until `stop`.
+    /// Introspection plugin list) and Health, behind `gate`, until `stop`.
     fn spawn_grpc(
         &self,
         listener: UnixListener,
+        gate: crate::gate::Gate,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<std::result::Result<(), tonic::transport::Error>> {
         let s = &self.services;
@@ -300,6 +319,7 @@ impl Daemon {
             // (ctr pulling thousands of layers) are served as grpc-go serves them: the
             // HTTP/2 stack's default of 20 such streams would close the connection.
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+            .layer(gate)
             .add_routes(routes.routes());
         // gRPC C-core clients send the socket path as :authority: repaired per connection.
         let incoming = UnixListenerStream::new(listener)
@@ -367,10 +387,14 @@ async fn open_snapshotters(config: &Config, store: &Store) -> Result<Snapshotter
         .map_err(|e| Error::Internal(format!("open snapshotters: {e}")))
 }
 
-/// The cores, wired to each other, the event exchange and the garbage collector; the
-/// tasks a previous run left are reconnected to their shims, or cleaned up after, before
-/// anything is served.
-async fn build_services(config: &Config, store: Store, server_uuid: String) -> Result<Services> {
+/// The cores, wired to each other, the event exchange and the garbage collector (returned
+/// too, for its first collection after [`recover`]). Nothing of a previous run's tasks is
+/// taken up yet.
+async fn build_services(
+    config: &Config,
+    store: Store,
+    server_uuid: String,
+) -> Result<(Services, Collector)> {
     let exchange = Exchange::new();
     // The domains get the collector's handle first; it runs once what it sweeps is open.
     let (gc, gc_requests) = crate::collector::channel();
@@ -406,23 +430,6 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         networks.clone(),
     )
     .with_volumes(volumes.clone());
-    tasks.restore().await;
-    // Network attachments whose task did not survive (a crash, a reboot) are taken down.
-    let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
-    match networks.sweep(live).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            attachments = n,
-            "took down the networks of tasks that are gone"
-        ),
-        Err(e) => tracing::warn!(error = %e, "network sweep at start-up"),
-    }
-    // The containers that kept running on user-defined networks still ask their names.
-    if let Err(e) = networks.serve_all_names().await {
-        tracing::warn!(error = %e, "name servers at start-up");
-    }
-    // Whatever a crash or an earlier run left unreferenced goes soon after start.
-    gc.schedule();
     let snapshots = Snapshots::daemon(
         snapshotters.clone(),
         store.clone(),
@@ -458,9 +465,6 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         if let Err(e) = cri.start_streaming().await {
             tracing::warn!(error = %e, "no CRI streaming server: Exec and PortForward will fail");
         }
-        // The pods' containers that kept running are watched for their exits again.
-        let watching = cri.clone();
-        tokio::spawn(async move { watching.watch_all().await });
         Some(cri)
     } else {
         None
@@ -473,7 +477,7 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         containers.clone(),
         tasks.clone(),
     );
-    Ok(Services {
+    let services = Services {
         namespaces,
         supervisor,
         exchange,
@@ -492,7 +496,35 @@ async fn build_services(config: &Config, store: Store, server_uuid: String) -> R
         tasks,
         volumes,
         cri,
-    })
+    };
+    Ok((services, gc))
+}
+
+/// What a previous run left, taken up again: its tasks reconnected to their shims or
+/// cleaned up after, the networks of the tasks that are gone taken down, the name servers
+/// of those that live on started, the pods' containers watched again. Then a collection,
+/// for whatever a crash left unreferenced.
+async fn recover(s: &Services, gc: &Collector) {
+    s.tasks.restore().await;
+    let tasks = &s.tasks;
+    let live = |ns: &str, id: &str| tasks.get(ns, id).is_ok();
+    match s.networks.sweep(live).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            attachments = n,
+            "took down the networks of tasks that are gone"
+        ),
+        Err(e) => tracing::warn!(error = %e, "network sweep at start-up"),
+    }
+    // The containers that kept running on user-defined networks still ask their names.
+    if let Err(e) = s.networks.serve_all_names().await {
+        tracing::warn!(error = %e, "name servers at start-up");
+    }
+    if let Some(cri) = &s.cri {
+        let watching = cri.clone();
+        tokio::spawn(async move { watching.watch_all().await });
+    }
+    gc.schedule();
 }
 
 /// The pods' pause program, built with berthd (see build.rs).

@@ -3,7 +3,8 @@
 //!
 //! Each daemon gets LIVE containers (`ctr run -d … sleep`), is killed with SIGKILL and
 //! started again, ROUNDS times. Measured from the new process's spawn:
-//! - until its socket answers a Version call;
+//! - until its socket answers a Version call (berthd serves before it has restored the
+//!   tasks, holding the calls that depend on them; containerd restores first);
 //! - until `Tasks.List` reports every container's task RUNNING (all shims reconnected).
 //!
 //! Figures are printed with berth/containerd ratios, never asserted.

@@ -131,6 +131,9 @@ pub fn cri_registry(work: &Path) -> (fixtures::Registry, String, fixtures::Built
     (reg, image, bb)
 }
 
+/// What berthd logs once it serves every call (the previous run's tasks restored).
+const READY: &str = "tasks restored; every call is served";
+
 /// A berthd process on its own temporary root, state and socket.
 pub struct Daemon {
     child: Option<Child>,
@@ -390,8 +393,18 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
+        let before = self.ready_lines();
         self.spawn_process();
-        self.wait_ready();
+        self.wait_ready(before);
+    }
+
+    /// How many times the log says berthd served every call (one line per start, after
+    /// the previous run's tasks are restored).
+    fn ready_lines(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches(READY)
+            .count()
     }
 
     /// Starts the berthd process (its output appended to the log) without waiting for it.
@@ -421,13 +434,13 @@ impl Daemon {
             .expect("run berthd")
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this start's berthd serves every call: its socket answers and the log
+    /// holds more than `before` ready lines.
+    fn wait_ready(&mut self, before: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::os::unix::net::UnixStream::connect(&self.address).is_ok()
-                && std::fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .contains("berthd is serving")
+                && self.ready_lines() > before
             {
                 return;
             }
@@ -668,6 +681,27 @@ impl Background {
 
     pub fn text(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The process's exit status, when it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("wait for a background process")
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and output.
+    pub fn wait(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return (status, self.text());
+            }
+            if Instant::now() > deadline {
+                panic!("still running after {timeout:?}; output:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (bounded) until the output contains every needle; returns the output.

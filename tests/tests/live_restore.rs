@@ -256,6 +256,66 @@ fn ten_containers_survive_kill9_of_berthd() {
     env.assert_clean();
 }
 
+/// The restarted berthd serves its socket before the previous run's tasks are restored:
+/// while one shim cannot answer (stopped), Version and the image store answer, and a task
+/// call is held until the restore is done, then sees every task.
+#[test]
+fn socket_serves_while_tasks_are_restored() {
+    let mut env = Env::start("live-restore-gate");
+    let (pid1, _) = env.run_detached("g1", &["sleep", "1000"]);
+    let (pid2, shim2) = env.run_detached("g2", &["sleep", "1000"]);
+
+    // g2's shim cannot answer the restore's probe until it is continued.
+    signal(shim2, Signal::SIGSTOP);
+    env.d.crash_and_spawn();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.ctr(&["version"]).status.success() {
+        assert!(Instant::now() < deadline, "{}", env.d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut cmd = std::process::Command::new(system_bin("ctr"));
+    cmd.arg("-a")
+        .arg(&env.d.address)
+        .args(["-n", env.ns, "tasks", "ls"]);
+    let mut held = Background::spawn(cmd);
+    let images = ok(
+        &env.ctr(&["images", "ls", "-q"]),
+        "images ls during restore",
+    );
+    assert!(images.contains(IMAGE), "{images}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        held.try_wait().is_none(),
+        "tasks ls answered before the restore was done: {}",
+        held.text()
+    );
+    let log = env.d.log_text();
+    assert_eq!(
+        log.matches("every call is served").count(),
+        1,
+        "the restart's restore finished with g2's shim stopped:\n{log}"
+    );
+
+    signal(shim2, Signal::SIGCONT);
+    let (status, text) = held.wait(Duration::from_secs(30));
+    assert!(status.success(), "tasks ls: {status}: {text}");
+    for (id, pid) in [("g1", pid1), ("g2", pid2)] {
+        assert!(
+            text.lines().any(|l| l.starts_with(id)
+                && l.contains(&pid.to_string())
+                && l.contains("RUNNING")),
+            "{id} not listed RUNNING once held:\n{text}"
+        );
+    }
+    for id in ["g1", "g2"] {
+        ok(&env.ctr(&["tasks", "kill", "-s", "SIGKILL", id]), "kill");
+        env.wait_status(id, Some("STOPPED"));
+        ok(&env.ctr(&["tasks", "rm", id]), "tasks rm");
+        ok(&env.ctr(&["containers", "rm", id]), "containers rm");
+    }
+    env.assert_clean();
+}
+
 #[test]
 fn dead_shims_are_cleaned_up() {
     let mut env = Env::start("live-restore-dead");

@@ -30,6 +30,17 @@ use crate::plugins::{BERTH_SERVICE, CONTENT, EVENT, GRPC, LEASE, METADATA, Plugi
 /// gRPC messages up to this size are accepted (containerd's default).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
+/// The services whose calls wait until the tasks of the previous run are restored (see
+/// [`crate::gate`]): what they answer depends on the tasks, or changes them.
+pub const HELD_UNTIL_RESTORED: [&str; 6] = [
+    <TasksServer<api::tasks::TasksApi> as NamedService>::NAME,
+    <ContainersServer<api::containers::ContainersApi> as NamedService>::NAME,
+    <RuntimeServiceServer<api::cri::CriApi> as NamedService>::NAME,
+    <NetworksServer<api::networks::NetworksApi> as NamedService>::NAME,
+    <VolumesServer<api::volumes::VolumesApi> as NamedService>::NAME,
+    <SupervisorServer<api::supervisor::SupervisorApi> as NamedService>::NAME,
+];
+
 /// The gRPC services, as the router, their full names (for Health) and their plugins.
 #[derive(Default)]
 pub struct Catalog {
