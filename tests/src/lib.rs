@@ -393,18 +393,24 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let before = self.ready_lines();
+        let start = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         self.spawn_process();
-        self.wait_ready(before);
+        self.wait_ready(start);
     }
 
-    /// How many times the log says berthd served every call (one line per start, after
-    /// the previous run's tasks are restored).
-    fn ready_lines(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches(READY)
-            .count()
+    /// Whether the log past byte `start` says berthd serves every call (said once per
+    /// start, after the previous run's tasks are restored). Only this start's part of the
+    /// log is read: a long run's log is large.
+    fn ready_since(&self, start: u64) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut log) = File::open(&self.log) else {
+            return false;
+        };
+        let mut text = Vec::new();
+        if log.seek(SeekFrom::Start(start)).is_err() || log.read_to_end(&mut text).is_err() {
+            return false;
+        }
+        String::from_utf8_lossy(&text).contains(READY)
     }
 
     /// Starts the berthd process (its output appended to the log) without waiting for it.
@@ -434,13 +440,13 @@ impl Daemon {
             .expect("run berthd")
     }
 
-    /// Waits until this start's berthd serves every call: its socket answers and the log
-    /// holds more than `before` ready lines.
-    fn wait_ready(&mut self, before: usize) {
+    /// Waits until this start's berthd serves every call: its socket answers and its log,
+    /// past byte `start`, says so.
+    fn wait_ready(&mut self, start: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if std::os::unix::net::UnixStream::connect(&self.address).is_ok()
-                && self.ready_lines() > before
+                && self.ready_since(start)
             {
                 return;
             }
