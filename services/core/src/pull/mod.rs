@@ -490,12 +490,36 @@ impl Puller {
             w.truncate().await?;
         }
         w.write(data).await?;
-        let mut labels = children;
-        labels.insert(job.source_key(), job.reference.path().to_string());
-        w.commit(desc.size, &desc.digest, labels, Some(job.lease.to_string()))
+        self.commit_blob(job, desc, w, children)
             .await
-            .map_err(|e| e.context(&format!("storing {} of {}", desc.digest, job.reference)))?;
-        job.report(desc, desc.size, ProgressState::Done).await;
+            .map_err(|e| e.context(&format!("storing {} of {}", desc.digest, job.reference)))
+    }
+
+    /// Commits a written blob with `extra` labels and the pull's source label. Another
+    /// writer may have stored the same blob meanwhile under another ref (a concurrent
+    /// client-side pull through `Content.Write`): the commit answers AlreadyExists, with the
+    /// blob held in the pull's lease, and the blob counts as stored, as in containerd.
+    async fn commit_blob(
+        &self,
+        job: &Job<'_>,
+        desc: &Descriptor,
+        w: Writer,
+        extra: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut labels = extra.clone();
+        labels.insert(job.source_key(), job.reference.path().to_string());
+        match w
+            .commit(desc.size, &desc.digest, labels, Some(job.lease.to_string()))
+            .await
+        {
+            Ok(_) => job.report(desc, desc.size, ProgressState::Done).await,
+            Err(Error::AlreadyExists(_)) => {
+                tracing::debug!(digest = %desc.digest, "stored meanwhile by another writer");
+                self.mark_existing(job, desc, extra).await?;
+                job.report(desc, desc.size, ProgressState::Exists).await;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -567,9 +591,7 @@ impl Puller {
                 }
             }
         }
-        let mut labels = BTreeMap::new();
-        labels.insert(job.source_key(), job.reference.path().to_string());
-        w.commit(desc.size, &desc.digest, labels, Some(job.lease.to_string()))
+        self.commit_blob(job, desc, w, BTreeMap::new())
             .await
             .map_err(|e| {
                 e.context(&format!(
@@ -578,9 +600,7 @@ impl Puller {
                     job.client.registry(),
                     job.reference.path()
                 ))
-            })?;
-        job.report(desc, desc.size, ProgressState::Done).await;
-        Ok(())
+            })
     }
 
     /// Unpacks the fetched manifest that best matches the unpack platform.

@@ -446,6 +446,109 @@ async fn pull_errors_name_the_registry_answer() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 
+/// A layer another client stores (under its own ref, as `ctr` does through Content.Write)
+/// while the pull downloads it: the pull's commit finds it there and the pull succeeds,
+/// the blob marked with the pull's source, as containerd's fetch treats AlreadyExists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layer_stored_meanwhile_by_another_writer() {
+    use std::sync::{Mutex, mpsc as std_mpsc};
+    use testutil::{Answer, ScriptedServer};
+    let data: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let img = OciImage::build(&[("data", data.as_slice())], "linux/amd64");
+    let layer = img.layer_digests[0].clone();
+    let layer_bytes = std::fs::read(img.blob_path(&layer)).expect("layer");
+    let mut blobs = std::collections::HashMap::new();
+    for d in [&img.manifest_digest, &img.config_digest, &layer] {
+        blobs.insert(d.clone(), std::fs::read(img.blob_path(d)).expect("blob"));
+    }
+    let manifest = img.manifest_digest.clone();
+    // The layer's GET tells the test, then waits for its word.
+    let (asked_tx, asked_rx) = std_mpsc::channel::<()>();
+    let (go_tx, go_rx) = std_mpsc::channel::<()>();
+    let (asked_tx, go_rx) = (Mutex::new(asked_tx), Mutex::new(go_rx));
+    let held_layer = layer.clone();
+    let server = ScriptedServer::start(move |req, _| {
+        let path = req.target.split('?').next().unwrap_or_default();
+        let object = path.rsplit('/').next().unwrap_or_default();
+        let key = if object == "v1" {
+            manifest.clone()
+        } else {
+            object.to_string()
+        };
+        if key == held_layer && req.method == "GET" {
+            let _ = asked_tx.lock().expect("lock").send(());
+            let _ = go_rx.lock().expect("lock").recv();
+        }
+        match blobs.get(&key) {
+            Some(b) if path.contains("/manifests/") => Answer::new(200, b.clone())
+                .header("Content-Type", oci::OCI_MANIFEST)
+                .header("Docker-Content-Digest", &key),
+            Some(b) => Answer::new(200, b.clone()),
+            None => Answer::new(
+                404,
+                r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+            ),
+        }
+    })
+    .await;
+    let env = testutil::Env::new();
+    let reference = format!("{}/app:v1", server.host());
+    let (tx, rx) = mpsc::channel(4096);
+    let puller = env.puller();
+    let opts = PullOptions {
+        platform: Some("linux/amd64".into()),
+        ..Default::default()
+    };
+    let pull = tokio::spawn(async move { puller.pull("default", &reference, opts, tx).await });
+
+    tokio::task::spawn_blocking(move || asked_rx.recv())
+        .await
+        .expect("join")
+        .expect("the pull asked for the layer");
+    let mut other = env
+        .content
+        .writer(
+            "default",
+            "layer-other-client",
+            layer_bytes.len() as i64,
+            &layer,
+            None,
+        )
+        .await
+        .expect("writer of the other client");
+    other.write(layer_bytes.clone()).await.expect("write");
+    other
+        .commit(layer_bytes.len() as i64, &layer, BTreeMap::new(), None)
+        .await
+        .expect("the other client's commit");
+    go_tx.send(()).expect("let the layer go");
+
+    pull.await.expect("join").expect("pull");
+    let reports = collect(rx);
+    assert!(
+        reports
+            .iter()
+            .any(|p| p.digest == layer && p.state == ProgressState::Exists),
+        "{reports:?}"
+    );
+    let info = env.content.info("default", &layer).await.expect("layer");
+    assert!(
+        info.labels
+            .iter()
+            .any(|(k, v)| k.starts_with(DISTRIBUTION_SOURCE_PREFIX) && v == "app"),
+        "{:?}",
+        info.labels
+    );
+    assert!(
+        env.content
+            .list_statuses("default", crate::filters::Filter::always())
+            .await
+            .expect("ingests")
+            .is_empty(),
+        "an ingest was left"
+    );
+}
+
 #[tokio::test]
 async fn bearer_tokens_and_a_registry_that_ignores_ranges() {
     use base64::Engine;
