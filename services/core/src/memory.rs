@@ -112,8 +112,7 @@ pub async fn run(mut shutdown: tokio::sync::watch::Receiver<bool>) {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        // mallinfo2 walks the free lists under the allocator's lock: short for a heap of
-        // berthd's size, so it runs on the worker; the trim goes to the blocking pool.
+        // mallinfo2 only sums the allocator's counters: cheap enough for a worker thread.
         if !when.due(free_held()) {
             continue;
         }
