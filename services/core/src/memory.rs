@@ -10,13 +10,10 @@
 //!   free memory (after trimming, 70–136 MB stayed in four arenas); with two, the peak halves
 //!   and what is freed is reused. berthd has two worker threads and short blocking jobs, so
 //!   two arenas cost it no measurable contention.
-//! - [`run`]: a background loop looks at how much the allocator holds free every second
-//!   and, when that grew by [`GROWTH`] since it last gave memory back (or since the least
-//!   it saw after that), returns the free pages to the system (`malloc_trim`). Nothing is
-//!   done while the free memory does not grow, so the idle daemon pays one `mallinfo2`
-//!   call a second. Starting and removing 100 containers left 3 MB free in the allocator
-//!   and berthd at 17.9 MB, 1 MB more than after a trim: what a burst of ordinary calls
-//!   frees goes back too, not only what a huge request frees.
+//! - [`run`]: a background loop looks at how much the allocator holds free every few seconds
+//!   and, past a threshold, returns the free pages to the system (`malloc_trim`). Nothing
+//!   is done while little is held free, so the idle daemon pays one `mallinfo2` call per
+//!   interval.
 //!
 //! With both, the daemon is back at 24-40 MB (from 21 MB idle; the rest is the metadata
 //! database's page cache, now full) seconds after the requests.
@@ -41,10 +38,10 @@ pub fn limit_arenas() {
 }
 
 /// How often the free memory held by the allocator is looked at.
-const INTERVAL: Duration = Duration::from_secs(1);
+const INTERVAL: Duration = Duration::from_secs(3);
 
-/// How much the allocator's free memory may grow before it is returned.
-const GROWTH: usize = 1 << 20;
+/// Free memory the allocator may keep before it is asked to return it.
+const THRESHOLD: usize = 8 << 20;
 
 /// Bytes the allocator holds free (allocated from the system, not in use).
 #[allow(unsafe_code)]
@@ -65,86 +62,34 @@ fn trim() {
     }
 }
 
-/// When to give memory back. Trimming leaves the freed chunks counted as free (only their
-/// pages go back), so the measure is growth: the free memory held now against the least
-/// held since the last trim.
-#[derive(Debug, Default)]
-struct GiveBack {
-    floor: usize,
-}
-
-impl GiveBack {
-    /// Whether to trim, with `held` bytes free now.
-    fn due(&mut self, held: usize) -> bool {
-        if held >= self.floor.saturating_add(GROWTH) {
-            return true;
-        }
-        self.floor = self.floor.min(held);
-        false
+/// Gives back what the allocator holds free past [`THRESHOLD`]; returns the bytes it held
+/// free before, if it trimmed.
+pub fn give_back() -> Option<usize> {
+    let held = free_held();
+    if held < THRESHOLD {
+        return None;
     }
-
-    /// After a trim that left `held` bytes counted free.
-    fn trimmed(&mut self, held: usize) {
-        self.floor = held;
-    }
+    trim();
+    Some(held)
 }
 
-/// Gives back the allocator's free pages now (on the blocking pool: trimming walks every
-/// arena and makes a system call per run of free pages); returns the bytes counted free
-/// before and after.
-async fn give_back() -> Option<(usize, usize)> {
-    tokio::task::spawn_blocking(|| {
-        let before = free_held();
-        trim();
-        (before, free_held())
-    })
-    .await
-    .map_err(|e| tracing::warn!(error = %e, "memory give-back task failed"))
-    .ok()
-}
-
-/// Gives memory back whenever the allocator's free memory has grown by [`GROWTH`], looking
-/// every [`INTERVAL`], until `shutdown` fires.
+/// Runs [`give_back`] every [`INTERVAL`] (on the blocking pool) until `shutdown` fires.
 pub async fn run(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut when = GiveBack::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        // mallinfo2 only sums the allocator's counters: cheap enough for a worker thread.
-        if !when.due(free_held()) {
-            continue;
+        match tokio::task::spawn_blocking(give_back).await {
+            Ok(Some(held)) => {
+                tracing::debug!(
+                    free_bytes = held,
+                    after = free_held(),
+                    "returned free memory to the system"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "memory give-back task failed"),
         }
-        if let Some((before, after)) = give_back().await {
-            tracing::debug!(
-                free_bytes = before,
-                after,
-                "returned free memory to the system"
-            );
-            when.trimmed(after);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gives_back_on_growth_since_the_last_trim() {
-        let mut when = GiveBack::default();
-        assert!(!when.due(GROWTH - 1), "a fresh daemon's little free memory");
-        assert!(when.due(3 * GROWTH), "a burst freed memory");
-        when.trimmed(3 * GROWTH);
-        // The trimmed chunks stay counted as free: no trim again for them.
-        assert!(!when.due(3 * GROWTH));
-        assert!(!when.due(4 * GROWTH - 1));
-        assert!(when.due(4 * GROWTH), "another burst");
-        when.trimmed(4 * GROWTH);
-        // Memory reused (less free), then freed again: growth from the least seen.
-        assert!(!when.due(2 * GROWTH));
-        assert!(!when.due(3 * GROWTH - 1));
-        assert!(when.due(3 * GROWTH));
     }
 }
