@@ -132,8 +132,13 @@ mod tests {
         }
     }
 
-    fn request(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).unwrap()
+    /// The future of one call to `path` through `service`.
+    async fn call(
+        service: &mut Gated<Counter>,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<(), Infallible>> + use<> {
+        let request = http::Request::builder().uri(path).body(()).unwrap();
+        service.ready().await.unwrap().call(request)
     }
 
     #[tokio::test]
@@ -143,28 +148,22 @@ mod tests {
         let mut service = gate.layer(counter.clone());
 
         // Another service is answered at once.
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/containerd.services.version.v1.Version/Version"))
-            .await
-            .unwrap();
+        call(
+            &mut service,
+            "/containerd.services.version.v1.Version/Version",
+        )
+        .await
+        .await
+        .unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
 
         // A held one waits: not even a prefix of its name matches another service.
-        let held = service
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/containerd.services.tasks.v1.Tasks/List"));
+        let held = call(&mut service, "/containerd.services.tasks.v1.Tasks/List").await;
         let mut held = tokio::spawn(held);
-        let other = service
-            .ready()
+        call(&mut service, "/containerd.services.tasks.v1.TasksX/List")
             .await
-            .unwrap()
-            .call(request("/containerd.services.tasks.v1.TasksX/List"));
-        other.await.unwrap();
+            .await
+            .unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 2);
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), &mut held)
@@ -178,11 +177,8 @@ mod tests {
         held.await.unwrap().unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 3);
         // Open: nothing waits any more.
-        service
-            .ready()
+        call(&mut service, "/containerd.services.tasks.v1.Tasks/Get")
             .await
-            .unwrap()
-            .call(request("/containerd.services.tasks.v1.Tasks/Get"))
             .await
             .unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 4);

@@ -132,7 +132,7 @@ pub fn cri_registry(work: &Path) -> (fixtures::Registry, String, fixtures::Built
 }
 
 /// What berthd logs once it serves every call (the previous run's tasks restored).
-const READY: &str = "tasks restored; every call is served";
+pub const READY: &str = "tasks restored; every call is served";
 
 /// A berthd process on its own temporary root, state and socket.
 pub struct Daemon {

@@ -50,6 +50,16 @@ impl Env {
         self.d.ctr(&all)
     }
 
+    /// `ctr ARGS` in this namespace, running in the background.
+    fn ctr_background(&self, args: &[&str]) -> Background {
+        let mut cmd = std::process::Command::new(system_bin("ctr"));
+        cmd.arg("-a")
+            .arg(&self.d.address)
+            .args(["-n", self.ns])
+            .args(args);
+        Background::spawn(cmd)
+    }
+
     /// `ctr run -d IMAGE id cmd...`; returns the task's pid and its shim's pid.
     fn run_detached(&mut self, id: &str, cmd: &[&str]) -> (u32, u32) {
         let fifo = self.fifo.display().to_string();
@@ -273,11 +283,7 @@ fn socket_serves_while_tasks_are_restored() {
         assert!(Instant::now() < deadline, "{}", env.d.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut cmd = std::process::Command::new(system_bin("ctr"));
-    cmd.arg("-a")
-        .arg(&env.d.address)
-        .args(["-n", env.ns, "tasks", "ls"]);
-    let mut held = Background::spawn(cmd);
+    let mut held = env.ctr_background(&["tasks", "ls"]);
     let images = ok(
         &env.ctr(&["images", "ls", "-q"]),
         "images ls during restore",
@@ -291,7 +297,7 @@ fn socket_serves_while_tasks_are_restored() {
     );
     let log = env.d.log_text();
     assert_eq!(
-        log.matches("every call is served").count(),
+        log.matches(berth_tests::READY).count(),
         1,
         "the restart's restore finished with g2's shim stopped:\n{log}"
     );
@@ -323,11 +329,7 @@ fn dead_shims_are_cleaned_up() {
     let (pid2, shim2) = env.run_detached("a2", &["sleep", "1000"]);
 
     // While berthd runs: the watcher notices the dead shim without any call.
-    let mut cmd = std::process::Command::new(system_bin("ctr"));
-    cmd.arg("-a")
-        .arg(&env.d.address)
-        .args(["-n", env.ns, "events"]);
-    let events = Background::spawn(cmd);
+    let events = env.ctr_background(&["events"]);
     std::thread::sleep(Duration::from_millis(300));
     signal(shim2, Signal::SIGKILL);
     let text = events.wait_for(&["/tasks/exit", "/tasks/delete"], Duration::from_secs(10));
@@ -364,11 +366,7 @@ fn dead_shims_are_cleaned_up() {
 
     // A shim that dies after its container exited: `shim delete` reports the real exit
     // status the shim saved (init.exit), not a made-up 137.
-    let mut cmd = std::process::Command::new(system_bin("ctr"));
-    cmd.arg("-a")
-        .arg(&env.d.address)
-        .args(["-n", env.ns, "events"]);
-    let events = Background::spawn(cmd);
+    let events = env.ctr_background(&["events"]);
     let (pid3, shim3) = env.run_detached(
         "a3",
         &[
