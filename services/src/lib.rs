@@ -6,8 +6,8 @@
 pub use berth_core::{
     archive, autoremove, collector, config, containers, content, cri, diff, digest, error, events,
     filters, gc, identifiers, images, labels, leases, memory, metadata, namespaces, network, pull,
-    push, registry, runtime, snapshots, streams, supervisor, tasks, transfer, types, unpack,
-    volumes,
+    push, registry, runtime, snapshots, staged, streams, supervisor, tasks, transfer, types,
+    unpack, volumes,
 };
 
 pub mod api;

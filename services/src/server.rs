@@ -402,6 +402,8 @@ async fn build_services(
     let content = ContentStore::open(&config.root, store.clone(), expiry, exchange.clone(), &gc)?;
     let images = Images::new(store.clone(), exchange.clone(), gc.clone());
     let leases = Leases::new(store.clone(), gc.clone());
+    let staged = crate::staged::Staged::open(&config.root.join("staged"), content.clone());
+    let differ = crate::diff::Differ::new(content.clone(), leases.clone()).with_staged(staged);
     let snapshotters = open_snapshotters(config, &store).await?;
     crate::gc::spawn(
         gc_requests,
@@ -483,6 +485,7 @@ async fn build_services(
         exchange,
         containers,
         content,
+        differ,
         images,
         streams: crate::streams::Streams::default(),
         transfers,

@@ -43,6 +43,9 @@ pub struct ApplyStats {
     pub diff_id: String,
     /// Size of the uncompressed tar stream in bytes.
     pub size: u64,
+    /// Whiteout and opaque-directory entries the layer had: where they are written as
+    /// overlay markers, the result differs from a native apply onto an empty target.
+    pub markers: u64,
 }
 
 /// Unpacks one layer from `reader` onto `target` (which must exist).
@@ -93,6 +96,7 @@ pub fn apply_layer(
         proc_fd: Path::new("/proc/self/fd").is_dir(),
         room: free_bytes(target),
         claimed: 0,
+        markers: 0,
     };
     let outcome = applier.run(&mut hashing).and_then(|()| {
         // The digest covers the whole stream: the end-of-archive blocks and any padding too.
@@ -124,7 +128,11 @@ pub fn apply_layer(
     }
     applier.finish()?;
     let (diff_id, size) = hashing.finish();
-    Ok(ApplyStats { diff_id, size })
+    Ok(ApplyStats {
+        diff_id,
+        size,
+        markers: applier.markers,
+    })
 }
 
 /// The parent directory of the last entry, and a handle on it once it exists.
@@ -193,6 +201,8 @@ struct Applier<'a> {
     room: Option<u64>,
     /// File bytes this layer has claimed so far.
     claimed: u64,
+    /// Whiteout and opaque entries seen.
+    markers: u64,
 }
 
 /// Free bytes (for an unprivileged writer's view, as root has the same) on `dir`'s
@@ -326,10 +336,12 @@ impl Applier<'_> {
         let base_str = base.to_str().unwrap_or("");
         if base_str == OPAQUE_WHITEOUT {
             self.last_parent = None;
+            self.markers += 1;
             return self.opaque(&parent, &name);
         }
         if let Some(hidden) = base_str.strip_prefix(WHITEOUT_PREFIX) {
             self.last_parent = None;
+            self.markers += 1;
             return self.whiteout(&parent, hidden, entry.header(), &name);
         }
         // A parent with a handle exists and is a directory (the handle is O_DIRECTORY).

@@ -254,6 +254,20 @@ fn ctr_pull_unpack_mount_and_snapshot_commands() {
         for img in [&busybox, &multi.image] {
             check_chain_with(&d, ns, snapshotter, img);
         }
+        if snapshotter == "overlayfs" {
+            // The layers were unpacked as ctr committed them, and its Applies renamed them
+            // into the snapshots (the checks above and below compare every file).
+            let log = d.log_text();
+            let ahead = log.matches("applied from the layer unpacked ahead").count();
+            // At least busybox's single layer, whose Apply always finds it unpacking or done;
+            // one of the multi-layer image may be queued behind the others when its Apply
+            // comes, and is then applied by the Apply itself (all six here when idle).
+            let layers = busybox.layers.len() + multi.image.layers.len();
+            assert!(
+                (1..=layers).contains(&ahead),
+                "{ahead} Applies used a layer unpacked ahead, of {layers}:\n{log}"
+            );
+        }
         let check = ok(
             &d.ctr(&["-n", ns, "images", "check", "--snapshotter", snapshotter]),
             "images check",

@@ -29,6 +29,7 @@ use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
+use crate::staged::Staged;
 use berth_oci::image::{self as oci, MediaType, UNCOMPRESSED_LABEL};
 
 /// Bytes per content write when storing a produced layer.
@@ -259,6 +260,16 @@ fn generated_ref() -> String {
     )
 }
 
+/// What an Apply reports: the uncompressed layer (its digest is the diff ID).
+fn applied(stats: ApplyStats) -> Descriptor {
+    Descriptor {
+        media_type: oci::OCI_LAYER.to_string(),
+        digest: stats.diff_id,
+        size: i64::try_from(stats.size).unwrap_or(i64::MAX),
+        annotations: BTreeMap::new(),
+    }
+}
+
 /// What `Diff` is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct DiffRequest {
@@ -277,6 +288,8 @@ pub struct DiffRequest {
 pub struct Differ {
     content: ContentStore,
     leases: Leases,
+    /// Layers unpacked ahead of their Apply (None: every Apply unpacks its blob).
+    staged: Option<Staged>,
 }
 
 /// Sets its flag when dropped (with the request future that owns it).
@@ -291,7 +304,25 @@ impl Drop for CancelOnDrop {
 
 impl Differ {
     pub fn new(content: ContentStore, leases: Leases) -> Differ {
-        Differ { content, leases }
+        Differ {
+            content,
+            leases,
+            staged: None,
+        }
+    }
+
+    /// Unpacks layers ahead into `staged` ([`crate::staged`]).
+    pub fn with_staged(mut self, staged: Staged) -> Differ {
+        self.staged = Some(staged);
+        self
+    }
+
+    /// A blob was committed through the content service under `reference`: a layer is
+    /// unpacked ahead of its Apply, if this differ does that.
+    pub fn committed(&self, namespace: &str, reference: &str, digest: &str) {
+        if let Some(staged) = &self.staged {
+            staged.offer(namespace, reference, digest);
+        }
     }
 
     /// Applies the layer `desc` of `namespace`'s content onto `mounts`; returns the
@@ -311,6 +342,12 @@ impl Differ {
             )));
         }
         let (file, _) = self.content.open_blob(namespace, &desc.digest).await?;
+        if let Some(staged) = &self.staged
+            && let Some(stats) = staged.take(&desc.digest, compression, &mounts).await
+        {
+            tracing::debug!(%namespace, digest = %desc.digest, "applied from the layer unpacked ahead");
+            return Ok(applied(stats));
+        }
         let digest = desc.digest.clone();
         // Dropped with this future when the client goes away: the apply stops at its next
         // entry instead of working on for nobody.
@@ -329,12 +366,7 @@ impl Differ {
         .map_err(|e| Error::Internal(format!("apply layer task: {e}")))?
         .map_err(|e| layer_error(&digest, e))?;
         drop(cancel);
-        Ok(Descriptor {
-            media_type: oci::OCI_LAYER.to_string(),
-            digest: stats.diff_id,
-            size: i64::try_from(stats.size).unwrap_or(i64::MAX),
-            annotations: BTreeMap::new(),
-        })
+        Ok(applied(stats))
     }
 
     /// Stores the changes from `req.left` to `req.right` as a layer blob in `namespace`

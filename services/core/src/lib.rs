@@ -33,6 +33,7 @@ pub mod push;
 pub mod registry;
 pub mod runtime;
 pub mod snapshots;
+pub mod staged;
 pub mod streams;
 pub mod supervisor;
 pub mod tasks;

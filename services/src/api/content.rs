@@ -259,8 +259,9 @@ async fn write_session(
     let Some(mut req) = input.message().await? else {
         return Ok(());
     };
+    let reference = req.r#ref.clone();
     let mut session =
-        WriteSession::open(&s.content, ns, &req.r#ref, req.total, &req.expected, lease)
+        WriteSession::open(&s.content, ns, &reference, req.total, &req.expected, lease)
             .await
             .or_status()?;
     loop {
@@ -294,6 +295,9 @@ async fn write_session(
             msg.started_at = Some(to_timestamp(state.started_at));
             msg.updated_at = Some(to_timestamp(state.updated_at));
             msg.total = state.total;
+        }
+        if state.committed {
+            s.differ.committed(ns, &reference, &msg.digest);
         }
         if tx.send(Ok(msg)).await.is_err() || state.committed {
             return Ok(());

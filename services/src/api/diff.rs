@@ -20,7 +20,7 @@ pub struct DiffApi {
 impl DiffApi {
     pub fn new(s: &Services) -> DiffApi {
         DiffApi {
-            differ: Differ::new(s.content.clone(), s.leases.clone()),
+            differ: s.differ.clone(),
         }
     }
 }

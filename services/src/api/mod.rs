@@ -147,6 +147,8 @@ pub struct Services {
     pub namespaces: crate::namespaces::Namespaces,
     pub containers: crate::containers::Containers,
     pub content: crate::content::ContentStore,
+    /// Diff.Apply and Diff; told of the layers committed through the content service.
+    pub differ: crate::diff::Differ,
     pub images: crate::images::Images,
     pub streams: crate::streams::Streams,
     pub transfers: crate::transfer::Transfers,
