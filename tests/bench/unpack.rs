@@ -84,6 +84,11 @@ fn last_unpack(log: &str) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// How many Applies so far used a layer berthd unpacked ahead (its debug log line).
+fn applied_ahead(log: &str) -> usize {
+    log.matches("applied from the layer unpacked ahead").count()
+}
+
 fn main() {
     let work = tempfile::Builder::new()
         .prefix("berth-bench-")
@@ -113,6 +118,8 @@ fn main() {
 
     let (mut b_total, mut b_unpack, mut c_total) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cb_total, mut tar_total) = (Vec::new(), Vec::new());
+    // Per round: the layers of ctr's pull that berthd had unpacked ahead of their Apply.
+    let mut ahead = Vec::new();
     for round in 0..ROUNDS {
         // GNU tar: every layer, bottom first, into one directory.
         std::fs::create_dir_all(&tar_into).expect("tar dir");
@@ -134,10 +141,12 @@ fn main() {
         std::fs::remove_dir_all(&tar_into).expect("remove the tar dir");
 
         // ctr against berthd
+        let ahead_before = applied_ahead(&berth.log_text());
         cb_total.push(time(
             ctr_berth_cmd(&["images", "pull", "--plain-http", &reference]),
             "ctr images pull (berthd)",
         ));
+        ahead.push(applied_ahead(&berth.log_text()) - ahead_before);
         time(
             ctr_berth_cmd(&["images", "rm", "--sync", &reference]),
             "ctr images rm (berthd)",
@@ -172,10 +181,12 @@ fn main() {
             &format!("containerd round {round}"),
         );
         println!(
-            "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s, containerd {:.3}s; tar {:.3}s",
+            "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s ({} of {} layers unpacked ahead), containerd {:.3}s; tar {:.3}s",
             b_total[round].as_secs_f64(),
             b_unpack[round].as_secs_f64(),
             cb_total[round].as_secs_f64(),
+            ahead[round],
+            image.image.layers.len(),
             c_total[round].as_secs_f64(),
             tar_total[round].as_secs_f64()
         );

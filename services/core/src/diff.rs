@@ -29,7 +29,7 @@ use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::images::Descriptor;
 use crate::leases::{Leases, Resource};
-use crate::staged::Staged;
+use crate::staged::{Feed, Staged};
 use berth_oci::image::{self as oci, MediaType, UNCOMPRESSED_LABEL};
 
 /// Bytes per content write when storing a produced layer.
@@ -317,8 +317,14 @@ impl Differ {
         self
     }
 
-    /// A blob was committed through the content service under `reference`: a layer is
-    /// unpacked ahead of its Apply, if this differ does that.
+    /// A write session on `reference` begins: a layer is unpacked as it is written, if this
+    /// differ unpacks ahead ([`crate::staged::Feed`]).
+    pub fn feed(&self, namespace: &str, reference: &str) -> Option<Feed> {
+        self.staged.as_ref()?.feed(namespace, reference)
+    }
+
+    /// A blob was committed through the content service under `reference` without a feed:
+    /// a layer is unpacked ahead of its Apply, if this differ does that.
     pub fn committed(&self, namespace: &str, reference: &str, digest: &str) {
         if let Some(staged) = &self.staged {
             staged.offer(namespace, reference, digest);

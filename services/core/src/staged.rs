@@ -1,9 +1,12 @@
 //! Layers applied ahead. A client that pulls on its own side (`ctr images pull`, the Go
 //! client's `Pull`) writes each layer through the content service under a `layer-` ref,
 //! and only when every blob is in asks Diff.Apply for them one by one, bottom first. Here a
-//! layer is unpacked into a directory of its own as soon as its blob is committed, while
-//! the client still fetches the rest; the Apply of that layer onto a fresh snapshot then
-//! renames the directory into place instead of unpacking again.
+//! layer is unpacked into a directory of its own while it is written ([`Feed`]: the
+//! session's bytes go to an unpacking thread as they arrive), or, when its write did not
+//! start at byte 0 (a resumed ingest), as soon as its blob is committed ([`Staged::offer`]).
+//! The Apply of that layer onto a fresh snapshot then renames the directory into place
+//! instead of unpacking again. The committed blob is verified against its digest as
+//! always; what was unpacked is exactly the bytes that were committed, or it is dropped.
 //!
 //! - The layer is applied with overlay markers onto an empty directory: exactly what an
 //!   apply onto a fresh overlay upper dir writes. A bind target (a native apply) takes it
@@ -26,13 +29,14 @@ use std::fs;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use berth_snapshotter::mount::apply_target;
 use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Mount};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::content::ContentStore;
 
@@ -47,6 +51,13 @@ const TTL: Duration = Duration::from_secs(120);
 
 /// The ref prefix containerd's fetch gives layer blobs (`remotes.MakeRefKey`).
 const LAYER_REF_PREFIX: &str = "layer-";
+
+/// Layer writes unpacked as they are written at most at a time (ctr downloads three
+/// layers at a time); past it, a layer is unpacked once committed.
+const MAX_FEEDS: usize = 4;
+
+/// Written chunks queued for a feed's unpacking thread before the write waits for it.
+const FEED_CHUNKS: usize = 16;
 
 /// An unpacked layer waiting for its Apply.
 #[derive(Debug)]
@@ -78,6 +89,8 @@ struct Inner {
     entries: Mutex<HashMap<String, Entry>>,
     workers: Semaphore,
     generation: AtomicU64,
+    /// Feeds alive.
+    feeds: AtomicUsize,
 }
 
 /// The layers applied ahead. Cheap to clone.
@@ -117,6 +130,7 @@ impl Staged {
                 entries: Mutex::new(HashMap::new()),
                 workers: Semaphore::new(WORKERS),
                 generation: AtomicU64::new(0),
+                feeds: AtomicUsize::new(0),
             }),
         }
     }
@@ -128,30 +142,66 @@ impl Staged {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A blob was committed under `reference` in `namespace`: if it is a layer, unpack it
-    /// ahead in the background.
+    /// A blob was committed under `reference` in `namespace` without a [`Feed`]: if it is a
+    /// layer, unpack it ahead in the background.
     pub fn offer(&self, namespace: &str, reference: &str, digest: &str) {
-        if !reference.starts_with(LAYER_REF_PREFIX) {
-            return;
+        if reference.starts_with(LAYER_REF_PREFIX) {
+            self.stage_committed(namespace, digest);
         }
+    }
+
+    /// Registers `digest` as in work; None when it is already, or too many are.
+    fn register(&self, digest: &str, first: State) -> Option<(u64, watch::Sender<State>)> {
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(State::Queued);
-        {
-            let mut entries = self.entries();
-            if entries.contains_key(digest) || entries.len() >= MAX_HELD {
-                return;
-            }
-            entries.insert(
-                digest.to_string(),
-                Entry {
-                    generation,
-                    state: rx,
-                },
-            );
+        let (tx, rx) = watch::channel(first);
+        let mut entries = self.entries();
+        if entries.contains_key(digest) || entries.len() >= MAX_HELD {
+            return None;
         }
+        entries.insert(
+            digest.to_string(),
+            Entry {
+                generation,
+                state: rx,
+            },
+        );
+        Some((generation, tx))
+    }
+
+    fn stage_committed(&self, namespace: &str, digest: &str) {
+        let Some((generation, tx)) = self.register(digest, State::Queued) else {
+            return;
+        };
         let this = self.clone();
         let (namespace, digest) = (namespace.to_string(), digest.to_string());
         tokio::spawn(async move { this.work(namespace, digest, generation, tx).await });
+    }
+
+    /// Starts unpacking a layer as it is written under `reference`, or None (not a layer
+    /// ref, or too many feeds already).
+    pub fn feed(&self, namespace: &str, reference: &str) -> Option<Feed> {
+        if !reference.starts_with(LAYER_REF_PREFIX) {
+            return None;
+        }
+        if self.inner.feeds.fetch_add(1, Ordering::Relaxed) >= MAX_FEEDS {
+            self.inner.feeds.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        let dir = self.inner.dir.join(format!("feed-{generation}"));
+        let (tx, rx) = mpsc::channel(FEED_CHUNKS);
+        let job = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || stage(ChannelReader::new(rx), &dir))
+        };
+        Some(Feed {
+            staged: self.clone(),
+            namespace: namespace.to_string(),
+            tx: Some(tx),
+            job: Some(job),
+            dir,
+            fed: 0,
+        })
     }
 
     /// Whether `digest`'s entry is still the one of `generation`.
@@ -184,13 +234,28 @@ impl Staged {
         let staged = match self.inner.content.open_blob(&namespace, &digest).await {
             Ok((file, _)) => {
                 let dir = dir.clone();
-                tokio::task::spawn_blocking(move || stage(file, &dir))
+                tokio::task::spawn_blocking(move || stage(BufReader::new(file), &dir))
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
             }
             Err(e) => Err(io::Error::other(e.to_string())),
         };
         drop(_permit);
+        self.settle(&namespace, &digest, generation, tx, dir, staged)
+            .await;
+    }
+
+    /// Publishes the outcome of unpacking `digest` into `dir`; a staged layer nobody takes
+    /// is removed after [`TTL`].
+    async fn settle(
+        &self,
+        namespace: &str,
+        digest: &str,
+        generation: u64,
+        tx: watch::Sender<State>,
+        dir: PathBuf,
+        staged: io::Result<(ApplyStats, Compression)>,
+    ) {
         match staged {
             Ok((stats, compression)) => {
                 tracing::debug!(%namespace, %digest, diff_id = %stats.diff_id, "layer applied ahead");
@@ -200,13 +265,13 @@ impl Staged {
                     compression,
                 })));
                 tokio::time::sleep(TTL).await;
-                self.expire(&digest, generation);
+                self.expire(digest, generation);
             }
             Err(e) => {
                 tracing::debug!(%namespace, %digest, error = %e, "layer not applied ahead");
                 let mut entries = self.entries();
-                if Self::current(&entries, &digest, generation) {
-                    entries.remove(&digest);
+                if Self::current(&entries, digest, generation) {
+                    entries.remove(digest);
                 }
                 tx.send_replace(State::Failed);
             }
@@ -295,15 +360,21 @@ impl Staged {
     }
 }
 
-/// Unpacks the blob in `file` onto a new directory `dir`, as onto a fresh overlay upper dir.
-fn stage(file: fs::File, dir: &Path) -> io::Result<(ApplyStats, Compression)> {
+/// Unpacks the layer blob read from `reader` onto a new directory `dir`, as onto a fresh
+/// overlay upper dir.
+fn stage(mut reader: impl BufRead, dir: &Path) -> io::Result<(ApplyStats, Compression)> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(dir.parent().unwrap_or(dir))?;
     fs::DirBuilder::new().mode(0o755).create(dir)?;
-    let mut reader = BufReader::new(file);
-    let compression = Compression::detect(reader.fill_buf()?);
+    let compression = match reader.fill_buf() {
+        Ok(magic) => Compression::detect(magic),
+        Err(e) => {
+            let _ = fs::remove_dir_all(dir);
+            return Err(e);
+        }
+    };
     let opts = ApplyOptions {
         overlay_whiteouts: true,
         cancel: None,
@@ -313,6 +384,129 @@ fn stage(file: fs::File, dir: &Path) -> io::Result<(ApplyStats, Compression)> {
         Err(e) => {
             let _ = fs::remove_dir_all(dir);
             Err(io::Error::other(e.to_string()))
+        }
+    }
+}
+
+/// The bytes a write session sends, read on the unpacking thread (end of stream when the
+/// session commits or goes away).
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<Vec<u8>>) -> BufReader<ChannelReader> {
+        BufReader::new(ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        })
+    }
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A layer unpacked while it is written: the write session hands it each write it made
+/// ([`Feed::wrote`]) and, once its blob is committed, the digest ([`Feed::committed`]).
+/// Writes that do not follow on from the last (a write session that starts over or
+/// resumed an ingest) end the feed; the committed layer is then unpacked from its blob.
+/// Dropped without a commit, what it unpacked is removed.
+pub struct Feed {
+    staged: Staged,
+    namespace: String,
+    /// None once ended (committed, or writes that do not follow on).
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    job: Option<JoinHandle<io::Result<(ApplyStats, Compression)>>>,
+    dir: PathBuf,
+    /// Bytes fed so far: the blob's offset of the next write.
+    fed: i64,
+}
+
+impl Feed {
+    /// The session wrote `data`, which left the blob at `offset` bytes.
+    pub async fn wrote(&mut self, data: Vec<u8>, offset: i64) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        if offset != self.fed + data.len() as i64 {
+            // Started over, or resumed: the feed has not seen the whole blob.
+            self.tx = None;
+            return;
+        }
+        self.fed = offset;
+        if !data.is_empty() && tx.send(data).await.is_err() {
+            // The unpacking thread stopped: not a layer it can unpack.
+            self.tx = None;
+        }
+    }
+
+    /// The blob is committed as `digest`: the layer becomes ready once its last bytes are
+    /// unpacked (or is unpacked from the blob, if the feed ended early).
+    pub fn committed(mut self, digest: &str) {
+        if self.tx.is_none() || self.job.is_none() {
+            let (staged, namespace) = (self.staged.clone(), self.namespace.clone());
+            drop(self);
+            staged.stage_committed(&namespace, digest);
+            return;
+        }
+        self.tx = None;
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        let Some((generation, state)) = self.staged.register(digest, State::Running) else {
+            // Held already (another writer's), or too many: this one is not needed.
+            self.job = Some(job);
+            return;
+        };
+        let (staged, namespace, dir) = (
+            self.staged.clone(),
+            self.namespace.clone(),
+            self.dir.clone(),
+        );
+        let digest = digest.to_string();
+        tokio::spawn(async move {
+            let result = job
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            staged
+                .settle(&namespace, &digest, generation, state, dir, result)
+                .await;
+        });
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.staged.inner.feeds.fetch_sub(1, Ordering::Relaxed);
+        self.tx = None;
+        let Some(job) = self.job.take() else {
+            return;
+        };
+        let dir = self.dir.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                // The thread ends at the end of the stream; then its work goes.
+                let _ = job.await;
+                let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
+            });
         }
     }
 }
@@ -562,6 +756,97 @@ mod tests {
                 .is_none()
         );
         assert_eq!(e.left(), 0, "every unused layer is removed");
+    }
+
+    /// Stores `blob` in the content store as `reference`, without telling the stager.
+    async fn store(e: &Env, reference: &str, blob: &[u8]) -> String {
+        let d = sha(blob);
+        let mut w = e
+            .content
+            .writer(NS, reference, 0, &d, None)
+            .await
+            .expect("writer");
+        w.write(blob.to_vec()).await.expect("write");
+        w.commit(blob.len() as i64, &d, BTreeMap::new(), None)
+            .await
+            .expect("commit");
+        d
+    }
+
+    async fn wait_until_empty(e: &Env) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while e.left() > 0 {
+            assert!(std::time::Instant::now() < deadline, "{} left", e.left());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_layer_is_unpacked_as_it_is_written() {
+        let e = env();
+        let big = vec![7u8; 300_000];
+        let (tar, gz) = layer(&[("d/", b""), ("d/big", &big), ("d/small", b"s")]);
+        let reference = format!("layer-{}", sha(&gz));
+        let mut feed = e.staged.feed(NS, &reference).expect("a layer ref is fed");
+        let mut offset = 0;
+        for chunk in gz.chunks(1000) {
+            offset += chunk.len() as i64;
+            feed.wrote(chunk.to_vec(), offset).await;
+        }
+        let d = store(&e, &reference, &gz).await;
+        feed.committed(&d);
+        let target = e.target("fs");
+        let stats = e
+            .staged
+            .take(&d, Compression::Gzip, &bind(&target))
+            .await
+            .expect("the layer unpacked while written is used");
+        assert_eq!(stats.diff_id, sha(&tar));
+        assert_eq!(fs::read(target.join("d/big")).expect("big"), big);
+        assert_eq!(e.left(), 0);
+        // Not a layer: no feed.
+        assert!(e.staged.feed(NS, "manifest-sha256:x").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_that_missed_bytes_unpacks_the_committed_blob() {
+        let e = env();
+        let (tar, gz) = layer(&[("f", b"0123456789")]);
+        let reference = format!("layer-{}", sha(&gz));
+        let mut feed = e.staged.feed(NS, &reference).expect("fed");
+        let head = &gz[..gz.len() / 2];
+        feed.wrote(head.to_vec(), head.len() as i64).await;
+        // The session started over from byte 0: the feed's bytes no longer follow on.
+        feed.wrote(gz.clone(), gz.len() as i64).await;
+        let d = store(&e, &reference, &gz).await;
+        feed.committed(&d);
+        let stats = e
+            .staged
+            .take(&d, Compression::Auto, &bind(&e.target("fs")))
+            .await
+            .expect("unpacked from the blob instead");
+        assert_eq!(stats.diff_id, sha(&tar));
+        wait_until_empty(&e).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_without_a_commit_leaves_nothing() {
+        let e = env();
+        let (_, gz) = layer(&[("f", &[1u8; 100_000][..])]);
+        let mut feed = e.staged.feed(NS, "layer-gone").expect("fed");
+        let half = &gz[..gz.len() / 2];
+        feed.wrote(half.to_vec(), half.len() as i64).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while e.left() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the feed unpacks nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(feed);
+        wait_until_empty(&e).await;
+        assert_eq!(e.staged.inner.feeds.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

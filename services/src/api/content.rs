@@ -264,6 +264,8 @@ async fn write_session(
         WriteSession::open(&s.content, ns, &reference, req.total, &req.expected, lease)
             .await
             .or_status()?;
+    // A layer is unpacked as it is written (for the Diff.Apply a client's pull makes next).
+    let mut feed = s.differ.feed(ns, &reference);
     loop {
         let action = match WireAction::try_from(req.action) {
             Ok(WireAction::Stat) => WriteAction::Stat,
@@ -274,17 +276,25 @@ async fn write_session(
                 return Err(e.into_status());
             }
         };
+        let data = std::mem::take(&mut req.data);
+        let fed = match (&feed, action) {
+            (Some(_), WriteAction::Write | WriteAction::Commit) => Some(data.clone()),
+            _ => None,
+        };
         let state = session
             .step(WriteRequest {
                 action,
                 offset: req.offset,
                 total: req.total,
                 expected: std::mem::take(&mut req.expected),
-                data: std::mem::take(&mut req.data),
+                data,
                 labels: std::mem::take(&mut req.labels),
             })
             .await
             .or_status()?;
+        if let (Some(f), Some(data)) = (feed.as_mut(), fed) {
+            f.wrote(data, state.offset).await;
+        }
         let mut msg = pb::WriteContentResponse {
             action: req.action,
             offset: state.offset,
@@ -297,7 +307,10 @@ async fn write_session(
             msg.total = state.total;
         }
         if state.committed {
-            s.differ.committed(ns, &reference, &msg.digest);
+            match feed.take() {
+                Some(f) => f.committed(&msg.digest),
+                None => s.differ.committed(ns, &reference, &msg.digest),
+            }
         }
         if tx.send(Ok(msg)).await.is_err() || state.committed {
             return Ok(());
