@@ -534,7 +534,6 @@ mod tests {
     use sha2::{Digest as _, Sha256};
 
     use super::*;
-    use crate::metadata::Store;
 
     const NS: &str = "ns";
 
@@ -574,15 +573,7 @@ mod tests {
 
     fn env() -> Env {
         let dir = tempfile::tempdir().expect("tmp");
-        let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let content = ContentStore::open(
-            dir.path(),
-            meta,
-            crate::content::DEFAULT_INGEST_EXPIRY,
-            crate::events::Exchange::new(),
-            &crate::collector::channel().0,
-        )
-        .expect("content");
+        let content = crate::content::test_store(dir.path());
         let staged = Staged::open(&dir.path().join("staged"), content.clone());
         Env {
             dir,
@@ -594,16 +585,7 @@ mod tests {
     impl Env {
         /// Commits `blob` under `reference` and tells the stager, as the content service does.
         async fn commit(&self, reference: &str, blob: &[u8]) -> String {
-            let d = sha(blob);
-            let mut w = self
-                .content
-                .writer(NS, reference, 0, &d, None)
-                .await
-                .expect("writer");
-            w.write(blob.to_vec()).await.expect("write");
-            w.commit(blob.len() as i64, &d, BTreeMap::new(), None)
-                .await
-                .expect("commit");
+            let d = store(self, reference, blob).await;
             self.staged.offer(NS, reference, &d);
             d
         }
@@ -721,32 +703,18 @@ mod tests {
                 .is_none()
         );
 
-        let reference = format!("layer-{d}");
         // The Apply's media type says plain tar; the blob is gzip.
-        e.staged.offer(NS, &reference, &d);
-        assert!(
-            e.staged
-                .take(&d, Compression::Uncompressed, &bind(&t))
-                .await
-                .is_none()
-        );
+        not_taken(&e, &d, Compression::Uncompressed, &bind(&t)).await;
         // A target that is not empty (a native snapshot holds its parent's files).
-        e.staged.offer(NS, &reference, &d);
         fs::write(t.join("parent-file"), b"p").expect("write");
-        assert!(
-            e.staged
-                .take(&d, Compression::Gzip, &bind(&t))
-                .await
-                .is_none()
-        );
+        not_taken(&e, &d, Compression::Gzip, &bind(&t)).await;
         // A read-only mount is no apply target.
-        e.staged.offer(NS, &reference, &d);
         let ro = vec![Mount {
             kind: "bind".into(),
             source: e.target("t2").display().to_string(),
             options: vec!["ro".into()],
         }];
-        assert!(e.staged.take(&d, Compression::Gzip, &ro).await.is_none());
+        not_taken(&e, &d, Compression::Gzip, &ro).await;
         // A blob that is no layer at all fails to unpack: the Apply reports it itself.
         let junk = e.commit("layer-junk", b"not a tar at all").await;
         assert!(
@@ -756,6 +724,14 @@ mod tests {
                 .is_none()
         );
         assert_eq!(e.left(), 0, "every unused layer is removed");
+    }
+
+    /// Stages the committed layer `d` (again) and checks that an Apply onto `mounts` of a
+    /// layer compressed as `compression` does not take it.
+    async fn not_taken(e: &Env, d: &str, compression: Compression, mounts: &[Mount]) {
+        e.staged.offer(NS, &format!("layer-{d}"), d);
+        let taken = e.staged.take(d, compression, mounts).await;
+        assert!(taken.is_none(), "{taken:?}");
     }
 
     /// Stores `blob` in the content store as `reference`, without telling the stager.
@@ -854,15 +830,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let old = dir.path().join("staged/run-1/abc-0/etc");
         fs::create_dir_all(&old).expect("mkdir");
-        let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-        let content = ContentStore::open(
-            dir.path(),
-            meta,
-            crate::content::DEFAULT_INGEST_EXPIRY,
-            crate::events::Exchange::new(),
-            &crate::collector::channel().0,
-        )
-        .expect("content");
+        let content = crate::content::test_store(dir.path());
         let _staged = Staged::open(&dir.path().join("staged"), content);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while dir.path().join("staged/run-1").exists() {

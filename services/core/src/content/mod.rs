@@ -829,5 +829,19 @@ impl Writer {
     }
 }
 
+/// A content store of its own in `dir` (its own metadata database), for tests.
+#[cfg(test)]
+pub(crate) fn test_store(dir: &Path) -> ContentStore {
+    let meta = Store::open(&dir.join("meta.redb")).expect("db");
+    ContentStore::open(
+        dir,
+        meta,
+        DEFAULT_INGEST_EXPIRY,
+        crate::events::Exchange::new(),
+        &crate::collector::channel().0,
+    )
+    .expect("content")
+}
+
 #[cfg(test)]
 mod tests;

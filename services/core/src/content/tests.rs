@@ -7,15 +7,7 @@ use super::*;
 
 async fn store() -> (tempfile::TempDir, ContentStore) {
     let dir = tempfile::tempdir().expect("tmp");
-    let meta = Store::open(&dir.path().join("meta.redb")).expect("db");
-    let cs = ContentStore::open(
-        dir.path(),
-        meta,
-        crate::content::DEFAULT_INGEST_EXPIRY,
-        crate::events::Exchange::new(),
-        &crate::collector::channel().0,
-    )
-    .expect("content");
+    let cs = test_store(dir.path());
     (dir, cs)
 }
 
