@@ -34,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.enable_type_names();
     config.btree_map(["."]);
+    // A layer's bytes go to the ingest file and to the unpacking of layers written ahead
+    // (berth-core's staged.rs): a shared buffer, not a copy for each.
+    config.bytes([".containerd.services.content.v1.WriteContentRequest.data"]);
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -55,7 +55,7 @@ async fn resumable_write_single_writer_and_verification() {
     assert_eq!(st.offset, 0);
     assert_eq!(st.total, data.len() as i64);
     let mut w = msg(pb::WriteAction::Write, "blob-1");
-    w.data = data[..1_500_000].to_vec();
+    w.data = data[..1_500_000].to_vec().into();
     tx.send(w).await.expect("send");
     let r = resp.message().await.expect("write").expect("response");
     assert_eq!(r.offset, 1_500_000);
@@ -124,7 +124,7 @@ async fn resumable_write_single_writer_and_verification() {
     };
     let mut w = msg(pb::WriteAction::Write, "blob-1");
     w.offset = 1_500_000;
-    w.data = data[1_500_000..].to_vec();
+    w.data = data[1_500_000..].to_vec().into();
     tx.send(w).await.expect("send");
     assert_eq!(
         resp.message().await.expect("write").expect("resp").offset,
@@ -185,7 +185,7 @@ async fn resumable_write_single_writer_and_verification() {
     let (tx, mut resp) = session(&mut api, "c").await.expect("write");
     let mut bad = msg(pb::WriteAction::Write, "blob-3");
     bad.offset = 99;
-    bad.data = vec![1, 2, 3];
+    bad.data = vec![1, 2, 3].into();
     tx.send(bad).await.expect("send");
     let err = resp.message().await.expect_err("offset");
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
@@ -197,7 +197,7 @@ async fn digest_mismatch_is_failed_precondition_and_leaves_nothing() {
     let mut api = ContentClient::new(d.channel().await);
     let (tx, mut resp) = session(&mut api, "m").await.expect("write");
     let mut w = msg(pb::WriteAction::Write, "bad");
-    w.data = b"these are not the bytes you expect".to_vec();
+    w.data = b"these are not the bytes you expect".to_vec().into();
     tx.send(w).await.expect("send");
     resp.message().await.expect("write").expect("resp");
     let mut c = msg(pb::WriteAction::Commit, "bad");

@@ -603,7 +603,7 @@ async fn put_blob(ch: tonic::transport::Channel, ns: &str, data: &[u8]) -> Strin
         total: data.len() as i64,
         expected: digest.clone(),
         offset: 0,
-        data: data.to_vec(),
+        data: data.to_vec().into(),
         // A root: made without a lease, it would be garbage for the next collection.
         labels: gc_root(),
     };

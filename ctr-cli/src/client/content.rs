@@ -97,7 +97,7 @@ async fn send_writes(
             action: pb::WriteAction::Write as i32,
             r#ref: w.reference.clone(),
             offset,
-            data: chunk,
+            data: chunk.into(),
             ..Default::default()
         };
         offset += n;

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use berth_snapshotter::mount::apply_target;
 use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Mount};
+use prost::bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -185,6 +186,7 @@ impl Staged {
         }
         if self.inner.feeds.fetch_add(1, Ordering::Relaxed) >= MAX_FEEDS {
             self.inner.feeds.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(%namespace, %reference, "too many layer writes unpacked at once; this one is unpacked once committed");
             return None;
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +260,7 @@ impl Staged {
     ) {
         match staged {
             Ok((stats, compression)) => {
-                tracing::debug!(%namespace, %digest, diff_id = %stats.diff_id, "layer applied ahead");
+                tracing::debug!(%namespace, %digest, diff_id = %stats.diff_id, dir = %dir.display(), "layer applied ahead");
                 tx.send_replace(State::Ready(Arc::new(Layer {
                     dir,
                     stats,
@@ -391,16 +393,16 @@ fn stage(mut reader: impl BufRead, dir: &Path) -> io::Result<(ApplyStats, Compre
 /// The bytes a write session sends, read on the unpacking thread (end of stream when the
 /// session commits or goes away).
 struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+    rx: mpsc::Receiver<Bytes>,
+    chunk: Bytes,
     at: usize,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Vec<u8>>) -> BufReader<ChannelReader> {
+    fn new(rx: mpsc::Receiver<Bytes>) -> BufReader<ChannelReader> {
         BufReader::new(ChannelReader {
             rx,
-            chunk: Vec::new(),
+            chunk: Bytes::new(),
             at: 0,
         })
     }
@@ -433,7 +435,7 @@ pub struct Feed {
     staged: Staged,
     namespace: String,
     /// None once ended (committed, or writes that do not follow on).
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Bytes>>,
     job: Option<JoinHandle<io::Result<(ApplyStats, Compression)>>>,
     dir: PathBuf,
     /// Bytes fed so far: the blob's offset of the next write.
@@ -442,18 +444,20 @@ pub struct Feed {
 
 impl Feed {
     /// The session wrote `data`, which left the blob at `offset` bytes.
-    pub async fn wrote(&mut self, data: Vec<u8>, offset: i64) {
+    pub async fn wrote(&mut self, data: Bytes, offset: i64) {
         let Some(tx) = &self.tx else {
             return;
         };
         if offset != self.fed + data.len() as i64 {
-            // Started over, or resumed: the feed has not seen the whole blob.
+            tracing::debug!(namespace = %self.namespace, fed = self.fed, offset,
+                "layer write does not follow on (started over or resumed); unpacked once committed");
             self.tx = None;
             return;
         }
         self.fed = offset;
         if !data.is_empty() && tx.send(data).await.is_err() {
-            // The unpacking thread stopped: not a layer it can unpack.
+            tracing::debug!(namespace = %self.namespace, fed = self.fed,
+                "layer write's unpacking stopped; unpacked once committed, if at all");
             self.tx = None;
         }
     }
@@ -767,7 +771,7 @@ mod tests {
         let mut offset = 0;
         for chunk in gz.chunks(1000) {
             offset += chunk.len() as i64;
-            feed.wrote(chunk.to_vec(), offset).await;
+            feed.wrote(Bytes::copy_from_slice(chunk), offset).await;
         }
         let d = store(&e, &reference, &gz).await;
         feed.committed(&d);
@@ -791,9 +795,10 @@ mod tests {
         let reference = format!("layer-{}", sha(&gz));
         let mut feed = e.staged.feed(NS, &reference).expect("fed");
         let head = &gz[..gz.len() / 2];
-        feed.wrote(head.to_vec(), head.len() as i64).await;
+        feed.wrote(Bytes::copy_from_slice(head), head.len() as i64)
+            .await;
         // The session started over from byte 0: the feed's bytes no longer follow on.
-        feed.wrote(gz.clone(), gz.len() as i64).await;
+        feed.wrote(gz.clone().into(), gz.len() as i64).await;
         let d = store(&e, &reference, &gz).await;
         feed.committed(&d);
         let stats = e
@@ -811,7 +816,8 @@ mod tests {
         let (_, gz) = layer(&[("f", &[1u8; 100_000][..])]);
         let mut feed = e.staged.feed(NS, "layer-gone").expect("fed");
         let half = &gz[..gz.len() / 2];
-        feed.wrote(half.to_vec(), half.len() as i64).await;
+        feed.wrote(Bytes::copy_from_slice(half), half.len() as i64)
+            .await;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while e.left() == 0 {
             assert!(

@@ -723,10 +723,10 @@ impl Writer {
             .unwrap_or_default()
     }
 
-    pub async fn write(&mut self, data: Vec<u8>) -> Result<()> {
+    pub async fn write(&mut self, data: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
         let mut st = self.state()?;
         let (st, r) = tokio::task::spawn_blocking(move || {
-            let r = st.write(&data);
+            let r = st.write(data.as_ref());
             (st, r)
         })
         .await

@@ -194,7 +194,7 @@ fn request(action: WriteAction, offset: i64, data: &[u8]) -> WriteRequest {
         offset,
         total: 0,
         expected: String::new(),
-        data: data.to_vec(),
+        data: prost::bytes::Bytes::copy_from_slice(data),
         labels: BTreeMap::new(),
     }
 }
