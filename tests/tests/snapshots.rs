@@ -262,6 +262,13 @@ fn ctr_pull_unpack_mount_and_snapshot_commands() {
             // At least busybox's single layer, whose Apply always finds it unpacking or done;
             // one of the multi-layer image may be queued behind the others when its Apply
             // comes, and is then applied by the Apply itself (all six here when idle).
+            // busybox's layer, the first ctr wrote, was unpacked while it was written (not
+            // from the committed blob afterwards): its directory is a feed's.
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("layer applied ahead") && l.contains("/feed-")),
+                "no layer was unpacked while it was written:\n{log}"
+            );
             let layers = busybox.layers.len() + multi.image.layers.len();
             assert!(
                 (1..=layers).contains(&ahead),
