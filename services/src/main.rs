@@ -72,7 +72,7 @@ fn print_out(text: &str) -> anyhow::Result<()> {
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log.level)
+    let filter = EnvFilter::try_new(config.log.filter())
         .with_context(|| format!("log level {:?}", config.log.level))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // A log that cannot be written (a full disk, a reader that went away) loses lines; it

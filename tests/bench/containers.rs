@@ -264,7 +264,7 @@ fn main() {
     evict_from_page_cache(&system_bin("containerd-shim-runc-v2"));
     evict_from_page_cache(&system_bin("runc"));
 
-    let d = Daemon::start_in("/dev/shm");
+    let d = Daemon::start_in_as_deployed("/dev/shm");
     let berth = Target {
         name: "berthd",
         address: d.address.clone(),

@@ -48,7 +48,7 @@ fn main() {
 
     let (mut berth, mut fetch, mut pull) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
-        let d = Daemon::start_in("/dev/shm");
+        let d = Daemon::start_in_as_deployed("/dev/shm");
         let mut cmd = Command::new(bin("berth"));
         cmd.arg("-a")
             .arg(&d.address)

@@ -138,7 +138,7 @@ fn main() {
         .tempdir_in("/dev/shm")
         .expect("tmpfs dir");
 
-    let mut d = Daemon::start_in("/dev/shm");
+    let mut d = Daemon::start_in_as_deployed("/dev/shm");
     let address: PathBuf = d.address.clone();
     let berthd = measure(&rt, &address, &work.path().join("berthd"), || {
         d.crash_and_spawn()

@@ -316,6 +316,12 @@ impl Daemon {
         Self::start_full("/tmp", &[], config)
     }
 
+    /// Starts berthd as deployed, at its embedded log level (info, not the tests' debug),
+    /// with its root and state under `base`: what the benchmarks measure.
+    pub fn start_in_as_deployed(base: &str) -> Daemon {
+        Self::start_in_with(base, &["--log-level", "info"])
+    }
+
     fn start_in_with(base: &str, extra_args: &[&str]) -> Daemon {
         Self::start_full(base, extra_args, "")
     }
@@ -375,10 +381,12 @@ impl Daemon {
             .arg("--state")
             .arg(&self.state)
             .arg("--address")
-            .arg(&self.address)
-            .arg("--log-level")
-            .arg("debug")
-            .args(&self.extra_args);
+            .arg(&self.address);
+        // The tests read berthd's debug lines, unless the daemon was given its own level.
+        if !self.extra_args.iter().any(|a| a == "--log-level") {
+            cmd.arg("--log-level").arg("debug");
+        }
+        cmd.args(&self.extra_args);
         // The default runtime names the shim by bare name: find ours first on PATH.
         let shim_dir = shim_dir();
         let path = std::env::var("PATH").unwrap_or_default();

@@ -140,7 +140,10 @@ pub struct GrpcConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// trace, debug, info, warn or error (or any `tracing` env-filter directive).
+    /// trace, debug, info, warn or error (or any `tracing` env-filter directive). A bare
+    /// `debug` or `trace` is berth's own: the wire stacks underneath (HTTP/2, gRPC, ttrpc)
+    /// stay at `info`, as containerd's `--log-level debug` leaves grpc-go's frames out; a
+    /// directive names them to see them (`debug,h2=debug`).
     pub level: String,
     pub format: LogFormat,
 }
@@ -255,6 +258,37 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
+/// The crates of the wire underneath berth: a frame or a poll per line at `debug`.
+const WIRE_CRATES: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "loona_hpack",
+    "tonic",
+    "tower",
+    "ttrpc",
+    "mio",
+    "want",
+];
+
+impl LogConfig {
+    /// The `tracing` env-filter directives for `level`: a bare `debug` or `trace` keeps the
+    /// wire crates at `info` (each 16 KiB HTTP/2 frame of a layer write would otherwise be
+    /// two log lines); any other level or directive is taken as written.
+    pub fn filter(&self) -> String {
+        let level = self.level.trim();
+        if level.eq_ignore_ascii_case("debug") || level.eq_ignore_ascii_case("trace") {
+            let mut filter = level.to_ascii_lowercase();
+            for c in WIRE_CRATES {
+                filter.push_str(&format!(",{c}=info"));
+            }
+            filter
+        } else {
+            self.level.clone()
+        }
+    }
+}
+
 impl Config {
     /// Parses a TOML document over the defaults.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
@@ -330,7 +364,7 @@ impl Config {
                 "config root and state must be different directories",
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if tracing_subscriber::EnvFilter::try_new(self.log.filter()).is_err() {
             return Err(Error::invalid(format!(
                 "config log.level {:?} is not a valid level (trace, debug, info, warn, error)",
                 self.log.level
@@ -378,6 +412,35 @@ mod tests {
         let text = Config::default().to_toml().expect("render");
         let parsed = Config::from_toml(&text, Path::new("x")).expect("parse");
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn a_bare_debug_level_leaves_the_wire_crates_at_info() {
+        let filter = |level: &str| {
+            LogConfig {
+                level: level.into(),
+                ..LogConfig::default()
+            }
+            .filter()
+        };
+        for level in ["debug", "TRACE", " debug "] {
+            let f = filter(level);
+            assert!(f.starts_with(&level.trim().to_ascii_lowercase()), "{f}");
+            for c in ["h2=info", "hyper=info", "tonic=info", "ttrpc=info"] {
+                assert!(f.split(',').any(|d| d == c), "{c} missing from {f}");
+            }
+            assert!(tracing_subscriber::EnvFilter::try_new(&f).is_ok(), "{f}");
+        }
+        // Quieter levels and directives are taken as written: nothing is raised to info.
+        for level in [
+            "info",
+            "warn",
+            "error",
+            "debug,h2=debug",
+            "berth_core=trace",
+        ] {
+            assert_eq!(filter(level), level);
+        }
     }
 
     #[test]
