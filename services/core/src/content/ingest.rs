@@ -4,8 +4,10 @@
 //! the blocking pool.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -67,13 +69,22 @@ pub(super) fn read_status(dir: &Path, reference: &str) -> Result<Status> {
 /// The file side of a writer; moved onto the blocking pool for each operation.
 pub(super) struct WriterState {
     pub(super) dir: PathBuf,
-    pub(super) file: File,
+    /// Written at explicit offsets, so a big write can go on beside its hashing.
+    pub(super) file: Arc<File>,
     hasher: Sha256,
     pub(super) offset: u64,
     total: i64,
     pub(super) expected: String,
     started_at: i64,
+    /// Unix nanoseconds of the last write. The `updatedat` file (what the expiry of
+    /// abandoned ingests and other sessions' Status read) follows it at most once per
+    /// [`TOUCH_EVERY_NANOS`]: a file write per 1 MiB write would be wasted.
+    updated_at: i64,
+    touched_at: i64,
 }
+
+/// How stale the `updatedat` file of an ingest being written may be.
+const TOUCH_EVERY_NANOS: i64 = 1_000_000_000;
 
 impl WriterState {
     /// Opens the ingest in `dir`, or resumes it (re-hashing what it holds); starts it over
@@ -88,7 +99,8 @@ impl WriterState {
     ) -> Result<WriterState> {
         let data = dir.join("data");
         let resumed = data.exists();
-        let now = metadata::now_nanos().to_string();
+        let now_nanos = metadata::now_nanos();
+        let now = now_nanos.to_string();
         if !resumed {
             fs::create_dir_all(&dir).map_err(|e| Error::io("create ingest", &dir, e))?;
             write_small(&dir.join("ref"), &format!("{namespace}\n{reference}"))?;
@@ -143,11 +155,13 @@ impl WriterState {
         Ok(WriterState {
             started_at: read_i64(&dir.join("startedat")),
             dir,
-            file,
+            file: Arc::new(file),
             hasher,
             offset,
             total,
             expected,
+            updated_at: now_nanos,
+            touched_at: now_nanos,
         })
     }
 
@@ -158,24 +172,39 @@ impl WriterState {
             total: self.total,
             expected: self.expected.clone(),
             started_at: self.started_at,
-            updated_at: read_i64(&self.dir.join("updatedat")),
+            updated_at: self.updated_at,
         }
     }
 
+    /// Appends `data`: written at the offset, then hashed.
     pub(super) fn write(&mut self, data: &[u8]) -> Result<()> {
-        let path = self.dir.join("data");
-        self.file
-            .seek(SeekFrom::Start(self.offset))
-            .map_err(|e| Error::io("seek ingest", &path, e))?;
-        self.file
-            .write_all(data)
-            .map_err(|e| Error::io("write ingest", &path, e))?;
+        write_at(&self.file, &self.dir, data, self.offset)?;
         self.hasher.update(data);
-        self.offset += data.len() as u64;
-        write_small(
-            &self.dir.join("updatedat"),
-            &metadata::now_nanos().to_string(),
-        )
+        self.appended(data.len())
+    }
+
+    /// Hashes `data`, whose write at [`Self::offset`] goes on elsewhere ([`write_at`]);
+    /// [`Self::appended`] then counts it, or [`Self::unhash`] takes it back.
+    pub(super) fn hash(&mut self, data: &[u8]) -> Sha256 {
+        let before = self.hasher.clone();
+        self.hasher.update(data);
+        before
+    }
+
+    /// Takes back a [`Self::hash`] whose write failed.
+    pub(super) fn unhash(&mut self, before: Sha256) {
+        self.hasher = before;
+    }
+
+    /// Counts `len` written and hashed bytes; touches `updatedat` when it is stale.
+    pub(super) fn appended(&mut self, len: usize) -> Result<()> {
+        self.offset += len as u64;
+        self.updated_at = metadata::now_nanos();
+        if self.updated_at - self.touched_at >= TOUCH_EVERY_NANOS {
+            write_small(&self.dir.join("updatedat"), &self.updated_at.to_string())?;
+            self.touched_at = self.updated_at;
+        }
+        Ok(())
     }
 
     pub(super) fn truncate(&mut self) -> Result<()> {
@@ -191,6 +220,15 @@ impl WriterState {
     pub(super) fn digest(&self) -> String {
         format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
     }
+}
+
+/// Writes `data` at `offset` of the ingest's `data` file in `dir`. A write that fails part
+/// way is cut back off, so the file never holds more than the hashed bytes.
+pub(super) fn write_at(file: &File, dir: &Path, data: &[u8], offset: u64) -> Result<()> {
+    file.write_all_at(data, offset).map_err(|e| {
+        let _ = file.set_len(offset);
+        Error::io("write ingest", dir.join("data"), e)
+    })
 }
 
 /// Records the lease of the writer that opens the ingest; without one, the ingest has none.

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
+use prost::bytes::Bytes;
 use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 
@@ -114,6 +115,10 @@ pub(crate) struct IngestSweep {
 
 /// How many gates the blobs are spread over.
 const BLOB_GATES: usize = 64;
+
+/// A write this big is hashed beside its file write ([`Writer::write`]); below it, the two
+/// threads' hand-offs would cost more than they save.
+const SIDE_BY_SIDE: usize = 256 * 1024;
 
 impl Inner {
     /// The gate index of a digest.
@@ -723,14 +728,46 @@ impl Writer {
             .unwrap_or_default()
     }
 
-    pub async fn write(&mut self, data: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
+    /// Appends `data`. A big write is written to the file on one blocking thread while it
+    /// is hashed on another: a client that waits for each write's answer (ctr writes a
+    /// layer 1 MiB at a time) waits for the longer of the two, not for both.
+    pub async fn write(&mut self, data: impl Into<Bytes>) -> Result<()> {
+        let data: Bytes = data.into();
         let mut st = self.state()?;
-        let (st, r) = tokio::task::spawn_blocking(move || {
-            let r = st.write(data.as_ref());
-            (st, r)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("content write task: {e}")))?;
+        if data.len() < SIDE_BY_SIDE {
+            let (st, r) = tokio::task::spawn_blocking(move || {
+                let r = st.write(&data);
+                (st, r)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("content write task: {e}")))?;
+            self.state = Some(st);
+            return r;
+        }
+        let writing = {
+            let (file, dir, data, offset) =
+                (st.file.clone(), st.dir.clone(), data.clone(), st.offset);
+            tokio::task::spawn_blocking(move || ingest::write_at(&file, &dir, &data, offset))
+        };
+        let len = data.len();
+        let hashing = tokio::task::spawn_blocking(move || {
+            let before = st.hash(&data);
+            (st, before)
+        });
+        let (written, hashed) = tokio::join!(writing, hashing);
+        let (mut st, before) =
+            hashed.map_err(|e| Error::Internal(format!("content hash task: {e}")))?;
+        let r = match written {
+            Ok(Ok(())) => st.appended(len),
+            Ok(Err(e)) => {
+                st.unhash(before);
+                Err(e)
+            }
+            Err(e) => {
+                st.unhash(before);
+                Err(Error::Internal(format!("content write task: {e}")))
+            }
+        };
         self.state = Some(st);
         r
     }

@@ -248,3 +248,66 @@ async fn a_write_session_writes_stats_and_commits() {
     let err = again.step(exists).await.expect_err("blob exists");
     assert!(err.is_already_exists(), "{err}");
 }
+
+/// Big writes are hashed beside their file write, small ones after it: mixed, they make
+/// the blob and the digest of the bytes in order; the status follows every write while
+/// the `updatedat` file is touched at most once a second, and a resumed ingest re-hashes
+/// what the side-by-side writes left.
+#[tokio::test]
+async fn big_and_small_writes_make_one_blob_in_order() {
+    let (_d, cs) = store().await;
+    let data: Vec<u8> = (0..(3 * SIDE_BY_SIDE + 12_345))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let dg = sha(&data);
+    let cuts = [
+        0,
+        10,
+        SIDE_BY_SIDE + 10,
+        SIDE_BY_SIDE + 20,
+        3 * SIDE_BY_SIDE,
+    ];
+    let mut w = cs
+        .writer("ns", "mixed", 0, &dg, None)
+        .await
+        .expect("writer");
+    let opened = w.status().updated_at;
+    for pair in cuts.windows(2) {
+        w.write(data[pair[0]..pair[1]].to_vec())
+            .await
+            .expect("write");
+        assert_eq!(w.offset(), pair[1] as i64);
+        assert_eq!(w.digest(), sha(&data[..pair[1]]));
+    }
+    assert!(w.status().updated_at >= opened);
+    let dir = w.state.as_ref().expect("state").dir.clone();
+    assert_eq!(
+        read_i64(&dir.join("updatedat")),
+        opened,
+        "touched within the second"
+    );
+    drop(w);
+
+    let mut w = cs
+        .writer("ns", "mixed", 0, &dg, None)
+        .await
+        .expect("resume");
+    assert_eq!(w.offset(), (3 * SIDE_BY_SIDE) as i64);
+    assert_eq!(w.digest(), sha(&data[..3 * SIDE_BY_SIDE]));
+    w.write(Bytes::copy_from_slice(&data[3 * SIDE_BY_SIDE..]))
+        .await
+        .expect("write the rest");
+    let info = w
+        .commit(data.len() as i64, &dg, BTreeMap::new(), None)
+        .await
+        .expect("commit");
+    assert_eq!((info.digest, info.size), (dg.clone(), data.len() as i64));
+    let mut stored = Vec::new();
+    cs.open_blob("ns", &dg)
+        .await
+        .expect("open")
+        .0
+        .read_to_end(&mut stored)
+        .expect("read");
+    assert!(stored == data, "the blob holds the bytes in order");
+}
