@@ -4,6 +4,7 @@
 //! Publishing never blocks: each subscriber has a bounded queue, and one that falls behind
 //! loses the oldest events (with a warning) instead of stalling the daemon.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::broadcast;
@@ -35,7 +36,9 @@ pub mod topics {
     pub const TASK_DELETE: &str = "/tasks/delete";
 }
 
-/// Events a slow subscriber may lag behind before it starts losing them.
+/// Events a slow subscriber may lag behind before it starts losing them. The queue's slots
+/// are allocated up front, so each holds a pointer to its envelope, not the envelope
+/// (4096 inline envelopes were 548 KiB of berthd's idle memory).
 const QUEUE: usize = 4096;
 
 /// One event on the bus.
@@ -117,7 +120,7 @@ pub fn validate_envelope(e: &Envelope) -> Result<()> {
 /// The exchange. Cheap to clone.
 #[derive(Clone)]
 pub struct Exchange {
-    tx: broadcast::Sender<Envelope>,
+    tx: broadcast::Sender<Arc<Envelope>>,
     closed: tokio::sync::watch::Sender<bool>,
 }
 
@@ -157,7 +160,7 @@ impl Exchange {
     fn send(&self, envelope: Envelope) {
         tracing::debug!(namespace = %envelope.namespace, topic = %envelope.topic, "event");
         // An error only means nobody is subscribed.
-        let _ = self.tx.send(envelope);
+        let _ = self.tx.send(Arc::new(envelope));
     }
 
     /// A subscription that yields the envelopes matching `filter`.
@@ -177,7 +180,7 @@ impl Exchange {
 
 /// A live subscription.
 pub struct Subscription {
-    rx: broadcast::Receiver<Envelope>,
+    rx: broadcast::Receiver<Arc<Envelope>>,
     closed: tokio::sync::watch::Receiver<bool>,
     filter: Filter,
 }
@@ -200,7 +203,7 @@ impl Subscription {
                         fields,
                     };
                     if self.filter.matches(&adaptor) {
-                        return Some(e);
+                        return Some(Arc::unwrap_or_clone(e));
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
