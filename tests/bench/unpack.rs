@@ -54,6 +54,35 @@ fn client(program: PathBuf, address: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// CPU time (user + system) a live process has used so far, from `/proc/PID/stat`.
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // After the command's name in parentheses: state is the 1st field, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .expect("stat format")
+        .1
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// CPU time (user + system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(usage.user_time()) + tv(usage.system_time())
+}
+
 /// Checks that a round left no blob and no snapshot behind.
 fn assert_cold(blobs: &Path, snapshots: &Path, what: &str) {
     let (b, s) = (count(blobs), count(snapshots));
@@ -120,6 +149,9 @@ fn main() {
     let (mut cb_total, mut tar_total) = (Vec::new(), Vec::new());
     // Per round: the layers of ctr's pull that berthd had unpacked ahead of their Apply.
     let mut ahead = Vec::new();
+    // Per round, the CPU time of ctr's pull against berthd: berthd's, ctr's, the registry's.
+    let (mut cpu_berthd, mut cpu_ctr, mut cpu_registry) = (Vec::new(), Vec::new(), Vec::new());
+    let registry_pid = registry.pid().expect("the registry runs");
     for round in 0..ROUNDS {
         // GNU tar: every layer, bottom first, into one directory.
         std::fs::create_dir_all(&tar_into).expect("tar dir");
@@ -142,10 +174,14 @@ fn main() {
 
         // ctr against berthd
         let ahead_before = applied_ahead(&berth.log_text());
+        let cpu_before = (cpu_of(berth.pid()), children_cpu(), cpu_of(registry_pid));
         cb_total.push(time(
             ctr_berth_cmd(&["images", "pull", "--plain-http", &reference]),
             "ctr images pull (berthd)",
         ));
+        cpu_berthd.push(cpu_of(berth.pid()) - cpu_before.0);
+        cpu_ctr.push(children_cpu() - cpu_before.1);
+        cpu_registry.push(cpu_of(registry_pid) - cpu_before.2);
         ahead.push(applied_ahead(&berth.log_text()) - ahead_before);
         time(
             ctr_berth_cmd(&["images", "rm", "--sync", &reference]),
@@ -181,12 +217,15 @@ fn main() {
             &format!("containerd round {round}"),
         );
         println!(
-            "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s ({} of {} layers unpacked ahead), containerd {:.3}s; tar {:.3}s",
+            "round {round}: berth pull {:.3}s (unpack {:.3}s); ctr pull: berthd {:.3}s ({} of {} layers unpacked ahead; CPU: berthd {:.2}s, ctr {:.2}s, registry {:.2}s), containerd {:.3}s; tar {:.3}s",
             b_total[round].as_secs_f64(),
             b_unpack[round].as_secs_f64(),
             cb_total[round].as_secs_f64(),
             ahead[round],
             image.image.layers.len(),
+            cpu_berthd[round].as_secs_f64(),
+            cpu_ctr[round].as_secs_f64(),
+            cpu_registry[round].as_secs_f64(),
             c_total[round].as_secs_f64(),
             tar_total[round].as_secs_f64()
         );
@@ -205,6 +244,12 @@ fn main() {
         uncompressed / u.as_secs_f64()
     );
     println!("  ctr images pull, berthd     {}", spread(&cb_total));
+    println!(
+        "    CPU: berthd {:.2}s, ctr {:.2}s, the registry {:.2}s (medians)",
+        median(cpu_berthd).as_secs_f64(),
+        median(cpu_ctr).as_secs_f64(),
+        median(cpu_registry).as_secs_f64()
+    );
     println!("  ctr images pull, containerd {}", spread(&c_total));
     println!("  GNU tar -xzf of the layers  {}", spread(&tar_total));
     println!(
