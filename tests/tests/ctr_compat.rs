@@ -344,11 +344,14 @@ fn ctr_events_sees_the_other_commands() {
     );
 
     // Images and content publish their own events from the core: an import (the real ctr
-    // creates the image record), an image removal, a blob ingested then removed.
+    // creates the image record), an image removal, a blob ingested then removed. The
+    // removal collects synchronously: `ctr content ingest` holds no lease, so a collection
+    // still pending from the removal could take the new blob before `content rm` does
+    // (which then finds nothing to delete, and publishes nothing).
     let work = tempfile::tempdir().expect("tempdir");
     berth_tests::fixtures::import_busybox(work.path(), |a| d.ctr(a));
     ok(
-        &d.ctr(&["images", "rm", "example.com/busybox:latest"]),
+        &d.ctr(&["images", "rm", "--sync", "example.com/busybox:latest"]),
         "images rm",
     );
     let blob = b"an event blob\n";
