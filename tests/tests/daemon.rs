@@ -228,3 +228,29 @@ async fn ttrpc_forward_reaches_grpc_subscribers() {
         .expect_err("bad topic");
     assert!(err.to_string().contains("must start with '/'"), "{err}");
 }
+
+/// `--log-level debug` is berth's own debug, as containerd's is: berthd's debug lines
+/// (an event published) are there, the HTTP/2 stack's frames are not; a directive that
+/// names the HTTP/2 crate brings them back.
+#[test]
+fn debug_level_leaves_the_wire_frames_out() {
+    let d = Daemon::start();
+    ok(&d.ctr(&["namespaces", "create", "loglevel"]), "ns create");
+    let log = d.log_text();
+    assert!(
+        log.contains("DEBUG") && log.contains("/namespaces/create"),
+        "berthd's own debug lines are missing:\n{log}"
+    );
+    assert!(
+        !log.contains("h2::"),
+        "HTTP/2 frames logged at a bare debug level:\n{log}"
+    );
+
+    let framed = Daemon::start_with(&["--log-level", "debug,h2=debug"]);
+    ok(&framed.ctr(&["namespaces", "ls"]), "ns ls");
+    assert!(
+        framed.log_text().contains("h2::"),
+        "the h2=debug directive did not reach the HTTP/2 stack:\n{}",
+        framed.log_text()
+    );
+}

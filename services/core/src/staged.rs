@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use berth_snapshotter::mount::apply_target;
 use berth_snapshotter::{ApplyOptions, ApplyStats, Compression, Mount};
-use prost::bytes::Bytes;
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 

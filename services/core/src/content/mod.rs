@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use prost::Message;
-use prost::bytes::Bytes;
 use redb::ReadableTable;
 use sha2::{Digest as _, Sha256};
 

@@ -31,7 +31,7 @@ pub struct WriteRequest {
     pub total: i64,
     /// The blob's digest, when the request tells it (empty: unchanged).
     pub expected: String,
-    pub data: prost::bytes::Bytes,
+    pub data: bytes::Bytes,
     /// The committed blob's labels.
     pub labels: BTreeMap<String, String>,
 }

@@ -194,7 +194,7 @@ fn request(action: WriteAction, offset: i64, data: &[u8]) -> WriteRequest {
         offset,
         total: 0,
         expected: String::new(),
-        data: prost::bytes::Bytes::copy_from_slice(data),
+        data: Bytes::copy_from_slice(data),
         labels: BTreeMap::new(),
     }
 }
@@ -310,4 +310,41 @@ async fn big_and_small_writes_make_one_blob_in_order() {
         .read_to_end(&mut stored)
         .expect("read");
     assert!(stored == data, "the blob holds the bytes in order");
+}
+
+/// A big write whose file write fails leaves the writer as it was (offset and digest: the
+/// hashing done beside it is taken back), and the writer goes on from there.
+#[tokio::test]
+async fn a_failed_big_write_is_taken_back() {
+    let (_d, cs) = store().await;
+    let data: Vec<u8> = (0..(2 * SIDE_BY_SIDE)).map(|i| (i % 253) as u8).collect();
+    let dg = sha(&data);
+    let mut w = cs
+        .writer("ns", "fails", 0, &dg, None)
+        .await
+        .expect("writer");
+    w.write(data[..10].to_vec()).await.expect("small write");
+    let (path, rw) = {
+        let st = w.state.as_mut().expect("state");
+        let path = st.dir.join("data");
+        // A read-only handle: the positioned write fails (EBADF).
+        let rw = std::mem::replace(&mut st.file, Arc::new(File::open(&path).expect("open")));
+        (path, rw)
+    };
+    let err = w
+        .write(data[10..10 + SIDE_BY_SIDE].to_vec())
+        .await
+        .expect_err("the file write fails");
+    assert!(err.to_string().contains("write ingest"), "{err}");
+    assert_eq!(w.offset(), 10);
+    assert_eq!(w.digest(), sha(&data[..10]), "the hashing was taken back");
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 10);
+
+    w.state.as_mut().expect("state").file = rw;
+    w.write(data[10..].to_vec()).await.expect("write again");
+    let info = w
+        .commit(data.len() as i64, &dg, BTreeMap::new(), None)
+        .await
+        .expect("commit");
+    assert_eq!(info.digest, dg);
 }
