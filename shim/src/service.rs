@@ -45,6 +45,9 @@ struct Container {
     bundle: PathBuf,
     runc: Runc,
     rootfs_mounted: bool,
+    /// The init is started by the shim itself rather than by `runc start`
+    /// (`Runc::start_directly`).
+    start_directly: bool,
     init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// The execs that started and whose exits were not announced yet.
@@ -410,9 +413,11 @@ impl TaskService {
         // Until TaskCreate is out.
         let hold = init.hold_exit();
         let live_execs = LiveExecs::default();
+        let facts = spec_facts(&bundle);
+        let start_directly = !facts.poststart_hooks && runc.can_start_directly();
         let role = ExitRole::Init(InitExit {
             bundle: bundle.clone(),
-            sweep: shares_pid_namespace(&bundle).then(|| runc.clone()),
+            sweep: facts.shares_pid_namespace.then(|| runc.clone()),
             execs: live_execs.clone(),
         });
         inner.watch_exit(init.clone(), pid, role);
@@ -425,6 +430,7 @@ impl TaskService {
             bundle: bundle.clone(),
             runc,
             rootfs_mounted: mounted,
+            start_directly,
             init,
             execs: Mutex::new(HashMap::new()),
             live_execs,
@@ -452,7 +458,11 @@ impl TaskService {
         // failed start releases it.
         let hold = p.hold_exit();
         if req.exec_id.is_empty() {
-            c.runc.start(&c.id).await?;
+            if c.start_directly {
+                c.runc.start_directly(&c.id, p.pid()).await?;
+            } else {
+                c.runc.start(&c.id).await?;
+            }
             p.set_status(Status::Running);
             let pid = p.pid();
             let event = TaskStart {
@@ -738,16 +748,29 @@ impl TaskService {
 /// The annotation of an Update that asks for the container's CRI logs to be reopened.
 pub const REOPEN_LOG_ANNOTATION: &str = "io.berth.cri.reopen-log";
 
-/// Whether the bundle's container has no PID namespace of its own (it shares the host's or
-/// joins another's): then its init's exit does not end its other processes.
-fn shares_pid_namespace(bundle: &Path) -> bool {
+/// What the shim needs to know of the bundle's OCI spec, read once at create.
+struct SpecFacts {
+    /// The container has no PID namespace of its own (it shares the host's or joins
+    /// another's): then its init's exit does not end its other processes.
+    shares_pid_namespace: bool,
+    /// The spec has poststart hooks, which `runc start` runs (runc 1.2 on): the start
+    /// then goes through runc.
+    poststart_hooks: bool,
+}
+
+/// An unreadable spec gives the careful answers (runc would refuse it anyway).
+fn spec_facts(bundle: &Path) -> SpecFacts {
+    let careful = SpecFacts {
+        shares_pid_namespace: true,
+        poststart_hooks: true,
+    };
     let Ok(data) = std::fs::read(bundle.join("config.json")) else {
-        return true;
+        return careful;
     };
     let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
-        return true;
+        return careful;
     };
-    let own = spec
+    let own_pid_namespace = spec
         .pointer("/linux/namespaces")
         .and_then(|n| n.as_array())
         .is_some_and(|list| {
@@ -759,7 +782,14 @@ fn shares_pid_namespace(bundle: &Path) -> bool {
                         .is_none_or(str::is_empty)
             })
         });
-    !own
+    let poststart_hooks = spec
+        .pointer("/hooks/poststart")
+        .and_then(|h| h.as_array())
+        .is_some_and(|h| !h.is_empty());
+    SpecFacts {
+        shares_pid_namespace: !own_pid_namespace,
+        poststart_hooks,
+    }
 }
 
 /// The process spec runc execs: the client's, with `terminal` set from the request (the
@@ -1104,13 +1134,29 @@ mod tests {
     fn kill_all_on_exit_only_without_an_own_pid_namespace() {
         let dir = tempfile::tempdir().unwrap();
         let write = |json: &str| std::fs::write(dir.path().join("config.json"), json).unwrap();
+        let shares = || spec_facts(dir.path()).shares_pid_namespace;
         write(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#);
-        assert!(!shares_pid_namespace(dir.path()));
+        assert!(!shares());
         write(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
-        assert!(shares_pid_namespace(dir.path()));
+        assert!(shares());
         write(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
-        assert!(shares_pid_namespace(dir.path()));
+        assert!(shares());
         write(r#"{}"#);
-        assert!(shares_pid_namespace(dir.path()));
+        assert!(shares());
+    }
+
+    #[test]
+    fn poststart_hooks_are_seen_and_an_unreadable_spec_is_taken_as_having_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |json: &str| std::fs::write(dir.path().join("config.json"), json).unwrap();
+        let hooks = || spec_facts(dir.path()).poststart_hooks;
+        write(r#"{"hooks":{"poststart":[{"path":"/bin/true"}]}}"#);
+        assert!(hooks());
+        write(r#"{"hooks":{"prestart":[{"path":"/bin/true"}],"poststart":[]}}"#);
+        assert!(!hooks());
+        write(r#"{"process":{"args":["sh"]}}"#);
+        assert!(!hooks());
+        write("not json");
+        assert!(hooks());
     }
 }

@@ -96,6 +96,102 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// A runtime for `ctr run --runc-binary`: a script named `name` in `dir` that notes each
+/// of its command lines in `dir/calls`, then runs Debian's runc with them.
+fn noting_runtime(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let calls = dir.join("calls");
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        calls.display(),
+        berth_tests::system_bin("runc").display()
+    );
+    std::fs::write(&path, script).expect("write the runtime script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The runtime's commands so far (`runc create`, ...), without the global flags.
+fn runtime_calls(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // --root R --log L --log-format json COMMAND ...
+            let at = f.iter().position(|a| *a == "json").map_or(0, |i| i + 1);
+            f.get(at).copied().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_shim_starts_a_runc_container_itself() {
+    let env = Env::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let runc_dir = work.path().join("runc");
+    std::fs::create_dir(&runc_dir).expect("mkdir");
+    let runc = noting_runtime(&runc_dir, "runc").display().to_string();
+
+    // Started without `runc start`: the init was let go through runc's exec fifo.
+    let out = ok(
+        &env.run(&["--rm", "--runc-binary", &runc], "c1", &["echo", "hello"]),
+        "run echo",
+    );
+    assert_eq!(out.trim(), "hello");
+    let calls = runtime_calls(&runc_dir);
+    assert!(calls.contains(&"create".to_string()), "{calls:?}");
+    assert!(calls.contains(&"delete".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"start".to_string()), "{calls:?}");
+
+    // runc sees the container running (the fifo is gone, as `runc start` leaves it), and
+    // its own commands work on it.
+    ok(
+        &env.run(&["-d", "--runc-binary", &runc], "c2", &["sleep", "1000"]),
+        "run -d",
+    );
+    env.wait_status("c2", "RUNNING");
+    let line = std::fs::read_to_string(runc_dir.join("calls")).expect("calls");
+    let root = line
+        .split_whitespace()
+        .skip_while(|a| *a != "--root")
+        .nth(1)
+        .expect("--root in the runtime's command line")
+        .to_string();
+    assert!(!Path::new(&root).join("c2").join("exec.fifo").exists());
+    let state = ok(
+        &Command::new(berth_tests::system_bin("runc"))
+            .args(["--root", &root, "state", "c2"])
+            .output()
+            .expect("runc state"),
+        "runc state c2",
+    );
+    assert!(state.contains("\"status\": \"running\""), "{state}");
+    ok(
+        &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c2", "true"]),
+        "exec",
+    );
+    ok(&env.ctr(&["tasks", "kill", "-s", "SIGKILL", "c2"]), "kill");
+    env.wait_status("c2", "STOPPED");
+    ok(&env.ctr(&["tasks", "rm", "c2"]), "tasks rm");
+    ok(&env.ctr(&["containers", "rm", "c2"]), "containers rm");
+    assert!(!runtime_calls(&runc_dir).contains(&"start".to_string()));
+
+    // Another runtime binary (a runc-compatible CLI of another name) gets `start`.
+    let other_dir = work.path().join("other");
+    std::fs::create_dir(&other_dir).expect("mkdir");
+    let other = noting_runtime(&other_dir, "other-runtime")
+        .display()
+        .to_string();
+    let out = ok(
+        &env.run(&["--rm", "--runc-binary", &other], "c3", &["echo", "hi"]),
+        "run echo with another runtime",
+    );
+    assert_eq!(out.trim(), "hi");
+    let calls = runtime_calls(&other_dir);
+    assert!(calls.contains(&"start".to_string()), "{calls:?}");
+}
+
 #[test]
 fn ctr_runs_containers_through_berthd() {
     let env = Env::start();
