@@ -125,29 +125,40 @@ fn runtime_calls(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `ctr run --rm` of `echo WORD` as container `id` with `runtime`; the runtime's commands
+/// so far.
+fn echo_with_runtime(env: &Env, runtime: &Path, id: &str, word: &str) -> Vec<String> {
+    let binary = runtime.display().to_string();
+    let out = ok(
+        &env.run(&["--rm", "--runc-binary", &binary], id, &["echo", word]),
+        "run echo",
+    );
+    assert_eq!(out.trim(), word);
+    runtime_calls(runtime.parent().expect("the runtime's directory"))
+}
+
 #[test]
 fn the_shim_starts_a_runc_container_itself() {
     let env = Env::start();
     let work = tempfile::tempdir().expect("tempdir");
     let runc_dir = work.path().join("runc");
-    std::fs::create_dir(&runc_dir).expect("mkdir");
-    let runc = noting_runtime(&runc_dir, "runc").display().to_string();
+    let other_dir = work.path().join("other");
+    for dir in [&runc_dir, &other_dir] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    let runc = noting_runtime(&runc_dir, "runc");
 
     // Started without `runc start`: the init was let go through runc's exec fifo.
-    let out = ok(
-        &env.run(&["--rm", "--runc-binary", &runc], "c1", &["echo", "hello"]),
-        "run echo",
-    );
-    assert_eq!(out.trim(), "hello");
-    let calls = runtime_calls(&runc_dir);
+    let calls = echo_with_runtime(&env, &runc, "c1", "hello");
     assert!(calls.contains(&"create".to_string()), "{calls:?}");
     assert!(calls.contains(&"delete".to_string()), "{calls:?}");
     assert!(!calls.contains(&"start".to_string()), "{calls:?}");
 
     // runc sees the container running (the fifo is gone, as `runc start` leaves it), and
     // its own commands work on it.
+    let binary = runc.display().to_string();
     ok(
-        &env.run(&["-d", "--runc-binary", &runc], "c2", &["sleep", "1000"]),
+        &env.run(&["-d", "--runc-binary", &binary], "c2", &["sleep", "1000"]),
         "run -d",
     );
     env.wait_status("c2", "RUNNING");
@@ -178,17 +189,8 @@ fn the_shim_starts_a_runc_container_itself() {
     assert!(!runtime_calls(&runc_dir).contains(&"start".to_string()));
 
     // Another runtime binary (a runc-compatible CLI of another name) gets `start`.
-    let other_dir = work.path().join("other");
-    std::fs::create_dir(&other_dir).expect("mkdir");
-    let other = noting_runtime(&other_dir, "other-runtime")
-        .display()
-        .to_string();
-    let out = ok(
-        &env.run(&["--rm", "--runc-binary", &other], "c3", &["echo", "hi"]),
-        "run echo with another runtime",
-    );
-    assert_eq!(out.trim(), "hi");
-    let calls = runtime_calls(&other_dir);
+    let other = noting_runtime(&other_dir, "other-runtime");
+    let calls = echo_with_runtime(&env, &other, "c3", "hi");
     assert!(calls.contains(&"start".to_string()), "{calls:?}");
 }
 
