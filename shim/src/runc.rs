@@ -20,6 +20,62 @@ pub const DEFAULT_BINARY: &str = "runc";
 /// The fifo runc's init waits on until `runc start`, in the container's state directory.
 const EXEC_FIFO: &str = "exec.fifo";
 
+/// [`Runc::start_directly`]'s work on the exec fifo at `path` of the init `init_pid`:
+/// false when there is no fifo there.
+async fn let_init_go(path: &Path, init_pid: u32) -> std::result::Result<bool, String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // Non-blocking: the open does not wait for the writer, so a dead init cannot hang it.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("open {}: {e}", path.display())),
+    };
+    if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        return Err(format!("{} is not a fifo", path.display()));
+    }
+    let mut fifo = pipe::Receiver::from_file_unchecked(file)
+        .map_err(|e| format!("watch {}: {e}", path.display()))?;
+    let mut data = Vec::new();
+    let read = async {
+        fifo.read_to_end(&mut data).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::pin!(read);
+    let read = loop {
+        tokio::select! {
+            r = &mut read => break Some(r),
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                if !alive(init_pid) {
+                    break None;
+                }
+            }
+        }
+    };
+    match read {
+        Some(Ok(())) if !data.is_empty() => {}
+        Some(Ok(())) => return Err("cannot start an already running container".into()),
+        Some(Err(e)) => return Err(format!("read {}: {e}", path.display())),
+        // The init is gone: it may have written and exited before the fifo was read.
+        None => {
+            let mut byte = [0u8; 1];
+            if !matches!(fifo.try_read(&mut byte), Ok(1)) {
+                return Err("container process is already dead".into());
+            }
+        }
+    }
+    // The init was let go: a fifo left behind only makes runc call the container created.
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        log::warn!("remove {}: {e}", path.display());
+    }
+    Ok(true)
+}
+
 /// Whether the process `pid` is there and not a zombie.
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -336,63 +392,15 @@ impl Runc {
     /// container from a running one by the fifo). As runc, it gives up when the init is
     /// gone without writing. Without the fifo (another state layout), `runc start` runs.
     pub async fn start_directly(&self, id: &str, init_pid: u32) -> Result<()> {
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-        let path = self.config.root.join(id).join(EXEC_FIFO);
-        let fail = |message: String| ShimError::Runtime {
-            binary: self.config.binary.clone(),
-            command: "start".into(),
-            id: id.to_string(),
-            message,
-        };
-        // Non-blocking: the open does not wait for the writer, so a dead init cannot
-        // hang it.
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.start(id).await,
-            Err(e) => return Err(fail(format!("open {}: {e}", path.display()))),
-        };
-        if !file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
-            return Err(fail(format!("{} is not a fifo", path.display())));
-        }
-        let mut fifo = pipe::Receiver::from_file_unchecked(file)
-            .map_err(|e| fail(format!("watch {}: {e}", path.display())))?;
-        let mut data = Vec::new();
-        let read = async {
-            fifo.read_to_end(&mut data).await?;
-            Ok::<_, std::io::Error>(())
-        };
-        tokio::pin!(read);
-        let read = loop {
-            tokio::select! {
-                r = &mut read => break Some(r),
-                () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
-                    if !alive(init_pid) {
-                        break None;
-                    }
-                }
-            }
-        };
-        match read {
-            Some(Ok(())) if !data.is_empty() => {}
-            Some(Ok(())) => return Err(fail("cannot start an already running container".into())),
-            Some(Err(e)) => return Err(fail(format!("read {}: {e}", path.display()))),
-            // The init is gone: it may have written and exited before the fifo was read.
-            None => {
-                let mut byte = [0u8; 1];
-                if !matches!(fifo.try_read(&mut byte), Ok(1)) {
-                    return Err(fail("container process is already dead".into()));
-                }
-            }
-        }
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(fail(format!("remove {}: {e}", path.display())))
-            }
-            _ => Ok(()),
+        match let_init_go(&self.config.root.join(id).join(EXEC_FIFO), init_pid).await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.start(id).await,
+            Err(message) => Err(ShimError::Runtime {
+                binary: self.config.binary.clone(),
+                command: "start".into(),
+                id: id.to_string(),
+                message,
+            }),
         }
     }
 
@@ -492,6 +500,56 @@ impl Runc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fifo_in(dir: &Path) -> PathBuf {
+        let path = dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o622)).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn the_init_is_let_go_through_its_exec_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fifo_in(dir.path());
+        // The init: blocked opening the fifo for writing, then one byte, then its exec.
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.write_all(b"0").unwrap();
+            })
+        };
+        let me = std::process::id();
+        assert_eq!(let_init_go(&path, me).await, Ok(true));
+        writer.join().unwrap();
+        assert!(!path.exists(), "the fifo is removed, as runc start does");
+        // No fifo (started already, or another state layout): runc start's turn.
+        assert_eq!(let_init_go(&path, me).await, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn a_dead_init_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fifo_in(dir.path());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let started = std::time::Instant::now();
+        let err = let_init_go(&path, dead).await.unwrap_err();
+        assert_eq!(err, "container process is already dead");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(path.exists(), "a failed start leaves the fifo");
+        // Not a fifo: refused.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "0").unwrap();
+        assert!(
+            let_init_go(&file, dead)
+                .await
+                .unwrap_err()
+                .contains("not a fifo")
+        );
+    }
 
     #[test]
     fn programs_are_found_on_path_once() {
