@@ -19,9 +19,10 @@
 # functions on those pages, by symbol, are the lists.
 #
 # Needs root, berthd and the shim as deployed (cargo build --release --workspace, then
-# deploy/build-lean.sh), ctr, losetup, mkfs.ext4, python3 and Debian's busybox-static. Run it again when the code has changed a
-# lot: a stale list still links (names no longer there are skipped; see build-lean.sh), it
-# only orders less well.
+# deploy/build-lean.sh), ctr, losetup, mkfs.ext4, python3 and Debian's busybox-static.
+# Run it again when the code has changed a lot: a stale list still links (see
+# deploy/link-hot-first.sh for names whose hash changed or that are gone), it only orders
+# less well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$PWD
@@ -33,11 +34,27 @@ done
 
 work=$(mktemp -d /dev/shm/berth-hot.XXXXXX)
 mnt=$work/mnt
+sock=$work/berthd.sock
 loop=""
+bdi=""
+readahead=""
 bpid=""
+# Whatever a failed run left: containers (through berthd), mounts under $work, the loop
+# device (its readahead as it was), the files.
 cleanup() {
-  [ -n "$bpid" ] && kill "$bpid" 2>/dev/null && wait "$bpid" 2>/dev/null
+  set +e
+  if [ -n "$bpid" ]; then
+    for ns in hot default; do
+      for t in $(command ctr -a "$sock" -n "$ns" tasks ls -q 2>/dev/null); do
+        command ctr -a "$sock" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1
+      done
+    done
+    kill "$bpid" 2>/dev/null && wait "$bpid" 2>/dev/null
+  fi
+  awk -v w="$work/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m"; done
   mountpoint -q "$mnt" && umount "$mnt"
+  [ -n "$readahead" ] && echo "$readahead" >"/sys/class/bdi/$bdi/read_ahead_kb"
   [ -n "$loop" ] && losetup -d "$loop"
   rm -rf "$work"
 }
@@ -46,7 +63,7 @@ trap cleanup EXIT
 # The snapshot of touched code pages (vaddrs in the ELF file) and the list made from them.
 py() {
   python3 - "$@" <<'EOF'
-import re, struct, subprocess, sys
+import struct, subprocess, sys
 if sys.argv[1] == 'pages':
     pid, binpath, out = sys.argv[2], sys.argv[3], sys.argv[4]
     maps = []
@@ -100,10 +117,11 @@ mount "$loop" "$mnt"
 cp "$lean/berthd" "$lean/containerd-shim-berth-v2" "$mnt/"
 umount "$mnt"
 # No readahead on the device, and the binaries read afresh: a fault reads only its own page.
-echo 0 >"/sys/class/bdi/$(($(stat -c 0x%t "$loop"))):$(($(stat -c 0x%T "$loop")))/read_ahead_kb"
+bdi=$(($(stat -c 0x%t "$loop"))):$(($(stat -c 0x%T "$loop")))
+readahead=$(cat "/sys/class/bdi/$bdi/read_ahead_kb")
+echo 0 >"/sys/class/bdi/$bdi/read_ahead_kb"
 mount "$loop" "$mnt"
 
-sock=$work/berthd.sock
 touch "$work/none.toml"
 PATH="$mnt:$PATH" "$mnt/berthd" --config "$work/none.toml" --root "$work/root" \
   --state "$work/state" --address "$sock" >"$work/berthd.log" 2>&1 &
