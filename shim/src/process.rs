@@ -290,6 +290,12 @@ impl LiveExecs {
         self.0.send_modify(|c| c.closed = true);
     }
 
+    /// Resolves once the init was reaped ([`LiveExecs::close`]).
+    pub async fn init_reaped(&self) {
+        // `self` holds a sender: waiting cannot fail.
+        let _ = self.0.subscribe().wait_for(|c| c.closed).await;
+    }
+
     /// Resolves once every exec counted has had its exit announced (or failed to start).
     pub async fn none_live(&self) {
         // `self` holds a sender: waiting cannot fail.

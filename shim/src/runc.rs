@@ -20,9 +20,12 @@ pub const DEFAULT_BINARY: &str = "runc";
 /// The fifo runc's init waits on until `runc start`, in the container's state directory.
 const EXEC_FIFO: &str = "exec.fifo";
 
-/// [`Runc::start_directly`]'s work on the exec fifo at `path` of the init `init_pid`:
-/// false when there is no fifo there.
-async fn let_init_go(path: &Path, init_pid: u32) -> std::result::Result<bool, String> {
+/// [`Runc::start_directly`]'s work on the exec fifo at `path`; `reaped` resolves once the
+/// init was reaped. False when there is no fifo there.
+async fn let_init_go(
+    path: &Path,
+    reaped: impl std::future::Future<Output = ()>,
+) -> std::result::Result<bool, String> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     // Non-blocking: the open does not wait for the writer, so a dead init cannot hang it.
     let file = match std::fs::OpenOptions::new()
@@ -44,16 +47,10 @@ async fn let_init_go(path: &Path, init_pid: u32) -> std::result::Result<bool, St
         fifo.read_to_end(&mut data).await?;
         Ok::<_, std::io::Error>(())
     };
-    tokio::pin!(read);
-    let read = loop {
-        tokio::select! {
-            r = &mut read => break Some(r),
-            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
-                if !alive(init_pid) {
-                    break None;
-                }
-            }
-        }
+    let read = tokio::select! {
+        biased;
+        r = read => Some(r),
+        () = reaped => None,
     };
     match read {
         Some(Ok(())) if !data.is_empty() => {}
@@ -62,7 +59,7 @@ async fn let_init_go(path: &Path, init_pid: u32) -> std::result::Result<bool, St
         // The init is gone: it may have written and exited before the fifo was read.
         None => {
             let mut byte = [0u8; 1];
-            if !matches!(fifo.try_read(&mut byte), Ok(1)) {
+            if data.is_empty() && !matches!(fifo.try_read(&mut byte), Ok(1)) {
                 return Err("container process is already dead".into());
             }
         }
@@ -74,16 +71,6 @@ async fn let_init_go(path: &Path, init_pid: u32) -> std::result::Result<bool, St
         log::warn!("remove {}: {e}", path.display());
     }
     Ok(true)
-}
-
-/// Whether the process `pid` is there and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // "pid (comm) S ...": the state follows the last ')'.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
 }
 
 /// Which runtime binary and root a container uses; saved in the bundle so that
@@ -390,9 +377,14 @@ impl Runc {
     /// once the fifo is open for reading, it writes one byte and execs the container's
     /// process. runc start reads that byte and removes the fifo (runc tells a created
     /// container from a running one by the fifo). As runc, it gives up when the init is
-    /// gone without writing. Without the fifo (another state layout), `runc start` runs.
-    pub async fn start_directly(&self, id: &str, init_pid: u32) -> Result<()> {
-        match let_init_go(&self.config.root.join(id).join(EXEC_FIFO), init_pid).await {
+    /// gone without writing (`reaped` resolves once the init was reaped). Without the fifo
+    /// (another state layout), `runc start` runs.
+    pub async fn start_directly(
+        &self,
+        id: &str,
+        reaped: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        match let_init_go(&self.config.root.join(id).join(EXEC_FIFO), reaped).await {
             Ok(true) => Ok(()),
             Ok(false) => self.start(id).await,
             Err(message) => Err(ShimError::Runtime {
@@ -520,31 +512,28 @@ mod tests {
                 f.write_all(b"0").unwrap();
             })
         };
-        let me = std::process::id();
-        assert_eq!(let_init_go(&path, me).await, Ok(true));
+        let living = std::future::pending();
+        assert_eq!(let_init_go(&path, living).await, Ok(true));
         writer.join().unwrap();
         assert!(!path.exists(), "the fifo is removed, as runc start does");
         // No fifo (started already, or another state layout): runc start's turn.
-        assert_eq!(let_init_go(&path, me).await, Ok(false));
+        assert_eq!(let_init_go(&path, async {}).await, Ok(false));
     }
 
     #[tokio::test]
     async fn a_dead_init_is_not_waited_for() {
         let dir = tempfile::tempdir().unwrap();
         let path = fifo_in(dir.path());
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let started = std::time::Instant::now();
-        let err = let_init_go(&path, dead).await.unwrap_err();
-        assert_eq!(err, "container process is already dead");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Reaped, never having opened the fifo: not waited for (a hang fails the test).
+        let within = |f| tokio::time::timeout(std::time::Duration::from_secs(5), f);
+        let err = within(let_init_go(&path, async {})).await.expect("in time");
+        assert_eq!(err, Err("container process is already dead".into()));
         assert!(path.exists(), "a failed start leaves the fifo");
         // Not a fifo: refused.
         let file = dir.path().join("plain");
         std::fs::write(&file, "0").unwrap();
         assert!(
-            let_init_go(&file, dead)
+            let_init_go(&file, async {})
                 .await
                 .unwrap_err()
                 .contains("not a fifo")

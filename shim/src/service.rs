@@ -459,7 +459,9 @@ impl TaskService {
         let hold = p.hold_exit();
         if req.exec_id.is_empty() {
             if c.start_directly {
-                c.runc.start_directly(&c.id, p.pid()).await?;
+                c.runc
+                    .start_directly(&c.id, c.live_execs.init_reaped())
+                    .await?;
             } else {
                 c.runc.start(&c.id).await?;
             }

@@ -62,6 +62,20 @@ pub fn system_bin(name: &str) -> PathBuf {
     panic!("{name} is not installed: .ci/run installs it (apt-get install containerd runc ...)");
 }
 
+/// Writes an executable script at `path` that appends its command line to `log`, then runs
+/// Debian's runc with it: a runtime binary whose calls a test can read.
+pub fn noting_runc(path: &Path, log: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        system_bin("runc").display()
+    );
+    std::fs::write(path, script).expect("write the runc script");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the runc script");
+}
+
 /// Where berthd finds the shim: the directory of [`bin`]'s shim.
 pub fn shim_dir() -> PathBuf {
     let shim = bin("containerd-shim-berth-v2");

@@ -5,7 +5,7 @@
 //! The same program also runs against the real containerd with our shim as the runtime
 //! `io.containerd.berth.v2`: containerd is the oracle for what the client expects.
 
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -31,19 +31,10 @@ fn bin_dir() -> tempfile::TempDir {
     let shim = bin("containerd-shim-berth-v2");
     symlink(&shim, dir.path().join("containerd-shim-berthalt-v2")).expect("symlink berthalt");
     symlink(&shim, dir.path().join("containerd-shim-berth-v2")).expect("symlink berth");
-    let wrapper = dir.path().join("runc-wrapper");
-    let log = dir.path().join("runc-wrapper.log");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-            log.display(),
-            system_bin("runc").display()
-        ),
-    )
-    .expect("write runc-wrapper");
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod runc-wrapper");
+    berth_tests::noting_runc(
+        &dir.path().join("runc-wrapper"),
+        &dir.path().join("runc-wrapper.log"),
+    );
     dir
 }
 

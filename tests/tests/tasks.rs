@@ -99,16 +99,8 @@ fn wait_gone(pid: u32) {
 /// A runtime for `ctr run --runc-binary`: a script named `name` in `dir` that notes each
 /// of its command lines in `dir/calls`, then runs Debian's runc with them.
 fn noting_runtime(dir: &Path, name: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    let calls = dir.join("calls");
-    let script = format!(
-        "#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
-        calls.display(),
-        berth_tests::system_bin("runc").display()
-    );
-    std::fs::write(&path, script).expect("write the runtime script");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    berth_tests::noting_runc(&path, &dir.join("calls"));
     path
 }
 
