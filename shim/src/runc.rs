@@ -263,7 +263,9 @@ impl Runc {
         if self.config.systemd_cgroup {
             cmd.arg("--systemd-cgroup");
         }
-        cmd.current_dir(&self.bundle);
+        // runc runs in the shim's working directory, its first bundle (`BerthShim::new`),
+        // as containerd's runc shim runs it; setting one here would make every runc call a
+        // fork of the shim rather than a vfork (see `start_shim`).
         cmd
     }
 

@@ -126,6 +126,12 @@ impl Shim for BerthShim {
         let bundle = if args.bundle.is_empty() {
             std::env::current_dir().unwrap_or_default()
         } else {
+            // containerd starts a shim in its bundle; berthd names it instead (see
+            // `start_shim`), and the shim moves there itself: runc runs there, and the
+            // shim library reads and writes `address` there.
+            if let Err(e) = std::env::set_current_dir(&args.bundle) {
+                log::warn!("cannot work in bundle {}: {e}", args.bundle);
+            }
             PathBuf::from(&args.bundle)
         };
         BerthShim {
@@ -162,7 +168,11 @@ impl Shim for BerthShim {
             &opts.address,
         ])
         .args(["-socket", &address])
-        .current_dir(&self.bundle)
+        // Named, not set as its working directory: with a working directory to set, Rust's
+        // standard library spawns through fork instead of posix_spawn (a vfork) when the C
+        // library is linked statically, as in the deployed shim.
+        .arg("-bundle")
+        .arg(&self.bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

@@ -181,13 +181,16 @@ pub struct RegistryConfig {
     pub insecure_registries: Vec<String>,
 }
 
+/// The file name of berth's shim binary, the default runtime's shim.
+pub const BERTH_SHIM: &str = "containerd-shim-berth-v2";
+
 impl Default for Config {
     fn default() -> Self {
         let mut runtimes = BTreeMap::new();
         runtimes.insert(
             "io.containerd.runc.v2".to_string(),
             RuntimeConfig {
-                shim: "containerd-shim-berth-v2".to_string(),
+                shim: BERTH_SHIM.to_string(),
                 runtime: "runc".to_string(),
                 runtime_root: None,
             },
@@ -231,7 +234,7 @@ impl Default for LogConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            shim: "containerd-shim-berth-v2".to_string(),
+            shim: BERTH_SHIM.to_string(),
             runtime: "runc".to_string(),
             runtime_root: None,
         }

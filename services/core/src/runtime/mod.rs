@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use berth_proto::ttrpc::api;
 
-use crate::config::RuntimeConfig;
+use crate::config::{BERTH_SHIM, RuntimeConfig};
 use crate::error::{Error, Result};
 
 /// Knows the configured runtimes and the daemon's addresses that shims are given.
@@ -145,16 +145,8 @@ impl RuntimeManager {
         bundle: &Path,
     ) -> Result<Exit> {
         use berth_proto::ttrpc::protobuf::Message;
-        let bundle_arg = bundle.display().to_string();
         let out = self
-            .run_shim(
-                runtime,
-                namespace,
-                id,
-                bundle,
-                &["-bundle", &bundle_arg, "delete"],
-                None,
-            )
+            .run_shim(runtime, namespace, id, bundle, &["delete"], None)
             .await?;
         if !out.status.success() {
             return Err(Error::Internal(format!(
@@ -174,9 +166,15 @@ impl RuntimeManager {
             })
     }
 
-    /// Runs the shim binary with the shim v2 flags, `tail` (the action and its flags) in
-    /// `bundle`, with `stdin` (the task's runtime options, a protobuf `Any`, as containerd
+    /// Runs the shim binary with the shim v2 flags and `-bundle`, then `tail` (the action and
+    /// its flags), with `stdin` (the task's runtime options, a protobuf `Any`, as containerd
     /// 1.x hands them to `start`) on its standard input, and returns its output.
+    ///
+    /// Other shims run in `bundle`, as containerd runs them (they take it for their bundle).
+    /// Ours takes `-bundle` and moves there itself: a working directory to set keeps Rust's
+    /// standard library from spawning through `posix_spawn` (a vfork) when the C library is
+    /// linked statically, as in the deployed berthd, and a plain fork copies berthd's page
+    /// tables and makes every page it writes afterwards a copy-on-write fault.
     async fn run_shim(
         &self,
         runtime: &RuntimeConfig,
@@ -194,12 +192,17 @@ impl RuntimeManager {
                 tail.last().copied().unwrap_or_default()
             ))
         };
-        let mut child = tokio::process::Command::new(&runtime.shim)
+        let mut cmd = tokio::process::Command::new(&runtime.shim);
+        if !is_berth_shim(&runtime.shim) {
+            cmd.current_dir(bundle);
+        }
+        let mut child = cmd
             .args(["-namespace", namespace, "-id", id, "-address"])
             .arg(&self.grpc_address)
             .args(["-publish-binary", &publish_binary()])
+            .arg("-bundle")
+            .arg(bundle)
             .args(tail)
-            .current_dir(bundle)
             // Its own process group: a signal to berthd's group (a terminal's ^C) never
             // reaches a shim, even one that does not leave the group itself.
             .process_group(0)
@@ -237,6 +240,12 @@ fn shim_binary_name(runtime: &str) -> Option<String> {
     }
     let (name, version) = (parts[parts.len() - 2], parts[parts.len() - 1]);
     Some(format!("containerd-shim-{name}-{version}"))
+}
+
+/// Whether `shim` (a name or a path) is berth's own shim, which takes its bundle from
+/// `-bundle` whatever the action.
+fn is_berth_shim(shim: &str) -> bool {
+    Path::new(shim).file_name() == Some(std::ffi::OsStr::new(BERTH_SHIM))
 }
 
 /// The file a command name runs: itself when it has a slash, else the first executable of
