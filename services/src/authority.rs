@@ -19,9 +19,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use loona_hpack::{Decoder, Encoder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
+
+use crate::hpack::{self, Decoder};
 
 /// What the client sends first on an HTTP/2 connection.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -75,8 +76,7 @@ pub struct AuthorityFix<S> {
     /// Payload bytes of a frame that goes through unchanged, still to come.
     skip: usize,
     block: Option<Block>,
-    decoder: Decoder<'static>,
-    encoder: Encoder<'static>,
+    decoder: Decoder,
     eof: bool,
 }
 
@@ -92,7 +92,6 @@ impl<S> AuthorityFix<S> {
             skip: 0,
             block: None,
             decoder: Decoder::new(),
-            encoder: Encoder::new(),
             eof: false,
         }
     }
@@ -211,14 +210,10 @@ impl<S> AuthorityFix<S> {
 
     /// Decides on a whole header block: hands it through or encodes it again.
     fn finish(&mut self, block: Block) {
-        let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let decoded = self.decoder.decode_with_cb(&block.fragment, |name, value| {
-            headers.push((name.into_owned(), value.into_owned()))
-        });
-        if decoded.is_err() {
+        let Ok(mut headers) = self.decoder.decode(&block.fragment) else {
             self.give_up_with(block.raw);
             return;
-        }
+        };
         let bad = headers
             .iter()
             .any(|(n, v)| n.as_slice() == b":authority" && !usable_authority(v));
@@ -244,9 +239,7 @@ impl<S> AuthorityFix<S> {
                 *value = LOCALHOST.to_vec();
             }
         }
-        let encoded = self
-            .encoder
-            .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+        let encoded = hpack::encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
         write_block(&mut self.output, &block, &encoded);
     }
 
@@ -385,6 +378,7 @@ impl<S: Connected> Connected for AuthorityFix<S> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use loona_hpack::Encoder;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -435,7 +429,10 @@ mod tests {
         got
     }
 
-    fn authorities(dec: &mut Decoder<'_>, frames: &[(u8, u8, u32, Vec<u8>)]) -> Vec<Vec<u8>> {
+    fn authorities(
+        dec: &mut loona_hpack::Decoder<'_>,
+        frames: &[(u8, u8, u32, Vec<u8>)],
+    ) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut block = Vec::new();
         for (kind, flags, _, payload) in frames {
@@ -480,7 +477,7 @@ mod tests {
             let kinds: Vec<u8> = fr.iter().map(|f| f.0).collect();
             assert_eq!(kinds, vec![0x4, HEADERS, 0x0, HEADERS, 0x0]);
             assert_eq!(fr[2].3, vec![0, 0, 0, 0, 0]);
-            let mut dec = Decoder::new();
+            let mut dec = loona_hpack::Decoder::new();
             assert_eq!(
                 authorities(&mut dec, &fr),
                 vec![b"localhost".to_vec(), b"localhost".to_vec()]
@@ -526,7 +523,7 @@ mod tests {
         assert_eq!((*kind, *stream), (HEADERS, 1));
         assert_eq!(*flags, PRIORITY | END_STREAM | END_HEADERS);
         assert_eq!(&payload[..5], &[0, 0, 0, 0, 16]);
-        let mut dec = Decoder::new();
+        let mut dec = loona_hpack::Decoder::new();
         let decoded = dec.decode(&payload[5..]).unwrap();
         assert!(decoded.contains(&(b":authority".to_vec(), b"localhost".to_vec())));
         assert!(decoded.contains(&(b":method".to_vec(), b"POST".to_vec())));

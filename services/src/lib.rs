@@ -13,5 +13,6 @@ pub use berth_core::{
 pub mod api;
 pub mod authority;
 pub mod gate;
+pub mod hpack;
 pub mod plugins;
 pub mod server;
