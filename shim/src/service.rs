@@ -534,7 +534,12 @@ impl TaskService {
                 ..Default::default()
             });
         }
-        match c.runc.delete(&c.id, status == Status::Created).await {
+        let deleted = if status == Status::Created {
+            c.runc.delete(&c.id, true).await
+        } else {
+            c.runc.delete_stopped(&c.id).await
+        };
+        match deleted {
             Ok(()) => {}
             Err(ShimError::Runtime { message, .. }) if crate::error::is_not_exist(&message) => {}
             Err(e) => return Err(e),

@@ -130,7 +130,7 @@ fn echo_with_runtime(env: &Env, runtime: &Path, id: &str, word: &str) -> Vec<Str
 }
 
 #[test]
-fn the_shim_starts_a_runc_container_itself() {
+fn the_shim_starts_and_removes_a_runc_container_itself() {
     let env = Env::start();
     let work = tempfile::tempdir().expect("tempdir");
     let runc_dir = work.path().join("runc");
@@ -140,17 +140,22 @@ fn the_shim_starts_a_runc_container_itself() {
     }
     let runc = noting_runtime(&runc_dir, "runc");
 
-    // Started without `runc start`: the init was let go through runc's exec fifo.
+    // Started without `runc start` (the init let go through runc's exec fifo) and removed
+    // without `runc delete`.
     let calls = echo_with_runtime(&env, &runc, "c1", "hello");
     assert!(calls.contains(&"create".to_string()), "{calls:?}");
-    assert!(calls.contains(&"delete".to_string()), "{calls:?}");
     assert!(!calls.contains(&"start".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"delete".to_string()), "{calls:?}");
 
     // runc sees the container running (the fifo is gone, as `runc start` leaves it), and
     // its own commands work on it.
     let binary = runc.display().to_string();
     ok(
-        &env.run(&["-d", "--runc-binary", &binary], "c2", &["sleep", "1000"]),
+        &env.run(
+            &["-d", "--runc-binary", &binary],
+            "c2",
+            &["sh", "-c", "sleep 1000 & exec sleep 1001"],
+        ),
         "run -d",
     );
     env.wait_status("c2", "RUNNING");
@@ -161,29 +166,53 @@ fn the_shim_starts_a_runc_container_itself() {
         .nth(1)
         .expect("--root in the runtime's command line")
         .to_string();
-    assert!(!Path::new(&root).join("c2").join("exec.fifo").exists());
-    let state = ok(
-        &Command::new(berth_tests::system_bin("runc"))
-            .args(["--root", &root, "state", "c2"])
+    let dir = Path::new(&root).join("c2");
+    assert!(!dir.join("exec.fifo").exists());
+    let runc_cmd = |args: &[&str]| {
+        Command::new(berth_tests::system_bin("runc"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
             .output()
-            .expect("runc state"),
-        "runc state c2",
-    );
+            .expect("runc")
+    };
+    let state = ok(&runc_cmd(&["state", "c2"]), "runc state c2");
     assert!(state.contains("\"status\": \"running\""), "{state}");
     ok(
         &env.ctr(&["tasks", "exec", "--exec-id", "e1", "c2", "true"]),
         "exec",
     );
+    // Its cgroups, as runc recorded them: removed with it, as `runc delete` removes them.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state.json"))
+            .expect("runc's state");
+    let cgroups: Vec<String> = saved["cgroup_paths"]
+        .as_object()
+        .expect("cgroup_paths")
+        .values()
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    assert!(!cgroups.is_empty());
+    assert!(cgroups.iter().all(|p| Path::new(p).is_dir()), "{cgroups:?}");
     ok(&env.ctr(&["tasks", "kill", "-s", "SIGKILL", "c2"]), "kill");
     env.wait_status("c2", "STOPPED");
     ok(&env.ctr(&["tasks", "rm", "c2"]), "tasks rm");
     ok(&env.ctr(&["containers", "rm", "c2"]), "containers rm");
-    assert!(!runtime_calls(&runc_dir).contains(&"start".to_string()));
+    let calls = runtime_calls(&runc_dir);
+    assert!(!calls.contains(&"start".to_string()), "{calls:?}");
+    assert!(!calls.contains(&"delete".to_string()), "{calls:?}");
+    assert!(!dir.exists(), "runc's state directory {dir:?} is left");
+    let left: Vec<&String> = cgroups.iter().filter(|p| Path::new(p).exists()).collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    let list = ok(&runc_cmd(&["list", "-q"]), "runc list");
+    assert!(!list.lines().any(|l| l == "c2"), "{list}");
 
-    // Another runtime binary (a runc-compatible CLI of another name) gets `start`.
+    // Another runtime binary (a runc-compatible CLI of another name) gets `start` and
+    // `delete`.
     let other = noting_runtime(&other_dir, "other-runtime");
     let calls = echo_with_runtime(&env, &other, "c3", "hi");
     assert!(calls.contains(&"start".to_string()), "{calls:?}");
+    assert!(calls.contains(&"delete".to_string()), "{calls:?}");
 }
 
 #[test]
