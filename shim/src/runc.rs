@@ -57,24 +57,14 @@ fn remove_stopped(dir: &Path) -> std::io::Result<bool> {
 /// (see [`remove_stopped`]); None otherwise.
 fn removable_cgroups(state: &serde_json::Value) -> Option<Vec<String>> {
     let config = state.get("config")?;
-    let own_pid_namespace = config.get("namespaces")?.as_array()?.iter().any(|ns| {
-        ns.get("type").and_then(|t| t.as_str()) == Some("NEWPID")
-            && ns
-                .get("path")
-                .and_then(|p| p.as_str())
-                .is_none_or(str::is_empty)
-    });
+    let own_pid_namespace = own_namespace(config.get("namespaces"), "NEWPID");
     let systemd = config
         .pointer("/cgroups/systemd")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let poststop = ["Hooks", "hooks"].iter().any(|key| {
-        config
-            .get(key)
-            .and_then(|h| h.get("poststop"))
-            .and_then(|p| p.as_array())
-            .is_some_and(|p| !p.is_empty())
-    });
+    let poststop = ["Hooks", "hooks"]
+        .iter()
+        .any(|key| has_hooks(config.get(key), "poststop"));
     let rdt = state
         .get("intel_rdt_path")
         .and_then(|p| p.as_str())
@@ -94,6 +84,29 @@ fn removable_cgroups(state: &serde_json::Value) -> Option<Vec<String>> {
         paths.push(path.to_string());
     }
     Some(paths)
+}
+
+/// Whether `namespaces` (an OCI spec's `linux.namespaces`, or runc's state's
+/// `config.namespaces`) gives the container a namespace of type `kind` of its own: listed,
+/// with no path to join.
+pub(crate) fn own_namespace(namespaces: Option<&serde_json::Value>, kind: &str) -> bool {
+    namespaces.and_then(|n| n.as_array()).is_some_and(|list| {
+        list.iter().any(|ns| {
+            ns.get("type").and_then(|t| t.as_str()) == Some(kind)
+                && ns
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .is_none_or(str::is_empty)
+        })
+    })
+}
+
+/// Whether `hooks` (an OCI spec's, or runc's state's) lists any hook for `stage`.
+pub(crate) fn has_hooks(hooks: Option<&serde_json::Value>, stage: &str) -> bool {
+    hooks
+        .and_then(|h| h.get(stage))
+        .and_then(|list| list.as_array())
+        .is_some_and(|list| !list.is_empty())
 }
 
 /// Removes the cgroup directory `path` and any below it, as runc does: retried with a

@@ -777,22 +777,8 @@ fn spec_facts(bundle: &Path) -> SpecFacts {
     let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
         return careful;
     };
-    let own_pid_namespace = spec
-        .pointer("/linux/namespaces")
-        .and_then(|n| n.as_array())
-        .is_some_and(|list| {
-            list.iter().any(|ns| {
-                ns.get("type").and_then(|t| t.as_str()) == Some("pid")
-                    && ns
-                        .get("path")
-                        .and_then(|p| p.as_str())
-                        .is_none_or(str::is_empty)
-            })
-        });
-    let poststart_hooks = spec
-        .pointer("/hooks/poststart")
-        .and_then(|h| h.as_array())
-        .is_some_and(|h| !h.is_empty());
+    let own_pid_namespace = crate::runc::own_namespace(spec.pointer("/linux/namespaces"), "pid");
+    let poststart_hooks = crate::runc::has_hooks(spec.get("hooks"), "poststart");
     SpecFacts {
         shares_pid_namespace: !own_pid_namespace,
         poststart_hooks,
