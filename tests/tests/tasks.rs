@@ -168,6 +168,22 @@ fn the_shim_starts_and_removes_a_runc_container_itself() {
         .to_string();
     let dir = Path::new(&root).join("c2");
     assert!(!dir.join("exec.fifo").exists());
+    // The shim (of c2: the last create), named its bundle rather than started in it, moved
+    // there itself (runc and the shim library's `address` file work there).
+    let bundle = line
+        .lines()
+        .rfind(|l| l.contains(" create "))
+        .and_then(|l| l.split_whitespace().skip_while(|a| *a != "--bundle").nth(1))
+        .expect("--bundle in runc create's command line")
+        .to_string();
+    let pid: u32 = env
+        .task_row("c2")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of c2");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", shim_of(pid))).expect("the shim's cwd"),
+        Path::new(&bundle)
+    );
     let runc_cmd = |args: &[&str]| {
         Command::new(berth_tests::system_bin("runc"))
             .arg("--root")

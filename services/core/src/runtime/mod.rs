@@ -192,21 +192,8 @@ impl RuntimeManager {
                 tail.last().copied().unwrap_or_default()
             ))
         };
-        let mut cmd = tokio::process::Command::new(&runtime.shim);
-        if !is_berth_shim(&runtime.shim) {
-            cmd.current_dir(bundle);
-        }
-        let mut child = cmd
-            .args(["-namespace", namespace, "-id", id, "-address"])
-            .arg(&self.grpc_address)
-            .args(["-publish-binary", &publish_binary()])
-            .arg("-bundle")
-            .arg(bundle)
-            .args(tail)
-            // Its own process group: a signal to berthd's group (a terminal's ^C) never
-            // reaches a shim, even one that does not leave the group itself.
-            .process_group(0)
-            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+        let mut child = self
+            .shim_command(runtime, namespace, id, bundle, tail)
             .stdin(if stdin.is_some() {
                 std::process::Stdio::piped()
             } else {
@@ -221,6 +208,34 @@ impl RuntimeManager {
             let _ = pipe.write_all(&data).await;
         }
         child.wait_with_output().await.map_err(fail)
+    }
+}
+
+impl RuntimeManager {
+    /// The shim's command line, environment and working directory (see `run_shim`).
+    fn shim_command(
+        &self,
+        runtime: &RuntimeConfig,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        tail: &[&str],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&runtime.shim);
+        if !is_berth_shim(&runtime.shim) {
+            cmd.current_dir(bundle);
+        }
+        cmd.args(["-namespace", namespace, "-id", id, "-address"])
+            .arg(&self.grpc_address)
+            .args(["-publish-binary", &publish_binary()])
+            .arg("-bundle")
+            .arg(bundle)
+            .args(tail)
+            // Its own process group: a signal to berthd's group (a terminal's ^C) never
+            // reaches a shim, even one that does not leave the group itself.
+            .process_group(0)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address);
+        cmd
     }
 }
 
@@ -372,6 +387,43 @@ mod tests {
         assert_eq!(shim_binary_name("runc"), None);
         assert_eq!(shim_binary_name("io..v2"), None);
         assert_eq!(shim_binary_name("a/b.v2"), None);
+    }
+
+    #[test]
+    fn berths_shim_is_named_its_bundle_and_other_shims_run_in_it() {
+        let m = RuntimeManager::new(
+            BTreeMap::new(),
+            "io.containerd.runc.v2",
+            Path::new("/s/b.sock"),
+            Path::new("/s/b.sock.ttrpc"),
+        );
+        let bundle = Path::new("/run/berth/tasks/ns/c1");
+        let args = |cmd: &tokio::process::Command| -> Vec<String> {
+            cmd.as_std()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        for shim in [BERTH_SHIM, "/opt/berth/bin/containerd-shim-berth-v2"] {
+            let rt = RuntimeConfig {
+                shim: shim.into(),
+                ..RuntimeConfig::default()
+            };
+            let cmd = m.shim_command(&rt, "ns", "c1", bundle, &["start"]);
+            // No working directory to set: the static build's spawn stays a vfork.
+            assert_eq!(cmd.as_std().get_current_dir(), None, "{shim}");
+            let args = args(&cmd);
+            let at = args.iter().position(|a| a == "-bundle").expect("-bundle");
+            assert_eq!(args[at + 1], bundle.to_string_lossy());
+            assert_eq!(args.last().map(String::as_str), Some("start"));
+        }
+        let rt = RuntimeConfig {
+            shim: "containerd-shim-runc-v2".into(),
+            ..RuntimeConfig::default()
+        };
+        let cmd = m.shim_command(&rt, "ns", "c1", bundle, &["delete"]);
+        assert_eq!(cmd.as_std().get_current_dir(), Some(bundle));
+        assert!(args(&cmd).contains(&"-bundle".to_string()));
     }
 
     #[test]
