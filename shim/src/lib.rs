@@ -8,6 +8,7 @@
 //! - [`cgroups`]: the container's cgroup, its metrics;
 //! - [`events`]: the reliable, ordered event queue to the daemon;
 //! - [`oom`]: OOM-kill events from the container's memory cgroup;
+//! - [`nsexec`]: an exec's process started without runc, when nothing of it needs runc;
 //! - [`reaper`]: the SIGCHLD subreaper dispatching exit statuses by pid;
 //! - [`process`]: process states and their checks;
 //! - [`crilog`]: the CRI log record format (`file://...?format=cri`);
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod io;
 pub mod logger;
+pub mod nsexec;
 pub mod oom;
 pub mod process;
 pub mod reaper;

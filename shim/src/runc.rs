@@ -110,11 +110,13 @@ pub(crate) fn has_hooks(hooks: Option<&serde_json::Value>, stage: &str) -> bool 
 }
 
 /// Removes the cgroup directory `path` and any below it, as runc does: retried with a
-/// growing pause while the kernel still counts tasks that are exiting. False when it is
-/// still there after that; a cgroup already gone is removed.
+/// growing pause while the kernel still counts tasks that are exiting (for up to 1.3 s,
+/// longer than runc's 150 ms: on a loaded machine the last task takes longer to leave,
+/// and runc's retries would then come on top). False when it is still there after that; a
+/// cgroup already gone is removed.
 fn remove_cgroup(path: &Path) -> std::io::Result<bool> {
     let mut pause = std::time::Duration::from_millis(10);
-    for attempt in 0..5 {
+    for attempt in 0..8 {
         if attempt > 0 {
             std::thread::sleep(pause);
             pause *= 2;
@@ -528,14 +530,28 @@ impl Runc {
         }
     }
 
+    /// Starts an exec's process: in the shim when nothing of it needs runc
+    /// ([`crate::nsexec`]: starting runc is most of an exec's time), else through
+    /// `runc exec` with `spec` written to `process_file` and the pid to `pid_file`. The pid
+    /// when the shim started the process (None: it is in `pid_file`).
     pub async fn exec(
         &self,
         id: &str,
-        process_file: &Path,
-        pid_file: &Path,
+        spec: &[u8],
+        files: (&Path, &Path),
         console_socket: Option<&Path>,
         stdio: ChildStdio,
-    ) -> Result<()> {
+    ) -> Result<Option<u32>> {
+        let stdio = match console_socket {
+            None if self.is_runc() => match self.exec_directly(id, spec, stdio).await? {
+                Ok(pid) => return Ok(Some(pid)),
+                Err(stdio) => stdio,
+            },
+            _ => stdio,
+        };
+        let (process_file, pid_file) = files;
+        std::fs::write(process_file, spec)
+            .map_err(ShimError::io(format!("write {}", process_file.display())))?;
         let process = process_file.display().to_string();
         let pid_file = pid_file.display().to_string();
         let mut args = vec![
@@ -552,7 +568,54 @@ impl Runc {
             args.extend(["--console-socket", &socket]);
         }
         args.push(id);
-        self.run(id, &args, None, Some(stdio)).await.map(drop)
+        self.run(id, &args, None, Some(stdio)).await.map(|_| None)
+    }
+
+    /// The exec started by the shim ([`crate::nsexec`]): the process's pid, or `stdio`
+    /// back when runc should start it.
+    async fn exec_directly(
+        &self,
+        id: &str,
+        spec: &[u8],
+        stdio: ChildStdio,
+    ) -> Result<std::result::Result<u32, ChildStdio>> {
+        let dir = self.config.root.join(id);
+        let (container, spec) = (id.to_string(), spec.to_vec());
+        let spawned = tokio::task::spawn_blocking(move || {
+            match crate::nsexec::Plan::new(&dir, &container, &spec) {
+                Ok(plan) => Ok(plan.spawn(stdio)),
+                Err(why) => Err((why, stdio)),
+            }
+        })
+        .await
+        .map_err(|e| ShimError::Io {
+            context: format!("exec in {id}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let spawned = match spawned {
+            Ok(spawned) => spawned.map_err(ShimError::io(format!("exec in {id}")))?,
+            Err((why, stdio)) => {
+                log::debug!("exec in {id} through runc: {why}");
+                return Ok(Err(stdio));
+            }
+        };
+        // The helper has exited; its exit (and a failed process's) is collected here,
+        // not left for a later process of the same pid.
+        let _ = self.reaper.wait(spawned.helper as i32).await;
+        match spawned.outcome {
+            Ok(pid) => Ok(Ok(pid)),
+            Err(failure) => {
+                if let Some(pid) = failure.pid {
+                    let _ = self.reaper.wait(pid as i32).await;
+                }
+                Err(ShimError::Runtime {
+                    binary: self.config.binary.clone(),
+                    command: "exec".into(),
+                    id: id.to_string(),
+                    message: failure.message,
+                })
+            }
+        }
     }
 
     pub async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {

@@ -182,7 +182,8 @@ impl Inner {
     }
 
     /// Sets up stdio, runs `launch` (runc create / exec) with it, and returns the new
-    /// process's pid from `pid_file` and the shim's side of its stdio.
+    /// process's pid (as `launch` returns it, else from `pid_file`) and the shim's side of
+    /// its stdio.
     async fn launch<F, Fut>(
         &self,
         container_id: &str,
@@ -192,18 +193,20 @@ impl Inner {
     ) -> Result<(u32, ProcessIo)>
     where
         F: FnOnce(Option<PathBuf>, ChildStdio) -> Fut,
-        Fut: std::future::Future<Output = Result<()>>,
+        Fut: std::future::Future<Output = Result<Option<u32>>>,
     {
         if stdio.terminal {
             let socket = ConsoleSocket::new()?;
             let path = socket.path.clone();
             let master = tokio::spawn(socket.receive());
-            let launched = launch(Some(path.clone()), ChildStdio::default()).await;
-            if let Err(e) = launched {
-                master.abort();
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
+            let launched = match launch(Some(path.clone()), ChildStdio::default()).await {
+                Ok(pid) => pid,
+                Err(e) => {
+                    master.abort();
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
             let master = tokio::time::timeout(CONSOLE_TIMEOUT, master)
                 .await
                 .map_err(|_| ShimError::Io {
@@ -215,13 +218,20 @@ impl Inner {
                     source: std::io::Error::other(e.to_string()),
                 })??;
             let io = io::setup_console(master, stdio)?;
-            Ok((read_pid(pid_file)?, io))
+            let pid = match launched {
+                Some(pid) => pid,
+                None => read_pid(pid_file)?,
+            };
+            Ok((pid, io))
         } else {
             let (child, mut io) = io::setup_pipes(stdio, container_id, &self.namespace)?;
             io.logger_ready().await?;
             // `child` moves into runc; our copies of the container's ends close after it.
-            launch(None, child).await?;
-            Ok((read_pid(pid_file)?, io))
+            let pid = match launch(None, child).await? {
+                Some(pid) => pid,
+                None => read_pid(pid_file)?,
+            };
+            Ok((pid, io))
         }
     }
 }
@@ -395,7 +405,11 @@ impl TaskService {
         let launched = inner
             .launch(&req.id, &stdio, &pid_file, |console, child| {
                 let (runc, id, pid_file) = (runc.clone(), req.id.clone(), pid_file.clone());
-                async move { runc.create(&id, &pid_file, console.as_deref(), child).await }
+                async move {
+                    runc.create(&id, &pid_file, console.as_deref(), child)
+                        .await
+                        .map(|()| None)
+                }
             })
             .await;
         let (pid, io) = match launched {
@@ -482,15 +496,14 @@ impl TaskService {
         c.init.check("exec in", Status::can_exec)?;
         let live = c.live_execs.begin(&c.id)?;
         let spec_file = c.bundle.join(format!(".exec-{}.json", req.exec_id));
-        std::fs::write(&spec_file, &p.spec)
-            .map_err(ShimError::io(format!("write {}", spec_file.display())))?;
         let pid_file = c.bundle.join(format!(".exec-{}.pid", req.exec_id));
         let launched = inner
             .launch(&c.id, &p.stdio, &pid_file, |console, child| {
-                let (runc, id) = (c.runc.clone(), c.id.clone());
+                let (runc, id, spec) = (c.runc.clone(), c.id.clone(), p.spec.clone());
                 let (spec_file, pid_file) = (spec_file.clone(), pid_file.clone());
                 async move {
-                    runc.exec(&id, &spec_file, &pid_file, console.as_deref(), child)
+                    let files = (spec_file.as_path(), pid_file.as_path());
+                    runc.exec(&id, &spec, files, console.as_deref(), child)
                         .await
                 }
             })

@@ -231,6 +231,155 @@ fn the_shim_starts_and_removes_a_runc_container_itself() {
     assert!(calls.contains(&"delete".to_string()), "{calls:?}");
 }
 
+/// What an exec'd process is, seen from inside: its user, groups, capabilities, no_new_privs
+/// and seccomp, cgroups, which of the init's namespaces it shares, limits, environment,
+/// directory, umask, oom score, session, open descriptors, and whether it can reopen its
+/// stdout.
+const PROBE: &str = r#"id
+grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp)' /proc/self/status
+cat /proc/self/cgroup
+for n in ipc uts net pid mnt cgroup; do
+  [ "$(readlink /proc/self/ns/$n)" = "$(readlink /proc/1/ns/$n)" ] && echo "same $n"
+done
+cat /proc/self/limits
+env | sort
+pwd
+umask
+cat /proc/self/oom_score_adj
+read -r p c s pp pg sid rest < /proc/self/stat
+[ "$sid" = "$$" ] && echo "session leader"
+ls /proc/self/fd | wc -l
+echo reopened > /dev/stdout
+"#;
+
+#[test]
+fn the_shim_execs_into_a_runc_container_itself() {
+    let env = Env::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let runc_dir = work.path().join("runc");
+    let other_dir = work.path().join("other");
+    for dir in [&runc_dir, &other_dir] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    // c1's execs are started by the shim, c2's (a runtime of another name) by runc exec:
+    // the oracle.
+    let runc = noting_runtime(&runc_dir, "runc");
+    let other = noting_runtime(&other_dir, "other-runtime");
+    for (id, runtime) in [("c1", &runc), ("c2", &other)] {
+        let binary = runtime.display().to_string();
+        ok(
+            &env.run(&["-d", "--runc-binary", &binary], id, &["sleep", "1000"]),
+            "run -d",
+        );
+        env.wait_status(id, "RUNNING");
+    }
+    let exec = |id: &str, exec_id: &str, opts: &[&str], cmd: &[&str]| {
+        let mut args = vec!["tasks", "exec", "--exec-id", exec_id];
+        args.extend(opts);
+        args.push(id);
+        args.extend(cmd);
+        env.ctr(&args)
+    };
+    let probe = |id: &str, exec_id: &str, opts: &[&str]| {
+        let out = ok(&exec(id, exec_id, opts, &["sh", "-c", PROBE]), "exec probe");
+        out.replace(id, "ID")
+    };
+    for (n, opts) in [
+        &[][..],
+        &["--user", "1000:1000", "--cwd", "/tmp"],
+        &["--user", "65534"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let exec_id = format!("probe{n}");
+        let (direct, through_runc) = (probe("c1", &exec_id, opts), probe("c2", &exec_id, opts));
+        assert_eq!(direct, through_runc, "{opts:?}");
+        // (Another user may not read the init's namespaces.)
+        for line in ["same ipc", "same uts", "same net", "same pid", "same mnt"] {
+            assert!(n > 0 || direct.contains(line), "{line}: {direct}");
+        }
+        assert!(direct.contains("session leader"), "{direct}");
+        assert!(direct.contains("reopened"), "{direct}");
+        assert!(direct.contains("HOME=/"), "{direct}");
+    }
+    let direct = probe("c1", "probe9", &["--user", "1000:1000"]);
+    assert!(direct.contains("uid=1000 gid=1000"), "{direct}");
+    assert!(direct.contains("CapEff:\t0000000000000000"), "{direct}");
+
+    // Input, output and the exit status.
+    let mut child = Command::new(berth_tests::system_bin("ctr"))
+        .args(["-a", &env.d.address.display().to_string()])
+        .args([
+            "tasks",
+            "exec",
+            "--exec-id",
+            "cat",
+            "c1",
+            "sh",
+            "-c",
+            "cat; exit 7",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ctr tasks exec");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"through stdin\n").expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("ctr tasks exec");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+
+    // What cannot start fails in runc's words, both ways.
+    for (n, (opts, cmd, words)) in [
+        (
+            &[][..],
+            "no-such-command",
+            "executable file not found in $PATH",
+        ),
+        (&[], "/no/such/binary", "no such file or directory"),
+        (&[], "/etc/passwd", "permission denied"),
+        (&["--cwd", "/no/such/dir"], "true", "chdir to cwd"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for id in ["c1", "c2"] {
+            let err = fails(&exec(id, &format!("bad{n}"), opts, &[cmd]), "a bad exec");
+            assert!(err.contains(words), "{id} {cmd}: {err}");
+        }
+    }
+
+    // c1's runtime was never asked to exec; c2's was, every time.
+    let calls = runtime_calls(&runc_dir);
+    assert!(!calls.contains(&"exec".to_string()), "{calls:?}");
+    let calls = runtime_calls(&other_dir);
+    assert_eq!(
+        calls.iter().filter(|c| *c == "exec").count(),
+        7,
+        "{calls:?}"
+    );
+    // Nothing of the execs is left: no process but the init in c1, no zombie of the shim.
+    let ps = ok(&env.ctr(&["tasks", "ps", "c1"]), "tasks ps");
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+    let pid: u32 = env
+        .task_row("c1")
+        .and_then(|r| r.get(1)?.parse().ok())
+        .expect("pid of c1");
+    let shim = shim_of(pid);
+    let mut children = String::new();
+    for task in std::fs::read_dir(format!("/proc/{shim}/task")).expect("the shim's threads") {
+        let path = task.expect("a thread").path().join("children");
+        children.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+    }
+    assert_eq!(
+        children.split_whitespace().collect::<Vec<_>>(),
+        [pid.to_string()],
+        "the shim's children"
+    );
+}
+
 #[test]
 fn ctr_runs_containers_through_berthd() {
     let env = Env::start();
