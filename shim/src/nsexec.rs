@@ -109,9 +109,6 @@ const RLIMITS: [&str; 16] = [
     "RLIMIT_RTTIME",
 ];
 
-/// Where cgroup file systems are mounted: the only cgroups an exec joins here.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/";
-
 /// The process spec's fields runc 1.1 reads for an exec (or ignores, as `consoleSize`
 /// without a terminal, `oomScoreAdj` and `user.umask`); any other goes to runc.
 const PROCESS_FIELDS: [&str; 11] = [
@@ -515,11 +512,7 @@ fn container(state: &Value) -> Result<Container, String> {
             return Err(format!("the container has {key}"));
         }
     }
-    if state
-        .get("intel_rdt_path")
-        .and_then(Value::as_str)
-        .is_some_and(|p| !p.is_empty())
-    {
+    if crate::runc::has_rdt(state) {
         return Err("the container has an Intel RDT group".into());
     }
     let mut kinds = Vec::new();
@@ -539,22 +532,11 @@ fn container(state: &Value) -> Result<Container, String> {
     if !kinds.contains(&3) || !kinds.contains(&4) {
         return Err("the container shares the host's PID or mount namespace".into());
     }
-    let mut cgroup_procs = Vec::new();
-    for path in state
-        .get("cgroup_paths")
-        .and_then(Value::as_object)
-        .ok_or("runc's state has no cgroup paths")?
-        .values()
-    {
-        let path = path.as_str().ok_or("a cgroup path is not a string")?;
-        let inside = path
-            .strip_prefix(CGROUP_ROOT)
-            .is_some_and(|rest| !rest.is_empty() && !rest.split('/').any(|c| c == ".."));
-        if !inside {
-            return Err(format!("cgroup {path} is outside {CGROUP_ROOT}"));
-        }
-        cgroup_procs.push(format!("{path}/cgroup.procs"));
-    }
+    let cgroup_procs = crate::runc::state_cgroups(state)
+        .ok_or("a cgroup path is not a directory below /sys/fs/cgroup")?
+        .into_iter()
+        .map(|path| format!("{path}/cgroup.procs"))
+        .collect();
     let oom_score_adj = match config.get("oom_score_adj") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().ok_or("oom_score_adj is not a number")?),
@@ -576,12 +558,7 @@ fn container(state: &Value) -> Result<Container, String> {
         })
         .transpose()?;
     let mut rlimits = Vec::new();
-    for r in config
-        .get("rlimits")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for r in list(config, "rlimits") {
         let field = |k: &str| r.get(k).and_then(Value::as_u64);
         match (field("type"), field("soft"), field("hard")) {
             (Some(t), Some(soft), Some(hard)) if t < RLIMITS.len() as u64 => {
@@ -680,12 +657,7 @@ fn process(spec: &Value) -> Result<Process, String> {
     };
     let (uid, gid) = (id("uid")?, id("gid")?);
     let mut additional_gids = Vec::new();
-    for g in user
-        .get("additionalGids")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for g in list(&spec["user"], "additionalGids") {
         additional_gids.push(
             g.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
@@ -709,12 +681,7 @@ fn process(spec: &Value) -> Result<Process, String> {
         })
         .transpose()?;
     let mut rlimits = Vec::new();
-    for r in obj
-        .get("rlimits")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    for r in list(spec, "rlimits") {
         let kind = r.get("type").and_then(Value::as_str).unwrap_or_default();
         let resource = RLIMITS
             .iter()
@@ -742,6 +709,15 @@ fn process(spec: &Value) -> Result<Process, String> {
         rlimits,
         no_new_privileges,
     })
+}
+
+/// The array under `key` (none: empty).
+fn list<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// Capability sets from lists of names under `keys` (bounding, effective, permitted,

@@ -58,20 +58,22 @@ fn remove_stopped(dir: &Path) -> std::io::Result<bool> {
 fn removable_cgroups(state: &serde_json::Value) -> Option<Vec<String>> {
     let config = state.get("config")?;
     let own_pid_namespace = own_namespace(config.get("namespaces"), "NEWPID");
-    let systemd = config
-        .pointer("/cgroups/systemd")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    // runc 1.1 writes the flag as `Systemd` (the field has no JSON name).
+    let systemd = ["/cgroups/Systemd", "/cgroups/systemd"]
+        .iter()
+        .any(|key| config.pointer(key).and_then(|v| v.as_bool()) == Some(true));
     let poststop = ["Hooks", "hooks"]
         .iter()
         .any(|key| has_hooks(config.get(key), "poststop"));
-    let rdt = state
-        .get("intel_rdt_path")
-        .and_then(|p| p.as_str())
-        .is_some_and(|p| !p.is_empty());
-    if !own_pid_namespace || systemd || poststop || rdt {
+    if !own_pid_namespace || systemd || poststop || has_rdt(state) {
         return None;
     }
+    state_cgroups(state)
+}
+
+/// The cgroup paths of runc's `state.json` when every one is below /sys/fs/cgroup (no
+/// `..`): the only cgroups the shim joins or removes itself. None otherwise.
+pub(crate) fn state_cgroups(state: &serde_json::Value) -> Option<Vec<String>> {
     let mut paths = Vec::new();
     for path in state.get("cgroup_paths")?.as_object()?.values() {
         let path = path.as_str()?;
@@ -84,6 +86,14 @@ fn removable_cgroups(state: &serde_json::Value) -> Option<Vec<String>> {
         paths.push(path.to_string());
     }
     Some(paths)
+}
+
+/// Whether runc's `state.json` gives the container an Intel RDT group.
+pub(crate) fn has_rdt(state: &serde_json::Value) -> bool {
+    state
+        .get("intel_rdt_path")
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| !p.is_empty())
 }
 
 /// Whether `namespaces` (an OCI spec's `linux.namespaces`, or runc's state's
@@ -719,7 +729,7 @@ mod tests {
                     {"type": "NEWNS", "path": ""},
                     {"type": "NEWPID", "path": pid_ns_path},
                 ],
-                "cgroups": {"path": "/ns/c1", "systemd": systemd},
+                "cgroups": {"path": "/ns/c1", "Systemd": systemd},
                 "Hooks": hooks,
             },
             "cgroup_paths": {
@@ -746,6 +756,10 @@ mod tests {
             None
         );
         assert_eq!(removable_cgroups(&runc_state("", true, false)), None);
+        // (runc 1.1 writes `Systemd`; a lower-case key is read too.)
+        let mut lower = runc_state("", false, false);
+        lower["config"]["cgroups"] = serde_json::json!({"systemd": true});
+        assert_eq!(removable_cgroups(&lower), None);
         assert_eq!(removable_cgroups(&runc_state("", false, true)), None);
         let mut no_pid_ns = runc_state("", false, false);
         no_pid_ns["config"]["namespaces"] = serde_json::json!([{"type": "NEWNS"}]);

@@ -798,7 +798,7 @@ fn spec_facts(bundle: &Path) -> SpecFacts {
     }
 }
 
-/// The process spec runc execs: the client's, with `terminal` set from the request (the
+/// The process spec an exec runs: the client's, with `terminal` set from the request (the
 /// request decides whether a console socket is passed; runc refuses the two disagreeing).
 fn exec_spec(spec: &[u8], terminal: bool) -> std::result::Result<Vec<u8>, serde_json::Error> {
     let mut value: serde_json::Value = serde_json::from_slice(spec)?;

@@ -117,6 +117,17 @@ fn runtime_calls(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A temp dir with two empty directories for [`noting_runtime`]s: `runc` and `other`.
+fn runtime_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let runc_dir = work.path().join("runc");
+    let other_dir = work.path().join("other");
+    for dir in [&runc_dir, &other_dir] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    (work, runc_dir, other_dir)
+}
+
 /// `ctr run --rm` of `echo WORD` as container `id` with `runtime`; the runtime's commands
 /// so far.
 fn echo_with_runtime(env: &Env, runtime: &Path, id: &str, word: &str) -> Vec<String> {
@@ -132,12 +143,7 @@ fn echo_with_runtime(env: &Env, runtime: &Path, id: &str, word: &str) -> Vec<Str
 #[test]
 fn the_shim_starts_and_removes_a_runc_container_itself() {
     let env = Env::start();
-    let work = tempfile::tempdir().expect("tempdir");
-    let runc_dir = work.path().join("runc");
-    let other_dir = work.path().join("other");
-    for dir in [&runc_dir, &other_dir] {
-        std::fs::create_dir(dir).expect("mkdir");
-    }
+    let (_work, runc_dir, other_dir) = runtime_dirs();
     let runc = noting_runtime(&runc_dir, "runc");
 
     // Started without `runc start` (the init let go through runc's exec fifo) and removed
@@ -255,12 +261,7 @@ echo reopened > /dev/stdout
 #[test]
 fn the_shim_execs_into_a_runc_container_itself() {
     let env = Env::start();
-    let work = tempfile::tempdir().expect("tempdir");
-    let runc_dir = work.path().join("runc");
-    let other_dir = work.path().join("other");
-    for dir in [&runc_dir, &other_dir] {
-        std::fs::create_dir(dir).expect("mkdir");
-    }
+    let (_work, runc_dir, other_dir) = runtime_dirs();
     // c1's execs are started by the shim, c2's (a runtime of another name) by runc exec:
     // the oracle.
     let runc = noting_runtime(&runc_dir, "runc");
