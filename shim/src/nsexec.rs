@@ -111,9 +111,10 @@ const RLIMITS: [&str; 16] = [
 
 /// The process spec's fields runc 1.1 reads for an exec (or ignores, as `consoleSize`
 /// without a terminal, `oomScoreAdj` and `user.umask`); any other goes to runc.
-const PROCESS_FIELDS: [&str; 11] = [
+const PROCESS_FIELDS: [&str; 12] = [
     "terminal",
     "consoleSize",
+    "oomScoreAdj",
     "user",
     "args",
     "env",
@@ -1428,6 +1429,7 @@ mod tests {
         // Fields runc 1.1 ignores for an exec are ignored.
         assert!(spec_with("apparmorProfile", json!("")).is_ok());
         assert!(spec_with("consoleSize", json!({"height": 1, "width": 2})).is_ok());
+        assert!(spec_with("oomScoreAdj", json!(-998)).is_ok());
         assert!(spec_with("user", json!({"uid": 0, "gid": 0, "umask": 18})).is_ok());
     }
 
