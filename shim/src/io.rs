@@ -178,10 +178,13 @@ async fn receive_fd(listener: &UnixListener) -> Result<OwnedFd> {
     }
 }
 
+/// Owns `fd`: only for a descriptor the kernel has just installed in this process for the
+/// caller (received through SCM_RIGHTS, or returned by a call that makes a new one, such
+/// as `fcntl(F_DUPFD_CLOEXEC)` or `openat2`).
 #[allow(unsafe_code)]
-fn own_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just received through SCM_RIGHTS; the kernel installed it in this
-    // process for us alone, so nothing else owns or closes it.
+pub(crate) fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: per the contract above, `fd` is a new descriptor of this process that
+    // nothing else owns or closes.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 

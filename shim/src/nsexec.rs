@@ -26,7 +26,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use serde_json::Value;
@@ -346,7 +346,7 @@ impl Plan {
                 return Ok(fd);
             }
             nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
-                .map(owned)
+                .map(crate::io::own_fd)
                 .map_err(std::io::Error::from)
         };
         let stdio = [
@@ -869,7 +869,7 @@ fn open_in_root(root: &std::fs::File, path: &str) -> std::io::Result<OwnedFd> {
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(owned(fd as RawFd))
+    Ok(crate::io::own_fd(fd as RawFd))
 }
 
 /// The start time (in clock ticks since boot) of process `pid`, field 22 of its stat.
@@ -896,13 +896,6 @@ fn errno_text(errno: i32) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => format!("errno {errno}"),
     }
-}
-
-#[allow(unsafe_code)]
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just returned by the kernel as a new descriptor of this process,
-    // which nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn report_pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
